@@ -1,1 +1,14 @@
+//! The one integration test binary: every test drives the real HTTP server against real Postgres
+//! (and, from 2/6 on, Redis) started by the test kit, with the GoTrue emulator as the auth service.
 
+mod helpers;
+
+mod api_errors;
+mod auth_basic;
+mod cli;
+mod health;
+mod isolation;
+mod knowledge;
+mod lifecycle;
+mod members;
+mod organizations;

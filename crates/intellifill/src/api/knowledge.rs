@@ -1,0 +1,291 @@
+//! Knowledge sources of an organization: list, create, read, update, delete and full-text search.
+//!
+//! Every query filters by the organization explicitly (so the page index is used) and RLS filters it again;
+//! a foreign or unknown id is a plain 404.
+
+use axum::Json;
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio_postgres::Row;
+use tokio_postgres::types::Type;
+use uuid::Uuid;
+
+use super::pagination::{Page, PageQuery};
+use crate::error::AppError;
+use crate::http::extract::{ApiJson, ApiQuery, PathIds, Validate};
+use crate::org::{Member, OrgTx, Viewer};
+
+pub const MAX_TITLE: usize = 500;
+pub const MAX_CONTENT: usize = 1_000_000;
+pub const EXCERPT_CHARS: i32 = 280;
+
+/// A knowledge source.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Knowledge {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub created_by: Option<Uuid>,
+    pub title: String,
+    pub content: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A knowledge source in a list: the content is shortened to an excerpt.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KnowledgeSummary {
+    pub id: Uuid,
+    pub title: String,
+    pub excerpt: String,
+    pub created_by: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Search relevance (search results only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rank: Option<f32>,
+}
+
+const FULL: &str = "id, organization_id, created_by, title, content, created_at, updated_at";
+
+fn full(row: &Row) -> Knowledge {
+    Knowledge {
+        id: row.get(0),
+        organization_id: row.get(1),
+        created_by: row.get(2),
+        title: row.get(3),
+        content: row.get(4),
+        created_at: row.get(5),
+        updated_at: row.get(6),
+    }
+}
+
+fn summary(row: &Row) -> KnowledgeSummary {
+    KnowledgeSummary {
+        id: row.get(0),
+        title: row.get(1),
+        excerpt: row.get(2),
+        created_by: row.get(3),
+        created_at: row.get(4),
+        updated_at: row.get(5),
+        rank: row.try_get(6).ok(),
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKnowledge {
+    pub title: String,
+    pub content: String,
+}
+
+fn check_title(title: &mut String) -> Result<(), AppError> {
+    *title = title.trim().to_owned();
+    if title.is_empty() || title.chars().count() > MAX_TITLE {
+        return Err(AppError::validation("title", format!("title must be 1 to {MAX_TITLE} characters")));
+    }
+    Ok(())
+}
+
+fn check_content(content: &str) -> Result<(), AppError> {
+    if content.len() > MAX_CONTENT {
+        return Err(AppError::validation("content", format!("content must be at most {MAX_CONTENT} bytes")));
+    }
+    Ok(())
+}
+
+impl Validate for CreateKnowledge {
+    fn validate(&mut self) -> Result<(), AppError> {
+        check_title(&mut self.title)?;
+        check_content(&self.content)
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateKnowledge {
+    pub title: Option<String>,
+    pub content: Option<String>,
+}
+
+impl Validate for UpdateKnowledge {
+    fn validate(&mut self) -> Result<(), AppError> {
+        if self.title.is_none() && self.content.is_none() {
+            return Err(AppError::validation("body", "give at least one of title, content"));
+        }
+        if let Some(title) = &mut self.title {
+            check_title(title)?;
+        }
+        if let Some(content) = &self.content {
+            check_content(content)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct SearchQuery {
+    /// Search terms (web-search syntax: words, "phrases", -exclusions, or).
+    pub q: Option<String>,
+    /// Result count, 1 to 100 (default 20).
+    pub limit: Option<i64>,
+}
+
+impl Validate for SearchQuery {
+    fn validate(&mut self) -> Result<(), AppError> {
+        let q = self.q.as_deref().map(str::trim).unwrap_or_default();
+        if q.is_empty() || q.chars().count() > 200 {
+            return Err(AppError::validation("q", "q must be 1 to 200 characters"));
+        }
+        if let Some(limit) = self.limit
+            && !(1..=super::pagination::MAX_LIMIT).contains(&limit)
+        {
+            return Err(AppError::validation("limit", "limit must be between 1 and 100"));
+        }
+        Ok(())
+    }
+}
+
+/// List the organization's knowledge sources, newest first.
+#[utoipa::path(get, path = "/api/organizations/{orgId}/knowledge", tag = "knowledge",
+    params(("orgId" = Uuid, Path), PageQuery),
+    responses((status = 200, body = Page<KnowledgeSummary>), (status = 403, body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list(ctx: OrgTx<Viewer>, ApiQuery(page): ApiQuery<PageQuery>) -> Result<Json<Page<KnowledgeSummary>>, AppError> {
+    let (after_ts, after_id) = page.after();
+    let limit = page.limit() + 1;
+    let rows = ctx
+        .tx
+        .query(
+            "SELECT id, title, left(content, $5), created_by, created_at, updated_at
+               FROM knowledge_sources
+              WHERE organization_id = $1
+                AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3))
+              ORDER BY created_at DESC, id DESC
+              LIMIT $4",
+            &[
+                (&ctx.org.id, Type::UUID),
+                (&after_ts, Type::TIMESTAMPTZ),
+                (&after_id, Type::UUID),
+                (&limit, Type::INT8),
+                (&EXCERPT_CHARS, Type::INT4),
+            ],
+        )
+        .await?;
+    ctx.tx.commit().await?;
+    let items = rows.iter().map(summary).collect();
+    Ok(Json(Page::from_items(items, page.limit(), |k: &KnowledgeSummary| (k.created_at, k.id))))
+}
+
+/// Create a knowledge source (MEMBER or above).
+#[utoipa::path(post, path = "/api/organizations/{orgId}/knowledge", tag = "knowledge",
+    params(("orgId" = Uuid, Path)), request_body = CreateKnowledge,
+    responses((status = 201, body = Knowledge), (status = 400, body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create(
+    ctx: OrgTx<Member>,
+    ApiJson(body): ApiJson<CreateKnowledge>,
+) -> Result<(StatusCode, Json<Knowledge>), AppError> {
+    let row = ctx
+        .tx
+        .query_one(
+            &format!(
+                "INSERT INTO knowledge_sources (organization_id, created_by, title, content)
+                 VALUES ($1, current_user_id(), $2, $3) RETURNING {FULL}"
+            ),
+            &[(&ctx.org.id, Type::UUID), (&body.title, Type::TEXT), (&body.content, Type::TEXT)],
+        )
+        .await?;
+    ctx.tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(full(&row))))
+}
+
+/// Read one knowledge source.
+#[utoipa::path(get, path = "/api/organizations/{orgId}/knowledge/{id}", tag = "knowledge",
+    params(("orgId" = Uuid, Path), ("id" = Uuid, Path)),
+    responses((status = 200, body = Knowledge), (status = 404, body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get(ctx: OrgTx<Viewer>, ids: PathIds) -> Result<Json<Knowledge>, AppError> {
+    let id = ids.uuid("id")?;
+    let row = ctx
+        .tx
+        .query_opt(
+            &format!("SELECT {FULL} FROM knowledge_sources WHERE id = $1 AND organization_id = $2"),
+            &[(&id, Type::UUID), (&ctx.org.id, Type::UUID)],
+        )
+        .await?
+        .ok_or_else(|| AppError::not_found("knowledge source"))?;
+    ctx.tx.commit().await?;
+    Ok(Json(full(&row)))
+}
+
+/// Change the title and/or content (MEMBER or above).
+#[utoipa::path(patch, path = "/api/organizations/{orgId}/knowledge/{id}", tag = "knowledge",
+    params(("orgId" = Uuid, Path), ("id" = Uuid, Path)), request_body = UpdateKnowledge,
+    responses((status = 200, body = Knowledge), (status = 404, body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn update(
+    ctx: OrgTx<Member>,
+    ids: PathIds,
+    ApiJson(body): ApiJson<UpdateKnowledge>,
+) -> Result<Json<Knowledge>, AppError> {
+    let id = ids.uuid("id")?;
+    let row = ctx
+        .tx
+        .query_opt(
+            &format!(
+                "UPDATE knowledge_sources SET title = coalesce($3, title), content = coalesce($4, content)
+                  WHERE id = $1 AND organization_id = $2 RETURNING {FULL}"
+            ),
+            &[(&id, Type::UUID), (&ctx.org.id, Type::UUID), (&body.title, Type::TEXT), (&body.content, Type::TEXT)],
+        )
+        .await?
+        .ok_or_else(|| AppError::not_found("knowledge source"))?;
+    ctx.tx.commit().await?;
+    Ok(Json(full(&row)))
+}
+
+/// Delete a knowledge source (MEMBER or above).
+#[utoipa::path(delete, path = "/api/organizations/{orgId}/knowledge/{id}", tag = "knowledge",
+    params(("orgId" = Uuid, Path), ("id" = Uuid, Path)),
+    responses((status = 204), (status = 404, body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn delete(ctx: OrgTx<Member>, ids: PathIds) -> Result<StatusCode, AppError> {
+    let id = ids.uuid("id")?;
+    ctx.tx
+        .query_opt(
+            "DELETE FROM knowledge_sources WHERE id = $1 AND organization_id = $2 RETURNING id",
+            &[(&id, Type::UUID), (&ctx.org.id, Type::UUID)],
+        )
+        .await?
+        .ok_or_else(|| AppError::not_found("knowledge source"))?;
+    ctx.tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Full-text search (Postgres `websearch_to_tsquery`), best matches first.
+#[utoipa::path(get, path = "/api/organizations/{orgId}/knowledge/search", tag = "knowledge",
+    params(("orgId" = Uuid, Path), SearchQuery),
+    responses((status = 200, body = Page<KnowledgeSummary>), (status = 400, body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn search(ctx: OrgTx<Viewer>, ApiQuery(q): ApiQuery<SearchQuery>) -> Result<Json<Page<KnowledgeSummary>>, AppError> {
+    let terms = q.q.as_deref().map(str::trim).unwrap_or_default();
+    let limit = q.limit.unwrap_or(super::pagination::DEFAULT_LIMIT);
+    let rows = ctx
+        .tx
+        .query(
+            "SELECT k.id, k.title, left(k.content, $4), k.created_by, k.created_at, k.updated_at,
+                    ts_rank(k.search_vector, query) AS rank
+               FROM knowledge_sources k, websearch_to_tsquery('english', $1) query
+              WHERE k.organization_id = $2 AND k.search_vector @@ query
+              ORDER BY rank DESC, k.created_at DESC, k.id DESC
+              LIMIT $3",
+            &[(&terms, Type::TEXT), (&ctx.org.id, Type::UUID), (&limit, Type::INT8), (&EXCERPT_CHARS, Type::INT4)],
+        )
+        .await?;
+    ctx.tx.commit().await?;
+    Ok(Json(Page { data: rows.iter().map(summary).collect(), next_cursor: None }))
+}

@@ -1,0 +1,198 @@
+//! Organizations: mine, create (the creator becomes OWNER and the new org becomes the current one), read.
+
+use axum::Json;
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio_postgres::Row;
+use tokio_postgres::types::Type;
+use uuid::Uuid;
+
+use super::pagination::{Page, PageQuery};
+use crate::auth::principal::UserTx;
+use crate::error::AppError;
+use crate::http::extract::{ApiJson, ApiQuery, Validate};
+use crate::org::{OrgRole, OrgTx, Viewer};
+
+/// An organization as seen by one of its members.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Organization {
+    pub id: Uuid,
+    pub name: String,
+    pub slug: String,
+    /// ACTIVE | INACTIVE | SUSPENDED
+    pub status: String,
+    /// The caller's role in it.
+    pub role: OrgRole,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Active members (single-organization reads only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub member_count: Option<i64>,
+    /// Used as the keyset of the list.
+    #[serde(skip)]
+    pub joined_key: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "o.id, o.name, o.slug, o.status, m.role, o.created_at, o.updated_at, m.created_at";
+
+fn organization(row: &Row) -> Organization {
+    Organization {
+        id: row.get(0),
+        name: row.get(1),
+        slug: row.get(2),
+        status: row.get(3),
+        role: OrgRole::parse(row.get(4)).unwrap_or(OrgRole::Viewer),
+        created_at: row.get(5),
+        updated_at: row.get(6),
+        joined_key: row.get(7),
+        member_count: row.try_get(8).ok(),
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateOrganization {
+    pub name: String,
+    /// Lower-case letters, digits and single hyphens; derived from the name when absent.
+    pub slug: Option<String>,
+}
+
+impl Validate for CreateOrganization {
+    fn validate(&mut self) -> Result<(), AppError> {
+        self.name = self.name.trim().to_owned();
+        if self.name.is_empty() || self.name.chars().count() > 200 {
+            return Err(AppError::validation("name", "name must be 1 to 200 characters"));
+        }
+        let slug = match self.slug.take() {
+            Some(s) => s.trim().to_owned(),
+            None => slugify(&self.name),
+        };
+        if !valid_slug(&slug) {
+            return Err(AppError::validation(
+                "slug",
+                "slug must be 1 to 64 lower-case letters or digits, separated by single hyphens",
+            ));
+        }
+        self.slug = Some(slug);
+        Ok(())
+    }
+}
+
+pub fn valid_slug(slug: &str) -> bool {
+    !slug.is_empty()
+        && slug.len() <= 64
+        && slug.split('-').all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
+}
+
+pub fn slugify(name: &str) -> String {
+    let mut slug = String::new();
+    for c in name.chars().flat_map(char::to_lowercase) {
+        if c.is_ascii_alphanumeric() {
+            slug.push(c);
+        } else if !slug.is_empty() && !slug.ends_with('-') {
+            slug.push('-');
+        }
+    }
+    let mut slug: String = slug.trim_end_matches('-').chars().take(64).collect();
+    while slug.ends_with('-') {
+        slug.pop();
+    }
+    slug
+}
+
+/// The organizations the caller is an active member of.
+#[utoipa::path(get, path = "/api/organizations", tag = "organizations", params(PageQuery),
+    responses((status = 200, body = Page<Organization>)), security(("bearer" = [])))]
+pub async fn list(ctx: UserTx, ApiQuery(page): ApiQuery<PageQuery>) -> Result<Json<Page<Organization>>, AppError> {
+    let (after_ts, after_id) = page.after();
+    let limit = page.limit() + 1;
+    let rows = ctx
+        .tx
+        .query(
+            &format!(
+                "SELECT {COLUMNS} FROM organization_memberships m
+                   JOIN organizations o ON o.id = m.organization_id
+                  WHERE m.user_id = current_user_id() AND m.status = 'ACTIVE'
+                    AND ($1::timestamptz IS NULL OR (m.created_at, o.id) > ($1, $2))
+                  ORDER BY m.created_at, o.id
+                  LIMIT $3"
+            ),
+            &[(&after_ts, Type::TIMESTAMPTZ), (&after_id, Type::UUID), (&limit, Type::INT8)],
+        )
+        .await?;
+    ctx.tx.commit().await?;
+    let items = rows.iter().map(organization).collect();
+    Ok(Json(Page::from_items(items, page.limit(), |o: &Organization| (o.joined_key, o.id))))
+}
+
+/// Create an organization; the caller becomes its OWNER and it becomes the current organization.
+#[utoipa::path(post, path = "/api/organizations", tag = "organizations", request_body = CreateOrganization,
+    responses((status = 201, body = Organization), (status = 409, body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create(
+    ctx: UserTx,
+    ApiJson(body): ApiJson<CreateOrganization>,
+) -> Result<(StatusCode, Json<Organization>), AppError> {
+    let slug = body.slug.unwrap_or_default();
+    let id: Uuid = ctx
+        .tx
+        .query_one("SELECT create_organization($1, $2)", &[(&body.name, Type::TEXT), (&slug, Type::TEXT)])
+        .await?
+        .get(0);
+    let row = ctx
+        .tx
+        .query_one(
+            &format!(
+                "SELECT {COLUMNS} FROM organizations o
+                   JOIN organization_memberships m ON m.organization_id = o.id AND m.user_id = current_user_id()
+                  WHERE o.id = $1"
+            ),
+            &[(&id, Type::UUID)],
+        )
+        .await?;
+    ctx.tx.commit().await?;
+    tracing::info!(org_id = %id, user_id = %ctx.user.id, "organization created");
+    Ok((StatusCode::CREATED, Json(organization(&row))))
+}
+
+/// One organization the caller is a member of.
+#[utoipa::path(get, path = "/api/organizations/{orgId}", tag = "organizations", params(("orgId" = Uuid, Path)),
+    responses((status = 200, body = Organization), (status = 403, body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get(ctx: OrgTx<Viewer>) -> Result<Json<Organization>, AppError> {
+    let row = ctx
+        .tx
+        .query_one(
+            &format!(
+                "SELECT {COLUMNS},
+                        (SELECT count(*) FROM organization_memberships c
+                          WHERE c.organization_id = o.id AND c.status = 'ACTIVE')
+                   FROM organizations o
+                   JOIN organization_memberships m ON m.organization_id = o.id AND m.user_id = current_user_id()
+                  WHERE o.id = $1"
+            ),
+            &[(&ctx.org.id, Type::UUID)],
+        )
+        .await?;
+    ctx.tx.commit().await?;
+    Ok(Json(organization(&row)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs_are_derived_and_checked() {
+        assert_eq!(slugify("  Acme Corp. (EU) "), "acme-corp-eu");
+        assert_eq!(slugify("Ünïcode ★ only"), "n-code-only");
+        assert_eq!(slugify("***"), "");
+        assert!(valid_slug("acme-2"));
+        assert!(!valid_slug("acme--2"));
+        assert!(!valid_slug("-acme"));
+        assert!(!valid_slug("Acme"));
+        assert!(!valid_slug(&"a".repeat(65)));
+    }
+}

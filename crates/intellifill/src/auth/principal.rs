@@ -1,0 +1,119 @@
+//! The current user, loaded inside the request transaction.
+//!
+//! [`UserTx`] opens the request transaction with the user's RLS context and, in the same round trip, reads
+//! the caller's `users` row: no row is `USER_NOT_PROVISIONED` (or an automatic provisioning when
+//! `AUTH_AUTO_PROVISION=true`), `is_active = false` is `ACCOUNT_DEACTIVATED`, on every request, so a
+//! deactivated user is locked out at once whatever any cache says.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use serde::Serialize;
+use tokio_postgres::Row;
+use tokio_postgres::types::Type;
+use uuid::Uuid;
+
+use super::AuthUser;
+use crate::db::{Param, RlsContext, Tx};
+use crate::error::{AppError, ErrorCode};
+use crate::state::AppState;
+
+/// Platform-wide role (not an organization role).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PlatformRole {
+    Admin,
+    User,
+    Viewer,
+}
+
+impl PlatformRole {
+    fn parse(s: &str) -> PlatformRole {
+        match s {
+            "ADMIN" => PlatformRole::Admin,
+            "VIEWER" => PlatformRole::Viewer,
+            _ => PlatformRole::User,
+        }
+    }
+}
+
+/// The caller's `users` row.
+#[derive(Debug, Clone)]
+pub struct CurrentUser {
+    pub id: Uuid,
+    pub email: String,
+    pub role: PlatformRole,
+    pub is_active: bool,
+    pub organization_id: Option<Uuid>,
+}
+
+const USER_ROW: &str = "SELECT id, email, role, is_active, organization_id FROM users WHERE id = current_user_id()";
+const PROVISION: &str = "INSERT INTO users (id, email) VALUES (current_user_id(), $1) ON CONFLICT DO NOTHING";
+
+impl CurrentUser {
+    fn from_row(row: &Row) -> CurrentUser {
+        CurrentUser {
+            id: row.get(0),
+            email: row.get(1),
+            role: PlatformRole::parse(row.get(2)),
+            is_active: row.get(3),
+            organization_id: row.get(4),
+        }
+    }
+}
+
+/// A request transaction for the authenticated user, with no organization context.
+pub struct UserTx {
+    pub tx: Tx,
+    pub user: CurrentUser,
+}
+
+/// The verified caller, from the auth layer.
+pub fn auth_user(parts: &Parts) -> Result<&AuthUser, AppError> {
+    parts
+        .extensions
+        .get::<AuthUser>()
+        .ok_or_else(|| AppError::internal(anyhow::anyhow!("route is missing the auth layer")))
+}
+
+/// Open the request transaction for `auth` (and `org`), load and check the user row, and run `extra`
+/// queries in the same round trip; returns their rows.
+pub async fn open(
+    state: &AppState,
+    auth: &AuthUser,
+    org: Option<Uuid>,
+    extra: &[(&str, &[Param<'_>])],
+) -> Result<(Tx, CurrentUser, Vec<Vec<Row>>), AppError> {
+    let mut first: Vec<(&str, &[Param<'_>])> = Vec::with_capacity(1 + extra.len());
+    first.push((USER_ROW, &[]));
+    first.extend_from_slice(extra);
+    let (tx, mut rows) = state.db.begin(RlsContext { user_id: auth.id, org_id: org }, &first).await?;
+    let user_rows = rows.remove(0);
+    let user = match user_rows.first() {
+        Some(row) => CurrentUser::from_row(row),
+        None if state.config.auth.auto_provision => {
+            tx.query(PROVISION, &[(&auth.email, Type::TEXT)]).await?;
+            let row = tx.query_opt(USER_ROW, &[]).await?.ok_or_else(|| {
+                AppError::new(ErrorCode::UserNotProvisioned, "the account could not be provisioned (e-mail in use)")
+            })?;
+            tracing::info!(user_id = %auth.id, "user provisioned");
+            CurrentUser::from_row(&row)
+        }
+        None => {
+            return Err(AppError::new(ErrorCode::UserNotProvisioned, "this account has no user record in this service"));
+        }
+    };
+    if !user.is_active {
+        return Err(AppError::new(ErrorCode::AccountDeactivated, "this account is deactivated"));
+    }
+    Ok((tx, user, rows))
+}
+
+impl FromRequestParts<AppState> for UserTx {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let auth = auth_user(parts)?;
+        let (tx, user, _) = open(state, auth, None, &[]).await?;
+        Ok(UserTx { tx, user })
+    }
+}

@@ -1,0 +1,84 @@
+//! The command line: `serve`, `dev`, `migrate`, `emulator`.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, ServeArgs};
+use crate::telemetry::{self, LogFormat};
+
+#[derive(Debug, Parser)]
+#[command(name = "intellifill", version, about = "IntelliFill API server")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the API server (configuration from flags or environment; see .env.example).
+    Serve(ServeArgs),
+    /// Everything embedded: throwaway Postgres, auth emulator, demo data, server; prints curl lines.
+    Dev(crate::dev::DevArgs),
+    /// Apply pending migrations as the owner role and exit.
+    Migrate(MigrateArgs),
+    /// Run the Supabase Auth (GoTrue) emulator alone.
+    Emulator(crate::dev::EmulatorArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MigrateArgs {
+    /// Direct (not pooled) connection string of the schema owner role.
+    #[arg(long, env = "DATABASE_MIGRATION_URL", hide_env_values = true)]
+    pub database_migration_url: String,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(cli.command));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(args) => {
+            telemetry::init(telemetry::format_from_env(LogFormat::Json), "info");
+            let config = Config::from_args(&args)?;
+            let app = crate::Application::build(config).await?;
+            tracing::info!(addr = %app.local_addr(), "listening");
+            app.run_until_stopped(crate::startup::shutdown_signal()).await
+        }
+        Command::Migrate(args) => {
+            telemetry::init(telemetry::format_from_env(LogFormat::Pretty), "info");
+            let mut client = crate::db::migrate::connect(&args.database_migration_url).await?;
+            let applied = crate::db::migrate::run(&mut client).await?;
+            println!(
+                "schema at version {} ({} migration(s) applied now)",
+                crate::db::migrate::latest_version(),
+                applied.len()
+            );
+            Ok(())
+        }
+        Command::Dev(args) => {
+            telemetry::init(telemetry::format_from_env(LogFormat::Pretty), "info,intellifill=info");
+            crate::dev::run(args).await
+        }
+        Command::Emulator(args) => {
+            telemetry::init(telemetry::format_from_env(LogFormat::Pretty), "info");
+            crate::dev::run_emulator(args).await
+        }
+    }
+}

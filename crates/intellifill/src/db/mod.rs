@@ -1,0 +1,128 @@
+//! Postgres access: one pool per process, and one way to touch tenant data.
+//!
+//! [`Db`] owns the process-wide pool and never hands it out: request code gets a [`Tx`] from
+//! [`Db::begin`], a transaction whose first statements set the user/org context with `set_config(..., true)`
+//! (transaction-local, so pooled connections and PgBouncer in transaction mode cannot carry one request's
+//! identity into the next). All statements use the unnamed prepared statement (`query_typed`), so nothing
+//! depends on session state either.
+
+mod error;
+pub mod guard;
+pub mod migrate;
+pub mod provision;
+mod tx;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+
+use crate::config::{DatabaseConfig, RlsFailureMode};
+use crate::error::{AppError, ErrorCode};
+
+pub use error::map_db_error;
+pub use tx::{Param, RlsContext, Tx};
+
+/// Counters the health and metrics endpoints read.
+#[derive(Debug, Default)]
+pub struct DbStats {
+    /// RLS contexts that could not be set.
+    pub rls_failures: AtomicU64,
+    /// Requests shed because no connection became free within the wait timeout.
+    pub acquire_timeouts: AtomicU64,
+}
+
+/// Pool status for health reporting.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolStatus {
+    pub size: usize,
+    pub idle: usize,
+    pub active: usize,
+    pub waiting: usize,
+    pub max: usize,
+}
+
+/// The database handle held in the app state.
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool,
+    statement_timeout_ms: String,
+    rls_failure_mode: RlsFailureMode,
+    stats: Arc<DbStats>,
+}
+
+impl Db {
+    /// Build the pool. Connections are opened lazily; [`guard::check_runtime_role`] runs the first query.
+    pub fn connect(cfg: &DatabaseConfig, url: &str) -> anyhow::Result<Db> {
+        let mut pg = tokio_postgres::Config::from_str(url)
+            .map_err(|_| anyhow::anyhow!("DATABASE_URL is not a valid connection string"))?;
+        pg.application_name("intellifill");
+        pg.connect_timeout(cfg.connect_timeout);
+        pg.keepalives(true);
+        let manager = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(cfg.pool_max_size)
+            .wait_timeout(Some(cfg.pool_wait_timeout))
+            .create_timeout(Some(cfg.connect_timeout))
+            .recycle_timeout(Some(Duration::from_secs(5)))
+            .runtime(Runtime::Tokio1)
+            .build()?;
+        Ok(Db {
+            pool,
+            statement_timeout_ms: cfg.statement_timeout.as_millis().to_string(),
+            rls_failure_mode: cfg.rls_failure_mode,
+            stats: Arc::new(DbStats::default()),
+        })
+    }
+
+    pub fn stats(&self) -> &DbStats {
+        &self.stats
+    }
+
+    pub fn pool_status(&self) -> PoolStatus {
+        let s = self.pool.status();
+        PoolStatus { size: s.size, idle: s.available, active: s.size - s.available, waiting: s.waiting, max: s.max_size }
+    }
+
+    /// Readiness probe: one round trip on a pooled connection.
+    pub async fn ping(&self) -> Result<(), AppError> {
+        let conn = self.acquire().await?;
+        conn.simple_query("SELECT 1").await.map_err(map_db_error)?;
+        Ok(())
+    }
+
+    /// Close the pool: idle connections are dropped now, checked-out ones when they come back.
+    pub fn close(&self) {
+        self.pool.close();
+    }
+
+    async fn acquire(&self) -> Result<deadpool_postgres::Object, AppError> {
+        self.pool.get().await.map_err(|e| match e {
+            PoolError::Timeout(_) => {
+                self.stats.acquire_timeouts.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("db_pool_acquire_timeouts_total").increment(1);
+                AppError::new(ErrorCode::DatabaseUnavailable, "the database is busy, retry shortly").with_retry_after(1)
+            }
+            PoolError::Backend(e) => map_db_error(e),
+            other => AppError::new(ErrorCode::DatabaseUnavailable, "the database is unavailable")
+                .with_retry_after(1)
+                .with_source(other),
+        })
+    }
+
+    fn record_rls_failure(&self, error: &tokio_postgres::Error, ctx: &RlsContext) {
+        self.stats.rls_failures.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("rls_context_failures_total").increment(1);
+        tracing::error!(
+            event = "security.rls_context_failed",
+            user_id = %ctx.user_id,
+            org_id = ?ctx.org_id,
+            error = %error,
+            "could not set the RLS context"
+        );
+    }
+}

@@ -1,0 +1,136 @@
+//! The request-scoped transaction.
+//!
+//! [`Db::begin`] takes a connection and sends, in one round trip, `BEGIN`, the context statement
+//! (`set_user_context`, `set_org_context`, a transaction-local `statement_timeout`) and the caller's first
+//! queries (the user row, the membership check). tokio-postgres writes requests in the order their futures
+//! are first polled, and `join` polls in order, so the server executes them in that order; a context that
+//! fails aborts the transaction, so the queries behind it can never run without it.
+//!
+//! A [`Tx`] that is dropped without [`Tx::commit`] is rolled back before its connection is reused: a
+//! `ROLLBACK` is issued from a spawned task and, should that fail, the connection is discarded instead of
+//! going back to the pool.
+
+use futures::future::{join_all, join3};
+use tokio_postgres::Row;
+use tokio_postgres::types::{ToSql, Type};
+use uuid::Uuid;
+
+use super::{Db, map_db_error};
+use crate::config::RlsFailureMode;
+use crate::error::{AppError, ErrorCode};
+
+/// A typed statement parameter (the unnamed-statement protocol needs the type up front).
+pub type Param<'a> = (&'a (dyn ToSql + Sync), Type);
+
+/// Who the transaction acts for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RlsContext {
+    pub user_id: Uuid,
+    pub org_id: Option<Uuid>,
+}
+
+const SET_CONTEXT: &str = "SELECT set_user_context($1), set_org_context($2), set_config('statement_timeout', $3, true)";
+
+/// An open transaction with the RLS context set.
+pub struct Tx {
+    conn: Option<deadpool_postgres::Object>,
+}
+
+impl Db {
+    /// Open a request transaction for `ctx`, pipelining `first` queries behind the context statement.
+    /// Returns the transaction and the rows of each `first` query, in order.
+    pub async fn begin(&self, ctx: RlsContext, first: &[(&str, &[Param<'_>])]) -> Result<(Tx, Vec<Vec<Row>>), AppError> {
+        let conn = self.acquire().await?;
+        let org = ctx.org_id;
+        let (begun, context, firsts) = join3(
+            conn.batch_execute("BEGIN"),
+            conn.query_typed(
+                SET_CONTEXT,
+                &[(&ctx.user_id, Type::UUID), (&org, Type::UUID), (&self.statement_timeout_ms, Type::TEXT)],
+            ),
+            join_all(first.iter().map(|(sql, params)| conn.query_typed(sql, params))),
+        )
+        .await;
+        let tx = Tx { conn: Some(conn) };
+        begun.map_err(map_db_error)?;
+        if let Err(e) = context {
+            self.record_rls_failure(&e, &ctx);
+            if e.as_db_error().is_none() {
+                // The connection itself failed: an outage, not a context problem.
+                return Err(map_db_error(e));
+            }
+            return match self.rls_failure_mode {
+                RlsFailureMode::Fail => Err(AppError::new(
+                    ErrorCode::RlsContextFailed,
+                    "the request's security context could not be established",
+                )
+                .with_source(e)),
+                RlsFailureMode::Continue => tx.restart_without_context(first).await,
+            };
+        }
+        let rows = firsts.into_iter().collect::<Result<Vec<_>, _>>().map_err(map_db_error)?;
+        Ok((tx, rows))
+    }
+}
+
+impl Tx {
+    fn conn(&self) -> &deadpool_postgres::Object {
+        self.conn.as_ref().expect("a transaction keeps its connection until commit or drop")
+    }
+
+    /// Development-only `continue` mode: a fresh transaction with no tenant context, where RLS shows no rows
+    /// and refuses every write.
+    async fn restart_without_context(self, first: &[(&str, &[Param<'_>])]) -> Result<(Tx, Vec<Vec<Row>>), AppError> {
+        self.conn().batch_execute("ROLLBACK; BEGIN").await.map_err(map_db_error)?;
+        let mut rows = Vec::with_capacity(first.len());
+        for (sql, params) in first {
+            rows.push(self.conn().query_typed(sql, params).await.map_err(map_db_error)?);
+        }
+        Ok((self, rows))
+    }
+
+    pub async fn query(&self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, AppError> {
+        self.conn().query_typed(sql, params).await.map_err(map_db_error)
+    }
+
+    pub async fn query_opt(&self, sql: &str, params: &[Param<'_>]) -> Result<Option<Row>, AppError> {
+        Ok(self.query(sql, params).await?.into_iter().next())
+    }
+
+    pub async fn query_one(&self, sql: &str, params: &[Param<'_>]) -> Result<Row, AppError> {
+        self.query_opt(sql, params)
+            .await?
+            .ok_or_else(|| AppError::internal(anyhow::anyhow!("query returned no row: {sql}")))
+    }
+
+    /// Commit; on failure the transaction is rolled back by the server.
+    pub async fn commit(mut self) -> Result<(), AppError> {
+        let conn = self.conn.take().expect("commit consumes the transaction");
+        match conn.batch_execute("COMMIT").await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                // The state of this connection is unknown now: do not give it back to the pool.
+                let _ = deadpool_postgres::Object::take(conn);
+                Err(map_db_error(e))
+            }
+        }
+    }
+}
+
+impl Drop for Tx {
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else { return };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    if conn.batch_execute("ROLLBACK").await.is_err() {
+                        let _ = deadpool_postgres::Object::take(conn);
+                    }
+                });
+            }
+            Err(_) => {
+                let _ = deadpool_postgres::Object::take(conn);
+            }
+        }
+    }
+}

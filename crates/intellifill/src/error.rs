@@ -1,0 +1,250 @@
+//! One error type, one JSON error body.
+//!
+//! Every failure a client can see is an [`AppError`] carrying an [`ErrorCode`]. Turning it into a response
+//! does not write the body: it attaches an [`ErrorPayload`] extension, and the request-id middleware
+//! ([`crate::http::request_id`]) renders `{error, message, code, requestId}` with the id of the request.
+//! That middleware also turns bare error statuses from the framework (unknown route, wrong method, body over
+//! the limit, timeout) into the same body, so a client never sees two shapes.
+
+use std::borrow::Cow;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// Machine-readable error codes. Stable: clients switch on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    ValidationError,
+    InvalidJson,
+    InvalidId,
+    UnsupportedMediaType,
+    PayloadTooLarge,
+    TokenMissing,
+    TokenMalformed,
+    TokenInvalid,
+    TokenExpired,
+    SessionRevoked,
+    UserBanned,
+    UserNotProvisioned,
+    AccountDeactivated,
+    Forbidden,
+    OrganizationRequired,
+    NotOrgMember,
+    AdminRequired,
+    OwnerRequired,
+    OrgSuspended,
+    NotFound,
+    RouteNotFound,
+    MethodNotAllowed,
+    Conflict,
+    LastOwner,
+    RequestTimeout,
+    RateLimited,
+    InternalError,
+    RlsContextFailed,
+    AuthServiceUnavailable,
+    DatabaseUnavailable,
+}
+
+impl ErrorCode {
+    pub fn status(self) -> StatusCode {
+        use ErrorCode::*;
+        match self {
+            ValidationError | InvalidJson | InvalidId => StatusCode::BAD_REQUEST,
+            UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            TokenMissing | TokenMalformed | TokenInvalid | TokenExpired | SessionRevoked | UserBanned
+            | UserNotProvisioned => StatusCode::UNAUTHORIZED,
+            AccountDeactivated | Forbidden | OrganizationRequired | NotOrgMember | AdminRequired | OwnerRequired
+            | OrgSuspended => StatusCode::FORBIDDEN,
+            NotFound | RouteNotFound => StatusCode::NOT_FOUND,
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Conflict | LastOwner => StatusCode::CONFLICT,
+            RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            InternalError | RlsContextFailed => StatusCode::INTERNAL_SERVER_ERROR,
+            AuthServiceUnavailable | DatabaseUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The code as it appears in the JSON body.
+    pub fn as_str(self) -> &'static str {
+        use ErrorCode::*;
+        match self {
+            ValidationError => "VALIDATION_ERROR",
+            InvalidJson => "INVALID_JSON",
+            InvalidId => "INVALID_ID",
+            UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+            PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            TokenMissing => "TOKEN_MISSING",
+            TokenMalformed => "TOKEN_MALFORMED",
+            TokenInvalid => "TOKEN_INVALID",
+            TokenExpired => "TOKEN_EXPIRED",
+            SessionRevoked => "SESSION_REVOKED",
+            UserBanned => "USER_BANNED",
+            UserNotProvisioned => "USER_NOT_PROVISIONED",
+            AccountDeactivated => "ACCOUNT_DEACTIVATED",
+            Forbidden => "FORBIDDEN",
+            OrganizationRequired => "ORGANIZATION_REQUIRED",
+            NotOrgMember => "NOT_ORG_MEMBER",
+            AdminRequired => "ADMIN_REQUIRED",
+            OwnerRequired => "OWNER_REQUIRED",
+            OrgSuspended => "ORG_SUSPENDED",
+            NotFound => "NOT_FOUND",
+            RouteNotFound => "ROUTE_NOT_FOUND",
+            MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            Conflict => "CONFLICT",
+            LastOwner => "LAST_OWNER",
+            RequestTimeout => "REQUEST_TIMEOUT",
+            RateLimited => "RATE_LIMITED",
+            InternalError => "INTERNAL_ERROR",
+            RlsContextFailed => "RLS_CONTEXT_FAILED",
+            AuthServiceUnavailable => "AUTH_SERVICE_UNAVAILABLE",
+            DatabaseUnavailable => "DATABASE_UNAVAILABLE",
+        }
+    }
+}
+
+/// A client-visible failure.
+#[derive(Debug)]
+pub struct AppError {
+    pub code: ErrorCode,
+    pub message: Cow<'static, str>,
+    /// The request field at fault (validation errors).
+    pub field: Option<String>,
+    /// Seconds for `Retry-After` (503, 429).
+    pub retry_after: Option<u64>,
+    /// The underlying cause, logged for 5xx, never sent to the client.
+    pub source: Option<anyhow::Error>,
+}
+
+impl AppError {
+    pub fn new(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
+        AppError { code, message: message.into(), field: None, retry_after: None, source: None }
+    }
+
+    pub fn validation(field: impl Into<String>, message: impl Into<Cow<'static, str>>) -> Self {
+        let mut e = AppError::new(ErrorCode::ValidationError, message);
+        e.field = Some(field.into());
+        e
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        AppError::new(ErrorCode::NotFound, format!("{what} not found"))
+    }
+
+    pub fn internal(source: impl Into<anyhow::Error>) -> Self {
+        let mut e = AppError::new(ErrorCode::InternalError, "internal server error");
+        e.source = Some(source.into());
+        e
+    }
+
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    pub fn with_source(mut self, source: impl Into<anyhow::Error>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.code.status()
+    }
+}
+
+impl std::fmt::Display for AppError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.message)
+    }
+}
+
+/// What the request-id middleware renders into the body.
+#[derive(Debug, Clone)]
+pub struct ErrorPayload {
+    pub code: ErrorCode,
+    pub message: Cow<'static, str>,
+    pub field: Option<String>,
+}
+
+/// The one JSON error body.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorBody {
+    /// HTTP reason phrase, e.g. "Not Found".
+    pub error: String,
+    pub message: String,
+    #[schema(value_type = String, example = "NOT_FOUND")]
+    pub code: &'static str,
+    pub request_id: String,
+    /// The request field at fault, for validation errors.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl ErrorPayload {
+    pub fn body(&self, request_id: &str) -> ErrorBody {
+        let status = self.code.status();
+        ErrorBody {
+            error: status.canonical_reason().unwrap_or("Error").to_owned(),
+            message: self.message.to_string(),
+            code: self.code.as_str(),
+            request_id: request_id.to_owned(),
+            field: self.field.clone(),
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            match &self.source {
+                Some(source) => {
+                    tracing::error!(code = self.code.as_str(), error = format!("{source:#}"), "request failed")
+                }
+                None => tracing::error!(code = self.code.as_str(), message = %self.message, "request failed"),
+            }
+        }
+        let mut response = status.into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+            .extensions_mut()
+            .insert(ErrorPayload { code: self.code, message: self.message, field: self.field });
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_serialize_as_their_wire_names() {
+        for code in [ErrorCode::RlsContextFailed, ErrorCode::NotOrgMember, ErrorCode::AuthServiceUnavailable] {
+            assert_eq!(serde_json::to_value(code).expect("json"), serde_json::json!(code.as_str()));
+        }
+    }
+
+    #[test]
+    fn response_carries_status_retry_after_and_payload() {
+        let resp = AppError::new(ErrorCode::DatabaseUnavailable, "db down").with_retry_after(2).into_response();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "2");
+        let payload = resp.extensions().get::<ErrorPayload>().expect("payload");
+        let body = payload.body("req-1");
+        assert_eq!(body.error, "Service Unavailable");
+        assert_eq!(body.code, "DATABASE_UNAVAILABLE");
+        assert_eq!(body.request_id, "req-1");
+    }
+}

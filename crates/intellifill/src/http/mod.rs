@@ -1,0 +1,7 @@
+//! HTTP surface: routes (one file), middleware (ordered in one function), extractors, OpenAPI document.
+
+pub mod extract;
+pub mod middleware;
+pub mod openapi;
+pub mod request_id;
+pub mod routes;

@@ -1,0 +1,25 @@
+//! IntelliFill API core: a Supabase-authenticated, multi-tenant HTTP API over Postgres with enforced
+//! row-level security.
+//!
+//! Every request flows through one pipeline, ordered in [`http::middleware`]:
+//! `request id -> (rate limit) -> (audit) -> auth -> organization context -> handler -> Postgres (RLS)`.
+//! See `docs/ARCHITECTURE.md` for the map of modules and failure modes.
+
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod dev;
+pub mod error;
+pub mod health;
+pub mod http;
+pub mod org;
+pub mod startup;
+pub mod state;
+pub mod telemetry;
+
+pub use config::Config;
+pub use error::{AppError, ErrorCode};
+pub use startup::Application;
+pub use state::AppState;

@@ -1,0 +1,30 @@
+//! The application state shared by every request.
+//!
+//! One [`App`], built once at start-up by [`crate::startup::Application::build`] and shared behind an `Arc`:
+//! the validated configuration, the one database pool, the authenticator. Nothing in it is global or
+//! mutable from the outside; tests build as many independent apps in one process as they like.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::db::Db;
+
+pub struct App {
+    pub config: Config,
+    /// The process-wide pool, reachable only through [`Db`]'s transaction API.
+    pub db: Db,
+    pub auth: Authenticator,
+}
+
+/// Cheap-to-clone handle on the [`App`].
+#[derive(Clone)]
+pub struct AppState(pub Arc<App>);
+
+impl Deref for AppState {
+    type Target = App;
+    fn deref(&self) -> &App {
+        &self.0
+    }
+}

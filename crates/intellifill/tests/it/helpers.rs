@@ -1,0 +1,241 @@
+//! `TestApp::spawn`: the real server on port 0, against the shared throwaway Postgres (a fresh database per
+//! test, cloned from a migrated template) and its own GoTrue emulator.
+
+use std::net::SocketAddr;
+
+use gotrue_emulator::{Emulator, EmulatorConfig};
+use intellifill::config::{Config, ServeArgs};
+use intellifill::db::migrate;
+use intellifill::db::provision::{self, OWNER_ROLE, RUNTIME_ROLE};
+use intellifill::{AppState, Application};
+use serde_json::Value;
+use testkit::Shared;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+pub const OWNER_PASSWORD: &str = "owner-test-password";
+pub const RUNTIME_PASSWORD: &str = "app-test-password";
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub http: reqwest::Client,
+    pub emulator: Emulator,
+    /// Owner-role connection to this test's database (bypasses nothing: it has its own maintenance policy).
+    pub owner: tokio_postgres::Client,
+    pub runtime_url: String,
+    pub owner_url: String,
+    pub state: AppState,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    pub id: Uuid,
+    pub email: String,
+    pub token: String,
+}
+
+fn template_name() -> String {
+    format!("intellifill_tmpl_{}", migrate::fingerprint())
+}
+
+/// A fresh, migrated database on the shared cluster; returns its name.
+pub async fn fresh_database() -> String {
+    let shared = Shared::get().await.expect("shared servers");
+    let template = template_name();
+    shared
+        .once(&template, || async {
+            let su = shared.pg_superuser_url("postgres");
+            provision::ensure_roles(&su, OWNER_PASSWORD, RUNTIME_PASSWORD).await?;
+            provision::ensure_database(&su, &template).await?;
+            let mut owner = migrate::connect(&shared.pg_url(OWNER_ROLE, Some(OWNER_PASSWORD), &template)).await?;
+            migrate::run(&mut owner).await?;
+            drop(owner);
+            // CREATE DATABASE ... TEMPLATE needs the template to have no sessions left.
+            let admin = shared.superuser_client("postgres").await?;
+            admin
+                .execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+                    &[&template],
+                )
+                .await?;
+            Ok(())
+        })
+        .await
+        .expect("template database");
+    let mut last = None;
+    for _ in 0..50 {
+        match shared.create_database(Some(&template), Some(OWNER_ROLE)).await {
+            Ok(name) => return name,
+            Err(e) => {
+                last = Some(e);
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+    panic!("cannot create a test database: {:#}", last.expect("an error"));
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        TestApp::spawn_with(|_| {}).await
+    }
+
+    /// Spawn with configuration tweaks (the arguments are what `serve` would read from the environment).
+    pub async fn spawn_with(customize: impl FnOnce(&mut ServeArgs)) -> TestApp {
+        let db = fresh_database().await;
+        let emulator = Emulator::start(EmulatorConfig::default(), SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("emulator");
+        TestApp::spawn_on(db, emulator, customize).await
+    }
+
+    /// Spawn against an existing database and emulator (several instances, restarts).
+    pub async fn spawn_on(db: String, emulator: Emulator, customize: impl FnOnce(&mut ServeArgs)) -> TestApp {
+        let shared = Shared::get().await.expect("shared servers");
+        let runtime_url = shared.pg_url(RUNTIME_ROLE, Some(RUNTIME_PASSWORD), &db);
+        let owner_url = shared.pg_url(OWNER_ROLE, Some(OWNER_PASSWORD), &db);
+        let mut args = ServeArgs {
+            bind_addr: Some("127.0.0.1:0".into()),
+            app_env: Some("test".into()),
+            database_url: Some(runtime_url.clone()),
+            db_pool_max_size: Some("8".into()),
+            supabase_url: Some(emulator.base_url()),
+            supabase_anon_key: Some(emulator.anon_key().to_owned()),
+            auth_http_timeout_ms: Some("2000".into()),
+            shutdown_grace_ms: Some("5000".into()),
+            ..ServeArgs::default()
+        };
+        customize(&mut args);
+        let config = Config::from_args(&args).expect("test configuration");
+        let app = Application::build(config).await.expect("application builds");
+        let addr = app.local_addr();
+        let state = app.state();
+        let (tx, rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until_stopped(async {
+            let _ = rx.await;
+        }));
+        let owner = migrate::connect(&owner_url).await.expect("owner connection");
+        TestApp {
+            addr,
+            base: format!("http://{addr}"),
+            http: reqwest::Client::new(),
+            emulator,
+            owner,
+            runtime_url,
+            owner_url,
+            state,
+            shutdown: Some(tx),
+            server: Some(server),
+        }
+    }
+
+    /// Graceful stop; returns what `run_until_stopped` returned.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.server.take() {
+            Some(handle) => handle.await.expect("server task"),
+            None => Ok(()),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// A signed-up auth user with a provisioned `users` row and a fresh access token.
+    pub async fn user(&self, email: &str) -> TestUser {
+        let user = self.auth_only_user(email).await;
+        self.owner
+            .execute("INSERT INTO users (id, email) VALUES ($1, $2)", &[&user.id, &user.email])
+            .await
+            .expect("users row");
+        user
+    }
+
+    /// An auth user without a `users` row.
+    pub async fn auth_only_user(&self, email: &str) -> TestUser {
+        let created = self.emulator.create_user(email, "password123").expect("emulator user");
+        let session = self.emulator.sign_in(email, "password123").expect("sign in");
+        TestUser { id: created.id, email: email.to_owned(), token: session.access_token }
+    }
+
+    /// Create an organization through the API; returns its id.
+    pub async fn org(&self, owner: &TestUser, name: &str) -> Uuid {
+        let (status, body) = self.post(owner, "/api/organizations", serde_json::json!({ "name": name })).await;
+        assert_eq!(status, 201, "create org: {body}");
+        body["id"].as_str().and_then(|s| s.parse().ok()).expect("org id")
+    }
+
+    /// Add `user` to `org` with `role` directly in the database.
+    pub async fn add_member(&self, org: Uuid, user: &TestUser, role: &str) {
+        self.owner
+            .execute(
+                "INSERT INTO organization_memberships (user_id, organization_id, role, status, joined_at)
+                 VALUES ($1, $2, $3, 'ACTIVE', now())",
+                &[&user.id, &org, &role],
+            )
+            .await
+            .expect("membership");
+    }
+
+    pub async fn knowledge(&self, user: &TestUser, org: Uuid, title: &str, content: &str) -> Value {
+        let (status, body) = self
+            .post(user, &format!("/api/organizations/{org}/knowledge"), serde_json::json!({"title": title, "content": content}))
+            .await;
+        assert_eq!(status, 201, "create knowledge: {body}");
+        body
+    }
+
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        (status, body)
+    }
+
+    pub async fn get(&self, user: &TestUser, path: &str) -> (u16, Value) {
+        self.send(self.http.get(self.url(path)).bearer_auth(&user.token)).await
+    }
+
+    pub async fn post(&self, user: &TestUser, path: &str, body: Value) -> (u16, Value) {
+        self.send(self.http.post(self.url(path)).bearer_auth(&user.token).json(&body)).await
+    }
+
+    pub async fn patch(&self, user: &TestUser, path: &str, body: Value) -> (u16, Value) {
+        self.send(self.http.patch(self.url(path)).bearer_auth(&user.token).json(&body)).await
+    }
+
+    pub async fn delete(&self, user: &TestUser, path: &str) -> (u16, Value) {
+        self.send(self.http.delete(self.url(path)).bearer_auth(&user.token)).await
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Assert the standard error body and return it.
+#[track_caller]
+pub fn assert_error(status: u16, body: &Value, expected_status: u16, code: &str) {
+    assert_eq!(status, expected_status, "unexpected status, body: {body}");
+    assert_eq!(body["code"], code, "unexpected code, body: {body}");
+    assert!(body["error"].is_string(), "error field missing: {body}");
+    assert!(body["message"].is_string(), "message field missing: {body}");
+    assert!(body["requestId"].as_str().is_some_and(|s| !s.is_empty()), "requestId missing: {body}");
+}
+
+/// Unique e-mail for a test.
+pub fn email(name: &str) -> String {
+    format!("{name}-{}@example.test", Uuid::new_v4().simple())
+}
