@@ -1,1 +1,38 @@
-pub fn placeholder() {}
+//! Throwaway PostgreSQL clusters and redis-server instances on loopback.
+//!
+//! Used by the product's integration tests *and* by its `dev` mode, so this is an ordinary
+//! library: every failure is returned as an [`anyhow::Error`] whose message says what went wrong
+//! and what to do about it (which package to install, the server's log tail, ...); nothing panics.
+//!
+//! * [`PgCluster`] — a private `initdb` cluster served by `postgres` on 127.0.0.1 (run as the
+//!   `postgres` system user when this process is root, since PostgreSQL refuses to run as root).
+//! * [`RedisServer`] — a `redis-server` without persistence on 127.0.0.1.
+//! * [`Shared`] — one cluster and one redis-server shared by all tests of a test run, also across
+//!   the processes of a `cargo nextest` run, cleaned up automatically when the run ends.
+//! * [`free_port`] — a currently free TCP port on 127.0.0.1.
+//!
+//! Binaries are found via `PG_BIN_DIR` / `/usr/lib/postgresql/*/bin` / `pg_config --bindir` and
+//! `REDIS_SERVER_BIN` / `PATH`.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! let pg = testkit::PgCluster::start(None).await?;
+//! let url = pg.superuser_url("postgres"); // postgres://postgres@127.0.0.1:<port>/postgres
+//! pg.stop().await?;     // simulate an outage
+//! pg.restart().await?;  // same port, same data
+//! # let _ = url; Ok(()) }
+//! ```
+
+mod bins;
+mod ports;
+mod postgres;
+mod process;
+mod redis;
+mod shared;
+mod user;
+
+pub use bins::{PG_BIN_DIR_ENV, REDIS_SERVER_BIN_ENV};
+pub use ports::free_port;
+pub use postgres::PgCluster;
+pub use redis::RedisServer;
+pub use shared::{SHARED_BASE_DIR_NAME, Shared};

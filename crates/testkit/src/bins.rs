@@ -1,0 +1,99 @@
+//! Locating the server binaries.
+//!
+//! There is no Docker: the servers are the distribution's own binaries. Debian keeps PostgreSQL's
+//! server binaries off `PATH` in `/usr/lib/postgresql/<major>/bin`, so we look there (highest major
+//! first) after honouring an explicit `PG_BIN_DIR`, and finally ask `pg_config --bindir`.
+//! `redis-server` is looked up via `REDIS_SERVER_BIN`, then `PATH`. A missing binary produces an
+//! error that says exactly what to install.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Result, bail};
+
+/// Environment variable naming the directory that holds `initdb` and `postgres`.
+pub const PG_BIN_DIR_ENV: &str = "PG_BIN_DIR";
+/// Environment variable naming the `redis-server` executable.
+pub const REDIS_SERVER_BIN_ENV: &str = "REDIS_SERVER_BIN";
+
+const PG_INSTALL_HINT: &str = "install the PostgreSQL server with `apt-get install postgresql-15` \
+     (or set PG_BIN_DIR to the directory containing `initdb` and `postgres`)";
+const REDIS_INSTALL_HINT: &str = "install it with `apt-get install redis-server` \
+     (or set REDIS_SERVER_BIN to the path of the `redis-server` executable)";
+
+fn is_executable(path: &Path) -> bool {
+    std::fs::metadata(path)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+fn has_pg_server(dir: &Path) -> bool {
+    is_executable(&dir.join("initdb")) && is_executable(&dir.join("postgres"))
+}
+
+/// The directory holding PostgreSQL's `initdb` and `postgres`.
+pub(crate) fn pg_bin_dir() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os(PG_BIN_DIR_ENV).filter(|v| !v.is_empty()) {
+        let dir = PathBuf::from(dir);
+        if has_pg_server(&dir) {
+            return Ok(dir);
+        }
+        bail!(
+            "{PG_BIN_DIR_ENV}={} does not contain executable `initdb` and `postgres`; point it at the \
+             PostgreSQL server bin directory (e.g. /usr/lib/postgresql/15/bin) or {PG_INSTALL_HINT}",
+            dir.display()
+        );
+    }
+
+    let mut candidates: Vec<(Vec<u32>, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let version: Option<Vec<u32>> = name.split('.').map(|p| p.parse().ok()).collect();
+            Some((version?, entry.path().join("bin")))
+        })
+        .filter(|(_, bin)| has_pg_server(bin))
+        .collect();
+    candidates.sort();
+    if let Some((_, dir)) = candidates.pop() {
+        return Ok(dir);
+    }
+
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output()
+        && out.status.success()
+    {
+        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if has_pg_server(&dir) {
+            return Ok(dir);
+        }
+    }
+
+    bail!(
+        "PostgreSQL server binaries (`initdb`, `postgres`) not found: looked in ${PG_BIN_DIR_ENV}, \
+         /usr/lib/postgresql/*/bin and `pg_config --bindir`; {PG_INSTALL_HINT}"
+    )
+}
+
+/// The `redis-server` executable.
+pub(crate) fn redis_server() -> Result<PathBuf> {
+    if let Some(bin) = std::env::var_os(REDIS_SERVER_BIN_ENV).filter(|v| !v.is_empty()) {
+        let bin = PathBuf::from(bin);
+        if is_executable(&bin) {
+            return Ok(bin);
+        }
+        bail!(
+            "{REDIS_SERVER_BIN_ENV}={} is not an executable file; {REDIS_INSTALL_HINT}",
+            bin.display()
+        );
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let fallbacks = ["/usr/bin", "/usr/sbin", "/usr/local/bin"].map(PathBuf::from);
+    std::env::split_paths(&path)
+        .chain(fallbacks)
+        .map(|dir| dir.join("redis-server"))
+        .find(|bin| is_executable(bin))
+        .ok_or_else(|| anyhow::anyhow!("`redis-server` not found on PATH; {REDIS_INSTALL_HINT}"))
+}
