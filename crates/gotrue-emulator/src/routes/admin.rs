@@ -1,0 +1,128 @@
+//! The admin user API (`/admin/users`), which needs the service-role key.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::SharedState;
+use super::gotrue::{authorization, parse_body, query_param};
+use crate::auth::AdminUserParams;
+use crate::errors::ApiError;
+use crate::views::{UserJson, UserListJson};
+
+fn require_admin(state: &SharedState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let apikey = headers.get("apikey").and_then(|v| v.to_str().ok());
+    state.require_admin(authorization(headers), apikey)
+}
+
+/// `loadUser`: the path segment must be a UUID of an existing user.
+fn user_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw)
+        .map_err(|_| ApiError::not_found("validation_failed", "user_id must be an UUID"))
+}
+
+fn page_param(query: Option<&str>, name: &str, default: usize) -> Result<usize, ApiError> {
+    match query_param(query, name) {
+        None => Ok(default),
+        Some(raw) if raw.is_empty() => Ok(default),
+        Some(raw) => raw
+            .parse::<usize>()
+            .map_err(|e| ApiError::validation(format!("Bad Pagination Parameters: {e}"))),
+    }
+}
+
+pub(super) async fn list(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    require_admin(&state, &headers)?;
+    let page = page_param(query.as_deref(), "page", 1)?.max(1);
+    let per_page = page_param(query.as_deref(), "per_page", 50)?;
+    let store = state.store();
+    let users = store.users_newest_first();
+    let total = users.len();
+    let page_users = if per_page == 0 {
+        users
+    } else {
+        users
+            .into_iter()
+            .skip((page - 1).saturating_mul(per_page))
+            .take(per_page)
+            .collect()
+    };
+    let mut response = Json(UserListJson {
+        users: page_users.into_iter().map(UserJson::new).collect(),
+        aud: "authenticated",
+    })
+    .into_response();
+    if let Ok(value) = HeaderValue::from_str(&total.to_string()) {
+        response.headers_mut().insert("x-total-count", value);
+    }
+    Ok(response)
+}
+
+pub(super) async fn create(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    require_admin(&state, &headers)?;
+    let params: AdminUserParams = parse_body(&body)?;
+    let user = state.admin_create_user(params)?;
+    Ok(Json(UserJson::new(&user)).into_response())
+}
+
+pub(super) async fn get(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    Path(raw_id): Path<String>,
+) -> Result<Response, ApiError> {
+    require_admin(&state, &headers)?;
+    let id = user_id(&raw_id)?;
+    let store = state.store();
+    let user = store
+        .user(id)
+        .ok_or_else(|| ApiError::not_found("user_not_found", "User not found"))?;
+    Ok(Json(UserJson::new(user)).into_response())
+}
+
+pub(super) async fn update(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    Path(raw_id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    require_admin(&state, &headers)?;
+    let id = user_id(&raw_id)?;
+    if state.store().user(id).is_none() {
+        return Err(ApiError::not_found("user_not_found", "User not found"));
+    }
+    let params: AdminUserParams = parse_body(&body)?;
+    let user = state.admin_update_user(id, params)?;
+    Ok(Json(UserJson::new(&user)).into_response())
+}
+
+pub(super) async fn delete(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    Path(raw_id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    require_admin(&state, &headers)?;
+    let id = user_id(&raw_id)?;
+    if state.store().user(id).is_none() {
+        return Err(ApiError::not_found("user_not_found", "User not found"));
+    }
+    if !body.is_empty() {
+        // `{"should_soft_delete": bool}`; the emulator always hard-deletes,
+        // but a malformed body is still rejected like GoTrue does.
+        let _: serde_json::Value = parse_body(&body)?;
+    }
+    state.delete_user(id)?;
+    Ok(Json(json!({})).into_response())
+}

@@ -1,0 +1,161 @@
+//! The public GoTrue endpoints: health, JWKS, token grants, sign-up, the
+//! current user and logout. Thin adapters from HTTP to [`crate::auth`].
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value, json};
+
+use super::SharedState;
+use crate::auth::{AUTHENTICATED, Issued, logout_scope};
+use crate::errors::ApiError;
+use crate::views::{TokenResponseJson, UserJson};
+
+/// Version reported by `/health`.
+const VERSION: &str = concat!("gotrue-emulator-", env!("CARGO_PKG_VERSION"));
+
+/// GoTrue reads request bodies with `json.Unmarshal`, whatever the
+/// content type.
+pub(super) fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(ApiError::bad_json)
+}
+
+pub(super) fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(query?)
+        .ok()?
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
+}
+
+pub(super) fn authorization(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+}
+
+fn token_response(issued: &Issued) -> Response {
+    Json(TokenResponseJson {
+        access_token: &issued.access_token,
+        token_type: "bearer",
+        expires_in: issued.expires_in,
+        expires_at: issued.expires_at,
+        refresh_token: &issued.refresh_token,
+        user: UserJson::new(&issued.user),
+    })
+    .into_response()
+}
+
+pub(super) async fn health() -> Json<Value> {
+    Json(json!({
+        "version": VERSION,
+        "name": "GoTrue",
+        "description": "GoTrue is a user registration and authentication API",
+    }))
+}
+
+pub(super) async fn jwks(State(state): State<SharedState>) -> Response {
+    let mut response = Json(state.keys.jwks()).into_response();
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=600"),
+    );
+    response
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct PasswordGrantParams {
+    email: String,
+    phone: String,
+    password: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RefreshTokenGrantParams {
+    refresh_token: String,
+}
+
+pub(super) async fn token(
+    State(state): State<SharedState>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let grant_type = query_param(query.as_deref(), "grant_type").unwrap_or_default();
+    let issued = match grant_type.as_str() {
+        "password" => {
+            let params: PasswordGrantParams = parse_body(&body)?;
+            state.password_grant(&params.email, &params.phone, &params.password)?
+        }
+        "refresh_token" => {
+            let params: RefreshTokenGrantParams = parse_body(&body)?;
+            state.refresh_grant(&params.refresh_token)?
+        }
+        // id_token, pkce and web3 are real grants, but need providers and
+        // flows the emulator does not have.
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_credentials",
+                "unsupported_grant_type",
+            ));
+        }
+    };
+    Ok(token_response(&issued))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct SignupParams {
+    email: String,
+    phone: String,
+    password: String,
+    data: Option<Map<String, Value>>,
+}
+
+pub(super) async fn signup(
+    State(state): State<SharedState>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let params: SignupParams = parse_body(&body)?;
+    let issued = state.signup(&params.email, &params.phone, &params.password, params.data)?;
+    Ok(token_response(&issued))
+}
+
+pub(super) async fn user(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let auth = state.authenticate(authorization(&headers))?;
+    let request_aud = headers
+        .get("x-jwt-aud")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .unwrap_or(AUTHENTICATED);
+    let token_aud = match auth.claims.get("aud") {
+        Some(Value::String(aud)) => Some(aud.as_str()),
+        Some(Value::Array(auds)) => auds.first().and_then(Value::as_str),
+        _ => None,
+    };
+    if token_aud != Some(request_aud) {
+        return Err(ApiError::validation(
+            "Token audience doesn't match request audience",
+        ));
+    }
+    Ok(Json(UserJson::new(&auth.user)).into_response())
+}
+
+pub(super) async fn logout(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let auth = state.authenticate(authorization(&headers))?;
+    let scope = logout_scope(query_param(query.as_deref(), "scope").as_deref())?;
+    state.logout(&auth, scope);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

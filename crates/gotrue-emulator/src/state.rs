@@ -1,0 +1,57 @@
+//! What one emulator instance shares between its HTTP handlers and the
+//! in-process [`crate::Emulator`] handle.
+//!
+//! Both faces must see the same users and sessions (a test creates a user
+//! in-process and signs in over HTTP), so they hold the same [`AppState`].
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::faults::Faults;
+use crate::keys::Keys;
+use crate::stats::Counters;
+use crate::store::Store;
+
+/// State of one emulator instance.
+pub(crate) struct AppState {
+    pub keys: Keys,
+    pub anon_key: String,
+    pub service_role_key: String,
+    pub access_token_ttl: Duration,
+    /// `<base_url>/auth/v1`, the `iss` of issued tokens.
+    pub issuer: String,
+    pub faults: Faults,
+    pub stats: Counters,
+    store: Mutex<Store>,
+}
+
+impl AppState {
+    pub(crate) fn new(
+        keys: Keys,
+        anon_key: String,
+        service_role_key: String,
+        access_token_ttl: Duration,
+        issuer: String,
+        faults: Faults,
+    ) -> Self {
+        Self {
+            keys,
+            anon_key,
+            service_role_key,
+            access_token_ttl,
+            issuer,
+            faults,
+            stats: Counters::default(),
+            store: Mutex::new(Store::default()),
+        }
+    }
+
+    /// Locks the store. A panic while holding the lock cannot leave it
+    /// half-updated in a way that matters for an emulator, so poisoning is
+    /// ignored.
+    pub(crate) fn store(&self) -> MutexGuard<'_, Store> {
+        self.store
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
