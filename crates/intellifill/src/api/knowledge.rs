@@ -84,14 +84,20 @@ pub struct CreateKnowledge {
 fn check_title(title: &mut String) -> Result<(), AppError> {
     *title = title.trim().to_owned();
     if title.is_empty() || title.chars().count() > MAX_TITLE {
-        return Err(AppError::validation("title", format!("title must be 1 to {MAX_TITLE} characters")));
+        return Err(AppError::validation(
+            "title",
+            format!("title must be 1 to {MAX_TITLE} characters"),
+        ));
     }
     Ok(())
 }
 
 fn check_content(content: &str) -> Result<(), AppError> {
     if content.len() > MAX_CONTENT {
-        return Err(AppError::validation("content", format!("content must be at most {MAX_CONTENT} bytes")));
+        return Err(AppError::validation(
+            "content",
+            format!("content must be at most {MAX_CONTENT} bytes"),
+        ));
     }
     Ok(())
 }
@@ -113,7 +119,10 @@ pub struct UpdateKnowledge {
 impl Validate for UpdateKnowledge {
     fn validate(&mut self) -> Result<(), AppError> {
         if self.title.is_none() && self.content.is_none() {
-            return Err(AppError::validation("body", "give at least one of title, content"));
+            return Err(AppError::validation(
+                "body",
+                "give at least one of title, content",
+            ));
         }
         if let Some(title) = &mut self.title {
             check_title(title)?;
@@ -143,7 +152,10 @@ impl Validate for SearchQuery {
         if let Some(limit) = self.limit
             && !(1..=super::pagination::MAX_LIMIT).contains(&limit)
         {
-            return Err(AppError::validation("limit", "limit must be between 1 and 100"));
+            return Err(AppError::validation(
+                "limit",
+                "limit must be between 1 and 100",
+            ));
         }
         Ok(())
     }
@@ -154,7 +166,10 @@ impl Validate for SearchQuery {
     params(("orgId" = Uuid, Path), PageQuery),
     responses((status = 200, body = Page<KnowledgeSummary>), (status = 403, body = crate::error::ErrorBody)),
     security(("bearer" = [])))]
-pub async fn list(ctx: OrgTx<Viewer>, ApiQuery(page): ApiQuery<PageQuery>) -> Result<Json<Page<KnowledgeSummary>>, AppError> {
+pub async fn list(
+    ctx: OrgTx<Viewer>,
+    ApiQuery(page): ApiQuery<PageQuery>,
+) -> Result<Json<Page<KnowledgeSummary>>, AppError> {
     let (after_ts, after_id) = page.after();
     let limit = page.limit() + 1;
     let rows = ctx
@@ -177,7 +192,11 @@ pub async fn list(ctx: OrgTx<Viewer>, ApiQuery(page): ApiQuery<PageQuery>) -> Re
         .await?;
     ctx.tx.commit().await?;
     let items = rows.iter().map(summary).collect();
-    Ok(Json(Page::from_items(items, page.limit(), |k: &KnowledgeSummary| (k.created_at, k.id))))
+    Ok(Json(Page::from_items(
+        items,
+        page.limit(),
+        |k: &KnowledgeSummary| (k.created_at, k.id),
+    )))
 }
 
 /// Create a knowledge source (MEMBER or above).
@@ -196,7 +215,11 @@ pub async fn create(
                 "INSERT INTO knowledge_sources (organization_id, created_by, title, content)
                  VALUES ($1, current_user_id(), $2, $3) RETURNING {FULL}"
             ),
-            &[(&ctx.org.id, Type::UUID), (&body.title, Type::TEXT), (&body.content, Type::TEXT)],
+            &[
+                (&ctx.org.id, Type::UUID),
+                (&body.title, Type::TEXT),
+                (&body.content, Type::TEXT),
+            ],
         )
         .await?;
     ctx.tx.commit().await?;
@@ -271,7 +294,10 @@ pub async fn delete(ctx: OrgTx<Member>, ids: PathIds) -> Result<StatusCode, AppE
     params(("orgId" = Uuid, Path), SearchQuery),
     responses((status = 200, body = Page<KnowledgeSummary>), (status = 400, body = crate::error::ErrorBody)),
     security(("bearer" = [])))]
-pub async fn search(ctx: OrgTx<Viewer>, ApiQuery(q): ApiQuery<SearchQuery>) -> Result<Json<Page<KnowledgeSummary>>, AppError> {
+pub async fn search(
+    ctx: OrgTx<Viewer>,
+    ApiQuery(q): ApiQuery<SearchQuery>,
+) -> Result<Json<Page<KnowledgeSummary>>, AppError> {
     let terms = q.q.as_deref().map(str::trim).unwrap_or_default();
     let limit = q.limit.unwrap_or(super::pagination::DEFAULT_LIMIT);
     let rows = ctx
@@ -283,9 +309,17 @@ pub async fn search(ctx: OrgTx<Viewer>, ApiQuery(q): ApiQuery<SearchQuery>) -> R
               WHERE k.organization_id = $2 AND k.search_vector @@ query
               ORDER BY rank DESC, k.created_at DESC, k.id DESC
               LIMIT $3",
-            &[(&terms, Type::TEXT), (&ctx.org.id, Type::UUID), (&limit, Type::INT8), (&EXCERPT_CHARS, Type::INT4)],
+            &[
+                (&terms, Type::TEXT),
+                (&ctx.org.id, Type::UUID),
+                (&limit, Type::INT8),
+                (&EXCERPT_CHARS, Type::INT4),
+            ],
         )
         .await?;
     ctx.tx.commit().await?;
-    Ok(Json(Page { data: rows.iter().map(summary).collect(), next_cursor: None }))
+    Ok(Json(Page {
+        data: rows.iter().map(summary).collect(),
+        next_cursor: None,
+    }))
 }
