@@ -15,9 +15,7 @@ use uuid::Uuid;
 use crate::errors::ApiError;
 use crate::go_duration;
 use crate::state::AppState;
-use crate::store::{
-    AmrEntry, IdentityRecord, LogoutScope, PasswordHash, SessionRecord, UserRecord, merge_metadata,
-};
+use crate::store::{AmrEntry, IdentityRecord, LogoutScope, PasswordHash, SessionRecord, UserRecord, merge_metadata};
 use crate::views::now;
 
 /// The audience and role of every user.
@@ -86,9 +84,7 @@ pub(crate) struct AdminUserParams {
 /// `Bearer <token>` as GoTrue's `bearerRegexp` (`^(?:B|b)earer (\S+$)`) reads it.
 pub(crate) fn bearer_token(authorization: Option<&str>) -> Option<&str> {
     let value = authorization?;
-    let token = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))?;
+    let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?;
     (!token.is_empty() && !token.chars().any(char::is_whitespace)).then_some(token)
 }
 
@@ -110,39 +106,23 @@ fn validate_email(email: &str) -> Result<String, ApiError> {
             && !email.chars().any(char::is_whitespace)
     });
     if !plausible {
-        return Err(ApiError::validation(
-            "Unable to validate email address: invalid format",
-        ));
+        return Err(ApiError::validation("Unable to validate email address: invalid format"));
     }
     Ok(email.to_lowercase())
 }
 
 /// `validatePhone`: E.164 digits without the plus.
 fn validate_phone(phone: &str) -> Result<String, ApiError> {
-    let phone: String = phone
-        .trim_start_matches('+')
-        .chars()
-        .filter(|c| *c != ' ')
-        .collect();
-    let valid = phone.len() >= 2
-        && phone.len() <= 15
-        && phone.chars().all(|c| c.is_ascii_digit())
-        && !phone.starts_with('0');
-    if valid {
-        Ok(phone)
-    } else {
-        Err(ApiError::validation(
-            "Invalid phone number format (E.164 required)",
-        ))
-    }
+    let phone: String = phone.trim_start_matches('+').chars().filter(|c| *c != ' ').collect();
+    let valid =
+        phone.len() >= 2 && phone.len() <= 15 && phone.chars().all(|c| c.is_ascii_digit()) && !phone.starts_with('0');
+    if valid { Ok(phone) } else { Err(ApiError::validation("Invalid phone number format (E.164 required)")) }
 }
 
 /// `checkPasswordStrength` with GoTrue's defaults (minimum length only).
 fn check_password_strength(password: &str) -> Result<(), ApiError> {
     if password.len() > MAX_PASSWORD_LENGTH {
-        return Err(ApiError::validation(format!(
-            "Password cannot be longer than {MAX_PASSWORD_LENGTH} characters"
-        )));
+        return Err(ApiError::validation(format!("Password cannot be longer than {MAX_PASSWORD_LENGTH} characters")));
     }
     if password.len() < MIN_PASSWORD_LENGTH {
         return Err(ApiError::weak_password(MIN_PASSWORD_LENGTH));
@@ -152,23 +132,20 @@ fn check_password_strength(password: &str) -> Result<(), ApiError> {
 
 /// `ban_duration`: `"none"` lifts a ban, anything else is a Go duration
 /// from now. `None` when the field was not given.
-fn parse_ban_duration(
-    value: &str,
-    now: DateTime<Utc>,
-) -> Result<Option<Option<DateTime<Utc>>>, ApiError> {
+fn parse_ban_duration(value: &str, now: DateTime<Utc>) -> Result<Option<Option<DateTime<Utc>>>, ApiError> {
     if value.is_empty() {
         return Ok(None);
     }
     if value == "none" {
         return Ok(Some(None));
     }
-    let nanos = go_duration::parse(value)
-        .map_err(|e| ApiError::validation(format!("invalid format for ban duration: {e}")))?;
+    let nanos =
+        go_duration::parse(value).map_err(|e| ApiError::validation(format!("invalid format for ban duration: {e}")))?;
     if nanos == 0 {
         return Ok(Some(None));
     }
-    let nanos = i64::try_from(nanos)
-        .map_err(|_| ApiError::validation("invalid format for ban duration: out of range"))?;
+    let nanos =
+        i64::try_from(nanos).map_err(|_| ApiError::validation("invalid format for ban duration: out of range"))?;
     Ok(Some(now.checked_add_signed(TimeDelta::nanoseconds(nanos))))
 }
 
@@ -220,22 +197,14 @@ fn phone_identity(user_id: Uuid, phone: &str, now: DateTime<Utc>) -> IdentityRec
 
 fn providers_metadata(providers: &[&str]) -> Map<String, Value> {
     let mut app = Map::new();
-    app.insert(
-        "provider".into(),
-        json!(providers.first().copied().unwrap_or("email")),
-    );
+    app.insert("provider".into(), json!(providers.first().copied().unwrap_or("email")));
     app.insert("providers".into(), json!(providers));
     app
 }
 
 impl AppState {
     /// Signs the access token of `session` for `user` (`GenerateAccessToken`).
-    fn issue(
-        &self,
-        user: UserRecord,
-        session: &SessionRecord,
-        refresh_token: String,
-    ) -> Result<Issued, ApiError> {
+    fn issue(&self, user: UserRecord, session: &SessionRecord, refresh_token: String) -> Result<Issued, ApiError> {
         let iat = Utc::now().timestamp();
         let ttl = i64::try_from(self.access_token_ttl.as_secs()).unwrap_or(i64::MAX / 2);
         let exp = iat.saturating_add(ttl);
@@ -270,16 +239,9 @@ impl AppState {
     }
 
     /// `grant_type=password` (`ResourceOwnerPasswordGrant`).
-    pub(crate) fn password_grant(
-        &self,
-        email: &str,
-        phone: &str,
-        password: &str,
-    ) -> Result<Issued, ApiError> {
+    pub(crate) fn password_grant(&self, email: &str, phone: &str, password: &str) -> Result<Issued, ApiError> {
         if !email.is_empty() && !phone.is_empty() {
-            return Err(ApiError::validation(
-                "Only an email address or phone number should be provided on login.",
-            ));
+            return Err(ApiError::validation("Only an email address or phone number should be provided on login."));
         }
         if email.is_empty() {
             return Err(if phone.is_empty() {
@@ -291,9 +253,7 @@ impl AppState {
         let now = now();
         let (user, session, refresh_token) = {
             let mut store = self.store();
-            let user = store
-                .user_by_email(email)
-                .ok_or_else(ApiError::invalid_credentials)?;
+            let user = store.user_by_email(email).ok_or_else(ApiError::invalid_credentials)?;
             let Some(hash) = &user.password else {
                 return Err(ApiError::invalid_credentials());
             };
@@ -304,19 +264,12 @@ impl AppState {
                 return Err(ApiError::invalid_credentials());
             }
             if user.email_confirmed_at.is_none() {
-                return Err(ApiError::bad_request(
-                    "email_not_confirmed",
-                    "Email not confirmed",
-                ));
+                return Err(ApiError::bad_request("email_not_confirmed", "Email not confirmed"));
             }
             let user_id = user.id;
-            let (session, token) = store
-                .start_session(user_id, "password", now)
-                .ok_or_else(ApiError::invalid_credentials)?;
-            let user = store
-                .user(user_id)
-                .cloned()
-                .ok_or_else(ApiError::invalid_credentials)?;
+            let (session, token) =
+                store.start_session(user_id, "password", now).ok_or_else(ApiError::invalid_credentials)?;
+            let user = store.user(user_id).cloned().ok_or_else(ApiError::invalid_credentials)?;
             (user, session, token)
         };
         self.issue(user, &session, refresh_token)
@@ -324,10 +277,8 @@ impl AppState {
 
     /// `grant_type=refresh_token` (`RefreshTokenGrant`).
     pub(crate) fn refresh_grant(&self, refresh_token: &str) -> Result<Issued, ApiError> {
-        let legacy_format = refresh_token.len() == 12
-            && refresh_token
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        let legacy_format =
+            refresh_token.len() == 12 && refresh_token.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
         if !legacy_format {
             // Shorter tokens, and longer ones that are not valid v2 tokens
             // (the emulator issues none), fail validation.
@@ -350,9 +301,7 @@ impl AppState {
         }
         check_password_strength(password)?;
         if !email.is_empty() && !phone.is_empty() {
-            return Err(ApiError::validation(
-                "Only an email address or phone number should be provided on signup.",
-            ));
+            return Err(ApiError::validation("Only an email address or phone number should be provided on signup."));
         }
         if email.is_empty() {
             return Err(if phone.is_empty() {
@@ -366,10 +315,7 @@ impl AppState {
         let (user, session, refresh_token) = {
             let mut store = self.store();
             if store.user_by_email(&email).is_some() {
-                return Err(ApiError::unprocessable(
-                    "user_already_exists",
-                    "User already registered",
-                ));
+                return Err(ApiError::unprocessable("user_already_exists", "User already registered"));
             }
             let id = Uuid::new_v4();
             let data = data.unwrap_or_default();
@@ -406,10 +352,7 @@ impl AppState {
 
     /// `requireAuthentication`: verifies the bearer token, then loads the
     /// user and the session, then rejects banned users.
-    pub(crate) fn authenticate(
-        &self,
-        authorization: Option<&str>,
-    ) -> Result<Authenticated, ApiError> {
+    pub(crate) fn authenticate(&self, authorization: Option<&str>) -> Result<Authenticated, ApiError> {
         let token = bearer_token(authorization).ok_or_else(ApiError::no_authorization)?;
         let claims = self.parse_claims(token)?;
         self.load_user_and_session(claims)
@@ -424,36 +367,27 @@ impl AppState {
         if token == self.service_role_key {
             return Ok(role_claims("service_role"));
         }
-        self.keys
-            .verify(token, Utc::now().timestamp())
-            .map_err(ApiError::bad_jwt)
+        self.keys.verify(token, Utc::now().timestamp()).map_err(ApiError::bad_jwt)
     }
 
     /// `maybeLoadUserOrSession` plus the ban check.
     fn load_user_and_session(&self, claims: Map<String, Value>) -> Result<Authenticated, ApiError> {
         let sub = claims.get("sub").and_then(Value::as_str).unwrap_or("");
         if sub.is_empty() {
-            return Err(ApiError::forbidden(
-                "bad_jwt",
-                "invalid claim: missing sub claim",
-            ));
+            return Err(ApiError::forbidden("bad_jwt", "invalid claim: missing sub claim"));
         }
-        let user_id = Uuid::parse_str(sub).map_err(|_| {
-            ApiError::bad_request("bad_jwt", "invalid claim: sub claim must be a UUID")
-        })?;
+        let user_id = Uuid::parse_str(sub)
+            .map_err(|_| ApiError::bad_request("bad_jwt", "invalid claim: sub claim must be a UUID"))?;
         let store = self.store();
-        let user = store.user(user_id).cloned().ok_or_else(|| {
-            ApiError::forbidden(
-                "user_not_found",
-                "User from sub claim in JWT does not exist",
-            )
-        })?;
+        let user = store
+            .user(user_id)
+            .cloned()
+            .ok_or_else(|| ApiError::forbidden("user_not_found", "User from sub claim in JWT does not exist"))?;
         let session_id = match claims.get("session_id").and_then(Value::as_str) {
             None | Some("") => None,
             Some(raw) => {
-                let id = Uuid::parse_str(raw).map_err(|_| {
-                    ApiError::forbidden("bad_jwt", "invalid claim: session_id claim must be a UUID")
-                })?;
+                let id = Uuid::parse_str(raw)
+                    .map_err(|_| ApiError::forbidden("bad_jwt", "invalid claim: session_id claim must be a UUID"))?;
                 if id.is_nil() {
                     None
                 } else {
@@ -471,11 +405,7 @@ impl AppState {
         if user.is_banned(now()) {
             return Err(ApiError::forbidden("user_banned", "User is banned"));
         }
-        Ok(Authenticated {
-            user,
-            session_id,
-            claims,
-        })
+        Ok(Authenticated { user, session_id, claims })
     }
 
     /// `POST /logout` after authentication.
@@ -485,11 +415,7 @@ impl AppState {
 
     /// `requireAdminCredentials`. Without an `Authorization` header the
     /// gateway turns the `apikey` into the bearer.
-    pub(crate) fn require_admin(
-        &self,
-        authorization: Option<&str>,
-        apikey: Option<&str>,
-    ) -> Result<(), ApiError> {
+    pub(crate) fn require_admin(&self, authorization: Option<&str>, apikey: Option<&str>) -> Result<(), ApiError> {
         let token = match authorization {
             Some(header) => bearer_token(Some(header)).ok_or_else(ApiError::no_authorization)?,
             None => apikey.ok_or_else(ApiError::no_authorization)?,
@@ -503,22 +429,13 @@ impl AppState {
             self.load_user_and_session(claims.clone())?;
         }
         let role = claims.get("role").and_then(Value::as_str).unwrap_or("");
-        if ADMIN_ROLES.contains(&role) {
-            Ok(())
-        } else {
-            Err(ApiError::not_admin())
-        }
+        if ADMIN_ROLES.contains(&role) { Ok(()) } else { Err(ApiError::not_admin()) }
     }
 
     /// `POST /admin/users` (`adminUserCreate`).
-    pub(crate) fn admin_create_user(
-        &self,
-        params: AdminUserParams,
-    ) -> Result<UserRecord, ApiError> {
+    pub(crate) fn admin_create_user(&self, params: AdminUserParams) -> Result<UserRecord, ApiError> {
         if params.email.is_empty() && params.phone.is_empty() {
-            return Err(ApiError::validation(
-                "Cannot create a user without either an email or phone",
-            ));
+            return Err(ApiError::validation("Cannot create a user without either an email or phone"));
         }
         let mut store = self.store();
         let mut providers = Vec::new();
@@ -540,25 +457,18 @@ impl AppState {
         } else {
             let phone = validate_phone(&params.phone)?;
             if store.users_newest_first().iter().any(|u| u.phone == phone) {
-                return Err(ApiError::unprocessable(
-                    "phone_exists",
-                    "Phone number already registered by another user",
-                ));
+                return Err(ApiError::unprocessable("phone_exists", "Phone number already registered by another user"));
             }
             providers.push("phone");
             phone
         };
         if params.password.is_some() && !params.password_hash.is_empty() {
-            return Err(ApiError::validation(
-                "Only a password or a password hash should be provided",
-            ));
+            return Err(ApiError::validation("Only a password or a password hash should be provided"));
         }
         let password = match params.password.as_deref() {
             Some(p) if !p.is_empty() => {
                 if p.len() > MAX_PASSWORD_LENGTH {
-                    return Err(ApiError::validation(
-                        "bcrypt: password length exceeds 72 bytes",
-                    ));
+                    return Err(ApiError::validation("bcrypt: password length exceeds 72 bytes"));
                 }
                 Some(PasswordHash::new(p))
             }
@@ -590,16 +500,8 @@ impl AppState {
         }
         let mut user = UserRecord {
             id,
-            aud: if params.aud.is_empty() {
-                AUTHENTICATED.into()
-            } else {
-                params.aud.clone()
-            },
-            role: if params.role.is_empty() {
-                AUTHENTICATED.into()
-            } else {
-                params.role.trim().to_owned()
-            },
+            aud: if params.aud.is_empty() { AUTHENTICATED.into() } else { params.aud.clone() },
+            role: if params.role.is_empty() { AUTHENTICATED.into() } else { params.role.trim().to_owned() },
             email,
             phone,
             password,
@@ -632,21 +534,9 @@ impl AppState {
     /// `PUT /admin/users/{id}` (`adminUserUpdate`). Banning does not end the
     /// user's sessions: GoTrue only sets `banned_until`, and the ban is
     /// enforced on every authenticated request and refresh instead.
-    pub(crate) fn admin_update_user(
-        &self,
-        id: Uuid,
-        params: AdminUserParams,
-    ) -> Result<UserRecord, ApiError> {
-        let email = if params.email.is_empty() {
-            None
-        } else {
-            Some(validate_email(&params.email)?)
-        };
-        let phone = if params.phone.is_empty() {
-            None
-        } else {
-            Some(validate_phone(&params.phone)?)
-        };
+    pub(crate) fn admin_update_user(&self, id: Uuid, params: AdminUserParams) -> Result<UserRecord, ApiError> {
+        let email = if params.email.is_empty() { None } else { Some(validate_email(&params.email)?) };
+        let phone = if params.phone.is_empty() { None } else { Some(validate_phone(&params.phone)?) };
         let now = now();
         let ban = parse_ban_duration(&params.ban_duration, now)?;
         if let Some(password) = &params.password {
@@ -664,9 +554,7 @@ impl AppState {
                 "A user with this email address has already been registered",
             ));
         }
-        let user = store
-            .user_mut(id)
-            .ok_or_else(|| ApiError::not_found("user_not_found", "User not found"))?;
+        let user = store.user_mut(id).ok_or_else(|| ApiError::not_found("user_not_found", "User not found"))?;
         if !params.role.is_empty() {
             user.role = params.role.trim().to_owned();
         }
@@ -683,17 +571,13 @@ impl AppState {
             match user.identities.iter_mut().find(|i| i.provider == "email") {
                 Some(identity) => {
                     identity.identity_data.insert("email".into(), json!(email));
-                    identity
-                        .identity_data
-                        .insert("email_verified".into(), json!(params.email_confirm));
+                    identity.identity_data.insert("email_verified".into(), json!(params.email_confirm));
                     identity.email = email.clone();
                     identity.updated_at = now;
                 }
                 None => {
                     let mut identity = email_identity(id, &email, None, now);
-                    identity
-                        .identity_data
-                        .insert("email_verified".into(), json!(params.email_confirm));
+                    identity.identity_data.insert("email_verified".into(), json!(params.email_confirm));
                     user.identities.push(identity);
                 }
             }
@@ -720,18 +604,13 @@ impl AppState {
 
     /// `DELETE /admin/users/{id}` (hard delete; sessions go with the user).
     pub(crate) fn delete_user(&self, id: Uuid) -> Result<(), ApiError> {
-        self.store()
-            .delete_user(id)
-            .map(|_| ())
-            .ok_or_else(|| ApiError::not_found("user_not_found", "User not found"))
+        self.store().delete_user(id).map(|_| ()).ok_or_else(|| ApiError::not_found("user_not_found", "User not found"))
     }
 
     /// Sets or lifts (`None`) a user's ban.
     pub(crate) fn ban_user(&self, id: Uuid, until: Option<DateTime<Utc>>) -> Result<(), ApiError> {
         let mut store = self.store();
-        let user = store
-            .user_mut(id)
-            .ok_or_else(|| ApiError::not_found("user_not_found", "User not found"))?;
+        let user = store.user_mut(id).ok_or_else(|| ApiError::not_found("user_not_found", "User not found"))?;
         user.ban(until);
         user.updated_at = now();
         Ok(())
@@ -751,9 +630,7 @@ pub(crate) fn logout_scope(scope: Option<&str>) -> Result<LogoutScope, ApiError>
         "" | "global" => Ok(LogoutScope::Global),
         "local" => Ok(LogoutScope::Local),
         "others" => Ok(LogoutScope::Others),
-        other => Err(ApiError::validation(format!(
-            "Unsupported logout scope {other:?}"
-        ))),
+        other => Err(ApiError::validation(format!("Unsupported logout scope {other:?}"))),
     }
 }
 
@@ -778,10 +655,7 @@ mod tests {
         assert_eq!(logout_scope(Some("local")), Ok(LogoutScope::Local));
         assert_eq!(logout_scope(Some("others")), Ok(LogoutScope::Others));
         let err = logout_scope(Some("everywhere")).err();
-        assert_eq!(
-            err.map(|e| e.message),
-            Some("Unsupported logout scope \"everywhere\"".to_owned())
-        );
+        assert_eq!(err.map(|e| e.message), Some("Unsupported logout scope \"everywhere\"".to_owned()));
     }
 
     #[test]

@@ -35,12 +35,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-            weak_password_reasons: None,
-        }
+        Self { status, code, message: message.into(), weak_password_reasons: None }
     }
 
     pub(crate) fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -64,25 +59,15 @@ impl ApiError {
     }
 
     pub(crate) fn bad_json(err: impl std::fmt::Display) -> Self {
-        Self::bad_request(
-            "bad_json",
-            format!("Could not parse request body as JSON: {err}"),
-        )
+        Self::bad_request("bad_json", format!("Could not parse request body as JSON: {err}"))
     }
 
     pub(crate) fn no_authorization() -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "no_authorization",
-            "This endpoint requires a valid Bearer token",
-        )
+        Self::new(StatusCode::UNAUTHORIZED, "no_authorization", "This endpoint requires a valid Bearer token")
     }
 
     pub(crate) fn bad_jwt(detail: impl std::fmt::Display) -> Self {
-        Self::forbidden(
-            "bad_jwt",
-            format!("invalid JWT: unable to parse or verify signature, {detail}"),
-        )
+        Self::forbidden("bad_jwt", format!("invalid JWT: unable to parse or verify signature, {detail}"))
     }
 
     pub(crate) fn invalid_credentials() -> Self {
@@ -103,28 +88,14 @@ impl ApiError {
     }
 
     pub(crate) fn internal(message: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "unexpected_failure",
-            message,
-        )
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "unexpected_failure", message)
     }
 
     /// Renders the body GoTrue sends for this error under the given API version.
     fn render(&self, new_format: bool) -> Response {
-        let reasons = self
-            .weak_password_reasons
-            .clone()
-            .map(|reasons| WeakPassword { reasons });
+        let reasons = self.weak_password_reasons.clone().map(|reasons| WeakPassword { reasons });
         let mut response = if new_format {
-            (
-                self.status,
-                Json(Body20240101 {
-                    code: self.code,
-                    message: &self.message,
-                    weak_password: reasons,
-                }),
-            )
+            (self.status, Json(Body20240101 { code: self.code, message: &self.message, weak_password: reasons }))
                 .into_response()
         } else {
             (
@@ -142,9 +113,7 @@ impl ApiError {
             response.headers_mut().insert(ERROR_CODE_HEADER, value);
         }
         if new_format {
-            response
-                .headers_mut()
-                .insert(API_VERSION_HEADER, HeaderValue::from_static("2024-01-01"));
+            response.headers_mut().insert(API_VERSION_HEADER, HeaderValue::from_static("2024-01-01"));
         }
         response
     }
@@ -186,10 +155,7 @@ impl IntoResponse for ApiError {
 /// header as a `YYYY-MM-DD` date and uses the new format from 2024-01-01 on;
 /// anything unparsable falls back to the initial format.
 pub(crate) fn wants_new_format(headers: &HeaderMap) -> bool {
-    let Some(value) = headers
-        .get(API_VERSION_HEADER)
-        .and_then(|v| v.to_str().ok())
-    else {
+    let Some(value) = headers.get(API_VERSION_HEADER).and_then(|v| v.to_str().ok()) else {
         return false;
     };
     match chrono::NaiveDate::parse_from_str(value.trim(), "%Y-%m-%d") {
@@ -216,9 +182,5 @@ pub(crate) fn render_for_version(response: Response, new_format: bool) -> Respon
 
 /// The API gateway's rejection of a request without a usable `apikey`.
 pub(crate) fn gateway_error(message: &'static str) -> Response {
-    (
-        StatusCode::UNAUTHORIZED,
-        Json(serde_json::json!({ "message": message })),
-    )
-        .into_response()
+    (StatusCode::UNAUTHORIZED, Json(serde_json::json!({ "message": message }))).into_response()
 }

@@ -37,14 +37,9 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) enum Control {
     /// Close the listening socket and every open connection; re-bind at
     /// `until` if given.
-    Refuse {
-        until: Option<Instant>,
-        ack: Option<std::sync::mpsc::Sender<()>>,
-    },
+    Refuse { until: Option<Instant>, ack: Option<std::sync::mpsc::Sender<()>> },
     /// Re-bind the listening socket if it is closed.
-    Resume {
-        ack: Option<std::sync::mpsc::Sender<()>>,
-    },
+    Resume { ack: Option<std::sync::mpsc::Sender<()>> },
     /// Stop serving for good.
     Shutdown { ack: oneshot::Sender<()> },
 }
@@ -93,10 +88,7 @@ impl FaultSettings {
         }
         self.paths.is_empty()
             || self.paths.iter().any(|p| {
-                path == p
-                    || path
-                        .strip_prefix(p.as_str())
-                        .is_some_and(|rest| rest.starts_with('/') || p.ends_with('/'))
+                path == p || path.strip_prefix(p.as_str()).is_some_and(|rest| rest.starts_with('/') || p.ends_with('/'))
             })
     }
 }
@@ -137,9 +129,7 @@ impl std::fmt::Debug for Faults {
 impl Faults {
     pub(crate) fn new(control: mpsc::WeakUnboundedSender<Control>) -> Self {
         let (settings, _) = watch::channel(FaultSettings::default());
-        Self {
-            shared: Arc::new(Shared { settings, control }),
-        }
+        Self { shared: Arc::new(Shared { settings, control }) }
     }
 
     /// The configuration in force.
@@ -156,11 +146,7 @@ impl Faults {
     /// `status` instead of handling them. 1.0 fails every request and 0.0
     /// none; rates in between are drawn at random per request.
     pub fn set_error_rate(&self, rate: f64, status: u16) {
-        let rate = if rate.is_nan() {
-            0.0
-        } else {
-            rate.clamp(0.0, 1.0)
-        };
+        let rate = if rate.is_nan() { 0.0 } else { rate.clamp(0.0, 1.0) };
         self.shared.settings.send_modify(|s| {
             s.error_rate = rate;
             s.error_status = status;
@@ -215,11 +201,7 @@ impl Faults {
         self.shared.settings.send_modify(|s| s.refusing = false);
     }
 
-    fn command(
-        &self,
-        make: impl FnOnce(Option<std::sync::mpsc::Sender<()>>) -> Control,
-        wait: bool,
-    ) {
+    fn command(&self, make: impl FnOnce(Option<std::sync::mpsc::Sender<()>>) -> Control, wait: bool) {
         let Some(control) = self.shared.control.upgrade() else {
             return; // the server is gone; nothing to refuse or resume
         };
@@ -269,9 +251,7 @@ fn injected_error(status: u16) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
     let message = status.canonical_reason().unwrap_or("Injected fault");
     let mut response = (status, Json(serde_json::json!({ "message": message }))).into_response();
-    response
-        .headers_mut()
-        .insert("x-emulator-fault", HeaderValue::from_static("error"));
+    response.headers_mut().insert("x-emulator-fault", HeaderValue::from_static("error"));
     response
 }
 

@@ -24,18 +24,14 @@ pub(crate) fn parse(input: &str) -> Result<i128, String> {
     }
     let mut total: f64 = 0.0;
     while !s.is_empty() {
-        let number_len = s
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(s.len());
+        let number_len = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
         let number = &s[..number_len];
         if number.is_empty() || number == "." || number.matches('.').count() > 1 {
             return Err(invalid());
         }
         let value: f64 = number.parse().map_err(|_| invalid())?;
         s = &s[number_len..];
-        let unit_len = s
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(s.len());
+        let unit_len = s.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(s.len());
         let unit = &s[..unit_len];
         s = &s[unit_len..];
         let nanos_per_unit: f64 = match unit {
@@ -47,9 +43,7 @@ pub(crate) fn parse(input: &str) -> Result<i128, String> {
             "m" => 60e9,
             "h" => 3600e9,
             other => {
-                return Err(format!(
-                    "time: unknown unit \"{other}\" in duration \"{input}\""
-                ));
+                return Err(format!("time: unknown unit \"{other}\" in duration \"{input}\""));
             }
         };
         total += value * nanos_per_unit;
@@ -78,14 +72,8 @@ mod tests {
     #[test]
     fn reports_go_errors() {
         assert_eq!(parse("abc"), Err("time: invalid duration \"abc\"".into()));
-        assert_eq!(
-            parse("10"),
-            Err("time: missing unit in duration \"10\"".into())
-        );
-        assert_eq!(
-            parse("1d"),
-            Err("time: unknown unit \"d\" in duration \"1d\"".into())
-        );
+        assert_eq!(parse("10"), Err("time: missing unit in duration \"10\"".into()));
+        assert_eq!(parse("1d"), Err("time: unknown unit \"d\" in duration \"1d\"".into()));
         assert_eq!(parse(""), Err("time: invalid duration \"\"".into()));
     }
 }

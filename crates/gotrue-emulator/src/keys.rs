@@ -24,21 +24,13 @@ use crate::config::Signing;
 /// Algorithms golang-jwt knows; an `alg` outside this set is "unavailable",
 /// one inside it but not accepted by GoTrue's config is "invalid".
 const KNOWN_ALGS: &[&str] = &[
-    "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256",
-    "ES384", "ES512", "EdDSA", "none",
+    "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512",
+    "EdDSA", "none",
 ];
 
 enum Material {
-    Es256 {
-        kid: String,
-        encoding: EncodingKey,
-        decoding: DecodingKey,
-        jwk: Value,
-    },
-    Hs256 {
-        encoding: EncodingKey,
-        decoding: DecodingKey,
-    },
+    Es256 { kid: String, encoding: EncodingKey, decoding: DecodingKey, jwk: Value },
+    Hs256 { encoding: EncodingKey, decoding: DecodingKey },
 }
 
 /// Signing and verification key of one emulator instance.
@@ -52,9 +44,8 @@ impl Keys {
         let material = match signing {
             Signing::Es256 => {
                 let secret = p256::SecretKey::random(&mut rand::rngs::OsRng);
-                let der = secret
-                    .to_pkcs8_der()
-                    .map_err(|e| anyhow::anyhow!("encoding the P-256 key as PKCS#8: {e}"))?;
+                let der =
+                    secret.to_pkcs8_der().map_err(|e| anyhow::anyhow!("encoding the P-256 key as PKCS#8: {e}"))?;
                 let point = secret.public_key().to_encoded_point(false);
                 let (Some(x), Some(y)) = (point.x(), point.y()) else {
                     anyhow::bail!("P-256 public key has no affine coordinates");
@@ -74,12 +65,7 @@ impl Keys {
                     "x": x,
                     "y": y,
                 });
-                Material::Es256 {
-                    kid,
-                    encoding: EncodingKey::from_ec_der(der.as_bytes()),
-                    decoding,
-                    jwk,
-                }
+                Material::Es256 { kid, encoding: EncodingKey::from_ec_der(der.as_bytes()), decoding, jwk }
             }
             Signing::Hs256 { secret } => {
                 if secret.is_empty() {
@@ -131,11 +117,7 @@ impl Keys {
     }
 
     /// Signs arbitrary claims under an arbitrary header with this key.
-    pub(crate) fn sign<T: Serialize>(
-        &self,
-        header: &Header,
-        claims: &T,
-    ) -> jsonwebtoken::errors::Result<String> {
+    pub(crate) fn sign<T: Serialize>(&self, header: &Header, claims: &T) -> jsonwebtoken::errors::Result<String> {
         jsonwebtoken::encode(header, claims, self.encoding())
     }
 
@@ -146,18 +128,14 @@ impl Keys {
         let [header_b64, claims_b64, signature_b64] = parts[..] else {
             return Err("token is malformed: token contains an invalid number of segments".into());
         };
-        let header: Map<String, Value> = decode_segment(header_b64)
-            .ok_or("token is malformed: could not base64 decode header")
-            .and_then(|bytes| {
-                serde_json::from_slice(&bytes)
-                    .map_err(|_| "token is malformed: could not JSON decode header")
-            })?;
-        let claims: Map<String, Value> = decode_segment(claims_b64)
-            .ok_or("token is malformed: could not base64 decode claim")
-            .and_then(|bytes| {
-                serde_json::from_slice(&bytes)
-                    .map_err(|_| "token is malformed: could not JSON decode claim")
-            })?;
+        let header: Map<String, Value> =
+            decode_segment(header_b64).ok_or("token is malformed: could not base64 decode header").and_then(
+                |bytes| serde_json::from_slice(&bytes).map_err(|_| "token is malformed: could not JSON decode header"),
+            )?;
+        let claims: Map<String, Value> =
+            decode_segment(claims_b64).ok_or("token is malformed: could not base64 decode claim").and_then(
+                |bytes| serde_json::from_slice(&bytes).map_err(|_| "token is malformed: could not JSON decode claim"),
+            )?;
         if !claims_have_valid_types(&claims) {
             return Err("token is malformed: could not JSON decode claim".into());
         }
@@ -171,9 +149,7 @@ impl Keys {
             _ => "HS256",
         };
         if alg != expected {
-            return Err(format!(
-                "token signature is invalid: signing method {alg} is invalid"
-            ));
+            return Err(format!("token signature is invalid: signing method {alg} is invalid"));
         }
         if decode_segment(signature_b64).is_none() {
             return Err("token is malformed: could not base64 decode signature".into());
@@ -199,8 +175,7 @@ impl Keys {
 
         let message = format!("{header_b64}.{claims_b64}");
         let valid =
-            jsonwebtoken::crypto::verify(signature_b64, message.as_bytes(), key, self.algorithm())
-                .unwrap_or(false);
+            jsonwebtoken::crypto::verify(signature_b64, message.as_bytes(), key, self.algorithm()).unwrap_or(false);
         if !valid {
             let reason = match self.algorithm() {
                 Algorithm::ES256 => "crypto/ecdsa: verification error",
@@ -238,9 +213,7 @@ fn claims_have_valid_types(claims: &Map<String, Value>) -> bool {
         Value::Array(items) => items.iter().all(Value::is_string),
         _ => false,
     });
-    ["iss", "sub", "email", "phone", "role", "aal", "session_id"]
-        .iter()
-        .all(|k| string_or_absent(k))
+    ["iss", "sub", "email", "phone", "role", "aal", "session_id"].iter().all(|k| string_or_absent(k))
         && ["exp", "iat", "nbf"].iter().all(|k| number_or_absent(k))
         && aud_ok
 }

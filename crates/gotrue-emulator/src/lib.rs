@@ -133,9 +133,7 @@ pub struct Emulator {
 
 impl std::fmt::Debug for Emulator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Emulator")
-            .field("base_url", &self.inner.base_url)
-            .finish_non_exhaustive()
+        f.debug_struct("Emulator").field("base_url", &self.inner.base_url).finish_non_exhaustive()
     }
 }
 
@@ -171,13 +169,7 @@ impl Emulator {
         let app = routes::router(state.clone());
         server::spawn(listener, app, faults, control_rx).await?;
         tracing::info!(%base_url, "gotrue-emulator listening");
-        Ok(Emulator {
-            inner: Arc::new(Inner {
-                state,
-                base_url,
-                control: control_tx,
-            }),
-        })
+        Ok(Emulator { inner: Arc::new(Inner { state, base_url, control: control_tx }) })
     }
 
     fn state(&self) -> &AppState {

@@ -38,49 +38,45 @@ pub(crate) async fn spawn(
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let (ready_tx, ready_rx) = oneshot::channel::<anyhow::Result<()>>();
-    std::thread::Builder::new()
-        .name(THREAD_NAME.to_owned())
-        .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .thread_name(THREAD_NAME)
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => runtime,
+    std::thread::Builder::new().name(THREAD_NAME.to_owned()).spawn(move || {
+        let runtime = match tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name(THREAD_NAME)
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                let _ = ready_tx.send(Err(e.into()));
+                return;
+            }
+        };
+        runtime.block_on(async move {
+            let listener = match TcpListener::from_std(listener) {
+                Ok(listener) => listener,
                 Err(e) => {
                     let _ = ready_tx.send(Err(e.into()));
                     return;
                 }
             };
-            runtime.block_on(async move {
-                let listener = match TcpListener::from_std(listener) {
-                    Ok(listener) => listener,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e.into()));
-                        return;
-                    }
-                };
-                let _ = ready_tx.send(Ok(()));
-                AcceptLoop {
-                    addr,
-                    listener: Some(listener),
-                    app,
-                    faults,
-                    control,
-                    connections: JoinSet::new(),
-                    resume_at: None,
-                }
-                .run()
-                .await;
-            });
-            // Dropping the runtime cancels whatever is still pending, such as
-            // requests held by the hang fault.
-            runtime.shutdown_background();
-        })?;
-    ready_rx
-        .await
-        .map_err(|_| anyhow::anyhow!("the emulator thread exited during start-up"))?
+            let _ = ready_tx.send(Ok(()));
+            AcceptLoop {
+                addr,
+                listener: Some(listener),
+                app,
+                faults,
+                control,
+                connections: JoinSet::new(),
+                resume_at: None,
+            }
+            .run()
+            .await;
+        });
+        // Dropping the runtime cancels whatever is still pending, such as
+        // requests held by the hang fault.
+        runtime.shutdown_background();
+    })?;
+    ready_rx.await.map_err(|_| anyhow::anyhow!("the emulator thread exited during start-up"))?
 }
 
 enum Event {
@@ -176,8 +172,7 @@ impl AcceptLoop {
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(self.app.clone());
         self.connections.spawn(async move {
-            let connection = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
+            let connection = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "gotrue-emulator: connection ended with an error");
             }

@@ -50,8 +50,6 @@ impl AppState {
     /// half-updated in a way that matters for an emulator, so poisoning is
     /// ignored.
     pub(crate) fn store(&self) -> MutexGuard<'_, Store> {
-        self.store
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }

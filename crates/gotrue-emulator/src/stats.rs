@@ -34,14 +34,7 @@ pub struct Stats {
 impl Stats {
     /// All counted requests.
     pub fn total(&self) -> u64 {
-        self.user
-            + self.token
-            + self.logout
-            + self.jwks
-            + self.health
-            + self.admin
-            + self.signup
-            + self.other
+        self.user + self.token + self.logout + self.jwks + self.health + self.admin + self.signup + self.other
     }
 }
 
@@ -93,16 +86,9 @@ impl Counters {
     }
 
     pub(crate) fn reset(&self) {
-        for c in [
-            &self.user,
-            &self.token,
-            &self.logout,
-            &self.jwks,
-            &self.health,
-            &self.admin,
-            &self.signup,
-            &self.other,
-        ] {
+        for c in
+            [&self.user, &self.token, &self.logout, &self.jwks, &self.health, &self.admin, &self.signup, &self.other]
+        {
             c.store(0, Ordering::Relaxed);
         }
     }

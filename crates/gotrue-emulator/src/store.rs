@@ -28,10 +28,7 @@ pub(crate) struct PasswordHash {
 impl PasswordHash {
     pub(crate) fn new(password: &str) -> Self {
         let salt: [u8; 16] = rand::random();
-        Self {
-            salt,
-            digest: Self::digest(&salt, password),
-        }
+        Self { salt, digest: Self::digest(&salt, password) }
     }
 
     fn digest(salt: &[u8; 16], password: &str) -> [u8; 32] {
@@ -44,11 +41,7 @@ impl PasswordHash {
     pub(crate) fn matches(&self, password: &str) -> bool {
         let candidate = Self::digest(&self.salt, password);
         // Constant-time comparison, out of habit.
-        candidate
-            .iter()
-            .zip(self.digest.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+        candidate.iter().zip(self.digest.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
     }
 }
 
@@ -94,8 +87,7 @@ impl UserRecord {
     /// `user_metadata.email_verified`.
     pub(crate) fn confirm(&mut self, now: DateTime<Utc>) {
         self.email_confirmed_at = Some(now);
-        self.user_metadata
-            .insert("email_verified".to_owned(), Value::Bool(true));
+        self.user_metadata.insert("email_verified".to_owned(), Value::Bool(true));
     }
 
     pub(crate) fn ban(&mut self, until: Option<DateTime<Utc>>) {
@@ -163,9 +155,7 @@ fn new_refresh_token() -> String {
     use rand::Rng;
     const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::thread_rng();
-    (0..12)
-        .map(|_| char::from(CHARS[rng.gen_range(0..CHARS.len())]))
-        .collect()
+    (0..12).map(|_| char::from(CHARS[rng.gen_range(0..CHARS.len())])).collect()
 }
 
 impl Store {
@@ -179,14 +169,11 @@ impl Store {
 
     pub(crate) fn user_by_email(&self, email: &str) -> Option<&UserRecord> {
         let email = email.to_lowercase();
-        self.users
-            .values()
-            .find(|u| !u.email.is_empty() && u.email == email)
+        self.users.values().find(|u| !u.email.is_empty() && u.email == email)
     }
 
     pub(crate) fn email_taken(&self, email: &str, except: Option<Uuid>) -> bool {
-        self.user_by_email(email)
-            .is_some_and(|u| Some(u.id) != except)
+        self.user_by_email(email).is_some_and(|u| Some(u.id) != except)
     }
 
     pub(crate) fn insert_user(&mut self, user: UserRecord) {
@@ -212,12 +199,7 @@ impl Store {
         Some(user)
     }
 
-    fn issue_refresh_token(
-        &mut self,
-        user_id: Uuid,
-        session_id: Uuid,
-        parent: Option<String>,
-    ) -> String {
+    fn issue_refresh_token(&mut self, user_id: Uuid, session_id: Uuid, parent: Option<String>) -> String {
         let token = loop {
             let candidate = new_refresh_token();
             if !self.refresh_tokens.contains_key(&candidate) {
@@ -227,13 +209,7 @@ impl Store {
         self.next_seq += 1;
         self.refresh_tokens.insert(
             token.clone(),
-            RefreshTokenRecord {
-                seq: self.next_seq,
-                user_id,
-                session_id,
-                parent,
-                revoked: false,
-            },
+            RefreshTokenRecord { seq: self.next_seq, user_id, session_id, parent, revoked: false },
         );
         token
     }
@@ -252,10 +228,7 @@ impl Store {
             id: Uuid::new_v4(),
             user_id,
             refreshed_at: None,
-            amr: vec![AmrEntry {
-                method: method.to_owned(),
-                timestamp: now.timestamp(),
-            }],
+            amr: vec![AmrEntry { method: method.to_owned(), timestamp: now.timestamp() }],
         };
         self.sessions.insert(session.id, session.clone());
         let token = self.issue_refresh_token(user_id, session.id, None);
@@ -272,30 +245,16 @@ impl Store {
         token: &str,
         now: DateTime<Utc>,
     ) -> Result<(UserRecord, SessionRecord, String), ApiError> {
-        let not_found = || {
-            ApiError::bad_request(
-                "refresh_token_not_found",
-                "Invalid Refresh Token: Refresh Token Not Found",
-            )
-        };
-        let record = self
-            .refresh_tokens
-            .get(token)
-            .cloned()
-            .ok_or_else(not_found)?;
+        let not_found =
+            || ApiError::bad_request("refresh_token_not_found", "Invalid Refresh Token: Refresh Token Not Found");
+        let record = self.refresh_tokens.get(token).cloned().ok_or_else(not_found)?;
         let user = self.users.get(&record.user_id).ok_or_else(not_found)?;
         if user.is_banned(now) {
-            return Err(ApiError::bad_request(
-                "user_banned",
-                "Invalid Refresh Token: User Banned",
-            ));
+            return Err(ApiError::bad_request("user_banned", "Invalid Refresh Token: User Banned"));
         }
         if !self.sessions.contains_key(&record.session_id) {
             self.refresh_tokens.remove(token);
-            return Err(ApiError::bad_request(
-                "session_not_found",
-                "Invalid Refresh Token: No Valid Session Found",
-            ));
+            return Err(ApiError::bad_request("session_not_found", "Invalid Refresh Token: No Valid Session Found"));
         }
 
         let issued = if record.revoked {
@@ -326,17 +285,10 @@ impl Store {
             self.issue_refresh_token(record.user_id, record.session_id, Some(token.to_owned()))
         };
 
-        let session = self
-            .sessions
-            .get_mut(&record.session_id)
-            .ok_or_else(not_found)?;
+        let session = self.sessions.get_mut(&record.session_id).ok_or_else(not_found)?;
         session.refreshed_at = Some(now);
         let session = session.clone();
-        let user = self
-            .users
-            .get(&record.user_id)
-            .cloned()
-            .ok_or_else(not_found)?;
+        let user = self.users.get(&record.user_id).cloned().ok_or_else(not_found)?;
         Ok((user, session, issued))
     }
 
@@ -358,15 +310,11 @@ impl Store {
         for id in &doomed {
             self.sessions.remove(id);
         }
-        self.refresh_tokens
-            .retain(|_, t| !doomed.contains(&t.session_id));
+        self.refresh_tokens.retain(|_, t| !doomed.contains(&t.session_id));
     }
 
     /// Number of live sessions of a user (for tests and diagnostics).
     pub(crate) fn session_count(&self, user_id: Uuid) -> usize {
-        self.sessions
-            .values()
-            .filter(|s| s.user_id == user_id)
-            .count()
+        self.sessions.values().filter(|s| s.user_id == user_id).count()
     }
 }

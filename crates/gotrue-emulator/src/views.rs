@@ -100,11 +100,7 @@ impl<'a> UserJson<'a> {
             last_sign_in_at: user.last_sign_in_at.map(timestamp),
             app_metadata: &user.app_metadata,
             user_metadata: &user.user_metadata,
-            identities: user
-                .identities
-                .iter()
-                .map(|i| IdentityJson::new(user.id, i))
-                .collect(),
+            identities: user.identities.iter().map(|i| IdentityJson::new(user.id, i)).collect(),
             created_at: timestamp(user.created_at),
             updated_at: timestamp(user.updated_at),
             banned_until: user.banned_until.map(timestamp),

@@ -31,13 +31,7 @@ async fn gateway_requires_a_known_apikey_except_for_jwks() {
     assert_eq!(code, None);
     assert_eq!(body, json!({ "message": "No API key found in request" }));
 
-    let wrong = h
-        .http
-        .get(h.url("/health"))
-        .header("apikey", "sb_publishable_nope")
-        .send()
-        .await
-        .unwrap();
+    let wrong = h.http.get(h.url("/health")).header("apikey", "sb_publishable_nope").send().await.unwrap();
     let (status, _, body) = parts(wrong).await;
     assert_eq!(status, 401);
     assert_eq!(body, json!({ "message": "Invalid API key" }));
@@ -53,13 +47,7 @@ async fn gateway_requires_a_known_apikey_except_for_jwks() {
     assert_eq!(token_without_key.status(), 401);
 
     for key in [h.emu.anon_key(), h.emu.service_role_key()] {
-        let ok = h
-            .http
-            .get(h.url("/health"))
-            .header("apikey", key)
-            .send()
-            .await
-            .unwrap();
+        let ok = h.http.get(h.url("/health")).header("apikey", key).send().await.unwrap();
         let (status, _, body) = parts(ok).await;
         assert_eq!(status, 200);
         assert_eq!(body["name"], "GoTrue");
@@ -68,20 +56,10 @@ async fn gateway_requires_a_known_apikey_except_for_jwks() {
     }
 
     // Kong also takes the key from the query string.
-    let query_key = h
-        .http
-        .get(format!("{}?apikey={}", h.url("/health"), h.emu.anon_key()))
-        .send()
-        .await
-        .unwrap();
+    let query_key = h.http.get(format!("{}?apikey={}", h.url("/health"), h.emu.anon_key())).send().await.unwrap();
     assert_eq!(query_key.status(), 200);
 
-    let jwks = h
-        .http
-        .get(h.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap();
+    let jwks = h.http.get(h.url("/.well-known/jwks.json")).send().await.unwrap();
     assert_eq!(jwks.status(), 200);
     let jwks: Value = jwks.json().await.unwrap();
     assert_eq!(jwks, h.emu.jwks());
@@ -128,15 +106,7 @@ async fn password_grant_issues_es256_tokens_verifiable_with_the_jwks() {
     assert!(h.emu.kid().is_some());
 
     // Verify exactly like a resource server would: JWKS over HTTP, by kid.
-    let jwks: JwkSet = h
-        .http
-        .get(h.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: JwkSet = h.http.get(h.url("/.well-known/jwks.json")).send().await.unwrap().json().await.unwrap();
     let jwk = jwks.find(header.kid.as_deref().unwrap()).unwrap();
     let raw_jwk = &h.emu.jwks()["keys"][0];
     assert_eq!(raw_jwk["kty"], "EC");
@@ -145,17 +115,13 @@ async fn password_grant_issues_es256_tokens_verifiable_with_the_jwks() {
     assert_eq!(raw_jwk["use"], "sig");
     assert_eq!(raw_jwk["key_ops"], json!(["verify"]));
     let key = DecodingKey::from_jwk(jwk).unwrap();
-    let data = jsonwebtoken::decode::<Value>(access_token, &key, &validation(&h, Algorithm::ES256))
-        .unwrap();
+    let data = jsonwebtoken::decode::<Value>(access_token, &key, &validation(&h, Algorithm::ES256)).unwrap();
     let c = data.claims;
     assert_eq!(c["iss"], format!("{}/auth/v1", h.emu.base_url()));
     assert_eq!(c["sub"], user.id.to_string());
     assert_eq!(c["aud"], "authenticated");
     assert_eq!(c["exp"], expires_at);
-    assert_eq!(
-        c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap(),
-        3600
-    );
+    assert_eq!(c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap(), 3600);
     assert_eq!(c["email"], "ada@example.com");
     assert_eq!(c["phone"], "");
     assert_eq!(c["app_metadata"]["provider"], "email");
@@ -182,44 +148,21 @@ async fn password_grant_errors_match_gotrue() {
     let h = Harness::start().await;
     h.emu.create_user("bob@example.com", PASSWORD).unwrap();
 
-    let body = assert_error(
-        h.password_grant("bob@example.com", "wrong password").await,
-        400,
-        "invalid_credentials",
-    )
-    .await;
+    let body =
+        assert_error(h.password_grant("bob@example.com", "wrong password").await, 400, "invalid_credentials").await;
     assert_eq!(body["msg"], "Invalid login credentials");
-    assert_error(
-        h.password_grant("nobody@example.com", PASSWORD).await,
-        400,
-        "invalid_credentials",
-    )
-    .await;
+    assert_error(h.password_grant("nobody@example.com", PASSWORD).await, 400, "invalid_credentials").await;
 
-    let missing = h
-        .anon(Method::POST, "/token?grant_type=password")
-        .json(&json!({ "password": PASSWORD }))
-        .send()
-        .await
-        .unwrap();
+    let missing =
+        h.anon(Method::POST, "/token?grant_type=password").json(&json!({ "password": PASSWORD })).send().await.unwrap();
     let body = assert_error(missing, 400, "validation_failed").await;
     assert_eq!(body["msg"], "missing email or phone");
 
-    let garbage = h
-        .anon(Method::POST, "/token?grant_type=password")
-        .body("{not json")
-        .send()
-        .await
-        .unwrap();
+    let garbage = h.anon(Method::POST, "/token?grant_type=password").body("{not json").send().await.unwrap();
     assert_error(garbage, 400, "bad_json").await;
 
     // GoTrue answers unknown grant types with invalid_credentials.
-    let unknown = h
-        .anon(Method::POST, "/token?grant_type=magic")
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
+    let unknown = h.anon(Method::POST, "/token?grant_type=magic").json(&json!({})).send().await.unwrap();
     let body = assert_error(unknown, 400, "invalid_credentials").await;
     assert_eq!(body["msg"], "unsupported_grant_type");
 
@@ -231,12 +174,8 @@ async fn password_grant_errors_match_gotrue() {
         .await
         .unwrap();
     assert_eq!(created.status(), 200);
-    let body = assert_error(
-        h.password_grant("unconfirmed@example.com", PASSWORD).await,
-        400,
-        "email_not_confirmed",
-    )
-    .await;
+    let body =
+        assert_error(h.password_grant("unconfirmed@example.com", PASSWORD).await, 400, "email_not_confirmed").await;
     assert_eq!(body["msg"], "Email not confirmed");
     assert!(h.emu.sign_in("unconfirmed@example.com", PASSWORD).is_err());
 }
@@ -245,32 +184,17 @@ async fn password_grant_errors_match_gotrue() {
 async fn hs256_mode_signs_with_the_shared_secret_and_publishes_no_keys() {
     let secret = "super-secret-jwt-token-with-at-least-32-characters-long";
     let h = Harness::with_config(EmulatorConfig {
-        signing: Signing::Hs256 {
-            secret: secret.to_owned(),
-        },
+        signing: Signing::Hs256 { secret: secret.to_owned() },
         ..EmulatorConfig::default()
     })
     .await;
     assert_eq!(h.emu.kid(), None);
     assert_eq!(h.emu.jwks(), json!({ "keys": [] }));
-    let jwks: Value = h
-        .http
-        .get(h.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: Value = h.http.get(h.url("/.well-known/jwks.json")).send().await.unwrap().json().await.unwrap();
     assert_eq!(jwks, json!({ "keys": [] }));
 
     let user = h.emu.create_user("hs@example.com", PASSWORD).unwrap();
-    let body: Value = h
-        .password_grant("hs@example.com", PASSWORD)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let body: Value = h.password_grant("hs@example.com", PASSWORD).await.json().await.unwrap();
     let token = body["access_token"].as_str().unwrap();
     let header = jsonwebtoken::decode_header(token).unwrap();
     assert_eq!(header.alg, Algorithm::HS256);
@@ -294,12 +218,7 @@ async fn hs256_mode_signs_with_the_shared_secret_and_publishes_no_keys() {
     )
     .unwrap();
     let body = assert_error(h.get_user(&forged).await, 403, "bad_jwt").await;
-    assert!(
-        body["msg"]
-            .as_str()
-            .unwrap()
-            .contains("signature is invalid")
-    );
+    assert!(body["msg"].as_str().unwrap().contains("signature is invalid"));
 }
 
 #[tokio::test]
@@ -321,13 +240,7 @@ async fn errors_come_in_both_formats_with_the_code_header() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        versioned
-            .headers()
-            .get("x-supabase-api-version")
-            .map(|v| v.to_str().unwrap()),
-        Some("2024-01-01")
-    );
+    assert_eq!(versioned.headers().get("x-supabase-api-version").map(|v| v.to_str().unwrap()), Some("2024-01-01"));
     let (status, code, body) = parts(versioned).await;
     assert_eq!(status, 403);
     assert_eq!(code.as_deref(), Some("bad_jwt"));
@@ -337,12 +250,7 @@ async fn errors_come_in_both_formats_with_the_code_header() {
 
     // Dates before 2024-01-01 (and garbage) keep the initial format.
     for version in ["2023-12-31", "yesterday"] {
-        let old = h
-            .anon(Method::GET, "/user")
-            .header("X-Supabase-Api-Version", version)
-            .send()
-            .await
-            .unwrap();
+        let old = h.anon(Method::GET, "/user").header("X-Supabase-Api-Version", version).send().await.unwrap();
         let body = assert_error(old, 401, "no_authorization").await;
         assert_eq!(body["msg"], "This endpoint requires a valid Bearer token");
     }
@@ -399,10 +307,7 @@ async fn user_endpoint_verifies_tokens_sessions_users_and_bans() {
     claims["exp"] = json!(now - 3600);
     let expired = h.emu.mint_token(h.emu.token_header(), &claims);
     let body = assert_error(h.get_user(&expired).await, 403, "bad_jwt").await;
-    assert!(
-        body["msg"].as_str().unwrap().ends_with("token is expired"),
-        "{body}"
-    );
+    assert!(body["msg"].as_str().unwrap().ends_with("token is expired"), "{body}");
 
     // Garbage.
     assert_error(h.get_user("a.b.c").await, 403, "bad_jwt").await;
@@ -411,28 +316,14 @@ async fn user_endpoint_verifies_tokens_sessions_users_and_bans() {
     let other = Harness::start().await;
     let mut forged_header = other.emu.token_header();
     forged_header.kid = h.emu.kid();
-    let forged = other
-        .emu
-        .mint_token(forged_header, &h.emu.claims_for(&session));
+    let forged = other.emu.mint_token(forged_header, &h.emu.claims_for(&session));
     let body = assert_error(h.get_user(&forged).await, 403, "bad_jwt").await;
-    assert!(
-        body["msg"]
-            .as_str()
-            .unwrap()
-            .contains("signature is invalid")
-    );
+    assert!(body["msg"].as_str().unwrap().contains("signature is invalid"));
 
     // Unknown kid.
-    let foreign = other
-        .emu
-        .mint_token(other.emu.token_header(), &h.emu.claims_for(&session));
+    let foreign = other.emu.mint_token(other.emu.token_header(), &h.emu.claims_for(&session));
     let body = assert_error(h.get_user(&foreign).await, 403, "bad_jwt").await;
-    assert!(
-        body["msg"]
-            .as_str()
-            .unwrap()
-            .contains("unrecognized JWT kid")
-    );
+    assert!(body["msg"].as_str().unwrap().contains("unrecognized JWT kid"));
 
     // sub that is not a UUID.
     let mut bad_sub = h.emu.claims_for(&session);
@@ -447,9 +338,7 @@ async fn user_endpoint_verifies_tokens_sessions_users_and_bans() {
     assert_error(h.get_user(&token).await, 400, "validation_failed").await;
 
     // Banned: existing tokens stop working, and come back after unbanning.
-    h.emu
-        .ban_user(user.id, Some(Duration::from_secs(3600)))
-        .unwrap();
+    h.emu.ban_user(user.id, Some(Duration::from_secs(3600))).unwrap();
     let body = assert_error(h.get_user(&session.access_token).await, 403, "user_banned").await;
     assert_eq!(body["msg"], "User is banned");
     assert_eq!(h.emu.session_count(user.id), 1, "bans keep sessions");
@@ -458,26 +347,13 @@ async fn user_endpoint_verifies_tokens_sessions_users_and_bans() {
 
     // Logged out: the session is gone.
     assert_eq!(h.logout(&session.access_token, None).await.status(), 204);
-    let body = assert_error(
-        h.get_user(&session.access_token).await,
-        403,
-        "session_not_found",
-    )
-    .await;
-    assert_eq!(
-        body["msg"],
-        "Session from session_id claim in JWT does not exist"
-    );
+    let body = assert_error(h.get_user(&session.access_token).await, 403, "session_not_found").await;
+    assert_eq!(body["msg"], "Session from session_id claim in JWT does not exist");
 
     // Deleted user.
     let session = h.emu.sign_in("carol@example.com", PASSWORD).unwrap();
     h.emu.delete_user(user.id).unwrap();
-    let body = assert_error(
-        h.get_user(&session.access_token).await,
-        403,
-        "user_not_found",
-    )
-    .await;
+    let body = assert_error(h.get_user(&session.access_token).await, 403, "user_not_found").await;
     assert_eq!(body["msg"], "User from sub claim in JWT does not exist");
     assert!(h.emu.user(user.id).is_none());
 }
@@ -501,26 +377,13 @@ async fn logout_scopes_end_the_right_sessions() {
     assert_error(h.get_user(&a.access_token).await, 403, "session_not_found").await;
     assert_eq!(h.get_user(&b.access_token).await.status(), 200);
     assert_eq!(h.get_user(&c.access_token).await.status(), 200);
-    assert_error(
-        h.refresh(&a.refresh_token).await,
-        400,
-        "refresh_token_not_found",
-    )
-    .await;
+    assert_error(h.refresh(&a.refresh_token).await, 400, "refresh_token_not_found").await;
 
     // others: everything but b.
-    assert_eq!(
-        h.logout(&b.access_token, Some("others")).await.status(),
-        204
-    );
+    assert_eq!(h.logout(&b.access_token, Some("others")).await.status(), 204);
     assert_eq!(h.get_user(&b.access_token).await.status(), 200);
     assert_error(h.get_user(&c.access_token).await, 403, "session_not_found").await;
-    assert_error(
-        h.refresh(&c.refresh_token).await,
-        400,
-        "refresh_token_not_found",
-    )
-    .await;
+    assert_error(h.refresh(&c.refresh_token).await, 400, "refresh_token_not_found").await;
     assert_eq!(h.emu.session_count(user.id), 1);
 
     // global (the default): everything.
@@ -528,25 +391,12 @@ async fn logout_scopes_end_the_right_sessions() {
     assert_eq!(h.logout(&b.access_token, None).await.status(), 204);
     assert_error(h.get_user(&b.access_token).await, 403, "session_not_found").await;
     assert_error(h.get_user(&d.access_token).await, 403, "session_not_found").await;
-    let body = assert_error(
-        h.refresh(&d.refresh_token).await,
-        400,
-        "refresh_token_not_found",
-    )
-    .await;
-    assert_eq!(
-        body["msg"],
-        "Invalid Refresh Token: Refresh Token Not Found"
-    );
+    let body = assert_error(h.refresh(&d.refresh_token).await, 400, "refresh_token_not_found").await;
+    assert_eq!(body["msg"], "Invalid Refresh Token: Refresh Token Not Found");
     assert_eq!(h.emu.session_count(user.id), 0);
 
     // A logged-out token cannot log out again.
-    assert_error(
-        h.logout(&b.access_token, None).await,
-        403,
-        "session_not_found",
-    )
-    .await;
+    assert_error(h.logout(&b.access_token, None).await, 403, "session_not_found").await;
     let no_bearer = h.anon(Method::POST, "/logout").send().await.unwrap();
     assert_error(no_bearer, 401, "no_authorization").await;
 }
@@ -555,18 +405,12 @@ async fn logout_scopes_end_the_right_sessions() {
 async fn refresh_tokens_rotate_within_the_same_session() {
     let h = Harness::start().await;
     let user = h.emu.create_user("erin@example.com", PASSWORD).unwrap();
-    let first: Value = h
-        .password_grant("erin@example.com", PASSWORD)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let first: Value = h.password_grant("erin@example.com", PASSWORD).await.json().await.unwrap();
     let rt1 = first["refresh_token"].as_str().unwrap().to_owned();
-    let session_id =
-        jsonwebtoken::dangerous::insecure_decode::<Value>(first["access_token"].as_str().unwrap())
-            .unwrap()
-            .claims["session_id"]
-            .clone();
+    let session_id = jsonwebtoken::dangerous::insecure_decode::<Value>(first["access_token"].as_str().unwrap())
+        .unwrap()
+        .claims["session_id"]
+        .clone();
 
     let second = h.refresh(&rt1).await;
     assert_eq!(second.status(), 200);
@@ -576,9 +420,7 @@ async fn refresh_tokens_rotate_within_the_same_session() {
     assert_eq!(second["user"]["id"], user.id.to_string());
     assert_eq!(second["token_type"], "bearer");
     let access2 = second["access_token"].as_str().unwrap();
-    let claims2 = jsonwebtoken::dangerous::insecure_decode::<Value>(access2)
-        .unwrap()
-        .claims;
+    let claims2 = jsonwebtoken::dangerous::insecure_decode::<Value>(access2).unwrap().claims;
     assert_eq!(claims2["session_id"], session_id);
     assert_eq!(claims2["amr"][0]["method"], "password");
     assert_eq!(h.get_user(access2).await.status(), 200);
@@ -599,18 +441,11 @@ async fn refresh_tokens_rotate_within_the_same_session() {
     let body = assert_error(h.refresh("short").await, 400, "validation_failed").await;
     assert_eq!(body["msg"], "Refresh token is not valid");
     assert_error(h.refresh("").await, 400, "validation_failed").await;
-    assert_error(
-        h.refresh("zzzzzzzzzzzz").await,
-        400,
-        "refresh_token_not_found",
-    )
-    .await;
+    assert_error(h.refresh("zzzzzzzzzzzz").await, 400, "refresh_token_not_found").await;
 
     // Banned users cannot refresh.
     let session = h.emu.sign_in("erin@example.com", PASSWORD).unwrap();
-    h.emu
-        .ban_user(user.id, Some(Duration::from_secs(60)))
-        .unwrap();
+    h.emu.ban_user(user.id, Some(Duration::from_secs(60))).unwrap();
     let body = assert_error(h.refresh(&session.refresh_token).await, 400, "user_banned").await;
     assert_eq!(body["msg"], "Invalid Refresh Token: User Banned");
     h.emu.ban_user(user.id, None).unwrap();
@@ -659,12 +494,7 @@ async fn signup_autoconfirms_and_signs_in() {
     let body = assert_error(weak, 422, "weak_password").await;
     assert_eq!(body["weak_password"]["reasons"], json!(["length"]));
 
-    let no_password = h
-        .anon(Method::POST, "/signup")
-        .json(&json!({ "email": "g@example.com" }))
-        .send()
-        .await
-        .unwrap();
+    let no_password = h.anon(Method::POST, "/signup").json(&json!({ "email": "g@example.com" })).send().await.unwrap();
     assert_error(no_password, 400, "validation_failed").await;
 
     let bad_email = h
@@ -710,13 +540,7 @@ async fn admin_endpoints_require_the_service_role() {
     assert_error(garbage, 403, "bad_jwt").await;
 
     // The service key as apikey alone, or as bearer.
-    let as_apikey = h
-        .http
-        .get(h.url("/admin/users"))
-        .header("apikey", h.emu.service_role_key())
-        .send()
-        .await
-        .unwrap();
+    let as_apikey = h.http.get(h.url("/admin/users")).header("apikey", h.emu.service_role_key()).send().await.unwrap();
     assert_eq!(as_apikey.status(), 200);
     let as_bearer = h
         .http
@@ -783,60 +607,25 @@ async fn admin_user_lifecycle() {
         .await
         .unwrap();
     let body = assert_error(duplicate, 422, "email_exists").await;
-    assert_eq!(
-        body["msg"],
-        "A user with this email address has already been registered"
-    );
+    assert_eq!(body["msg"], "A user with this email address has already been registered");
     assert!(h.emu.create_user("ivy@example.com", PASSWORD).is_err());
 
-    let nothing = h
-        .service(Method::POST, "/admin/users")
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
+    let nothing = h.service(Method::POST, "/admin/users").json(&json!({})).send().await.unwrap();
     assert_error(nothing, 400, "validation_failed").await;
 
     h.emu.create_user("jack@example.com", PASSWORD).unwrap();
-    let list: Value = h
-        .service(Method::GET, "/admin/users")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = h.service(Method::GET, "/admin/users").send().await.unwrap().json().await.unwrap();
     assert_eq!(list["aud"], "authenticated");
-    let emails: Vec<&str> = list["users"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| u["email"].as_str().unwrap())
-        .collect();
+    let emails: Vec<&str> = list["users"].as_array().unwrap().iter().map(|u| u["email"].as_str().unwrap()).collect();
     assert_eq!(emails, ["jack@example.com", "ivy@example.com"]);
 
-    let got = h
-        .service(Method::GET, &format!("/admin/users/{id}"))
-        .send()
-        .await
-        .unwrap();
+    let got = h.service(Method::GET, &format!("/admin/users/{id}")).send().await.unwrap();
     assert_eq!(got.status(), 200);
     assert_eq!(got.json::<Value>().await.unwrap()["id"], id.as_str());
-    let missing = h
-        .service(
-            Method::GET,
-            &format!("/admin/users/{}", uuid::Uuid::new_v4()),
-        )
-        .send()
-        .await
-        .unwrap();
+    let missing = h.service(Method::GET, &format!("/admin/users/{}", uuid::Uuid::new_v4())).send().await.unwrap();
     let body = assert_error(missing, 404, "user_not_found").await;
     assert_eq!(body["msg"], "User not found");
-    let not_uuid = h
-        .service(Method::GET, "/admin/users/123")
-        .send()
-        .await
-        .unwrap();
+    let not_uuid = h.service(Method::GET, "/admin/users/123").send().await.unwrap();
     assert_error(not_uuid, 404, "validation_failed").await;
 
     // Ban: sessions survive (GoTrue only sets banned_until), but are refused.
@@ -854,12 +643,7 @@ async fn admin_user_lifecycle() {
     let uid = uuid::Uuid::parse_str(&id).unwrap();
     assert_eq!(h.emu.session_count(uid), 1);
     assert_error(h.get_user(&session.access_token).await, 403, "user_banned").await;
-    let body = assert_error(
-        h.password_grant("ivy@example.com", PASSWORD).await,
-        400,
-        "user_banned",
-    )
-    .await;
+    let body = assert_error(h.password_grant("ivy@example.com", PASSWORD).await, 400, "user_banned").await;
     assert_eq!(body["msg"], "User is banned");
 
     let bad_duration = h
@@ -869,10 +653,7 @@ async fn admin_user_lifecycle() {
         .await
         .unwrap();
     let body = assert_error(bad_duration, 400, "validation_failed").await;
-    assert_eq!(
-        body["msg"],
-        "invalid format for ban duration: time: unknown unit \"d\" in duration \"1d\""
-    );
+    assert_eq!(body["msg"], "invalid format for ban duration: time: unknown unit \"d\" in duration \"1d\"");
 
     let unbanned: Value = h
         .service(Method::PUT, &format!("/admin/users/{id}"))
@@ -895,37 +676,16 @@ async fn admin_user_lifecycle() {
         .unwrap();
     assert_eq!(changed.status(), 200);
     assert!(h.emu.sign_in("ivy@example.com", PASSWORD).is_err());
-    assert!(
-        h.emu
-            .sign_in("ivy@example.com", "a-brand-new-password")
-            .is_ok()
-    );
+    assert!(h.emu.sign_in("ivy@example.com", "a-brand-new-password").is_ok());
 
     // Delete: the user and its sessions are gone.
-    let deleted = h
-        .service(Method::DELETE, &format!("/admin/users/{id}"))
-        .send()
-        .await
-        .unwrap();
+    let deleted = h.service(Method::DELETE, &format!("/admin/users/{id}")).send().await.unwrap();
     assert_eq!(deleted.status(), 200);
     assert_eq!(deleted.json::<Value>().await.unwrap(), json!({}));
-    assert_error(
-        h.get_user(&session.access_token).await,
-        403,
-        "user_not_found",
-    )
-    .await;
-    let gone = h
-        .service(Method::GET, &format!("/admin/users/{id}"))
-        .send()
-        .await
-        .unwrap();
+    assert_error(h.get_user(&session.access_token).await, 403, "user_not_found").await;
+    let gone = h.service(Method::GET, &format!("/admin/users/{id}")).send().await.unwrap();
     assert_error(gone, 404, "user_not_found").await;
-    let again = h
-        .service(Method::DELETE, &format!("/admin/users/{id}"))
-        .send()
-        .await
-        .unwrap();
+    let again = h.service(Method::DELETE, &format!("/admin/users/{id}")).send().await.unwrap();
     assert_error(again, 404, "user_not_found").await;
 }
 

@@ -11,12 +11,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 async fn health_status(h: &Harness) -> u16 {
-    h.anon(Method::GET, "/health")
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    h.anon(Method::GET, "/health").send().await.unwrap().status().as_u16()
 }
 
 #[tokio::test]
@@ -26,10 +21,7 @@ async fn latency_delays_responses() {
     let started = Instant::now();
     assert_eq!(health_status(&h).await, 200);
     assert!(started.elapsed() >= Duration::from_millis(250));
-    assert_eq!(
-        h.emu.faults().settings().latency,
-        Duration::from_millis(250)
-    );
+    assert_eq!(h.emu.faults().settings().latency, Duration::from_millis(250));
     h.emu.faults().clear();
     assert_eq!(h.emu.faults().settings().latency, Duration::ZERO);
 }
@@ -80,16 +72,10 @@ async fn error_rate_answers_with_the_given_status() {
     assert_eq!(health_status(&h).await, 200);
     let user = h.anon(Method::GET, "/user").send().await.unwrap();
     assert_eq!(user.status(), 503);
-    assert_eq!(
-        h.emu.faults().settings().paths,
-        vec!["/auth/v1/user".to_owned()]
-    );
+    assert_eq!(h.emu.faults().settings().paths, vec!["/auth/v1/user".to_owned()]);
 
     faults.clear();
-    assert_eq!(
-        h.password_grant("lee@example.com", PASSWORD).await.status(),
-        200
-    );
+    assert_eq!(h.password_grant("lee@example.com", PASSWORD).await.status(), 200);
 }
 
 #[tokio::test]
@@ -108,9 +94,7 @@ async fn hang_holds_requests_until_cleared() {
 
     // A patient request is answered once the hang is lifted.
     let patient = {
-        let request = h
-            .anon(Method::GET, "/health")
-            .timeout(Duration::from_secs(20));
+        let request = h.anon(Method::GET, "/health").timeout(Duration::from_secs(20));
         tokio::spawn(async move { request.send().await })
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -135,9 +119,7 @@ async fn refusing_closes_the_port_and_open_connections_then_recovers() {
     // Hold a request open so there is a live connection to drop.
     h.emu.faults().set_hang(true);
     let held = {
-        let request = h
-            .anon(Method::GET, "/health")
-            .timeout(Duration::from_secs(20));
+        let request = h.anon(Method::GET, "/health").timeout(Duration::from_secs(20));
         tokio::spawn(async move { request.send().await })
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -148,53 +130,29 @@ async fn refusing_closes_the_port_and_open_connections_then_recovers() {
     let dropped = held.await.unwrap().unwrap_err();
     assert!(!dropped.is_timeout(), "{dropped:?}");
 
-    let refused = client()
-        .get(format!("{base}/auth/v1/health"))
-        .header("apikey", h.emu.anon_key())
-        .send()
-        .await
-        .unwrap_err();
+    let refused =
+        client().get(format!("{base}/auth/v1/health")).header("apikey", h.emu.anon_key()).send().await.unwrap_err();
     assert!(refused.is_connect(), "{refused:?}");
-    assert_eq!(
-        h.emu.stats().health,
-        counted,
-        "refused requests never arrive"
-    );
+    assert_eq!(h.emu.stats().health, counted, "refused requests never arrive");
 
     // Clearing re-binds the same port before returning.
     h.emu.faults().clear();
     assert!(!h.emu.faults().settings().refusing);
     assert_eq!(h.emu.base_url(), base);
-    let back = client()
-        .get(format!("{base}/auth/v1/health"))
-        .header("apikey", h.emu.anon_key())
-        .send()
-        .await
-        .unwrap();
+    let back = client().get(format!("{base}/auth/v1/health")).header("apikey", h.emu.anon_key()).send().await.unwrap();
     assert_eq!(back.status(), 200);
 }
 
 #[tokio::test]
 async fn refusing_for_a_duration_recovers_by_itself() {
     let h = Harness::start().await;
-    h.emu
-        .faults()
-        .refuse_connections(Some(Duration::from_millis(300)));
-    let refused = client()
-        .get(h.url("/health"))
-        .header("apikey", h.emu.anon_key())
-        .send()
-        .await
-        .unwrap_err();
+    h.emu.faults().refuse_connections(Some(Duration::from_millis(300)));
+    let refused = client().get(h.url("/health")).header("apikey", h.emu.anon_key()).send().await.unwrap_err();
     assert!(refused.is_connect(), "{refused:?}");
 
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let attempt = client()
-            .get(h.url("/health"))
-            .header("apikey", h.emu.anon_key())
-            .send()
-            .await;
+        let attempt = client().get(h.url("/health")).header("apikey", h.emu.anon_key()).send().await;
         if let Ok(response) = attempt {
             assert_eq!(response.status(), 200);
             break;
@@ -222,79 +180,33 @@ async fn faults_can_be_driven_over_http() {
     assert_eq!(settings["errorRate"], 1.0);
     assert_eq!(settings["errorStatus"], 502);
     assert_eq!(health_status(&h).await, 502);
-    let jwks = h
-        .http
-        .get(h.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap();
+    let jwks = h.http.get(h.url("/.well-known/jwks.json")).send().await.unwrap();
     assert_eq!(jwks.status(), 200);
 
-    let current: Value = h
-        .http
-        .get(&control)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let current: Value = h.http.get(&control).send().await.unwrap().json().await.unwrap();
     assert_eq!(current["paths"], json!(["/auth/v1/health"]));
 
     // Posting replaces the whole configuration.
-    h.http
-        .post(&control)
-        .json(&json!({ "latencyMs": 200 }))
-        .send()
-        .await
-        .unwrap();
+    h.http.post(&control).json(&json!({ "latencyMs": 200 })).send().await.unwrap();
     let started = Instant::now();
     assert_eq!(health_status(&h).await, 200);
     assert!(started.elapsed() >= Duration::from_millis(200));
 
-    h.http
-        .post(&control)
-        .json(&json!({ "hang": true }))
-        .send()
-        .await
-        .unwrap();
-    let hung = h
-        .anon(Method::GET, "/health")
-        .timeout(Duration::from_millis(300))
-        .send()
-        .await
-        .unwrap_err();
+    h.http.post(&control).json(&json!({ "hang": true })).send().await.unwrap();
+    let hung = h.anon(Method::GET, "/health").timeout(Duration::from_millis(300)).send().await.unwrap_err();
     assert!(hung.is_timeout());
 
     let cleared = h.http.delete(&control).send().await.unwrap();
     assert_eq!(cleared.status(), 204);
     assert_eq!(health_status(&h).await, 200);
 
-    let invalid = h
-        .http
-        .post(&control)
-        .json(&json!({ "errorRate": 2.0 }))
-        .send()
-        .await
-        .unwrap();
+    let invalid = h.http.post(&control).json(&json!({ "errorRate": 2.0 })).send().await.unwrap();
     assert_eq!(invalid.status(), 400);
-    let unknown_field = h
-        .http
-        .post(&control)
-        .json(&json!({ "latency": 5 }))
-        .send()
-        .await
-        .unwrap();
+    let unknown_field = h.http.post(&control).json(&json!({ "latency": 5 })).send().await.unwrap();
     assert_eq!(unknown_field.status(), 400);
 
     // Refusal over HTTP is always bounded, and starts after the answer.
-    let refuse = h
-        .http
-        .post(&control)
-        .json(&json!({ "refuseForMs": 500 }))
-        .send()
-        .await
-        .unwrap();
+    let refuse = h.http.post(&control).json(&json!({ "refuseForMs": 500 })).send().await.unwrap();
     assert_eq!(refuse.status(), 200);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -309,12 +221,7 @@ async fn faults_can_be_driven_over_http() {
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match client()
-            .get(h.url("/health"))
-            .header("apikey", h.emu.anon_key())
-            .send()
-            .await
-        {
+        match client().get(h.url("/health")).header("apikey", h.emu.anon_key()).send().await {
             Ok(response) => {
                 assert_eq!(response.status(), 200);
                 break;
@@ -339,11 +246,7 @@ async fn stats_count_upstream_calls_per_endpoint() {
 
     health_status(&h).await;
     health_status(&h).await;
-    h.http
-        .get(h.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap();
+    h.http.get(h.url("/.well-known/jwks.json")).send().await.unwrap();
     h.password_grant("max@example.com", PASSWORD).await;
     h.get_user(&session.access_token).await;
     h.anon(Method::POST, "/signup")
@@ -352,40 +255,18 @@ async fn stats_count_upstream_calls_per_endpoint() {
         .await
         .unwrap();
     h.service(Method::GET, "/admin/users").send().await.unwrap();
-    h.service(Method::GET, &format!("/admin/users/{}", session.user.id))
-        .send()
-        .await
-        .unwrap();
+    h.service(Method::GET, &format!("/admin/users/{}", session.user.id)).send().await.unwrap();
     h.logout(&session.access_token, Some("local")).await;
     // Rejected by the gateway: still a call that reached "Supabase".
     h.http.get(h.url("/user")).send().await.unwrap();
     h.anon(Method::GET, "/settings").send().await.unwrap();
 
     // The control plane is not counted.
-    let over_http: Value = h
-        .http
-        .get(format!("{}/__emulator/stats", h.emu.base_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let over_http: Value =
+        h.http.get(format!("{}/__emulator/stats", h.emu.base_url())).send().await.unwrap().json().await.unwrap();
 
     let stats = h.emu.stats();
-    assert_eq!(
-        stats,
-        Stats {
-            user: 2,
-            token: 1,
-            logout: 1,
-            jwks: 1,
-            health: 2,
-            admin: 2,
-            signup: 1,
-            other: 1,
-        }
-    );
+    assert_eq!(stats, Stats { user: 2, token: 1, logout: 1, jwks: 1, health: 2, admin: 2, signup: 1, other: 1 });
     assert_eq!(stats.total(), 11);
     assert_eq!(over_http["user"], 2);
     assert_eq!(over_http["admin"], 2);
@@ -397,12 +278,7 @@ async fn stats_count_upstream_calls_per_endpoint() {
     assert_eq!(h.emu.stats().user, 3);
     h.emu.faults().clear();
 
-    let reset = h
-        .http
-        .delete(format!("{}/__emulator/stats", h.emu.base_url()))
-        .send()
-        .await
-        .unwrap();
+    let reset = h.http.delete(format!("{}/__emulator/stats", h.emu.base_url())).send().await.unwrap();
     assert_eq!(reset.status(), 204);
     assert_eq!(h.emu.stats().total(), 0);
     h.emu.reset_stats();
@@ -414,12 +290,7 @@ async fn shutdown_closes_the_port() {
     let h = Harness::start().await;
     assert_eq!(health_status(&h).await, 200);
     h.emu.shutdown().await;
-    let err = client()
-        .get(h.url("/health"))
-        .header("apikey", h.emu.anon_key())
-        .send()
-        .await
-        .unwrap_err();
+    let err = client().get(h.url("/health")).header("apikey", h.emu.anon_key()).send().await.unwrap_err();
     assert!(err.is_connect(), "{err:?}");
     // Fault setters on a stopped emulator are harmless no-ops.
     h.emu.faults().refuse_connections(None);

@@ -36,10 +36,7 @@ pub struct MigrateArgs {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -63,8 +60,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let config = Config::from_args(&args)?;
             let app = crate::Application::build(config).await?;
             tracing::info!(addr = %app.local_addr(), "listening");
-            app.run_until_stopped(crate::startup::shutdown_signal())
-                .await
+            app.run_until_stopped(crate::startup::shutdown_signal()).await
         }
         Command::Migrate(args) => {
             telemetry::init(telemetry::format_from_env(LogFormat::Pretty), "info");
@@ -78,10 +74,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Dev(args) => {
-            telemetry::init(
-                telemetry::format_from_env(LogFormat::Pretty),
-                "info,intellifill=info",
-            );
+            telemetry::init(telemetry::format_from_env(LogFormat::Pretty), "info,intellifill=info");
             crate::dev::run(args).await
         }
         Command::Emulator(args) => {

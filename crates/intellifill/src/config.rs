@@ -145,18 +145,10 @@ struct Checker(Vec<ConfigProblem>);
 
 impl Checker {
     fn problem(&mut self, variable: &'static str, problem: impl Into<String>) {
-        self.0.push(ConfigProblem {
-            variable,
-            problem: problem.into(),
-        });
+        self.0.push(ConfigProblem { variable, problem: problem.into() });
     }
 
-    fn required(
-        &mut self,
-        variable: &'static str,
-        value: &Option<String>,
-        expected: &str,
-    ) -> Option<String> {
+    fn required(&mut self, variable: &'static str, value: &Option<String>, expected: &str) -> Option<String> {
         match value.as_deref().map(str::trim) {
             Some(v) if !v.is_empty() => Some(v.to_owned()),
             _ => {
@@ -167,13 +159,7 @@ impl Checker {
     }
 
     /// Parse `value` (or take `default`), checking `range`. Secrets are never echoed in messages.
-    fn number<T>(
-        &mut self,
-        variable: &'static str,
-        value: &Option<String>,
-        default: T,
-        range: (T, T),
-    ) -> T
+    fn number<T>(&mut self, variable: &'static str, value: &Option<String>, default: T, range: (T, T)) -> T
     where
         T: FromStr + PartialOrd + Copy + fmt::Display,
     {
@@ -183,25 +169,13 @@ impl Checker {
         match raw.parse::<T>() {
             Ok(v) if v >= range.0 && v <= range.1 => v,
             Ok(_) | Err(_) => {
-                self.problem(
-                    variable,
-                    format!(
-                        "expected a whole number from {} to {}, got {raw:?}",
-                        range.0, range.1
-                    ),
-                );
+                self.problem(variable, format!("expected a whole number from {} to {}, got {raw:?}", range.0, range.1));
                 default
             }
         }
     }
 
-    fn millis(
-        &mut self,
-        variable: &'static str,
-        value: &Option<String>,
-        default_ms: u64,
-        max_ms: u64,
-    ) -> Duration {
+    fn millis(&mut self, variable: &'static str, value: &Option<String>, default_ms: u64, max_ms: u64) -> Duration {
         Duration::from_millis(self.number(variable, value, default_ms, (1, max_ms)))
     }
 
@@ -225,21 +199,14 @@ impl Checker {
         default: T,
         options: &[(&str, T)],
     ) -> T {
-        let Some(raw) = value
-            .as_deref()
-            .map(|v| v.trim().to_ascii_lowercase())
-            .filter(|v| !v.is_empty())
-        else {
+        let Some(raw) = value.as_deref().map(|v| v.trim().to_ascii_lowercase()).filter(|v| !v.is_empty()) else {
             return default;
         };
         if let Some((_, v)) = options.iter().find(|(name, _)| *name == raw) {
             return *v;
         }
         let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
-        self.problem(
-            variable,
-            format!("expected one of {}, got {raw:?}", names.join(" | ")),
-        );
+        self.problem(variable, format!("expected one of {}, got {raw:?}", names.join(" | ")));
         default
     }
 }
@@ -249,18 +216,10 @@ impl Config {
     pub fn from_args(args: &ServeArgs) -> Result<Config, ConfigErrors> {
         let mut c = Checker(Vec::new());
 
-        let bind_addr = match args
-            .bind_addr
-            .as_deref()
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-        {
+        let bind_addr = match args.bind_addr.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
             None => SocketAddr::from(([0, 0, 0, 0], 8080)),
             Some(raw) => raw.parse().unwrap_or_else(|_| {
-                c.problem(
-                    "BIND_ADDR",
-                    format!("expected ip:port such as 0.0.0.0:8080, got {raw:?}"),
-                );
+                c.problem("BIND_ADDR", format!("expected ip:port such as 0.0.0.0:8080, got {raw:?}"));
                 SocketAddr::from(([0, 0, 0, 0], 8080))
             }),
         };
@@ -268,138 +227,68 @@ impl Config {
             "APP_ENV",
             &args.app_env,
             AppEnv::Production,
-            &[
-                ("production", AppEnv::Production),
-                ("development", AppEnv::Development),
-                ("test", AppEnv::Test),
-            ],
+            &[("production", AppEnv::Production), ("development", AppEnv::Development), ("test", AppEnv::Test)],
         );
 
-        let database_url = c.required(
-            "DATABASE_URL",
-            &args.database_url,
-            "postgres://user:password@host:port/db",
-        );
+        let database_url = c.required("DATABASE_URL", &args.database_url, "postgres://user:password@host:port/db");
         if let Some(url) = &database_url
             && tokio_postgres::Config::from_str(url).is_err()
         {
             // The value may hold a password: never echo it.
-            c.problem(
-                "DATABASE_URL",
-                "is not a valid postgres:// connection string (value not shown)",
-            );
+            c.problem("DATABASE_URL", "is not a valid postgres:// connection string (value not shown)");
         }
         let rls_failure_mode = c.choice(
             "RLS_CONTEXT_FAILURE_MODE",
             &args.rls_context_failure_mode,
             RlsFailureMode::Fail,
-            &[
-                ("fail", RlsFailureMode::Fail),
-                ("continue", RlsFailureMode::Continue),
-            ],
+            &[("fail", RlsFailureMode::Fail), ("continue", RlsFailureMode::Continue)],
         );
         if rls_failure_mode == RlsFailureMode::Continue && app_env != AppEnv::Development {
-            c.problem(
-                "RLS_CONTEXT_FAILURE_MODE",
-                "`continue` is allowed only with APP_ENV=development",
-            );
+            c.problem("RLS_CONTEXT_FAILURE_MODE", "`continue` is allowed only with APP_ENV=development");
         }
         let database = DatabaseConfig {
             url: SecretString::from(database_url.unwrap_or_default()),
-            pool_max_size: c.number(
-                "DB_POOL_MAX_SIZE",
-                &args.db_pool_max_size,
-                16usize,
-                (1, 1000),
-            ),
-            pool_wait_timeout: c.millis(
-                "DB_POOL_WAIT_TIMEOUT_MS",
-                &args.db_pool_wait_timeout_ms,
-                2_000,
-                120_000,
-            ),
-            connect_timeout: c.millis(
-                "DB_CONNECT_TIMEOUT_MS",
-                &args.db_connect_timeout_ms,
-                5_000,
-                120_000,
-            ),
-            statement_timeout: c.millis(
-                "DB_STATEMENT_TIMEOUT_MS",
-                &args.db_statement_timeout_ms,
-                10_000,
-                3_600_000,
-            ),
+            pool_max_size: c.number("DB_POOL_MAX_SIZE", &args.db_pool_max_size, 16usize, (1, 1000)),
+            pool_wait_timeout: c.millis("DB_POOL_WAIT_TIMEOUT_MS", &args.db_pool_wait_timeout_ms, 2_000, 120_000),
+            connect_timeout: c.millis("DB_CONNECT_TIMEOUT_MS", &args.db_connect_timeout_ms, 5_000, 120_000),
+            statement_timeout: c.millis("DB_STATEMENT_TIMEOUT_MS", &args.db_statement_timeout_ms, 10_000, 3_600_000),
             rls_failure_mode,
         };
 
-        let supabase_url = c.required("SUPABASE_URL", &args.supabase_url, "https://<project>.supabase.co").and_then(|raw| {
-            match Url::parse(&raw) {
-                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
-                _ => {
-                    c.problem("SUPABASE_URL", format!("expected an http(s) URL such as https://<project>.supabase.co, got {raw:?}"));
-                    None
+        let supabase_url =
+            c.required("SUPABASE_URL", &args.supabase_url, "https://<project>.supabase.co").and_then(|raw| {
+                match Url::parse(&raw) {
+                    Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
+                    _ => {
+                        c.problem(
+                            "SUPABASE_URL",
+                            format!("expected an http(s) URL such as https://<project>.supabase.co, got {raw:?}"),
+                        );
+                        None
+                    }
                 }
-            }
-        });
-        let anon_key = c.required(
-            "SUPABASE_ANON_KEY",
-            &args.supabase_anon_key,
-            "the project's anon or publishable key",
-        );
+            });
+        let anon_key =
+            c.required("SUPABASE_ANON_KEY", &args.supabase_anon_key, "the project's anon or publishable key");
         let auth = AuthConfig {
-            supabase_url: supabase_url
-                .unwrap_or_else(|| Url::parse("http://invalid.localhost").expect("static url")),
+            supabase_url: supabase_url.unwrap_or_else(|| Url::parse("http://invalid.localhost").expect("static url")),
             anon_key: SecretString::from(anon_key.unwrap_or_default()),
-            http_timeout: c.millis(
-                "AUTH_HTTP_TIMEOUT_MS",
-                &args.auth_http_timeout_ms,
-                5_000,
-                120_000,
-            ),
+            http_timeout: c.millis("AUTH_HTTP_TIMEOUT_MS", &args.auth_http_timeout_ms, 5_000, 120_000),
             auto_provision: c.boolean("AUTH_AUTO_PROVISION", &args.auth_auto_provision, false),
         };
 
         let http = HttpConfig {
-            max_body_bytes: c.number(
-                "MAX_BODY_BYTES",
-                &args.max_body_bytes,
-                1_048_576usize,
-                (1_024, 64 * 1_048_576),
-            ),
-            request_timeout: c.millis(
-                "REQUEST_TIMEOUT_MS",
-                &args.request_timeout_ms,
-                30_000,
-                600_000,
-            ),
-            shutdown_grace: c.millis(
-                "SHUTDOWN_GRACE_MS",
-                &args.shutdown_grace_ms,
-                25_000,
-                600_000,
-            ),
+            max_body_bytes: c.number("MAX_BODY_BYTES", &args.max_body_bytes, 1_048_576usize, (1_024, 64 * 1_048_576)),
+            request_timeout: c.millis("REQUEST_TIMEOUT_MS", &args.request_timeout_ms, 30_000, 600_000),
+            shutdown_grace: c.millis("SHUTDOWN_GRACE_MS", &args.shutdown_grace_ms, 25_000, 600_000),
         };
 
-        if c.0.is_empty() {
-            Ok(Config {
-                bind_addr,
-                app_env,
-                database,
-                auth,
-                http,
-            })
-        } else {
-            Err(ConfigErrors(c.0))
-        }
+        if c.0.is_empty() { Ok(Config { bind_addr, app_env, database, auth, http }) } else { Err(ConfigErrors(c.0)) }
     }
 
     /// The auth service base URL (`<SUPABASE_URL>/auth/v1`).
     pub fn auth_base_url(&self) -> String {
-        format!(
-            "{}/auth/v1",
-            self.auth.supabase_url.as_str().trim_end_matches('/')
-        )
+        format!("{}/auth/v1", self.auth.supabase_url.as_str().trim_end_matches('/'))
     }
 
     /// The database URL; exposing it is explicit so that it never leaks by accident.
@@ -452,10 +341,7 @@ mod tests {
                 "AUTH_AUTO_PROVISION"
             ]
         );
-        assert!(
-            errs.to_string()
-                .contains("DB_POOL_MAX_SIZE: expected a whole number from 1 to 1000, got \"zero\"")
-        );
+        assert!(errs.to_string().contains("DB_POOL_MAX_SIZE: expected a whole number from 1 to 1000, got \"zero\""));
     }
 
     #[test]
@@ -476,12 +362,6 @@ mod tests {
         args.rls_context_failure_mode = Some("continue".into());
         assert!(Config::from_args(&args).is_err());
         args.app_env = Some("development".into());
-        assert_eq!(
-            Config::from_args(&args)
-                .expect("valid")
-                .database
-                .rls_failure_mode,
-            RlsFailureMode::Continue
-        );
+        assert_eq!(Config::from_args(&args).expect("valid").database.rls_failure_mode, RlsFailureMode::Continue);
     }
 }

@@ -50,9 +50,7 @@ impl EmulatorArgs {
     fn config(&self) -> EmulatorConfig {
         let mut cfg = EmulatorConfig::default();
         if let Some(secret) = &self.hs256_secret {
-            cfg.signing = Signing::Hs256 {
-                secret: secret.clone(),
-            };
+            cfg.signing = Signing::Hs256 { secret: secret.clone() };
         }
         if let Some(k) = &self.anon_key {
             cfg.anon_key = k.clone();
@@ -71,10 +69,7 @@ pub async fn run_emulator(args: EmulatorArgs) -> anyhow::Result<()> {
     println!("  SUPABASE_URL={}", emulator.base_url());
     println!("  SUPABASE_ANON_KEY={}", emulator.anon_key());
     println!("  service role key: {}", emulator.service_role_key());
-    println!(
-        "  faults: POST {}/__emulator/faults  (DELETE to clear)",
-        emulator.base_url()
-    );
+    println!("  faults: POST {}/__emulator/faults  (DELETE to clear)", emulator.base_url());
     shutdown_signal().await;
     emulator.shutdown().await;
     Ok(())
@@ -93,10 +88,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&dir)?;
 
-    println!(
-        "[dev] starting a throwaway Postgres cluster in {} ...",
-        dir.display()
-    );
+    println!("[dev] starting a throwaway Postgres cluster in {} ...", dir.display());
     let pg = PgCluster::start(Some(&dir)).await?;
     let owner_password = uuid::Uuid::new_v4().simple().to_string();
     let runtime_password = uuid::Uuid::new_v4().simple().to_string();
@@ -108,11 +100,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     migrate::run(&mut owner).await?;
 
     println!("[dev] starting the auth emulator ...");
-    let emulator = Emulator::start(
-        EmulatorConfig::default(),
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-    )
-    .await?;
+    let emulator = Emulator::start(EmulatorConfig::default(), SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     let (users, acme) = seed(&owner, &emulator).await?;
 
     let args = ServeArgs {
@@ -137,38 +125,23 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 }
 
 /// Two organizations, three users, a few knowledge sources; returns the users' tokens and Acme's id.
-async fn seed(
-    owner: &tokio_postgres::Client,
-    emulator: &Emulator,
-) -> anyhow::Result<(Vec<DemoUser>, uuid::Uuid)> {
+async fn seed(owner: &tokio_postgres::Client, emulator: &Emulator) -> anyhow::Result<(Vec<DemoUser>, uuid::Uuid)> {
     let acme: uuid::Uuid = owner
-        .query_one(
-            "INSERT INTO organizations (name, slug) VALUES ('Acme Corp', 'acme') RETURNING id",
-            &[],
-        )
+        .query_one("INSERT INTO organizations (name, slug) VALUES ('Acme Corp', 'acme') RETURNING id", &[])
         .await?
         .get(0);
     let globex: uuid::Uuid = owner
-        .query_one(
-            "INSERT INTO organizations (name, slug) VALUES ('Globex', 'globex') RETURNING id",
-            &[],
-        )
+        .query_one("INSERT INTO organizations (name, slug) VALUES ('Globex', 'globex') RETURNING id", &[])
         .await?
         .get(0);
-    let people = [
-        ("alice@acme.test", acme, "OWNER"),
-        ("carol@acme.test", acme, "MEMBER"),
-        ("bob@globex.test", globex, "OWNER"),
-    ];
+    let people =
+        [("alice@acme.test", acme, "OWNER"), ("carol@acme.test", acme, "MEMBER"), ("bob@globex.test", globex, "OWNER")];
     let mut users = Vec::new();
     for (email, org, role) in people {
         let password = "password123";
         let user = emulator.create_user(email, password)?;
         owner
-            .execute(
-                "INSERT INTO users (id, email, organization_id) VALUES ($1, $2, $3)",
-                &[&user.id, &email, &org],
-            )
+            .execute("INSERT INTO users (id, email, organization_id) VALUES ($1, $2, $3)", &[&user.id, &email, &org])
             .await?;
         owner
             .execute(
@@ -178,27 +151,12 @@ async fn seed(
             )
             .await?;
         let session = emulator.sign_in(email, password)?;
-        users.push(DemoUser {
-            email,
-            token: session.access_token,
-        });
+        users.push(DemoUser { email, token: session.access_token });
     }
     for (org, title, content) in [
-        (
-            acme,
-            "Onboarding checklist",
-            "Collect the W-9 form, the signed NDA and the bank details.",
-        ),
-        (
-            acme,
-            "Invoice template",
-            "Every invoice needs a PO number, the VAT id and payment terms.",
-        ),
-        (
-            globex,
-            "Globex secret plan",
-            "Only Globex members can ever read this row.",
-        ),
+        (acme, "Onboarding checklist", "Collect the W-9 form, the signed NDA and the bank details."),
+        (acme, "Invoice template", "Every invoice needs a PO number, the VAT id and payment terms."),
+        (globex, "Globex secret plan", "Only Globex members can ever read this row."),
     ] {
         owner
             .execute(
@@ -223,17 +181,13 @@ fn print_banner(base: &str, users: &[DemoUser], acme: uuid::Uuid) {
     println!("# who am I (alice, OWNER of Acme)");
     println!("curl -s {base}/api/me -H 'Authorization: Bearer {alice}'");
     println!("# Acme's knowledge");
-    println!(
-        "curl -s {base}/api/organizations/{acme}/knowledge -H 'Authorization: Bearer {alice}'"
-    );
+    println!("curl -s {base}/api/organizations/{acme}/knowledge -H 'Authorization: Bearer {alice}'");
     println!("# add a knowledge source");
     println!(
         "curl -s -X POST {base}/api/organizations/{acme}/knowledge -H 'Authorization: Bearer {alice}' -H 'Content-Type: application/json' -d '{{\"title\":\"Hello\",\"content\":\"first note\"}}'"
     );
     println!("# full-text search");
-    println!(
-        "curl -s '{base}/api/organizations/{acme}/knowledge/search?q=invoice' -H 'Authorization: Bearer {alice}'"
-    );
+    println!("curl -s '{base}/api/organizations/{acme}/knowledge/search?q=invoice' -H 'Authorization: Bearer {alice}'");
     println!("# bob (Globex) trying to read Acme: 403 NOT_ORG_MEMBER");
     println!("curl -s {base}/api/organizations/{acme}/knowledge -H 'Authorization: Bearer {bob}'");
     println!("# OpenAPI document");

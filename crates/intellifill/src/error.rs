@@ -55,10 +55,10 @@ impl ErrorCode {
             ValidationError | InvalidJson | InvalidId => StatusCode::BAD_REQUEST,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            TokenMissing | TokenMalformed | TokenInvalid | TokenExpired | SessionRevoked
-            | UserBanned | UserNotProvisioned => StatusCode::UNAUTHORIZED,
-            AccountDeactivated | Forbidden | OrganizationRequired | NotOrgMember
-            | AdminRequired | OwnerRequired | OrgSuspended => StatusCode::FORBIDDEN,
+            TokenMissing | TokenMalformed | TokenInvalid | TokenExpired | SessionRevoked | UserBanned
+            | UserNotProvisioned => StatusCode::UNAUTHORIZED,
+            AccountDeactivated | Forbidden | OrganizationRequired | NotOrgMember | AdminRequired | OwnerRequired
+            | OrgSuspended => StatusCode::FORBIDDEN,
             NotFound | RouteNotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Conflict | LastOwner => StatusCode::CONFLICT,
@@ -122,13 +122,7 @@ pub struct AppError {
 
 impl AppError {
     pub fn new(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
-        AppError {
-            code,
-            message: message.into(),
-            field: None,
-            retry_after: None,
-            source: None,
-        }
+        AppError { code, message: message.into(), field: None, retry_after: None, source: None }
     }
 
     pub fn validation(field: impl Into<String>, message: impl Into<Cow<'static, str>>) -> Self {
@@ -215,11 +209,7 @@ impl IntoResponse for AppError {
         if status.is_server_error() {
             match &self.source {
                 Some(source) => {
-                    tracing::error!(
-                        code = self.code.as_str(),
-                        error = format!("{source:#}"),
-                        "request failed"
-                    )
+                    tracing::error!(code = self.code.as_str(), error = format!("{source:#}"), "request failed")
                 }
                 None => {
                     tracing::error!(code = self.code.as_str(), message = %self.message, "request failed")
@@ -228,15 +218,9 @@ impl IntoResponse for AppError {
         }
         let mut response = status.into_response();
         if let Some(seconds) = self.retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
-        response.extensions_mut().insert(ErrorPayload {
-            code: self.code,
-            message: self.message,
-            field: self.field,
-        });
+        response.extensions_mut().insert(ErrorPayload { code: self.code, message: self.message, field: self.field });
         response
     }
 }
@@ -247,23 +231,14 @@ mod tests {
 
     #[test]
     fn codes_serialize_as_their_wire_names() {
-        for code in [
-            ErrorCode::RlsContextFailed,
-            ErrorCode::NotOrgMember,
-            ErrorCode::AuthServiceUnavailable,
-        ] {
-            assert_eq!(
-                serde_json::to_value(code).expect("json"),
-                serde_json::json!(code.as_str())
-            );
+        for code in [ErrorCode::RlsContextFailed, ErrorCode::NotOrgMember, ErrorCode::AuthServiceUnavailable] {
+            assert_eq!(serde_json::to_value(code).expect("json"), serde_json::json!(code.as_str()));
         }
     }
 
     #[test]
     fn response_carries_status_retry_after_and_payload() {
-        let resp = AppError::new(ErrorCode::DatabaseUnavailable, "db down")
-            .with_retry_after(2)
-            .into_response();
+        let resp = AppError::new(ErrorCode::DatabaseUnavailable, "db down").with_retry_after(2).into_response();
         assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(resp.headers()[header::RETRY_AFTER], "2");
         let payload = resp.extensions().get::<ErrorPayload>().expect("payload");

@@ -47,20 +47,7 @@ fn outcome<E: std::fmt::Display>(r: &Result<(), E>) -> String {
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Ready>) {
     let (db, auth) = tokio::join!(state.db.ping(), state.auth.gotrue().health());
     let ok = db.is_ok() && auth.is_ok();
-    let checks = Checks {
-        database: outcome(&db),
-        auth: outcome(&auth),
-    };
-    let status = if ok {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (
-        status,
-        Json(Ready {
-            status: if ok { "ready" } else { "not_ready" },
-            checks,
-        }),
-    )
+    let checks = Checks { database: outcome(&db), auth: outcome(&auth) };
+    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(Ready { status: if ok { "ready" } else { "not_ready" }, checks }))
 }

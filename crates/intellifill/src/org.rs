@@ -56,18 +56,11 @@ impl OrgRole {
     /// The error for a caller whose role is below `self`.
     pub fn required_error(self) -> AppError {
         match self {
-            OrgRole::Owner => AppError::new(
-                ErrorCode::OwnerRequired,
-                "this action requires the OWNER role",
-            ),
-            OrgRole::Admin => AppError::new(
-                ErrorCode::AdminRequired,
-                "this action requires the ADMIN role",
-            ),
-            OrgRole::Member | OrgRole::Viewer => AppError::new(
-                ErrorCode::Forbidden,
-                format!("this action requires the {} role", self.as_str()),
-            ),
+            OrgRole::Owner => AppError::new(ErrorCode::OwnerRequired, "this action requires the OWNER role"),
+            OrgRole::Admin => AppError::new(ErrorCode::AdminRequired, "this action requires the ADMIN role"),
+            OrgRole::Member | OrgRole::Viewer => {
+                AppError::new(ErrorCode::Forbidden, format!("this action requires the {} role", self.as_str()))
+            }
         }
     }
 }
@@ -114,56 +107,39 @@ const ORG_ACCESS: &str = "SELECT org_status, member_role, member_status FROM org
 fn path_org_id(params: &RawPathParams) -> Result<Option<Uuid>, AppError> {
     match params.iter().find(|(name, _)| *name == "orgId") {
         None => Ok(None),
-        Some((_, raw)) => Uuid::parse_str(raw).map(Some).map_err(|_| {
-            AppError::new(ErrorCode::InvalidId, "orgId is not a valid UUID").with_field("orgId")
-        }),
+        Some((_, raw)) => Uuid::parse_str(raw)
+            .map(Some)
+            .map_err(|_| AppError::new(ErrorCode::InvalidId, "orgId is not a valid UUID").with_field("orgId")),
     }
 }
 
 impl<R: MinRole> FromRequestParts<AppState> for OrgTx<R> {
     type Rejection = AppError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let params = RawPathParams::from_request_parts(parts, state)
             .await
             .map_err(|e| AppError::internal(anyhow::anyhow!("path parameters: {e}")))?;
         let auth = auth_user(parts)?;
         let (tx, user, rows, org_id) = match path_org_id(&params)? {
             Some(org_id) => {
-                let (tx, user, rows) = open(
-                    state,
-                    auth,
-                    Some(org_id),
-                    &[(ORG_ACCESS, &[(&org_id, Type::UUID)])],
-                )
-                .await?;
+                let (tx, user, rows) =
+                    open(state, auth, Some(org_id), &[(ORG_ACCESS, &[(&org_id, Type::UUID)])]).await?;
                 (tx, user, rows, org_id)
             }
             None => {
                 // No org in the path: the user's current organization, set in a second step.
                 let (tx, user, _) = open(state, auth, None, &[]).await?;
                 let org_id = user.organization_id.ok_or_else(|| {
-                    AppError::new(
-                        ErrorCode::OrganizationRequired,
-                        "select or create an organization first",
-                    )
+                    AppError::new(ErrorCode::OrganizationRequired, "select or create an organization first")
                 })?;
-                tx.query("SELECT set_org_context($1)", &[(&org_id, Type::UUID)])
-                    .await?;
+                tx.query("SELECT set_org_context($1)", &[(&org_id, Type::UUID)]).await?;
                 let access = tx.query(ORG_ACCESS, &[(&org_id, Type::UUID)]).await?;
                 (tx, user, vec![access], org_id)
             }
         };
         let role = check_access(&rows[0], &user, org_id, R::ROLE)?;
-        Ok(OrgTx {
-            tx,
-            user,
-            org: OrgContext { id: org_id, role },
-            _role: PhantomData,
-        })
+        Ok(OrgTx { tx, user, org: OrgContext { id: org_id, role }, _role: PhantomData })
     }
 }
 
@@ -174,12 +150,7 @@ fn check_access(
     org_id: Uuid,
     min: OrgRole,
 ) -> Result<OrgRole, AppError> {
-    let not_member = || {
-        AppError::new(
-            ErrorCode::NotOrgMember,
-            "you are not a member of this organization",
-        )
-    };
+    let not_member = || AppError::new(ErrorCode::NotOrgMember, "you are not a member of this organization");
     let Some(row) = rows.first() else {
         metrics::counter!("security_events_total", "event" => "cross_tenant_attempt").increment(1);
         tracing::warn!(
@@ -191,17 +162,13 @@ fn check_access(
         return Err(not_member());
     };
     let org_status: &str = row.get(0);
-    let role = OrgRole::parse(row.get(1))
-        .ok_or_else(|| AppError::internal(anyhow::anyhow!("unknown org role")))?;
+    let role = OrgRole::parse(row.get(1)).ok_or_else(|| AppError::internal(anyhow::anyhow!("unknown org role")))?;
     let member_status: &str = row.get(2);
     if member_status != "ACTIVE" {
         return Err(not_member());
     }
     if org_status != "ACTIVE" {
-        return Err(AppError::new(
-            ErrorCode::OrgSuspended,
-            "this organization is suspended or inactive",
-        ));
+        return Err(AppError::new(ErrorCode::OrgSuspended, "this organization is suspended or inactive"));
     }
     if role < min {
         return Err(min.required_error());

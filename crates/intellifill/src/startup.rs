@@ -25,31 +25,17 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         let db = Db::connect(&config.database, config.database_url())?;
         guard::check_runtime_role(&db).await?;
-        let gotrue = GoTrueClient::new(
-            config.auth_base_url(),
-            config.auth.anon_key.clone(),
-            config.auth.http_timeout,
-        )?;
+        let gotrue = GoTrueClient::new(config.auth_base_url(), config.auth.anon_key.clone(), config.auth.http_timeout)?;
         let listener = TcpListener::bind(config.bind_addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.bind_addr))?;
-        let state = AppState(Arc::new(App {
-            config,
-            db,
-            auth: Authenticator::new(gotrue),
-        }));
+        let state = AppState(Arc::new(App { config, db, auth: Authenticator::new(gotrue) }));
         let router = crate::http::routes::router(state.clone());
-        Ok(Application {
-            listener,
-            router,
-            state,
-        })
+        Ok(Application { listener, router, state })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound listener has an address")
+        self.listener.local_addr().expect("a bound listener has an address")
     }
 
     pub fn state(&self) -> AppState {
@@ -57,15 +43,8 @@ impl Application {
     }
 
     /// Serve until `shutdown` resolves; then stop accepting, drain, close the pool.
-    pub async fn run_until_stopped(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
-        let Application {
-            listener,
-            router,
-            state,
-        } = self;
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let Application { listener, router, state } = self;
         let grace = state.config.http.shutdown_grace;
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let signal = async move {
@@ -73,11 +52,8 @@ impl Application {
             tracing::info!("shutdown requested: no new connections, draining in-flight requests");
             let _ = stopping_tx.send(());
         };
-        let serve = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(signal);
+        let serve = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(signal);
         let deadline = async move {
             if stopping_rx.await.is_ok() {
                 tokio::time::sleep(grace).await;

@@ -23,9 +23,7 @@ const REDIS_INSTALL_HINT: &str = "install it with `apt-get install redis-server`
      (or set REDIS_SERVER_BIN to the path of the `redis-server` executable)";
 
 fn is_executable(path: &Path) -> bool {
-    std::fs::metadata(path)
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
+    std::fs::metadata(path).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
 }
 
 fn has_pg_server(dir: &Path) -> bool {
@@ -84,10 +82,7 @@ pub(crate) fn redis_server() -> Result<PathBuf> {
         if is_executable(&bin) {
             return Ok(bin);
         }
-        bail!(
-            "{REDIS_SERVER_BIN_ENV}={} is not an executable file; {REDIS_INSTALL_HINT}",
-            bin.display()
-        );
+        bail!("{REDIS_SERVER_BIN_ENV}={} is not an executable file; {REDIS_INSTALL_HINT}", bin.display());
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     let fallbacks = ["/usr/bin", "/usr/sbin", "/usr/local/bin"].map(PathBuf::from);

@@ -19,13 +19,9 @@ const RECENT_CAPACITY: usize = 256;
 /// A TCP port on 127.0.0.1 that was free a moment ago (and not handed out recently by this process).
 pub fn free_port() -> Result<u16> {
     for _ in 0..64 {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context(
-            "could not bind 127.0.0.1:0 to find a free port (is the loopback interface up?)",
-        )?;
-        let port = listener
-            .local_addr()
-            .context("could not read the local address of a 127.0.0.1:0 listener")?
-            .port();
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .context("could not bind 127.0.0.1:0 to find a free port (is the loopback interface up?)")?;
+        let port = listener.local_addr().context("could not read the local address of a 127.0.0.1:0 listener")?.port();
         drop(listener);
         let mut recent = RECENT.lock().unwrap_or_else(PoisonError::into_inner);
         if recent.contains(&port) {

@@ -76,22 +76,18 @@ impl PgCluster {
 
     /// As [`start`](Self::start); `own_process_group` puts the server in its own process group so
     /// that signals aimed at the starting process's group (Ctrl-C, test-runner timeouts) miss it.
-    pub(crate) async fn start_with(
-        base_dir: Option<&Path>,
-        own_process_group: bool,
-    ) -> Result<PgCluster> {
+    pub(crate) async fn start_with(base_dir: Option<&Path>, own_process_group: bool) -> Result<PgCluster> {
         let bin_dir = crate::bins::pg_bin_dir()?;
         let run_as = user::postgres_run_as()?;
         let (parent, remove_on_drop, prefix) = match base_dir {
             Some(dir) => (dir.to_path_buf(), false, "pg-"),
             None => (std::env::temp_dir(), true, "testkit-pg-"),
         };
-        let parent = std::path::absolute(&parent)
-            .with_context(|| format!("invalid base directory {}", parent.display()))?;
+        let parent =
+            std::path::absolute(&parent).with_context(|| format!("invalid base directory {}", parent.display()))?;
         let root = process::fresh_dir(&parent, prefix)?;
         let sock = root.join("sock");
-        let socket_dir =
-            (sock.join(".s.PGSQL.65535").as_os_str().len() <= MAX_SOCKET_PATH).then_some(sock);
+        let socket_dir = (sock.join(".s.PGSQL.65535").as_os_str().len() <= MAX_SOCKET_PATH).then_some(sock);
 
         // From here on, dropping `cluster` cleans the directory up on every error path.
         let mut cluster = PgCluster {
@@ -113,8 +109,7 @@ impl PgCluster {
         }
         cluster.initdb(&bin_dir.join("initdb")).await?;
         if let Some(sock) = &cluster.socket_dir {
-            std::fs::create_dir(sock)
-                .with_context(|| format!("could not create {}", sock.display()))?;
+            std::fs::create_dir(sock).with_context(|| format!("could not create {}", sock.display()))?;
             if let Some(run_as) = run_as {
                 run_as.chown(sock)?;
             }
@@ -128,11 +123,7 @@ impl PgCluster {
                     return Ok(cluster);
                 }
                 Err(StartError::PortInUse) => {
-                    tracing::debug!(
-                        port = cluster.port,
-                        attempt,
-                        "postgres port was taken; retrying"
-                    );
+                    tracing::debug!(port = cluster.port, attempt, "postgres port was taken; retrying");
                 }
                 Err(StartError::Other(e)) => return Err(e),
             }
@@ -161,33 +152,18 @@ impl PgCluster {
         // C.UTF-8 gives Unicode-aware upper()/lower(); fall back to the C locale where it's missing.
         for locale in ["--locale=C.UTF-8", "--no-locale"] {
             let mut cmd = self.command(initdb);
-            cmd.arg("-D").arg(&self.data).args([
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "-E",
-                "UTF8",
-                "--no-sync",
-                locale,
-            ]);
+            cmd.arg("-D").arg(&self.data).args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync", locale]);
             let out = process::run_with_timeout(cmd, INITDB_TIMEOUT, "initdb").await?;
             if out.status.success() {
                 return Ok(());
             }
-            let output = format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let output = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
             let locale_problem = output.contains("locale");
             last = Some(anyhow!(
                 "initdb -D {} failed ({}){}:\n{}",
                 self.data.display(),
                 out.status,
-                self.run_as
-                    .map(|r| format!(" running as uid {}", r.uid))
-                    .unwrap_or_default(),
+                self.run_as.map(|r| format!(" running as uid {}", r.uid)).unwrap_or_default(),
                 output.trim_end()
             ));
             if !locale_problem {
@@ -209,9 +185,8 @@ impl PgCluster {
         if let Some(run_as) = self.run_as {
             run_as.chown(&self.log)?;
         }
-        let log_err = log
-            .try_clone()
-            .with_context(|| format!("could not duplicate the handle of {}", self.log.display()))?;
+        let log_err =
+            log.try_clone().with_context(|| format!("could not duplicate the handle of {}", self.log.display()))?;
         let mut cmd = self.command(&self.postgres_bin);
         cmd.arg("-D")
             .arg(&self.data)
@@ -219,14 +194,7 @@ impl PgCluster {
             .arg(self.port.to_string())
             .args(["-h", "127.0.0.1", "-k"])
             .arg(self.socket_dir.as_deref().unwrap_or(Path::new("")))
-            .args([
-                "-c",
-                "fsync=off",
-                "-c",
-                "synchronous_commit=off",
-                "-c",
-                "full_page_writes=off",
-            ])
+            .args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"])
             .args(["-c", "max_connections=300", "-c", "logging_collector=off"])
             .stdin(Stdio::null())
             .stdout(log)
@@ -234,9 +202,7 @@ impl PgCluster {
         if self.own_process_group {
             cmd.process_group(0);
         }
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("could not spawn {}", self.postgres_bin.display()))?;
+        let child = cmd.spawn().with_context(|| format!("could not spawn {}", self.postgres_bin.display()))?;
         self.child.set(child);
 
         let deadline = Instant::now() + START_TIMEOUT;
@@ -248,16 +214,13 @@ impl PgCluster {
                 }
                 return Err(StartError::Other(anyhow!(
                     "postgres exited ({}) before accepting connections on 127.0.0.1:{}; log tail of {}:\n{}",
-                    status
-                        .map(|s| s.to_string())
-                        .unwrap_or_else(|| "status unknown".into()),
+                    status.map(|s| s.to_string()).unwrap_or_else(|| "status unknown".into()),
                     self.port,
                     self.log.display(),
                     self.log_tail(20)
                 )));
             }
-            let last_error = match tokio::time::timeout(Duration::from_secs(2), self.probe()).await
-            {
+            let last_error = match tokio::time::timeout(Duration::from_secs(2), self.probe()).await {
                 Ok(Ok(true)) => return Ok(()),
                 Ok(Ok(false)) => {
                     // Someone else's server answers on our port: ours cannot have bound it.
@@ -316,9 +279,7 @@ impl PgCluster {
 
     /// `postgres://user[:password]@127.0.0.1:port/db` (components percent-encoded).
     pub fn url(&self, user: &str, password: Option<&str>, db: &str) -> String {
-        let password = password
-            .map(|p| format!(":{}", process::url_encode(p)))
-            .unwrap_or_default();
+        let password = password.map(|p| format!(":{}", process::url_encode(p))).unwrap_or_default();
         format!(
             "postgres://{}{password}@127.0.0.1:{}/{}",
             process::url_encode(user),
@@ -342,10 +303,7 @@ impl PgCluster {
         if self.child.signal_and_wait("INT", STOP_TIMEOUT).await? {
             return Ok(());
         }
-        let _ = self
-            .child
-            .signal_and_wait("QUIT", Duration::from_secs(5))
-            .await;
+        let _ = self.child.signal_and_wait("QUIT", Duration::from_secs(5)).await;
         bail!(
             "postgres on port {} did not finish a fast shutdown within {} s (sent SIGQUIT); log tail of {}:\n{}",
             self.port,
@@ -362,10 +320,9 @@ impl PgCluster {
         self.stop_locked().await?;
         match self.spawn_and_wait().await {
             Ok(()) => Ok(()),
-            Err(StartError::PortInUse) => bail!(
-                "cannot restart postgres on 127.0.0.1:{}: the port is now in use by another process",
-                self.port
-            ),
+            Err(StartError::PortInUse) => {
+                bail!("cannot restart postgres on 127.0.0.1:{}: the port is now in use by another process", self.port)
+            }
             Err(StartError::Other(e)) => Err(e),
         }
     }

@@ -63,9 +63,7 @@ pub(crate) fn is_alive(pid: u32) -> bool {
 
 /// Whether `pid`'s command line mentions `needle` (guards against signalling a reused pid).
 pub(crate) fn cmdline_contains(pid: u32, needle: &str) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| String::from_utf8_lossy(&c).contains(needle))
-        .unwrap_or(false)
+    std::fs::read(format!("/proc/{pid}/cmdline")).map(|c| String::from_utf8_lossy(&c).contains(needle)).unwrap_or(false)
 }
 
 /// The last `lines` lines of the file at `path` (reads at most the final 64 KiB).
@@ -118,8 +116,7 @@ pub(crate) fn sanitize_env(cmd: &mut Command) {
 
 /// Creates a new, uniquely named directory `<parent>/<prefix><12 hex chars>`.
 pub(crate) fn fresh_dir(parent: &Path, prefix: &str) -> Result<PathBuf> {
-    std::fs::create_dir_all(parent)
-        .with_context(|| format!("could not create directory {}", parent.display()))?;
+    std::fs::create_dir_all(parent).with_context(|| format!("could not create directory {}", parent.display()))?;
     for _ in 0..16 {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let dir = parent.join(format!("{prefix}{}", &id[..12]));
@@ -127,23 +124,15 @@ pub(crate) fn fresh_dir(parent: &Path, prefix: &str) -> Result<PathBuf> {
             Ok(()) => return Ok(dir),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("could not create directory {}", dir.display()));
+                return Err(e).with_context(|| format!("could not create directory {}", dir.display()));
             }
         }
     }
-    bail!(
-        "could not create a fresh directory under {}",
-        parent.display()
-    )
+    bail!("could not create a fresh directory under {}", parent.display())
 }
 
 /// Runs `cmd` to completion with a timeout, capturing its output; kills it on timeout.
-pub(crate) async fn run_with_timeout(
-    cmd: Command,
-    timeout: Duration,
-    what: &str,
-) -> Result<std::process::Output> {
+pub(crate) async fn run_with_timeout(cmd: Command, timeout: Duration, what: &str) -> Result<std::process::Output> {
     let program = cmd.get_program().to_owned();
     let mut cmd = tokio::process::Command::from(cmd);
     cmd.stdin(Stdio::null()).kill_on_drop(true);

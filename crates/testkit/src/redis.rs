@@ -56,17 +56,14 @@ impl RedisServer {
 
     /// As [`start`](Self::start), in a fresh directory under `base_dir` (kept on drop) when given;
     /// `own_process_group` shields the server from signals aimed at our process group.
-    pub(crate) async fn start_in(
-        base_dir: Option<&Path>,
-        own_process_group: bool,
-    ) -> Result<RedisServer> {
+    pub(crate) async fn start_in(base_dir: Option<&Path>, own_process_group: bool) -> Result<RedisServer> {
         let bin = crate::bins::redis_server()?;
         let (parent, remove_on_drop, prefix) = match base_dir {
             Some(dir) => (dir.to_path_buf(), false, "redis-"),
             None => (std::env::temp_dir(), true, "testkit-redis-"),
         };
-        let parent = std::path::absolute(&parent)
-            .with_context(|| format!("invalid base directory {}", parent.display()))?;
+        let parent =
+            std::path::absolute(&parent).with_context(|| format!("invalid base directory {}", parent.display()))?;
         let root = process::fresh_dir(&parent, prefix)?;
         let mut server = RedisServer {
             log: root.join("redis.log"),
@@ -86,11 +83,7 @@ impl RedisServer {
                     return Ok(server);
                 }
                 Err(StartError::PortInUse) => {
-                    tracing::debug!(
-                        port = server.port,
-                        attempt,
-                        "redis port was taken; retrying"
-                    );
+                    tracing::debug!(port = server.port, attempt, "redis port was taken; retrying");
                 }
                 Err(StartError::Other(e)) => return Err(e),
             }
@@ -109,23 +102,13 @@ impl RedisServer {
             .append(true)
             .open(&self.log)
             .with_context(|| format!("could not open {}", self.log.display()))?;
-        let log_err = log
-            .try_clone()
-            .with_context(|| format!("could not duplicate the handle of {}", self.log.display()))?;
+        let log_err =
+            log.try_clone().with_context(|| format!("could not duplicate the handle of {}", self.log.display()))?;
         let mut cmd = Command::new(&self.bin);
         cmd.current_dir(&self.root)
             .arg("--port")
             .arg(self.port.to_string())
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--daemonize",
-                "no",
-            ])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"])
             .arg("--dir")
             .arg(&self.root)
             .stdin(Stdio::null())
@@ -134,9 +117,7 @@ impl RedisServer {
         if self.own_process_group {
             cmd.process_group(0);
         }
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("could not spawn {}", self.bin.display()))?;
+        let child = cmd.spawn().with_context(|| format!("could not spawn {}", self.bin.display()))?;
         let pid = child.id();
         self.child.set(child);
 
@@ -148,24 +129,21 @@ impl RedisServer {
                 }
                 return Err(StartError::Other(anyhow!(
                     "redis-server exited ({}) before answering PING on 127.0.0.1:{}; log tail of {}:\n{}",
-                    status
-                        .map(|s| s.to_string())
-                        .unwrap_or_else(|| "status unknown".into()),
+                    status.map(|s| s.to_string()).unwrap_or_else(|| "status unknown".into()),
                     self.port,
                     self.log.display(),
                     self.log_tail(20)
                 )));
             }
-            let last_error =
-                match tokio::time::timeout(Duration::from_secs(2), server_pid(self.port)).await {
-                    Ok(Ok(served_by)) if served_by == pid => return Ok(()),
-                    Ok(Ok(_)) => {
-                        self.child.terminate("KILL", Duration::from_secs(5)).await;
-                        return Err(StartError::PortInUse);
-                    }
-                    Ok(Err(e)) => format!("{e:#}"),
-                    Err(_) => "PING timed out after 2 s".to_string(),
-                };
+            let last_error = match tokio::time::timeout(Duration::from_secs(2), server_pid(self.port)).await {
+                Ok(Ok(served_by)) if served_by == pid => return Ok(()),
+                Ok(Ok(_)) => {
+                    self.child.terminate("KILL", Duration::from_secs(5)).await;
+                    return Err(StartError::PortInUse);
+                }
+                Ok(Err(e)) => format!("{e:#}"),
+                Err(_) => "PING timed out after 2 s".to_string(),
+            };
             if Instant::now() >= deadline {
                 self.child.terminate("KILL", Duration::from_secs(5)).await;
                 return Err(StartError::Other(anyhow!(
@@ -258,10 +236,7 @@ impl Drop for RedisServer {
 async fn server_pid(port: u16) -> Result<u32> {
     let stream = TcpStream::connect(("127.0.0.1", port)).await?;
     let mut stream = BufReader::new(stream);
-    stream
-        .get_mut()
-        .write_all(b"PING\r\nINFO server\r\n")
-        .await?;
+    stream.get_mut().write_all(b"PING\r\nINFO server\r\n").await?;
     let mut line = String::new();
     stream.read_line(&mut line).await?;
     if line.trim_end() != "+PONG" {

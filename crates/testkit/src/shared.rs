@@ -110,9 +110,7 @@ impl Shared {
 
     /// `postgres://user[:password]@127.0.0.1:port/db` on the shared cluster.
     pub fn pg_url(&self, user: &str, password: Option<&str>, db: &str) -> String {
-        let password = password
-            .map(|p| format!(":{}", process::url_encode(p)))
-            .unwrap_or_default();
+        let password = password.map(|p| format!(":{}", process::url_encode(p))).unwrap_or_default();
         format!(
             "postgres://{}{password}@127.0.0.1:{}/{}",
             process::url_encode(user),
@@ -154,20 +152,14 @@ impl Shared {
         if marker.exists() {
             return Ok(());
         }
-        init()
-            .await
-            .with_context(|| format!("shared initializer `{name}` failed"))?;
+        init().await.with_context(|| format!("shared initializer `{name}` failed"))?;
         write_atomically(&marker, name)
     }
 
     /// `CREATE DATABASE "test_<uuid simple>" [TEMPLATE template] [OWNER owner]` as the superuser;
     /// returns the new database's name. Retries for a while if the template is still in use by
     /// another session (PostgreSQL requires the template to have no connections).
-    pub async fn create_database(
-        &self,
-        template: Option<&str>,
-        owner: Option<&str>,
-    ) -> Result<String> {
+    pub async fn create_database(&self, template: Option<&str>, owner: Option<&str>) -> Result<String> {
         let name = format!("test_{}", uuid::Uuid::new_v4().simple());
         let mut sql = format!("CREATE DATABASE {}", quote_ident(&name));
         if let Some(template) = template {
@@ -181,16 +173,12 @@ impl Shared {
         loop {
             match client.batch_execute(&sql).await {
                 Ok(()) => return Ok(name),
-                Err(e)
-                    if e.code() == Some(&SqlState::OBJECT_IN_USE) && Instant::now() < deadline =>
-                {
+                Err(e) if e.code() == Some(&SqlState::OBJECT_IN_USE) && Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                Err(e) => bail!(
-                    "`{sql}` failed on the shared cluster (127.0.0.1:{}): {}",
-                    self.pg_port,
-                    pg_error_text(&e)
-                ),
+                Err(e) => {
+                    bail!("`{sql}` failed on the shared cluster (127.0.0.1:{}): {}", self.pg_port, pg_error_text(&e))
+                }
             }
         }
     }
@@ -217,12 +205,7 @@ async fn connect(url: &str) -> Result<tokio_postgres::Client> {
 /// A tokio-postgres error including the server's message (its `Display` alone is terse).
 fn pg_error_text(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
-        Some(db) => format!(
-            "{}: {} (SQLSTATE {})",
-            db.severity(),
-            db.message(),
-            db.code().code()
-        ),
+        Some(db) => format!("{}: {} (SQLSTATE {})", db.severity(), db.message(), db.code().code()),
         None => {
             let mut text = e.to_string();
             let mut source = std::error::Error::source(e);
@@ -245,18 +228,11 @@ fn once_file_name(name: &str) -> String {
     let clean: String = name
         .chars()
         .take(64)
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
         .collect();
     // FNV-1a, so that names differing only in replaced characters don't collide.
-    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
+    let hash =
+        name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3));
     format!("once-{clean}-{:08x}", hash as u32)
 }
 
@@ -270,20 +246,10 @@ fn run_key() -> RunKey {
     match std::env::var("NEXTEST_RUN_ID") {
         Ok(run_id) if !run_id.trim().is_empty() => {
             // Short (64 bits of the run's UUID) so the Unix socket path stays within limits.
-            let id: String = run_id
-                .chars()
-                .filter(|c| c.is_ascii_alphanumeric())
-                .take(16)
-                .collect();
-            RunKey {
-                key: format!("run-{id}"),
-                owner: std::os::unix::process::parent_id(),
-            }
+            let id: String = run_id.chars().filter(|c| c.is_ascii_alphanumeric()).take(16).collect();
+            RunKey { key: format!("run-{id}"), owner: std::os::unix::process::parent_id() }
         }
-        _ => RunKey {
-            key: format!("pid-{}", std::process::id()),
-            owner: std::process::id(),
-        },
+        _ => RunKey { key: format!("pid-{}", std::process::id()), owner: std::process::id() },
     }
 }
 
@@ -319,23 +285,16 @@ async fn init() -> Result<Shared> {
     let dir = base.join(&key);
     std::fs::create_dir_all(&dir).with_context(|| format!("could not create {}", dir.display()))?;
     let _lock = lock_exclusive(dir.join("lock")).await?;
-    init_locked(&dir, owner).await.with_context(|| {
-        format!(
-            "could not set up the shared test servers in {}",
-            dir.display()
-        )
-    })
+    init_locked(&dir, owner)
+        .await
+        .with_context(|| format!("could not set up the shared test servers in {}", dir.display()))
 }
 
 /// Creates `$TMPDIR/intellifill-testkit`, world-writable with the sticky bit like /tmp, so runs
 /// by different users can coexist.
 fn create_base_dir(base: &Path) -> Result<()> {
-    std::fs::create_dir_all(base).with_context(|| {
-        format!(
-            "could not create {} (set TMPDIR to a writable directory)",
-            base.display()
-        )
-    })?;
+    std::fs::create_dir_all(base)
+        .with_context(|| format!("could not create {} (set TMPDIR to a writable directory)", base.display()))?;
     if let Ok(meta) = std::fs::metadata(base)
         && meta.permissions().mode() & 0o7777 != 0o1777
         && crate::user::effective_uid().ok() == Some(meta.uid())
@@ -364,14 +323,10 @@ async fn init_locked(dir: &Path, owner: u32) -> Result<Shared> {
 
     let state_file = dir.join("state");
     if let Ok(state) = std::fs::read_to_string(&state_file) {
-        let (pg_port, redis_port) = parse_state(&state)
-            .ok_or_else(|| anyhow!("corrupt state file {}: {state:?}", state_file.display()))?;
+        let (pg_port, redis_port) =
+            parse_state(&state).ok_or_else(|| anyhow!("corrupt state file {}: {state:?}", state_file.display()))?;
         if listening(pg_port) && listening(redis_port) {
-            return Ok(Shared {
-                dir: dir.to_path_buf(),
-                pg_port,
-                redis_port,
-            });
+            return Ok(Shared { dir: dir.to_path_buf(), pg_port, redis_port });
         }
         tracing::warn!(
             pg_port,
@@ -385,27 +340,13 @@ async fn init_locked(dir: &Path, owner: u32) -> Result<Shared> {
 
     // Until both servers are detached below, dropping them on an error path stops them.
     let pg = PgCluster::start_with(Some(dir), true).await?;
-    let pg_pid = pg
-        .pid()
-        .ok_or_else(|| anyhow!("postgres exited right after starting"))?;
+    let pg_pid = pg.pid().ok_or_else(|| anyhow!("postgres exited right after starting"))?;
     write_atomically(&dir.join("pg.pid"), &pg_pid.to_string())?;
     let redis = RedisServer::start_in(Some(dir), true).await?;
-    let redis_pid = redis
-        .pid()
-        .ok_or_else(|| anyhow!("redis-server exited right after starting"))?;
+    let redis_pid = redis.pid().ok_or_else(|| anyhow!("redis-server exited right after starting"))?;
     write_atomically(&dir.join("redis.pid"), &redis_pid.to_string())?;
-    let shared = Shared {
-        dir: dir.to_path_buf(),
-        pg_port: pg.port(),
-        redis_port: redis.port(),
-    };
-    write_atomically(
-        &state_file,
-        &format!(
-            "pg_port={}\nredis_port={}\n",
-            shared.pg_port, shared.redis_port
-        ),
-    )?;
+    let shared = Shared { dir: dir.to_path_buf(), pg_port: pg.port(), redis_port: redis.port() };
+    write_atomically(&state_file, &format!("pg_port={}\nredis_port={}\n", shared.pg_port, shared.redis_port))?;
     // From now on the reaper is responsible for stopping them.
     let _ = pg.detach();
     let _ = redis.detach();
@@ -420,10 +361,7 @@ async fn init_locked(dir: &Path, owner: u32) -> Result<Shared> {
 
 fn parse_state(state: &str) -> Option<(u16, u16)> {
     let value = |key: &str| {
-        state
-            .lines()
-            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
-            .and_then(|v| v.trim().parse::<u16>().ok())
+        state.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix('=')).and_then(|v| v.trim().parse::<u16>().ok())
     };
     Some((value("pg_port")?, value("redis_port")?))
 }
@@ -449,13 +387,7 @@ fn spawn_reaper(owner: u32, dir: &Path) -> Result<()> {
 
 /// Stops the servers recorded in `<dir>/{pg,redis}.pid` (checking the pids still are servers).
 fn stop_recorded_servers(dir: &Path) {
-    let read_pid = |name: &str| -> Option<u32> {
-        std::fs::read_to_string(dir.join(name))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
-    };
+    let read_pid = |name: &str| -> Option<u32> { std::fs::read_to_string(dir.join(name)).ok()?.trim().parse().ok() };
     let mut pids = Vec::new();
     if let Some(pid) = read_pid("pg.pid").filter(|&p| process::cmdline_contains(p, "postgres")) {
         let _ = process::signal(pid, "QUIT");
@@ -472,19 +404,14 @@ fn stop_recorded_servers(dir: &Path) {
 }
 
 fn clear_dir_except_lock(dir: &Path) -> Result<()> {
-    for entry in
-        std::fs::read_dir(dir).with_context(|| format!("could not list {}", dir.display()))?
-    {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("could not list {}", dir.display()))? {
         let entry = entry?;
         if entry.file_name() == "lock" {
             continue;
         }
         let path = entry.path();
-        let result = if entry.file_type()?.is_dir() {
-            std::fs::remove_dir_all(&path)
-        } else {
-            std::fs::remove_file(&path)
-        };
+        let result =
+            if entry.file_type()?.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
         result.with_context(|| format!("could not remove {}", path.display()))?;
     }
     Ok(())
@@ -527,12 +454,7 @@ fn reap_stale(base: &Path) {
 async fn lock_exclusive(path: PathBuf) -> Result<File> {
     let lock_path = path.clone();
     let task = tokio::task::spawn_blocking(move || -> std::io::Result<File> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&lock_path)?;
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&lock_path)?;
         file.lock()?;
         Ok(file)
     });
@@ -553,8 +475,7 @@ async fn lock_exclusive(path: PathBuf) -> Result<File> {
 fn write_atomically(path: &Path, contents: &str) -> Result<()> {
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
     std::fs::write(&tmp, contents).with_context(|| format!("could not write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("could not rename {} to {}", tmp.display(), path.display()))
+    std::fs::rename(&tmp, path).with_context(|| format!("could not rename {} to {}", tmp.display(), path.display()))
 }
 
 #[cfg(test)]

@@ -33,12 +33,7 @@ impl RunAs {
     /// Gives `path` to this user.
     pub(crate) fn chown(&self, path: &Path) -> Result<()> {
         std::os::unix::fs::chown(path, Some(self.uid), Some(self.gid)).with_context(|| {
-            format!(
-                "could not chown {} to {PG_USER} (uid {}, gid {})",
-                path.display(),
-                self.uid,
-                self.gid
-            )
+            format!("could not chown {} to {PG_USER} (uid {}, gid {})", path.display(), self.uid, self.gid)
         })
     }
 
@@ -82,9 +77,10 @@ pub(crate) fn effective_uid() -> Result<u32> {
     {
         return Ok(euid);
     }
-    let out = Command::new("id").arg("-u").output().context(
-        "could not determine the effective uid: /proc/self/status is unreadable and `id -u` failed",
-    )?;
+    let out = Command::new("id")
+        .arg("-u")
+        .output()
+        .context("could not determine the effective uid: /proc/self/status is unreadable and `id -u` failed")?;
     String::from_utf8_lossy(&out.stdout)
         .trim()
         .parse()
@@ -158,14 +154,8 @@ mod tests {
     fn parses_passwd_and_status() {
         let passwd = "root:x:0:0:root:/root:/bin/bash\n\
                       postgres:x:101:104:PostgreSQL administrator,,,:/var/lib/postgresql:/bin/bash\n";
-        assert_eq!(
-            parse_passwd(passwd, "postgres"),
-            Some(RunAs { uid: 101, gid: 104 })
-        );
+        assert_eq!(parse_passwd(passwd, "postgres"), Some(RunAs { uid: 101, gid: 104 }));
         assert_eq!(parse_passwd(passwd, "nobody"), None);
-        assert_eq!(
-            parse_status_euid("Name:\tx\nUid:\t1000\t0\t0\t0\nGid:\t0\t0\t0\t0\n"),
-            Some(0)
-        );
+        assert_eq!(parse_status_euid("Name:\tx\nUid:\t1000\t0\t0\t0\nGid:\t0\t0\t0\t0\n"), Some(0));
     }
 }

@@ -13,14 +13,8 @@ async fn child_entry() -> Result<()> {
     if std::env::var_os(CHILD_ENV).is_none() {
         return Ok(());
     }
-    let pg = testkit::PgCluster::start(None)
-        .await
-        .err()
-        .ok_or_else(|| anyhow!("pg started"))?;
-    let redis = testkit::RedisServer::start()
-        .await
-        .err()
-        .ok_or_else(|| anyhow!("redis started"))?;
+    let pg = testkit::PgCluster::start(None).await.err().ok_or_else(|| anyhow!("pg started"))?;
+    let redis = testkit::RedisServer::start().await.err().ok_or_else(|| anyhow!("redis started"))?;
     println!("PG_ERROR {pg:#}");
     println!("REDIS_ERROR {redis:#}");
     Ok(())
@@ -35,27 +29,10 @@ fn missing_binaries_say_what_to_install() -> Result<()> {
         .env(testkit::REDIS_SERVER_BIN_ENV, "/nonexistent/redis-server")
         .output()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let pg = stdout
-        .lines()
-        .find(|l| l.starts_with("PG_ERROR "))
-        .unwrap_or_default();
-    let redis = stdout
-        .lines()
-        .find(|l| l.starts_with("REDIS_ERROR "))
-        .unwrap_or_default();
-    ensure!(
-        out.status.success(),
-        "child failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    ensure!(
-        pg.contains("apt-get install postgresql-15") && pg.contains("/nonexistent/pg/bin"),
-        "{pg}"
-    );
-    ensure!(
-        redis.contains("apt-get install redis-server")
-            && redis.contains("/nonexistent/redis-server"),
-        "{redis}"
-    );
+    let pg = stdout.lines().find(|l| l.starts_with("PG_ERROR ")).unwrap_or_default();
+    let redis = stdout.lines().find(|l| l.starts_with("REDIS_ERROR ")).unwrap_or_default();
+    ensure!(out.status.success(), "child failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    ensure!(pg.contains("apt-get install postgresql-15") && pg.contains("/nonexistent/pg/bin"), "{pg}");
+    ensure!(redis.contains("apt-get install redis-server") && redis.contains("/nonexistent/redis-server"), "{redis}");
     Ok(())
 }

@@ -7,9 +7,8 @@ use anyhow::{Context, Result, ensure};
 use testkit::PgCluster;
 
 async fn connect(url: &str) -> Result<tokio_postgres::Client> {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .with_context(|| format!("connect {url}"))?;
+    let (client, connection) =
+        tokio_postgres::connect(url, tokio_postgres::NoTls).await.with_context(|| format!("connect {url}"))?;
     tokio::spawn(async move {
         let _ = connection.await;
     });
@@ -25,11 +24,7 @@ fn listening(port: u16) -> bool {
 async fn start_query_stop_restart_drop() -> Result<()> {
     let pg = PgCluster::start(None).await?;
     let port = pg.port();
-    let root = pg
-        .data_dir()
-        .parent()
-        .context("data dir has a parent")?
-        .to_path_buf();
+    let root = pg.data_dir().parent().context("data dir has a parent")?.to_path_buf();
     ensure!(pg.data_dir().join("PG_VERSION").exists(), "initdb ran");
     ensure!(
         pg.superuser_url("app") == format!("postgres://postgres@127.0.0.1:{port}/app"),
@@ -43,9 +38,7 @@ async fn start_query_stop_restart_drop() -> Result<()> {
     );
 
     let client = connect(&pg.superuser_url("postgres")).await?;
-    client
-        .batch_execute("CREATE TABLE kept (v text); INSERT INTO kept VALUES ('survives restart')")
-        .await?;
+    client.batch_execute("CREATE TABLE kept (v text); INSERT INTO kept VALUES ('survives restart')").await?;
     for (setting, expected) in [
         ("fsync", "off"),
         ("synchronous_commit", "off"),
@@ -56,18 +49,12 @@ async fn start_query_stop_restart_drop() -> Result<()> {
     ] {
         let row = client.query_one(&format!("SHOW {setting}"), &[]).await?;
         let value: String = row.try_get(0)?;
-        ensure!(
-            value == expected,
-            "{setting} = {value}, expected {expected}"
-        );
+        ensure!(value == expected, "{setting} = {value}, expected {expected}");
     }
 
     pg.stop().await?;
     ensure!(!listening(port), "port {port} still open after stop");
-    ensure!(
-        client.simple_query("SELECT 1").await.is_err(),
-        "old session survived the stop"
-    );
+    ensure!(client.simple_query("SELECT 1").await.is_err(), "old session survived the stop");
     ensure!(pg.data_dir().exists(), "stop keeps the data");
     pg.stop().await?; // idempotent
 
@@ -83,8 +70,7 @@ async fn start_query_stop_restart_drop() -> Result<()> {
     client.simple_query("SELECT 1").await?;
 
     ensure!(
-        pg.log_tail(50)
-            .contains("database system is ready to accept connections"),
+        pg.log_tail(50).contains("database system is ready to accept connections"),
         "log tail: {}",
         pg.log_tail(50)
     );
@@ -100,24 +86,13 @@ async fn start_query_stop_restart_drop() -> Result<()> {
 #[tokio::test]
 async fn caller_given_base_dir_is_kept_but_server_stopped() -> Result<()> {
     // A long path: the Unix socket would exceed sun_path, so it must be disabled (TCP only).
-    let base = std::env::temp_dir().join(format!(
-        "testkit-it-{}-{}",
-        uuid::Uuid::new_v4().simple(),
-        "x".repeat(50)
-    ));
+    let base = std::env::temp_dir().join(format!("testkit-it-{}-{}", uuid::Uuid::new_v4().simple(), "x".repeat(50)));
     let pg = PgCluster::start(Some(&base)).await?;
     let port = pg.port();
     let data = pg.data_dir().to_path_buf();
-    ensure!(
-        data.starts_with(&base),
-        "{} not under {}",
-        data.display(),
-        base.display()
-    );
+    ensure!(data.starts_with(&base), "{} not under {}", data.display(), base.display());
     let client = connect(&pg.superuser_url("postgres")).await?;
-    let row = client
-        .query_one("SHOW unix_socket_directories", &[])
-        .await?;
+    let row = client.query_one("SHOW unix_socket_directories", &[]).await?;
     let sockets: String = row.try_get(0)?;
     ensure!(sockets.is_empty(), "unix_socket_directories = {sockets:?}");
     drop(client);
@@ -125,10 +100,7 @@ async fn caller_given_base_dir_is_kept_but_server_stopped() -> Result<()> {
     let kept = data.join("PG_VERSION").exists();
     let stopped = !listening(port) && !data.join("postmaster.pid").exists();
     std::fs::remove_dir_all(&base)?;
-    ensure!(
-        kept,
-        "data dir removed although the caller chose the base dir"
-    );
+    ensure!(kept, "data dir removed although the caller chose the base dir");
     ensure!(stopped, "server still running after drop");
     Ok(())
 }
@@ -136,8 +108,7 @@ async fn caller_given_base_dir_is_kept_but_server_stopped() -> Result<()> {
 #[tokio::test]
 async fn untraversable_base_dir_gives_actionable_error_as_root() -> Result<()> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let locked =
-        std::env::temp_dir().join(format!("testkit-locked-{}", uuid::Uuid::new_v4().simple()));
+    let locked = std::env::temp_dir().join(format!("testkit-locked-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir(&locked)?;
     std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o700))?;
     if std::fs::metadata(&locked)?.uid() != 0 {
@@ -147,13 +118,8 @@ async fn untraversable_base_dir_gives_actionable_error_as_root() -> Result<()> {
     }
     let result = PgCluster::start(Some(&locked.join("base"))).await;
     std::fs::remove_dir_all(&locked)?;
-    let err = result
-        .err()
-        .context("start succeeded in a directory postgres cannot enter")?;
+    let err = result.err().context("start succeeded in a directory postgres cannot enter")?;
     let msg = format!("{err:#}");
-    ensure!(
-        msg.contains("cannot enter") && msg.contains("chmod o+x"),
-        "{msg}"
-    );
+    ensure!(msg.contains("cannot enter") && msg.contains("chmod o+x"), "{msg}");
     Ok(())
 }

@@ -8,11 +8,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 async fn ping(port: u16) -> Result<String> {
-    let stream = tokio::time::timeout(
-        Duration::from_secs(2),
-        TcpStream::connect(("127.0.0.1", port)),
-    )
-    .await??;
+    let stream = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(("127.0.0.1", port))).await??;
     let mut stream = BufReader::new(stream);
     stream.get_mut().write_all(b"PING\r\n").await?;
     let mut line = String::new();
@@ -24,11 +20,7 @@ async fn ping(port: u16) -> Result<String> {
 async fn start_ping_stop_restart_drop() -> Result<()> {
     let redis = RedisServer::start().await?;
     let port = redis.port();
-    ensure!(
-        redis.url() == format!("redis://127.0.0.1:{port}"),
-        "url: {}",
-        redis.url()
-    );
+    ensure!(redis.url() == format!("redis://127.0.0.1:{port}"), "url: {}", redis.url());
     ensure!(ping(port).await? == "+PONG\r\n", "PING reply");
 
     redis.stop().await?;
@@ -48,9 +40,6 @@ async fn start_ping_stop_restart_drop() -> Result<()> {
 async fn two_servers_get_distinct_ports() -> Result<()> {
     let (a, b) = tokio::try_join!(RedisServer::start(), RedisServer::start())?;
     ensure!(a.port() != b.port(), "same port twice");
-    ensure!(
-        ping(a.port()).await? == "+PONG\r\n" && ping(b.port()).await? == "+PONG\r\n",
-        "PING"
-    );
+    ensure!(ping(a.port()).await? == "+PONG\r\n" && ping(b.port()).await? == "+PONG\r\n", "PING");
     Ok(())
 }

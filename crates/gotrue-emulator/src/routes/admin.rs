@@ -21,17 +21,14 @@ fn require_admin(state: &SharedState, headers: &HeaderMap) -> Result<(), ApiErro
 
 /// `loadUser`: the path segment must be a UUID of an existing user.
 fn user_id(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw)
-        .map_err(|_| ApiError::not_found("validation_failed", "user_id must be an UUID"))
+    Uuid::parse_str(raw).map_err(|_| ApiError::not_found("validation_failed", "user_id must be an UUID"))
 }
 
 fn page_param(query: Option<&str>, name: &str, default: usize) -> Result<usize, ApiError> {
     match query_param(query, name) {
         None => Ok(default),
         Some(raw) if raw.is_empty() => Ok(default),
-        Some(raw) => raw
-            .parse::<usize>()
-            .map_err(|e| ApiError::validation(format!("Bad Pagination Parameters: {e}"))),
+        Some(raw) => raw.parse::<usize>().map_err(|e| ApiError::validation(format!("Bad Pagination Parameters: {e}"))),
     }
 }
 
@@ -49,17 +46,11 @@ pub(super) async fn list(
     let page_users = if per_page == 0 {
         users
     } else {
-        users
-            .into_iter()
-            .skip((page - 1).saturating_mul(per_page))
-            .take(per_page)
-            .collect()
+        users.into_iter().skip((page - 1).saturating_mul(per_page)).take(per_page).collect()
     };
-    let mut response = Json(UserListJson {
-        users: page_users.into_iter().map(UserJson::new).collect(),
-        aud: "authenticated",
-    })
-    .into_response();
+    let mut response =
+        Json(UserListJson { users: page_users.into_iter().map(UserJson::new).collect(), aud: "authenticated" })
+            .into_response();
     if let Ok(value) = HeaderValue::from_str(&total.to_string()) {
         response.headers_mut().insert("x-total-count", value);
     }
@@ -85,9 +76,7 @@ pub(super) async fn get(
     require_admin(&state, &headers)?;
     let id = user_id(&raw_id)?;
     let store = state.store();
-    let user = store
-        .user(id)
-        .ok_or_else(|| ApiError::not_found("user_not_found", "User not found"))?;
+    let user = store.user(id).ok_or_else(|| ApiError::not_found("user_not_found", "User not found"))?;
     Ok(Json(UserJson::new(user)).into_response())
 }
 

@@ -36,22 +36,16 @@ pub(super) async fn set_faults(State(state): State<SharedState>, body: Bytes) ->
             Err(e) => return bad_request(format!("invalid fault configuration: {e}")),
         }
     };
-    let status = request
-        .error_status
-        .unwrap_or(crate::faults::DEFAULT_ERROR_STATUS);
+    let status = request.error_status.unwrap_or(crate::faults::DEFAULT_ERROR_STATUS);
     if !(100..=599).contains(&status) {
         return bad_request(format!("errorStatus must be an HTTP status, got {status}"));
     }
     if !(0.0..=1.0).contains(&request.error_rate) {
-        return bad_request(format!(
-            "errorRate must be between 0 and 1, got {}",
-            request.error_rate
-        ));
+        return bad_request(format!("errorRate must be between 0 and 1, got {}", request.error_rate));
     }
     if request.refuse_for_ms == Some(0) {
         return bad_request(
-            "refuseForMs must be positive: an unlimited refusal could not be cleared over HTTP"
-                .to_owned(),
+            "refuseForMs must be positive: an unlimited refusal could not be cleared over HTTP".to_owned(),
         );
     }
     let faults = state.faults.clone();

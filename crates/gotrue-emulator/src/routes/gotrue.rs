@@ -33,9 +33,7 @@ pub(super) fn query_param(query: Option<&str>, name: &str) -> Option<String> {
 }
 
 pub(super) fn authorization(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
+    headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
 }
 
 fn token_response(issued: &Issued) -> Response {
@@ -60,10 +58,7 @@ pub(super) async fn health() -> Json<Value> {
 
 pub(super) async fn jwks(State(state): State<SharedState>) -> Response {
     let mut response = Json(state.keys.jwks()).into_response();
-    response.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=600"),
-    );
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=600"));
     response
 }
 
@@ -99,10 +94,7 @@ pub(super) async fn token(
         // id_token, pkce and web3 are real grants, but need providers and
         // flows the emulator does not have.
         _ => {
-            return Err(ApiError::bad_request(
-                "invalid_credentials",
-                "unsupported_grant_type",
-            ));
+            return Err(ApiError::bad_request("invalid_credentials", "unsupported_grant_type"));
         }
     };
     Ok(token_response(&issued))
@@ -117,34 +109,23 @@ struct SignupParams {
     data: Option<Map<String, Value>>,
 }
 
-pub(super) async fn signup(
-    State(state): State<SharedState>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
+pub(super) async fn signup(State(state): State<SharedState>, body: Bytes) -> Result<Response, ApiError> {
     let params: SignupParams = parse_body(&body)?;
     let issued = state.signup(&params.email, &params.phone, &params.password, params.data)?;
     Ok(token_response(&issued))
 }
 
-pub(super) async fn user(
-    State(state): State<SharedState>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
+pub(super) async fn user(State(state): State<SharedState>, headers: HeaderMap) -> Result<Response, ApiError> {
     let auth = state.authenticate(authorization(&headers))?;
-    let request_aud = headers
-        .get("x-jwt-aud")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty())
-        .unwrap_or(AUTHENTICATED);
+    let request_aud =
+        headers.get("x-jwt-aud").and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty()).unwrap_or(AUTHENTICATED);
     let token_aud = match auth.claims.get("aud") {
         Some(Value::String(aud)) => Some(aud.as_str()),
         Some(Value::Array(auds)) => auds.first().and_then(Value::as_str),
         _ => None,
     };
     if token_aud != Some(request_aud) {
-        return Err(ApiError::validation(
-            "Token audience doesn't match request audience",
-        ));
+        return Err(ApiError::validation("Token audience doesn't match request audience"));
     }
     Ok(Json(UserJson::new(&auth.user)).into_response())
 }

@@ -39,22 +39,11 @@ pub(crate) fn router(state: SharedState) -> Router {
         .route("/user", get(gotrue::user))
         .route("/logout", post(gotrue::logout))
         .route("/admin/users", get(admin::list).post(admin::create))
-        .route(
-            "/admin/users/{user_id}",
-            get(admin::get).put(admin::update).delete(admin::delete),
-        )
+        .route("/admin/users/{user_id}", get(admin::get).put(admin::update).delete(admin::delete))
         .fallback(not_found);
     let control = Router::new()
-        .route(
-            "/faults",
-            get(control::get_faults)
-                .post(control::set_faults)
-                .delete(control::clear_faults),
-        )
-        .route(
-            "/stats",
-            get(control::get_stats).delete(control::reset_stats),
-        );
+        .route("/faults", get(control::get_faults).post(control::set_faults).delete(control::clear_faults))
+        .route("/stats", get(control::get_stats).delete(control::reset_stats));
     Router::new()
         .nest("/auth/v1", auth)
         .nest("/__emulator", control)

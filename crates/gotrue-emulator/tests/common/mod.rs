@@ -15,11 +15,7 @@ pub struct Harness {
 }
 
 pub fn client() -> Client {
-    Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap()
+    Client::builder().no_proxy().timeout(Duration::from_secs(20)).build().unwrap()
 }
 
 impl Harness {
@@ -28,13 +24,8 @@ impl Harness {
     }
 
     pub async fn with_config(config: EmulatorConfig) -> Self {
-        let emu = Emulator::start(config, "127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
-        Self {
-            emu,
-            http: client(),
-        }
+        let emu = Emulator::start(config, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+        Self { emu, http: client() }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -43,9 +34,7 @@ impl Harness {
 
     /// A request carrying the anon key, like any supabase client sends.
     pub fn anon(&self, method: Method, path: &str) -> RequestBuilder {
-        self.http
-            .request(method, self.url(path))
-            .header("apikey", self.emu.anon_key())
+        self.http.request(method, self.url(path)).header("apikey", self.emu.anon_key())
     }
 
     /// A request carrying the service-role key as apikey and bearer.
@@ -57,11 +46,7 @@ impl Harness {
     }
 
     pub async fn get_user(&self, token: &str) -> Response {
-        self.anon(Method::GET, "/user")
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
+        self.anon(Method::GET, "/user").bearer_auth(token).send().await.unwrap()
     }
 
     pub async fn password_grant(&self, email: &str, password: &str) -> Response {
@@ -85,27 +70,16 @@ impl Harness {
             Some(scope) => format!("/logout?scope={scope}"),
             None => "/logout".to_owned(),
         };
-        self.anon(Method::POST, &path)
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
+        self.anon(Method::POST, &path).bearer_auth(token).send().await.unwrap()
     }
 }
 
 /// Status, `x-sb-error-code` header and JSON body of a response.
 pub async fn parts(response: Response) -> (u16, Option<String>, Value) {
     let status = response.status().as_u16();
-    let code = response
-        .headers()
-        .get("x-sb-error-code")
-        .map(|v| v.to_str().unwrap().to_owned());
+    let code = response.headers().get("x-sb-error-code").map(|v| v.to_str().unwrap().to_owned());
     let text = response.text().await.unwrap();
-    let body = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap_or(Value::String(text))
-    };
+    let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
     (status, code, body)
 }
 
@@ -113,11 +87,7 @@ pub async fn parts(response: Response) -> (u16, Option<String>, Value) {
 pub async fn assert_error(response: Response, status: u16, code: &str) -> Value {
     let (got_status, header, body) = parts(response).await;
     assert_eq!(got_status, status, "status; body: {body}");
-    assert_eq!(
-        header.as_deref(),
-        Some(code),
-        "x-sb-error-code; body: {body}"
-    );
+    assert_eq!(header.as_deref(), Some(code), "x-sb-error-code; body: {body}");
     assert_eq!(body["code"], status, "body.code: {body}");
     assert_eq!(body["error_code"], code, "body.error_code: {body}");
     assert!(body["msg"].is_string(), "body.msg: {body}");

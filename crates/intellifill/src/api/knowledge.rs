@@ -84,20 +84,14 @@ pub struct CreateKnowledge {
 fn check_title(title: &mut String) -> Result<(), AppError> {
     *title = title.trim().to_owned();
     if title.is_empty() || title.chars().count() > MAX_TITLE {
-        return Err(AppError::validation(
-            "title",
-            format!("title must be 1 to {MAX_TITLE} characters"),
-        ));
+        return Err(AppError::validation("title", format!("title must be 1 to {MAX_TITLE} characters")));
     }
     Ok(())
 }
 
 fn check_content(content: &str) -> Result<(), AppError> {
     if content.len() > MAX_CONTENT {
-        return Err(AppError::validation(
-            "content",
-            format!("content must be at most {MAX_CONTENT} bytes"),
-        ));
+        return Err(AppError::validation("content", format!("content must be at most {MAX_CONTENT} bytes")));
     }
     Ok(())
 }
@@ -119,10 +113,7 @@ pub struct UpdateKnowledge {
 impl Validate for UpdateKnowledge {
     fn validate(&mut self) -> Result<(), AppError> {
         if self.title.is_none() && self.content.is_none() {
-            return Err(AppError::validation(
-                "body",
-                "give at least one of title, content",
-            ));
+            return Err(AppError::validation("body", "give at least one of title, content"));
         }
         if let Some(title) = &mut self.title {
             check_title(title)?;
@@ -152,10 +143,7 @@ impl Validate for SearchQuery {
         if let Some(limit) = self.limit
             && !(1..=super::pagination::MAX_LIMIT).contains(&limit)
         {
-            return Err(AppError::validation(
-                "limit",
-                "limit must be between 1 and 100",
-            ));
+            return Err(AppError::validation("limit", "limit must be between 1 and 100"));
         }
         Ok(())
     }
@@ -192,11 +180,7 @@ pub async fn list(
         .await?;
     ctx.tx.commit().await?;
     let items = rows.iter().map(summary).collect();
-    Ok(Json(Page::from_items(
-        items,
-        page.limit(),
-        |k: &KnowledgeSummary| (k.created_at, k.id),
-    )))
+    Ok(Json(Page::from_items(items, page.limit(), |k: &KnowledgeSummary| (k.created_at, k.id))))
 }
 
 /// Create a knowledge source (MEMBER or above).
@@ -215,11 +199,7 @@ pub async fn create(
                 "INSERT INTO knowledge_sources (organization_id, created_by, title, content)
                  VALUES ($1, current_user_id(), $2, $3) RETURNING {FULL}"
             ),
-            &[
-                (&ctx.org.id, Type::UUID),
-                (&body.title, Type::TEXT),
-                (&body.content, Type::TEXT),
-            ],
+            &[(&ctx.org.id, Type::UUID), (&body.title, Type::TEXT), (&body.content, Type::TEXT)],
         )
         .await?;
     ctx.tx.commit().await?;
@@ -309,17 +289,9 @@ pub async fn search(
               WHERE k.organization_id = $2 AND k.search_vector @@ query
               ORDER BY rank DESC, k.created_at DESC, k.id DESC
               LIMIT $3",
-            &[
-                (&terms, Type::TEXT),
-                (&ctx.org.id, Type::UUID),
-                (&limit, Type::INT8),
-                (&EXCERPT_CHARS, Type::INT4),
-            ],
+            &[(&terms, Type::TEXT), (&ctx.org.id, Type::UUID), (&limit, Type::INT8), (&EXCERPT_CHARS, Type::INT4)],
         )
         .await?;
     ctx.tx.commit().await?;
-    Ok(Json(Page {
-        data: rows.iter().map(summary).collect(),
-        next_cursor: None,
-    }))
+    Ok(Json(Page { data: rows.iter().map(summary).collect(), next_cursor: None }))
 }

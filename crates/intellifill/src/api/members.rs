@@ -47,9 +47,7 @@ fn member(row: &Row) -> Member {
 }
 
 fn parse_role(raw: &str) -> Result<OrgRole, AppError> {
-    OrgRole::parse(raw).ok_or_else(|| {
-        AppError::validation("role", "role must be one of OWNER, ADMIN, MEMBER, VIEWER")
-    })
+    OrgRole::parse(raw).ok_or_else(|| AppError::validation("role", "role must be one of OWNER, ADMIN, MEMBER, VIEWER"))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -66,13 +64,12 @@ pub struct AddMember {
 impl Validate for AddMember {
     fn validate(&mut self) -> Result<(), AppError> {
         match (&self.email, &self.user_id) {
-            (Some(_), Some(_)) | (None, None) => Err(AppError::validation(
-                "email",
-                "give exactly one of email, userId",
-            )),
-            (Some(email), None) if !email.contains('@') || email.len() > 320 => Err(
-                AppError::validation("email", "email is not a valid address"),
-            ),
+            (Some(_), Some(_)) | (None, None) => {
+                Err(AppError::validation("email", "give exactly one of email, userId"))
+            }
+            (Some(email), None) if !email.contains('@') || email.len() > 320 => {
+                Err(AppError::validation("email", "email is not a valid address"))
+            }
             _ => self.role.as_deref().map(parse_role).transpose().map(|_| ()),
         }
     }
@@ -89,10 +86,7 @@ pub struct UpdateMember {
 impl Validate for UpdateMember {
     fn validate(&mut self) -> Result<(), AppError> {
         if self.role.is_none() && self.status.is_none() {
-            return Err(AppError::validation(
-                "body",
-                "give at least one of role, status",
-            ));
+            return Err(AppError::validation("body", "give at least one of role, status"));
         }
         if let Some(role) = &self.role {
             parse_role(role)?;
@@ -100,10 +94,7 @@ impl Validate for UpdateMember {
         if let Some(status) = &self.status
             && !matches!(status.as_str(), "ACTIVE" | "SUSPENDED")
         {
-            return Err(AppError::validation(
-                "status",
-                "status must be ACTIVE or SUSPENDED",
-            ));
+            return Err(AppError::validation("status", "status must be ACTIVE or SUSPENDED"));
         }
         Ok(())
     }
@@ -113,10 +104,7 @@ impl Validate for UpdateMember {
 #[utoipa::path(get, path = "/api/organizations/{orgId}/members", tag = "members",
     params(("orgId" = Uuid, Path), PageQuery), responses((status = 200, body = Page<Member>)),
     security(("bearer" = [])))]
-pub async fn list(
-    ctx: OrgTx<Viewer>,
-    ApiQuery(page): ApiQuery<PageQuery>,
-) -> Result<Json<Page<Member>>, AppError> {
+pub async fn list(ctx: OrgTx<Viewer>, ApiQuery(page): ApiQuery<PageQuery>) -> Result<Json<Page<Member>>, AppError> {
     let (after_ts, after_id) = page.after();
     let limit = page.limit() + 1;
     let rows = ctx
@@ -128,19 +116,12 @@ pub async fn list(
                     AND ($2::timestamptz IS NULL OR (m.created_at, m.id) > ($2, $3))
                   ORDER BY m.created_at, m.id LIMIT $4"
             ),
-            &[
-                (&ctx.org.id, Type::UUID),
-                (&after_ts, Type::TIMESTAMPTZ),
-                (&after_id, Type::UUID),
-                (&limit, Type::INT8),
-            ],
+            &[(&ctx.org.id, Type::UUID), (&after_ts, Type::TIMESTAMPTZ), (&after_id, Type::UUID), (&limit, Type::INT8)],
         )
         .await?;
     ctx.tx.commit().await?;
     let items = rows.iter().map(member).collect();
-    Ok(Json(Page::from_items(items, page.limit(), |m: &Member| {
-        m.key
-    })))
+    Ok(Json(Page::from_items(items, page.limit(), |m: &Member| m.key)))
 }
 
 async fn load_member(tx: &Tx, org: Uuid, user: Uuid) -> Result<Member, AppError> {
@@ -166,15 +147,9 @@ async fn ensure_other_owner(tx: &Tx, org: Uuid, leaving: Uuid) -> Result<(), App
             &[(&org, Type::UUID)],
         )
         .await?;
-    let others = owners
-        .iter()
-        .filter(|r| r.get::<_, Uuid>(0) != leaving)
-        .count();
+    let others = owners.iter().filter(|r| r.get::<_, Uuid>(0) != leaving).count();
     if others == 0 {
-        return Err(AppError::new(
-            ErrorCode::LastOwner,
-            "an organization must keep at least one active OWNER",
-        ));
+        return Err(AppError::new(ErrorCode::LastOwner, "an organization must keep at least one active OWNER"));
     }
     Ok(())
 }
@@ -191,16 +166,8 @@ fn require_owner_for(caller: &OrgContext, touches_owner: bool) -> Result<(), App
     params(("orgId" = Uuid, Path)), request_body = AddMember,
     responses((status = 201, body = Member), (status = 409, body = crate::error::ErrorBody)),
     security(("bearer" = [])))]
-pub async fn add(
-    ctx: OrgTx<Admin>,
-    ApiJson(body): ApiJson<AddMember>,
-) -> Result<(StatusCode, Json<Member>), AppError> {
-    let role = body
-        .role
-        .as_deref()
-        .map(parse_role)
-        .transpose()?
-        .unwrap_or(OrgRole::Member);
+pub async fn add(ctx: OrgTx<Admin>, ApiJson(body): ApiJson<AddMember>) -> Result<(StatusCode, Json<Member>), AppError> {
+    let role = body.role.as_deref().map(parse_role).transpose()?.unwrap_or(OrgRole::Member);
     require_owner_for(&ctx.org, role == OrgRole::Owner)?;
     let user_id = match (body.user_id, &body.email) {
         (Some(id), _) => id,
@@ -211,10 +178,7 @@ pub async fn add(
             .get::<_, Option<Uuid>>(0)
             .ok_or_else(|| AppError::not_found("user").with_field("email"))?,
         (None, None) => {
-            return Err(AppError::validation(
-                "email",
-                "give exactly one of email, userId",
-            ));
+            return Err(AppError::validation("email", "give exactly one of email, userId"));
         }
     };
     let added = ctx
@@ -229,9 +193,7 @@ pub async fn add(
         )
         .await?;
     if added.is_none() {
-        return Err(
-            AppError::new(ErrorCode::Conflict, "the user is already a member").with_field("userId"),
-        );
+        return Err(AppError::new(ErrorCode::Conflict, "the user is already a member").with_field("userId"));
     }
     let m = load_member(&ctx.tx, ctx.org.id, user_id).await?;
     ctx.tx.commit().await?;
@@ -250,26 +212,22 @@ pub async fn update(
 ) -> Result<Json<Member>, AppError> {
     let user_id = ids.uuid("userId")?;
     let target = load_member(&ctx.tx, ctx.org.id, user_id).await?;
-    let new_role = body
-        .role
-        .as_deref()
-        .map(parse_role)
-        .transpose()?
-        .unwrap_or(target.role);
+    let new_role = body.role.as_deref().map(parse_role).transpose()?.unwrap_or(target.role);
     let new_status = body.status.clone().unwrap_or_else(|| target.status.clone());
-    require_owner_for(
-        &ctx.org,
-        target.role == OrgRole::Owner || new_role == OrgRole::Owner,
-    )?;
-    let stops_being_owner =
-        target.role == OrgRole::Owner && (new_role != OrgRole::Owner || new_status != "ACTIVE");
+    require_owner_for(&ctx.org, target.role == OrgRole::Owner || new_role == OrgRole::Owner)?;
+    let stops_being_owner = target.role == OrgRole::Owner && (new_role != OrgRole::Owner || new_status != "ACTIVE");
     if stops_being_owner {
         ensure_other_owner(&ctx.tx, ctx.org.id, user_id).await?;
     }
     ctx.tx
         .query(
             "UPDATE organization_memberships SET role = $3, status = $4 WHERE organization_id = $1 AND user_id = $2",
-            &[(&ctx.org.id, Type::UUID), (&user_id, Type::UUID), (&new_role.as_str(), Type::TEXT), (&new_status, Type::TEXT)],
+            &[
+                (&ctx.org.id, Type::UUID),
+                (&user_id, Type::UUID),
+                (&new_role.as_str(), Type::TEXT),
+                (&new_status, Type::TEXT),
+            ],
         )
         .await?;
     let m = load_member(&ctx.tx, ctx.org.id, user_id).await?;

@@ -35,8 +35,7 @@ pub struct Organization {
     pub joined_key: DateTime<Utc>,
 }
 
-const COLUMNS: &str =
-    "o.id, o.name, o.slug, o.status, m.role, o.created_at, o.updated_at, m.created_at";
+const COLUMNS: &str = "o.id, o.name, o.slug, o.status, m.role, o.created_at, o.updated_at, m.created_at";
 
 fn organization(row: &Row) -> Organization {
     Organization {
@@ -64,10 +63,7 @@ impl Validate for CreateOrganization {
     fn validate(&mut self) -> Result<(), AppError> {
         self.name = self.name.trim().to_owned();
         if self.name.is_empty() || self.name.chars().count() > 200 {
-            return Err(AppError::validation(
-                "name",
-                "name must be 1 to 200 characters",
-            ));
+            return Err(AppError::validation("name", "name must be 1 to 200 characters"));
         }
         let slug = match self.slug.take() {
             Some(s) => s.trim().to_owned(),
@@ -87,12 +83,9 @@ impl Validate for CreateOrganization {
 pub fn valid_slug(slug: &str) -> bool {
     !slug.is_empty()
         && slug.len() <= 64
-        && slug.split('-').all(|part| {
-            !part.is_empty()
-                && part
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        })
+        && slug
+            .split('-')
+            .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
 }
 
 pub fn slugify(name: &str) -> String {
@@ -114,10 +107,7 @@ pub fn slugify(name: &str) -> String {
 /// The organizations the caller is an active member of.
 #[utoipa::path(get, path = "/api/organizations", tag = "organizations", params(PageQuery),
     responses((status = 200, body = Page<Organization>)), security(("bearer" = [])))]
-pub async fn list(
-    ctx: UserTx,
-    ApiQuery(page): ApiQuery<PageQuery>,
-) -> Result<Json<Page<Organization>>, AppError> {
+pub async fn list(ctx: UserTx, ApiQuery(page): ApiQuery<PageQuery>) -> Result<Json<Page<Organization>>, AppError> {
     let (after_ts, after_id) = page.after();
     let limit = page.limit() + 1;
     let rows = ctx
@@ -131,20 +121,12 @@ pub async fn list(
                   ORDER BY m.created_at, o.id
                   LIMIT $3"
             ),
-            &[
-                (&after_ts, Type::TIMESTAMPTZ),
-                (&after_id, Type::UUID),
-                (&limit, Type::INT8),
-            ],
+            &[(&after_ts, Type::TIMESTAMPTZ), (&after_id, Type::UUID), (&limit, Type::INT8)],
         )
         .await?;
     ctx.tx.commit().await?;
     let items = rows.iter().map(organization).collect();
-    Ok(Json(Page::from_items(
-        items,
-        page.limit(),
-        |o: &Organization| (o.joined_key, o.id),
-    )))
+    Ok(Json(Page::from_items(items, page.limit(), |o: &Organization| (o.joined_key, o.id))))
 }
 
 /// Create an organization; the caller becomes its OWNER and it becomes the current organization.
@@ -158,10 +140,7 @@ pub async fn create(
     let slug = body.slug.unwrap_or_default();
     let id: Uuid = ctx
         .tx
-        .query_one(
-            "SELECT create_organization($1, $2)",
-            &[(&body.name, Type::TEXT), (&slug, Type::TEXT)],
-        )
+        .query_one("SELECT create_organization($1, $2)", &[(&body.name, Type::TEXT), (&slug, Type::TEXT)])
         .await?
         .get(0);
     let row = ctx

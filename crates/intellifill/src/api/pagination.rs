@@ -33,16 +33,10 @@ impl Validate for PageQuery {
         if let Some(limit) = self.limit
             && !(1..=MAX_LIMIT).contains(&limit)
         {
-            return Err(AppError::validation(
-                "limit",
-                format!("limit must be between 1 and {MAX_LIMIT}"),
-            ));
+            return Err(AppError::validation("limit", format!("limit must be between 1 and {MAX_LIMIT}")));
         }
         if let Some(cursor) = &self.cursor {
-            self.after = Some(
-                decode_cursor(cursor)
-                    .ok_or_else(|| AppError::validation("cursor", "invalid cursor"))?,
-            );
+            self.after = Some(decode_cursor(cursor).ok_or_else(|| AppError::validation("cursor", "invalid cursor"))?);
         }
         Ok(())
     }
@@ -73,22 +67,11 @@ pub struct Page<T> {
 
 impl<T> Page<T> {
     /// `items` were fetched with `limit + 1`: the extra row only says there is more.
-    pub fn from_items(
-        mut items: Vec<T>,
-        limit: i64,
-        key: impl Fn(&T) -> (DateTime<Utc>, Uuid),
-    ) -> Page<T> {
+    pub fn from_items(mut items: Vec<T>, limit: i64, key: impl Fn(&T) -> (DateTime<Utc>, Uuid)) -> Page<T> {
         let more = items.len() as i64 > limit;
         items.truncate(limit as usize);
-        let next_cursor = if more {
-            items.last().map(|last| encode_cursor(key(last)))
-        } else {
-            None
-        };
-        Page {
-            data: items,
-            next_cursor,
-        }
+        let next_cursor = if more { items.last().map(|last| encode_cursor(key(last))) } else { None };
+        Page { data: items, next_cursor }
     }
 }
 
@@ -99,10 +82,7 @@ pub fn encode_cursor((ts, id): (DateTime<Utc>, Uuid)) -> String {
 pub fn decode_cursor(cursor: &str) -> Option<(DateTime<Utc>, Uuid)> {
     let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).ok()?).ok()?;
     let (micros, id) = raw.split_once(':')?;
-    Some((
-        DateTime::from_timestamp_micros(micros.parse().ok()?)?,
-        Uuid::parse_str(id).ok()?,
-    ))
+    Some((DateTime::from_timestamp_micros(micros.parse().ok()?)?, Uuid::parse_str(id).ok()?))
 }
 
 #[cfg(test)]
@@ -111,28 +91,13 @@ mod tests {
 
     #[test]
     fn cursor_round_trips_and_garbage_is_rejected() {
-        let key = (
-            DateTime::from_timestamp_micros(1_700_000_000_123_456).expect("ts"),
-            Uuid::new_v4(),
-        );
+        let key = (DateTime::from_timestamp_micros(1_700_000_000_123_456).expect("ts"), Uuid::new_v4());
         assert_eq!(decode_cursor(&encode_cursor(key)), Some(key));
         assert_eq!(decode_cursor("not-a-cursor"), None);
-        let mut q = PageQuery {
-            cursor: Some("zzz".into()),
-            ..Default::default()
-        };
-        assert_eq!(
-            q.validate().expect_err("bad").field.as_deref(),
-            Some("cursor")
-        );
-        let mut q = PageQuery {
-            limit: Some(101),
-            ..Default::default()
-        };
-        assert_eq!(
-            q.validate().expect_err("bad").field.as_deref(),
-            Some("limit")
-        );
+        let mut q = PageQuery { cursor: Some("zzz".into()), ..Default::default() };
+        assert_eq!(q.validate().expect_err("bad").field.as_deref(), Some("cursor"));
+        let mut q = PageQuery { limit: Some(101), ..Default::default() };
+        assert_eq!(q.validate().expect_err("bad").field.as_deref(), Some("limit"));
     }
 
     #[test]
@@ -141,10 +106,7 @@ mod tests {
         let rows: Vec<(DateTime<Utc>, Uuid)> = (0..3).map(|_| (now, Uuid::new_v4())).collect();
         let page = Page::from_items(rows.clone(), 2, |r| *r);
         assert_eq!(page.data.len(), 2);
-        assert_eq!(
-            page.next_cursor.as_deref().and_then(decode_cursor),
-            Some(rows[1])
-        );
+        assert_eq!(page.next_cursor.as_deref().and_then(decode_cursor), Some(rows[1]));
         let last = Page::from_items(rows, 3, |r| *r);
         assert!(last.next_cursor.is_none());
     }

@@ -13,14 +13,9 @@ pub const MAX_LEN: usize = 4096;
 /// Extract the token from the `Authorization` header.
 pub fn from_headers(headers: &HeaderMap) -> Result<&str, AppError> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return Err(AppError::new(
-            ErrorCode::TokenMissing,
-            "an Authorization: Bearer token is required",
-        ));
+        return Err(AppError::new(ErrorCode::TokenMissing, "an Authorization: Bearer token is required"));
     };
-    let value = value
-        .to_str()
-        .map_err(|_| malformed("the Authorization header is not valid text"))?;
+    let value = value.to_str().map_err(|_| malformed("the Authorization header is not valid text"))?;
     let Some((scheme, token)) = value.split_once(' ') else {
         return Err(malformed("expected `Authorization: Bearer <token>`"));
     };
@@ -29,10 +24,7 @@ pub fn from_headers(headers: &HeaderMap) -> Result<&str, AppError> {
     }
     let token = token.trim();
     if token.is_empty() {
-        return Err(AppError::new(
-            ErrorCode::TokenMissing,
-            "the bearer token is empty",
-        ));
+        return Err(AppError::new(ErrorCode::TokenMissing, "the bearer token is empty"));
     }
     check_shape(token)?;
     Ok(token)
@@ -44,11 +36,7 @@ pub fn check_shape(token: &str) -> Result<(), AppError> {
         return Err(malformed("the token length is out of bounds"));
     }
     let parts: Vec<&str> = token.split('.').collect();
-    let base64url = |p: &str| {
-        !p.is_empty()
-            && p.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    };
+    let base64url = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if parts.len() != 3 || !parts.iter().all(|p| base64url(p)) {
         return Err(malformed("the token is not a JWT"));
     }
@@ -74,53 +62,29 @@ mod tests {
 
     fn headers(value: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_str(value).expect("header"),
-        );
+        h.insert(header::AUTHORIZATION, HeaderValue::from_str(value).expect("header"));
         h
     }
 
     #[test]
     fn shapes_are_classified() {
         let good = "aaaaaaaaaa.bbbbbbbbbb.cccccccccc";
-        assert_eq!(
-            from_headers(&headers(&format!("Bearer {good}"))).expect("ok"),
-            good
-        );
-        assert_eq!(
-            from_headers(&headers(&format!("bearer {good}"))).expect("ok"),
-            good
-        );
+        assert_eq!(from_headers(&headers(&format!("Bearer {good}"))).expect("ok"), good);
+        assert_eq!(from_headers(&headers(&format!("bearer {good}"))).expect("ok"), good);
         let code = |v: &str| from_headers(&headers(v)).expect_err("rejected").code;
-        assert_eq!(
-            from_headers(&HeaderMap::new()).expect_err("missing").code,
-            ErrorCode::TokenMissing
-        );
+        assert_eq!(from_headers(&HeaderMap::new()).expect_err("missing").code, ErrorCode::TokenMissing);
         assert_eq!(code("Bearer "), ErrorCode::TokenMissing);
         assert_eq!(code(&format!("Basic {good}")), ErrorCode::TokenMalformed);
         assert_eq!(code("Bearer short.a.b"), ErrorCode::TokenMalformed);
-        assert_eq!(
-            code("Bearer aaaaaaaaaa.bbbbbbbbbbcccccccccc"),
-            ErrorCode::TokenMalformed
-        );
-        assert_eq!(
-            code("Bearer aaaaaaaaaa.bbbb+bbbbb.cccccccccc"),
-            ErrorCode::TokenMalformed
-        );
-        assert_eq!(
-            code(&format!("Bearer {}.b.c", "a".repeat(MAX_LEN))),
-            ErrorCode::TokenMalformed
-        );
+        assert_eq!(code("Bearer aaaaaaaaaa.bbbbbbbbbbcccccccccc"), ErrorCode::TokenMalformed);
+        assert_eq!(code("Bearer aaaaaaaaaa.bbbb+bbbbb.cccccccccc"), ErrorCode::TokenMalformed);
+        assert_eq!(code(&format!("Bearer {}.b.c", "a".repeat(MAX_LEN))), ErrorCode::TokenMalformed);
     }
 
     #[test]
     fn exp_is_read_without_trusting_it() {
         let payload = URL_SAFE_NO_PAD.encode(br#"{"exp":1700000000}"#);
-        assert_eq!(
-            unverified_exp(&format!("x.{payload}.y")),
-            Some(1_700_000_000)
-        );
+        assert_eq!(unverified_exp(&format!("x.{payload}.y")), Some(1_700_000_000));
         assert_eq!(unverified_exp("x.!!.y"), None);
     }
 }

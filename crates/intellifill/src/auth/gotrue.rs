@@ -21,11 +21,7 @@ pub struct GoTrueUser {
 #[derive(Debug, thiserror::Error)]
 pub enum GoTrueError {
     #[error("auth service rejected the request: {status} {code}")]
-    Rejected {
-        status: u16,
-        code: String,
-        message: String,
-    },
+    Rejected { status: u16, code: String, message: String },
     #[error("auth service unavailable: {0}")]
     Unavailable(String),
 }
@@ -62,30 +58,16 @@ impl GoTrueClient {
 
     /// `GET /user` with the caller's token.
     pub async fn get_user(&self, token: &str) -> Result<GoTrueUser, GoTrueError> {
-        let response = self
-            .send(
-                self.http
-                    .get(format!("{}/user", self.base))
-                    .bearer_auth(token),
-            )
-            .await?;
-        response
-            .json::<GoTrueUser>()
-            .await
-            .map_err(|e| GoTrueError::Unavailable(format!("unreadable user: {e}")))
+        let response = self.send(self.http.get(format!("{}/user", self.base)).bearer_auth(token)).await?;
+        response.json::<GoTrueUser>().await.map_err(|e| GoTrueError::Unavailable(format!("unreadable user: {e}")))
     }
 
     /// `GET /health`.
     pub async fn health(&self) -> Result<(), GoTrueError> {
-        self.send(self.http.get(format!("{}/health", self.base)))
-            .await
-            .map(|_| ())
+        self.send(self.http.get(format!("{}/health", self.base))).await.map(|_| ())
     }
 
-    async fn send(
-        &self,
-        request: reqwest::RequestBuilder,
-    ) -> Result<reqwest::Response, GoTrueError> {
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, GoTrueError> {
         let response = request
             .header("apikey", self.apikey.expose_secret())
             .header("X-Supabase-Api-Version", "2024-01-01")
@@ -108,25 +90,18 @@ impl GoTrueClient {
         if status.is_server_error() || status.as_u16() == 429 {
             return Err(GoTrueError::Unavailable(format!("status {status}")));
         }
-        let header_code = response
-            .headers()
-            .get("x-sb-error-code")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let header_code = response.headers().get("x-sb-error-code").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let body: Option<ErrorBody> = response.json().await.ok();
         let (body_code, message) = match body {
             Some(b) => (
-                b.error_code
-                    .or_else(|| b.code.and_then(|c| c.as_str().map(str::to_owned))),
+                b.error_code.or_else(|| b.code.and_then(|c| c.as_str().map(str::to_owned))),
                 b.message.or(b.msg).unwrap_or_default(),
             ),
             None => (None, String::new()),
         };
         Err(GoTrueError::Rejected {
             status: status.as_u16(),
-            code: header_code
-                .or(body_code)
-                .unwrap_or_else(|| "unknown".to_owned()),
+            code: header_code.or(body_code).unwrap_or_else(|| "unknown".to_owned()),
             message,
         })
     }

@@ -7,11 +7,7 @@ use axum::response::{IntoResponse, Response};
 use super::{AuthUser, bearer};
 use crate::state::AppState;
 
-pub async fn require_auth(
-    State(state): State<AppState>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+pub async fn require_auth(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let token = match bearer::from_headers(request.headers()) {
         Ok(token) => token.to_owned(),
         Err(e) => return e.into_response(),

@@ -43,19 +43,12 @@ impl Authenticator {
     pub async fn verify(&self, token: &str) -> Result<AuthUser, AppError> {
         let expires_at = bearer::unverified_exp(token);
         match self.gotrue.get_user(token).await {
-            Ok(user) => Ok(AuthUser {
-                id: user.id,
-                email: user.email.unwrap_or_default(),
-                expires_at,
-            }),
+            Ok(user) => Ok(AuthUser { id: user.id, email: user.email.unwrap_or_default(), expires_at }),
             Err(GoTrueError::Rejected { code, .. }) => Err(rejection(&code)),
             Err(GoTrueError::Unavailable(reason)) => {
                 tracing::warn!(reason = %reason, "auth service unavailable");
-                Err(AppError::new(
-                    ErrorCode::AuthServiceUnavailable,
-                    "the authentication service is unavailable",
-                )
-                .with_retry_after(5))
+                Err(AppError::new(ErrorCode::AuthServiceUnavailable, "the authentication service is unavailable")
+                    .with_retry_after(5))
             }
         }
     }
@@ -64,15 +57,12 @@ impl Authenticator {
 /// Map an auth-service error code to ours. Unknown codes are an invalid token: never an accept.
 pub fn rejection(code: &str) -> AppError {
     match code {
-        "session_not_found" | "session_expired" | "refresh_token_not_found" => AppError::new(
-            ErrorCode::SessionRevoked,
-            "the session has ended, sign in again",
-        ),
+        "session_not_found" | "session_expired" | "refresh_token_not_found" => {
+            AppError::new(ErrorCode::SessionRevoked, "the session has ended, sign in again")
+        }
         "user_banned" => AppError::new(ErrorCode::UserBanned, "this user is banned"),
         "no_authorization" => AppError::new(ErrorCode::TokenMissing, "a bearer token is required"),
-        "user_not_found" => {
-            AppError::new(ErrorCode::TokenInvalid, "the token's user no longer exists")
-        }
+        "user_not_found" => AppError::new(ErrorCode::TokenInvalid, "the token's user no longer exists"),
         "bad_jwt" => AppError::new(ErrorCode::TokenInvalid, "the token is invalid or expired"),
         _ => AppError::new(ErrorCode::TokenInvalid, "the token was rejected"),
     }

@@ -46,10 +46,8 @@ pub struct CurrentUser {
     pub organization_id: Option<Uuid>,
 }
 
-const USER_ROW: &str =
-    "SELECT id, email, role, is_active, organization_id FROM users WHERE id = current_user_id()";
-const PROVISION: &str =
-    "INSERT INTO users (id, email) VALUES (current_user_id(), $1) ON CONFLICT DO NOTHING";
+const USER_ROW: &str = "SELECT id, email, role, is_active, organization_id FROM users WHERE id = current_user_id()";
+const PROVISION: &str = "INSERT INTO users (id, email) VALUES (current_user_id(), $1) ON CONFLICT DO NOTHING";
 
 impl CurrentUser {
     fn from_row(row: &Row) -> CurrentUser {
@@ -88,26 +86,14 @@ pub async fn open(
     let mut first: Vec<(&str, &[Param<'_>])> = Vec::with_capacity(1 + extra.len());
     first.push((USER_ROW, &[]));
     first.extend_from_slice(extra);
-    let (tx, mut rows) = state
-        .db
-        .begin(
-            RlsContext {
-                user_id: auth.id,
-                org_id: org,
-            },
-            &first,
-        )
-        .await?;
+    let (tx, mut rows) = state.db.begin(RlsContext { user_id: auth.id, org_id: org }, &first).await?;
     let user_rows = rows.remove(0);
     let user = match user_rows.first() {
         Some(row) => CurrentUser::from_row(row),
         None if state.config.auth.auto_provision => {
             tx.query(PROVISION, &[(&auth.email, Type::TEXT)]).await?;
             let row = tx.query_opt(USER_ROW, &[]).await?.ok_or_else(|| {
-                AppError::new(
-                    ErrorCode::UserNotProvisioned,
-                    "the account could not be provisioned (e-mail in use)",
-                )
+                AppError::new(ErrorCode::UserNotProvisioned, "the account could not be provisioned (e-mail in use)")
             })?;
             tracing::info!(user_id = %auth.id, "user provisioned");
             CurrentUser::from_row(&row)
@@ -120,10 +106,7 @@ pub async fn open(
         }
     };
     if !user.is_active {
-        return Err(AppError::new(
-            ErrorCode::AccountDeactivated,
-            "this account is deactivated",
-        ));
+        return Err(AppError::new(ErrorCode::AccountDeactivated, "this account is deactivated"));
     }
     Ok((tx, user, rows))
 }
@@ -131,10 +114,7 @@ pub async fn open(
 impl FromRequestParts<AppState> for UserTx {
     type Rejection = AppError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let auth = auth_user(parts)?;
         let (tx, user, _) = open(state, auth, None, &[]).await?;
         Ok(UserTx { tx, user })

@@ -8,26 +8,17 @@ use crate::error::{AppError, ErrorCode};
 pub fn map_db_error(e: tokio_postgres::Error) -> AppError {
     let Some(db) = e.as_db_error() else {
         // No server answer: the connection is gone or could not be opened.
-        return AppError::new(
-            ErrorCode::DatabaseUnavailable,
-            "the database is unavailable",
-        )
-        .with_retry_after(1)
-        .with_source(e);
+        return AppError::new(ErrorCode::DatabaseUnavailable, "the database is unavailable")
+            .with_retry_after(1)
+            .with_source(e);
     };
     let code = db.code();
     if *code == SqlState::UNIQUE_VIOLATION {
         let field = db.constraint().map(constraint_field).unwrap_or("id");
-        return AppError::new(ErrorCode::Conflict, format!("{field} is already taken"))
-            .with_field(field);
+        return AppError::new(ErrorCode::Conflict, format!("{field} is already taken")).with_field(field);
     }
     if *code == SqlState::CHECK_VIOLATION || *code == SqlState::NOT_NULL_VIOLATION {
-        let field = db
-            .column()
-            .or(db.constraint())
-            .map(constraint_field)
-            .unwrap_or("body")
-            .to_owned();
+        let field = db.column().or(db.constraint()).map(constraint_field).unwrap_or("body").to_owned();
         return AppError::validation(field, "value is not allowed");
     }
     if *code == SqlState::FOREIGN_KEY_VIOLATION {
@@ -43,12 +34,9 @@ pub fn map_db_error(e: tokio_postgres::Error) -> AppError {
         || *code == SqlState::TOO_MANY_CONNECTIONS
         || code.code().starts_with("08")
     {
-        return AppError::new(
-            ErrorCode::DatabaseUnavailable,
-            "the database is unavailable or too slow",
-        )
-        .with_retry_after(1)
-        .with_source(e);
+        return AppError::new(ErrorCode::DatabaseUnavailable, "the database is unavailable or too slow")
+            .with_retry_after(1)
+            .with_source(e);
     }
     AppError::internal(e)
 }

@@ -8,13 +8,8 @@ use super::{Db, map_db_error};
 use crate::db::migrate;
 
 /// Tables that must be protected by row-level security.
-pub const TENANT_TABLES: &[&str] = &[
-    "organizations",
-    "users",
-    "organization_memberships",
-    "knowledge_sources",
-    "audit_log",
-];
+pub const TENANT_TABLES: &[&str] =
+    &["organizations", "users", "organization_memberships", "knowledge_sources", "audit_log"];
 
 const CHECK: &str = "
 SELECT r.rolname::text,
@@ -35,15 +30,9 @@ SELECT r.rolname::text,
 
 /// Fail with a clear message when the runtime role could read around RLS or the schema is not ready.
 pub async fn check_runtime_role(db: &Db) -> anyhow::Result<()> {
-    let conn = db
-        .acquire()
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot connect with DATABASE_URL: {}", e.message))?;
+    let conn = db.acquire().await.map_err(|e| anyhow::anyhow!("cannot connect with DATABASE_URL: {}", e.message))?;
     let tables: Vec<&str> = TENANT_TABLES.to_vec();
-    let row = conn
-        .query_one(CHECK, &[&tables])
-        .await
-        .map_err(|e| anyhow::anyhow!("{}", map_db_error(e)))?;
+    let row = conn.query_one(CHECK, &[&tables]).await.map_err(|e| anyhow::anyhow!("{}", map_db_error(e)))?;
     let role: String = row.get(0);
     let mut problems = Vec::new();
     if row.get::<_, bool>(1) {
@@ -54,23 +43,15 @@ pub async fn check_runtime_role(db: &Db) -> anyhow::Result<()> {
     }
     let owned: Vec<String> = row.get(3);
     if !owned.is_empty() {
-        problems.push(format!(
-            "role {role} owns (or is a member of the owner of) {}",
-            owned.join(", ")
-        ));
+        problems.push(format!("role {role} owns (or is a member of the owner of) {}", owned.join(", ")));
     }
     let present: i32 = row.get(5);
     if present < TENANT_TABLES.len() as i32 || !row.get::<_, bool>(6) {
-        anyhow::bail!(
-            "the database schema is missing: run `intellifill migrate` with DATABASE_MIGRATION_URL first"
-        );
+        anyhow::bail!("the database schema is missing: run `intellifill migrate` with DATABASE_MIGRATION_URL first");
     }
     let unprotected: Vec<String> = row.get(4);
     if !unprotected.is_empty() {
-        problems.push(format!(
-            "tables without ENABLE + FORCE ROW LEVEL SECURITY: {}",
-            unprotected.join(", ")
-        ));
+        problems.push(format!("tables without ENABLE + FORCE ROW LEVEL SECURITY: {}", unprotected.join(", ")));
     }
     if !problems.is_empty() {
         anyhow::bail!(

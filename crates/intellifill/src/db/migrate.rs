@@ -17,11 +17,8 @@ pub struct Migration {
 }
 
 /// All migrations, in order. Append only.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../../migrations/0001_init.sql"),
-}];
+pub const MIGRATIONS: &[Migration] =
+    &[Migration { version: 1, name: "init", sql: include_str!("../../migrations/0001_init.sql") }];
 
 /// The newest schema version this binary knows.
 pub fn latest_version() -> i32 {
@@ -42,14 +39,10 @@ const LOCK_KEY: i64 = 0x1e7e_11f1_u64 as i64;
 
 /// Apply every pending migration; returns the versions applied now.
 pub async fn run(client: &mut Client) -> anyhow::Result<Vec<i32>> {
-    client
-        .execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY])
-        .await?;
+    client.execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY]).await?;
     let result = apply_pending(client).await;
     // Unlock even when a migration failed; the session ending would release it too.
-    let _ = client
-        .execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
-        .await;
+    let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY]).await;
     result
 }
 
@@ -65,10 +58,7 @@ async fn apply_pending(client: &mut Client) -> anyhow::Result<Vec<i32>> {
         )
         .await?;
     let applied: Vec<(i32, String, String)> = client
-        .query(
-            "SELECT version, name, checksum FROM schema_migrations ORDER BY version",
-            &[],
-        )
+        .query("SELECT version, name, checksum FROM schema_migrations ORDER BY version", &[])
         .await?
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2)))
@@ -79,27 +69,17 @@ async fn apply_pending(client: &mut Client) -> anyhow::Result<Vec<i32>> {
                 "the database has migration {version} ({name}) that this binary does not know: it is older than the schema"
             ),
             Some(m) if checksum(m.sql) != *sum => {
-                anyhow::bail!(
-                    "migration {version} ({name}) was changed after it was applied (checksum mismatch)"
-                )
+                anyhow::bail!("migration {version} ({name}) was changed after it was applied (checksum mismatch)")
             }
             Some(_) => {}
         }
     }
     let mut done = Vec::new();
-    for m in MIGRATIONS
-        .iter()
-        .filter(|m| !applied.iter().any(|(v, _, _)| *v == m.version))
-    {
+    for m in MIGRATIONS.iter().filter(|m| !applied.iter().any(|(v, _, _)| *v == m.version)) {
         let tx = client.transaction().await?;
-        tx.batch_execute(m.sql).await.map_err(|e| {
-            anyhow::anyhow!(
-                "migration {} ({}) failed: {}",
-                m.version,
-                m.name,
-                db_message(&e)
-            )
-        })?;
+        tx.batch_execute(m.sql)
+            .await
+            .map_err(|e| anyhow::anyhow!("migration {} ({}) failed: {}", m.version, m.name, db_message(&e)))?;
         tx.execute(
             "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
             &[&m.version, &m.name, &checksum(m.sql)],

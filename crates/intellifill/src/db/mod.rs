@@ -63,13 +63,7 @@ impl Db {
         pg.application_name("intellifill");
         pg.connect_timeout(cfg.connect_timeout);
         pg.keepalives(true);
-        let manager = Manager::from_config(
-            pg,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let manager = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(cfg.pool_max_size)
             .wait_timeout(Some(cfg.pool_wait_timeout))
@@ -117,19 +111,12 @@ impl Db {
             PoolError::Timeout(_) => {
                 self.stats.acquire_timeouts.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("db_pool_acquire_timeouts_total").increment(1);
-                AppError::new(
-                    ErrorCode::DatabaseUnavailable,
-                    "the database is busy, retry shortly",
-                )
-                .with_retry_after(1)
+                AppError::new(ErrorCode::DatabaseUnavailable, "the database is busy, retry shortly").with_retry_after(1)
             }
             PoolError::Backend(e) => map_db_error(e),
-            other => AppError::new(
-                ErrorCode::DatabaseUnavailable,
-                "the database is unavailable",
-            )
-            .with_retry_after(1)
-            .with_source(other),
+            other => AppError::new(ErrorCode::DatabaseUnavailable, "the database is unavailable")
+                .with_retry_after(1)
+                .with_source(other),
         })
     }
 

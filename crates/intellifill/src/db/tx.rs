@@ -29,8 +29,7 @@ pub struct RlsContext {
     pub org_id: Option<Uuid>,
 }
 
-const SET_CONTEXT: &str =
-    "SELECT set_user_context($1), set_org_context($2), set_config('statement_timeout', $3, true)";
+const SET_CONTEXT: &str = "SELECT set_user_context($1), set_org_context($2), set_config('statement_timeout', $3, true)";
 
 /// An open transaction with the RLS context set.
 pub struct Tx {
@@ -51,17 +50,9 @@ impl Db {
             conn.batch_execute("BEGIN"),
             conn.query_typed(
                 SET_CONTEXT,
-                &[
-                    (&ctx.user_id, Type::UUID),
-                    (&org, Type::UUID),
-                    (&self.statement_timeout_ms, Type::TEXT),
-                ],
+                &[(&ctx.user_id, Type::UUID), (&org, Type::UUID), (&self.statement_timeout_ms, Type::TEXT)],
             ),
-            join_all(
-                first
-                    .iter()
-                    .map(|(sql, params)| conn.query_typed(sql, params)),
-            ),
+            join_all(first.iter().map(|(sql, params)| conn.query_typed(sql, params))),
         )
         .await;
         let tx = Tx { conn: Some(conn) };
@@ -81,55 +72,32 @@ impl Db {
                 RlsFailureMode::Continue => tx.restart_without_context(first).await,
             };
         }
-        let rows = firsts
-            .into_iter()
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(map_db_error)?;
+        let rows = firsts.into_iter().collect::<Result<Vec<_>, _>>().map_err(map_db_error)?;
         Ok((tx, rows))
     }
 }
 
 impl Tx {
     fn conn(&self) -> &deadpool_postgres::Object {
-        self.conn
-            .as_ref()
-            .expect("a transaction keeps its connection until commit or drop")
+        self.conn.as_ref().expect("a transaction keeps its connection until commit or drop")
     }
 
     /// Development-only `continue` mode: a fresh transaction with no tenant context, where RLS shows no rows
     /// and refuses every write.
-    async fn restart_without_context(
-        self,
-        first: &[(&str, &[Param<'_>])],
-    ) -> Result<(Tx, Vec<Vec<Row>>), AppError> {
-        self.conn()
-            .batch_execute("ROLLBACK; BEGIN")
-            .await
-            .map_err(map_db_error)?;
+    async fn restart_without_context(self, first: &[(&str, &[Param<'_>])]) -> Result<(Tx, Vec<Vec<Row>>), AppError> {
+        self.conn().batch_execute("ROLLBACK; BEGIN").await.map_err(map_db_error)?;
         let mut rows = Vec::with_capacity(first.len());
         for (sql, params) in first {
-            rows.push(
-                self.conn()
-                    .query_typed(sql, params)
-                    .await
-                    .map_err(map_db_error)?,
-            );
+            rows.push(self.conn().query_typed(sql, params).await.map_err(map_db_error)?);
         }
         Ok((self, rows))
     }
 
     pub async fn query(&self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, AppError> {
-        self.conn()
-            .query_typed(sql, params)
-            .await
-            .map_err(map_db_error)
+        self.conn().query_typed(sql, params).await.map_err(map_db_error)
     }
 
-    pub async fn query_opt(
-        &self,
-        sql: &str,
-        params: &[Param<'_>],
-    ) -> Result<Option<Row>, AppError> {
+    pub async fn query_opt(&self, sql: &str, params: &[Param<'_>]) -> Result<Option<Row>, AppError> {
         Ok(self.query(sql, params).await?.into_iter().next())
     }
 

@@ -36,10 +36,7 @@ where
             .and_then(|v| v.parse::<mime_type::Essence>().ok())
             .is_some_and(|m| m.is_json());
         if !is_json {
-            return Err(AppError::new(
-                ErrorCode::UnsupportedMediaType,
-                "expected Content-Type: application/json",
-            ));
+            return Err(AppError::new(ErrorCode::UnsupportedMediaType, "expected Content-Type: application/json"));
         }
         let bytes = Bytes::from_request(request, state).await.map_err(|e| {
             if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
@@ -85,11 +82,7 @@ where
         let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
         let mut value: T = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
-            let field = if path == "." {
-                "query".to_owned()
-            } else {
-                path
-            };
+            let field = if path == "." { "query".to_owned() } else { path };
             AppError::validation(field.clone(), format!("{field}: {}", e.into_inner()))
         })?;
         value.validate()?;
@@ -107,13 +100,9 @@ impl PathIds {
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
-            .ok_or_else(|| {
-                AppError::internal(anyhow::anyhow!("route has no {{{name}}} parameter"))
-            })?;
-        Uuid::parse_str(raw).map_err(|_| {
-            AppError::new(ErrorCode::InvalidId, format!("{name} is not a valid UUID"))
-                .with_field(name)
-        })
+            .ok_or_else(|| AppError::internal(anyhow::anyhow!("route has no {{{name}}} parameter")))?;
+        Uuid::parse_str(raw)
+            .map_err(|_| AppError::new(ErrorCode::InvalidId, format!("{name} is not a valid UUID")).with_field(name))
     }
 }
 
@@ -123,14 +112,8 @@ impl<S: Send + Sync> FromRequestParts<S> for PathIds {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let raw = RawPathParams::from_request_parts(parts, state)
             .await
-            .map_err(|e| {
-                AppError::new(ErrorCode::InvalidId, format!("invalid path parameter: {e}"))
-            })?;
-        Ok(PathIds(
-            raw.iter()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect(),
-        ))
+            .map_err(|e| AppError::new(ErrorCode::InvalidId, format!("invalid path parameter: {e}")))?;
+        Ok(PathIds(raw.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect()))
     }
 }
 
@@ -148,8 +131,7 @@ mod mime_type {
 
     impl Essence {
         pub fn is_json(&self) -> bool {
-            self.0 == "application/json"
-                || (self.0.starts_with("application/") && self.0.ends_with("+json"))
+            self.0 == "application/json" || (self.0.starts_with("application/") && self.0.ends_with("+json"))
         }
     }
 }

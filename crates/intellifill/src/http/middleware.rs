@@ -26,10 +26,7 @@ pub fn stack(routes: Router<AppState>, state: &AppState) -> Router<AppState> {
         ServiceBuilder::new()
             .layer(axum::middleware::from_fn(request_id::layer))
             .layer(CatchPanicLayer::custom(panic_response))
-            .layer(TimeoutLayer::with_status_code(
-                axum::http::StatusCode::REQUEST_TIMEOUT,
-                http.request_timeout,
-            ))
+            .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, http.request_timeout))
             .layer(DefaultBodyLimit::max(http.max_body_bytes)),
     )
 }

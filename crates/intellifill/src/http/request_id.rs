@@ -25,9 +25,7 @@ pub struct RequestId(pub Arc<str>);
 
 fn acceptable(id: &str) -> bool {
     (1..=128).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
 pub async fn layer(mut request: Request, next: Next) -> Response {
@@ -72,10 +70,7 @@ fn render_error(response: &mut Response, request_id: &str) {
         None => return,
     };
     let body = serde_json::to_vec(&payload.body(request_id)).unwrap_or_default();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response.headers_mut().remove(header::CONTENT_LENGTH);
     *response.body_mut() = Body::from(body);
 }
@@ -83,25 +78,14 @@ fn render_error(response: &mut Response, request_id: &str) {
 fn framework_error(status: StatusCode) -> ErrorPayload {
     let (code, message) = match status {
         StatusCode::NOT_FOUND => (ErrorCode::RouteNotFound, "no such route"),
-        StatusCode::METHOD_NOT_ALLOWED => (
-            ErrorCode::MethodNotAllowed,
-            "method not allowed on this route",
-        ),
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            (ErrorCode::PayloadTooLarge, "the request body is too large")
-        }
+        StatusCode::METHOD_NOT_ALLOWED => (ErrorCode::MethodNotAllowed, "method not allowed on this route"),
+        StatusCode::PAYLOAD_TOO_LARGE => (ErrorCode::PayloadTooLarge, "the request body is too large"),
         StatusCode::REQUEST_TIMEOUT => (ErrorCode::RequestTimeout, "the request took too long"),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
-            (ErrorCode::UnsupportedMediaType, "unsupported content type")
-        }
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (ErrorCode::UnsupportedMediaType, "unsupported content type"),
         s if s.is_client_error() => (ErrorCode::ValidationError, "the request is invalid"),
         _ => (ErrorCode::InternalError, "internal server error"),
     };
-    ErrorPayload {
-        code,
-        message: message.into(),
-        field: None,
-    }
+    ErrorPayload { code, message: message.into(), field: None }
 }
 
 #[cfg(test)]

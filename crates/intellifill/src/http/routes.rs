@@ -13,37 +13,17 @@ use crate::state::AppState;
 fn api(state: &AppState) -> Router<AppState> {
     Router::new()
         .route("/me", get(me::get))
-        .route(
-            "/organizations",
-            get(organizations::list).post(organizations::create),
-        )
+        .route("/organizations", get(organizations::list).post(organizations::create))
         .route("/organizations/{orgId}", get(organizations::get))
-        .route(
-            "/organizations/{orgId}/members",
-            get(members::list).post(members::add),
-        )
-        .route(
-            "/organizations/{orgId}/members/{userId}",
-            axum::routing::patch(members::update).delete(members::remove),
-        )
-        .route(
-            "/organizations/{orgId}/knowledge",
-            get(knowledge::list).post(knowledge::create),
-        )
-        .route(
-            "/organizations/{orgId}/knowledge/search",
-            get(knowledge::search),
-        )
+        .route("/organizations/{orgId}/members", get(members::list).post(members::add))
+        .route("/organizations/{orgId}/members/{userId}", axum::routing::patch(members::update).delete(members::remove))
+        .route("/organizations/{orgId}/knowledge", get(knowledge::list).post(knowledge::create))
+        .route("/organizations/{orgId}/knowledge/search", get(knowledge::search))
         .route(
             "/organizations/{orgId}/knowledge/{id}",
-            get(knowledge::get)
-                .patch(knowledge::update)
-                .delete(knowledge::delete),
+            get(knowledge::get).patch(knowledge::update).delete(knowledge::delete),
         )
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            crate::auth::middleware::require_auth,
-        ))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::middleware::require_auth))
 }
 
 /// The whole application: public routes, the API, the fallback, and the middleware stack.

@@ -20,43 +20,22 @@ async fn bad_requests_get_clear_errors_naming_the_field() {
         .await;
     assert_error(s, &b, 400, "INVALID_JSON");
 
-    let (s, b) = app
-        .send(
-            app.http
-                .post(app.url(&path))
-                .bearer_auth(&u.token)
-                .body("title=x"),
-        )
-        .await;
+    let (s, b) = app.send(app.http.post(app.url(&path)).bearer_auth(&u.token).body("title=x")).await;
     assert_error(s, &b, 415, "UNSUPPORTED_MEDIA_TYPE");
 
     let big = serde_json::json!({"title": "big", "content": "x".repeat(4096)});
     let (s, b) = app.post(&u, &path, big).await;
     assert_error(s, &b, 413, "PAYLOAD_TOO_LARGE");
 
-    let (s, b) = app
-        .post(
-            &u,
-            &path,
-            serde_json::json!({"title": "   ", "content": "c"}),
-        )
-        .await;
+    let (s, b) = app.post(&u, &path, serde_json::json!({"title": "   ", "content": "c"})).await;
     assert_error(s, &b, 400, "VALIDATION_ERROR");
     assert_eq!(b["field"], "title");
 
-    let (s, b) = app
-        .post(&u, &path, serde_json::json!({"title": 5, "content": "c"}))
-        .await;
+    let (s, b) = app.post(&u, &path, serde_json::json!({"title": 5, "content": "c"})).await;
     assert_error(s, &b, 400, "VALIDATION_ERROR");
     assert_eq!(b["field"], "title");
 
-    let (s, b) = app
-        .post(
-            &u,
-            &path,
-            serde_json::json!({"title": "t", "content": "c", "extra": 1}),
-        )
-        .await;
+    let (s, b) = app.post(&u, &path, serde_json::json!({"title": "t", "content": "c", "extra": 1})).await;
     assert_error(s, &b, 400, "VALIDATION_ERROR");
 
     let (s, b) = app.get(&u, "/api/organizations/not-a-uuid/knowledge").await;
@@ -95,34 +74,15 @@ async fn unknown_routes_and_methods_use_the_same_body() {
 #[tokio::test]
 async fn request_id_is_returned_and_matches_the_error_body() {
     let app = TestApp::spawn().await;
-    let response = app
-        .http
-        .get(app.url("/api/me"))
-        .send()
-        .await
-        .expect("request");
-    let header = response.headers()["x-request-id"]
-        .to_str()
-        .expect("header")
-        .to_owned();
+    let response = app.http.get(app.url("/api/me")).send().await.expect("request");
+    let header = response.headers()["x-request-id"].to_str().expect("header").to_owned();
     let body: serde_json::Value = response.json().await.expect("json");
     assert_eq!(body["requestId"], header.as_str());
     assert_eq!(body["code"], "TOKEN_MISSING");
 
-    let response = app
-        .http
-        .get(app.url("/health"))
-        .header("x-request-id", "client-id-42")
-        .send()
-        .await
-        .expect("request");
+    let response =
+        app.http.get(app.url("/health")).header("x-request-id", "client-id-42").send().await.expect("request");
     assert_eq!(response.headers()["x-request-id"], "client-id-42");
-    let response = app
-        .http
-        .get(app.url("/health"))
-        .header("x-request-id", "bad id <>")
-        .send()
-        .await
-        .expect("request");
+    let response = app.http.get(app.url("/health")).header("x-request-id", "bad id <>").send().await.expect("request");
     assert_ne!(response.headers()["x-request-id"], "bad id <>");
 }

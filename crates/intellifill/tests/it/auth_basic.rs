@@ -17,27 +17,11 @@ async fn missing_and_malformed_tokens_are_rejected_without_calling_the_auth_serv
         "Bearer aaaaaaaaaaaaaaaaaaaaaaaa",
         "Bearer a.b.c.d.eeeeeeeeeeeeeeeeeeee",
     ] {
-        let (s, b) = app
-            .send(
-                app.http
-                    .get(app.url("/api/me"))
-                    .header("authorization", value),
-            )
-            .await;
+        let (s, b) = app.send(app.http.get(app.url("/api/me")).header("authorization", value)).await;
         assert_eq!(s, 401, "{value}: {b}");
-        assert!(
-            matches!(
-                b["code"].as_str(),
-                Some("TOKEN_MALFORMED" | "TOKEN_MISSING")
-            ),
-            "{value}: {b}"
-        );
+        assert!(matches!(b["code"].as_str(), Some("TOKEN_MALFORMED" | "TOKEN_MISSING")), "{value}: {b}");
     }
-    assert_eq!(
-        app.emulator.stats().user,
-        before,
-        "shape checks must not reach the auth service"
-    );
+    assert_eq!(app.emulator.stats().user, before, "shape checks must not reach the auth service");
 }
 
 #[tokio::test]
@@ -47,31 +31,21 @@ async fn tokens_the_auth_service_rejects_map_to_clear_codes() {
     let (s, _) = app.get(&u, "/api/me").await;
     assert_eq!(s, 200);
 
-    let garbage = crate::helpers::TestUser {
-        token: "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl".into(),
-        ..u.clone()
-    };
+    let garbage =
+        crate::helpers::TestUser { token: "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl".into(), ..u.clone() };
     let (s, b) = app.get(&garbage, "/api/me").await;
     assert_error(s, &b, 401, "TOKEN_INVALID");
 
     let banned = app.user(&email("banned")).await;
-    app.emulator
-        .ban_user(banned.id, Some(Duration::from_secs(3600)))
-        .expect("ban");
+    app.emulator.ban_user(banned.id, Some(Duration::from_secs(3600))).expect("ban");
     let (s, b) = app.get(&banned, "/api/me").await;
     assert_eq!(s, 401, "{b}");
-    assert!(
-        matches!(b["code"].as_str(), Some("USER_BANNED" | "SESSION_REVOKED")),
-        "{b}"
-    );
+    assert!(matches!(b["code"].as_str(), Some("USER_BANNED" | "SESSION_REVOKED")), "{b}");
 
     // Log out at the auth service: the token's session is gone.
     let out = app
         .http
-        .post(format!(
-            "{}/auth/v1/logout?scope=global",
-            app.emulator.base_url()
-        ))
+        .post(format!("{}/auth/v1/logout?scope=global", app.emulator.base_url()))
         .header("apikey", app.emulator.anon_key())
         .bearer_auth(&u.token)
         .send()
@@ -95,11 +69,7 @@ async fn unprovisioned_users_are_refused_unless_auto_provisioning_is_on() {
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["email"], fresh.email.as_str());
     assert_eq!(b["role"], "USER");
-    let rows = app
-        .owner
-        .query("SELECT 1 FROM users WHERE id = $1", &[&fresh.id])
-        .await
-        .expect("select");
+    let rows = app.owner.query("SELECT 1 FROM users WHERE id = $1", &[&fresh.id]).await.expect("select");
     assert_eq!(rows.len(), 1);
 }
 
@@ -108,10 +78,7 @@ async fn a_deactivated_user_is_locked_out_on_the_next_request() {
     let app = TestApp::spawn().await;
     let u = app.user(&email("u")).await;
     assert_eq!(app.get(&u, "/api/me").await.0, 200);
-    app.owner
-        .execute("UPDATE users SET is_active = false WHERE id = $1", &[&u.id])
-        .await
-        .expect("deactivate");
+    app.owner.execute("UPDATE users SET is_active = false WHERE id = $1", &[&u.id]).await.expect("deactivate");
     let (s, b) = app.get(&u, "/api/me").await;
     assert_error(s, &b, 403, "ACCOUNT_DEACTIVATED");
 }
@@ -121,13 +88,7 @@ async fn an_auth_service_outage_is_a_503_never_a_401() {
     let app = TestApp::spawn().await;
     let u = app.user(&email("u")).await;
     app.emulator.faults().set_error_rate(1.0, 503);
-    let response = app
-        .http
-        .get(app.url("/api/me"))
-        .bearer_auth(&u.token)
-        .send()
-        .await
-        .expect("request");
+    let response = app.http.get(app.url("/api/me")).bearer_auth(&u.token).send().await.expect("request");
     assert_eq!(response.status().as_u16(), 503);
     assert!(response.headers().get("retry-after").is_some());
     let body: serde_json::Value = response.json().await.expect("json");

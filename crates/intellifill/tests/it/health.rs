@@ -15,12 +15,7 @@ async fn liveness_is_cheap_and_readiness_follows_dependencies() {
     let (s, b) = app.send(app.http.get(app.url("/health/ready"))).await;
     assert_eq!(s, 503, "{b}");
     assert_eq!(b["checks"]["database"], "ok");
-    assert!(
-        b["checks"]["auth"]
-            .as_str()
-            .is_some_and(|s| s.starts_with("failing")),
-        "{b}"
-    );
+    assert!(b["checks"]["auth"].as_str().is_some_and(|s| s.starts_with("failing")), "{b}");
     // Liveness does not depend on the auth service.
     assert_eq!(app.send(app.http.get(app.url("/health"))).await.0, 200);
 }
@@ -28,9 +23,7 @@ async fn liveness_is_cheap_and_readiness_follows_dependencies() {
 #[tokio::test]
 async fn openapi_document_lists_every_api_route() {
     let app = TestApp::spawn().await;
-    let (s, doc) = app
-        .send(app.http.get(app.url("/api/docs/openapi.json")))
-        .await;
+    let (s, doc) = app.send(app.http.get(app.url("/api/docs/openapi.json"))).await;
     assert_eq!(s, 200);
     let paths = doc["paths"].as_object().expect("paths");
     for p in [
@@ -43,10 +36,7 @@ async fn openapi_document_lists_every_api_route() {
         "/api/organizations/{orgId}/knowledge/search",
         "/api/organizations/{orgId}/knowledge/{id}",
     ] {
-        assert!(
-            paths.contains_key(p),
-            "{p} missing from the OpenAPI document"
-        );
+        assert!(paths.contains_key(p), "{p} missing from the OpenAPI document");
     }
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
 }

@@ -67,10 +67,7 @@ pub async fn fresh_database() -> String {
         .expect("template database");
     let mut last = None;
     for _ in 0..50 {
-        match shared
-            .create_database(Some(&template), Some(OWNER_ROLE))
-            .await
-        {
+        match shared.create_database(Some(&template), Some(OWNER_ROLE)).await {
             Ok(name) => return name,
             Err(e) => {
                 last = Some(e);
@@ -78,10 +75,7 @@ pub async fn fresh_database() -> String {
             }
         }
     }
-    panic!(
-        "cannot create a test database: {:#}",
-        last.expect("an error")
-    );
+    panic!("cannot create a test database: {:#}", last.expect("an error"));
 }
 
 impl TestApp {
@@ -92,21 +86,13 @@ impl TestApp {
     /// Spawn with configuration tweaks (the arguments are what `serve` would read from the environment).
     pub async fn spawn_with(customize: impl FnOnce(&mut ServeArgs)) -> TestApp {
         let db = fresh_database().await;
-        let emulator = Emulator::start(
-            EmulatorConfig::default(),
-            SocketAddr::from(([127, 0, 0, 1], 0)),
-        )
-        .await
-        .expect("emulator");
+        let emulator =
+            Emulator::start(EmulatorConfig::default(), SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("emulator");
         TestApp::spawn_on(db, emulator, customize).await
     }
 
     /// Spawn against an existing database and emulator (several instances, restarts).
-    pub async fn spawn_on(
-        db: String,
-        emulator: Emulator,
-        customize: impl FnOnce(&mut ServeArgs),
-    ) -> TestApp {
+    pub async fn spawn_on(db: String, emulator: Emulator, customize: impl FnOnce(&mut ServeArgs)) -> TestApp {
         let shared = Shared::get().await.expect("shared servers");
         let runtime_url = shared.pg_url(RUNTIME_ROLE, Some(RUNTIME_PASSWORD), &db);
         let owner_url = shared.pg_url(OWNER_ROLE, Some(OWNER_PASSWORD), &db);
@@ -123,18 +109,14 @@ impl TestApp {
         };
         customize(&mut args);
         let config = Config::from_args(&args).expect("test configuration");
-        let app = Application::build(config)
-            .await
-            .expect("application builds");
+        let app = Application::build(config).await.expect("application builds");
         let addr = app.local_addr();
         let state = app.state();
         let (tx, rx) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until_stopped(async {
             let _ = rx.await;
         }));
-        let owner = migrate::connect(&owner_url)
-            .await
-            .expect("owner connection");
+        let owner = migrate::connect(&owner_url).await.expect("owner connection");
         TestApp {
             base: format!("http://{addr}"),
             http: reqwest::Client::new(),
@@ -167,10 +149,7 @@ impl TestApp {
     pub async fn user(&self, email: &str) -> TestUser {
         let user = self.auth_only_user(email).await;
         self.owner
-            .execute(
-                "INSERT INTO users (id, email) VALUES ($1, $2)",
-                &[&user.id, &user.email],
-            )
+            .execute("INSERT INTO users (id, email) VALUES ($1, $2)", &[&user.id, &user.email])
             .await
             .expect("users row");
         user
@@ -178,35 +157,16 @@ impl TestApp {
 
     /// An auth user without a `users` row.
     pub async fn auth_only_user(&self, email: &str) -> TestUser {
-        let created = self
-            .emulator
-            .create_user(email, "password123")
-            .expect("emulator user");
-        let session = self
-            .emulator
-            .sign_in(email, "password123")
-            .expect("sign in");
-        TestUser {
-            id: created.id,
-            email: email.to_owned(),
-            token: session.access_token,
-        }
+        let created = self.emulator.create_user(email, "password123").expect("emulator user");
+        let session = self.emulator.sign_in(email, "password123").expect("sign in");
+        TestUser { id: created.id, email: email.to_owned(), token: session.access_token }
     }
 
     /// Create an organization through the API; returns its id.
     pub async fn org(&self, owner: &TestUser, name: &str) -> Uuid {
-        let (status, body) = self
-            .post(
-                owner,
-                "/api/organizations",
-                serde_json::json!({ "name": name }),
-            )
-            .await;
+        let (status, body) = self.post(owner, "/api/organizations", serde_json::json!({ "name": name })).await;
         assert_eq!(status, 201, "create org: {body}");
-        body["id"]
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .expect("org id")
+        body["id"].as_str().and_then(|s| s.parse().ok()).expect("org id")
     }
 
     /// Add `user` to `org` with `role` directly in the database.
@@ -237,42 +197,25 @@ impl TestApp {
         let response = request.send().await.expect("request");
         let status = response.status().as_u16();
         let text = response.text().await.expect("body");
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
+        let body =
+            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
         (status, body)
     }
 
     pub async fn get(&self, user: &TestUser, path: &str) -> (u16, Value) {
-        self.send(self.http.get(self.url(path)).bearer_auth(&user.token))
-            .await
+        self.send(self.http.get(self.url(path)).bearer_auth(&user.token)).await
     }
 
     pub async fn post(&self, user: &TestUser, path: &str, body: Value) -> (u16, Value) {
-        self.send(
-            self.http
-                .post(self.url(path))
-                .bearer_auth(&user.token)
-                .json(&body),
-        )
-        .await
+        self.send(self.http.post(self.url(path)).bearer_auth(&user.token).json(&body)).await
     }
 
     pub async fn patch(&self, user: &TestUser, path: &str, body: Value) -> (u16, Value) {
-        self.send(
-            self.http
-                .patch(self.url(path))
-                .bearer_auth(&user.token)
-                .json(&body),
-        )
-        .await
+        self.send(self.http.patch(self.url(path)).bearer_auth(&user.token).json(&body)).await
     }
 
     pub async fn delete(&self, user: &TestUser, path: &str) -> (u16, Value) {
-        self.send(self.http.delete(self.url(path)).bearer_auth(&user.token))
-            .await
+        self.send(self.http.delete(self.url(path)).bearer_auth(&user.token)).await
     }
 }
 
@@ -291,10 +234,7 @@ pub fn assert_error(status: u16, body: &Value, expected_status: u16, code: &str)
     assert_eq!(body["code"], code, "unexpected code, body: {body}");
     assert!(body["error"].is_string(), "error field missing: {body}");
     assert!(body["message"].is_string(), "message field missing: {body}");
-    assert!(
-        body["requestId"].as_str().is_some_and(|s| !s.is_empty()),
-        "requestId missing: {body}"
-    );
+    assert!(body["requestId"].as_str().is_some_and(|s| !s.is_empty()), "requestId missing: {body}");
 }
 
 /// Unique e-mail for a test.

@@ -7,9 +7,7 @@ use uuid::Uuid;
 use crate::helpers::{TestApp, assert_error, email};
 
 async fn runtime_client(app: &TestApp) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(&app.runtime_url, NoTls)
-        .await
-        .expect("runtime connection");
+    let (client, conn) = tokio_postgres::connect(&app.runtime_url, NoTls).await.expect("runtime connection");
     tokio::spawn(conn);
     client
 }
@@ -28,56 +26,28 @@ async fn unfiltered_select_returns_only_the_context_organizations_rows() {
 
     let db = runtime_client(&app).await;
     db.batch_execute("BEGIN").await.expect("begin");
-    db.execute(
-        "SELECT set_user_context($1), set_org_context($2)",
-        &[&a.id, &org_a],
-    )
-    .await
-    .expect("context");
+    db.execute("SELECT set_user_context($1), set_org_context($2)", &[&a.id, &org_a]).await.expect("context");
     // Deliberately no WHERE clause: RLS alone decides.
-    let rows = db
-        .query("SELECT organization_id, title FROM knowledge_sources", &[])
-        .await
-        .expect("select");
+    let rows = db.query("SELECT organization_id, title FROM knowledge_sources", &[]).await.expect("select");
     assert_eq!(rows.len(), 3);
     assert!(rows.iter().all(|r| r.get::<_, Uuid>(0) == org_a));
 
     // A's identity with B's organization in the context: still nothing of B's.
-    db.execute("SELECT set_org_context($1)", &[&org_b])
-        .await
-        .expect("context");
-    let rows = db
-        .query("SELECT * FROM knowledge_sources", &[])
-        .await
-        .expect("select");
-    assert!(
-        rows.is_empty(),
-        "a foreign org id in the context must not open that org"
-    );
+    db.execute("SELECT set_org_context($1)", &[&org_b]).await.expect("context");
+    let rows = db.query("SELECT * FROM knowledge_sources", &[]).await.expect("select");
+    assert!(rows.is_empty(), "a foreign org id in the context must not open that org");
     db.batch_execute("COMMIT").await.expect("commit");
 
     // No context at all: zero rows, and no write.
-    let rows = db
-        .query("SELECT * FROM knowledge_sources", &[])
-        .await
-        .expect("select");
+    let rows = db.query("SELECT * FROM knowledge_sources", &[]).await.expect("select");
     assert!(rows.is_empty());
-    let rows = db
-        .query("SELECT * FROM organizations", &[])
-        .await
-        .expect("select");
+    let rows = db.query("SELECT * FROM organizations", &[]).await.expect("select");
     assert!(rows.is_empty());
     let err = db
-        .execute(
-            "INSERT INTO knowledge_sources (organization_id, title, content) VALUES ($1, 'x', 'y')",
-            &[&org_a],
-        )
+        .execute("INSERT INTO knowledge_sources (organization_id, title, content) VALUES ($1, 'x', 'y')", &[&org_a])
         .await
         .expect_err("write without context");
-    assert_eq!(
-        err.code(),
-        Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE)
-    );
+    assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE));
 }
 
 #[tokio::test]
@@ -88,29 +58,11 @@ async fn context_is_transaction_local_and_never_survives_commit() {
     app.knowledge(&a, org_a, "t", "c").await;
     let db = runtime_client(&app).await;
     db.batch_execute("BEGIN").await.expect("begin");
-    db.execute(
-        "SELECT set_user_context($1), set_org_context($2)",
-        &[&a.id, &org_a],
-    )
-    .await
-    .expect("context");
-    assert_eq!(
-        db.query("SELECT 1 FROM knowledge_sources", &[])
-            .await
-            .expect("select")
-            .len(),
-        1
-    );
+    db.execute("SELECT set_user_context($1), set_org_context($2)", &[&a.id, &org_a]).await.expect("context");
+    assert_eq!(db.query("SELECT 1 FROM knowledge_sources", &[]).await.expect("select").len(), 1);
     db.batch_execute("COMMIT").await.expect("commit");
-    let setting: Option<Uuid> = db
-        .query_one("SELECT current_user_id()", &[])
-        .await
-        .expect("select")
-        .get(0);
-    assert_eq!(
-        setting, None,
-        "the user context leaked past the transaction"
-    );
+    let setting: Option<Uuid> = db.query_one("SELECT current_user_id()", &[]).await.expect("select").get(0);
+    assert_eq!(setting, None, "the user context leaked past the transaction");
 }
 
 #[tokio::test]
@@ -118,10 +70,7 @@ async fn runtime_role_is_not_owner_cannot_bypass_and_audit_log_is_append_only() 
     let app = TestApp::spawn().await;
     let db = runtime_client(&app).await;
     let row = db
-        .query_one(
-            "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user",
-            &[],
-        )
+        .query_one("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user", &[])
         .await
         .expect("role");
     assert!(!row.get::<_, bool>(0) && !row.get::<_, bool>(1));
@@ -135,31 +84,16 @@ async fn runtime_role_is_not_owner_cannot_bypass_and_audit_log_is_append_only() 
         .expect("rls flags")
         .get(0);
     assert_eq!(forced, 5);
-    db.execute("INSERT INTO audit_log (action) VALUES ('test.append')", &[])
-        .await
-        .expect("insert is allowed");
-    for sql in [
-        "SELECT * FROM audit_log",
-        "UPDATE audit_log SET action = 'x'",
-        "DELETE FROM audit_log",
-        "TRUNCATE audit_log",
-    ] {
+    db.execute("INSERT INTO audit_log (action) VALUES ('test.append')", &[]).await.expect("insert is allowed");
+    for sql in
+        ["SELECT * FROM audit_log", "UPDATE audit_log SET action = 'x'", "DELETE FROM audit_log", "TRUNCATE audit_log"]
+    {
         let err = db.execute(sql, &[]).await.expect_err(sql);
-        assert_eq!(
-            err.code(),
-            Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
-            "{sql}"
-        );
+        assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE), "{sql}");
     }
     // A user may not raise their own platform role.
-    let err = db
-        .execute("UPDATE users SET role = 'ADMIN'", &[])
-        .await
-        .expect_err("column grant");
-    assert_eq!(
-        err.code(),
-        Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE)
-    );
+    let err = db.execute("UPDATE users SET role = 'ADMIN'", &[]).await.expect_err("column grant");
+    assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE));
 }
 
 #[tokio::test]
@@ -170,36 +104,21 @@ async fn interleaved_tenants_on_a_tiny_pool_never_see_each_other() {
     let org_a = app.org(&a, "Interleave A").await;
     let org_b = app.org(&b, "Interleave B").await;
     for i in 0..5 {
-        app.knowledge(&a, org_a, &format!("A-secret-{i}"), "a")
-            .await;
-        app.knowledge(&b, org_b, &format!("B-secret-{i}"), "b")
-            .await;
+        app.knowledge(&a, org_a, &format!("A-secret-{i}"), "a").await;
+        app.knowledge(&b, org_b, &format!("B-secret-{i}"), "b").await;
     }
     let requests = (0..120).map(|i| {
-        let (user, org, prefix) = if i % 2 == 0 {
-            (&a, org_a, "A-")
-        } else {
-            (&b, org_b, "B-")
-        };
+        let (user, org, prefix) = if i % 2 == 0 { (&a, org_a, "A-") } else { (&b, org_b, "B-") };
         let app = &app;
         async move {
             // Every third request fails inside its transaction (unknown id -> 404, rolled back) to prove a
             // failed transaction leaves nothing behind on the pooled connection either.
             if i % 3 == 0 {
-                let (status, _) = app
-                    .get(
-                        user,
-                        &format!("/api/organizations/{org}/knowledge/{}", Uuid::new_v4()),
-                    )
-                    .await;
+                let (status, _) =
+                    app.get(user, &format!("/api/organizations/{org}/knowledge/{}", Uuid::new_v4())).await;
                 assert_eq!(status, 404);
             }
-            let (status, body) = app
-                .get(
-                    user,
-                    &format!("/api/organizations/{org}/knowledge?limit=100"),
-                )
-                .await;
+            let (status, body) = app.get(user, &format!("/api/organizations/{org}/knowledge?limit=100")).await;
             assert_eq!(status, 200, "{body}");
             let titles: Vec<String> = body["data"]
                 .as_array()
@@ -208,10 +127,7 @@ async fn interleaved_tenants_on_a_tiny_pool_never_see_each_other() {
                 .map(|k| k["title"].as_str().expect("title").to_owned())
                 .collect();
             assert_eq!(titles.len(), 5, "{titles:?}");
-            assert!(
-                titles.iter().all(|t| t.starts_with(prefix)),
-                "cross-tenant rows: {titles:?}"
-            );
+            assert!(titles.iter().all(|t| t.starts_with(prefix)), "cross-tenant rows: {titles:?}");
         }
     });
     join_all(requests).await;
@@ -221,23 +137,10 @@ async fn interleaved_tenants_on_a_tiny_pool_never_see_each_other() {
 async fn a_context_that_cannot_be_set_fails_the_request_and_is_counted() {
     let app = TestApp::spawn().await;
     let a = app.user(&email("a")).await;
-    app.owner
-        .batch_execute("REVOKE EXECUTE ON FUNCTION set_user_context(uuid) FROM PUBLIC")
-        .await
-        .expect("revoke");
-    let before = app
-        .state
-        .db
-        .stats()
-        .rls_failures
-        .load(std::sync::atomic::Ordering::Relaxed);
+    app.owner.batch_execute("REVOKE EXECUTE ON FUNCTION set_user_context(uuid) FROM PUBLIC").await.expect("revoke");
+    let before = app.state.db.stats().rls_failures.load(std::sync::atomic::Ordering::Relaxed);
     let (status, body) = app.get(&a, "/api/me").await;
     assert_error(status, &body, 500, "RLS_CONTEXT_FAILED");
-    let after = app
-        .state
-        .db
-        .stats()
-        .rls_failures
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let after = app.state.db.stats().rls_failures.load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(after, before + 1);
 }

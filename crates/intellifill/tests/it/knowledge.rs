@@ -12,34 +12,21 @@ async fn crud_round_trip() {
     let u = app.user(&email("u")).await;
     let org = app.org(&u, "Crud").await;
     let base = format!("/api/organizations/{org}/knowledge");
-    let created = app
-        .knowledge(&u, org, "  Tax forms  ", "W-9 and 1099 guidance")
-        .await;
+    let created = app.knowledge(&u, org, "  Tax forms  ", "W-9 and 1099 guidance").await;
     assert_eq!(created["title"], "Tax forms", "titles are trimmed");
     assert_eq!(created["createdBy"], u.id.to_string());
     assert_eq!(created["organizationId"], org.to_string());
     let id = created["id"].as_str().expect("id");
 
     let (s, got) = app.get(&u, &format!("{base}/{id}")).await;
-    assert_eq!(
-        (s, &got["content"]),
-        (200, &serde_json::json!("W-9 and 1099 guidance"))
-    );
+    assert_eq!((s, &got["content"]), (200, &serde_json::json!("W-9 and 1099 guidance")));
 
-    let (s, patched) = app
-        .patch(
-            &u,
-            &format!("{base}/{id}"),
-            serde_json::json!({"content": "updated"}),
-        )
-        .await;
+    let (s, patched) = app.patch(&u, &format!("{base}/{id}"), serde_json::json!({"content": "updated"})).await;
     assert_eq!(s, 200, "{patched}");
     assert_eq!(patched["title"], "Tax forms");
     assert_eq!(patched["content"], "updated");
 
-    let (s, b) = app
-        .patch(&u, &format!("{base}/{id}"), serde_json::json!({}))
-        .await;
+    let (s, b) = app.patch(&u, &format!("{base}/{id}"), serde_json::json!({})).await;
     assert_error(s, &b, 400, "VALIDATION_ERROR");
 
     let (s, _) = app.delete(&u, &format!("{base}/{id}")).await;
@@ -70,10 +57,7 @@ async fn pages_cover_everything_once_with_a_bounded_size() {
         assert_eq!(s, 200, "{page}");
         pages += 1;
         for k in page["data"].as_array().expect("data") {
-            assert!(
-                seen.insert(k["id"].as_str().expect("id").to_owned()),
-                "duplicate row across pages"
-            );
+            assert!(seen.insert(k["id"].as_str().expect("id").to_owned()), "duplicate row across pages");
             assert!(k.get("content").is_none() && k["excerpt"].is_string());
         }
         match page["nextCursor"].as_str() {
@@ -82,12 +66,7 @@ async fn pages_cover_everything_once_with_a_bounded_size() {
         }
     }
     assert_eq!((seen.len(), pages), (25, 3));
-    let (s, b) = app
-        .get(
-            &u,
-            &format!("/api/organizations/{org}/knowledge?limit=1000"),
-        )
-        .await;
+    let (s, b) = app.get(&u, &format!("/api/organizations/{org}/knowledge?limit=1000")).await;
     assert_error(s, &b, 400, "VALIDATION_ERROR");
 }
 
@@ -98,46 +77,19 @@ async fn search_ranks_matches_and_stays_in_the_tenant() {
     let b = app.user(&email("b")).await;
     let org_a = app.org(&a, "Search A").await;
     let org_b = app.org(&b, "Search B").await;
-    app.knowledge(
-        &a,
-        org_a,
-        "Invoice template",
-        "purchase order numbers and payment terms",
-    )
-    .await;
-    app.knowledge(&a, org_a, "Holiday plan", "nothing about billing here")
-        .await;
-    app.knowledge(&b, org_b, "Invoice secrets", "invoice invoice invoice")
-        .await;
+    app.knowledge(&a, org_a, "Invoice template", "purchase order numbers and payment terms").await;
+    app.knowledge(&a, org_a, "Holiday plan", "nothing about billing here").await;
+    app.knowledge(&b, org_b, "Invoice secrets", "invoice invoice invoice").await;
 
-    let (s, res) = app
-        .get(
-            &a,
-            &format!("/api/organizations/{org_a}/knowledge/search?q=invoices"),
-        )
-        .await;
+    let (s, res) = app.get(&a, &format!("/api/organizations/{org_a}/knowledge/search?q=invoices")).await;
     assert_eq!(s, 200, "{res}");
-    let titles: Vec<&str> = res["data"]
-        .as_array()
-        .expect("data")
-        .iter()
-        .map(|k| k["title"].as_str().expect("t"))
-        .collect();
-    assert_eq!(
-        titles,
-        ["Invoice template"],
-        "stemmed match in own org only"
-    );
+    let titles: Vec<&str> =
+        res["data"].as_array().expect("data").iter().map(|k| k["title"].as_str().expect("t")).collect();
+    assert_eq!(titles, ["Invoice template"], "stemmed match in own org only");
     assert!(res["data"][0]["rank"].as_f64().is_some_and(|r| r > 0.0));
 
-    let (s, res) = app
-        .get(
-            &a,
-            &format!(
-                "/api/organizations/{org_a}/knowledge/search?q=%22payment%20terms%22%20-holiday"
-            ),
-        )
-        .await;
+    let (s, res) =
+        app.get(&a, &format!("/api/organizations/{org_a}/knowledge/search?q=%22payment%20terms%22%20-holiday")).await;
     assert_eq!(s, 200);
     assert_eq!(res["data"].as_array().expect("data").len(), 1);
 }
@@ -157,36 +109,20 @@ async fn foreign_and_unknown_ids_are_404_and_foreign_orgs_are_refused() {
         let path = format!("/api/organizations/{org_a}/knowledge/{id}");
         let (s, body) = app.get(&a, &path).await;
         assert_error(s, &body, 404, "NOT_FOUND");
-        let (s, body) = app
-            .patch(&a, &path, serde_json::json!({"title": "pwned"}))
-            .await;
+        let (s, body) = app.patch(&a, &path, serde_json::json!({"title": "pwned"})).await;
         assert_error(s, &body, 404, "NOT_FOUND");
         let (s, body) = app.delete(&a, &path).await;
         assert_error(s, &body, 404, "NOT_FOUND");
     }
     // B's organization itself, and an organization that does not exist: the same answer.
     for org in [org_b, Uuid::new_v4()] {
-        let (s, body) = app
-            .get(
-                &a,
-                &format!("/api/organizations/{org}/knowledge/{theirs_id}"),
-            )
-            .await;
+        let (s, body) = app.get(&a, &format!("/api/organizations/{org}/knowledge/{theirs_id}")).await;
         assert_error(s, &body, 403, "NOT_ORG_MEMBER");
         let (s, body) = app
-            .post(
-                &a,
-                &format!("/api/organizations/{org}/knowledge"),
-                serde_json::json!({"title":"x","content":"y"}),
-            )
+            .post(&a, &format!("/api/organizations/{org}/knowledge"), serde_json::json!({"title":"x","content":"y"}))
             .await;
         assert_error(s, &body, 403, "NOT_ORG_MEMBER");
     }
-    let (_, after) = app
-        .get(
-            &b,
-            &format!("/api/organizations/{org_b}/knowledge/{theirs_id}"),
-        )
-        .await;
+    let (_, after) = app.get(&b, &format!("/api/organizations/{org_b}/knowledge/{theirs_id}")).await;
     assert_eq!(after["title"], "B only");
 }

@@ -6,13 +6,7 @@ use crate::helpers::{TestApp, assert_error, email};
 async fn the_creator_becomes_owner_and_the_org_becomes_current() {
     let app = TestApp::spawn().await;
     let u = app.user(&email("u")).await;
-    let (s, org) = app
-        .post(
-            &u,
-            "/api/organizations",
-            serde_json::json!({"name": "Acme Holdings GmbH"}),
-        )
-        .await;
+    let (s, org) = app.post(&u, "/api/organizations", serde_json::json!({"name": "Acme Holdings GmbH"})).await;
     assert_eq!(s, 201, "{org}");
     assert_eq!(org["slug"], "acme-holdings-gmbh");
     assert_eq!(org["role"], "OWNER");
@@ -21,36 +15,18 @@ async fn the_creator_becomes_owner_and_the_org_becomes_current() {
     assert_eq!(me["currentOrganizationId"], org["id"]);
     assert_eq!(me["organizations"][0]["role"], "OWNER");
 
-    let (s, got) = app
-        .get(
-            &u,
-            &format!("/api/organizations/{}", org["id"].as_str().expect("id")),
-        )
-        .await;
+    let (s, got) = app.get(&u, &format!("/api/organizations/{}", org["id"].as_str().expect("id"))).await;
     assert_eq!(s, 200);
     assert_eq!(got["memberCount"], 1);
 
-    let (s, b) = app
-        .post(
-            &u,
-            "/api/organizations",
-            serde_json::json!({"name": "Other", "slug": "acme-holdings-gmbh"}),
-        )
-        .await;
+    let (s, b) =
+        app.post(&u, "/api/organizations", serde_json::json!({"name": "Other", "slug": "acme-holdings-gmbh"})).await;
     assert_error(s, &b, 409, "CONFLICT");
     assert_eq!(b["field"], "slug");
-    let (s, b) = app
-        .post(
-            &u,
-            "/api/organizations",
-            serde_json::json!({"name": "Bad", "slug": "Not A Slug"}),
-        )
-        .await;
+    let (s, b) = app.post(&u, "/api/organizations", serde_json::json!({"name": "Bad", "slug": "Not A Slug"})).await;
     assert_error(s, &b, 400, "VALIDATION_ERROR");
     assert_eq!(b["field"], "slug");
-    let (s, b) = app
-        .post(&u, "/api/organizations", serde_json::json!({"name": "***"}))
-        .await;
+    let (s, b) = app.post(&u, "/api/organizations", serde_json::json!({"name": "***"})).await;
     assert_error(s, &b, 400, "VALIDATION_ERROR");
 }
 
@@ -65,9 +41,7 @@ async fn lists_show_only_my_organizations() {
     assert_eq!(s, 200);
     assert_eq!(list["data"].as_array().expect("data").len(), 1);
     let cursor = list["nextCursor"].as_str().expect("more");
-    let (_, rest) = app
-        .get(&a, &format!("/api/organizations?cursor={cursor}"))
-        .await;
+    let (_, rest) = app.get(&a, &format!("/api/organizations?cursor={cursor}")).await;
     let ids: Vec<String> = list["data"]
         .as_array()
         .into_iter()
@@ -83,18 +57,18 @@ async fn a_suspended_organization_is_closed_to_its_members() {
     let app = TestApp::spawn().await;
     let u = app.user(&email("u")).await;
     let org = app.org(&u, "Suspended Co").await;
-    app.owner
-        .execute(
-            "UPDATE organizations SET status = 'SUSPENDED' WHERE id = $1",
-            &[&org],
-        )
-        .await
-        .expect("suspend");
-    let (s, b) = app
-        .get(&u, &format!("/api/organizations/{org}/knowledge"))
-        .await;
+    app.knowledge(&u, org, "kept", "but closed").await;
+    app.owner.execute("UPDATE organizations SET status = 'SUSPENDED' WHERE id = $1", &[&org]).await.expect("suspend");
+    let (s, b) = app.get(&u, &format!("/api/organizations/{org}/knowledge")).await;
     assert_error(s, &b, 403, "ORG_SUSPENDED");
-    // The database agrees on its own: no rows of a suspended org even with a forged context.
+    // The database agrees on its own: a member's full context opens no row of a suspended org.
+    let (db, conn) = tokio_postgres::connect(&app.runtime_url, tokio_postgres::NoTls).await.expect("connect");
+    tokio::spawn(conn);
+    db.batch_execute("BEGIN").await.expect("begin");
+    db.execute("SELECT set_user_context($1), set_org_context($2)", &[&u.id, &org]).await.expect("context");
+    assert!(db.query("SELECT * FROM knowledge_sources", &[]).await.expect("select").is_empty());
+    db.batch_execute("ROLLBACK").await.expect("rollback");
+    // The member still sees the organization, and its status, in the list.
     let (s, list) = app.get(&u, "/api/organizations").await;
     assert_eq!(s, 200);
     assert_eq!(list["data"][0]["status"], "SUSPENDED");
