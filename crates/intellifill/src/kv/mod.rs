@@ -1,0 +1,226 @@
+//! The shared store (Redis), chosen at start-up: present when `REDIS_URL` is set, absent otherwise.
+//!
+//! Everything that must hold across instances goes through here: the L2 token cache, the revocation list and
+//! its broadcast, rate-limit counters. Redis is never allowed to fail a request: every command has a short
+//! timeout (`REDIS_OP_TIMEOUT_MS`), and a failed or slow command is reported to the caller as "unavailable"
+//! so it falls back to its in-process state. The connection is made in the background, so the server
+//! starts (and serves) while Redis is down, and `ConnectionManager` reconnects after a drop.
+//!
+//! Keys are typed ([`Key`]) and carry the configured prefix, so several deployments (or tests) can share one
+//! Redis without seeing each other.
+
+pub mod bus;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::{AsyncCommands, Client, FromRedisValue, ToRedisArgs};
+use tokio::sync::RwLock;
+use uuid::Uuid;
+
+/// Every key the server writes, in one place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Key<'a> {
+    /// L2 token cache entry, by SHA-256 of the token (hex).
+    Token(&'a str),
+    /// A revoked token, by SHA-256 of the token (hex).
+    RevokedToken(&'a str),
+    /// A revoked session (all its tokens).
+    RevokedSession(Uuid),
+    /// A user whose tokens issued before a cut-off are revoked.
+    RevokedUser(Uuid),
+    /// The pub/sub channel of revocations.
+    RevocationChannel,
+}
+
+impl Key<'_> {
+    pub fn render(&self, prefix: &str) -> String {
+        match self {
+            Key::Token(hash) => format!("{prefix}auth:token:{hash}"),
+            Key::RevokedToken(hash) => format!("{prefix}auth:revoked:token:{hash}"),
+            Key::RevokedSession(id) => format!("{prefix}auth:revoked:session:{id}"),
+            Key::RevokedUser(id) => format!("{prefix}auth:revoked:user:{id}"),
+            Key::RevocationChannel => format!("{prefix}auth:revocations"),
+        }
+    }
+}
+
+/// Why a command did not give an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum KvError {
+    #[error("no shared store is configured")]
+    NotConfigured,
+    #[error("the shared store is not connected")]
+    NotConnected,
+    #[error("the shared store did not answer in time")]
+    Timeout,
+    #[error("shared store error: {0}")]
+    Redis(#[from] ::redis::RedisError),
+}
+
+#[derive(Debug, Default)]
+pub struct KvStats {
+    pub errors: AtomicU64,
+    pub timeouts: AtomicU64,
+}
+
+struct Inner {
+    client: Client,
+    prefix: String,
+    op_timeout: Duration,
+    conn: RwLock<Option<ConnectionManager>>,
+    healthy: AtomicBool,
+    stats: KvStats,
+}
+
+/// Handle on the shared store; cheap to clone. `Kv::disabled()` when no Redis is configured.
+#[derive(Clone)]
+pub struct Kv {
+    inner: Option<Arc<Inner>>,
+    prefix: Arc<str>,
+}
+
+impl Kv {
+    pub fn disabled(prefix: &str) -> Kv {
+        Kv { inner: None, prefix: prefix.into() }
+    }
+
+    /// Configure the store and start connecting in the background.
+    pub fn connect(url: &str, prefix: &str, op_timeout: Duration) -> anyhow::Result<Kv> {
+        let client = Client::open(url).map_err(|_| anyhow::anyhow!("REDIS_URL is not a valid redis:// URL"))?;
+        let inner = Arc::new(Inner {
+            client,
+            prefix: prefix.to_owned(),
+            op_timeout,
+            conn: RwLock::new(None),
+            healthy: AtomicBool::new(false),
+            stats: KvStats::default(),
+        });
+        let background = inner.clone();
+        tokio::spawn(async move { connect_until_done(background).await });
+        Ok(Kv { inner: Some(inner), prefix: prefix.into() })
+    }
+
+    pub fn is_configured(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    /// Whether the last command (or connection attempt) succeeded.
+    pub fn is_healthy(&self) -> bool {
+        self.inner.as_ref().is_some_and(|i| i.healthy.load(Ordering::Relaxed))
+    }
+
+    pub fn stats(&self) -> Option<&KvStats> {
+        self.inner.as_ref().map(|i| &i.stats)
+    }
+
+    pub fn key(&self, key: Key<'_>) -> String {
+        key.render(&self.prefix)
+    }
+
+    pub(crate) fn client(&self) -> Option<&Client> {
+        self.inner.as_ref().map(|i| &i.client)
+    }
+
+    /// Wait until connected (tests, start-up), at most `wait`.
+    pub async fn wait_connected(&self, wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        while tokio::time::Instant::now() < deadline {
+            if let Some(inner) = &self.inner
+                && inner.conn.read().await.is_some()
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    /// Run one command with the store's timeout; errors are counted and returned, never panicked on.
+    pub async fn run<T, F, Fut>(&self, op: F) -> Result<T, KvError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = ::redis::RedisResult<T>>,
+    {
+        let inner = self.inner.as_ref().ok_or(KvError::NotConfigured)?;
+        let conn = inner.conn.read().await.clone().ok_or(KvError::NotConnected)?;
+        let result = match tokio::time::timeout(inner.op_timeout, op(conn)).await {
+            Err(_) => {
+                inner.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                Err(KvError::Timeout)
+            }
+            Ok(Err(e)) => {
+                inner.stats.errors.fetch_add(1, Ordering::Relaxed);
+                Err(KvError::Redis(e))
+            }
+            Ok(Ok(v)) => Ok(v),
+        };
+        let ok = result.is_ok();
+        if inner.healthy.swap(ok, Ordering::Relaxed) != ok {
+            if ok {
+                tracing::info!("shared store (Redis) is answering again");
+            } else {
+                tracing::warn!(error = %result.as_ref().err().map(ToString::to_string).unwrap_or_default(),
+                    "shared store (Redis) failed: falling back to in-process state");
+            }
+            metrics::counter!("redis_availability_changes_total", "available" => ok.to_string()).increment(1);
+        }
+        result
+    }
+
+    pub async fn get<T: FromRedisValue + Send + 'static>(&self, key: String) -> Result<Option<T>, KvError> {
+        self.run(|mut c| async move { c.get::<_, Option<T>>(key).await }).await
+    }
+
+    /// `SET key value PX ttl`.
+    pub async fn set_px<V: ToRedisArgs + Send + Sync + 'static>(&self, key: String, value: V, ttl: Duration) -> Result<(), KvError> {
+        let ms = ttl.as_millis().max(1) as u64;
+        self.run(|mut c| async move { c.pset_ex::<_, _, ()>(key, value, ms).await }).await
+    }
+
+    pub async fn del(&self, key: String) -> Result<(), KvError> {
+        self.run(|mut c| async move { c.del::<_, ()>(key).await }).await
+    }
+
+    pub async fn mget<T: FromRedisValue + Send + 'static>(&self, keys: Vec<String>) -> Result<Vec<Option<T>>, KvError> {
+        self.run(|mut c| async move { ::redis::cmd("MGET").arg(keys).query_async::<Vec<Option<T>>>(&mut c).await })
+            .await
+    }
+
+    pub async fn publish(&self, channel: String, message: String) -> Result<(), KvError> {
+        self.run(|mut c| async move { c.publish::<_, _, ()>(channel, message).await }).await
+    }
+
+    /// Round-trip latency of a PING (health).
+    pub async fn ping(&self) -> Result<Duration, KvError> {
+        let started = std::time::Instant::now();
+        self.run(|mut c| async move { ::redis::cmd("PING").query_async::<String>(&mut c).await }).await?;
+        Ok(started.elapsed())
+    }
+}
+
+async fn connect_until_done(inner: Arc<Inner>) {
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(inner.op_timeout.max(Duration::from_millis(50))))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_secs(1));
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match inner.client.get_connection_manager_with_config(config.clone()).await {
+            Ok(conn) => {
+                *inner.conn.write().await = Some(conn);
+                inner.healthy.store(true, Ordering::Relaxed);
+                tracing::info!("connected to the shared store (Redis)");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "shared store (Redis) unreachable, retrying; serving from in-process state");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
