@@ -53,6 +53,75 @@ pub struct ServeArgs {
     /// Create the `users` row on first sight of a verified token instead of answering USER_NOT_PROVISIONED.
     #[arg(long, env = "AUTH_AUTO_PROVISION")]
     pub auth_auto_provision: Option<String>,
+    /// remote (local check + token cache + `GET /auth/v1/user`) | local (local check + revocation list only).
+    #[arg(long, env = "AUTH_VERIFY_MODE")]
+    pub auth_verify_mode: Option<String>,
+    /// Legacy HS256 JWT secret. When set, tokens are verified with it (HS256 only) instead of the JWKS.
+    #[arg(long, env = "AUTH_JWT_SECRET", hide_env_values = true)]
+    pub auth_jwt_secret: Option<String>,
+    /// Asymmetric algorithms accepted from the JWKS (comma-separated subset of ES256,RS256).
+    #[arg(long, env = "AUTH_JWT_ALGORITHMS")]
+    pub auth_jwt_algorithms: Option<String>,
+    /// JWKS URL (default `<SUPABASE_URL>/auth/v1/.well-known/jwks.json`).
+    #[arg(long, env = "AUTH_JWKS_URL")]
+    pub auth_jwks_url: Option<String>,
+    /// How long a fetched JWKS is used before it is refetched.
+    #[arg(long, env = "AUTH_JWKS_CACHE_SECONDS")]
+    pub auth_jwks_cache_seconds: Option<String>,
+    /// Minimum interval between two JWKS fetches (unknown `kid`s cannot cause more).
+    #[arg(long, env = "AUTH_JWKS_MIN_REFRESH_SECONDS")]
+    pub auth_jwks_min_refresh_seconds: Option<String>,
+    /// Expected `aud` claim.
+    #[arg(long, env = "AUTH_JWT_AUDIENCE")]
+    pub auth_jwt_audience: Option<String>,
+    /// Expected `iss` claim (default `<SUPABASE_URL>/auth/v1`).
+    #[arg(long, env = "AUTH_JWT_ISSUER")]
+    pub auth_jwt_issuer: Option<String>,
+    /// Clock leeway for `exp`/`nbf`, in seconds.
+    #[arg(long, env = "AUTH_JWT_LEEWAY_SECONDS")]
+    pub auth_jwt_leeway_seconds: Option<String>,
+    /// How long a verified token is trusted without asking the auth service again (never past its `exp`).
+    #[arg(long, env = "TOKEN_CACHE_TTL_SECONDS")]
+    pub token_cache_ttl_seconds: Option<String>,
+    /// How long a rejection (session gone, user gone, banned) is remembered.
+    #[arg(long, env = "TOKEN_CACHE_NEGATIVE_TTL_SECONDS")]
+    pub token_cache_negative_ttl_seconds: Option<String>,
+    /// Maximum entries of the in-process (L1) token cache.
+    #[arg(long, env = "TOKEN_CACHE_MAX_ENTRIES")]
+    pub token_cache_max_entries: Option<String>,
+    /// What an auth-service outage does to uncached tokens: closed (503) | cached (serve stale entries).
+    #[arg(long, env = "AUTH_OUTAGE_MODE")]
+    pub auth_outage_mode: Option<String>,
+    /// In `cached` outage mode, how far past its TTL a cache entry may be served (never past `exp`).
+    #[arg(long, env = "AUTH_STALE_MAX_SECONDS")]
+    pub auth_stale_max_seconds: Option<String>,
+    /// Circuit breaker on the auth service: on | off.
+    #[arg(long, env = "AUTH_BREAKER_ENABLED")]
+    pub auth_breaker_enabled: Option<String>,
+    /// Breaker: trip when the failure percentage in the window is strictly greater than this.
+    #[arg(long, env = "AUTH_BREAKER_ERROR_THRESHOLD_PERCENT")]
+    pub auth_breaker_error_threshold_percent: Option<String>,
+    /// Breaker: minimum calls in the window before it may trip.
+    #[arg(long, env = "AUTH_BREAKER_VOLUME_THRESHOLD")]
+    pub auth_breaker_volume_threshold: Option<String>,
+    /// Breaker: rolling window length.
+    #[arg(long, env = "AUTH_BREAKER_WINDOW_MS")]
+    pub auth_breaker_window_ms: Option<String>,
+    /// Breaker: number of buckets in the rolling window.
+    #[arg(long, env = "AUTH_BREAKER_BUCKETS")]
+    pub auth_breaker_buckets: Option<String>,
+    /// Breaker: how long it stays open before one trial call is let through.
+    #[arg(long, env = "AUTH_BREAKER_RESET_TIMEOUT_MS")]
+    pub auth_breaker_reset_timeout_ms: Option<String>,
+    /// Shared store (Redis) URL: L2 token cache, revocations, rate limits. Unset: in-process state only.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key (several deployments can share one Redis).
+    #[arg(long, env = "REDIS_KEY_PREFIX")]
+    pub redis_key_prefix: Option<String>,
+    /// Timeout of one Redis command; slower answers fall back to in-process state.
+    #[arg(long, env = "REDIS_OP_TIMEOUT_MS")]
+    pub redis_op_timeout_ms: Option<String>,
     /// Largest accepted request body in bytes.
     #[arg(long, env = "MAX_BODY_BYTES")]
     pub max_body_bytes: Option<String>,
@@ -89,6 +158,7 @@ pub struct Config {
     pub app_env: AppEnv,
     pub database: DatabaseConfig,
     pub auth: AuthConfig,
+    pub redis: RedisConfig,
     pub http: HttpConfig,
 }
 
@@ -102,12 +172,59 @@ pub struct DatabaseConfig {
     pub rls_failure_mode: RlsFailureMode,
 }
 
+/// How bearer tokens are verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifyMode {
+    /// Local check, then the token cache, then `GET /auth/v1/user` on a miss: revocations at the auth
+    /// service are seen within `TOKEN_CACHE_TTL_SECONDS`.
+    Remote,
+    /// Local check and this service's revocation list only: no call per token, but a session ended
+    /// elsewhere than through this service stays usable until the token's `exp`.
+    Local,
+}
+
+/// What an outage of the auth service does to tokens that need it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutageMode {
+    /// 503 `AUTH_SERVICE_UNAVAILABLE` for anything not fresh in the cache.
+    Closed,
+    /// Serve cache entries up to `AUTH_STALE_MAX_SECONDS` past their TTL (never past `exp`, never revoked).
+    Cached,
+}
+
+/// Where token signatures are checked against.
+#[derive(Debug, Clone)]
+pub enum JwtKeys {
+    /// The auth service's JWKS (ES256 / RS256 by `kid`).
+    Jwks { url: String, algorithms: Vec<jsonwebtoken::Algorithm>, max_age: Duration, min_refresh: Duration },
+    /// The legacy shared HS256 secret.
+    Secret(SecretString),
+}
+
 #[derive(Debug, Clone)]
 pub struct AuthConfig {
     pub supabase_url: Url,
     pub anon_key: SecretString,
     pub http_timeout: Duration,
     pub auto_provision: bool,
+    pub verify_mode: VerifyMode,
+    pub keys: JwtKeys,
+    pub audience: String,
+    pub issuer: String,
+    pub leeway_seconds: u64,
+    pub cache_ttl: Duration,
+    pub negative_ttl: Duration,
+    pub cache_max_entries: u64,
+    pub outage_mode: OutageMode,
+    pub stale_max: Duration,
+    pub breaker: breaker::BreakerConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    pub url: Option<SecretString>,
+    pub key_prefix: String,
+    pub op_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -192,6 +309,47 @@ impl Checker {
         }
     }
 
+    /// A free-text value, or its default.
+    fn text(&mut self, value: &Option<String>, default: &str) -> String {
+        value.as_deref().map(str::trim).filter(|v| !v.is_empty()).unwrap_or(default).to_owned()
+    }
+
+    /// An http(s) URL, or its default.
+    fn url(&mut self, variable: &'static str, value: &Option<String>, default: String) -> String {
+        let Some(raw) = value.as_deref().map(str::trim).filter(|v| !v.is_empty()) else {
+            return default;
+        };
+        match Url::parse(raw) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => raw.to_owned(),
+            _ => {
+                self.problem(variable, format!("expected an http(s) URL, got {raw:?}"));
+                default
+            }
+        }
+    }
+
+    /// A comma-separated subset of the asymmetric algorithms Supabase signs with.
+    fn algorithms(&mut self, variable: &'static str, value: &Option<String>) -> Vec<jsonwebtoken::Algorithm> {
+        use jsonwebtoken::Algorithm;
+        let Some(raw) = value.as_deref().map(str::trim).filter(|v| !v.is_empty()) else {
+            return vec![Algorithm::ES256, Algorithm::RS256];
+        };
+        let mut out = Vec::new();
+        for name in raw.split(',').map(|n| n.trim().to_ascii_uppercase()) {
+            match name.as_str() {
+                "ES256" => out.push(Algorithm::ES256),
+                "RS256" => out.push(Algorithm::RS256),
+                _ => {
+                    self.problem(
+                        variable,
+                        format!("expected a comma-separated list of ES256, RS256 (HS256 only via AUTH_JWT_SECRET), got {name:?}"),
+                    );
+                }
+            }
+        }
+        out
+    }
+
     fn choice<T: Copy>(
         &mut self,
         variable: &'static str,
@@ -270,11 +428,115 @@ impl Config {
             });
         let anon_key =
             c.required("SUPABASE_ANON_KEY", &args.supabase_anon_key, "the project's anon or publishable key");
+        let supabase_url = supabase_url.unwrap_or_else(|| Url::parse("http://invalid.localhost").expect("static url"));
+        let auth_base = format!("{}/auth/v1", supabase_url.as_str().trim_end_matches('/'));
+        let http_timeout = c.millis("AUTH_HTTP_TIMEOUT_MS", &args.auth_http_timeout_ms, 5_000, 120_000);
+        let keys = match args.auth_jwt_secret.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
+            Some(secret) => {
+                if secret.len() < 32 {
+                    c.problem("AUTH_JWT_SECRET", "must be at least 32 characters (value not shown)");
+                }
+                JwtKeys::Secret(SecretString::from(secret.to_owned()))
+            }
+            None => JwtKeys::Jwks {
+                url: c.url("AUTH_JWKS_URL", &args.auth_jwks_url, format!("{auth_base}/.well-known/jwks.json")),
+                algorithms: c.algorithms("AUTH_JWT_ALGORITHMS", &args.auth_jwt_algorithms),
+                max_age: Duration::from_secs(c.number(
+                    "AUTH_JWKS_CACHE_SECONDS",
+                    &args.auth_jwks_cache_seconds,
+                    600,
+                    (1, 86_400),
+                )),
+                min_refresh: Duration::from_secs(c.number(
+                    "AUTH_JWKS_MIN_REFRESH_SECONDS",
+                    &args.auth_jwks_min_refresh_seconds,
+                    30,
+                    (0, 3_600),
+                )),
+            },
+        };
+        let breaker = breaker::BreakerConfig {
+            timeout: Some(http_timeout),
+            reset_timeout: c.millis(
+                "AUTH_BREAKER_RESET_TIMEOUT_MS",
+                &args.auth_breaker_reset_timeout_ms,
+                30_000,
+                3_600_000,
+            ),
+            error_threshold_percentage: c.number(
+                "AUTH_BREAKER_ERROR_THRESHOLD_PERCENT",
+                &args.auth_breaker_error_threshold_percent,
+                50u32,
+                (0, 100),
+            ) as f64,
+            volume_threshold: c.number(
+                "AUTH_BREAKER_VOLUME_THRESHOLD",
+                &args.auth_breaker_volume_threshold,
+                5u32,
+                (1, 1_000_000),
+            ),
+            rolling_window: c.millis("AUTH_BREAKER_WINDOW_MS", &args.auth_breaker_window_ms, 10_000, 3_600_000),
+            buckets: c.number("AUTH_BREAKER_BUCKETS", &args.auth_breaker_buckets, 10u32, (1, 1_000)),
+            enabled: c.boolean("AUTH_BREAKER_ENABLED", &args.auth_breaker_enabled, true),
+        };
+        if let Err(e) = breaker.validate() {
+            c.problem("AUTH_BREAKER_WINDOW_MS", format!("the breaker window does not fit its buckets: {e}"));
+        }
+        let cache_ttl =
+            Duration::from_secs(c.number("TOKEN_CACHE_TTL_SECONDS", &args.token_cache_ttl_seconds, 300, (0, 86_400)));
         let auth = AuthConfig {
-            supabase_url: supabase_url.unwrap_or_else(|| Url::parse("http://invalid.localhost").expect("static url")),
             anon_key: SecretString::from(anon_key.unwrap_or_default()),
-            http_timeout: c.millis("AUTH_HTTP_TIMEOUT_MS", &args.auth_http_timeout_ms, 5_000, 120_000),
+            http_timeout,
             auto_provision: c.boolean("AUTH_AUTO_PROVISION", &args.auth_auto_provision, false),
+            verify_mode: c.choice(
+                "AUTH_VERIFY_MODE",
+                &args.auth_verify_mode,
+                VerifyMode::Remote,
+                &[("remote", VerifyMode::Remote), ("local", VerifyMode::Local)],
+            ),
+            keys,
+            audience: c.text(&args.auth_jwt_audience, "authenticated"),
+            issuer: c.text(&args.auth_jwt_issuer, &auth_base),
+            leeway_seconds: c.number("AUTH_JWT_LEEWAY_SECONDS", &args.auth_jwt_leeway_seconds, 10, (0, 300)),
+            cache_ttl,
+            negative_ttl: Duration::from_secs(c.number(
+                "TOKEN_CACHE_NEGATIVE_TTL_SECONDS",
+                &args.token_cache_negative_ttl_seconds,
+                30,
+                (0, 3_600),
+            )),
+            cache_max_entries: c.number(
+                "TOKEN_CACHE_MAX_ENTRIES",
+                &args.token_cache_max_entries,
+                100_000,
+                (1, 100_000_000),
+            ),
+            outage_mode: c.choice(
+                "AUTH_OUTAGE_MODE",
+                &args.auth_outage_mode,
+                OutageMode::Closed,
+                &[("closed", OutageMode::Closed), ("cached", OutageMode::Cached)],
+            ),
+            stale_max: Duration::from_secs(c.number(
+                "AUTH_STALE_MAX_SECONDS",
+                &args.auth_stale_max_seconds,
+                900,
+                (0, 86_400),
+            )),
+            breaker,
+            supabase_url,
+        };
+
+        let redis_url = args.redis_url.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned);
+        if let Some(url) = &redis_url
+            && ::redis::Client::open(url.as_str()).is_err()
+        {
+            c.problem("REDIS_URL", "is not a valid redis:// URL (value not shown)");
+        }
+        let redis = RedisConfig {
+            url: redis_url.map(SecretString::from),
+            key_prefix: c.text(&args.redis_key_prefix, "intellifill:"),
+            op_timeout: c.millis("REDIS_OP_TIMEOUT_MS", &args.redis_op_timeout_ms, 100, 10_000),
         };
 
         let http = HttpConfig {
@@ -283,7 +545,11 @@ impl Config {
             shutdown_grace: c.millis("SHUTDOWN_GRACE_MS", &args.shutdown_grace_ms, 25_000, 600_000),
         };
 
-        if c.0.is_empty() { Ok(Config { bind_addr, app_env, database, auth, http }) } else { Err(ConfigErrors(c.0)) }
+        if c.0.is_empty() {
+            Ok(Config { bind_addr, app_env, database, auth, redis, http })
+        } else {
+            Err(ConfigErrors(c.0))
+        }
     }
 
     /// The auth service base URL (`<SUPABASE_URL>/auth/v1`).

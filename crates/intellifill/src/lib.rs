@@ -14,6 +14,7 @@ pub mod dev;
 pub mod error;
 pub mod health;
 pub mod http;
+pub mod kv;
 pub mod org;
 pub mod startup;
 pub mod state;

@@ -1,7 +1,7 @@
 //! The application state shared by every request.
 //!
 //! One [`App`], built once at start-up by [`crate::startup::Application::build`] and shared behind an `Arc`:
-//! the validated configuration, the one database pool, the authenticator. Nothing in it is global or
+//! the validated configuration, the one database pool, the authenticator, the shared store. Nothing in it is global or
 //! mutable from the outside; tests build as many independent apps in one process as they like.
 
 use std::ops::Deref;
@@ -10,12 +10,15 @@ use std::sync::Arc;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::db::Db;
+use crate::kv::Kv;
 
 pub struct App {
     pub config: Config,
     /// The process-wide pool, reachable only through [`Db`]'s transaction API.
     pub db: Db,
     pub auth: Authenticator,
+    /// The shared store (Redis), or a disabled handle when none is configured.
+    pub kv: Kv,
 }
 
 /// Cheap-to-clone handle on the [`App`].

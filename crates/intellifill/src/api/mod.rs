@@ -6,3 +6,4 @@ pub mod me;
 pub mod members;
 pub mod organizations;
 pub mod pagination;
+pub mod session;

@@ -69,6 +69,25 @@ pub struct CacheStats {
     pub stale_served: AtomicU64,
 }
 
+/// What one lookup found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookupResult {
+    L1Hit,
+    L2Hit,
+    Miss,
+    /// Served past its TTL during an auth-service outage.
+    StaleServed,
+}
+
+impl CacheStats {
+    /// Hits over lookups (stale answers count as neither), 0 when there were none.
+    pub fn hit_rate(&self) -> f64 {
+        let hits = self.l1_hits.load(Ordering::Relaxed) + self.l2_hits.load(Ordering::Relaxed);
+        let total = hits + self.misses.load(Ordering::Relaxed);
+        if total == 0 { 0.0 } else { hits as f64 / total as f64 }
+    }
+}
+
 #[derive(Clone)]
 struct Stored {
     entry: Arc<Entry>,
@@ -101,6 +120,18 @@ impl TokenCache {
             .support_invalidation_closures()
             .build();
         TokenCache { l1, kv, ttl, negative_ttl, stale_max, stats: CacheStats::default() }
+    }
+
+    /// Count a lookup (stats for health, and the Prometheus counter).
+    pub fn record(&self, result: LookupResult) {
+        let (counter, label) = match result {
+            LookupResult::L1Hit => (&self.stats.l1_hits, "l1_hit"),
+            LookupResult::L2Hit => (&self.stats.l2_hits, "l2_hit"),
+            LookupResult::Miss => (&self.stats.misses, "miss"),
+            LookupResult::StaleServed => (&self.stats.stale_served, "stale_served"),
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("auth_token_cache_total", "result" => label).increment(1);
     }
 
     pub fn entries(&self) -> u64 {

@@ -56,6 +56,17 @@ impl GoTrueClient {
         &self.base
     }
 
+    /// The HTTP client (shared with the JWKS fetcher: one connection pool to the auth service).
+    pub fn http(&self) -> reqwest::Client {
+        self.http.clone()
+    }
+
+    /// `POST /logout?scope=...` with the caller's token (204 on success).
+    pub async fn logout(&self, token: &str, scope: &str) -> Result<(), GoTrueError> {
+        let request = self.http.post(format!("{}/logout", self.base)).query(&[("scope", scope)]).bearer_auth(token);
+        self.send(request).await.map(|_| ())
+    }
+
     /// `GET /user` with the caller's token.
     pub async fn get_user(&self, token: &str) -> Result<GoTrueUser, GoTrueError> {
         let response = self.send(self.http.get(format!("{}/user", self.base)).bearer_auth(token)).await?;

@@ -1,63 +1,52 @@
-//! Authentication: who is calling.
+//! Authentication: who is calling, and may they still.
 //!
-//! The [`middleware::require_auth`] layer on the `/api` routes reads the bearer token ([`bearer`]),
-//! verifies it with the [`Authenticator`] and stores the verified [`AuthUser`] in the request extensions.
-//! Loading the `users` row (provisioned? active?) happens inside the request transaction, in
-//! [`principal::UserTx`], so a deactivated user is locked out on the very next request.
+//! The [`middleware::require_auth`] layer on the `/api` routes reads the bearer token ([`bearer`]) and hands
+//! it to the [`Authenticator`], which runs the verification pipeline of [`verify`]:
+//! shape -> local JWT check ([`jwt`], keys from [`jwks`] or the legacy secret) -> revocation list
+//! ([`revocation`]) -> token cache L1/L2 ([`cache`]) -> on a miss `GET /auth/v1/user` through the circuit
+//! breaker, one call per token however many requests wait for it ([`singleflight`]).
+//! The verified [`AuthUser`] goes into the request extensions. Loading the `users` row (provisioned?
+//! active?) happens inside the request transaction, in [`principal::UserTx`], so a deactivated user is
+//! locked out on the very next request whatever any cache says.
 
 pub mod bearer;
+pub mod cache;
 pub mod gotrue;
+pub mod jwks;
+pub mod jwt;
 pub mod middleware;
 pub mod principal;
+pub mod revocation;
+pub mod singleflight;
+pub mod verify;
 
 use uuid::Uuid;
 
 use crate::error::{AppError, ErrorCode};
-use gotrue::{GoTrueClient, GoTrueError};
+pub use cache::TokenHash;
+pub use verify::Authenticator;
 
-/// A caller whose token the auth service vouched for.
+/// A caller whose token passed the pipeline.
 #[derive(Debug, Clone)]
 pub struct AuthUser {
     pub id: Uuid,
     pub email: String,
-    /// Token expiry (seconds since the epoch), when known.
-    pub expires_at: Option<i64>,
-}
-
-/// Verifies bearer tokens.
-#[derive(Clone)]
-pub struct Authenticator {
-    gotrue: GoTrueClient,
-}
-
-impl Authenticator {
-    pub fn new(gotrue: GoTrueClient) -> Self {
-        Authenticator { gotrue }
-    }
-
-    pub fn gotrue(&self) -> &GoTrueClient {
-        &self.gotrue
-    }
-
-    /// Verify `token` with the auth service (`GET /auth/v1/user`).
-    pub async fn verify(&self, token: &str) -> Result<AuthUser, AppError> {
-        let expires_at = bearer::unverified_exp(token);
-        match self.gotrue.get_user(token).await {
-            Ok(user) => Ok(AuthUser { id: user.id, email: user.email.unwrap_or_default(), expires_at }),
-            Err(GoTrueError::Rejected { code, .. }) => Err(rejection(&code)),
-            Err(GoTrueError::Unavailable(reason)) => {
-                tracing::warn!(reason = %reason, "auth service unavailable");
-                Err(AppError::new(ErrorCode::AuthServiceUnavailable, "the authentication service is unavailable")
-                    .with_retry_after(5))
-            }
-        }
-    }
+    /// The token's session (`session_id` claim).
+    pub session_id: Option<Uuid>,
+    /// `iat`, seconds since the epoch.
+    pub issued_at: i64,
+    /// `exp`, seconds since the epoch.
+    pub expires_at: i64,
+    /// Authenticator assurance level (`aal1`, `aal2`).
+    pub aal: Option<String>,
+    /// SHA-256 of the token: what logout revokes. The token itself is never kept.
+    pub token_hash: TokenHash,
 }
 
 /// Map an auth-service error code to ours. Unknown codes are an invalid token: never an accept.
 pub fn rejection(code: &str) -> AppError {
     match code {
-        "session_not_found" | "session_expired" | "refresh_token_not_found" => {
+        "session_not_found" | "session_expired" | "refresh_token_not_found" | "revoked" => {
             AppError::new(ErrorCode::SessionRevoked, "the session has ended, sign in again")
         }
         "user_banned" => AppError::new(ErrorCode::UserBanned, "this user is banned"),
@@ -66,4 +55,10 @@ pub fn rejection(code: &str) -> AppError {
         "bad_jwt" => AppError::new(ErrorCode::TokenInvalid, "the token is invalid or expired"),
         _ => AppError::new(ErrorCode::TokenInvalid, "the token was rejected"),
     }
+}
+
+/// The auth service cannot answer: an outage, never an invalid token.
+pub fn unavailable(retry_after: u64) -> AppError {
+    AppError::new(ErrorCode::AuthServiceUnavailable, "the authentication service is unavailable")
+        .with_retry_after(retry_after.max(1))
 }

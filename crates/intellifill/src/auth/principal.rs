@@ -65,6 +65,8 @@ impl CurrentUser {
 pub struct UserTx {
     pub tx: Tx,
     pub user: CurrentUser,
+    /// What the token said (session, expiry).
+    pub auth: AuthUser,
 }
 
 /// The verified caller, from the auth layer.
@@ -117,6 +119,6 @@ impl FromRequestParts<AppState> for UserTx {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let auth = auth_user(parts)?;
         let (tx, user, _) = open(state, auth, None, &[]).await?;
-        Ok(UserTx { tx, user })
+        Ok(UserTx { tx, user, auth: auth.clone() })
     }
 }

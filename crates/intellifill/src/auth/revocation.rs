@@ -6,6 +6,8 @@
 //! - `Token`: one token (by hash), until its `exp`;
 //! - `Session`: every token of a session (scope `local`: the session is gone upstream);
 //! - `User`: every token of a user issued up to a cut-off, except one session (scopes `global`, `others`).
+//!   `iat` has a resolution of one second, so the cut-off covers the whole second of the logout: a token
+//!   issued in that second, even just after, is refused too (the safe side of the ambiguity).
 //!
 //! The request path consults the in-process sets on every request; the shared store is consulted whenever
 //! a token is not in L1 (a miss goes to the slower path anyway). Messages missed while an instance was not

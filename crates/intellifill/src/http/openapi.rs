@@ -4,21 +4,21 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::api::{knowledge, me, members, organizations, pagination};
+use crate::api::{knowledge, me, members, organizations, pagination, session};
 use crate::error::{ErrorBody, ErrorCode};
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "IntelliFill API", description = "Supabase-authenticated, multi-tenant API with enforced row-level security."),
     paths(
-        me::get,
+        me::get, session::session, session::logout,
         organizations::list, organizations::create, organizations::get,
         members::list, members::add, members::update, members::remove,
         knowledge::list, knowledge::create, knowledge::get, knowledge::update, knowledge::delete, knowledge::search,
         crate::health::live, crate::health::ready,
     ),
     components(schemas(
-        ErrorBody, ErrorCode, me::Me, me::Membership,
+        ErrorBody, ErrorCode, me::Me, me::Membership, session::Session,
         organizations::Organization, organizations::CreateOrganization,
         members::Member, members::AddMember, members::UpdateMember,
         knowledge::Knowledge, knowledge::KnowledgeSummary, knowledge::CreateKnowledge, knowledge::UpdateKnowledge,

@@ -4,7 +4,7 @@ use axum::Router;
 use axum::routing::get;
 
 use super::{middleware, openapi};
-use crate::api::{knowledge, me, members, organizations};
+use crate::api::{knowledge, me, members, organizations, session};
 use crate::error::{AppError, ErrorCode};
 use crate::health;
 use crate::state::AppState;
@@ -13,6 +13,8 @@ use crate::state::AppState;
 fn api(state: &AppState) -> Router<AppState> {
     Router::new()
         .route("/me", get(me::get))
+        .route("/auth/session", get(session::session))
+        .route("/auth/logout", axum::routing::post(session::logout))
         .route("/organizations", get(organizations::list).post(organizations::create))
         .route("/organizations/{orgId}", get(organizations::get))
         .route("/organizations/{orgId}/members", get(members::list).post(members::add))

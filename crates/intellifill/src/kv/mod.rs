@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{AsyncCommands, Client, FromRedisValue, ToRedisArgs};
+use ::redis::{AsyncCommands, Client, FromRedisValue};
 use tokio::sync::RwLock;
 use uuid::Uuid;
 
@@ -68,7 +68,6 @@ pub struct KvStats {
 
 struct Inner {
     client: Client,
-    prefix: String,
     op_timeout: Duration,
     conn: RwLock<Option<ConnectionManager>>,
     healthy: AtomicBool,
@@ -92,7 +91,6 @@ impl Kv {
         let client = Client::open(url).map_err(|_| anyhow::anyhow!("REDIS_URL is not a valid redis:// URL"))?;
         let inner = Arc::new(Inner {
             client,
-            prefix: prefix.to_owned(),
             op_timeout,
             conn: RwLock::new(None),
             healthy: AtomicBool::new(false),
@@ -175,7 +173,7 @@ impl Kv {
     }
 
     /// `SET key value PX ttl`.
-    pub async fn set_px<V: ToRedisArgs + Send + Sync + 'static>(&self, key: String, value: V, ttl: Duration) -> Result<(), KvError> {
+    pub async fn set_px(&self, key: String, value: String, ttl: Duration) -> Result<(), KvError> {
         let ms = ttl.as_millis().max(1) as u64;
         self.run(|mut c| async move { c.pset_ex::<_, _, ()>(key, value, ms).await }).await
     }

@@ -26,7 +26,8 @@ async fn missing_and_malformed_tokens_are_rejected_without_calling_the_auth_serv
 
 #[tokio::test]
 async fn tokens_the_auth_service_rejects_map_to_clear_codes() {
-    let app = TestApp::spawn().await;
+    // No positive caching: every request asks the auth service, so its verdicts show at once.
+    let app = TestApp::spawn_with(|a| a.token_cache_ttl_seconds = Some("0".into())).await;
     let u = app.user(&email("u")).await;
     let (s, _) = app.get(&u, "/api/me").await;
     assert_eq!(s, 200);

@@ -25,6 +25,10 @@ pub struct TestApp {
     pub owner: tokio_postgres::Client,
     pub runtime_url: String,
     pub owner_url: String,
+    /// This test's database (shared by peers).
+    pub db: String,
+    /// This test's Redis key prefix (shared by peers).
+    pub redis_prefix: String,
     pub state: AppState,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
@@ -97,6 +101,8 @@ impl TestApp {
         let runtime_url = shared.pg_url(RUNTIME_ROLE, Some(RUNTIME_PASSWORD), &db);
         let owner_url = shared.pg_url(OWNER_ROLE, Some(OWNER_PASSWORD), &db);
         let mut args = ServeArgs {
+            redis_url: Some(shared.redis_url()),
+            redis_key_prefix: Some(shared.redis_prefix()),
             bind_addr: Some("127.0.0.1:0".into()),
             app_env: Some("test".into()),
             database_url: Some(runtime_url.clone()),
@@ -108,6 +114,7 @@ impl TestApp {
             ..ServeArgs::default()
         };
         customize(&mut args);
+        let redis_prefix = args.redis_key_prefix.clone().unwrap_or_default();
         let config = Config::from_args(&args).expect("test configuration");
         let app = Application::build(config).await.expect("application builds");
         let addr = app.local_addr();
@@ -124,10 +131,22 @@ impl TestApp {
             owner,
             runtime_url,
             owner_url,
+            db,
+            redis_prefix,
             state,
             shutdown: Some(tx),
             server: Some(server),
         }
+    }
+
+    /// Another instance of the server: same database, auth service and Redis (prefix), own process state.
+    pub async fn peer(&self, customize: impl FnOnce(&mut ServeArgs)) -> TestApp {
+        let prefix = self.redis_prefix.clone();
+        TestApp::spawn_on(self.db.clone(), self.emulator.clone(), move |args| {
+            args.redis_key_prefix = Some(prefix);
+            customize(args);
+        })
+        .await
     }
 
     /// Graceful stop; returns what `run_until_stopped` returned.
