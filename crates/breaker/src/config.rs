@@ -80,9 +80,4 @@ impl BreakerConfig {
         }
         Ok(())
     }
-
-    /// Length of one window bucket.
-    pub(crate) fn bucket_len(&self) -> Duration {
-        self.rolling_window / self.buckets
-    }
 }

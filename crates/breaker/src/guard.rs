@@ -33,9 +33,9 @@ use std::time::Duration;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
+use crate::Shared;
 use crate::error::BreakerError;
 use crate::state::{Completion, Outcome, Ticket};
-use crate::Shared;
 
 /// The right to run one call, reported exactly once (see the module docs).
 pub(crate) struct Permit {
@@ -86,14 +86,7 @@ impl<F, C> Guarded<F, C> {
             (Some(p), Some(t)) => p.ticket.started.checked_add(t),
             _ => None,
         };
-        Self {
-            fut,
-            sleep: None,
-            deadline,
-            timeout: timeout.unwrap_or_default(),
-            permit,
-            classify: Some(classify),
-        }
+        Self { fut, sleep: None, deadline, timeout: timeout.unwrap_or_default(), permit, classify: Some(classify) }
     }
 }
 

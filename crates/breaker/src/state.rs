@@ -272,14 +272,14 @@ impl Machine {
                 return;
             }
             if !failed {
-                self.to_closed(now, "trial call succeeded");
+                self.enter_closed(now, "trial call succeeded");
             } else if completion == Completion::Abandoned {
-                self.to_open(now, "trial call abandoned before completing");
+                self.enter_open(now, "trial call abandoned before completing");
             } else {
-                self.to_open(now, "trial call failed");
+                self.enter_open(now, "trial call failed");
             }
         } else if failed && current && matches!(self.phase, Phase::Closed) && self.should_trip(now) {
-            self.to_open(now, "error threshold exceeded");
+            self.enter_open(now, "error threshold exceeded");
         }
     }
 
@@ -292,7 +292,7 @@ impl Machine {
             && (counts.failures + counts.timeouts) as f64 * 100.0 > self.error_threshold_percentage * executed as f64
     }
 
-    fn to_open(&mut self, now: Instant, why: &str) {
+    fn enter_open(&mut self, now: Instant, why: &str) {
         // An `Instant` overflow means a reset timeout of centuries: stay open "forever".
         let until = now.checked_add(self.reset_timeout).unwrap_or(now + Duration::from_secs(100 * 365 * 86_400));
         self.phase = Phase::Open { until };
@@ -309,7 +309,7 @@ impl Machine {
         self.emit(Event::Open);
     }
 
-    fn to_closed(&mut self, now: Instant, why: &str) {
+    fn enter_closed(&mut self, now: Instant, why: &str) {
         self.phase = Phase::Closed;
         self.window.clear(now);
         self.generation += 1;
@@ -322,14 +322,14 @@ impl Machine {
     pub(crate) fn force_open(&mut self, now: Instant) {
         self.refresh(now);
         if !matches!(self.phase, Phase::Open { .. }) {
-            self.to_open(now, "opened manually");
+            self.enter_open(now, "opened manually");
         }
     }
 
     /// Manual `close()`: closes and clears the window unless already closed.
     pub(crate) fn force_close(&mut self, now: Instant) {
         if !matches!(self.phase, Phase::Closed) {
-            self.to_closed(now, "closed manually");
+            self.enter_closed(now, "closed manually");
         }
     }
 

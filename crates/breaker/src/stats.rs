@@ -29,8 +29,7 @@ pub struct Counts {
 }
 
 impl Counts {
-    pub(crate) const ZERO: Self =
-        Self { fires: 0, successes: 0, failures: 0, timeouts: 0, rejects: 0, fallbacks: 0 };
+    pub(crate) const ZERO: Self = Self { fires: 0, successes: 0, failures: 0, timeouts: 0, rejects: 0, fallbacks: 0 };
 
     pub(crate) fn add(self, o: &Self) -> Self {
         Self {
