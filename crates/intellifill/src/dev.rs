@@ -1,7 +1,7 @@
 //! `intellifill dev`: the whole product on one machine with nothing but the system binaries.
 //!
 //! Starts a throwaway Postgres cluster (under `.dev/`, wiped at each start), creates the owner and runtime
-//! roles, applies the migrations, starts the GoTrue emulator on loopback, seeds two organizations with their
+//! roles, applies the migrations, starts Redis (when installed) and the GoTrue emulator on loopback, seeds two organizations with their
 //! users and knowledge, starts the server as the runtime role, and prints `curl` lines with valid tokens.
 //! Ctrl-C stops the server (draining requests), the emulator and the cluster. Also `intellifill emulator`.
 
@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use gotrue_emulator::{Emulator, EmulatorConfig, Signing};
-use testkit::PgCluster;
+use testkit::{PgCluster, RedisServer};
 
 use crate::config::{Config, ServeArgs};
 use crate::db::migrate;
@@ -99,6 +99,17 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let mut owner = migrate::connect(&owner_url).await?;
     migrate::run(&mut owner).await?;
 
+    println!("[dev] starting Redis (shared token cache, revocations) ...");
+    let redis = match RedisServer::start().await {
+        Ok(r) => Some(r),
+        Err(e) => {
+            println!(
+                "[dev] no Redis ({e:#}); install it with `apt-get install redis-server`. Going on with in-process state only."
+            );
+            None
+        }
+    };
+
     println!("[dev] starting the auth emulator ...");
     let emulator = Emulator::start(EmulatorConfig::default(), SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     let (users, acme) = seed(&owner, &emulator).await?;
@@ -110,6 +121,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         supabase_url: Some(emulator.base_url()),
         supabase_anon_key: Some(emulator.anon_key().to_owned()),
         shutdown_grace_ms: Some("5000".into()),
+        redis_url: redis.as_ref().map(RedisServer::url),
         ..ServeArgs::default()
     };
     let config = Config::from_args(&args)?;
@@ -120,6 +132,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let served = app.run_until_stopped(shutdown_signal()).await;
     println!("[dev] stopping the emulator and Postgres ...");
     emulator.shutdown().await;
+    if let Some(r) = &redis {
+        r.stop().await?;
+    }
     pg.stop().await?;
     served
 }
@@ -176,6 +191,7 @@ fn print_banner(base: &str, users: &[DemoUser], acme: uuid::Uuid) {
         println!("  {}", u.email);
     }
     let alice = &users[0].token;
+    let carol = &users[1].token;
     let bob = &users[2].token;
     println!();
     println!("# who am I (alice, OWNER of Acme)");
@@ -190,6 +206,11 @@ fn print_banner(base: &str, users: &[DemoUser], acme: uuid::Uuid) {
     println!("curl -s '{base}/api/organizations/{acme}/knowledge/search?q=invoice' -H 'Authorization: Bearer {alice}'");
     println!("# bob (Globex) trying to read Acme: 403 NOT_ORG_MEMBER");
     println!("curl -s {base}/api/organizations/{acme}/knowledge -H 'Authorization: Bearer {bob}'");
+    println!("# the token's session, then log carol out everywhere (her token is refused from now on)");
+    println!("curl -s {base}/api/auth/session -H 'Authorization: Bearer {carol}'");
+    println!(
+        "curl -s -X POST '{base}/api/auth/logout?scope=global' -H 'Authorization: Bearer {carol}' -w '%{{http_code}}\\n'"
+    );
     println!("# OpenAPI document");
     println!("curl -s {base}/api/docs/openapi.json");
     println!();

@@ -6,20 +6,12 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use std::time::Duration;
-
 use axum::Router;
-use jsonwebtoken::{Algorithm, DecodingKey};
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 
 use crate::auth::Authenticator;
-use crate::auth::cache::TokenCache;
-use crate::auth::gotrue::GoTrueClient;
-use crate::auth::jwks::Jwks;
-use crate::auth::jwt::{KeySource, LocalVerifier};
-use crate::auth::revocation::Revocations;
-use crate::config::{Config, JwtKeys, OutageMode};
+use crate::config::Config;
 use crate::db::{Db, guard};
 use crate::kv::Kv;
 use crate::state::{App, AppState};
@@ -38,7 +30,7 @@ impl Application {
             Some(url) => Kv::connect(url.expose_secret(), &config.redis.key_prefix, config.redis.op_timeout)?,
             None => Kv::disabled(&config.redis.key_prefix),
         };
-        let auth = build_authenticator(&config, kv.clone())?;
+        let auth = Authenticator::from_config(&config, kv.clone())?;
         let listener = TcpListener::bind(config.bind_addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.bind_addr))?;
@@ -82,31 +74,6 @@ impl Application {
         tracing::info!("server stopped");
         Ok(())
     }
-}
-
-/// The verification pipeline: local check, token cache (L1 + shared L2), revocations, breaker.
-fn build_authenticator(config: &Config, kv: Kv) -> anyhow::Result<Authenticator> {
-    let auth = &config.auth;
-    // The HTTP client's own timeout is a backstop behind the breaker's per-call timeout.
-    let gotrue = GoTrueClient::new(config.auth_base_url(), auth.anon_key.clone(), auth.http_timeout * 2)?;
-    let (source, algorithms) = match &auth.keys {
-        JwtKeys::Jwks { url, algorithms, max_age, min_refresh } => {
-            let jwks = Jwks::new(gotrue.http(), url.clone(), *max_age, *min_refresh);
-            (KeySource::Jwks(Arc::new(jwks)), algorithms.clone())
-        }
-        JwtKeys::Secret(secret) => (
-            KeySource::Secret(Arc::new(DecodingKey::from_secret(secret.expose_secret().as_bytes()))),
-            vec![Algorithm::HS256],
-        ),
-    };
-    let verifier =
-        LocalVerifier::new(source, algorithms, auth.audience.clone(), auth.issuer.clone(), auth.leeway_seconds);
-    let stale_max = if auth.outage_mode == OutageMode::Cached { auth.stale_max } else { Duration::ZERO };
-    let cache =
-        Arc::new(TokenCache::new(kv.clone(), auth.cache_max_entries, auth.cache_ttl, auth.negative_ttl, stale_max));
-    let revocations = Revocations::new(kv, cache.clone());
-    let breaker = breaker::CircuitBreaker::new("supabase-auth", auth.breaker.clone());
-    Ok(Authenticator::new(gotrue, verifier, cache, revocations, breaker, auth.verify_mode, auth.outage_mode))
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

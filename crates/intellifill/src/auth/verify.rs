@@ -1,12 +1,14 @@
 //! The verification pipeline of one bearer token, cheapest step first.
 //!
-//! 1. local JWT check (no network): algorithm allow-list, signature by `kid` or legacy secret, `exp`, `aud`,
+//! 1. L1 (in-process) cache hit, checked against the in-process revocation list: done, in microseconds. The
+//!    key is SHA-256 of the exact token bytes and only tokens that passed step 2 are ever put there, so a
+//!    hit is the local check already made (re-verifying an ES256 signature would cost ~100x the lookup);
+//! 2. local JWT check (no network): algorithm allow-list, signature by `kid` or legacy secret, `exp`, `aud`,
 //!    `iss`. Garbage, forgeries and expired tokens stop here and never reach the auth service or the breaker;
-//! 2. revocation list (in-process, fed by every instance's broadcasts): a logged-out token is refused in
-//!    every mode;
-//! 3. L1 (in-process) cache hit: done, in microseconds;
-//! 4. L2 (Redis) lookup together with the shared revocation list, in one round trip each, concurrently;
-//! 5. `local` mode: the local check is the verdict. `remote` mode: `GET /auth/v1/user` through the circuit
+//!    then the in-process revocation list: a logged-out token is refused in every mode;
+//! 3. L2 (Redis) lookup together with the shared revocation list, in one round trip each, concurrently
+//!    (an L2 entry is trusted only after step 2 passed for the token in hand);
+//! 4. `local` mode: the local check is the verdict. `remote` mode: `GET /auth/v1/user` through the circuit
 //!    breaker, one call per token (single flight); 2xx is cached, 4xx is cached briefly as a rejection,
 //!    timeouts / connection errors / 5xx / 429 / open breaker are an outage: 503 `AUTH_SERVICE_UNAVAILABLE`,
 //!    or in `AUTH_OUTAGE_MODE=cached` a cache entry up to `AUTH_STALE_MAX_SECONDS` past its TTL (never past
@@ -23,8 +25,14 @@ use super::jwt::{Claims, LocalVerifier};
 use super::revocation::{Revocation, Revocations};
 use super::singleflight::SingleFlight;
 use super::{AuthUser, rejection, unavailable};
-use crate::config::{OutageMode, VerifyMode};
+use jsonwebtoken::{Algorithm, DecodingKey};
+use secrecy::ExposeSecret;
+
+use super::jwks::Jwks;
+use super::jwt::KeySource;
+use crate::config::{Config, JwtKeys, OutageMode, VerifyMode};
 use crate::error::{AppError, ErrorCode};
+use crate::kv::Kv;
 
 /// Why the auth service could not give a verdict.
 #[derive(Debug, Clone, Copy)]
@@ -98,6 +106,32 @@ impl Authenticator {
         }
     }
 
+    /// Assemble the pipeline from the configuration: local check, token cache (L1 + shared L2),
+    /// revocations, breaker.
+    pub fn from_config(config: &Config, kv: Kv) -> anyhow::Result<Authenticator> {
+        let auth = &config.auth;
+        // The HTTP client's own timeout is a backstop behind the breaker's per-call timeout.
+        let gotrue = GoTrueClient::new(config.auth_base_url(), auth.anon_key.clone(), auth.http_timeout * 2)?;
+        let (source, algorithms) = match &auth.keys {
+            JwtKeys::Jwks { url, algorithms, max_age, min_refresh } => {
+                let jwks = Jwks::new(gotrue.http(), url.clone(), *max_age, *min_refresh);
+                (KeySource::Jwks(Arc::new(jwks)), algorithms.clone())
+            }
+            JwtKeys::Secret(secret) => (
+                KeySource::Secret(Arc::new(DecodingKey::from_secret(secret.expose_secret().as_bytes()))),
+                vec![Algorithm::HS256],
+            ),
+        };
+        let verifier =
+            LocalVerifier::new(source, algorithms, auth.audience.clone(), auth.issuer.clone(), auth.leeway_seconds);
+        let stale_max = if auth.outage_mode == OutageMode::Cached { auth.stale_max } else { Duration::ZERO };
+        let cache =
+            Arc::new(TokenCache::new(kv.clone(), auth.cache_max_entries, auth.cache_ttl, auth.negative_ttl, stale_max));
+        let revocations = Revocations::new(kv, cache.clone());
+        let breaker = breaker::CircuitBreaker::new("supabase-auth", auth.breaker.clone());
+        Ok(Authenticator::new(gotrue, verifier, cache, revocations, breaker, auth.verify_mode, auth.outage_mode))
+    }
+
     pub fn gotrue(&self) -> &GoTrueClient {
         &self.gotrue
     }
@@ -124,21 +158,29 @@ impl Authenticator {
 
     /// Run the whole pipeline for `token` (whose shape was already checked).
     pub async fn verify(&self, token: &str) -> Result<AuthUser, AppError> {
-        let claims = self.verifier.verify(token).await?;
         let hash = TokenHash::of(token);
-        let claimed = CachedUser::from_claims(&claims);
-        if self.revocations.revoked_locally(&hash, &claimed) {
-            return Err(revoked());
-        }
         let now = now_ms();
         let l1 = self.cache.get_l1(&hash);
         if let Some(entry) = &l1
             && self.cache.is_fresh(entry, now)
         {
+            // L1 holds only tokens that passed the local check, keyed by the hash of these exact bytes: the
+            // signature, `aud` and `iss` were verified when the entry was made, and freshness includes `exp`.
+            if let Entry::Valid { user, .. } = entry.as_ref()
+                && self.revocations.revoked_locally(&hash, user)
+            {
+                self.cache.evict_l1(&hash);
+                return Err(revoked());
+            }
             self.cache.record(LookupResult::L1Hit);
             return accept(entry, hash);
         }
 
+        let claims = self.verifier.verify(token).await?;
+        let claimed = CachedUser::from_claims(&claims);
+        if self.revocations.revoked_locally(&hash, &claimed) {
+            return Err(revoked());
+        }
         let (is_revoked, l2) = tokio::join!(self.revocations.revoked_shared(&hash, &claimed), self.cache.get_l2(&hash));
         if is_revoked {
             self.cache.evict_l1(&hash);
