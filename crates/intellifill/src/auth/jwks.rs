@@ -60,17 +60,19 @@ impl Jwks {
         self.set.read().await.keys.len()
     }
 
-    pub async fn lookup(&self, kid: &str) -> Lookup {
+    /// The key for `kid`. A known key is answered at once, even from an old set (which is then refreshed in
+    /// the background); an unknown `kid` waits for one (throttled) refetch, as after a key rotation.
+    pub async fn lookup(self: &Arc<Self>, kid: &str) -> Lookup {
         {
             let set = self.set.read().await;
-            let fresh = set.fetched_at.is_some_and(|t| t.elapsed() < self.max_age);
-            if let Some(key) = set.keys.get(kid)
-                && fresh
-            {
+            if let Some(key) = set.keys.get(kid) {
+                if set.fetched_at.is_none_or(|t| t.elapsed() >= self.max_age) {
+                    let jwks = self.clone();
+                    tokio::spawn(async move { jwks.refresh(false).await });
+                }
                 return Lookup::Found(key.clone());
             }
         }
-        // Unknown kid or an old set: refetch (throttled), then look again. Stale keys stay usable.
         self.refresh(false).await;
         let set = self.set.read().await;
         match set.keys.get(kid) {

@@ -126,6 +126,7 @@ async fn forged_and_broken_tokens_are_refused_locally_without_upstream_calls() {
         ("huge", format!("{}.{}.{}", b64(&json!(real_header)), "a".repeat(5000), sig), "TOKEN_MALFORMED"),
     ];
     let before = app.emulator.stats().user;
+    let jwks_before = app.emulator.stats().jwks;
     let breaker_before = app.state.auth.breaker().stats().totals.fires;
     for (name, token, code) in cases {
         let (s, b) = app.get(&with_token(&u, token), "/api/me").await;
@@ -134,6 +135,7 @@ async fn forged_and_broken_tokens_are_refused_locally_without_upstream_calls() {
     }
     assert_eq!(app.emulator.stats().user, before, "no forged token reached the auth service");
     assert_eq!(app.state.auth.breaker().stats().totals.fires, breaker_before, "nor the breaker");
+    assert!(app.emulator.stats().jwks - jwks_before <= 1, "unknown kids refetch the JWKS at most once per interval");
     // The genuine token still works.
     assert_eq!(app.get(&u, "/api/me").await.0, 200);
 }
