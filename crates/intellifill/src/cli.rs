@@ -25,6 +25,22 @@ pub enum Command {
     Migrate(MigrateArgs),
     /// Run the Supabase Auth (GoTrue) emulator alone.
     Emulator(crate::dev::EmulatorArgs),
+    /// Audit log maintenance.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Delete audit rows older than an age (as the owner role; the server itself can never delete them).
+    Prune {
+        /// Age such as 90d, 12h, 30m.
+        #[arg(long, value_parser = crate::audit::prune::parse_age)]
+        older_than: std::time::Duration,
+        /// Direct (not pooled) connection string of the schema owner role.
+        #[arg(long, env = "DATABASE_MIGRATION_URL", hide_env_values = true)]
+        database_migration_url: String,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -76,6 +92,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Dev(args) => {
             telemetry::init(telemetry::format_from_env(LogFormat::Pretty), "info,intellifill=info");
             crate::dev::run(args).await
+        }
+        Command::Audit(AuditCommand::Prune { older_than, database_migration_url }) => {
+            telemetry::init(telemetry::format_from_env(LogFormat::Pretty), "info");
+            let client = crate::db::migrate::connect(&database_migration_url).await?;
+            let (deleted, cutoff) = crate::audit::prune::prune(&client, older_than).await?;
+            println!("deleted {deleted} audit row(s) created before {}", cutoff.to_rfc3339());
+            Ok(())
         }
         Command::Emulator(args) => {
             telemetry::init(telemetry::format_from_env(LogFormat::Pretty), "info");

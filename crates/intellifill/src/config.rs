@@ -113,6 +113,42 @@ pub struct ServeArgs {
     /// Breaker: how long it stays open before one trial call is let through.
     #[arg(long, env = "AUTH_BREAKER_RESET_TIMEOUT_MS")]
     pub auth_breaker_reset_timeout_ms: Option<String>,
+    /// Paths never audited: comma-separated, matched on the full path (equal, or as a prefix followed by `/`).
+    #[arg(long, env = "AUDIT_EXCLUDE_PATHS")]
+    pub audit_exclude_paths: Option<String>,
+    /// In-memory audit queue; when full, events go to the disk spool (never dropped).
+    #[arg(long, env = "AUDIT_QUEUE_CAPACITY")]
+    pub audit_queue_capacity: Option<String>,
+    /// Audit rows per insert.
+    #[arg(long, env = "AUDIT_BATCH_SIZE")]
+    pub audit_batch_size: Option<String>,
+    /// Longest an audit event waits in the queue before its batch is written.
+    #[arg(long, env = "AUDIT_FLUSH_INTERVAL_MS")]
+    pub audit_flush_interval_ms: Option<String>,
+    /// Directory of the audit spool (events kept on disk while the database is unavailable).
+    #[arg(long, env = "AUDIT_SPOOL_DIR")]
+    pub audit_spool_dir: Option<String>,
+    /// Deactivate a user on a critical security event (mass delete, cross-tenant burst).
+    #[arg(long, env = "SECURITY_AUTO_LOCK")]
+    pub security_auto_lock: Option<String>,
+    /// Anomaly: knowledge searches per user per minute before it is reported.
+    #[arg(long, env = "ANOMALY_SEARCHES_PER_MINUTE")]
+    pub anomaly_searches_per_minute: Option<String>,
+    /// Anomaly: successful deletes per user per minute.
+    #[arg(long, env = "ANOMALY_DELETES_PER_MINUTE")]
+    pub anomaly_deletes_per_minute: Option<String>,
+    /// Anomaly: 401/403 answers per user (or ip, before authentication) per minute.
+    #[arg(long, env = "ANOMALY_AUTH_FAILURES_PER_MINUTE")]
+    pub anomaly_auth_failures_per_minute: Option<String>,
+    /// Anomaly: cross-tenant attempts per user per 5 minutes.
+    #[arg(long, env = "ANOMALY_CROSS_TENANT_PER_5_MINUTES")]
+    pub anomaly_cross_tenant_per_5_minutes: Option<String>,
+    /// Anomaly: distinct client ips per user per 5 minutes.
+    #[arg(long, env = "ANOMALY_IPS_PER_USER_PER_5_MINUTES")]
+    pub anomaly_ips_per_user_per_5_minutes: Option<String>,
+    /// Proxies whose X-Forwarded-For is believed (comma-separated ips or CIDRs); empty: none.
+    #[arg(long, env = "TRUSTED_PROXIES")]
+    pub trusted_proxies: Option<String>,
     /// Shared store (Redis) URL: L2 token cache, revocations, rate limits. Unset: in-process state only.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
@@ -160,6 +196,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub redis: RedisConfig,
     pub http: HttpConfig,
+    pub audit: crate::audit::AuditConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -230,6 +267,7 @@ pub struct RedisConfig {
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
     pub max_body_bytes: usize,
+    pub trusted_proxies: crate::http::client_ip::TrustedProxies,
     pub request_timeout: Duration,
     pub shutdown_grace: Duration,
 }
@@ -539,14 +577,69 @@ impl Config {
             op_timeout: c.millis("REDIS_OP_TIMEOUT_MS", &args.redis_op_timeout_ms, 100, 10_000),
         };
 
+        let trusted_proxies =
+            crate::http::client_ip::TrustedProxies::parse(args.trusted_proxies.as_deref().unwrap_or(""))
+                .unwrap_or_else(|e| {
+                    c.problem("TRUSTED_PROXIES", format!("expected comma-separated ips or CIDRs: {e}"));
+                    Default::default()
+                });
+        let audit = crate::audit::AuditConfig {
+            exclude_paths: c
+                .text(&args.audit_exclude_paths, "/health,/metrics,/api/docs")
+                .split(',')
+                .map(|p| p.trim().trim_end_matches('/').to_owned())
+                .filter(|p| !p.is_empty())
+                .collect(),
+            queue_capacity: c.number("AUDIT_QUEUE_CAPACITY", &args.audit_queue_capacity, 10_000usize, (1, 10_000_000)),
+            writer: crate::audit::writer::WriterConfig {
+                batch_size: c.number("AUDIT_BATCH_SIZE", &args.audit_batch_size, 200usize, (1, 10_000)),
+                flush_interval: c.millis("AUDIT_FLUSH_INTERVAL_MS", &args.audit_flush_interval_ms, 500, 600_000),
+                insert_timeout: Duration::from_secs(10),
+            },
+            spool_dir: c.text(&args.audit_spool_dir, "audit-spool").into(),
+            anomaly: crate::audit::anomaly::AnomalyConfig {
+                search_per_minute: c.number(
+                    "ANOMALY_SEARCHES_PER_MINUTE",
+                    &args.anomaly_searches_per_minute,
+                    60,
+                    (1, 1_000_000),
+                ),
+                deletes_per_minute: c.number(
+                    "ANOMALY_DELETES_PER_MINUTE",
+                    &args.anomaly_deletes_per_minute,
+                    20,
+                    (1, 1_000_000),
+                ),
+                auth_failures_per_minute: c.number(
+                    "ANOMALY_AUTH_FAILURES_PER_MINUTE",
+                    &args.anomaly_auth_failures_per_minute,
+                    20,
+                    (1, 1_000_000),
+                ),
+                cross_tenant_per_5_minutes: c.number(
+                    "ANOMALY_CROSS_TENANT_PER_5_MINUTES",
+                    &args.anomaly_cross_tenant_per_5_minutes,
+                    3,
+                    (1, 1_000_000),
+                ),
+                ips_per_user_per_5_minutes: c.number(
+                    "ANOMALY_IPS_PER_USER_PER_5_MINUTES",
+                    &args.anomaly_ips_per_user_per_5_minutes,
+                    5,
+                    (1, 1_000_000),
+                ),
+                auto_lock: c.boolean("SECURITY_AUTO_LOCK", &args.security_auto_lock, false),
+            },
+        };
         let http = HttpConfig {
+            trusted_proxies,
             max_body_bytes: c.number("MAX_BODY_BYTES", &args.max_body_bytes, 1_048_576usize, (1_024, 64 * 1_048_576)),
             request_timeout: c.millis("REQUEST_TIMEOUT_MS", &args.request_timeout_ms, 30_000, 600_000),
             shutdown_grace: c.millis("SHUTDOWN_GRACE_MS", &args.shutdown_grace_ms, 25_000, 600_000),
         };
 
         if c.0.is_empty() {
-            Ok(Config { bind_addr, app_env, database, auth, redis, http })
+            Ok(Config { bind_addr, app_env, database, auth, redis, http, audit })
         } else {
             Err(ConfigErrors(c.0))
         }

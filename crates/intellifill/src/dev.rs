@@ -122,6 +122,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         supabase_anon_key: Some(emulator.anon_key().to_owned()),
         shutdown_grace_ms: Some("5000".into()),
         redis_url: redis.as_ref().map(RedisServer::url),
+        audit_spool_dir: Some(dir.join("audit-spool").display().to_string()),
         ..ServeArgs::default()
     };
     let config = Config::from_args(&args)?;

@@ -12,6 +12,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::audit::SecurityKind;
+
 /// Machine-readable error codes. Stable: clients switch on them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -118,11 +120,13 @@ pub struct AppError {
     pub retry_after: Option<u64>,
     /// The underlying cause, logged for 5xx, never sent to the client.
     pub source: Option<anyhow::Error>,
+    /// The failure is a security event (recorded on the request's audit row).
+    pub security: Option<SecurityKind>,
 }
 
 impl AppError {
     pub fn new(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
-        AppError { code, message: message.into(), field: None, retry_after: None, source: None }
+        AppError { code, message: message.into(), field: None, retry_after: None, source: None, security: None }
     }
 
     pub fn validation(field: impl Into<String>, message: impl Into<Cow<'static, str>>) -> Self {
@@ -151,6 +155,12 @@ impl AppError {
         self
     }
 
+    /// Mark the failure as a security event of `kind`.
+    pub fn security(mut self, kind: SecurityKind) -> Self {
+        self.security = Some(kind);
+        self
+    }
+
     pub fn with_source(mut self, source: impl Into<anyhow::Error>) -> Self {
         self.source = Some(source.into());
         self
@@ -173,6 +183,8 @@ pub struct ErrorPayload {
     pub code: ErrorCode,
     pub message: Cow<'static, str>,
     pub field: Option<String>,
+    /// For the audit layer: the failure is a security event.
+    pub security: Option<SecurityKind>,
 }
 
 /// The one JSON error body.
@@ -220,7 +232,12 @@ impl IntoResponse for AppError {
         if let Some(seconds) = self.retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
-        response.extensions_mut().insert(ErrorPayload { code: self.code, message: self.message, field: self.field });
+        response.extensions_mut().insert(ErrorPayload {
+            code: self.code,
+            message: self.message,
+            field: self.field,
+            security: self.security,
+        });
         response
     }
 }

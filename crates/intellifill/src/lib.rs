@@ -6,6 +6,7 @@
 //! See `docs/ARCHITECTURE.md` for the map of modules and failure modes.
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;

@@ -18,6 +18,7 @@ use serde::Serialize;
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
+use crate::audit::SecurityKind;
 use crate::auth::principal::{CurrentUser, auth_user, open};
 use crate::db::Tx;
 use crate::error::{AppError, ErrorCode};
@@ -139,6 +140,7 @@ impl<R: MinRole> FromRequestParts<AppState> for OrgTx<R> {
             }
         };
         let role = check_access(&rows[0], &user, org_id, R::ROLE)?;
+        crate::audit::note(&parts.extensions, |n| n.organization_id = Some(org_id));
         Ok(OrgTx { tx, user, org: OrgContext { id: org_id, role }, _role: PhantomData })
     }
 }
@@ -152,14 +154,8 @@ fn check_access(
 ) -> Result<OrgRole, AppError> {
     let not_member = || AppError::new(ErrorCode::NotOrgMember, "you are not a member of this organization");
     let Some(row) = rows.first() else {
-        metrics::counter!("security_events_total", "event" => "cross_tenant_attempt").increment(1);
-        tracing::warn!(
-            event = "security.cross_tenant_attempt",
-            user_id = %user.id,
-            org_id = %org_id,
-            "request for an organization the user does not belong to"
-        );
-        return Err(not_member());
+        tracing::debug!(user_id = %user.id, org_id = %org_id, "request for an organization the user does not belong to");
+        return Err(not_member().security(SecurityKind::CrossTenantAttempt));
     };
     let org_status: &str = row.get(0);
     let role = OrgRole::parse(row.get(1)).ok_or_else(|| AppError::internal(anyhow::anyhow!("unknown org role")))?;

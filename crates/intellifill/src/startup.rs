@@ -10,6 +10,7 @@ use axum::Router;
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 
+use crate::audit::Auditor;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::db::{Db, guard};
@@ -34,7 +35,8 @@ impl Application {
         let listener = TcpListener::bind(config.bind_addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.bind_addr))?;
-        let state = AppState(Arc::new(App { config, db, auth, kv }));
+        let audit = Auditor::start(config.audit.clone(), db.clone(), kv.clone())?;
+        let state = AppState(Arc::new(App { config, db, auth, kv, audit }));
         let router = crate::http::routes::router(state.clone());
         Ok(Application { listener, router, state })
     }
@@ -70,6 +72,7 @@ impl Application {
             result = serve => result?,
             () = deadline => tracing::warn!(grace_ms = grace.as_millis() as u64, "drain grace period over: abandoning open requests"),
         }
+        state.audit.shutdown().await;
         state.db.close();
         tracing::info!("server stopped");
         Ok(())

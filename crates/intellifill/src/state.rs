@@ -7,6 +7,7 @@
 use std::ops::Deref;
 use std::sync::Arc;
 
+use crate::audit::Auditor;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::db::Db;
@@ -19,6 +20,8 @@ pub struct App {
     pub auth: Authenticator,
     /// The shared store (Redis), or a disabled handle when none is configured.
     pub kv: Kv,
+    /// The audit pipeline.
+    pub audit: Auditor,
 }
 
 /// Cheap-to-clone handle on the [`App`].

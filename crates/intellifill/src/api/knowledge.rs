@@ -190,6 +190,7 @@ pub async fn list(
     security(("bearer" = [])))]
 pub async fn create(
     ctx: OrgTx<Member>,
+    audit: crate::audit::AuditSlot,
     ApiJson(body): ApiJson<CreateKnowledge>,
 ) -> Result<(StatusCode, Json<Knowledge>), AppError> {
     let row = ctx
@@ -203,7 +204,9 @@ pub async fn create(
         )
         .await?;
     ctx.tx.commit().await?;
-    Ok((StatusCode::CREATED, Json(full(&row))))
+    let created = full(&row);
+    audit.update(|n| n.entity_id = Some(created.id.to_string()));
+    Ok((StatusCode::CREATED, Json(created)))
 }
 
 /// Read one knowledge source.

@@ -1,6 +1,7 @@
 //! The JSON API under `/api`. Handlers take a request transaction ([`crate::auth::principal::UserTx`] or
 //! [`crate::org::OrgTx`]), never the pool, and commit it on success; an error drops (rolls back) it.
 
+pub mod audit;
 pub mod knowledge;
 pub mod me;
 pub mod members;

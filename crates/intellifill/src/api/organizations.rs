@@ -135,6 +135,7 @@ pub async fn list(ctx: UserTx, ApiQuery(page): ApiQuery<PageQuery>) -> Result<Js
     security(("bearer" = [])))]
 pub async fn create(
     ctx: UserTx,
+    audit: crate::audit::AuditSlot,
     ApiJson(body): ApiJson<CreateOrganization>,
 ) -> Result<(StatusCode, Json<Organization>), AppError> {
     let slug = body.slug.unwrap_or_default();
@@ -156,6 +157,10 @@ pub async fn create(
         .await?;
     ctx.tx.commit().await?;
     tracing::info!(org_id = %id, user_id = %ctx.user.id, "organization created");
+    audit.update(|n| {
+        n.entity_id = Some(id.to_string());
+        n.organization_id = Some(id);
+    });
     Ok((StatusCode::CREATED, Json(organization(&row))))
 }
 

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::jwks::{Jwks, Lookup};
+use crate::audit::SecurityKind;
 use crate::error::{AppError, ErrorCode};
 
 /// The claims this server uses (Supabase's claim set has more).
@@ -52,9 +53,8 @@ fn invalid(message: &'static str) -> AppError {
 
 /// A forged-looking token is a security event, not just a 401.
 fn forged(reason: &'static str) -> AppError {
-    metrics::counter!("security_events_total", "event" => "forged_token").increment(1);
-    tracing::warn!(event = "security.forged_token", reason, "token refused by local verification");
-    invalid("the token is invalid")
+    tracing::debug!(reason, "token refused by local verification");
+    invalid("the token is invalid").security(SecurityKind::ForgedToken)
 }
 
 impl LocalVerifier {
@@ -99,6 +99,11 @@ impl LocalVerifier {
         validation.set_issuer(&[&self.issuer]);
         validation.set_required_spec_claims(&["exp", "sub", "aud", "iss"]);
         match jsonwebtoken::decode::<Claims>(token, &key, &validation) {
+            // RFC 7519: `exp` is the time *on or after which* the token must not be accepted; the library
+            // accepts the `exp` second itself, so the boundary is checked here.
+            Ok(data) if chrono::Utc::now().timestamp() >= data.claims.exp.saturating_add(self.leeway as i64) => {
+                Err(AppError::new(ErrorCode::TokenExpired, "the token has expired"))
+            }
             Ok(data) => Ok(data.claims),
             Err(e) => {
                 use jsonwebtoken::errors::ErrorKind;

@@ -14,6 +14,7 @@ pub async fn require_auth(State(state): State<AppState>, mut request: Request, n
     };
     match state.auth.verify(&token).await {
         Ok(user) => {
+            crate::audit::note(request.extensions(), |n| n.user_id = Some(user.id));
             request.extensions_mut().insert::<AuthUser>(user);
             next.run(request).await
         }

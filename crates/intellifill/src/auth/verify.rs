@@ -30,6 +30,7 @@ use secrecy::ExposeSecret;
 
 use super::jwks::Jwks;
 use super::jwt::KeySource;
+use crate::audit::SecurityKind;
 use crate::config::{Config, JwtKeys, OutageMode, VerifyMode};
 use crate::error::{AppError, ErrorCode};
 use crate::kv::Kv;
@@ -78,9 +79,8 @@ fn auth_user(user: &CachedUser, hash: TokenHash) -> AuthUser {
 }
 
 fn revoked() -> AppError {
-    metrics::counter!("security_events_total", "event" => "revoked_token_reuse").increment(1);
-    tracing::warn!(event = "security.revoked_token_reuse", "a revoked token was presented");
     AppError::new(ErrorCode::SessionRevoked, "the session has ended, sign in again")
+        .security(SecurityKind::RevokedTokenReuse)
 }
 
 impl Authenticator {

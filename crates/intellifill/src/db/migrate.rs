@@ -17,8 +17,10 @@ pub struct Migration {
 }
 
 /// All migrations, in order. Append only.
-pub const MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, name: "init", sql: include_str!("../../migrations/0001_init.sql") }];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "init", sql: include_str!("../../migrations/0001_init.sql") },
+    Migration { version: 2, name: "audit", sql: include_str!("../../migrations/0002_audit.sql") },
+];
 
 /// The newest schema version this binary knows.
 pub fn latest_version() -> i32 {

@@ -101,6 +101,16 @@ impl Db {
         Ok(())
     }
 
+    /// One statement outside any request transaction and without tenant context, on a pooled connection.
+    /// For the audit writer's appends and the security lock-out function only: the runtime role's policies
+    /// allow nothing else without context (no row is visible, no tenant table is writable), so this cannot
+    /// become a back door. Returns the number of rows the statement returned.
+    pub async fn unscoped(&self, sql: &str, params: &[Param<'_>]) -> Result<u64, AppError> {
+        let conn = self.acquire().await?;
+        let rows = conn.query_typed(sql, params).await.map_err(map_db_error)?;
+        Ok(rows.len() as u64)
+    }
+
     /// Close the pool: idle connections are dropped now, checked-out ones when they come back.
     pub fn close(&self) {
         self.pool.close();

@@ -16,6 +16,7 @@ use tokio_postgres::types::{ToSql, Type};
 use uuid::Uuid;
 
 use super::{Db, map_db_error};
+use crate::audit::SecurityKind;
 use crate::config::RlsFailureMode;
 use crate::error::{AppError, ErrorCode};
 
@@ -68,7 +69,8 @@ impl Db {
                     ErrorCode::RlsContextFailed,
                     "the request's security context could not be established",
                 )
-                .with_source(e)),
+                .with_source(e)
+                .security(SecurityKind::RlsContextFailed)),
                 RlsFailureMode::Continue => tx.restart_without_context(first).await,
             };
         }

@@ -4,14 +4,14 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::api::{knowledge, me, members, organizations, pagination, session};
+use crate::api::{audit, knowledge, me, members, organizations, pagination, session};
 use crate::error::{ErrorBody, ErrorCode};
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "IntelliFill API", description = "Supabase-authenticated, multi-tenant API with enforced row-level security."),
     paths(
-        me::get, session::session, session::logout,
+        me::get, session::session, session::logout, audit::org_log, audit::all,
         organizations::list, organizations::create, organizations::get,
         members::list, members::add, members::update, members::remove,
         knowledge::list, knowledge::create, knowledge::get, knowledge::update, knowledge::delete, knowledge::search,
@@ -22,7 +22,7 @@ use crate::error::{ErrorBody, ErrorCode};
         organizations::Organization, organizations::CreateOrganization,
         members::Member, members::AddMember, members::UpdateMember,
         knowledge::Knowledge, knowledge::KnowledgeSummary, knowledge::CreateKnowledge, knowledge::UpdateKnowledge,
-        pagination::Page<knowledge::KnowledgeSummary>,
+        pagination::Page<knowledge::KnowledgeSummary>, audit::AuditEntry, pagination::Page<audit::AuditEntry>,
     )),
     modifiers(&BearerAuth),
 )]

@@ -85,7 +85,7 @@ fn framework_error(status: StatusCode) -> ErrorPayload {
         s if s.is_client_error() => (ErrorCode::ValidationError, "the request is invalid"),
         _ => (ErrorCode::InternalError, "internal server error"),
     };
-    ErrorPayload { code, message: message.into(), field: None }
+    ErrorPayload { code, message: message.into(), field: None, security: None }
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ use axum::Router;
 use axum::routing::get;
 
 use super::{middleware, openapi};
-use crate::api::{knowledge, me, members, organizations, session};
+use crate::api::{audit, knowledge, me, members, organizations, session};
 use crate::error::{AppError, ErrorCode};
 use crate::health;
 use crate::state::AppState;
@@ -19,6 +19,8 @@ fn api(state: &AppState) -> Router<AppState> {
         .route("/organizations/{orgId}", get(organizations::get))
         .route("/organizations/{orgId}/members", get(members::list).post(members::add))
         .route("/organizations/{orgId}/members/{userId}", axum::routing::patch(members::update).delete(members::remove))
+        .route("/organizations/{orgId}/audit", get(audit::org_log))
+        .route("/admin/audit", get(audit::all))
         .route("/organizations/{orgId}/knowledge", get(knowledge::list).post(knowledge::create))
         .route("/organizations/{orgId}/knowledge/search", get(knowledge::search))
         .route(
@@ -26,6 +28,7 @@ fn api(state: &AppState) -> Router<AppState> {
             get(knowledge::get).patch(knowledge::update).delete(knowledge::delete),
         )
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::middleware::require_auth))
+        .route_layer(axum::middleware::from_fn(crate::audit::layer::note_route))
 }
 
 /// The whole application: public routes, the API, the fallback, and the middleware stack.

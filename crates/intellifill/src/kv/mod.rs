@@ -33,6 +33,10 @@ pub enum Key<'a> {
     RevokedUser(Uuid),
     /// The pub/sub channel of revocations.
     RevocationChannel,
+    /// Prefix of the time buckets of one anomaly window (`<kind>:<subject>:`; the bucket number follows).
+    AnomalyWindow(&'a str, &'a str),
+    /// Once-per-window latch of a reported anomaly.
+    AnomalyReported(&'a str, &'a str),
 }
 
 impl Key<'_> {
@@ -43,6 +47,8 @@ impl Key<'_> {
             Key::RevokedSession(id) => format!("{prefix}auth:revoked:session:{id}"),
             Key::RevokedUser(id) => format!("{prefix}auth:revoked:user:{id}"),
             Key::RevocationChannel => format!("{prefix}auth:revocations"),
+            Key::AnomalyWindow(kind, subject) => format!("{prefix}anomaly:w:{kind}:{subject}:"),
+            Key::AnomalyReported(kind, subject) => format!("{prefix}anomaly:r:{kind}:{subject}"),
         }
     }
 }
@@ -189,6 +195,38 @@ impl Kv {
 
     pub async fn publish(&self, channel: String, message: String) -> Result<(), KvError> {
         self.run(|mut c| async move { c.publish::<_, _, ()>(channel, message).await }).await
+    }
+
+    /// Run a Lua script (EVALSHA, loading it on first use) returning an integer.
+    pub async fn script_i64(
+        &self,
+        script: &::redis::Script,
+        keys: Vec<String>,
+        args: Vec<String>,
+    ) -> Result<i64, KvError> {
+        let script = script.clone();
+        self.run(|mut c| async move {
+            let mut invocation = script.prepare_invoke();
+            for k in &keys {
+                invocation.key(k);
+            }
+            for a in &args {
+                invocation.arg(a);
+            }
+            invocation.invoke_async::<i64>(&mut c).await
+        })
+        .await
+    }
+
+    /// `SET key 1 NX PX ttl`: true when this call created the key (a once-per-window latch).
+    pub async fn set_nx_px(&self, key: String, ttl: Duration) -> Result<bool, KvError> {
+        let ms = ttl.as_millis().max(1) as u64;
+        self.run(|mut c| async move {
+            let r: Option<String> =
+                ::redis::cmd("SET").arg(&key).arg("1").arg("NX").arg("PX").arg(ms).query_async(&mut c).await?;
+            Ok(r.is_some())
+        })
+        .await
     }
 
     /// Round-trip latency of a PING (health).

@@ -30,6 +30,8 @@ pub struct TestApp {
     /// This test's Redis key prefix (shared by peers).
     pub redis_prefix: String,
     pub state: AppState,
+    /// This instance's audit spool directory (removed with the TestApp unless the test chose its own).
+    pub spool: Option<tempfile::TempDir>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -113,6 +115,8 @@ impl TestApp {
             shutdown_grace_ms: Some("5000".into()),
             ..ServeArgs::default()
         };
+        let spool = tempfile::tempdir().expect("spool dir");
+        args.audit_spool_dir = Some(spool.path().display().to_string());
         customize(&mut args);
         let redis_prefix = args.redis_key_prefix.clone().unwrap_or_default();
         let config = Config::from_args(&args).expect("test configuration");
@@ -134,6 +138,7 @@ impl TestApp {
             db,
             redis_prefix,
             state,
+            spool: Some(spool),
             shutdown: Some(tx),
             server: Some(server),
         }

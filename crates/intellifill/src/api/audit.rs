@@ -1,0 +1,175 @@
+//! Reading the audit log: an organization's OWNER/ADMIN sees its rows, a platform ADMIN sees every row.
+//!
+//! The runtime role may only INSERT and SELECT `audit_log` (append-only), and the SELECT policies decide who
+//! sees what; these handlers add the filters and keyset pagination (newest first).
+
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio_postgres::Row;
+use tokio_postgres::types::Type;
+use uuid::Uuid;
+
+use super::pagination::{MAX_LIMIT, Page, decode_cursor};
+use crate::auth::principal::{PlatformRole, UserTx};
+use crate::db::Tx;
+use crate::error::{AppError, ErrorCode};
+use crate::http::extract::{ApiQuery, Validate};
+use crate::org::{Admin, OrgTx};
+
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AuditQuery {
+    /// Only this user's events.
+    pub user_id: Option<Uuid>,
+    /// Only this action (`knowledge.create`), or a family with a trailing `*` (`knowledge.*`, `security.*`).
+    pub action: Option<String>,
+    /// From this instant (RFC 3339), inclusive.
+    pub from: Option<DateTime<Utc>>,
+    /// Until this instant (RFC 3339), exclusive.
+    pub to: Option<DateTime<Utc>>,
+    /// Page size, 1 to 100 (default 50).
+    pub limit: Option<i64>,
+    /// The `nextCursor` of the previous page.
+    pub cursor: Option<String>,
+    #[serde(skip)]
+    #[param(ignore)]
+    after: Option<(DateTime<Utc>, Uuid)>,
+}
+
+impl Validate for AuditQuery {
+    fn validate(&mut self) -> Result<(), AppError> {
+        if let Some(limit) = self.limit
+            && !(1..=MAX_LIMIT).contains(&limit)
+        {
+            return Err(AppError::validation("limit", format!("limit must be between 1 and {MAX_LIMIT}")));
+        }
+        if let Some(action) = &self.action {
+            let ok = !action.is_empty()
+                && action.len() <= 64
+                && action.trim_end_matches('*').bytes().all(|b| b.is_ascii_lowercase() || b == b'.' || b == b'_')
+                && action.find('*').is_none_or(|i| i == action.len() - 1);
+            if !ok {
+                return Err(AppError::validation("action", "action is like knowledge.create or knowledge.*"));
+            }
+        }
+        if let (Some(from), Some(to)) = (self.from, self.to)
+            && from >= to
+        {
+            return Err(AppError::validation("from", "from must be before to"));
+        }
+        if let Some(cursor) = &self.cursor {
+            self.after = Some(decode_cursor(cursor).ok_or_else(|| AppError::validation("cursor", "invalid cursor"))?);
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEntry {
+    pub id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub user_id: Option<Uuid>,
+    pub organization_id: Option<Uuid>,
+    pub action: String,
+    pub entity_type: Option<String>,
+    pub entity_id: Option<String>,
+    pub request_id: Option<String>,
+    pub method: Option<String>,
+    pub path: Option<String>,
+    pub status: Option<i32>,
+    pub duration_ms: Option<i32>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub severity: Option<String>,
+    #[schema(value_type = Object)]
+    pub metadata: serde_json::Value,
+}
+
+fn entry(r: &Row) -> AuditEntry {
+    AuditEntry {
+        id: r.get(0),
+        created_at: r.get(1),
+        user_id: r.get(2),
+        organization_id: r.get(3),
+        action: r.get(4),
+        entity_type: r.get(5),
+        entity_id: r.get(6),
+        request_id: r.get(7),
+        method: r.get(8),
+        path: r.get(9),
+        status: r.get(10),
+        duration_ms: r.get(11),
+        ip: r.get(12),
+        user_agent: r.get(13),
+        severity: r.get(14),
+        metadata: r.get(15),
+    }
+}
+
+const DEFAULT_LIMIT: i64 = 50;
+
+async fn page(tx: &Tx, org: Option<Uuid>, q: &AuditQuery) -> Result<Page<AuditEntry>, AppError> {
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
+    let fetch = limit + 1;
+    let (after_ts, after_id) = match q.after {
+        Some((ts, id)) => (Some(ts), Some(id)),
+        None => (None, None),
+    };
+    let action = q.action.as_deref().map(|a| match a.strip_suffix('*') {
+        Some(prefix) => format!("{}%", prefix.replace('_', "\\_")),
+        None => a.replace('_', "\\_"),
+    });
+    let rows = tx
+        .query(
+            "SELECT id, created_at, user_id, organization_id, action, entity_type, entity_id, request_id, method,
+                    path, status, duration_ms, host(ip), user_agent, severity, metadata
+               FROM audit_log
+              WHERE ($1::uuid IS NULL OR organization_id = $1)
+                AND ($2::uuid IS NULL OR user_id = $2)
+                AND ($3::text IS NULL OR action LIKE $3)
+                AND ($4::timestamptz IS NULL OR created_at >= $4)
+                AND ($5::timestamptz IS NULL OR created_at < $5)
+                AND ($6::timestamptz IS NULL OR (created_at, id) < ($6, $7))
+              ORDER BY created_at DESC, id DESC
+              LIMIT $8",
+            &[
+                (&org, Type::UUID),
+                (&q.user_id, Type::UUID),
+                (&action, Type::TEXT),
+                (&q.from, Type::TIMESTAMPTZ),
+                (&q.to, Type::TIMESTAMPTZ),
+                (&after_ts, Type::TIMESTAMPTZ),
+                (&after_id, Type::UUID),
+                (&fetch, Type::INT8),
+            ],
+        )
+        .await?;
+    let items = rows.iter().map(entry).collect();
+    Ok(Page::from_items(items, limit, |e: &AuditEntry| (e.created_at, e.id)))
+}
+
+/// The organization's audit log, newest first (OWNER or ADMIN).
+#[utoipa::path(get, path = "/api/organizations/{orgId}/audit", tag = "audit",
+    params(("orgId" = Uuid, Path), AuditQuery),
+    responses((status = 200, body = Page<AuditEntry>), (status = 403, body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn org_log(ctx: OrgTx<Admin>, ApiQuery(q): ApiQuery<AuditQuery>) -> Result<Json<Page<AuditEntry>>, AppError> {
+    let result = page(&ctx.tx, Some(ctx.org.id), &q).await?;
+    ctx.tx.commit().await?;
+    Ok(Json(result))
+}
+
+/// Every organization's audit log, newest first (platform ADMIN).
+#[utoipa::path(get, path = "/api/admin/audit", tag = "audit", params(AuditQuery),
+    responses((status = 200, body = Page<AuditEntry>), (status = 403, body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn all(ctx: UserTx, ApiQuery(q): ApiQuery<AuditQuery>) -> Result<Json<Page<AuditEntry>>, AppError> {
+    if ctx.user.role != PlatformRole::Admin {
+        return Err(AppError::new(ErrorCode::Forbidden, "platform administrators only"));
+    }
+    let result = page(&ctx.tx, None, &q).await?;
+    ctx.tx.commit().await?;
+    Ok(Json(result))
+}

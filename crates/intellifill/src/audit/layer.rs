@@ -1,0 +1,147 @@
+//! The audit middleware: one event per request, recorded after the response is produced.
+//!
+//! It runs after the request id and the body limit and before authentication (see `http::middleware`), so
+//! failed authentications are audited too. Excluded paths (`AUDIT_EXCLUDE_PATHS`) are matched on the full
+//! path. Inner layers fill in what only they know through the [`AuditSlot`] in the request extensions: the
+//! matched route and its parameters ([`note_route`], a route layer, the only place the route template is
+//! known), the user (auth layer), the organization (org extractor), a created entity's id (handlers).
+//! Write requests' bodies are buffered (they are within the body limit), handed on unchanged, and sanitized
+//! in a spawned task after the response is out, so sanitizing never delays the client.
+
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{MatchedPath, RawPathParams, Request, State};
+use axum::http::{Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::{AuditEvent, AuditSlot, actions, security};
+use crate::error::{AppError, ErrorCode, ErrorPayload};
+use crate::http::client_ip::client_ip;
+use crate::http::request_id::RequestId;
+use crate::state::AppState;
+
+const MAX_USER_AGENT: usize = 256;
+
+fn is_write(method: &Method) -> bool {
+    matches!(*method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE)
+}
+
+pub async fn capture(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if state.audit.config().is_excluded(request.uri().path()) {
+        return next.run(request).await;
+    }
+    let started = Instant::now();
+    let slot = AuditSlot::default();
+    let (mut parts, body) = request.into_parts();
+    parts.extensions.insert(slot.clone());
+
+    let mut event = AuditEvent::new("http.request");
+    event.request_id = parts.extensions.get::<RequestId>().map(|r| r.0.to_string());
+    event.ip = client_ip(&parts, &state.config.http.trusted_proxies);
+    event.user_agent = parts
+        .headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|ua| ua.chars().take(MAX_USER_AGENT).collect());
+    event.method = Some(parts.method.to_string());
+    event.path = Some(parts.uri.path().chars().take(512).collect());
+    let query = parts.uri.query().map(|q| state.audit.sanitizer().text(q));
+    let method = parts.method.clone();
+
+    let mut captured: Option<(Option<String>, Bytes)> = None;
+    let request = if is_write(&method) {
+        let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+        let limit = state.config.http.max_body_bytes;
+        if declared.is_some_and(|n| n > limit) {
+            // The body limit answers 413 when the handler reads it; not buffered here.
+            Request::from_parts(parts, body)
+        } else {
+            match axum::body::to_bytes(body, limit).await {
+                Ok(bytes) => {
+                    captured = Some((content_type, bytes.clone()));
+                    Request::from_parts(parts, Body::from(bytes))
+                }
+                Err(_) => {
+                    let response =
+                        AppError::new(ErrorCode::PayloadTooLarge, "the request body is too large or unreadable")
+                            .into_response();
+                    finish(&state, event, &slot, &method, &response, started, query, None);
+                    return response;
+                }
+            }
+        }
+    } else {
+        Request::from_parts(parts, body)
+    };
+
+    let response = next.run(request).await;
+    finish(&state, event, &slot, &method, &response, started, query, captured);
+    response
+}
+
+#[allow(clippy::too_many_arguments, reason = "the pieces of one event, gathered before and after the handler")]
+fn finish(
+    state: &AppState,
+    mut event: AuditEvent,
+    slot: &AuditSlot,
+    method: &Method,
+    response: &Response,
+    started: Instant,
+    query: Option<String>,
+    body: Option<(Option<String>, Bytes)>,
+) {
+    let notes = slot.get();
+    let (action, entity_type) = actions::classify(method, notes.route.as_deref());
+    event.action = action.to_owned();
+    event.entity_type = entity_type.map(str::to_owned);
+    event.entity_id = notes.entity_id.clone().or_else(|| actions::entity_id(&notes.params));
+    event.user_id = notes.user_id;
+    event.organization_id = notes.organization_id;
+    event.status = Some(i32::from(response.status().as_u16()));
+    event.duration_ms = Some(started.elapsed().as_millis().min(i32::MAX as u128) as i32);
+    if let serde_json::Value::Object(map) = &mut event.metadata {
+        if let Some(route) = &notes.route {
+            map.insert("route".into(), route.clone().into());
+        }
+        if let Some(q) = query {
+            map.insert("query".into(), q.into());
+        }
+    }
+    if let Some(kind) = response.extensions().get::<ErrorPayload>().and_then(|p| p.security) {
+        let details = serde_json::json!({ "status": event.status, "route": notes.route });
+        security::mark(&mut event, kind, kind.severity(), details);
+    }
+    match body {
+        Some((content_type, bytes)) if !bytes.is_empty() => {
+            let task_state = state.clone();
+            state.audit.in_flight(async move {
+                let sanitized = task_state.audit.sanitizer().body(content_type.as_deref(), &bytes);
+                if let serde_json::Value::Object(map) = &mut event.metadata {
+                    map.insert("body".into(), sanitized);
+                }
+                task_state.audit.record(event);
+            });
+        }
+        _ => state.audit.record(event),
+    }
+}
+
+/// Route layer: the matched route template and its parameters, known only once routing is done.
+pub async fn note_route(request: Request, next: Next) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let route = parts.extensions.get::<MatchedPath>().map(|m| m.as_str().to_owned());
+    let params: Vec<(String, String)> = match RawPathParams::from_request_parts(&mut parts, &()).await {
+        Ok(p) => p.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
+        Err(_) => Vec::new(),
+    };
+    super::note(&parts.extensions, |n| {
+        n.route = route;
+        n.params = params;
+    });
+    next.run(Request::from_parts(parts, body)).await
+}
+
+use axum::extract::FromRequestParts;

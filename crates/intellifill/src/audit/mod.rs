@@ -1,0 +1,306 @@
+//! The audit pipeline: every API request becomes exactly one audit row, without slowing the request and
+//! without ever losing an event.
+//!
+//! - [`layer`] captures the request (one middleware, ordered in `http::middleware`): route-derived action,
+//!   user and organization (filled in by the auth layer and the org extractor through an [`AuditNotes`]
+//!   slot), status, duration, client ip, user agent, and for write methods the body after [`sanitize`].
+//! - [`Auditor::record`] is a non-blocking `try_send` into a bounded queue (a few hundred nanoseconds); a
+//!   full queue hands the event to the spooler instead of dropping it.
+//! - [`writer`] drains the queue in batches (size or time triggered) into one multi-row `INSERT ... ON
+//!   CONFLICT (id) DO NOTHING` on at most one pooled connection at a time (its share of the pool, so request
+//!   traffic is never starved). When Postgres fails, the batch goes to the disk [`spool`]; the spool is
+//!   replayed in order when the database answers again (and at start-up), and a segment is deleted only after
+//!   its rows are committed. Event ids make the replay idempotent: a crash between commit and delete doubles
+//!   nothing. Shutdown flushes the queue (to the database, or to the spool) before the process exits.
+//! - [`security`] turns security-relevant outcomes (forged token, revoked token reuse, cross-tenant attempt,
+//!   RLS context failure, anomalies) into audit rows with a severity, `event=security.*` log lines and
+//!   counters; [`anomaly`] watches sliding windows per user (Redis, shared by every instance, with an
+//!   in-process fallback).
+
+pub mod actions;
+pub mod anomaly;
+pub mod layer;
+pub mod prune;
+pub mod sanitize;
+pub mod security;
+pub mod spool;
+pub mod writer;
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::db::Db;
+use crate::kv::Kv;
+pub use security::{SecurityKind, Severity};
+
+/// One audit row (also the spool's record format).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEvent {
+    /// Unique per event: replays are idempotent on it.
+    pub id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub user_id: Option<Uuid>,
+    pub organization_id: Option<Uuid>,
+    /// Bounded vocabulary (`knowledge.create`, `security.cross_tenant_attempt`, ...), never raw ids.
+    pub action: String,
+    pub entity_type: Option<String>,
+    pub entity_id: Option<String>,
+    pub request_id: Option<String>,
+    pub method: Option<String>,
+    pub path: Option<String>,
+    pub status: Option<i32>,
+    pub duration_ms: Option<i32>,
+    pub ip: Option<IpAddr>,
+    pub user_agent: Option<String>,
+    pub severity: Option<Severity>,
+    /// Route template, sanitized body, security details.
+    pub metadata: serde_json::Value,
+}
+
+impl AuditEvent {
+    pub fn new(action: impl Into<String>) -> AuditEvent {
+        AuditEvent {
+            id: Uuid::now_v7(),
+            created_at: Utc::now(),
+            user_id: None,
+            organization_id: None,
+            action: action.into(),
+            entity_type: None,
+            entity_id: None,
+            request_id: None,
+            method: None,
+            path: None,
+            status: None,
+            duration_ms: None,
+            ip: None,
+            user_agent: None,
+            severity: None,
+            metadata: serde_json::Value::Object(Default::default()),
+        }
+    }
+}
+
+/// What inner layers learn about a request and the audit layer records: set by the auth layer (user), the
+/// org extractor (organization), handlers (entity).
+#[derive(Debug, Default, Clone)]
+pub struct AuditNotes {
+    /// The matched route template (`/api/organizations/{orgId}/knowledge`).
+    pub route: Option<String>,
+    /// Its path parameters.
+    pub params: Vec<(String, String)>,
+    pub user_id: Option<Uuid>,
+    pub organization_id: Option<Uuid>,
+    pub entity_id: Option<String>,
+}
+
+/// The shared slot in the request extensions.
+#[derive(Debug, Clone, Default)]
+pub struct AuditSlot(pub Arc<Mutex<AuditNotes>>);
+
+impl AuditSlot {
+    pub fn update(&self, f: impl FnOnce(&mut AuditNotes)) {
+        let mut notes = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut notes);
+    }
+
+    pub fn get(&self) -> AuditNotes {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Handlers take the slot to note what only they know (a created entity's id).
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for AuditSlot {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts.extensions.get::<AuditSlot>().cloned().unwrap_or_default())
+    }
+}
+
+/// Note something about the current request for its audit row (no-op outside the audit layer).
+pub fn note(extensions: &http::Extensions, f: impl FnOnce(&mut AuditNotes)) {
+    if let Some(slot) = extensions.get::<AuditSlot>() {
+        slot.update(f);
+    }
+}
+
+/// Counters for metrics and health.
+#[derive(Debug, Default)]
+pub struct AuditStats {
+    pub captured: AtomicU64,
+    pub written: AtomicU64,
+    pub spooled: AtomicU64,
+    pub replayed: AtomicU64,
+    /// Must stay 0: an event that could neither be queued, written nor spooled.
+    pub dropped: AtomicU64,
+    pub write_failures: AtomicU64,
+}
+
+impl AuditStats {
+    pub fn get(&self, counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// Puts events on the write path; never waits. Cloned into the anomaly detector (whose own events must not
+/// be fed back to it).
+#[derive(Clone)]
+pub struct Recorder {
+    queue: mpsc::Sender<AuditEvent>,
+    overflow: mpsc::UnboundedSender<AuditEvent>,
+    stats: Arc<AuditStats>,
+}
+
+impl Recorder {
+    /// Queue full (or shutting down): the event goes to the disk spool instead.
+    pub fn record(&self, event: AuditEvent) {
+        self.stats.captured.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("audit_events_captured_total").increment(1);
+        let overflowed = match self.queue.try_send(event) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(event)) => {
+                metrics::counter!("audit_queue_full_total").increment(1);
+                event
+            }
+            Err(mpsc::error::TrySendError::Closed(event)) => event,
+        };
+        if self.overflow.send(overflowed).is_err() {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("audit_events_dropped_total").increment(1);
+            tracing::error!("audit event lost: the writer has stopped");
+        }
+    }
+}
+
+/// Pipeline settings.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    pub exclude_paths: Vec<String>,
+    pub queue_capacity: usize,
+    pub writer: writer::WriterConfig,
+    pub spool_dir: std::path::PathBuf,
+    pub anomaly: anomaly::AnomalyConfig,
+}
+
+impl AuditConfig {
+    /// Excluded paths match on the full request path: equal, or a prefix followed by `/`.
+    pub fn is_excluded(&self, path: &str) -> bool {
+        self.exclude_paths
+            .iter()
+            .any(|p| path == p || (path.starts_with(p.as_str()) && path.as_bytes().get(p.len()) == Some(&b'/')))
+    }
+}
+
+/// Handle on the pipeline, held in the app state.
+pub struct Auditor {
+    recorder: Recorder,
+    detector: mpsc::Sender<AuditEvent>,
+    sanitizer: Arc<sanitize::Sanitizer>,
+    writer: writer::WriterHandle,
+    config: AuditConfig,
+    /// Events still being finished (body sanitization) in spawned tasks.
+    in_flight: Arc<InFlight>,
+}
+
+#[derive(Default)]
+struct InFlight {
+    count: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+impl InFlight {
+    async fn wait_idle(&self, at_most: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + at_most;
+        loop {
+            let notified = self.idle.notified();
+            if self.count.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+impl Auditor {
+    /// Open the spool (replaying what a previous run left there), start the writer and the detector.
+    pub fn start(config: AuditConfig, db: Db, kv: Kv) -> anyhow::Result<Auditor> {
+        let spool = spool::Spool::open(&config.spool_dir)
+            .map_err(|e| anyhow::anyhow!("AUDIT_SPOOL_DIR {} cannot be used: {e}", config.spool_dir.display()))?;
+        let stats = Arc::new(AuditStats::default());
+        let (queue, queue_rx) = mpsc::channel(config.queue_capacity);
+        let (overflow, overflow_rx) = mpsc::unbounded_channel();
+        let recorder = Recorder { queue, overflow, stats: stats.clone() };
+        let writer = writer::spawn(db.clone(), Arc::new(spool), stats, config.writer.clone(), queue_rx, overflow_rx);
+        let detector = anomaly::Detector::spawn(kv, db, recorder.clone(), config.anomaly.clone());
+        Ok(Auditor {
+            recorder,
+            detector,
+            sanitizer: Arc::new(sanitize::Sanitizer::default()),
+            writer,
+            config,
+            in_flight: Arc::default(),
+        })
+    }
+
+    /// Record one event of a request; never waits.
+    pub fn record(&self, event: AuditEvent) {
+        // Best effort: anomaly detection may skip events under overload; the audit row may not.
+        let _ = self.detector.try_send(event.clone());
+        self.recorder.record(event);
+    }
+
+    pub fn config(&self) -> &AuditConfig {
+        &self.config
+    }
+
+    pub fn stats(&self) -> &AuditStats {
+        &self.recorder.stats
+    }
+
+    pub fn sanitizer(&self) -> &Arc<sanitize::Sanitizer> {
+        &self.sanitizer
+    }
+
+    /// Events waiting in the in-memory queue.
+    pub fn queue_depth(&self) -> usize {
+        self.recorder.queue.max_capacity() - self.recorder.queue.capacity()
+    }
+
+    /// Records waiting in the disk spool.
+    pub fn spool_pending(&self) -> u64 {
+        self.writer.spool_pending()
+    }
+
+    /// Finish an event off the request path (body sanitization); flush and shutdown wait for it.
+    pub fn in_flight(&self, work: impl Future<Output = ()> + Send + 'static) {
+        let in_flight = self.in_flight.clone();
+        in_flight.count.fetch_add(1, Ordering::SeqCst);
+        tokio::spawn(async move {
+            work.await;
+            if in_flight.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+                in_flight.idle.notify_waiters();
+            }
+        });
+    }
+
+    /// Write everything captured so far (to the database, or to the spool) and try a replay.
+    pub async fn flush(&self) {
+        self.in_flight.wait_idle(std::time::Duration::from_secs(5)).await;
+        self.writer.flush().await;
+    }
+
+    /// Stop: flush the queue (to the database, or to the spool) and wait for the writer to finish.
+    pub async fn shutdown(&self) {
+        self.in_flight.wait_idle(std::time::Duration::from_secs(5)).await;
+        self.writer.shutdown().await;
+    }
+}

@@ -1,0 +1,361 @@
+//! The background writer: queue -> batches -> Postgres, or -> disk spool -> replay.
+//!
+//! One task owns the whole write path, so ordering is simple: while anything is waiting in the spool, new
+//! batches are appended behind it (first in, first out) and the spool is replayed oldest segment first; a
+//! segment is deleted only after its rows are committed. The task holds at most one pooled connection at a
+//! time, which is the audit log's whole share of the pool. Every insert is
+//! `INSERT ... SELECT FROM unnest(...) ON CONFLICT (id) DO NOTHING`: one round trip per batch, and a batch
+//! replayed twice (crash between commit and delete) stores each event once.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::types::Type;
+
+use super::spool::Spool;
+use super::{AuditEvent, AuditStats};
+use crate::db::Db;
+
+const INSERT: &str = "INSERT INTO audit_log (id, created_at, user_id, organization_id, action, entity_type, entity_id,
+        request_id, method, path, status, duration_ms, ip, user_agent, severity, metadata)
+    SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[],
+        $8::text[], $9::text[], $10::text[], $11::int4[], $12::int4[], $13::inet[], $14::text[], $15::text[],
+        $16::jsonb[])
+    ON CONFLICT (id) DO NOTHING
+    RETURNING 1";
+
+/// Writer tuning.
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    pub batch_size: usize,
+    pub flush_interval: Duration,
+    /// Longest one insert may take before the batch is spooled instead.
+    pub insert_timeout: Duration,
+}
+
+enum Control {
+    Flush(oneshot::Sender<()>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Handle on the writer task.
+pub struct WriterHandle {
+    control: mpsc::Sender<Control>,
+    spool: Arc<Spool>,
+}
+
+impl WriterHandle {
+    pub fn spool_pending(&self) -> u64 {
+        self.spool.pending_records()
+    }
+
+    /// Write what is queued (to the database if it answers, else to the spool) and try a replay.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.control.send(Control::Flush(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Flush and stop. Idempotent.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.control.send(Control::Shutdown(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+struct Writer {
+    db: Db,
+    spool: Arc<Spool>,
+    stats: Arc<AuditStats>,
+    config: WriterConfig,
+    queue: mpsc::Receiver<AuditEvent>,
+    overflow: mpsc::UnboundedReceiver<AuditEvent>,
+    batch: Vec<AuditEvent>,
+    /// Set when an insert failed; cleared by a successful replay.
+    database_down: bool,
+}
+
+pub fn spawn(
+    db: Db,
+    spool: Arc<Spool>,
+    stats: Arc<AuditStats>,
+    config: WriterConfig,
+    queue: mpsc::Receiver<AuditEvent>,
+    overflow: mpsc::UnboundedReceiver<AuditEvent>,
+) -> WriterHandle {
+    let (control_tx, control_rx) = mpsc::channel(8);
+    let writer = Writer {
+        db,
+        spool: spool.clone(),
+        stats,
+        batch: Vec::with_capacity(config.batch_size),
+        config,
+        queue,
+        overflow,
+        database_down: false,
+    };
+    tokio::spawn(writer.run(control_rx));
+    WriterHandle { control: control_tx, spool }
+}
+
+impl Writer {
+    async fn run(mut self, mut control: mpsc::Receiver<Control>) {
+        let mut tick = tokio::time::interval(self.config.flush_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Whatever a previous run left in the spool goes first.
+        self.replay().await;
+        loop {
+            tokio::select! {
+                biased;
+                Some(cmd) = control.recv() => match cmd {
+                    Control::Flush(done) => {
+                        self.drain().await;
+                        self.flush().await;
+                        self.replay().await;
+                        let _ = done.send(());
+                    }
+                    Control::Shutdown(done) => {
+                        self.drain().await;
+                        self.flush().await;
+                        self.replay().await;
+                        self.seal().await;
+                        tracing::info!(pending_in_spool = self.spool.pending_records(), "audit writer stopped");
+                        let _ = done.send(());
+                        // Later shutdown calls find the channel closed and return at once.
+                        return;
+                    }
+                },
+                // Before the queue: under sustained traffic the timer must still get its turn.
+                _ = tick.tick() => {
+                    self.flush().await;
+                    if self.spool.pending_records() > 0 {
+                        self.replay().await;
+                    }
+                }
+                Some(event) = self.overflow.recv() => {
+                    let mut events = vec![event];
+                    while let Ok(e) = self.overflow.try_recv() {
+                        events.push(e);
+                    }
+                    self.to_spool(events).await;
+                }
+                Some(event) = self.queue.recv() => {
+                    self.batch.push(event);
+                    if self.batch.len() >= self.config.batch_size {
+                        self.flush().await;
+                    }
+                }
+            }
+            metrics::gauge!("audit_spool_pending").set(self.spool.pending_records() as f64);
+        }
+    }
+
+    /// Everything waiting in both channels into the batch / spool.
+    async fn drain(&mut self) {
+        let mut overflow = Vec::new();
+        while let Ok(e) = self.overflow.try_recv() {
+            overflow.push(e);
+        }
+        if !overflow.is_empty() {
+            self.to_spool(overflow).await;
+        }
+        while let Ok(e) = self.queue.try_recv() {
+            self.batch.push(e);
+            if self.batch.len() >= self.config.batch_size {
+                self.flush().await;
+            }
+        }
+    }
+
+    async fn flush(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(self.config.batch_size));
+        // Behind anything already spooled, to keep the order.
+        if self.database_down || self.spool.pending_records() > 0 {
+            self.to_spool(batch).await;
+            return;
+        }
+        match self.insert(&batch).await {
+            Ok(n) => {
+                self.stats.written.fetch_add(n, Ordering::Relaxed);
+                metrics::counter!("audit_events_written_total").increment(n);
+            }
+            Err(e) => {
+                self.database_down = true;
+                self.stats.write_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, events = batch.len(), "audit insert failed: spooling to disk");
+                self.to_spool(batch).await;
+            }
+        }
+    }
+
+    async fn insert(&self, batch: &[AuditEvent]) -> anyhow::Result<u64> {
+        let started = Instant::now();
+        let columns = Columns::of(batch);
+        let params = columns.params();
+        let inserted = tokio::time::timeout(self.config.insert_timeout, self.db.unscoped(INSERT, &params))
+            .await
+            .map_err(|_| anyhow::anyhow!("audit insert timed out"))?
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        metrics::histogram!("audit_write_seconds").record(started.elapsed().as_secs_f64());
+        // Duplicates (a replayed batch) are not inserted again; they are not lost either.
+        Ok(inserted)
+    }
+
+    async fn to_spool(&mut self, events: Vec<AuditEvent>) {
+        let n = events.len() as u64;
+        let spool = self.spool.clone();
+        match tokio::task::spawn_blocking(move || spool.append(&events)).await {
+            Ok(Ok(_)) => {
+                self.stats.spooled.fetch_add(n, Ordering::Relaxed);
+                metrics::counter!("audit_events_spooled_total").increment(n);
+            }
+            Ok(Err(e)) => self.lost(n, &e.to_string()),
+            Err(e) => self.lost(n, &e.to_string()),
+        }
+    }
+
+    fn lost(&self, n: u64, why: &str) {
+        self.stats.dropped.fetch_add(n, Ordering::Relaxed);
+        metrics::counter!("audit_events_dropped_total").increment(n);
+        tracing::error!(events = n, error = why, "audit events lost: the spool cannot be written");
+    }
+
+    async fn seal(&self) {
+        let spool = self.spool.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || spool.seal()).await {
+            tracing::error!(error = %e, "cannot seal the audit spool segment");
+        }
+    }
+
+    /// Replay sealed segments, oldest first, until one fails.
+    async fn replay(&mut self) {
+        self.seal().await;
+        let spool = self.spool.clone();
+        let segments = match tokio::task::spawn_blocking(move || spool.sealed()).await {
+            Ok(Ok(s)) => s,
+            _ => return,
+        };
+        for id in segments {
+            let spool = self.spool.clone();
+            let events: Vec<AuditEvent> = match tokio::task::spawn_blocking(move || spool.read(id)).await {
+                Ok(Ok(events)) => events,
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "cannot read an audit spool segment");
+                    return;
+                }
+                Err(_) => return,
+            };
+            for chunk in events.chunks(self.config.batch_size.max(1)) {
+                match self.insert(chunk).await {
+                    Ok(_) => {}
+                    Err(e) => {
+                        self.database_down = true;
+                        tracing::debug!(error = %e, "audit replay deferred: the database is still unavailable");
+                        return;
+                    }
+                }
+            }
+            let spool = self.spool.clone();
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || spool.remove(id)).await {
+                tracing::error!(error = %e, "cannot remove a replayed audit spool segment");
+                return;
+            }
+            let n = events.len() as u64;
+            self.stats.replayed.fetch_add(n, Ordering::Relaxed);
+            metrics::counter!("audit_events_replayed_total").increment(n);
+            tracing::info!(events = n, "audit spool segment replayed");
+        }
+        self.database_down = false;
+    }
+}
+
+/// A batch as column arrays for `unnest`.
+struct Columns {
+    id: Vec<uuid::Uuid>,
+    created_at: Vec<chrono::DateTime<chrono::Utc>>,
+    user_id: Vec<Option<uuid::Uuid>>,
+    organization_id: Vec<Option<uuid::Uuid>>,
+    action: Vec<String>,
+    entity_type: Vec<Option<String>>,
+    entity_id: Vec<Option<String>>,
+    request_id: Vec<Option<String>>,
+    method: Vec<Option<String>>,
+    path: Vec<Option<String>>,
+    status: Vec<Option<i32>>,
+    duration_ms: Vec<Option<i32>>,
+    ip: Vec<Option<std::net::IpAddr>>,
+    user_agent: Vec<Option<String>>,
+    severity: Vec<Option<String>>,
+    metadata: Vec<serde_json::Value>,
+}
+
+/// Postgres text and jsonb refuse NUL characters: one such byte must not poison a whole batch.
+fn clean(s: &str) -> String {
+    s.replace('\0', "")
+}
+
+fn clean_opt(s: &Option<String>) -> Option<String> {
+    s.as_deref().map(clean)
+}
+
+fn clean_json(v: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => Value::String(clean(s)),
+        Value::Array(a) => Value::Array(a.iter().map(clean_json).collect()),
+        Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (clean(k), clean_json(v))).collect()),
+        other => other.clone(),
+    }
+}
+
+impl Columns {
+    fn of(batch: &[AuditEvent]) -> Columns {
+        Columns {
+            id: batch.iter().map(|e| e.id).collect(),
+            created_at: batch.iter().map(|e| e.created_at).collect(),
+            user_id: batch.iter().map(|e| e.user_id).collect(),
+            organization_id: batch.iter().map(|e| e.organization_id).collect(),
+            action: batch.iter().map(|e| clean(&e.action)).collect(),
+            entity_type: batch.iter().map(|e| clean_opt(&e.entity_type)).collect(),
+            entity_id: batch.iter().map(|e| clean_opt(&e.entity_id)).collect(),
+            request_id: batch.iter().map(|e| clean_opt(&e.request_id)).collect(),
+            method: batch.iter().map(|e| clean_opt(&e.method)).collect(),
+            path: batch.iter().map(|e| clean_opt(&e.path)).collect(),
+            status: batch.iter().map(|e| e.status).collect(),
+            duration_ms: batch.iter().map(|e| e.duration_ms).collect(),
+            ip: batch.iter().map(|e| e.ip).collect(),
+            user_agent: batch.iter().map(|e| clean_opt(&e.user_agent)).collect(),
+            severity: batch.iter().map(|e| e.severity.map(|s| s.as_str().to_owned())).collect(),
+            metadata: batch.iter().map(|e| clean_json(&e.metadata)).collect(),
+        }
+    }
+
+    fn params(&self) -> Vec<crate::db::Param<'_>> {
+        vec![
+            (&self.id, Type::UUID_ARRAY),
+            (&self.created_at, Type::TIMESTAMPTZ_ARRAY),
+            (&self.user_id, Type::UUID_ARRAY),
+            (&self.organization_id, Type::UUID_ARRAY),
+            (&self.action, Type::TEXT_ARRAY),
+            (&self.entity_type, Type::TEXT_ARRAY),
+            (&self.entity_id, Type::TEXT_ARRAY),
+            (&self.request_id, Type::TEXT_ARRAY),
+            (&self.method, Type::TEXT_ARRAY),
+            (&self.path, Type::TEXT_ARRAY),
+            (&self.status, Type::INT4_ARRAY),
+            (&self.duration_ms, Type::INT4_ARRAY),
+            (&self.ip, Type::INET_ARRAY),
+            (&self.user_agent, Type::TEXT_ARRAY),
+            (&self.severity, Type::TEXT_ARRAY),
+            (&self.metadata, Type::JSONB_ARRAY),
+        ]
+    }
+}
