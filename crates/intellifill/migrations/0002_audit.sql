@@ -30,8 +30,35 @@ BEGIN
 END
 $$;
 
-REVOKE ALL ON FUNCTION current_user_is_platform_admin(), security_lock_user(uuid) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION current_user_is_platform_admin(), security_lock_user(uuid) TO intellifill_app;
+-- The audit writer's one way in: a batch of rows as arrays, inserted once each (replays are idempotent on
+-- the event id). It runs as the owner because, under RLS, INSERT ... ON CONFLICT must also pass SELECT
+-- policies, and a writer without a user context must see nothing. It can only add rows.
+CREATE FUNCTION audit_append(
+    ids uuid[], created timestamptz[], user_ids uuid[], org_ids uuid[], actions text[], entity_types text[],
+    entity_ids text[], request_ids text[], methods text[], paths text[], statuses integer[], durations integer[],
+    ips inet[], agents text[], severities text[], metas jsonb[]
+) RETURNS integer
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp
+    AS $$
+DECLARE
+    inserted integer;
+BEGIN
+    INSERT INTO audit_log (id, created_at, user_id, organization_id, action, entity_type, entity_id, request_id,
+                           method, path, status, duration_ms, ip, user_agent, severity, metadata)
+    SELECT * FROM unnest(ids, created, user_ids, org_ids, actions, entity_types, entity_ids, request_ids, methods,
+                         paths, statuses, durations, ips, agents, severities, metas)
+    ON CONFLICT (id) DO NOTHING;
+    GET DIAGNOSTICS inserted = ROW_COUNT;
+    RETURN inserted;
+END
+$$;
+
+REVOKE ALL ON FUNCTION current_user_is_platform_admin(), security_lock_user(uuid),
+    audit_append(uuid[], timestamptz[], uuid[], uuid[], text[], text[], text[], text[], text[], text[], integer[],
+                 integer[], inet[], text[], text[], jsonb[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION current_user_is_platform_admin(), security_lock_user(uuid),
+    audit_append(uuid[], timestamptz[], uuid[], uuid[], text[], text[], text[], text[], text[], text[], integer[],
+                 integer[], inet[], text[], text[], jsonb[]) TO intellifill_app;
 
 GRANT SELECT ON audit_log TO intellifill_app;
 

@@ -253,7 +253,7 @@ impl Detector {
     async fn lock(&self, user: uuid::Uuid, kind: AnomalyKind) {
         let sql = "SELECT 1 FROM security_lock_user($1) AS locked WHERE locked";
         match self.db.unscoped(sql, &[(&user, tokio_postgres::types::Type::UUID)]).await {
-            Ok(1) => {
+            Ok(rows) if rows.len() == 1 => {
                 metrics::counter!("security_auto_locks_total").increment(1);
                 tracing::warn!(event = "security.user_locked", user_id = %user, reason = kind.as_str(),
                     "user deactivated after a critical security event (SECURITY_AUTO_LOCK)");

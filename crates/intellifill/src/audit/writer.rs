@@ -4,7 +4,8 @@
 //! batches are appended behind it (first in, first out) and the spool is replayed oldest segment first; a
 //! segment is deleted only after its rows are committed. The task holds at most one pooled connection at a
 //! time, which is the audit log's whole share of the pool. Every insert is
-//! `INSERT ... SELECT FROM unnest(...) ON CONFLICT (id) DO NOTHING`: one round trip per batch, and a batch
+//! `audit_append(arrays...)`, an `INSERT ... SELECT FROM unnest(...) ON CONFLICT (id) DO NOTHING`: one round trip
+//! per batch, and a batch
 //! replayed twice (crash between commit and delete) stores each event once.
 
 use std::sync::Arc;
@@ -18,13 +19,9 @@ use super::spool::Spool;
 use super::{AuditEvent, AuditStats};
 use crate::db::Db;
 
-const INSERT: &str = "INSERT INTO audit_log (id, created_at, user_id, organization_id, action, entity_type, entity_id,
-        request_id, method, path, status, duration_ms, ip, user_agent, severity, metadata)
-    SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[],
-        $8::text[], $9::text[], $10::text[], $11::int4[], $12::int4[], $13::inet[], $14::text[], $15::text[],
-        $16::jsonb[])
-    ON CONFLICT (id) DO NOTHING
-    RETURNING 1";
+/// `audit_append` (SECURITY DEFINER, migration 0002) inserts with `ON CONFLICT (id) DO NOTHING`: under RLS an
+/// `ON CONFLICT` insert must also pass SELECT policies, which a context-free writer must not have.
+const INSERT: &str = "SELECT audit_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)";
 
 /// Writer tuning.
 #[derive(Debug, Clone)]
@@ -200,10 +197,14 @@ impl Writer {
         let started = Instant::now();
         let columns = Columns::of(batch);
         let params = columns.params();
-        let inserted = tokio::time::timeout(self.config.insert_timeout, self.db.unscoped(INSERT, &params))
+        let rows = tokio::time::timeout(self.config.insert_timeout, self.db.unscoped(INSERT, &params))
             .await
             .map_err(|_| anyhow::anyhow!("audit insert timed out"))?
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            .map_err(|e| match &e.source {
+                Some(cause) => anyhow::anyhow!("{e} ({cause:#})"),
+                None => anyhow::anyhow!("{e}"),
+            })?;
+        let inserted = rows.first().map(|r| r.get::<_, i32>(0)).unwrap_or(0).max(0) as u64;
         metrics::histogram!("audit_write_seconds").record(started.elapsed().as_secs_f64());
         // Duplicates (a replayed batch) are not inserted again; they are not lost either.
         Ok(inserted)

@@ -102,13 +102,12 @@ impl Db {
     }
 
     /// One statement outside any request transaction and without tenant context, on a pooled connection.
-    /// For the audit writer's appends and the security lock-out function only: the runtime role's policies
-    /// allow nothing else without context (no row is visible, no tenant table is writable), so this cannot
-    /// become a back door. Returns the number of rows the statement returned.
-    pub async fn unscoped(&self, sql: &str, params: &[Param<'_>]) -> Result<u64, AppError> {
+    /// For the audit writer and the security lock-out, which go through SECURITY DEFINER functions that can
+    /// only append audit rows or switch a user off; without context the runtime role's policies show no row
+    /// and allow no write to a tenant table, so this cannot become a back door.
+    pub async fn unscoped(&self, sql: &str, params: &[Param<'_>]) -> Result<Vec<tokio_postgres::Row>, AppError> {
         let conn = self.acquire().await?;
-        let rows = conn.query_typed(sql, params).await.map_err(map_db_error)?;
-        Ok(rows.len() as u64)
+        conn.query_typed(sql, params).await.map_err(map_db_error)
     }
 
     /// Close the pool: idle connections are dropped now, checked-out ones when they come back.

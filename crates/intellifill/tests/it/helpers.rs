@@ -102,6 +102,21 @@ impl TestApp {
         let shared = Shared::get().await.expect("shared servers");
         let runtime_url = shared.pg_url(RUNTIME_ROLE, Some(RUNTIME_PASSWORD), &db);
         let owner_url = shared.pg_url(OWNER_ROLE, Some(OWNER_PASSWORD), &db);
+        TestApp::spawn_with_urls(db, runtime_url, owner_url, emulator, customize).await
+    }
+
+    /// Spawn against any database (a cluster of the test's own, which it may stop and restart).
+    pub async fn spawn_with_urls(
+        db: String,
+        runtime_url: String,
+        owner_url: String,
+        emulator: Emulator,
+        customize: impl FnOnce(&mut ServeArgs),
+    ) -> TestApp {
+        if let Ok(filter) = std::env::var("TEST_LOG") {
+            intellifill::telemetry::init(intellifill::telemetry::LogFormat::Pretty, &filter);
+        }
+        let shared = Shared::get().await.expect("shared servers");
         let mut args = ServeArgs {
             redis_url: Some(shared.redis_url()),
             redis_key_prefix: Some(shared.redis_prefix()),

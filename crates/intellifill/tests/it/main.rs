@@ -4,6 +4,7 @@
 mod helpers;
 
 mod api_errors;
+mod audit;
 mod auth_basic;
 mod auth_pipeline;
 mod cli;
