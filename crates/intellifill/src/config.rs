@@ -149,6 +149,27 @@ pub struct ServeArgs {
     /// Proxies whose X-Forwarded-For is believed (comma-separated ips or CIDRs); empty: none.
     #[arg(long, env = "TRUSTED_PROXIES")]
     pub trusted_proxies: Option<String>,
+    /// Rate limits on (true) or off.
+    #[arg(long, env = "RATE_LIMIT_ENABLED")]
+    pub rate_limit_enabled: Option<String>,
+    /// Requests per minute per client ip (every route, before authentication); 0 disables.
+    #[arg(long, env = "RATE_LIMIT_IP_PER_MINUTE")]
+    pub rate_limit_ip_per_minute: Option<String>,
+    /// Requests per minute per user (authenticated API); 0 disables.
+    #[arg(long, env = "RATE_LIMIT_USER_PER_MINUTE")]
+    pub rate_limit_user_per_minute: Option<String>,
+    /// Searches and writes per minute per organization; 0 disables.
+    #[arg(long, env = "RATE_LIMIT_ORG_PER_MINUTE")]
+    pub rate_limit_org_per_minute: Option<String>,
+    /// Requests per minute per user and ip on /api/auth/*; 0 disables.
+    #[arg(long, env = "RATE_LIMIT_AUTH_PER_MINUTE")]
+    pub rate_limit_auth_per_minute: Option<String>,
+    /// Serve /metrics on this separate address (e.g. 127.0.0.1:9090) instead of the API port.
+    #[arg(long, env = "METRICS_BIND_ADDR")]
+    pub metrics_bind_addr: Option<String>,
+    /// Require `Authorization: Bearer <token>` on /metrics.
+    #[arg(long, env = "METRICS_BEARER_TOKEN", hide_env_values = true)]
+    pub metrics_bearer_token: Option<String>,
     /// Shared store (Redis) URL: L2 token cache, revocations, rate limits. Unset: in-process state only.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
@@ -197,6 +218,15 @@ pub struct Config {
     pub redis: RedisConfig,
     pub http: HttpConfig,
     pub audit: crate::audit::AuditConfig,
+    pub rate_limit: crate::ratelimit::RateLimitConfig,
+    pub metrics: MetricsConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    /// A listener of its own for /metrics; `None`: served on the API port.
+    pub bind_addr: Option<SocketAddr>,
+    pub bearer_token: Option<SecretString>,
 }
 
 #[derive(Debug, Clone)]
@@ -631,6 +661,31 @@ impl Config {
                 auto_lock: c.boolean("SECURITY_AUTO_LOCK", &args.security_auto_lock, false),
             },
         };
+        let per_minute = |c: &mut Checker, var: &'static str, v: &Option<String>, default: u32| {
+            c.number(var, v, default, (0, 1_000_000))
+        };
+        let rate_limit = crate::ratelimit::RateLimitConfig {
+            enabled: c.boolean("RATE_LIMIT_ENABLED", &args.rate_limit_enabled, true),
+            ip_per_minute: per_minute(&mut c, "RATE_LIMIT_IP_PER_MINUTE", &args.rate_limit_ip_per_minute, 600),
+            user_per_minute: per_minute(&mut c, "RATE_LIMIT_USER_PER_MINUTE", &args.rate_limit_user_per_minute, 300),
+            org_per_minute: per_minute(&mut c, "RATE_LIMIT_ORG_PER_MINUTE", &args.rate_limit_org_per_minute, 600),
+            auth_per_minute: per_minute(&mut c, "RATE_LIMIT_AUTH_PER_MINUTE", &args.rate_limit_auth_per_minute, 30),
+        };
+        let metrics = MetricsConfig {
+            bind_addr: match args.metrics_bind_addr.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
+                None => None,
+                Some(raw) => raw.parse().map(Some).unwrap_or_else(|_| {
+                    c.problem("METRICS_BIND_ADDR", format!("expected ip:port such as 127.0.0.1:9090, got {raw:?}"));
+                    None
+                }),
+            },
+            bearer_token: args
+                .metrics_bearer_token
+                .as_deref()
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(|v| SecretString::from(v.to_owned())),
+        };
         let http = HttpConfig {
             trusted_proxies,
             max_body_bytes: c.number("MAX_BODY_BYTES", &args.max_body_bytes, 1_048_576usize, (1_024, 64 * 1_048_576)),
@@ -639,7 +694,7 @@ impl Config {
         };
 
         if c.0.is_empty() {
-            Ok(Config { bind_addr, app_env, database, auth, redis, http, audit })
+            Ok(Config { bind_addr, app_env, database, auth, redis, http, audit, rate_limit, metrics })
         } else {
             Err(ConfigErrors(c.0))
         }

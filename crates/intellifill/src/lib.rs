@@ -17,6 +17,7 @@ pub mod health;
 pub mod http;
 pub mod kv;
 pub mod org;
+pub mod ratelimit;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

@@ -15,6 +15,7 @@ use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::db::{Db, guard};
 use crate::kv::Kv;
+use crate::ratelimit::RateLimits;
 use crate::state::{App, AppState};
 
 pub struct Application {
@@ -36,7 +37,8 @@ impl Application {
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.bind_addr))?;
         let audit = Auditor::start(config.audit.clone(), db.clone(), kv.clone())?;
-        let state = AppState(Arc::new(App { config, db, auth, kv, audit }));
+        let rate_limits = RateLimits::new(&config.rate_limit, kv.clone());
+        let state = AppState(Arc::new(App { config, db, auth, kv, audit, rate_limits }));
         let router = crate::http::routes::router(state.clone());
         Ok(Application { listener, router, state })
     }

@@ -12,6 +12,7 @@ use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::db::Db;
 use crate::kv::Kv;
+use crate::ratelimit::RateLimits;
 
 pub struct App {
     pub config: Config,
@@ -22,6 +23,8 @@ pub struct App {
     pub kv: Kv,
     /// The audit pipeline.
     pub audit: Auditor,
+    /// Every rate-limit policy.
+    pub rate_limits: Arc<RateLimits>,
 }
 
 /// Cheap-to-clone handle on the [`App`].

@@ -5,9 +5,11 @@
 //! 2. panic catcher: a panicking handler is a 500 `INTERNAL_ERROR`, the process lives on;
 //! 3. whole-request timeout: 408 `REQUEST_TIMEOUT`;
 //! 4. body size limit for every extractor that reads the body: 413 `PAYLOAD_TOO_LARGE`;
-//! 5. audit ([`crate::audit::layer`]): one event per request, before auth so failed authentications are
+//! 5. per-ip rate limit ([`crate::ratelimit::global`]): floods are refused before they cost an audit row,
+//!    a token verification or a database connection;
+//! 6. audit ([`crate::audit::layer`]): one event per request, before auth so failed authentications are
 //!    audited too;
-//! 6. (the routes; auth is a `route_layer` of the `/api` router, so unknown routes are 404, not 401; the
+//! 7. (the routes; auth is a `route_layer` of the `/api` router, so unknown routes are 404, not 401; the
 //!    audit route note sits outside it, so even requests refused by auth carry their route template).
 
 use std::any::Any;
@@ -31,6 +33,7 @@ pub fn stack(routes: Router<AppState>, state: &AppState) -> Router<AppState> {
             .layer(CatchPanicLayer::custom(panic_response))
             .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, http.request_timeout))
             .layer(DefaultBodyLimit::max(http.max_body_bytes))
+            .layer(axum::middleware::from_fn_with_state(state.clone(), crate::ratelimit::global))
             .layer(axum::middleware::from_fn_with_state(state.clone(), crate::audit::layer::capture)),
     )
 }

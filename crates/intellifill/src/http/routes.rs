@@ -27,6 +27,7 @@ fn api(state: &AppState) -> Router<AppState> {
             "/organizations/{orgId}/knowledge/{id}",
             get(knowledge::get).patch(knowledge::update).delete(knowledge::delete),
         )
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::ratelimit::api))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::middleware::require_auth))
         .route_layer(axum::middleware::from_fn(crate::audit::layer::note_route))
 }

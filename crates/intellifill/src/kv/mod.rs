@@ -2,8 +2,9 @@
 //!
 //! Everything that must hold across instances goes through here: the L2 token cache, the revocation list and
 //! its broadcast, rate-limit counters. Redis is never allowed to fail a request: every command has a short
-//! timeout (`REDIS_OP_TIMEOUT_MS`), and a failed or slow command is reported to the caller as "unavailable"
-//! so it falls back to its in-process state. The connection is made in the background, so the server
+//! timeout (`REDIS_OP_TIMEOUT_MS`) and goes through a circuit breaker (so a dead or hanging Redis costs
+//! nothing once detected), and a failed or slow command is reported to the caller as "unavailable" so it
+//! falls back to its in-process state. The connection is made in the background, so the server
 //! starts (and serves) while Redis is down, and `ConnectionManager` reconnects after a drop.
 //!
 //! Keys are typed ([`Key`]) and carry the configured prefix, so several deployments (or tests) can share one
@@ -37,6 +38,8 @@ pub enum Key<'a> {
     AnomalyWindow(&'a str, &'a str),
     /// Once-per-window latch of a reported anomaly.
     AnomalyReported(&'a str, &'a str),
+    /// GCRA state of one rate-limit key (`<policy>:<scope>:<parts>`).
+    RateLimit(&'a str),
 }
 
 impl Key<'_> {
@@ -49,6 +52,7 @@ impl Key<'_> {
             Key::RevocationChannel => format!("{prefix}auth:revocations"),
             Key::AnomalyWindow(kind, subject) => format!("{prefix}anomaly:w:{kind}:{subject}:"),
             Key::AnomalyReported(kind, subject) => format!("{prefix}anomaly:r:{kind}:{subject}"),
+            Key::RateLimit(key) => format!("{prefix}rl:{key}"),
         }
     }
 }
@@ -62,6 +66,8 @@ pub enum KvError {
     NotConnected,
     #[error("the shared store did not answer in time")]
     Timeout,
+    #[error("the shared store is failing: not asked for a moment")]
+    Unavailable,
     #[error("shared store error: {0}")]
     Redis(#[from] ::redis::RedisError),
 }
@@ -74,6 +80,9 @@ pub struct KvStats {
 
 struct Inner {
     client: Client,
+    /// Fails fast while Redis is down or hanging: no request waits `REDIS_OP_TIMEOUT_MS` for a dead store
+    /// once the breaker has seen it fail.
+    breaker: breaker::CircuitBreaker,
     op_timeout: Duration,
     conn: RwLock<Option<ConnectionManager>>,
     healthy: AtomicBool,
@@ -95,8 +104,21 @@ impl Kv {
     /// Configure the store and start connecting in the background.
     pub fn connect(url: &str, prefix: &str, op_timeout: Duration) -> anyhow::Result<Kv> {
         let client = Client::open(url).map_err(|_| anyhow::anyhow!("REDIS_URL is not a valid redis:// URL"))?;
+        let breaker = breaker::CircuitBreaker::new(
+            "redis",
+            breaker::BreakerConfig {
+                timeout: Some(op_timeout),
+                reset_timeout: Duration::from_secs(1),
+                error_threshold_percentage: 50.0,
+                volume_threshold: 5,
+                rolling_window: Duration::from_secs(5),
+                buckets: 5,
+                enabled: true,
+            },
+        );
         let inner = Arc::new(Inner {
             client,
+            breaker,
             op_timeout,
             conn: RwLock::new(None),
             healthy: AtomicBool::new(false),
@@ -114,6 +136,11 @@ impl Kv {
     /// Whether the last command (or connection attempt) succeeded.
     pub fn is_healthy(&self) -> bool {
         self.inner.as_ref().is_some_and(|i| i.healthy.load(Ordering::Relaxed))
+    }
+
+    /// The breaker in front of Redis (health).
+    pub fn breaker(&self) -> Option<&breaker::CircuitBreaker> {
+        self.inner.as_ref().map(|i| &i.breaker)
     }
 
     pub fn stats(&self) -> Option<&KvStats> {
@@ -150,16 +177,17 @@ impl Kv {
     {
         let inner = self.inner.as_ref().ok_or(KvError::NotConfigured)?;
         let conn = inner.conn.read().await.clone().ok_or(KvError::NotConnected)?;
-        let result = match tokio::time::timeout(inner.op_timeout, op(conn)).await {
-            Err(_) => {
+        let result = match inner.breaker.call(op(conn), breaker::Outcome::of).await {
+            Ok(v) => Ok(v),
+            Err(breaker::BreakerError::Open { .. }) => Err(KvError::Unavailable),
+            Err(breaker::BreakerError::Timeout(_)) => {
                 inner.stats.timeouts.fetch_add(1, Ordering::Relaxed);
                 Err(KvError::Timeout)
             }
-            Ok(Err(e)) => {
+            Err(breaker::BreakerError::Inner(e)) => {
                 inner.stats.errors.fetch_add(1, Ordering::Relaxed);
                 Err(KvError::Redis(e))
             }
-            Ok(Ok(v)) => Ok(v),
         };
         let ok = result.is_ok();
         if inner.healthy.swap(ok, Ordering::Relaxed) != ok {
@@ -214,6 +242,27 @@ impl Kv {
                 invocation.arg(a);
             }
             invocation.invoke_async::<i64>(&mut c).await
+        })
+        .await
+    }
+
+    /// Run a Lua script returning a list of integers.
+    pub async fn script_values(
+        &self,
+        script: &::redis::Script,
+        keys: Vec<String>,
+        args: Vec<String>,
+    ) -> Result<Vec<i64>, KvError> {
+        let script = script.clone();
+        self.run(|mut c| async move {
+            let mut invocation = script.prepare_invoke();
+            for k in &keys {
+                invocation.key(k);
+            }
+            for a in &args {
+                invocation.arg(a);
+            }
+            invocation.invoke_async::<Vec<i64>>(&mut c).await
         })
         .await
     }

@@ -31,7 +31,7 @@ pub struct TestApp {
     pub redis_prefix: String,
     pub state: AppState,
     /// This instance's audit spool directory (removed with the TestApp unless the test chose its own).
-    pub spool: Option<tempfile::TempDir>,
+    pub _spool: Option<tempfile::TempDir>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -153,7 +153,7 @@ impl TestApp {
             db,
             redis_prefix,
             state,
-            spool: Some(spool),
+            _spool: Some(spool),
             shutdown: Some(tx),
             server: Some(server),
         }

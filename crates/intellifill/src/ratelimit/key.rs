@@ -1,0 +1,120 @@
+//! The one key function of every limiter: `rate_limit_key(parts, scope)`.
+//!
+//! Scopes: `user`, `org`, `ip`, `user-ip`, `org-ip`. Parts are validated (a `user` scope with no
+//! authenticated user cannot key on a missing id) and normalised: ids in their canonical lowercase form,
+//! IPv4-mapped IPv6 addresses as IPv4, other IPv6 addresses by their /64 (one host usually owns a whole /64,
+//! so keying on full addresses would let it rotate through 2^64 keys). A missing part falls back to the ip
+//! scope, logged at debug level at most once a minute so a misconfigured route cannot flood the log.
+
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use uuid::Uuid;
+
+/// What a limiter keys on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    User,
+    Org,
+    Ip,
+    UserIp,
+    OrgIp,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::User => "user",
+            Scope::Org => "org",
+            Scope::Ip => "ip",
+            Scope::UserIp => "user-ip",
+            Scope::OrgIp => "org-ip",
+        }
+    }
+}
+
+/// What is known about the request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KeyParts {
+    pub user: Option<Uuid>,
+    pub org: Option<Uuid>,
+    pub ip: Option<IpAddr>,
+}
+
+/// The key of `parts` under `scope` (without the policy name and store prefix).
+pub fn rate_limit_key(parts: &KeyParts, scope: Scope) -> String {
+    let ip = parts.ip.map(normalize_ip);
+    let key = match (scope, parts.user, parts.org, &ip) {
+        (Scope::User, Some(u), _, _) => Some(format!("user:{u}")),
+        (Scope::Org, _, Some(o), _) => Some(format!("org:{o}")),
+        (Scope::UserIp, Some(u), _, Some(ip)) => Some(format!("user-ip:{u}:{ip}")),
+        (Scope::OrgIp, _, Some(o), Some(ip)) => Some(format!("org-ip:{o}:{ip}")),
+        (Scope::Ip, _, _, Some(ip)) => Some(format!("ip:{ip}")),
+        _ => None,
+    };
+    key.unwrap_or_else(|| {
+        if scope != Scope::Ip {
+            log_fallback(scope);
+        }
+        match ip {
+            Some(ip) => format!("ip:{ip}"),
+            // No peer address at all (not over TCP): one shared bucket, never an unlimited request.
+            None => "ip:unknown".to_owned(),
+        }
+    })
+}
+
+fn normalize_ip(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{}/64", Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+static LAST_FALLBACK_LOG: AtomicI64 = AtomicI64::new(0);
+
+fn log_fallback(scope: Scope) {
+    let now = chrono::Utc::now().timestamp();
+    let last = LAST_FALLBACK_LOG.load(Ordering::Relaxed);
+    if now - last >= 60 && LAST_FALLBACK_LOG.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+        tracing::debug!(scope = scope.as_str(), "rate limit key part missing: keyed on the client ip instead");
+    }
+    metrics::counter!("rate_limit_key_fallbacks_total", "scope" => scope.as_str()).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_normalised_and_fall_back_to_the_ip() {
+        let user = Uuid::parse_str("6F9619FF-8B86-D011-B42D-00CF4FC964FF").expect("uuid");
+        let org = Uuid::new_v4();
+        let v4: IpAddr = "203.0.113.7".parse().expect("ip");
+        let parts = KeyParts { user: Some(user), org: Some(org), ip: Some(v4) };
+        assert_eq!(rate_limit_key(&parts, Scope::User), "user:6f9619ff-8b86-d011-b42d-00cf4fc964ff");
+        assert_eq!(rate_limit_key(&parts, Scope::Org), format!("org:{org}"));
+        assert_eq!(rate_limit_key(&parts, Scope::UserIp), format!("user-ip:{user}:203.0.113.7"));
+        assert_eq!(rate_limit_key(&parts, Scope::OrgIp), format!("org-ip:{org}:203.0.113.7"));
+        let anonymous = KeyParts { ip: Some(v4), ..KeyParts::default() };
+        assert_eq!(rate_limit_key(&anonymous, Scope::User), "ip:203.0.113.7");
+        assert_eq!(rate_limit_key(&anonymous, Scope::OrgIp), "ip:203.0.113.7");
+        assert_eq!(rate_limit_key(&KeyParts::default(), Scope::Ip), "ip:unknown");
+    }
+
+    #[test]
+    fn ipv6_hosts_share_their_64_and_mapped_v4_is_v4() {
+        let a = KeyParts { ip: Some("2001:db8:1:2:aaaa::1".parse().expect("ip")), ..KeyParts::default() };
+        let b = KeyParts { ip: Some("2001:db8:1:2:bbbb::9".parse().expect("ip")), ..KeyParts::default() };
+        assert_eq!(rate_limit_key(&a, Scope::Ip), rate_limit_key(&b, Scope::Ip));
+        assert_eq!(rate_limit_key(&a, Scope::Ip), "ip:2001:db8:1:2::/64");
+        let mapped = KeyParts { ip: Some("::ffff:198.51.100.4".parse().expect("ip")), ..KeyParts::default() };
+        assert_eq!(rate_limit_key(&mapped, Scope::Ip), "ip:198.51.100.4");
+    }
+}
