@@ -16,6 +16,7 @@ pub mod error;
 pub mod health;
 pub mod http;
 pub mod kv;
+pub mod metrics;
 pub mod org;
 pub mod ratelimit;
 pub mod startup;

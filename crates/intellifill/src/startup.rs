@@ -20,6 +20,8 @@ use crate::state::{App, AppState};
 
 pub struct Application {
     listener: TcpListener,
+    /// `/metrics` on a port of its own, when `METRICS_BIND_ADDR` is set.
+    metrics_listener: Option<TcpListener>,
     router: Router,
     state: AppState,
 }
@@ -36,15 +38,27 @@ impl Application {
         let listener = TcpListener::bind(config.bind_addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.bind_addr))?;
+        let metrics_listener = match config.metrics.bind_addr {
+            Some(addr) => Some(
+                TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr} (metrics): {e}"))?,
+            ),
+            None => None,
+        };
+        crate::metrics::handle();
         let audit = Auditor::start(config.audit.clone(), db.clone(), kv.clone())?;
         let rate_limits = RateLimits::new(&config.rate_limit, kv.clone());
         let state = AppState(Arc::new(App { config, db, auth, kv, audit, rate_limits }));
         let router = crate::http::routes::router(state.clone());
-        Ok(Application { listener, router, state })
+        Ok(Application { listener, metrics_listener, router, state })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Address of the separate metrics listener, if any.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn state(&self) -> AppState {
@@ -53,7 +67,12 @@ impl Application {
 
     /// Serve until `shutdown` resolves; then stop accepting, drain, close the pool.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Application { listener, router, state } = self;
+        let Application { listener, metrics_listener, router, state } = self;
+        if let Some(metrics_listener) = metrics_listener {
+            let metrics = crate::http::routes::metrics_router(state.clone());
+            // Dies with the process; scrapes are short and need no draining.
+            tokio::spawn(async move { axum::serve(metrics_listener, metrics).await });
+        }
         let grace = state.config.http.shutdown_grace;
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let signal = async move {

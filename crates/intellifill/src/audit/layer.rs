@@ -29,10 +29,18 @@ fn is_write(method: &Method) -> bool {
 }
 
 pub async fn capture(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if state.audit.config().is_excluded(request.uri().path()) {
-        return next.run(request).await;
-    }
     let started = Instant::now();
+    if let Some(prefix) = state.audit.config().excluded_by(request.uri().path()).map(str::to_owned) {
+        let method = request.method().clone();
+        let response = next.run(request).await;
+        crate::metrics::http_request(
+            method.as_str(),
+            &prefix,
+            response.status().as_u16(),
+            started.elapsed().as_secs_f64(),
+        );
+        return response;
+    }
     let slot = AuditSlot::default();
     let (mut parts, body) = request.into_parts();
     parts.extensions.insert(slot.clone());
@@ -101,6 +109,12 @@ fn finish(
     event.user_id = notes.user_id;
     event.organization_id = notes.organization_id;
     event.status = Some(i32::from(response.status().as_u16()));
+    crate::metrics::http_request(
+        method.as_str(),
+        notes.route.as_deref().unwrap_or("unmatched"),
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
     event.duration_ms = Some(started.elapsed().as_millis().min(i32::MAX as u128) as i32);
     if let serde_json::Value::Object(map) = &mut event.metadata {
         if let Some(route) = &notes.route {

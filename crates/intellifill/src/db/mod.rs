@@ -33,6 +33,71 @@ pub struct DbStats {
     pub rls_failures: AtomicU64,
     /// Requests shed because no connection became free within the wait timeout.
     pub acquire_timeouts: AtomicU64,
+    /// When the recent RLS failures happened (last 5 minutes).
+    rls_recent: std::sync::Mutex<std::collections::VecDeque<std::time::Instant>>,
+    /// The latest pool wait times, in microseconds (a ring of `WAIT_SAMPLES`).
+    waits: std::sync::Mutex<std::collections::VecDeque<u32>>,
+}
+
+const WAIT_SAMPLES: usize = 2048;
+const RLS_WINDOW: Duration = Duration::from_secs(300);
+
+/// Pool wait-time percentiles over the latest acquisitions, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WaitStats {
+    pub samples: usize,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl DbStats {
+    fn record_wait(&self, waited: Duration) {
+        let us = waited.as_micros().min(u128::from(u32::MAX)) as u32;
+        let mut w = self.waits.lock().unwrap_or_else(|p| p.into_inner());
+        if w.len() == WAIT_SAMPLES {
+            w.pop_front();
+        }
+        w.push_back(us);
+    }
+
+    pub fn wait_stats(&self) -> WaitStats {
+        let mut samples: Vec<u32> = self.waits.lock().unwrap_or_else(|p| p.into_inner()).iter().copied().collect();
+        if samples.is_empty() {
+            return WaitStats::default();
+        }
+        samples.sort_unstable();
+        let pick = |p: f64| {
+            let i = ((samples.len() as f64 * p).ceil() as usize).clamp(1, samples.len()) - 1;
+            f64::from(samples[i]) / 1000.0
+        };
+        WaitStats {
+            samples: samples.len(),
+            p50_ms: pick(0.50),
+            p90_ms: pick(0.90),
+            p99_ms: pick(0.99),
+            max_ms: f64::from(samples[samples.len() - 1]) / 1000.0,
+        }
+    }
+
+    fn record_rls_failure(&self) {
+        self.rls_failures.fetch_add(1, Ordering::Relaxed);
+        let now = std::time::Instant::now();
+        let mut recent = self.rls_recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.push_back(now);
+        while recent.front().is_some_and(|t| now.duration_since(*t) > RLS_WINDOW) {
+            recent.pop_front();
+        }
+    }
+
+    /// RLS failures in the last 5 minutes.
+    pub fn rls_failures_last_5_min(&self) -> usize {
+        let now = std::time::Instant::now();
+        let recent = self.rls_recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.iter().filter(|t| now.duration_since(**t) <= RLS_WINDOW).count()
+    }
 }
 
 /// Pool status for health reporting.
@@ -116,7 +181,12 @@ impl Db {
     }
 
     async fn acquire(&self) -> Result<deadpool_postgres::Object, AppError> {
-        self.pool.get().await.map_err(|e| match e {
+        let started = std::time::Instant::now();
+        let result = self.pool.get().await;
+        let waited = started.elapsed();
+        self.stats.record_wait(waited);
+        metrics::histogram!("db_pool_wait_seconds").record(waited.as_secs_f64());
+        result.map_err(|e| match e {
             PoolError::Timeout(_) => {
                 self.stats.acquire_timeouts.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("db_pool_acquire_timeouts_total").increment(1);
@@ -130,7 +200,7 @@ impl Db {
     }
 
     fn record_rls_failure(&self, error: &tokio_postgres::Error, ctx: &RlsContext) {
-        self.stats.rls_failures.fetch_add(1, Ordering::Relaxed);
+        self.stats.record_rls_failure();
         metrics::counter!("rls_context_failures_total").increment(1);
         tracing::error!(
             event = "security.rls_context_failed",

@@ -15,7 +15,7 @@ use crate::error::{ErrorBody, ErrorCode};
         organizations::list, organizations::create, organizations::get,
         members::list, members::add, members::update, members::remove,
         knowledge::list, knowledge::create, knowledge::get, knowledge::update, knowledge::delete, knowledge::search,
-        crate::health::live, crate::health::ready,
+        crate::health::live, crate::health::ready, crate::health::detailed,
     ),
     components(schemas(
         ErrorBody, ErrorCode, me::Me, me::Membership, session::Session,

@@ -1,7 +1,7 @@
 //! Every route of the server, in one place. Middleware order lives in [`super::middleware::stack`].
 
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{MethodRouter, get, patch, post};
 
 use super::{middleware, openapi};
 use crate::api::{audit, knowledge, me, members, organizations, session};
@@ -9,27 +9,45 @@ use crate::error::{AppError, ErrorCode};
 use crate::health;
 use crate::state::AppState;
 
-/// The authenticated API (`/api/...`).
-fn api(state: &AppState) -> Router<AppState> {
-    Router::new()
-        .route("/me", get(me::get))
-        .route("/auth/session", get(session::session))
-        .route("/auth/logout", axum::routing::post(session::logout))
-        .route("/organizations", get(organizations::list).post(organizations::create))
-        .route("/organizations/{orgId}", get(organizations::get))
-        .route("/organizations/{orgId}/members", get(members::list).post(members::add))
-        .route("/organizations/{orgId}/members/{userId}", axum::routing::patch(members::update).delete(members::remove))
-        .route("/organizations/{orgId}/audit", get(audit::org_log))
-        .route("/admin/audit", get(audit::all))
-        .route("/organizations/{orgId}/knowledge", get(knowledge::list).post(knowledge::create))
-        .route("/organizations/{orgId}/knowledge/search", get(knowledge::search))
-        .route(
+/// The authenticated API, relative to `/api`: the one table the router is built from (tests walk it).
+fn api_routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
+    vec![
+        ("/me", get(me::get)),
+        ("/auth/session", get(session::session)),
+        ("/auth/logout", post(session::logout)),
+        ("/organizations", get(organizations::list).post(organizations::create)),
+        ("/organizations/{orgId}", get(organizations::get)),
+        ("/organizations/{orgId}/members", get(members::list).post(members::add)),
+        ("/organizations/{orgId}/members/{userId}", patch(members::update).delete(members::remove)),
+        ("/organizations/{orgId}/audit", get(audit::org_log)),
+        ("/admin/audit", get(audit::all)),
+        ("/organizations/{orgId}/knowledge", get(knowledge::list).post(knowledge::create)),
+        ("/organizations/{orgId}/knowledge/search", get(knowledge::search)),
+        (
             "/organizations/{orgId}/knowledge/{id}",
             get(knowledge::get).patch(knowledge::update).delete(knowledge::delete),
-        )
+        ),
+    ]
+}
+
+/// Every `/api` route path (full paths, with their `{parameters}`).
+pub fn api_paths() -> Vec<String> {
+    api_routes().into_iter().map(|(path, _)| format!("/api{path}")).collect()
+}
+
+/// The authenticated API (`/api/...`): note the route for audit, authenticate, then rate-limit per user.
+fn api(state: &AppState) -> Router<AppState> {
+    api_routes()
+        .into_iter()
+        .fold(Router::new(), |router, (path, methods)| router.route(path, methods))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::ratelimit::api))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::middleware::require_auth))
         .route_layer(axum::middleware::from_fn(crate::audit::layer::note_route))
+}
+
+/// `/metrics` alone, for `METRICS_BIND_ADDR`.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new().route("/metrics", get(crate::metrics::endpoint)).with_state(state)
 }
 
 /// The whole application: public routes, the API, the fallback, and the middleware stack.
@@ -37,9 +55,21 @@ pub fn router(state: AppState) -> Router {
     let routes = Router::new()
         .route("/health", get(health::live))
         .route("/health/ready", get(health::ready))
+        .route(
+            "/health/detailed",
+            get(health::detailed).route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                crate::auth::middleware::require_auth,
+            )),
+        )
         .route("/api/docs/openapi.json", get(openapi::document))
         .nest("/api", api(&state))
         .fallback(not_found);
+    let routes = match state.config.metrics.bind_addr {
+        // Served on a listener of its own (see startup).
+        Some(_) => routes,
+        None => routes.route("/metrics", get(crate::metrics::endpoint)),
+    };
     middleware::stack(routes, &state).with_state(state)
 }
 

@@ -120,6 +120,8 @@ impl TestApp {
         let mut args = ServeArgs {
             redis_url: Some(shared.redis_url()),
             redis_key_prefix: Some(shared.redis_prefix()),
+            // Generous: a loaded CI machine must not flip the stores over by accident.
+            redis_op_timeout_ms: Some("1000".into()),
             bind_addr: Some("127.0.0.1:0".into()),
             app_env: Some("test".into()),
             database_url: Some(runtime_url.clone()),

@@ -13,4 +13,7 @@ mod isolation;
 mod knowledge;
 mod lifecycle;
 mod members;
+mod observability;
+mod org_routes;
 mod organizations;
+mod ratelimit;

@@ -1,0 +1,143 @@
+//! Prometheus metrics: the recorder, the gauges read at scrape time, and the `/metrics` endpoint.
+//!
+//! Counters and histograms are recorded where things happen (`metrics::counter!` at the call site). Gauges
+//! that mirror state (pool, breaker, cache size, audit queue and spool) are set from the app state when
+//! `/metrics` is scraped, so they cost nothing between scrapes and are never stale. The `metrics` facade
+//! has one recorder per process by design; it is installed once ([`handle`]) and shared by every `App` in
+//! the process (tests run one test per process). Counters that alerts watch are registered at 0 at start,
+//! so their first increase is visible to `increase()`.
+
+use std::sync::OnceLock;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use secrecy::ExposeSecret;
+
+use crate::error::{AppError, ErrorCode};
+use crate::state::AppState;
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// The process's recorder (installed on first use).
+pub fn handle() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let buckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
+            .map(PrometheusBuilder::build_recorder)
+            .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("a metrics recorder was already installed: /metrics will be empty");
+        }
+        let upkeep = handle.clone();
+        std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(std::time::Duration::from_secs(5));
+                    upkeep.run_upkeep();
+                }
+            })
+            .ok();
+        register();
+        handle
+    })
+}
+
+/// Describe the metrics and start the counters alerts watch at 0.
+fn register() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!("http_requests_total", "HTTP requests by method, route template and status");
+    describe_histogram!("http_request_duration_seconds", "HTTP request duration by method and route template");
+    describe_gauge!("db_pool_waiting", "requests waiting for a pooled database connection");
+    describe_counter!("db_pool_acquire_timeouts_total", "requests shed because no connection became free in time");
+    describe_histogram!("db_pool_wait_seconds", "time to get a pooled connection");
+    describe_counter!("rls_context_failures_total", "request transactions whose RLS context could not be set");
+    describe_gauge!("auth_breaker_state", "auth-service circuit breaker: 0 closed, 1 half-open, 2 open");
+    describe_counter!("auth_breaker_transitions_total", "auth-service breaker state entries");
+    describe_counter!("auth_token_cache_total", "token cache lookups by result");
+    describe_gauge!("audit_queue_depth", "audit events waiting in memory");
+    describe_gauge!("audit_spool_pending", "audit events waiting on disk for the database");
+    describe_counter!("audit_events_dropped_total", "audit events lost (must stay 0)");
+    describe_counter!("security_events_total", "security events by kind and severity");
+    describe_counter!("rate_limit_decisions_total", "rate limit decisions by policy");
+    for name in [
+        "rls_context_failures_total",
+        "db_pool_acquire_timeouts_total",
+        "audit_events_dropped_total",
+        "audit_events_spooled_total",
+        "audit_events_replayed_total",
+        "audit_events_written_total",
+        "audit_events_captured_total",
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+    metrics::counter!("security_events_total", "event" => "cross_tenant_attempt", "severity" => "high").increment(0);
+}
+
+/// Record one HTTP request (from the audit layer, which sees every request with its route template).
+pub fn http_request(method: &str, route: &str, status: u16, seconds: f64) {
+    let status = status.to_string();
+    metrics::counter!("http_requests_total", "method" => method.to_owned(), "route" => route.to_owned(), "status" => status)
+        .increment(1);
+    metrics::histogram!("http_request_duration_seconds", "method" => method.to_owned(), "route" => route.to_owned())
+        .record(seconds);
+}
+
+/// Set the state gauges from the app.
+fn refresh(state: &AppState) {
+    let pool = state.db.pool_status();
+    metrics::gauge!("db_pool_size").set(pool.size as f64);
+    metrics::gauge!("db_pool_max").set(pool.max as f64);
+    metrics::gauge!("db_pool_connections", "state" => "active").set(pool.active as f64);
+    metrics::gauge!("db_pool_connections", "state" => "idle").set(pool.idle as f64);
+    metrics::gauge!("db_pool_waiting").set(pool.waiting as f64);
+    let breaker = state.auth.breaker().stats();
+    let code = match breaker.state {
+        breaker::State::Closed => 0.0,
+        breaker::State::HalfOpen => 1.0,
+        breaker::State::Open => 2.0,
+    };
+    metrics::gauge!("auth_breaker_state").set(code);
+    metrics::counter!("auth_breaker_transitions_total", "to" => "open").absolute(breaker.transitions.opened);
+    metrics::counter!("auth_breaker_transitions_total", "to" => "half_open").absolute(breaker.transitions.half_opened);
+    metrics::counter!("auth_breaker_transitions_total", "to" => "closed").absolute(breaker.transitions.closed);
+    metrics::gauge!("auth_token_cache_entries").set(state.auth.cache().entries() as f64);
+    metrics::gauge!("audit_queue_depth").set(state.audit.queue_depth() as f64);
+    metrics::gauge!("audit_spool_pending").set(state.audit.spool_pending() as f64);
+    if state.kv.is_configured() {
+        metrics::gauge!("redis_up").set(if state.kv.is_healthy() { 1.0 } else { 0.0 });
+    }
+    let memory = state.rate_limits.store_name() == "memory";
+    metrics::gauge!("rate_limit_store_fallback").set(if memory { 1.0 } else { 0.0 });
+}
+
+/// The Prometheus text of this process.
+pub fn render(state: &AppState) -> String {
+    let handle = handle();
+    refresh(state);
+    handle.render()
+}
+
+/// `GET /metrics` (Prometheus text; bearer token when `METRICS_BEARER_TOKEN` is set).
+pub async fn endpoint(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(expected) = &state.config.metrics.bearer_token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+        let ok = given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.expose_secret().as_bytes()));
+        if !ok {
+            return AppError::new(ErrorCode::TokenInvalid, "a valid metrics bearer token is required").into_response();
+        }
+    }
+    let body = render(&state);
+    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

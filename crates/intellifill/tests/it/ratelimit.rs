@@ -1,0 +1,115 @@
+//! Rate limits through the real server: headers, 429 bodies, scopes, proxies, Redis and its fallback.
+
+use crate::helpers::{TestApp, assert_error, email};
+
+fn header(response: &reqwest::Response, name: &str) -> Option<String> {
+    response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+#[tokio::test]
+async fn the_user_limit_answers_429_with_standard_headers() {
+    let app = TestApp::spawn_with(|a| a.rate_limit_user_per_minute = Some("5".into())).await;
+    let u = app.user(&email("u")).await;
+    let mut remaining = Vec::new();
+    for _ in 0..5 {
+        let r = app.http.get(app.url("/api/me")).bearer_auth(&u.token).send().await.expect("request");
+        assert_eq!(r.status().as_u16(), 200);
+        assert_eq!(header(&r, "ratelimit-limit").as_deref(), Some("5"));
+        assert_eq!(header(&r, "ratelimit-policy").as_deref(), Some("5;w=60"));
+        assert!(header(&r, "ratelimit-reset").is_some_and(|v| v.parse::<u64>().is_ok_and(|s| s <= 60)));
+        remaining.push(header(&r, "ratelimit-remaining").and_then(|v| v.parse::<u32>().ok()).expect("remaining"));
+    }
+    assert_eq!(remaining, [4, 3, 2, 1, 0]);
+    let r = app.http.get(app.url("/api/me")).bearer_auth(&u.token).send().await.expect("request");
+    assert_eq!(r.status().as_u16(), 429);
+    assert!(header(&r, "retry-after").is_some_and(|v| v.parse::<u64>().is_ok_and(|s| (1..=60).contains(&s))));
+    assert_eq!(header(&r, "ratelimit-remaining").as_deref(), Some("0"));
+    let body: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(body["code"], "RATE_LIMITED");
+    assert!(body["requestId"].is_string());
+    // Another user is not affected.
+    let other = app.user(&email("other")).await;
+    assert_eq!(app.get(&other, "/api/me").await.0, 200);
+}
+
+#[tokio::test]
+async fn the_ip_limit_applies_before_authentication() {
+    let app = TestApp::spawn_with(|a| a.rate_limit_ip_per_minute = Some("3".into())).await;
+    for _ in 0..3 {
+        let (s, b) = app.send(app.http.get(app.url("/api/me"))).await;
+        assert_error(s, &b, 401, "TOKEN_MISSING");
+    }
+    let (s, b) = app.send(app.http.get(app.url("/api/me"))).await;
+    assert_error(s, &b, 429, "RATE_LIMITED");
+    let (s, _) = app.send(app.http.get(app.url("/health"))).await;
+    assert_eq!(s, 429, "per ip means every route");
+}
+
+#[tokio::test]
+async fn forwarded_addresses_count_only_behind_trusted_proxies() {
+    let untrusted = TestApp::spawn_with(|a| a.rate_limit_ip_per_minute = Some("2".into())).await;
+    for (i, ip) in ["198.51.100.1", "198.51.100.2", "198.51.100.3"].iter().enumerate() {
+        let (s, _) = untrusted.send(untrusted.http.get(untrusted.url("/health")).header("x-forwarded-for", *ip)).await;
+        assert_eq!(s, if i < 2 { 200 } else { 429 }, "spoofed X-Forwarded-For is ignored");
+    }
+    let trusted = TestApp::spawn_with(|a| {
+        a.rate_limit_ip_per_minute = Some("2".into());
+        a.trusted_proxies = Some("127.0.0.1/32, ::1".into());
+    })
+    .await;
+    for ip in ["198.51.100.1", "198.51.100.2", "198.51.100.3"] {
+        for _ in 0..2 {
+            let (s, _) = trusted.send(trusted.http.get(trusted.url("/health")).header("x-forwarded-for", ip)).await;
+            assert_eq!(s, 200, "each client behind the proxy has its own bucket");
+        }
+    }
+    let r = trusted.http.get(trusted.url("/health")).header("x-forwarded-for", "198.51.100.1").send().await.expect("r");
+    assert_eq!(r.status().as_u16(), 429, "{:?}", r.headers());
+}
+
+#[tokio::test]
+async fn the_org_limit_covers_searches_and_writes_of_the_whole_org() {
+    let app = TestApp::spawn_with(|a| a.rate_limit_org_per_minute = Some("3".into())).await;
+    let a = app.user(&email("a")).await;
+    let b = app.user(&email("b")).await;
+    let org = app.org(&a, "Limited org").await;
+    app.add_member(org, &b, "MEMBER").await;
+    let search = format!("/api/organizations/{org}/knowledge/search?q=x");
+    assert_eq!(app.get(&a, &search).await.0, 200);
+    assert_eq!(app.get(&b, &search).await.0, 200);
+    app.knowledge(&a, org, "one", "c").await;
+    let (s, body) = app.get(&b, &search).await;
+    assert_error(s, &body, 429, "RATE_LIMITED");
+    // Plain reads are not org-limited.
+    assert_eq!(app.get(&b, &format!("/api/organizations/{org}/knowledge")).await.0, 200);
+}
+
+#[tokio::test]
+async fn limits_hold_in_total_across_instances_sharing_redis() {
+    let a = TestApp::spawn_with(|args| args.rate_limit_user_per_minute = Some("6".into())).await;
+    let b = a.peer(|args| args.rate_limit_user_per_minute = Some("6".into())).await;
+    let u = a.user(&email("u")).await;
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        let app = if i % 2 == 0 { &a } else { &b };
+        statuses.push(app.get(&u, "/api/me").await.0);
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 200, 429, 429]);
+    assert_eq!(a.state.rate_limits.store_name(), "redis");
+}
+
+#[tokio::test]
+async fn without_redis_limits_fall_back_to_the_process() {
+    let dead = testkit::free_port().expect("port");
+    let app = TestApp::spawn_with(|a| {
+        a.redis_url = Some(format!("redis://127.0.0.1:{dead}"));
+        a.rate_limit_user_per_minute = Some("3".into());
+    })
+    .await;
+    let u = app.user(&email("u")).await;
+    let statuses: Vec<u16> =
+        futures::future::join_all((0..4).map(|_| app.get(&u, "/api/me"))).await.iter().map(|r| r.0).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 3, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 1, "{statuses:?}");
+    assert_eq!(app.state.rate_limits.store_name(), "memory");
+}
