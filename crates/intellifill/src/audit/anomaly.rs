@@ -120,6 +120,36 @@ impl Local {
     }
 }
 
+/// What the detector needs of an audit event (not its body or metadata: no copy of those per request).
+#[derive(Debug, Clone)]
+pub struct Observation {
+    pub user_id: Option<uuid::Uuid>,
+    pub organization_id: Option<uuid::Uuid>,
+    pub action: String,
+    pub status: Option<i32>,
+    pub ip: Option<std::net::IpAddr>,
+    pub request_id: Option<String>,
+    pub method: Option<String>,
+    pub path: Option<String>,
+    pub cross_tenant: bool,
+}
+
+impl Observation {
+    pub fn of(e: &AuditEvent) -> Observation {
+        Observation {
+            user_id: e.user_id,
+            organization_id: e.organization_id,
+            action: e.action.clone(),
+            status: e.status,
+            ip: e.ip,
+            request_id: e.request_id.clone(),
+            method: e.method.clone(),
+            path: e.path.clone(),
+            cross_tenant: e.metadata["security"]["event"] == SecurityKind::CrossTenantAttempt.as_str(),
+        }
+    }
+}
+
 pub struct Detector {
     kv: Kv,
     db: Db,
@@ -130,8 +160,8 @@ pub struct Detector {
 }
 
 impl Detector {
-    pub fn spawn(kv: Kv, db: Db, recorder: Recorder, config: AnomalyConfig) -> mpsc::Sender<AuditEvent> {
-        let (tx, mut rx) = mpsc::channel::<AuditEvent>(10_000);
+    pub fn spawn(kv: Kv, db: Db, recorder: Recorder, config: AnomalyConfig) -> mpsc::Sender<Observation> {
+        let (tx, mut rx) = mpsc::channel::<Observation>(10_000);
         let detector = Detector {
             kv,
             db,
@@ -148,7 +178,7 @@ impl Detector {
         tx
     }
 
-    async fn observe(&self, e: &AuditEvent) {
+    async fn observe(&self, e: &Observation) {
         let minute = Duration::from_secs(60);
         let five = Duration::from_secs(300);
         let success = e.status.is_some_and(|s| (200..300).contains(&s));
@@ -160,8 +190,7 @@ impl Detector {
             if actions::is_delete(&e.action) && success {
                 self.check(e, AnomalyKind::MassDelete, &user, None, minute, self.config.deletes_per_minute).await;
             }
-            let cross_tenant = e.metadata["security"]["event"] == SecurityKind::CrossTenantAttempt.as_str();
-            if cross_tenant {
+            if e.cross_tenant {
                 let limit = self.config.cross_tenant_per_5_minutes;
                 self.check(e, AnomalyKind::CrossTenantBurst, &user, None, five, limit).await;
             }
@@ -185,7 +214,7 @@ impl Detector {
     /// Count the event in `kind`'s window for `subject`; report once per window when over `limit`.
     async fn check(
         &self,
-        e: &AuditEvent,
+        e: &Observation,
         kind: AnomalyKind,
         subject: &str,
         member: Option<&str>,

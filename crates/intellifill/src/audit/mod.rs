@@ -209,7 +209,7 @@ impl AuditConfig {
 /// Handle on the pipeline, held in the app state.
 pub struct Auditor {
     recorder: Recorder,
-    detector: mpsc::Sender<AuditEvent>,
+    detector: mpsc::Sender<anomaly::Observation>,
     sanitizer: Arc<sanitize::Sanitizer>,
     writer: writer::WriterHandle,
     config: AuditConfig,
@@ -262,7 +262,7 @@ impl Auditor {
     /// Record one event of a request; never waits.
     pub fn record(&self, event: AuditEvent) {
         // Best effort: anomaly detection may skip events under overload; the audit row may not.
-        let _ = self.detector.try_send(event.clone());
+        let _ = self.detector.try_send(anomaly::Observation::of(&event));
         self.recorder.record(event);
     }
 

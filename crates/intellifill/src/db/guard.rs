@@ -32,7 +32,14 @@ SELECT r.rolname::text,
 pub async fn check_runtime_role(db: &Db) -> anyhow::Result<()> {
     let conn = db.acquire().await.map_err(|e| anyhow::anyhow!("cannot connect with DATABASE_URL: {}", e.message))?;
     let tables: Vec<&str> = TENANT_TABLES.to_vec();
-    let row = conn.query_one(CHECK, &[&tables]).await.map_err(|e| anyhow::anyhow!("{}", map_db_error(e)))?;
+    // Unnamed statements only (`query_typed`): PgBouncer in transaction mode keeps no prepared statements.
+    let row = conn
+        .query_typed(CHECK, &[(&tables, tokio_postgres::types::Type::TEXT_ARRAY)])
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", map_db_error(e)))?
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("the runtime role could not be inspected"))?;
     let role: String = row.get(0);
     let mut problems = Vec::new();
     if row.get::<_, bool>(1) {
@@ -60,10 +67,11 @@ pub async fn check_runtime_role(db: &Db) -> anyhow::Result<()> {
         );
     }
     let version: Option<i32> = conn
-        .query_one("SELECT max(version) FROM schema_migrations", &[])
+        .query_typed("SELECT max(version) FROM schema_migrations", &[])
         .await
         .map_err(|e| anyhow::anyhow!("cannot read schema_migrations: {e}"))?
-        .get(0);
+        .first()
+        .and_then(|r| r.get(0));
     let version = version.unwrap_or(0);
     if version < migrate::latest_version() {
         anyhow::bail!(
