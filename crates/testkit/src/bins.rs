@@ -3,8 +3,9 @@
 //! There is no Docker: the servers are the distribution's own binaries. Debian keeps PostgreSQL's
 //! server binaries off `PATH` in `/usr/lib/postgresql/<major>/bin`, so we look there (highest major
 //! first) after honouring an explicit `PG_BIN_DIR`, and finally ask `pg_config --bindir`.
-//! `redis-server` is looked up via `REDIS_SERVER_BIN`, then `PATH`. A missing binary produces an
-//! error that says exactly what to install.
+//! `redis-server` is looked up via `REDIS_SERVER_BIN`, then `PATH`; `pgbouncer` via `PGBOUNCER_BIN`,
+//! then `PATH` and the `sbin` directories (Debian installs it as `/usr/sbin/pgbouncer`, which is not
+//! on a non-root `PATH`). A missing binary produces an error that says exactly what to install.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -16,11 +17,15 @@ use anyhow::{Result, bail};
 pub const PG_BIN_DIR_ENV: &str = "PG_BIN_DIR";
 /// Environment variable naming the `redis-server` executable.
 pub const REDIS_SERVER_BIN_ENV: &str = "REDIS_SERVER_BIN";
+/// Environment variable naming the `pgbouncer` executable.
+pub const PGBOUNCER_BIN_ENV: &str = "PGBOUNCER_BIN";
 
 const PG_INSTALL_HINT: &str = "install the PostgreSQL server with `apt-get install postgresql-15` \
      (or set PG_BIN_DIR to the directory containing `initdb` and `postgres`)";
 const REDIS_INSTALL_HINT: &str = "install it with `apt-get install redis-server` \
      (or set REDIS_SERVER_BIN to the path of the `redis-server` executable)";
+const PGBOUNCER_INSTALL_HINT: &str = "install it with `apt-get install pgbouncer` \
+     (or set PGBOUNCER_BIN to the path of the `pgbouncer` executable)";
 
 fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
@@ -91,4 +96,22 @@ pub(crate) fn redis_server() -> Result<PathBuf> {
         .map(|dir| dir.join("redis-server"))
         .find(|bin| is_executable(bin))
         .ok_or_else(|| anyhow::anyhow!("`redis-server` not found on PATH; {REDIS_INSTALL_HINT}"))
+}
+
+/// The `pgbouncer` executable.
+pub(crate) fn pgbouncer() -> Result<PathBuf> {
+    if let Some(bin) = std::env::var_os(PGBOUNCER_BIN_ENV).filter(|v| !v.is_empty()) {
+        let bin = PathBuf::from(bin);
+        if is_executable(&bin) {
+            return Ok(bin);
+        }
+        bail!("{PGBOUNCER_BIN_ENV}={} is not an executable file; {PGBOUNCER_INSTALL_HINT}", bin.display());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let fallbacks = ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"].map(PathBuf::from);
+    std::env::split_paths(&path)
+        .chain(fallbacks)
+        .map(|dir| dir.join("pgbouncer"))
+        .find(|bin| is_executable(bin))
+        .ok_or_else(|| anyhow::anyhow!("`pgbouncer` not found on PATH or in /usr/sbin; {PGBOUNCER_INSTALL_HINT}"))
 }
