@@ -10,7 +10,7 @@ pub fn classify(method: &http::Method, template: Option<&str>) -> (&'static str,
         return ("http.unmatched", None);
     };
     let m = method.clone();
-    let found = match (template, m) {
+    match (template, m) {
         ("/api/me", M::GET) => ("me.read", Some("user")),
         ("/api/auth/session", M::GET) => ("auth.session", None),
         ("/api/auth/logout", M::POST) => ("auth.logout", None),
@@ -30,8 +30,7 @@ pub fn classify(method: &http::Method, template: Option<&str>) -> (&'static str,
         ("/api/organizations/{orgId}/audit", M::GET) => ("audit.list", Some("audit_log")),
         ("/api/admin/audit", M::GET) => ("audit.list_all", Some("audit_log")),
         _ => ("http.other", None),
-    };
-    found
+    }
 }
 
 /// The id of the entity a route acts on, from its path parameters (the most specific one).

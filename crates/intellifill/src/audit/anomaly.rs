@@ -241,10 +241,11 @@ impl Detector {
         });
         security::mark(&mut event, SecurityKind::Anomaly, kind.severity(), details);
         self.recorder.record(event);
-        if self.config.auto_lock && kind.severity() == Severity::Critical && kind != AnomalyKind::AuthFailureBurst {
-            if let Some(user) = e.user_id {
-                self.lock(user, kind).await;
-            }
+        if self.config.auto_lock
+            && kind.severity() == Severity::Critical
+            && let Some(user) = e.user_id
+        {
+            self.lock(user, kind).await;
         }
     }
 

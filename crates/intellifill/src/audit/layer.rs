@@ -52,7 +52,7 @@ pub async fn capture(State(state): State<AppState>, request: Request, next: Next
         .headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
-        .map(|ua| ua.chars().take(MAX_USER_AGENT).collect());
+        .map(|ua| state.audit.sanitizer().text(&ua.chars().take(MAX_USER_AGENT).collect::<String>()));
     event.method = Some(parts.method.to_string());
     event.path = Some(parts.uri.path().chars().take(512).collect());
     let query = parts.uri.query().map(|q| state.audit.sanitizer().text(q));

@@ -139,7 +139,7 @@ impl Writer {
                     while let Ok(e) = self.overflow.try_recv() {
                         events.push(e);
                     }
-                    self.to_spool(events).await;
+                    self.spool_events(events).await;
                 }
                 Some(event) = self.queue.recv() => {
                     self.batch.push(event);
@@ -159,7 +159,7 @@ impl Writer {
             overflow.push(e);
         }
         if !overflow.is_empty() {
-            self.to_spool(overflow).await;
+            self.spool_events(overflow).await;
         }
         while let Ok(e) = self.queue.try_recv() {
             self.batch.push(e);
@@ -176,7 +176,7 @@ impl Writer {
         let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(self.config.batch_size));
         // Behind anything already spooled, to keep the order.
         if self.database_down || self.spool.pending_records() > 0 {
-            self.to_spool(batch).await;
+            self.spool_events(batch).await;
             return;
         }
         match self.insert(&batch).await {
@@ -188,7 +188,7 @@ impl Writer {
                 self.database_down = true;
                 self.stats.write_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, events = batch.len(), "audit insert failed: spooling to disk");
-                self.to_spool(batch).await;
+                self.spool_events(batch).await;
             }
         }
     }
@@ -210,7 +210,7 @@ impl Writer {
         Ok(inserted)
     }
 
-    async fn to_spool(&mut self, events: Vec<AuditEvent>) {
+    async fn spool_events(&mut self, events: Vec<AuditEvent>) {
         let n = events.len() as u64;
         let spool = self.spool.clone();
         match tokio::task::spawn_blocking(move || spool.append(&events)).await {

@@ -32,6 +32,8 @@ pub struct TestApp {
     pub state: AppState,
     /// This instance's audit spool directory (removed with the TestApp unless the test chose its own).
     pub _spool: Option<tempfile::TempDir>,
+    /// The PgBouncer in front of the database, in the PgBouncer run of the suite.
+    pub _bouncer: Option<testkit::PgBouncer>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -98,10 +100,23 @@ impl TestApp {
     }
 
     /// Spawn against an existing database and emulator (several instances, restarts).
+    ///
+    /// With `TEST_DB_VIA_PGBOUNCER=1` the server's runtime connections go through a PgBouncer in transaction
+    /// pooling mode (the owner connection of the test stays direct, as migrations do): `scripts/test` runs
+    /// the whole suite a second time that way.
     pub async fn spawn_on(db: String, emulator: Emulator, customize: impl FnOnce(&mut ServeArgs)) -> TestApp {
         let shared = Shared::get().await.expect("shared servers");
-        let runtime_url = shared.pg_url(RUNTIME_ROLE, Some(RUNTIME_PASSWORD), &db);
         let owner_url = shared.pg_url(OWNER_ROLE, Some(OWNER_PASSWORD), &db);
+        if std::env::var("TEST_DB_VIA_PGBOUNCER").is_ok_and(|v| v == "1") {
+            let bouncer = testkit::PgBouncer::start(shared.pg_port(), &[(RUNTIME_ROLE, RUNTIME_PASSWORD)], 8)
+                .await
+                .expect("pgbouncer");
+            let runtime_url = bouncer.url(RUNTIME_ROLE, RUNTIME_PASSWORD, &db);
+            let mut app = TestApp::spawn_with_urls(db, runtime_url, owner_url, emulator, customize).await;
+            app._bouncer = Some(bouncer);
+            return app;
+        }
+        let runtime_url = shared.pg_url(RUNTIME_ROLE, Some(RUNTIME_PASSWORD), &db);
         TestApp::spawn_with_urls(db, runtime_url, owner_url, emulator, customize).await
     }
 
@@ -156,6 +171,7 @@ impl TestApp {
             redis_prefix,
             state,
             _spool: Some(spool),
+            _bouncer: None,
             shutdown: Some(tx),
             server: Some(server),
         }

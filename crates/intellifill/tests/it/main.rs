@@ -17,3 +17,4 @@ mod observability;
 mod org_routes;
 mod organizations;
 mod ratelimit;
+mod scale_out;
