@@ -13,7 +13,7 @@
 //! a token is not in L1 (a miss goes to the slower path anyway). Messages missed while an instance was not
 //! subscribed are covered because the subscriber clears L1 on every (re)connection.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -87,6 +87,8 @@ pub struct Revocations {
     sets: Arc<Sets>,
     kv: Kv,
     subscription: Option<Arc<Subscription>>,
+    /// Revocations the shared store has not taken yet.
+    pending: Arc<Mutex<Vec<Revocation>>>,
 }
 
 impl Revocations {
@@ -108,7 +110,11 @@ impl Revocations {
                 Err(e) => tracing::warn!(error = %e, "unreadable revocation broadcast ignored"),
             },
         );
-        Revocations { sets, kv, subscription }
+        let pending = Arc::new(Mutex::new(Vec::new()));
+        if kv.is_configured() {
+            spawn_retry(kv.clone(), Arc::downgrade(&pending));
+        }
+        Revocations { sets, kv, subscription, pending }
     }
 
     /// Whether this instance is receiving other instances' revocations.
@@ -148,25 +154,66 @@ impl Revocations {
         token || session || by_user
     }
 
-    /// Record, apply and broadcast a revocation.
+    /// Record, apply and broadcast a revocation. When the shared store cannot take it, it is applied here at
+    /// once and kept for a retry every few seconds until the store does: other instances learn of it as soon
+    /// as Redis is back (a revocation must never be lost just because Redis blinked).
     pub async fn revoke(&self, revocation: Revocation) {
         self.sets.apply(&revocation);
-        let (key, value, ttl) = match &revocation {
-            Revocation::Token { hash, exp } => {
-                let ttl_ms = (exp * 1000 - now_ms()).max(1_000) as u64;
-                (self.kv.key(Key::RevokedToken(hash)), "1".to_owned(), Duration::from_millis(ttl_ms))
-            }
-            Revocation::Session { id } => (self.kv.key(Key::RevokedSession(*id)), "1".to_owned(), MAX_TOKEN_LIFETIME),
-            Revocation::User { id, before, except } => (
-                self.kv.key(Key::RevokedUser(*id)),
-                serde_json::to_string(&Cutoff { before: *before, except: *except }).unwrap_or_default(),
-                MAX_TOKEN_LIFETIME,
-            ),
-        };
-        if let Err(e) = self.kv.set_px(key, value, ttl).await {
-            tracing::warn!(error = %e, "revocation kept on this instance only: the shared store is unavailable");
+        if !share(&self.kv, &revocation).await {
+            tracing::warn!("revocation kept on this instance for now: the shared store is unavailable, retrying");
+            metrics::counter!("auth_revocations_deferred_total").increment(1);
+            self.pending.lock().unwrap_or_else(|p| p.into_inner()).push(revocation);
         }
-        let message = serde_json::to_string(&revocation).unwrap_or_default();
-        let _ = self.kv.publish(self.kv.key(Key::RevocationChannel), message).await;
     }
+
+    /// Revocations waiting for the shared store.
+    pub fn pending(&self) -> usize {
+        self.pending.lock().map(|p| p.len()).unwrap_or(0)
+    }
+}
+
+/// Write the revocation to the shared store and broadcast it; false if the store did not take it.
+async fn share(kv: &Kv, revocation: &Revocation) -> bool {
+    if !kv.is_configured() {
+        return true;
+    }
+    let (key, value, ttl) = match revocation {
+        Revocation::Token { hash, exp } => {
+            let ttl_ms = (exp * 1000 - now_ms()).max(1_000) as u64;
+            (kv.key(Key::RevokedToken(hash)), "1".to_owned(), Duration::from_millis(ttl_ms))
+        }
+        Revocation::Session { id } => (kv.key(Key::RevokedSession(*id)), "1".to_owned(), MAX_TOKEN_LIFETIME),
+        Revocation::User { id, before, except } => (
+            kv.key(Key::RevokedUser(*id)),
+            serde_json::to_string(&Cutoff { before: *before, except: *except }).unwrap_or_default(),
+            MAX_TOKEN_LIFETIME,
+        ),
+    };
+    if kv.set_px(key, value, ttl).await.is_err() {
+        return false;
+    }
+    let message = serde_json::to_string(revocation).unwrap_or_default();
+    kv.publish(kv.key(Key::RevocationChannel), message).await.is_ok()
+}
+
+/// Retry deferred revocations until the store takes them; ends with the `Revocations` it serves.
+fn spawn_retry(kv: Kv, pending: std::sync::Weak<Mutex<Vec<Revocation>>>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            tick.tick().await;
+            let Some(pending) = pending.upgrade() else { return };
+            let batch: Vec<Revocation> = std::mem::take(&mut *pending.lock().unwrap_or_else(|p| p.into_inner()));
+            let mut failed = Vec::new();
+            for r in batch {
+                if !share(&kv, &r).await {
+                    failed.push(r);
+                }
+            }
+            if failed.is_empty() {
+                continue;
+            }
+            pending.lock().unwrap_or_else(|p| p.into_inner()).extend(failed);
+        }
+    });
 }

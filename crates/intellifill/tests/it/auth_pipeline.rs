@@ -384,3 +384,48 @@ async fn the_session_endpoint_says_who_and_until_when() {
     assert_eq!(b["expiresAt"], claims["exp"]);
     assert!(b["expiresIn"].as_i64().is_some_and(|s| s > 0 && s <= 3600), "{b}");
 }
+
+#[tokio::test]
+async fn a_logout_during_a_redis_outage_reaches_the_other_instances_when_redis_returns() {
+    let redis = testkit::RedisServer::start().await.expect("redis");
+    let url = redis.url();
+    let url_b = url.clone();
+    let a = TestApp::spawn_with(|args| args.redis_url = Some(url)).await;
+    let b = a.peer(|args| args.redis_url = Some(url_b)).await;
+    let u = a.user(&email("u")).await;
+    assert_eq!(a.get(&u, "/api/me").await.0, 200);
+    assert_eq!(b.get(&u, "/api/me").await.0, 200);
+
+    redis.stop().await.expect("stop redis");
+    let (s, _) = a.send(a.http.post(a.url("/api/auth/logout?scope=local")).bearer_auth(&u.token)).await;
+    assert_eq!(s, 204, "logout works without Redis");
+    assert_eq!(a.get(&u, "/api/me").await.0, 401, "refused at once where it happened");
+    assert_eq!(a.state.auth.revocations().pending(), 2, "token and session, kept for the shared store");
+
+    redis.restart().await.expect("restart redis");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (s, body) = b.get(&u, "/api/me").await;
+        if s == 401 {
+            assert_eq!(body["code"], "SESSION_REVOKED");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the other instance never learned of the logout");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The deferred revocation reaches the shared store: an instance in local mode (which never asks the auth
+    // service) started afterwards refuses the token too.
+    while a.state.auth.revocations().pending() > 0 {
+        assert!(Instant::now() < deadline, "the deferred revocation was never shared");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let url_c = redis.url();
+    let c = a
+        .peer(|args| {
+            args.redis_url = Some(url_c);
+            args.auth_verify_mode = Some("local".into());
+        })
+        .await;
+    let (s, body) = c.get(&u, "/api/me").await;
+    assert_error(s, &body, 401, "SESSION_REVOKED");
+}
