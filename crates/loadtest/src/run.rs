@@ -1,0 +1,491 @@
+//! `loadtest run`: the embedded stack, the server as a child process, seeding, then four phases at the same
+//! concurrency: the mixed workload, a list-only workload, the pgbench ceiling of the list transaction, and
+//! a hello-world axum server (the HTTP ceiling of the machine).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use http::{HeaderValue, Method};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::client::Conn;
+use crate::load::{self, Actor, LoadResult, LoadSpec, Mix, Op};
+use crate::pgbench::{self, PgbenchResult};
+use crate::seed::{self, Seeded};
+use crate::stack::{self, ChildServer, Stack};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Organizations to seed.
+    #[arg(long, default_value_t = 10)]
+    pub orgs: usize,
+    /// Users per organization.
+    #[arg(long, default_value_t = 10)]
+    pub users: usize,
+    /// Concurrent workers (one keep-alive connection each).
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Measured duration of each phase.
+    #[arg(long, default_value_t = 30)]
+    pub duration_secs: u64,
+    /// Unmeasured warm-up before each phase.
+    #[arg(long, default_value_t = 2)]
+    pub warmup_secs: u64,
+    /// Bound on the measured requests of each phase.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub max_requests: u64,
+    /// Operation mix of the main phase.
+    #[arg(long, default_value = "list=70,search=15,create=10,delete=5")]
+    pub mix: Mix,
+    /// DB_POOL_MAX_SIZE of the server.
+    #[arg(long, default_value_t = 20)]
+    pub pool_size: usize,
+    /// Knowledge sources seeded per organization.
+    #[arg(long, default_value_t = 5)]
+    pub knowledge: usize,
+    /// pgbench clients are min(concurrency, this): the throwaway cluster has max_connections=300.
+    #[arg(long, default_value_t = 250)]
+    pub pgbench_max_clients: usize,
+    /// Client-side bound on one request.
+    #[arg(long, default_value_t = 30)]
+    pub request_timeout_secs: u64,
+    #[arg(long)]
+    pub skip_list_only: bool,
+    #[arg(long)]
+    pub skip_pgbench: bool,
+    #[arg(long)]
+    pub skip_hello: bool,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    pub nproc: usize,
+    pub cpu: String,
+    pub mem_total_kib: u64,
+    pub load_average_at_start: String,
+    pub note: &'static str,
+}
+
+pub fn machine() -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name").map(|r| r.trim_start_matches([' ', '\t', ':']).to_owned()))
+        .unwrap_or_default();
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_total_kib = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    Machine {
+        nproc: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        cpu,
+        mem_total_kib,
+        load_average_at_start: std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim().to_owned(),
+        note: "the load generator, the server, Postgres, Redis and the auth emulator all share these cores",
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ServerStats {
+    pub pool_max: u64,
+    pub pool_waiting_max: u64,
+    pub pool_active_max: u64,
+    /// Pool wait percentiles over the last 2,048 acquisitions (server's own figures).
+    pub pool_wait: Value,
+    pub acquire_timeouts: u64,
+    pub token_cache_hits: u64,
+    pub token_cache_misses: u64,
+    pub token_cache_hit_rate: Option<f64>,
+    pub audit_written: u64,
+    pub audit_spooled: u64,
+    pub audit_dropped: u64,
+    pub rate_limiter_store: String,
+    pub rss_max_kib: u64,
+    pub rss_end_kib: u64,
+    pub hwm_kib: u64,
+    pub samples: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Phase {
+    pub name: String,
+    pub load: LoadResult,
+    pub server: Option<ServerStats>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Ratios {
+    /// list-only server throughput / pgbench tps of the same transaction.
+    pub list_vs_pgbench: Option<f64>,
+    /// list-only server throughput / hello-world throughput.
+    pub list_vs_hello: Option<f64>,
+    pub mixed_vs_hello: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub date: String,
+    pub command: String,
+    pub machine: Machine,
+    pub orgs: usize,
+    pub users_per_org: usize,
+    pub concurrency: usize,
+    pub duration_secs: u64,
+    pub pool_size: usize,
+    pub open_files_limit: Option<u64>,
+    pub mixed: Phase,
+    pub list_only: Option<Phase>,
+    pub pgbench: Option<PgbenchResult>,
+    pub hello: Option<Phase>,
+    pub ratios: Ratios,
+    pub generator_rss_kib: u64,
+    pub generator_hwm_kib: u64,
+}
+
+/// Reads the server's own figures over HTTP (`/health/detailed` as the platform ADMIN, `/metrics`).
+pub struct Observer {
+    addr: SocketAddr,
+    admin: HeaderValue,
+    pid: Option<u32>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Samples {
+    waiting_max: u64,
+    active_max: u64,
+    rss_max: u64,
+    count: u64,
+}
+
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (name, value) = l.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().ok()).flatten()
+    })
+}
+
+impl Observer {
+    pub async fn detailed(&self) -> Result<Value> {
+        let mut conn = Conn::new(self.addr);
+        let mut last = String::new();
+        for _ in 0..20 {
+            match conn.send(Method::GET, "/health/detailed", Some(&self.admin), None).await {
+                Ok(r) if r.status == 200 => return Ok(r.json()),
+                Ok(r) => last = format!("{} {}", r.status, String::from_utf8_lossy(&r.body)),
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        bail!("/health/detailed did not answer: {last}")
+    }
+
+    /// Wait until the audit queue and spool are empty (bounded).
+    pub async fn drain_audit(&self, within: Duration) -> Result<()> {
+        let deadline = Instant::now() + within;
+        loop {
+            let d = self.detailed().await?;
+            if d["audit"]["queue"].as_u64() == Some(0) && d["audit"]["spooled"].as_u64() == Some(0) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                eprintln!("warning: the audit queue did not drain within {within:?}: {}", d["audit"]);
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    fn sample(&self, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Samples> {
+        let addr = self.addr;
+        let pid = self.pid;
+        tokio::spawn(async move {
+            let mut conn = Conn::new(addr);
+            let mut s = Samples::default();
+            // Bounded: at most one hour of samples.
+            for _ in 0..14_400 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                if let Ok(Ok(r)) =
+                    tokio::time::timeout(Duration::from_secs(2), conn.send(Method::GET, "/metrics", None, None)).await
+                {
+                    let text = String::from_utf8_lossy(&r.body);
+                    s.waiting_max = s.waiting_max.max(metric(&text, "db_pool_waiting").unwrap_or(0.0) as u64);
+                    s.active_max =
+                        s.active_max.max(metric(&text, "db_pool_connections{state=\"active\"}").unwrap_or(0.0) as u64);
+                }
+                s.rss_max = s.rss_max.max(stack::memory_kib(pid).0);
+                s.count += 1;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            s
+        })
+    }
+}
+
+fn counter(v: &Value, path: &[&str]) -> u64 {
+    path.iter().fold(v, |v, k| &v[*k]).as_u64().unwrap_or(0)
+}
+
+async fn phase(name: &str, spec: LoadSpec, observer: Option<&Observer>) -> Result<Phase> {
+    eprintln!(
+        "[loadtest] phase {name}: {} workers, {}s (+{}s warm-up), mix {}",
+        spec.concurrency,
+        spec.duration.as_secs(),
+        spec.warmup.as_secs(),
+        spec.mix
+    );
+    let Some(observer) = observer else {
+        let load = load::run(spec).await?;
+        return Ok(Phase { name: name.to_owned(), load, server: None });
+    };
+    let before = observer.detailed().await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = observer.sample(stop.clone());
+    let load = load::run(spec).await?;
+    stop.store(true, Ordering::Relaxed);
+    let samples = sampler.await.unwrap_or_default();
+    let after = observer.detailed().await?;
+    let delta = |path: &[&str]| counter(&after, path).saturating_sub(counter(&before, path));
+    let hits = delta(&["tokenCache", "hits"]);
+    let misses = delta(&["tokenCache", "misses"]);
+    let (rss_end, hwm) = stack::memory_kib(observer.pid);
+    let server = ServerStats {
+        pool_max: counter(&after, &["db", "pool", "max"]),
+        pool_waiting_max: samples.waiting_max,
+        pool_active_max: samples.active_max,
+        pool_wait: after["db"]["waitTime"].clone(),
+        acquire_timeouts: delta(&["db", "acquireTimeouts"]),
+        token_cache_hits: hits,
+        token_cache_misses: misses,
+        token_cache_hit_rate: (hits + misses > 0).then(|| hits as f64 / (hits + misses) as f64),
+        audit_written: delta(&["audit", "written"]),
+        audit_spooled: delta(&["audit", "spooledTotal"]),
+        audit_dropped: counter(&after, &["audit", "dropped"]),
+        rate_limiter_store: after["rateLimiter"]["store"].as_str().unwrap_or("").to_owned(),
+        rss_max_kib: samples.rss_max.max(rss_end),
+        rss_end_kib: rss_end,
+        hwm_kib: hwm,
+        samples: samples.count,
+    };
+    observer.drain_audit(Duration::from_secs(120)).await?;
+    Ok(Phase { name: name.to_owned(), load, server: Some(server) })
+}
+
+pub async fn run(args: RunArgs, command: String) -> Result<RunReport> {
+    let machine = machine();
+    let date = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let limit = stack::open_files_limit();
+    if let Some(limit) = limit
+        && (limit as usize) < args.concurrency + 512
+    {
+        eprintln!(
+            "warning: the open-files limit ({limit}) is below concurrency + 512; raise it with `ulimit -n` (scripts/bench does)"
+        );
+    }
+    eprintln!("[loadtest] starting Postgres, Redis, the auth emulator ...");
+    let stack = Stack::start(true).await?;
+    let settings = stack.settings(args.pool_size);
+    let server = ChildServer::spawn("__serve", settings.vars(), &stack.dir.path().join("server.log")).await?;
+    eprintln!(
+        "[loadtest] server (pid {}) on {}; seeding {} orgs x {} users ...",
+        server.pid, server.addr, args.orgs, args.users
+    );
+    let seeded: Seeded = seed::seed(&stack, server.addr, args.orgs, args.users, args.knowledge).await?;
+    let observer = Observer { addr: server.addr, admin: seeded.admin.auth.clone(), pid: Some(server.pid) };
+    let actors: Arc<Vec<Actor>> =
+        Arc::new(seeded.users.iter().map(|u| Actor { org: u.org, auth: u.auth.clone() }).collect());
+    let spec = |addr: SocketAddr, mix: Mix| LoadSpec {
+        addr,
+        concurrency: args.concurrency,
+        warmup: Duration::from_secs(args.warmup_secs),
+        duration: Duration::from_secs(args.duration_secs),
+        max_requests: args.max_requests,
+        mix,
+        actors: actors.clone(),
+        request_timeout: Duration::from_secs(args.request_timeout_secs),
+    };
+
+    let mixed = phase("mixed", spec(server.addr, args.mix.clone()), Some(&observer)).await?;
+    let list_only = if args.skip_list_only {
+        None
+    } else {
+        Some(phase("list-only", spec(server.addr, Mix::only(Op::List)), Some(&observer)).await?)
+    };
+    server.stop().await.context("stopping the server")?;
+
+    let pgbench = if args.skip_pgbench {
+        None
+    } else {
+        let clients = args.concurrency.min(args.pgbench_max_clients).max(1);
+        eprintln!("[loadtest] phase pgbench: {clients} clients, {}s", args.duration_secs);
+        let pairs: Vec<_> = seeded.users.iter().map(|u| (u.id, u.org)).collect();
+        Some(
+            pgbench::run(pgbench::PgbenchRun {
+                dir: stack.dir.path(),
+                pairs: &pairs,
+                port: stack.pg.port(),
+                user: intellifill::db::provision::RUNTIME_ROLE,
+                password: &stack.runtime_password,
+                database: stack::DATABASE,
+                clients,
+                threads: 2,
+                duration: Duration::from_secs(args.duration_secs),
+            })
+            .await?,
+        )
+    };
+
+    let hello = if args.skip_hello {
+        None
+    } else {
+        let hello = ChildServer::spawn("__hello", &[], &stack.dir.path().join("hello.log")).await?;
+        let phase = phase("hello", spec(hello.addr, Mix::only(Op::Hello)), None).await?;
+        hello.stop().await?;
+        Some(phase)
+    };
+
+    let ratio = |a: f64, b: f64| (b > 0.0).then(|| (a / b * 1000.0).round() / 1000.0);
+    let list_rps = list_only.as_ref().map(|p| p.load.ok_rps);
+    let hello_rps = hello.as_ref().map(|p| p.load.ok_rps);
+    let ratios = Ratios {
+        list_vs_pgbench: list_rps.zip(pgbench.as_ref().map(|p| p.tps)).and_then(|(a, b)| ratio(a, b)),
+        list_vs_hello: list_rps.zip(hello_rps).and_then(|(a, b)| ratio(a, b)),
+        mixed_vs_hello: hello_rps.and_then(|h| ratio(mixed.load.ok_rps, h)),
+    };
+    let (generator_rss_kib, generator_hwm_kib) = stack::memory_kib(None);
+    Ok(RunReport {
+        date,
+        command,
+        machine,
+        orgs: args.orgs,
+        users_per_org: args.users,
+        concurrency: args.concurrency,
+        duration_secs: args.duration_secs,
+        pool_size: args.pool_size,
+        open_files_limit: limit,
+        mixed,
+        list_only,
+        pgbench,
+        hello,
+        ratios,
+        generator_rss_kib,
+        generator_hwm_kib,
+    })
+}
+
+fn print_phase(p: &Phase) {
+    let l = &p.load;
+    println!("== {} ({} workers, mix {}, {:.1}s measured)", p.name, l.concurrency, l.mix, l.measured_secs);
+    println!(
+        "   throughput {:.0} req/s ({:.0} 2xx/s), {} responses ({} 5xx), {} transport errors, {} timeouts",
+        l.throughput_rps,
+        l.ok_rps,
+        l.responses,
+        l.server_errors(),
+        l.transport_errors,
+        l.timeouts
+    );
+    println!(
+        "   latency us: p50 {} p90 {} p99 {} p99.9 {} max {} (mean {:.0})",
+        l.latency.p50_us, l.latency.p90_us, l.latency.p99_us, l.latency.p999_us, l.latency.max_us, l.latency.mean_us
+    );
+    for (op, lat) in &l.per_op {
+        println!(
+            "     {:<7} n={:<8} p50 {} p99 {} max {}",
+            format!("{op:?}"),
+            lat.count,
+            lat.p50_us,
+            lat.p99_us,
+            lat.max_us
+        );
+    }
+    let statuses: Vec<String> = l.statuses.iter().map(|(s, n)| format!("{s}:{n}")).collect();
+    println!("   statuses {}", statuses.join(" "));
+    if !l.error_codes.is_empty() {
+        let codes: Vec<String> = l.error_codes.iter().map(|(c, n)| format!("{c}:{n}")).collect();
+        println!("   error codes {}", codes.join(" "));
+    }
+    if l.shed_503_with_retry_after + l.shed_503_without_retry_after > 0 {
+        println!(
+            "   503: {} with Retry-After, {} without",
+            l.shed_503_with_retry_after, l.shed_503_without_retry_after
+        );
+    }
+    if let Some(s) = &p.server {
+        println!(
+            "   server: pool max {} waiting max {} active max {}, acquire timeouts {}, pool wait {}",
+            s.pool_max, s.pool_waiting_max, s.pool_active_max, s.acquire_timeouts, s.pool_wait
+        );
+        println!(
+            "   server: token cache hit rate {} ({} hits, {} misses), audit written {} spooled {} dropped {}, rate limiter {}",
+            s.token_cache_hit_rate.map(|r| format!("{:.4}", r)).unwrap_or_else(|| "-".into()),
+            s.token_cache_hits,
+            s.token_cache_misses,
+            s.audit_written,
+            s.audit_spooled,
+            s.audit_dropped,
+            s.rate_limiter_store
+        );
+        println!(
+            "   server RSS: max {:.1} MiB, end {:.1} MiB, peak (VmHWM) {:.1} MiB",
+            s.rss_max_kib as f64 / 1024.0,
+            s.rss_end_kib as f64 / 1024.0,
+            s.hwm_kib as f64 / 1024.0
+        );
+    }
+}
+
+pub fn print(r: &RunReport) {
+    println!("loadtest run, {} ({})", r.date, r.command);
+    println!(
+        "machine: {} cores ({}), {} MiB; {}",
+        r.machine.nproc,
+        r.machine.cpu,
+        r.machine.mem_total_kib / 1024,
+        r.machine.note
+    );
+    println!("load average at start: {}", r.machine.load_average_at_start);
+    print_phase(&r.mixed);
+    if let Some(p) = &r.list_only {
+        print_phase(p);
+    }
+    if let Some(p) = &r.pgbench {
+        println!("== pgbench (list transaction, runtime role, RLS on)");
+        println!(
+            "   {:.0} tps, {} clients, {} threads, {}s, latency avg {} ms, failed {}",
+            p.tps,
+            p.clients,
+            p.threads,
+            p.duration_secs,
+            p.latency_avg_ms.map(|v| v.to_string()).unwrap_or_default(),
+            p.failed.map(|v| v.to_string()).unwrap_or_default()
+        );
+        println!("   {}", p.command);
+    }
+    if let Some(p) = &r.hello {
+        print_phase(p);
+    }
+    let show = |v: Option<f64>| v.map(|v| format!("{:.1} %", v * 100.0)).unwrap_or_else(|| "-".into());
+    println!(
+        "ratios: list-only / pgbench {}, list-only / hello {}, mixed / hello {}",
+        show(r.ratios.list_vs_pgbench),
+        show(r.ratios.list_vs_hello),
+        show(r.ratios.mixed_vs_hello)
+    );
+    println!(
+        "generator process: RSS {:.1} MiB, peak {:.1} MiB",
+        r.generator_rss_kib as f64 / 1024.0,
+        r.generator_hwm_kib as f64 / 1024.0
+    );
+}
