@@ -254,7 +254,7 @@ impl Detector {
         if self.kv.is_configured() {
             let key = self.kv.key(Key::AnomalyWindow(kind.as_str(), subject));
             let args = vec![bucket_ms.to_string(), BUCKETS.to_string(), member.unwrap_or("").to_owned()];
-            if let Ok(n) = self.kv.script_i64(&WINDOW_SCRIPT, vec![key], args).await {
+            if let Ok(n) = self.kv.script::<i64>(&WINDOW_SCRIPT, vec![key], args).await {
                 return n.max(0) as u64;
             }
         }

@@ -111,15 +111,11 @@ impl Writer {
                 biased;
                 Some(cmd) = control.recv() => match cmd {
                     Control::Flush(done) => {
-                        self.drain().await;
-                        self.flush().await;
-                        self.replay().await;
+                        self.write_everything().await;
                         let _ = done.send(());
                     }
                     Control::Shutdown(done) => {
-                        self.drain().await;
-                        self.flush().await;
-                        self.replay().await;
+                        self.write_everything().await;
                         self.seal().await;
                         tracing::info!(pending_in_spool = self.spool.pending_records(), "audit writer stopped");
                         let _ = done.send(());
@@ -150,6 +146,13 @@ impl Writer {
             }
             metrics::gauge!("audit_spool_pending").set(self.spool.pending_records() as f64);
         }
+    }
+
+    /// Everything captured so far to the database (or the spool), then a replay attempt.
+    async fn write_everything(&mut self) {
+        self.drain().await;
+        self.flush().await;
+        self.replay().await;
     }
 
     /// Everything waiting in both channels into the batch / spool.

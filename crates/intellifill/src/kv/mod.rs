@@ -225,13 +225,13 @@ impl Kv {
         self.run(|mut c| async move { c.publish::<_, _, ()>(channel, message).await }).await
     }
 
-    /// Run a Lua script (EVALSHA, loading it on first use) returning an integer.
-    pub async fn script_i64(
+    /// Run a Lua script (EVALSHA, loading it on first use).
+    pub async fn script<T: FromRedisValue + Send + 'static>(
         &self,
         script: &::redis::Script,
         keys: Vec<String>,
         args: Vec<String>,
-    ) -> Result<i64, KvError> {
+    ) -> Result<T, KvError> {
         let script = script.clone();
         self.run(|mut c| async move {
             let mut invocation = script.prepare_invoke();
@@ -241,28 +241,7 @@ impl Kv {
             for a in &args {
                 invocation.arg(a);
             }
-            invocation.invoke_async::<i64>(&mut c).await
-        })
-        .await
-    }
-
-    /// Run a Lua script returning a list of integers.
-    pub async fn script_values(
-        &self,
-        script: &::redis::Script,
-        keys: Vec<String>,
-        args: Vec<String>,
-    ) -> Result<Vec<i64>, KvError> {
-        let script = script.clone();
-        self.run(|mut c| async move {
-            let mut invocation = script.prepare_invoke();
-            for k in &keys {
-                invocation.key(k);
-            }
-            for a in &args {
-                invocation.arg(a);
-            }
-            invocation.invoke_async::<Vec<i64>>(&mut c).await
+            invocation.invoke_async::<T>(&mut c).await
         })
         .await
     }

@@ -93,7 +93,7 @@ impl Store {
     pub async fn check(&self, key: String, redis_key: String) -> Decision {
         if self.kv.is_configured() {
             let args = vec![self.interval.as_millis().max(1).to_string(), self.limit.to_string()];
-            match self.kv.script_values(&GCRA, vec![redis_key], args).await {
+            match self.kv.script::<Vec<i64>>(&GCRA, vec![redis_key], args).await {
                 Ok(v) if v.len() == 4 => {
                     self.switch(false);
                     return Decision {
