@@ -1,0 +1,49 @@
+//! The harness itself, end to end with tiny parameters: a run with non-zero throughput and no 5xx, and one
+//! chaos scenario that must pass. Each runs the `loadtest` binary (its own throwaway Postgres, Redis and
+//! emulator) and stays well under 20 s.
+
+use std::process::Command;
+
+fn loadtest() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_loadtest"))
+}
+
+#[test]
+fn a_tiny_run_has_throughput_and_no_server_errors() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let json = dir.path().join("run.json");
+    let output = loadtest()
+        .args(["run", "--orgs", "2", "--users", "2", "--concurrency", "4", "--duration-secs", "2"])
+        .args(["--warmup-secs", "0", "--max-requests", "3000", "--json"])
+        .arg(&json)
+        .output()
+        .expect("loadtest runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "loadtest run failed:\n{stdout}\n{stderr}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("json report")).expect("valid json");
+    for phase in ["mixed", "list_only", "hello"] {
+        let load = &report[phase]["load"];
+        assert!(load["throughput_rps"].as_f64().is_some_and(|t| t > 0.0), "{phase}: no throughput: {load}");
+        let statuses = load["statuses"].as_object().expect("statuses");
+        assert!(statuses.keys().all(|s| !s.starts_with('5')), "{phase}: server errors: {statuses:?}");
+        assert_eq!(load["transport_errors"], 0, "{phase}: {load}");
+        assert!(load["responses"].as_u64().is_some_and(|n| n <= 3000 + 4), "{phase}: request bound: {load}");
+    }
+    assert!(report["pgbench"]["tps"].as_f64().is_some_and(|t| t > 0.0), "pgbench: {}", report["pgbench"]);
+    assert_eq!(report["mixed"]["server"]["audit_dropped"], 0);
+}
+
+#[test]
+fn the_flaky_auth_service_scenario_passes() {
+    let output = loadtest()
+        .args(["chaos", "auth-flaky", "--duration-secs", "6", "--concurrency", "4"])
+        .output()
+        .expect("loadtest runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "chaos auth-flaky failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("== chaos auth-flaky: PASS"), "{stdout}");
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+}
