@@ -26,6 +26,9 @@ pub struct ServeArgs {
     /// Runtime database URL (the non-owner, NOBYPASSRLS role; may point at PgBouncer).
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// PEM file of CA certificates trusted for TLS to Postgres, besides the public roots (hosted Supabase).
+    #[arg(long, env = "DATABASE_CA_FILE")]
+    pub database_ca_file: Option<String>,
     /// Maximum connections in the one process-wide pool.
     #[arg(long, env = "DB_POOL_MAX_SIZE")]
     pub db_pool_max_size: Option<String>,
@@ -232,6 +235,8 @@ pub struct MetricsConfig {
 #[derive(Debug, Clone)]
 pub struct DatabaseConfig {
     pub url: SecretString,
+    /// Extra CA certificates for TLS (`DATABASE_CA_FILE`).
+    pub ca_file: Option<std::path::PathBuf>,
     pub pool_max_size: usize,
     pub pool_wait_timeout: Duration,
     pub connect_timeout: Duration,
@@ -472,7 +477,15 @@ impl Config {
         if rls_failure_mode == RlsFailureMode::Continue && app_env != AppEnv::Development {
             c.problem("RLS_CONTEXT_FAILURE_MODE", "`continue` is allowed only with APP_ENV=development");
         }
+        let ca_file =
+            args.database_ca_file.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(std::path::PathBuf::from);
+        if let Some(path) = &ca_file
+            && !path.is_file()
+        {
+            c.problem("DATABASE_CA_FILE", format!("no such file: {}", path.display()));
+        }
         let database = DatabaseConfig {
+            ca_file,
             url: SecretString::from(database_url.unwrap_or_default()),
             pool_max_size: c.number("DB_POOL_MAX_SIZE", &args.db_pool_max_size, 16usize, (1, 1000)),
             pool_wait_timeout: c.millis("DB_POOL_WAIT_TIMEOUT_MS", &args.db_pool_wait_timeout_ms, 2_000, 120_000),

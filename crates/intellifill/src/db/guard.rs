@@ -30,7 +30,19 @@ SELECT r.rolname::text,
 
 /// Fail with a clear message when the runtime role could read around RLS or the schema is not ready.
 pub async fn check_runtime_role(db: &Db) -> anyhow::Result<()> {
-    let conn = db.acquire().await.map_err(|e| anyhow::anyhow!("cannot connect with DATABASE_URL: {}", e.message))?;
+    let conn = db.acquire().await.map_err(|e| match &e.source {
+        Some(cause) => anyhow::anyhow!(
+            "cannot connect with DATABASE_URL: {} ({cause:#}){}",
+            e.message,
+            if format!("{cause:#}").contains("TLS") {
+                "; the server certificate could not be verified: set DATABASE_CA_FILE to its CA (PEM), or \
+                 sslmode=disable on a trusted network"
+            } else {
+                ""
+            }
+        ),
+        None => anyhow::anyhow!("cannot connect with DATABASE_URL: {}", e.message),
+    })?;
     let tables: Vec<&str> = TENANT_TABLES.to_vec();
     // Unnamed statements only (`query_typed`): PgBouncer in transaction mode keeps no prepared statements.
     let row = conn

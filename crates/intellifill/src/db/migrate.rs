@@ -103,7 +103,8 @@ fn db_message(e: &tokio_postgres::Error) -> String {
 
 /// Connect over a plain connection (migrations and bootstrap never go through the pool).
 pub async fn connect(url: &str) -> anyhow::Result<Client> {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+    let tls = super::tls::connector(std::env::var_os("DATABASE_CA_FILE").as_deref().map(std::path::Path::new))?;
+    let (client, connection) = tokio_postgres::connect(url, tls)
         .await
         .map_err(|e| anyhow::anyhow!("cannot connect to the database: {}", db_message(&e)))?;
     tokio::spawn(async move {

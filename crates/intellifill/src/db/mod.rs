@@ -10,6 +10,7 @@ mod error;
 pub mod guard;
 pub mod migrate;
 pub mod provision;
+pub mod tls;
 mod tx;
 
 use std::str::FromStr;
@@ -18,7 +19,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
 
 use crate::config::{DatabaseConfig, RlsFailureMode};
 use crate::error::{AppError, ErrorCode};
@@ -128,7 +128,8 @@ impl Db {
         pg.application_name("intellifill");
         pg.connect_timeout(cfg.connect_timeout);
         pg.keepalives(true);
-        let manager = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let tls = tls::connector(cfg.ca_file.as_deref())?;
+        let manager = Manager::from_config(pg, tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(cfg.pool_max_size)
             .wait_timeout(Some(cfg.pool_wait_timeout))

@@ -4,11 +4,11 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use intellifill::db::{migrate, provision};
+use intellifill::db::migrate;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{OWNER_PASSWORD, RUNTIME_PASSWORD, TestApp, assert_error, email};
+use crate::helpers::{TestApp, assert_error, email};
 
 /// Send and return (status, request id).
 async fn send(request: reqwest::RequestBuilder) -> (u16, String) {
@@ -205,22 +205,9 @@ async fn personal_data_and_secrets_never_reach_the_table() {
     assert!(plain["size"].as_u64().is_some_and(|n| n > 0), "non-JSON bodies: size and type only: {plain}");
 }
 
-/// A cluster of this test's own (it is stopped and restarted), migrated, with the two roles.
-async fn own_cluster(name: &str) -> (testkit::PgCluster, String, String) {
-    let pg = testkit::PgCluster::start(None).await.expect("cluster");
-    let su = pg.superuser_url("postgres");
-    provision::ensure_roles(&su, OWNER_PASSWORD, RUNTIME_PASSWORD).await.expect("roles");
-    provision::ensure_database(&su, name).await.expect("database");
-    let owner_url = pg.url(provision::OWNER_ROLE, Some(OWNER_PASSWORD), name);
-    let mut owner = migrate::connect(&owner_url).await.expect("owner");
-    migrate::run(&mut owner).await.expect("migrate");
-    let runtime_url = pg.url(provision::RUNTIME_ROLE, Some(RUNTIME_PASSWORD), name);
-    (pg, runtime_url, owner_url)
-}
-
 #[tokio::test]
 async fn a_database_outage_spools_events_and_the_replay_stores_each_exactly_once() {
-    let (pg, runtime_url, owner_url) = own_cluster("audit_outage").await;
+    let (pg, runtime_url, owner_url) = crate::helpers::own_cluster("audit_outage").await;
     let emulator = gotrue_emulator::Emulator::start(Default::default(), ([127, 0, 0, 1], 0).into()).await.expect("emu");
     let app = TestApp::spawn_with_urls("audit_outage".into(), runtime_url, owner_url.clone(), emulator, |a| {
         a.audit_flush_interval_ms = Some("100".into());

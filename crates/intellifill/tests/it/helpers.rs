@@ -298,3 +298,16 @@ pub fn assert_error(status: u16, body: &Value, expected_status: u16, code: &str)
 pub fn email(name: &str) -> String {
     format!("{name}-{}@example.test", Uuid::new_v4().simple())
 }
+
+/// A cluster of this test's own (it is stopped and restarted), migrated, with the two roles.
+pub async fn own_cluster(name: &str) -> (testkit::PgCluster, String, String) {
+    let pg = testkit::PgCluster::start(None).await.expect("cluster");
+    let su = pg.superuser_url("postgres");
+    provision::ensure_roles(&su, OWNER_PASSWORD, RUNTIME_PASSWORD).await.expect("roles");
+    provision::ensure_database(&su, name).await.expect("database");
+    let owner_url = pg.url(provision::OWNER_ROLE, Some(OWNER_PASSWORD), name);
+    let mut owner = migrate::connect(&owner_url).await.expect("owner");
+    migrate::run(&mut owner).await.expect("migrate");
+    let runtime_url = pg.url(provision::RUNTIME_ROLE, Some(RUNTIME_PASSWORD), name);
+    (pg, runtime_url, owner_url)
+}

@@ -18,3 +18,4 @@ mod org_routes;
 mod organizations;
 mod ratelimit;
 mod scale_out;
+mod tls;
