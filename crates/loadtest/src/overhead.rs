@@ -157,7 +157,10 @@ async fn variant(stack: &Stack, args: &OverheadArgs, with_redis: bool, deadline:
         let _ = connection.await;
     });
     let list_path = format!("/api/organizations/{}/knowledge", user.org);
+    let hello = axum::Router::new()
+        .route("/", axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }));
     let names = [
+        "hello-world router (oneshot floor)",
         "GET /health (stack floor)",
         "GET /api/auth/session",
         "session transaction alone",
@@ -172,12 +175,13 @@ async fn variant(stack: &Stack, args: &OverheadArgs, with_redis: bool, deadline:
         for (k, h) in hists.iter_mut().enumerate() {
             let t0 = Instant::now();
             match k {
-                0 => anyhow::ensure!(oneshot(&router, "/health", &user.token).await? == 200, "/health failed"),
-                1 => {
+                0 => anyhow::ensure!(oneshot(&hello, "/", &user.token).await? == 200, "hello failed"),
+                1 => anyhow::ensure!(oneshot(&router, "/health", &user.token).await? == 200, "/health failed"),
+                2 => {
                     anyhow::ensure!(oneshot(&router, "/api/auth/session", &user.token).await? == 200, "session failed")
                 }
-                2 => db_alone(&client, user.id, None, false).await?,
-                3 => anyhow::ensure!(oneshot(&router, &list_path, &user.token).await? == 200, "list failed"),
+                3 => db_alone(&client, user.id, None, false).await?,
+                4 => anyhow::ensure!(oneshot(&router, &list_path, &user.token).await? == 200, "list failed"),
                 _ => db_alone(&client, user.id, Some(user.org), true).await?,
             }
             let us = t0.elapsed().as_micros() as u64;
@@ -198,8 +202,8 @@ async fn variant(stack: &Stack, args: &OverheadArgs, with_redis: bool, deadline:
         p99_us: full.p99_us as i64 - db.p99_us as i64,
     };
     let overhead = vec![
-        diff("GET /api/auth/session", &series[1].latency, &series[2].latency),
-        diff("GET /api/organizations/{orgId}/knowledge", &series[3].latency, &series[4].latency),
+        diff("GET /api/auth/session", &series[2].latency, &series[3].latency),
+        diff("GET /api/organizations/{orgId}/knowledge", &series[4].latency, &series[5].latency),
     ];
     Ok(Variant {
         name: if with_redis {

@@ -60,9 +60,18 @@ pub struct RunArgs {
     pub skip_pgbench: bool,
     #[arg(long)]
     pub skip_hello: bool,
+    /// Extra server setting, VAR=VALUE (repeatable), e.g. `AUDIT_EXCLUDE_PATHS=/health,/metrics,/api` to
+    /// attribute the cost of one stage.
+    #[arg(long = "server-env", value_parser = parse_kv)]
+    pub server_env: Vec<(String, String)>,
     /// Write the report as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("expected VAR=VALUE, got {s:?}"))?;
+    Ok((k.trim().to_owned(), v.to_owned()))
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -142,6 +151,7 @@ pub struct RunReport {
     pub concurrency: usize,
     pub duration_secs: u64,
     pub pool_size: usize,
+    pub server_env: Vec<String>,
     pub open_files_limit: Option<u64>,
     pub mixed: Phase,
     pub list_only: Option<Phase>,
@@ -295,7 +305,12 @@ pub async fn run(args: RunArgs, command: String) -> Result<RunReport> {
     }
     eprintln!("[loadtest] starting Postgres, Redis, the auth emulator ...");
     let stack = Stack::start(true).await?;
-    let settings = stack.settings(args.pool_size);
+    let mut settings = stack.settings(args.pool_size);
+    for (var, value) in &args.server_env {
+        settings.set(var, value.clone());
+    }
+    // Fail early on a misspelt variable.
+    settings.serve_args()?;
     let server = ChildServer::spawn("__serve", settings.vars(), &stack.dir.path().join("server.log")).await?;
     eprintln!(
         "[loadtest] server (pid {}) on {}; seeding {} orgs x {} users ...",
@@ -373,6 +388,7 @@ pub async fn run(args: RunArgs, command: String) -> Result<RunReport> {
         concurrency: args.concurrency,
         duration_secs: args.duration_secs,
         pool_size: args.pool_size,
+        server_env: args.server_env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
         open_files_limit: limit,
         mixed,
         list_only,
@@ -456,6 +472,9 @@ pub fn print(r: &RunReport) {
         r.machine.note
     );
     println!("load average at start: {}", r.machine.load_average_at_start);
+    if !r.server_env.is_empty() {
+        println!("extra server settings: {}", r.server_env.join(" "));
+    }
     print_phase(&r.mixed);
     if let Some(p) = &r.list_only {
         print_phase(p);
