@@ -38,7 +38,7 @@ fn a_tiny_run_has_throughput_and_no_server_errors() {
 #[test]
 fn the_flaky_auth_service_scenario_passes() {
     let output = loadtest()
-        .args(["chaos", "auth-flaky", "--duration-secs", "6", "--concurrency", "4"])
+        .args(["chaos", "auth-flaky", "--duration-secs", "8", "--concurrency", "4"])
         .output()
         .expect("loadtest runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
