@@ -2,11 +2,11 @@
 //!
 //! One task owns the whole write path, so ordering is simple: while anything is waiting in the spool, new
 //! batches are appended behind it (first in, first out) and the spool is replayed oldest segment first; a
-//! segment is deleted only after its rows are committed. The task holds at most one pooled connection at a
-//! time, which is the audit log's whole share of the pool. Every insert is
-//! `audit_append(arrays...)`, an `INSERT ... SELECT FROM unnest(...) ON CONFLICT (id) DO NOTHING`: one round trip
-//! per batch, and a batch
-//! replayed twice (crash between commit and delete) stores each event once.
+//! segment is deleted only after its rows are committed. The task keeps one pooled connection between batches
+//! ([`Db::hold`]): the audit log's whole share of the pool, so under load it never queues behind requests (nor
+//! they behind it). Every insert is `audit_append(arrays...)`, an `INSERT ... SELECT FROM unnest(...) ON
+//! CONFLICT (id) DO NOTHING`: one round trip per batch, and a batch replayed twice (crash between commit and
+//! delete) stores each event once.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -22,6 +22,9 @@ use crate::db::Db;
 /// `audit_append` (SECURITY DEFINER, migration 0002) inserts with `ON CONFLICT (id) DO NOTHING`: under RLS an
 /// `ON CONFLICT` insert must also pass SELECT policies, which a context-free writer must not have.
 const INSERT: &str = "SELECT audit_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)";
+
+/// Below this pool size the writer does not keep a connection between batches.
+const MIN_POOL_TO_HOLD: usize = 4;
 
 /// Writer tuning.
 #[derive(Debug, Clone)]
@@ -75,6 +78,8 @@ struct Writer {
     batch: Vec<AuditEvent>,
     /// Set when an insert failed; cleared by a successful replay.
     database_down: bool,
+    /// The writer's own connection, kept between batches (its share of the pool).
+    conn: Option<crate::db::HeldConnection>,
 }
 
 pub fn spawn(
@@ -95,6 +100,7 @@ pub fn spawn(
         queue,
         overflow,
         database_down: false,
+        conn: None,
     };
     tokio::spawn(writer.run(control_rx));
     WriterHandle { control: control_tx, spool }
@@ -196,17 +202,43 @@ impl Writer {
         }
     }
 
-    async fn insert(&self, batch: &[AuditEvent]) -> anyhow::Result<u64> {
+    async fn insert(&mut self, batch: &[AuditEvent]) -> anyhow::Result<u64> {
         let started = Instant::now();
         let columns = Columns::of(batch);
         let params = columns.params();
-        let rows = tokio::time::timeout(self.config.insert_timeout, self.db.unscoped(INSERT, &params))
-            .await
-            .map_err(|_| anyhow::anyhow!("audit insert timed out"))?
-            .map_err(|e| match &e.source {
-                Some(cause) => anyhow::anyhow!("{e} ({cause:#})"),
-                None => anyhow::anyhow!("{e}"),
-            })?;
+        let timeout = self.config.insert_timeout;
+        let conn = match self.conn.take() {
+            Some(c) if !c.is_closed() => c,
+            stale => {
+                if let Some(c) = stale {
+                    c.discard();
+                }
+                tokio::time::timeout(timeout, self.db.hold())
+                    .await
+                    .map_err(|_| anyhow::anyhow!("no database connection for the audit writer in time"))?
+                    .map_err(|e| anyhow::anyhow!("{e}"))?
+            }
+        };
+        let rows = match tokio::time::timeout(timeout, conn.unscoped(INSERT, &params)).await {
+            Ok(Ok(rows)) => {
+                // A tiny pool cannot spare a connection: give it back after each batch there.
+                if self.db.pool_status().max >= MIN_POOL_TO_HOLD {
+                    self.conn = Some(conn);
+                }
+                rows
+            }
+            Ok(Err(e)) => {
+                conn.discard();
+                return Err(match &e.source {
+                    Some(cause) => anyhow::anyhow!("{e} ({cause:#})"),
+                    None => anyhow::anyhow!("{e}"),
+                });
+            }
+            Err(_) => {
+                conn.discard();
+                return Err(anyhow::anyhow!("audit insert timed out"));
+            }
+        };
         let inserted = rows.first().map(|r| r.get::<_, i32>(0)).unwrap_or(0).max(0) as u64;
         metrics::histogram!("audit_write_seconds").record(started.elapsed().as_secs_f64());
         // Duplicates (a replayed batch) are not inserted again; they are not lost either.

@@ -111,6 +111,28 @@ pub struct PoolStatus {
     pub max: usize,
 }
 
+/// A pooled connection kept by a background task (see [`Db::hold`]).
+pub struct HeldConnection(Option<deadpool_postgres::Object>);
+
+impl HeldConnection {
+    /// One statement without tenant context (same rules as [`Db::unscoped`]).
+    pub async fn unscoped(&self, sql: &str, params: &[Param<'_>]) -> Result<Vec<tokio_postgres::Row>, AppError> {
+        let conn = self.0.as_ref().ok_or_else(|| AppError::internal(anyhow::anyhow!("connection discarded")))?;
+        conn.query_typed(sql, params).await.map_err(map_db_error)
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.0.as_ref().is_none_or(|c| c.is_closed())
+    }
+
+    /// Drop the connection instead of returning it to the pool (its state is unknown after a failure).
+    pub fn discard(mut self) {
+        if let Some(conn) = self.0.take() {
+            let _ = deadpool_postgres::Object::take(conn);
+        }
+    }
+}
+
 /// The database handle held in the app state.
 #[derive(Clone)]
 pub struct Db {
@@ -174,6 +196,13 @@ impl Db {
     pub async fn unscoped(&self, sql: &str, params: &[Param<'_>]) -> Result<Vec<tokio_postgres::Row>, AppError> {
         let conn = self.acquire().await?;
         conn.query_typed(sql, params).await.map_err(map_db_error)
+    }
+
+    /// Take a connection out of the pool for a long-lived background task, to keep between uses: the audit
+    /// writer's own share of the pool. Once it holds one it never queues behind request traffic again (and
+    /// request traffic never queues behind it); the pool lends it like any other and gets it back on drop.
+    pub async fn hold(&self) -> Result<HeldConnection, AppError> {
+        Ok(HeldConnection(Some(self.acquire().await?)))
     }
 
     /// Close the pool: idle connections are dropped now, checked-out ones when they come back.
