@@ -52,10 +52,11 @@ pub async fn capture(State(state): State<AppState>, request: Request, next: Next
         .headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
-        .map(|ua| state.audit.sanitizer().text(&ua.chars().take(MAX_USER_AGENT).collect::<String>()));
+        .map(|ua| ua.chars().take(MAX_USER_AGENT).collect());
     event.method = Some(parts.method.to_string());
     event.path = Some(parts.uri.path().chars().take(512).collect());
-    let query = parts.uri.query().map(|q| state.audit.sanitizer().text(q));
+    // The user agent and the query string are sanitized by the writer, off the request path.
+    let query = parts.uri.query().map(|q| q.chars().take(2048).collect::<String>());
     let method = parts.method.clone();
 
     let mut captured: Option<(Option<String>, Bytes)> = None;

@@ -247,16 +247,18 @@ impl Auditor {
         let (queue, queue_rx) = mpsc::channel(config.queue_capacity);
         let (overflow, overflow_rx) = mpsc::unbounded_channel();
         let recorder = Recorder { queue, overflow, stats: stats.clone() };
-        let writer = writer::spawn(db.clone(), Arc::new(spool), stats, config.writer.clone(), queue_rx, overflow_rx);
+        let sanitizer = Arc::new(sanitize::Sanitizer::default());
+        let writer = writer::spawn(
+            db.clone(),
+            Arc::new(spool),
+            stats,
+            config.writer.clone(),
+            sanitizer.clone(),
+            queue_rx,
+            overflow_rx,
+        );
         let detector = anomaly::Detector::spawn(kv, db, recorder.clone(), config.anomaly.clone());
-        Ok(Auditor {
-            recorder,
-            detector,
-            sanitizer: Arc::new(sanitize::Sanitizer::default()),
-            writer,
-            config,
-            in_flight: Arc::default(),
-        })
+        Ok(Auditor { recorder, detector, sanitizer, writer, config, in_flight: Arc::default() })
     }
 
     /// Record one event of a request; never waits.

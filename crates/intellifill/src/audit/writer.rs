@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::types::Type;
 
+use super::sanitize::Sanitizer;
 use super::spool::Spool;
 use super::{AuditEvent, AuditStats};
 use crate::db::Db;
@@ -80,6 +81,20 @@ struct Writer {
     database_down: bool,
     /// The writer's own connection, kept between batches (its share of the pool).
     conn: Option<crate::db::HeldConnection>,
+    /// Free text captured raw on the request path (user agent, query string) is sanitized here, before it
+    /// reaches the table or the spool.
+    sanitizer: Arc<Sanitizer>,
+}
+
+/// Sanitize what the capture layer recorded raw to stay off the request path.
+fn scrub(sanitizer: &Sanitizer, event: &mut AuditEvent) {
+    if let Some(ua) = &event.user_agent {
+        event.user_agent = Some(sanitizer.text(ua));
+    }
+    if let Some(serde_json::Value::String(q)) = event.metadata.get("query") {
+        let clean = sanitizer.text(q);
+        event.metadata["query"] = serde_json::Value::String(clean);
+    }
 }
 
 pub fn spawn(
@@ -87,6 +102,7 @@ pub fn spawn(
     spool: Arc<Spool>,
     stats: Arc<AuditStats>,
     config: WriterConfig,
+    sanitizer: Arc<Sanitizer>,
     queue: mpsc::Receiver<AuditEvent>,
     overflow: mpsc::UnboundedReceiver<AuditEvent>,
 ) -> WriterHandle {
@@ -101,6 +117,7 @@ pub fn spawn(
         overflow,
         database_down: false,
         conn: None,
+        sanitizer,
     };
     tokio::spawn(writer.run(control_rx));
     WriterHandle { control: control_tx, spool }
@@ -141,9 +158,11 @@ impl Writer {
                     while let Ok(e) = self.overflow.try_recv() {
                         events.push(e);
                     }
+                    events.iter_mut().for_each(|e| scrub(&self.sanitizer, e));
                     self.spool_events(events).await;
                 }
-                Some(event) = self.queue.recv() => {
+                Some(mut event) = self.queue.recv() => {
+                    scrub(&self.sanitizer, &mut event);
                     self.batch.push(event);
                     if self.batch.len() >= self.config.batch_size {
                         self.flush().await;
@@ -164,13 +183,15 @@ impl Writer {
     /// Everything waiting in both channels into the batch / spool.
     async fn drain(&mut self) {
         let mut overflow = Vec::new();
-        while let Ok(e) = self.overflow.try_recv() {
+        while let Ok(mut e) = self.overflow.try_recv() {
+            scrub(&self.sanitizer, &mut e);
             overflow.push(e);
         }
         if !overflow.is_empty() {
             self.spool_events(overflow).await;
         }
-        while let Ok(e) = self.queue.try_recv() {
+        while let Ok(mut e) = self.queue.try_recv() {
+            scrub(&self.sanitizer, &mut e);
             self.batch.push(e);
             if self.batch.len() >= self.config.batch_size {
                 self.flush().await;

@@ -183,6 +183,16 @@ async fn personal_data_and_secrets_never_reach_the_table() {
             .body(format!("password={}", secrets[0])),
     )
     .await;
+    // Query strings and user agents are free text too (sanitized by the writer, off the request path).
+    let (s, _) = send(
+        app.http
+            .get(app.url(&format!("/api/organizations/{org}/knowledge/search")))
+            .query(&[("q", secrets[2])])
+            .header("user-agent", format!("crawler/1.0 (+{})", secrets[2]))
+            .bearer_auth(&u.token),
+    )
+    .await;
+    assert_eq!(s, 200);
     app.state.audit.flush().await;
     let all: Vec<String> = app
         .owner
@@ -196,6 +206,8 @@ async fn personal_data_and_secrets_never_reach_the_table() {
     for s in secrets {
         assert!(!text.contains(s), "{s:?} reached the audit table: {text}");
     }
+    assert!(!text.contains("jane.doe%40example.org"), "the URL-encoded e-mail of the query reached the table");
+    assert!(text.contains("crawler/1.0"), "the harmless part of the user agent is kept");
     let stored = rows(&app.owner).await;
     let first = &stored[&id][0].3["body"];
     assert!(first["_dropped"].as_array().is_some_and(|d| !d.is_empty()), "secrets are dropped: {first}");
