@@ -1,6 +1,7 @@
 //! Cost of auditing on the request path: building the event and `Auditor::record` (a `try_send` into the
 //! bounded queue, plus the best-effort hand-off to the anomaly detector). Target: < 5 us per request.
-//! Also the body sanitizer, which runs off the request path (in a spawned task) on write requests.
+//! Also the sanitizer, which runs off the request path: on write bodies (in a spawned task), on user agents
+//! and query strings (in the writer).
 //!
 //! Run: `cargo bench -p intellifill --bench audit`. No database is needed: the queue is sized so that the
 //! writer never flushes while the measurement runs.
@@ -58,6 +59,11 @@ fn benches(c: &mut Criterion) {
         "customer": {"name": "Jane Doe", "address": "221B Baker Street", "tags": ["a", "b", "c"]},
     }))
     .expect("json");
+    let ua = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
+    group.bench_function("sanitize_user_agent", |b| b.iter(|| auditor.sanitizer().text(std::hint::black_box(ua))));
+    group.bench_function("sanitize_query_string", |b| {
+        b.iter(|| auditor.sanitizer().text(std::hint::black_box("q=invoice%202026&limit=20")))
+    });
     group.bench_function("sanitize_1kb_json_body", |b| {
         b.iter(|| auditor.sanitizer().body(Some("application/json"), std::hint::black_box(&body)))
     });
