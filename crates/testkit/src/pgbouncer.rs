@@ -41,7 +41,7 @@ use anyhow::{Context, Result, anyhow, bail, ensure};
 use tokio_postgres::SimpleQueryMessage;
 use tokio_postgres::error::SqlState;
 
-use crate::process::{self, ChildSlot, ChildState};
+use crate::process::{self, ChildSlot, ChildState, StartError};
 use crate::user::{self, RunAs};
 
 /// How long pgbouncer may take to accept logins (and to log in upstream) after being spawned.
@@ -81,19 +81,6 @@ impl fmt::Debug for PgBouncer {
             .field("upstream_port", &self.upstream_port)
             .field("run_as", &self.run_as)
             .finish_non_exhaustive()
-    }
-}
-
-/// Why a start attempt failed.
-enum StartError {
-    /// The port was taken by someone else; retry with another one.
-    PortInUse,
-    Other(anyhow::Error),
-}
-
-impl From<anyhow::Error> for StartError {
-    fn from(e: anyhow::Error) -> Self {
-        StartError::Other(e)
     }
 }
 

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use std::os::unix::process::CommandExt;
 
-use crate::process::{self, ChildSlot, ChildState};
+use crate::process::{self, ChildSlot, ChildState, StartError};
 use crate::user::{self, RunAs};
 
 /// How long the server may take to accept connections after being spawned.
@@ -47,19 +47,6 @@ pub struct PgCluster {
     own_process_group: bool,
     child: ChildSlot,
     ops: tokio::sync::Mutex<()>,
-}
-
-/// Why a start attempt failed.
-enum StartError {
-    /// The port was taken by someone else; retry with another one.
-    PortInUse,
-    Other(anyhow::Error),
-}
-
-impl From<anyhow::Error> for StartError {
-    fn from(e: anyhow::Error) -> Self {
-        StartError::Other(e)
-    }
 }
 
 impl PgCluster {

@@ -260,6 +260,19 @@ pub(crate) fn url_encode(s: &str) -> String {
     out
 }
 
+/// Why a server start attempt failed (shared by every server the kit starts).
+pub(crate) enum StartError {
+    /// The port was taken by someone else; retry with another one.
+    PortInUse,
+    Other(anyhow::Error),
+}
+
+impl From<anyhow::Error> for StartError {
+    fn from(e: anyhow::Error) -> Self {
+        StartError::Other(e)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

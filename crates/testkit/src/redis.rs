@@ -16,7 +16,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use crate::process::{self, ChildSlot, ChildState};
+use crate::process::{self, ChildSlot, ChildState, StartError};
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -34,17 +34,6 @@ pub struct RedisServer {
     own_process_group: bool,
     child: ChildSlot,
     ops: tokio::sync::Mutex<()>,
-}
-
-enum StartError {
-    PortInUse,
-    Other(anyhow::Error),
-}
-
-impl From<anyhow::Error> for StartError {
-    fn from(e: anyhow::Error) -> Self {
-        StartError::Other(e)
-    }
 }
 
 impl RedisServer {
