@@ -2,8 +2,6 @@
 //! 20 to 4096 characters, three base64url parts. Anything else is refused without a network call.
 
 use axum::http::{HeaderMap, header};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::error::{AppError, ErrorCode};
 
@@ -47,14 +45,6 @@ fn malformed(message: &'static str) -> AppError {
     AppError::new(ErrorCode::TokenMalformed, message)
 }
 
-/// The `exp` claim read without verification (for cache bounds only, never for trust).
-pub fn unverified_exp(token: &str) -> Option<i64> {
-    let payload = token.split('.').nth(1)?;
-    let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
-    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    claims.get("exp")?.as_i64()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,12 +69,5 @@ mod tests {
         assert_eq!(code("Bearer aaaaaaaaaa.bbbbbbbbbbcccccccccc"), ErrorCode::TokenMalformed);
         assert_eq!(code("Bearer aaaaaaaaaa.bbbb+bbbbb.cccccccccc"), ErrorCode::TokenMalformed);
         assert_eq!(code(&format!("Bearer {}.b.c", "a".repeat(MAX_LEN))), ErrorCode::TokenMalformed);
-    }
-
-    #[test]
-    fn exp_is_read_without_trusting_it() {
-        let payload = URL_SAFE_NO_PAD.encode(br#"{"exp":1700000000}"#);
-        assert_eq!(unverified_exp(&format!("x.{payload}.y")), Some(1_700_000_000));
-        assert_eq!(unverified_exp("x.!!.y"), None);
     }
 }

@@ -155,20 +155,6 @@ impl Kv {
         self.inner.as_ref().map(|i| &i.client)
     }
 
-    /// Wait until connected (tests, start-up), at most `wait`.
-    pub async fn wait_connected(&self, wait: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + wait;
-        while tokio::time::Instant::now() < deadline {
-            if let Some(inner) = &self.inner
-                && inner.conn.read().await.is_some()
-            {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        false
-    }
-
     /// Run one command with the store's timeout; errors are counted and returned, never panicked on.
     pub async fn run<T, F, Fut>(&self, op: F) -> Result<T, KvError>
     where
