@@ -141,6 +141,8 @@ pub async fn detailed(State(state): State<AppState>, ctx: UserTx) -> Result<Json
         "rateLimiter": {
             "store": state.rate_limits.store_name(),
             "fallbacks": state.rate_limits.fallbacks(),
+            "decisions": state.rate_limits.decisions(),
+            "redisRoundTrips": state.rate_limits.round_trips(),
         },
     })))
 }

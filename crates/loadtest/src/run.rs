@@ -69,7 +69,7 @@ pub struct RunArgs {
     pub json: Option<PathBuf>,
 }
 
-fn parse_kv(s: &str) -> Result<(String, String), String> {
+pub fn parse_kv(s: &str) -> Result<(String, String), String> {
     let (k, v) = s.split_once('=').ok_or_else(|| format!("expected VAR=VALUE, got {s:?}"))?;
     Ok((k.trim().to_owned(), v.to_owned()))
 }

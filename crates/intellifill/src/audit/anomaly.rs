@@ -157,6 +157,10 @@ pub struct Detector {
     config: AnomalyConfig,
     local: moka::sync::Cache<String, Arc<Mutex<Local>>>,
     latches: moka::sync::Cache<String, ()>,
+    /// Distinct members (ips per user) this instance already added to the current bucket: adding one again
+    /// changes no count, so it costs no round trip (the union only grows when a new member arrives, and the
+    /// call that adds it, on whichever instance, sees the crossing).
+    added: moka::sync::Cache<String, ()>,
 }
 
 impl Detector {
@@ -169,6 +173,7 @@ impl Detector {
             config,
             local: moka::sync::Cache::builder().max_capacity(100_000).time_to_idle(Duration::from_secs(600)).build(),
             latches: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(300)).build(),
+            added: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(60)).build(),
         };
         tokio::spawn(async move {
             while let Some(event) = rx.recv().await {
@@ -221,6 +226,15 @@ impl Detector {
         window: Duration,
         limit: u64,
     ) {
+        if let Some(m) = member {
+            let bucket_ms = (window.as_millis() as u64 / BUCKETS).max(1);
+            let bucket = (crate::auth::cache::now_ms().max(0) as u64) / bucket_ms;
+            let mut new = false;
+            self.added.entry(format!("{}:{subject}:{m}:{bucket}", kind.as_str())).or_insert_with(|| new = true);
+            if !new {
+                return;
+            }
+        }
         let count = self.count(kind, subject, member, window).await;
         if count <= limit || !self.first_report(kind, subject, window).await {
             return;

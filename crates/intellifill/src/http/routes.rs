@@ -35,11 +35,18 @@ pub fn api_paths() -> Vec<String> {
     api_routes().into_iter().map(|(path, _)| format!("/api{path}")).collect()
 }
 
-/// The authenticated API (`/api/...`): note the route for audit, authenticate, then rate-limit per user.
+/// The authenticated API (`/api/...`).
 fn api(state: &AppState) -> Router<AppState> {
-    api_routes()
-        .into_iter()
-        .fold(Router::new(), |router, (path, methods)| router.route(path, methods))
+    api_layers(
+        api_routes().into_iter().fold(Router::new(), |router, (path, methods)| router.route(path, methods)),
+        state,
+    )
+}
+
+/// The route layers of every `/api` route: note the route for audit, authenticate, then rate-limit per user.
+/// Public so the overhead benchmark can wrap a no-op route in exactly these layers.
+pub fn api_layers(routes: Router<AppState>, state: &AppState) -> Router<AppState> {
+    routes
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::ratelimit::api))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::middleware::require_auth))
         .route_layer(axum::middleware::from_fn(crate::audit::layer::note_route))

@@ -10,7 +10,8 @@
 //! Every answer carries the IETF `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` and
 //! `RateLimit-Policy` headers of the tightest policy that applied; a refusal is 429 `RATE_LIMITED` with
 //! `Retry-After`. Counts live in Redis (one GCRA script, server clock) so limits hold in total across
-//! instances; see [`store`] for the fallback.
+//! instances, taken in small leases so a busy key does not cost a round trip per request; see [`store`]
+//! for both and for the fallback.
 
 pub mod key;
 pub mod store;
@@ -78,6 +79,7 @@ impl Policy {
 pub struct RateLimits {
     kv: Kv,
     enabled: bool,
+    decisions: std::sync::atomic::AtomicU64,
     ip: Option<Policy>,
     user: Option<Policy>,
     org: Option<Policy>,
@@ -92,6 +94,7 @@ impl RateLimits {
             org: Policy::new(&kv, "org", Scope::Org, config.org_per_minute),
             auth: Policy::new(&kv, "auth", Scope::UserIp, config.auth_per_minute),
             enabled: config.enabled,
+            decisions: Default::default(),
             kv,
         });
         let weak = Arc::downgrade(&limits);
@@ -122,10 +125,21 @@ impl RateLimits {
         self.policies().map(|p| p.store.fallbacks.load(std::sync::atomic::Ordering::Relaxed)).sum()
     }
 
+    /// Decisions taken since start (every policy).
+    pub fn decisions(&self) -> u64 {
+        self.decisions.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Round trips to Redis since start: far fewer than [`Self::decisions`] for busy keys (leases).
+    pub fn round_trips(&self) -> u64 {
+        self.policies().map(|p| p.store.round_trips.load(std::sync::atomic::Ordering::Relaxed)).sum()
+    }
+
     /// Check `policies` in order; the first refusal wins, else the tightest allowance is reported.
     async fn check_all(&self, policies: &[&Policy], parts: &KeyParts) -> Option<(Decision, &'static str, String)> {
         let mut tightest: Option<(Decision, &'static str, String)> = None;
         for p in policies {
+            self.decisions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let d = p.check(&self.kv, parts).await;
             if !d.allowed {
                 return Some((d, p.name, p.header()));

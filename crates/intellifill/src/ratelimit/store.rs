@@ -3,14 +3,28 @@
 //! Both implement GCRA (the generic cell rate algorithm): a limit of `L` per period `P` admits a request
 //! every `T = P/L` on average with bursts up to `L`, and its state is one timestamp per key (the theoretical
 //! arrival time), so a window really is the configured window, with no fixed-window edges where twice the
-//! limit gets through. In Redis it is one Lua script reading the server's clock (`TIME`), so instances with
-//! skewed clocks still agree, and the key expires exactly when it would be full again. The fallback is
-//! governor's keyed GCRA; every switch between the two is logged and counted.
+//! limit gets through. In Redis it is one Lua script reading the server's clock (`TIME`, in microseconds),
+//! so instances with skewed clocks still agree, and the key expires exactly when it would be full again.
+//! The fallback is governor's keyed GCRA; every switch between the two is logged and counted.
+//!
+//! **Leases.** A Redis round trip per request and policy would cost more than everything else the
+//! middleware does, so an instance takes cells from Redis in small leases: the script grants up to `want`
+//! cells at once (never more than 1/16 of what is left, so a key close to its limit is counted one cell at
+//! a time, exactly), the instance spends them locally for at most [`LEASE_TTL`], and gives back what it did
+//! not spend with its next call (the script moves the key's time back by that many cells). `want` follows
+//! the key's traffic on this instance: 1 at first, doubling while leases run out before they expire (up to
+//! [`MAX_LEASE`]), the number actually spent otherwise. What this keeps: every admitted request took a
+//! cell in Redis, atomically, so the total over all instances never exceeds the limit; a slow key costs
+//! one round trip per request as before; a busy one, one per `want`. What it gives up: a cell leased by one
+//! instance is invisible to the others for up to a second (a client switching instances at the very edge
+//! of its limit may be refused a few cells early), and `RateLimit-Remaining` on a lease is the count at
+//! the grant minus what this instance spent since. A refusal is remembered locally for up to a second (at
+//! most its `Retry-After`), so a flood against one key is refused in process, not by a round trip each.
 
 use std::num::NonZeroU32;
-use std::sync::LazyLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use governor::middleware::StateInformationMiddleware;
 use governor::{Quota, RateLimiter, clock::Clock, clock::DefaultClock, state::keyed::DefaultKeyedStateStore};
@@ -29,29 +43,62 @@ pub struct Decision {
     pub retry_after_secs: u64,
 }
 
+/// The leased GCRA script. ARGV: interval (µs), limit, cells wanted, cells given back. Returns
+/// `{allowed, granted, remaining, reset_ms, retry_after_ms}`.
 static GCRA: LazyLock<::redis::Script> = LazyLock::new(|| {
     ::redis::Script::new(
         r"
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
+local want = tonumber(ARGV[3])
+local returned = tonumber(ARGV[4])
 local period = interval * limit
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
-local new_tat = tat + interval
-local allow_at = new_tat - period
-if allow_at > now then
-  return {0, 0, math.ceil((tat - now) / 1000), math.ceil((allow_at - now) / 1000)}
+if returned > 0 then
+  tat = math.max(now, tat - returned * interval)
+  if tat > now then
+    redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000))
+  else
+    redis.call('DEL', KEYS[1])
+  end
 end
-redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil(new_tat - now))
-local remaining = math.floor((now + period - new_tat) / interval)
-return {1, remaining, math.ceil((new_tat - now) / 1000), 0}
+local available = math.floor((now + period - tat) / interval)
+if available < 1 then
+  return {0, 0, 0, math.ceil((tat - now) / 1000), math.ceil((tat + interval - period - now) / 1000)}
+end
+local grant = math.min(want, math.max(1, math.floor(available / 16)))
+local new_tat = tat + grant * interval
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000))
+return {1, grant, available - grant, math.ceil((new_tat - now) / 1000), 0}
 ",
     )
 });
 
+/// Longest time leased cells may be spent locally.
+pub const LEASE_TTL: Duration = Duration::from_secs(1);
+/// Most cells one lease may hold.
+pub const MAX_LEASE: u32 = 64;
+
 type Local = RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
+
+/// This instance's share of one key: cells taken from Redis and not spent yet, or a remembered refusal.
+#[derive(Debug, Default)]
+struct Lease {
+    cells: u32,
+    expires: Option<Instant>,
+    /// Size of the last grant and how many of it were spent: the next `want`.
+    granted: u32,
+    spent: u32,
+    /// Redis's count at the grant (the lease excluded), and seconds until the key is full again.
+    remaining: u32,
+    reset_secs: u64,
+    /// A refusal answered locally until then; `retry_at` is what Redis said.
+    refused_until: Option<Instant>,
+    retry_at: Option<Instant>,
+}
 
 /// One policy's store.
 pub struct Store {
@@ -60,8 +107,11 @@ pub struct Store {
     clock: DefaultClock,
     limit: u32,
     interval: Duration,
+    leases: moka::sync::Cache<String, Arc<Mutex<Lease>>>,
     using_fallback: AtomicBool,
     pub fallbacks: AtomicU64,
+    /// Round trips to Redis (health, tests).
+    pub round_trips: AtomicU64,
 }
 
 impl Store {
@@ -74,8 +124,10 @@ impl Store {
             clock: DefaultClock::default(),
             limit: limit.get(),
             interval,
+            leases: moka::sync::Cache::builder().max_capacity(100_000).time_to_idle(Duration::from_secs(10)).build(),
             using_fallback: AtomicBool::new(false),
             fallbacks: AtomicU64::new(0),
+            round_trips: AtomicU64::new(0),
         }
     }
 
@@ -88,26 +140,100 @@ impl Store {
     pub fn shrink(&self) {
         self.local.retain_recent();
         self.local.shrink_to_fit();
+        self.leases.run_pending_tasks();
     }
 
     pub async fn check(&self, key: String, redis_key: String) -> Decision {
-        if self.kv.is_configured() {
-            let args = vec![self.interval.as_millis().max(1).to_string(), self.limit.to_string()];
-            match self.kv.script::<Vec<i64>>(&GCRA, vec![redis_key], args).await {
-                Ok(v) if v.len() == 4 => {
-                    self.switch(false);
-                    return Decision {
-                        allowed: v[0] == 1,
-                        limit: self.limit,
-                        remaining: v[1].clamp(0, i64::from(self.limit)) as u32,
-                        reset_secs: v[2].max(0) as u64,
-                        retry_after_secs: if v[0] == 1 { 0 } else { v[3].max(1) as u64 },
-                    };
+        if !self.kv.is_configured() {
+            return self.check_local(&key);
+        }
+        let lease = self.leases.get_with_by_ref(&key, Default::default);
+        let (want, returned) = {
+            let mut l = lock(&lease);
+            if let Some(d) = self.answer_from_lease(&mut l) {
+                return d;
+            }
+            let expired = l.expires.is_none_or(|e| Instant::now() >= e);
+            let returned = std::mem::take(&mut l.cells);
+            let want =
+                if l.granted > 0 && l.spent >= l.granted && !expired { l.granted.saturating_mul(2) } else { l.spent };
+            (want.clamp(1, MAX_LEASE), returned)
+        };
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        let args = vec![
+            self.interval.as_micros().max(1).to_string(),
+            self.limit.to_string(),
+            want.to_string(),
+            returned.to_string(),
+        ];
+        match self.kv.script::<Vec<i64>>(&GCRA, vec![redis_key], args).await {
+            Ok(v) if v.len() == 5 => {
+                self.switch(false);
+                let now = Instant::now();
+                let ms = |x: i64| Duration::from_millis(x.max(0) as u64);
+                let mut l = lock(&lease);
+                let remaining = v[2].clamp(0, i64::from(self.limit)) as u32;
+                let reset_secs = ms(v[3]).as_secs_f64().ceil() as u64;
+                if v[0] == 1 {
+                    let granted = (v[1].max(1) as u32).min(MAX_LEASE);
+                    l.cells += granted - 1;
+                    l.granted = granted;
+                    l.spent = 1;
+                    l.expires = Some(now + LEASE_TTL);
+                    l.remaining = remaining;
+                    l.reset_secs = reset_secs;
+                    l.refused_until = None;
+                    return self.allowed(remaining + l.cells, reset_secs);
                 }
-                _ => self.switch(true),
+                let retry_at = now + ms(v[4]);
+                l.refused_until = Some(retry_at.min(now + LEASE_TTL));
+                l.retry_at = Some(retry_at);
+                l.reset_secs = reset_secs;
+                self.refused(reset_secs, ms(v[4]))
+            }
+            _ => {
+                // Cells taken back from the lease stay spent: nothing is counted twice.
+                self.switch(true);
+                self.check_local(&key)
             }
         }
-        self.check_local(&key)
+    }
+
+    /// A leased cell, or a remembered refusal; `None` when Redis must be asked.
+    fn answer_from_lease(&self, l: &mut Lease) -> Option<Decision> {
+        let now = Instant::now();
+        if let (Some(until), Some(retry_at)) = (l.refused_until, l.retry_at) {
+            if now < until {
+                return Some(self.refused(l.reset_secs, retry_at.saturating_duration_since(now)));
+            }
+            l.refused_until = None;
+        }
+        if l.cells > 0 && l.expires.is_some_and(|e| now < e) {
+            l.cells -= 1;
+            l.spent += 1;
+            return Some(self.allowed(l.remaining + l.cells, l.reset_secs));
+        }
+        None
+    }
+
+    fn allowed(&self, remaining: u32, reset_secs: u64) -> Decision {
+        Decision {
+            allowed: true,
+            limit: self.limit,
+            remaining: remaining.min(self.limit),
+            reset_secs,
+            retry_after_secs: 0,
+        }
+    }
+
+    fn refused(&self, reset_secs: u64, retry_after: Duration) -> Decision {
+        Decision {
+            allowed: false,
+            limit: self.limit,
+            remaining: 0,
+            reset_secs,
+            retry_after_secs: (retry_after.as_secs_f64().ceil() as u64).max(1),
+        }
     }
 
     fn check_local(&self, key: &String) -> Decision {
@@ -148,4 +274,8 @@ impl Store {
             metrics::counter!("rate_limit_store_switches_total", "to" => store).increment(1);
         }
     }
+}
+
+fn lock(lease: &Mutex<Lease>) -> MutexGuard<'_, Lease> {
+    lease.lock().unwrap_or_else(|p| p.into_inner())
 }

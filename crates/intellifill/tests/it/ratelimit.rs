@@ -99,6 +99,53 @@ async fn limits_hold_in_total_across_instances_sharing_redis() {
 }
 
 #[tokio::test]
+async fn leased_cells_never_admit_more_than_the_limit_across_instances() {
+    // 120 per minute: leases of up to 120/16 = 7 cells at first, one at a time near the end.
+    let a = TestApp::spawn_with(|args| args.rate_limit_user_per_minute = Some("120".into())).await;
+    let b = a.peer(|args| args.rate_limit_user_per_minute = Some("120".into())).await;
+    let u = a.user(&email("u")).await;
+    let requests = (0..200).map(|i| {
+        let (app, u) = (if i % 2 == 0 { &a } else { &b }, &u);
+        async move { app.get(u, "/api/me").await.0 }
+    });
+    let statuses = futures::future::join_all(requests).await;
+    let admitted = statuses.iter().filter(|s| **s == 200).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(admitted + refused, 200, "{statuses:?}");
+    // Every admitted request took a cell in Redis: never above the limit. Cells an instance still holds
+    // when the other is refused are the only shortfall, and a lease is at most 1/16 of what is left.
+    assert!(admitted <= 120, "{admitted} admitted over a limit of 120");
+    assert!(admitted >= 120 - 2 * 120 / 16, "{admitted} admitted: leases held back too many cells");
+    let (s, _) = a.get(&u, "/api/me").await;
+    assert_eq!(s, 429, "the limit is spent on every instance");
+}
+
+#[tokio::test]
+async fn a_busy_key_costs_a_fraction_of_a_round_trip_per_request() {
+    let app = TestApp::spawn_with(|args| {
+        args.rate_limit_user_per_minute = Some("100000".into());
+        args.rate_limit_ip_per_minute = Some("100000".into());
+    })
+    .await;
+    let u = app.user(&email("u")).await;
+    let limits = &app.state.rate_limits;
+    let (decisions, trips) = (limits.decisions(), limits.round_trips());
+    let mut remaining = Vec::new();
+    for _ in 0..300 {
+        let r = app.http.get(app.url("/api/me")).bearer_auth(&u.token).send().await.expect("request");
+        assert_eq!(r.status().as_u16(), 200);
+        remaining.push(header(&r, "ratelimit-remaining").and_then(|v| v.parse::<u32>().ok()).expect("remaining"));
+    }
+    let decisions = limits.decisions() - decisions;
+    let trips = limits.round_trips() - trips;
+    assert_eq!(decisions, 600, "two policies (ip, user) per request");
+    assert!(trips * 5 <= decisions, "{trips} Redis round trips for {decisions} decisions");
+    assert_eq!(limits.store_name(), "redis");
+    // Served from a lease or not, the count stays within what was spent (the bucket refills ~1,700/s).
+    assert!(remaining.iter().all(|r| (100_000 - 300..100_000).contains(r)), "{remaining:?}");
+}
+
+#[tokio::test]
 async fn without_redis_limits_fall_back_to_the_process() {
     let dead = testkit::free_port().expect("port");
     let app = TestApp::spawn_with(|a| {
