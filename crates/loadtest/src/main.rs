@@ -24,6 +24,10 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use intellifill::config::ServeArgs;
 
+/// The server's allocator (see the `intellifill` binary), so the server measured here is the one shipped.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "loadtest", about = "Load, chaos and overhead harness of the IntelliFill API")]
 struct Cli {

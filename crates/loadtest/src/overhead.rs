@@ -111,11 +111,12 @@ const PAGE: &str = "SELECT id, title, left(content, $5), created_by, created_at,
               ORDER BY created_at DESC, id DESC
               LIMIT $4";
 
-/// The server's request transaction for `GET /api/auth/session` (`list = false`) or the knowledge list.
+/// The server's request transaction: the user row (and the membership with `org`), and the knowledge page
+/// with `list`.
 async fn db_alone(client: &tokio_postgres::Client, user: Uuid, org: Option<Uuid>, list: bool) -> Result<()> {
     let timeout = "10000".to_owned();
     let org_param = org.unwrap_or_default();
-    let firsts: Vec<(&str, Vec<Param<'_>>)> = if list {
+    let firsts: Vec<(&str, Vec<Param<'_>>)> = if org.is_some() {
         vec![(USER_ROW, vec![]), (ORG_ACCESS, vec![(&org_param, Type::UUID)])]
     } else {
         vec![(USER_ROW, vec![])]
@@ -196,7 +197,14 @@ enum Probe {
     /// The same tiny handler behind every layer an `/api` route has (per-ip limit, audit, auth, per-user
     /// limit, route note): the middleware stack alone.
     Noop,
+    /// The same behind the stack at an org-scoped path, with the org-context extractor (`OrgTx`): what the
+    /// overhead target is about (rate limit + audit + auth cache hit + org context).
+    OrgNoop,
+    /// The org no-op's transaction alone (context, user row, membership, commit).
+    OrgDb,
     Session,
+    /// The session handler alone: the caller (as auth would find it) put in by a bare layer, no other layer.
+    SessionHandler,
     SessionDb,
     /// The session's transaction through the server's pool (`Db::begin` / `Tx::commit`), no HTTP.
     SessionPool,
@@ -205,11 +213,14 @@ enum Probe {
 }
 
 impl Probe {
-    const ALL: [Probe; 8] = [
+    const ALL: [Probe; 11] = [
         Probe::Hello,
         Probe::Health,
         Probe::Noop,
+        Probe::OrgNoop,
+        Probe::OrgDb,
         Probe::Session,
+        Probe::SessionHandler,
         Probe::SessionDb,
         Probe::SessionPool,
         Probe::List,
@@ -221,7 +232,10 @@ impl Probe {
             Probe::Hello => "hello-world router (floor)",
             Probe::Health => "GET /health",
             Probe::Noop => "no-op handler behind the /api stack",
+            Probe::OrgNoop => "org-scoped no-op (OrgTx) behind the stack",
+            Probe::OrgDb => "org no-op transaction alone",
             Probe::Session => "GET /api/auth/session",
+            Probe::SessionHandler => "session handler alone (no middleware)",
             Probe::SessionDb => "session transaction alone",
             Probe::SessionPool => "session transaction through the server's pool",
             Probe::List => "GET /api/organizations/{orgId}/knowledge",
@@ -234,11 +248,13 @@ impl Probe {
 struct Target<'a> {
     hello: axum::Router,
     stacked: axum::Router,
+    handler: axum::Router,
     router: axum::Router,
     client: Arc<tokio_postgres::Client>,
     db: intellifill::db::Db,
     user: &'a seed::SeedUser,
     list_path: String,
+    org_noop_path: String,
 }
 
 impl Target<'_> {
@@ -248,7 +264,10 @@ impl Target<'_> {
             Probe::Hello => oneshot(&self.hello, "/", token).await?,
             Probe::Health => oneshot(&self.router, "/health", token).await?,
             Probe::Noop => oneshot(&self.stacked, "/api/noop", token).await?,
+            Probe::OrgNoop => oneshot(&self.stacked, &self.org_noop_path, token).await?,
+            Probe::OrgDb => return db_task(&self.client, self.user.id, Some(self.user.org), false).await,
             Probe::Session => oneshot(&self.router, "/api/auth/session", token).await?,
+            Probe::SessionHandler => oneshot(&self.handler, "/", token).await?,
             Probe::List => oneshot(&self.router, &self.list_path, token).await?,
             Probe::SessionDb => return db_task(&self.client, self.user.id, None, false).await,
             Probe::ListDb => return db_task(&self.client, self.user.id, Some(self.user.org), true).await,
@@ -268,12 +287,20 @@ impl Target<'_> {
 }
 
 /// (what is measured, with it, without it)
-const PAIRS: [(&str, Probe, Probe); 4] = [
+const PAIRS: [(&str, Probe, Probe); 6] = [
+    ("whole stack incl. org context (org-scoped no-op vs its transaction alone)", Probe::OrgNoop, Probe::OrgDb),
     ("the server's pool and Tx vs a plain connection (session transaction)", Probe::SessionPool, Probe::SessionDb),
+    ("session handler alone vs its transaction alone", Probe::SessionHandler, Probe::SessionDb),
     ("middleware stack alone (no-op /api handler vs bare router)", Probe::Noop, Probe::Hello),
     ("GET /api/auth/session vs its transaction alone", Probe::Session, Probe::SessionDb),
     ("GET /api/organizations/{orgId}/knowledge vs its transaction alone", Probe::List, Probe::ListDb),
 ];
+
+/// A handler that needs the organization context and does nothing with it.
+async fn org_noop(ctx: intellifill::org::OrgTx) -> Result<axum::Json<serde_json::Value>, intellifill::error::AppError> {
+    ctx.tx.commit().await?;
+    Ok(axum::Json(serde_json::json!({"status": "ok"})))
+}
 
 fn tiny_json() -> axum::routing::MethodRouter<intellifill::state::AppState> {
     axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "ok"})) })
@@ -294,16 +321,34 @@ async fn variant(stack: &Stack, args: &OverheadArgs, with_redis: bool, deadline:
     tokio::spawn(async move {
         let _ = connection.await;
     });
-    let api = intellifill::http::routes::api_layers(axum::Router::new().route("/noop", tiny_json()), &state);
+    let api = intellifill::http::routes::api_layers(
+        axum::Router::new()
+            .route("/noop", tiny_json())
+            .route("/organizations/{orgId}/noop", axum::routing::get(org_noop)),
+        &state,
+    );
     let target = Target {
         hello: axum::Router::new().route("/", tiny_json()).with_state(state.clone()),
         stacked: intellifill::http::middleware::stack(axum::Router::new().nest("/api", api), &state)
             .with_state(state.clone()),
         router: intellifill::http::routes::router(state.clone()),
+        handler: {
+            let caller = state.auth.verify(&seeded.users[0].token).await.map_err(|e| anyhow!("{e}"))?;
+            axum::Router::new()
+                .route("/", axum::routing::get(intellifill::api::session::session))
+                .layer(axum::middleware::from_fn(
+                    move |mut request: axum::extract::Request, next: axum::middleware::Next| {
+                        request.extensions_mut().insert(caller.clone());
+                        next.run(request)
+                    },
+                ))
+                .with_state(state.clone())
+        },
         client: Arc::new(client),
         db: state.db.clone(),
         user: &seeded.users[0],
         list_path: format!("/api/organizations/{}/knowledge", seeded.users[0].org),
+        org_noop_path: format!("/api/organizations/{}/noop", seeded.users[0].org),
     };
     let mut hists: Vec<Histogram<u64>> = Probe::ALL.iter().map(|_| histogram()).collect();
     for i in 0..(args.warmup + args.requests) {
