@@ -62,7 +62,9 @@ impl Policy {
 
     async fn check(&self, kv: &Kv, parts: &KeyParts) -> Decision {
         let key = format!("{}:{}", self.name, rate_limit_key(parts, self.scope));
-        let redis_key = kv.key(Key::RateLimit(&key));
+        // `gcra2`: the leased script's values are microseconds; a different key keeps instances of an older
+        // release (milliseconds) from reading them during a rolling upgrade.
+        let redis_key = kv.key(Key::RateLimit(&format!("gcra2:{key}")));
         let decision = self.store.check(key, redis_key).await;
         let outcome = if decision.allowed { "allowed" } else { "limited" };
         metrics::counter!("rate_limit_decisions_total", "policy" => self.name, "decision" => outcome).increment(1);

@@ -13,7 +13,9 @@
 //! a time, exactly), the instance spends them locally for at most [`LEASE_TTL`], and gives back what it did
 //! not spend with its next call (the script moves the key's time back by that many cells). `want` follows
 //! the key's traffic on this instance: 1 at first, doubling while leases run out before they expire (up to
-//! [`MAX_LEASE`]), the number actually spent otherwise. What this keeps: every admitted request took a
+//! [`MAX_LEASE`]), the number actually spent otherwise, and 1 while another call for the key is under way
+//! (a burst of concurrent requests must not take a lease each). A leased cell is always preferred to a
+//! remembered refusal. What this keeps: every admitted request took a
 //! cell in Redis, atomically, so the total over all instances never exceeds the limit; a slow key costs
 //! one round trip per request as before; a busy one, one per `want`. What it gives up: a cell leased by one
 //! instance is invisible to the others for up to a second (a client switching instances at the very edge
@@ -98,6 +100,19 @@ struct Lease {
     /// A refusal answered locally until then; `retry_at` is what Redis said.
     refused_until: Option<Instant>,
     retry_at: Option<Instant>,
+    /// Calls to Redis under way for this key: while one is, the others ask for one cell each, so a burst
+    /// of concurrent requests does not take a lease each.
+    in_flight: u32,
+}
+
+/// Counts a call to Redis as under way until dropped (a request cancelled mid-call included).
+struct InFlight<'a>(&'a Mutex<Lease>);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut l = lock(self.0);
+        l.in_flight = l.in_flight.saturating_sub(1);
+    }
 }
 
 /// One policy's store.
@@ -185,6 +200,10 @@ impl Store {
                     l.refused_until = None;
                     return self.allowed(remaining + l.cells, reset_secs);
                 }
+                // A concurrent call may have brought cells meanwhile: those are this request's to use.
+                if let Some(d) = self.take_cell(&mut l, now) {
+                    return d;
+                }
                 let retry_at = now + ms(v[4]);
                 l.refused_until = Some(retry_at.min(now + LEASE_TTL));
                 l.retry_at = Some(retry_at);
@@ -202,12 +221,20 @@ impl Store {
     /// A leased cell, or a remembered refusal; `None` when Redis must be asked.
     fn answer_from_lease(&self, l: &mut Lease) -> Option<Decision> {
         let now = Instant::now();
+        if let Some(d) = self.take_cell(l, now) {
+            return Some(d);
+        }
         if let (Some(until), Some(retry_at)) = (l.refused_until, l.retry_at) {
             if now < until {
                 return Some(self.refused(l.reset_secs, retry_at.saturating_duration_since(now)));
             }
             l.refused_until = None;
         }
+        None
+    }
+
+    /// One unspent cell of a lease that has not expired.
+    fn take_cell(&self, l: &mut Lease, now: Instant) -> Option<Decision> {
         if l.cells > 0 && l.expires.is_some_and(|e| now < e) {
             l.cells -= 1;
             l.spent += 1;

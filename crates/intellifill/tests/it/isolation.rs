@@ -117,9 +117,9 @@ async fn interleaved_tenants_on_a_tiny_pool_never_see_each_other() {
             // Every third request fails inside its transaction (unknown id -> 404, rolled back) to prove a
             // failed transaction leaves nothing behind on the pooled connection either.
             if i % 3 == 0 {
-                let (status, _) =
+                let (status, body) =
                     app.get(user, &format!("/api/organizations/{org}/knowledge/{}", Uuid::new_v4())).await;
-                assert_eq!(status, 404);
+                assert_eq!(status, 404, "{body}");
             }
             let (status, body) = app.get(user, &format!("/api/organizations/{org}/knowledge?limit=100")).await;
             assert_eq!(status, 200, "{body}");

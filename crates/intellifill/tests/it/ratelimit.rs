@@ -121,6 +121,20 @@ async fn leased_cells_never_admit_more_than_the_limit_across_instances() {
 }
 
 #[tokio::test]
+async fn a_concurrent_burst_under_the_limit_is_never_refused() {
+    // Concurrent misses must not each take a lease: 250 at once against a limit of 300 all pass.
+    let app = TestApp::spawn_with(|args| {
+        args.rate_limit_user_per_minute = Some("300".into());
+        args.rate_limit_ip_per_minute = Some("300".into());
+    })
+    .await;
+    let u = app.user(&email("u")).await;
+    let statuses = futures::future::join_all((0..250).map(|_| app.get(&u, "/api/me"))).await;
+    let refused = statuses.iter().filter(|(s, _)| *s != 200).count();
+    assert_eq!(refused, 0, "{:?}", statuses.iter().find(|(s, _)| *s != 200));
+}
+
+#[tokio::test]
 async fn a_busy_key_costs_a_fraction_of_a_round_trip_per_request() {
     let app = TestApp::spawn_with(|args| {
         args.rate_limit_user_per_minute = Some("100000".into());
