@@ -170,10 +170,17 @@ impl Store {
             }
             let expired = l.expires.is_none_or(|e| Instant::now() >= e);
             let returned = std::mem::take(&mut l.cells);
-            let want =
-                if l.granted > 0 && l.spent >= l.granted && !expired { l.granted.saturating_mul(2) } else { l.spent };
+            let want = if l.in_flight > 0 {
+                1
+            } else if l.granted > 0 && l.spent >= l.granted && !expired {
+                l.granted.saturating_mul(2)
+            } else {
+                l.spent
+            };
+            l.in_flight += 1;
             (want.clamp(1, MAX_LEASE), returned)
         };
+        let _in_flight = InFlight(&lease);
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         let args = vec![
             self.interval.as_micros().max(1).to_string(),
