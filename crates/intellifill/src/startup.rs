@@ -14,6 +14,9 @@ use crate::audit::Auditor;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::db::{Db, guard};
+
+/// How long start-up waits for the first Redis connection before serving from in-process state.
+const REDIS_START_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 use crate::kv::Kv;
 use crate::ratelimit::RateLimits;
 use crate::state::{App, AppState};
@@ -34,6 +37,12 @@ impl Application {
             Some(url) => Kv::connect(url.expose_secret(), &config.redis.key_prefix, config.redis.op_timeout)?,
             None => Kv::disabled(&config.redis.key_prefix),
         };
+        if kv.is_configured() && !kv.wait_connected(REDIS_START_WAIT).await {
+            tracing::warn!(
+                "the shared store (Redis) is not reachable at start: token cache, revocations and rate limits \
+                 run in process until it is (the connection keeps being retried)"
+            );
+        }
         let auth = Authenticator::from_config(&config, kv.clone())?;
         let listener = TcpListener::bind(config.bind_addr)
             .await

@@ -155,6 +155,22 @@ impl Kv {
         self.inner.as_ref().map(|i| &i.client)
     }
 
+    /// Wait until connected, at most `wait` (start-up: a fresh instance should count its first requests'
+    /// rate limits in Redis with the others, not in process while the connection is still being made).
+    pub async fn wait_connected(&self, wait: Duration) -> bool {
+        let Some(inner) = &self.inner else { return false };
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if inner.conn.read().await.is_some() {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Run one command with the store's timeout; errors are counted and returned, never panicked on.
     pub async fn run<T, F, Fut>(&self, op: F) -> Result<T, KvError>
     where
