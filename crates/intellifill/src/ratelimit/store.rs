@@ -13,9 +13,10 @@
 //! a time, exactly), the instance spends them locally for at most [`LEASE_TTL`], and gives back what it did
 //! not spend with its next call (the script moves the key's time back by that many cells). `want` follows
 //! the key's traffic on this instance: 1 at first, doubling while leases run out before they expire (up to
-//! [`MAX_LEASE`]), the number actually spent otherwise, and 1 while another call for the key is under way
-//! (a burst of concurrent requests must not take a lease each). A leased cell is always preferred to a
-//! remembered refusal. What this keeps: every admitted request took a
+//! [`MAX_LEASE`]), the number actually spent otherwise. One call per key and instance at a time: concurrent
+//! requests that find the lease empty wait for that call's answer (it asks for at least one cell for each
+//! of them) instead of each taking a lease of its own; while Redis is failing nobody waits. A leased cell
+//! is always preferred to a remembered refusal. What this keeps: every admitted request took a
 //! cell in Redis, atomically, so the total over all instances never exceeds the limit; a slow key costs
 //! one round trip per request as before; a busy one, one per `want`. What it gives up: a cell leased by one
 //! instance is invisible to the others for up to a second (a client switching instances at the very edge
@@ -100,20 +101,41 @@ struct Lease {
     /// A refusal answered locally until then; `retry_at` is what Redis said.
     refused_until: Option<Instant>,
     retry_at: Option<Instant>,
-    /// Calls to Redis under way for this key: while one is, the others ask for one cell each, so a burst
-    /// of concurrent requests does not take a lease each.
-    in_flight: u32,
+    /// A call to Redis for this key is under way, and how many requests wait for its answer.
+    refilling: bool,
+    waiting: u32,
 }
 
-/// Counts a call to Redis as under way until dropped (a request cancelled mid-call included).
-struct InFlight<'a>(&'a Mutex<Lease>);
+/// One key: its lease, and the signal that a call to Redis for it has ended.
+#[derive(Default)]
+struct Slot {
+    lease: Mutex<Lease>,
+    refilled: tokio::sync::Notify,
+}
 
-impl Drop for InFlight<'_> {
+/// Marks a slot's call to Redis as under way until dropped (a request cancelled mid-call included), then
+/// wakes whoever waits for it.
+struct Refill<'a>(&'a Slot);
+
+impl Drop for Refill<'_> {
     fn drop(&mut self) {
-        let mut l = lock(self.0);
-        l.in_flight = l.in_flight.saturating_sub(1);
+        lock(&self.0.lease).refilling = false;
+        self.0.refilled.notify_waiters();
     }
 }
+
+/// Counts a request as waiting for a slot's refill until dropped.
+struct Waiting<'a>(&'a Slot);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut l = lock(&self.0.lease);
+        l.waiting = l.waiting.saturating_sub(1);
+    }
+}
+
+/// Longest a request waits for another's call to Redis before looking again (that call has its own timeout).
+const REFILL_WAIT: Duration = Duration::from_secs(2);
 
 /// One policy's store.
 pub struct Store {
@@ -122,7 +144,7 @@ pub struct Store {
     clock: DefaultClock,
     limit: u32,
     interval: Duration,
-    leases: moka::sync::Cache<String, Arc<Mutex<Lease>>>,
+    leases: moka::sync::Cache<String, Arc<Slot>>,
     using_fallback: AtomicBool,
     pub fallbacks: AtomicU64,
     /// Round trips to Redis (health, tests).
@@ -162,25 +184,48 @@ impl Store {
         if !self.kv.is_configured() {
             return self.check_local(&key);
         }
-        let lease = self.leases.get_with_by_ref(&key, Default::default);
-        let (want, returned) = {
-            let mut l = lock(&lease);
-            if let Some(d) = self.answer_from_lease(&mut l) {
-                return d;
-            }
-            let expired = l.expires.is_none_or(|e| Instant::now() >= e);
-            let returned = std::mem::take(&mut l.cells);
-            let want = if l.in_flight > 0 {
-                1
-            } else if l.granted > 0 && l.spent >= l.granted && !expired {
-                l.granted.saturating_mul(2)
-            } else {
-                l.spent
+        let slot = self.leases.get_with_by_ref(&key, Default::default);
+        loop {
+            let refilled = slot.refilled.notified();
+            let mut refilled = std::pin::pin!(refilled);
+            // Registered before the state is read, so a refill that ends in between still wakes us.
+            refilled.as_mut().enable();
+            let plan = {
+                let mut l = lock(&slot.lease);
+                if let Some(d) = self.answer_from_lease(&mut l) {
+                    return d;
+                }
+                if l.refilling && !self.using_fallback.load(Ordering::Relaxed) {
+                    l.waiting += 1;
+                    None
+                } else {
+                    let expired = l.expires.is_none_or(|e| Instant::now() >= e);
+                    let returned = std::mem::take(&mut l.cells);
+                    let by_pace = if l.granted > 0 && l.spent >= l.granted && !expired {
+                        l.granted.saturating_mul(2)
+                    } else {
+                        l.spent
+                    };
+                    l.refilling = true;
+                    Some((by_pace.max(l.waiting + 1).clamp(1, MAX_LEASE), returned))
+                }
             };
-            l.in_flight += 1;
-            (want.clamp(1, MAX_LEASE), returned)
-        };
-        let _in_flight = InFlight(&lease);
+            let Some((want, returned)) = plan else {
+                // Another request of this instance is asking Redis for this key: its answer serves us too.
+                let _waiting = Waiting(&slot);
+                let _ = tokio::time::timeout(REFILL_WAIT, refilled).await;
+                if self.using_fallback.load(Ordering::Relaxed) {
+                    return self.check_local(&key);
+                }
+                continue;
+            };
+            let _refill = Refill(&slot);
+            return self.refill(&slot, &key, redis_key, want, returned).await;
+        }
+    }
+
+    /// One call to Redis for `want` cells, giving back `returned`; the first cell is this request's.
+    async fn refill(&self, slot: &Slot, key: &String, redis_key: String, want: u32, returned: u32) -> Decision {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         let args = vec![
             self.interval.as_micros().max(1).to_string(),
@@ -193,7 +238,7 @@ impl Store {
                 self.switch(false);
                 let now = Instant::now();
                 let ms = |x: i64| Duration::from_millis(x.max(0) as u64);
-                let mut l = lock(&lease);
+                let mut l = lock(&slot.lease);
                 let remaining = v[2].clamp(0, i64::from(self.limit)) as u32;
                 let reset_secs = ms(v[3]).as_secs_f64().ceil() as u64;
                 if v[0] == 1 {
@@ -207,10 +252,6 @@ impl Store {
                     l.refused_until = None;
                     return self.allowed(remaining + l.cells, reset_secs);
                 }
-                // A concurrent call may have brought cells meanwhile: those are this request's to use.
-                if let Some(d) = self.take_cell(&mut l, now) {
-                    return d;
-                }
                 let retry_at = now + ms(v[4]);
                 l.refused_until = Some(retry_at.min(now + LEASE_TTL));
                 l.retry_at = Some(retry_at);
@@ -220,7 +261,7 @@ impl Store {
             _ => {
                 // Cells taken back from the lease stay spent: nothing is counted twice.
                 self.switch(true);
-                self.check_local(&key)
+                self.check_local(key)
             }
         }
     }

@@ -129,9 +129,15 @@ async fn a_concurrent_burst_under_the_limit_is_never_refused() {
     })
     .await;
     let u = app.user(&email("u")).await;
+    let limits = &app.state.rate_limits;
+    let (decisions, trips) = (limits.decisions(), limits.round_trips());
     let statuses = futures::future::join_all((0..250).map(|_| app.get(&u, "/api/me"))).await;
     let refused = statuses.iter().filter(|(s, _)| *s != 200).count();
     assert_eq!(refused, 0, "{:?}", statuses.iter().find(|(s, _)| *s != 200));
+    // One call to Redis per key at a time serves the requests waiting behind it.
+    let (decisions, trips) = (limits.decisions() - decisions, limits.round_trips() - trips);
+    assert_eq!(decisions, 500);
+    assert!(trips * 4 <= decisions, "{trips} Redis round trips for {decisions} concurrent decisions");
 }
 
 #[tokio::test]
