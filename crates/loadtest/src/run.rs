@@ -60,6 +60,12 @@ pub struct RunArgs {
     pub skip_pgbench: bool,
     #[arg(long)]
     pub skip_hello: bool,
+    /// After the phases, this many alternating pairs of list-only and pgbench (`--round-secs` each): on a
+    /// shared machine whose speed drifts by minutes, the median of close pairs is the steadier ratio.
+    #[arg(long, default_value_t = 0)]
+    pub ratio_rounds: usize,
+    #[arg(long, default_value_t = 10)]
+    pub round_secs: u64,
     /// Extra server setting, VAR=VALUE (repeatable), e.g. `AUDIT_EXCLUDE_PATHS=/health,/metrics,/api` to
     /// attribute the cost of one stage.
     #[arg(long = "server-env", value_parser = parse_kv)]
@@ -133,11 +139,21 @@ pub struct Phase {
 }
 
 #[derive(Debug, Clone, Serialize)]
+pub struct RatioRound {
+    pub list_rps: f64,
+    pub pgbench_tps: f64,
+    pub ratio: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
 pub struct Ratios {
     /// list-only server throughput / pgbench tps of the same transaction.
     pub list_vs_pgbench: Option<f64>,
     /// list-only server throughput / hello-world throughput.
     pub list_vs_hello: Option<f64>,
+    /// `--ratio-rounds`: each pair, and the median of their ratios.
+    pub list_vs_pgbench_rounds: Vec<RatioRound>,
+    pub list_vs_pgbench_median: Option<f64>,
     pub mixed_vs_hello: Option<f64>,
 }
 
@@ -337,29 +353,43 @@ pub async fn run(args: RunArgs, command: String) -> Result<RunReport> {
     } else {
         Some(phase("list-only", spec(server.addr, Mix::only(Op::List)), Some(&observer)).await?)
     };
+
+    let pairs: Vec<_> = seeded.users.iter().map(|u| (u.id, u.org)).collect();
+    let clients = args.concurrency.min(args.pgbench_max_clients).max(1);
+    let run_pgbench = |secs: u64| {
+        eprintln!("[loadtest] phase pgbench: {clients} clients, {secs}s");
+        pgbench::run(pgbench::PgbenchRun {
+            dir: stack.dir.path(),
+            pairs: &pairs,
+            port: stack.pg.port(),
+            user: intellifill::db::provision::RUNTIME_ROLE,
+            password: &stack.runtime_password,
+            database: stack::DATABASE,
+            clients,
+            threads: 2,
+            duration: Duration::from_secs(secs),
+        })
+    };
+    let mut rounds = Vec::new();
+    for i in 0..args.ratio_rounds {
+        let mut round = spec(server.addr, Mix::only(Op::List));
+        round.warmup = Duration::from_secs(1);
+        round.duration = Duration::from_secs(args.round_secs);
+        let list = phase(&format!("list-only round {}", i + 1), round, Some(&observer)).await?;
+        let pg = run_pgbench(args.round_secs).await?;
+        let ratio = if pg.tps > 0.0 { list.load.ok_rps / pg.tps } else { 0.0 };
+        eprintln!(
+            "[loadtest] round {}: {:.0} req/s / {:.0} tps = {:.1} %",
+            i + 1,
+            list.load.ok_rps,
+            pg.tps,
+            ratio * 100.0
+        );
+        rounds.push(RatioRound { list_rps: list.load.ok_rps, pgbench_tps: pg.tps, ratio });
+    }
     server.stop().await.context("stopping the server")?;
 
-    let pgbench = if args.skip_pgbench {
-        None
-    } else {
-        let clients = args.concurrency.min(args.pgbench_max_clients).max(1);
-        eprintln!("[loadtest] phase pgbench: {clients} clients, {}s", args.duration_secs);
-        let pairs: Vec<_> = seeded.users.iter().map(|u| (u.id, u.org)).collect();
-        Some(
-            pgbench::run(pgbench::PgbenchRun {
-                dir: stack.dir.path(),
-                pairs: &pairs,
-                port: stack.pg.port(),
-                user: intellifill::db::provision::RUNTIME_ROLE,
-                password: &stack.runtime_password,
-                database: stack::DATABASE,
-                clients,
-                threads: 2,
-                duration: Duration::from_secs(args.duration_secs),
-            })
-            .await?,
-        )
-    };
+    let pgbench = if args.skip_pgbench { None } else { Some(run_pgbench(args.duration_secs).await?) };
 
     let hello = if args.skip_hello {
         None
@@ -377,6 +407,8 @@ pub async fn run(args: RunArgs, command: String) -> Result<RunReport> {
         list_vs_pgbench: list_rps.zip(pgbench.as_ref().map(|p| p.tps)).and_then(|(a, b)| ratio(a, b)),
         list_vs_hello: list_rps.zip(hello_rps).and_then(|(a, b)| ratio(a, b)),
         mixed_vs_hello: hello_rps.and_then(|h| ratio(mixed.load.ok_rps, h)),
+        list_vs_pgbench_median: median(rounds.iter().map(|r| r.ratio).collect()),
+        list_vs_pgbench_rounds: rounds,
     };
     let (generator_rss_kib, generator_hwm_kib) = stack::memory_kib(None);
     Ok(RunReport {
@@ -496,6 +528,22 @@ pub fn print(r: &RunReport) {
         print_phase(p);
     }
     let show = |v: Option<f64>| v.map(|v| format!("{:.1} %", v * 100.0)).unwrap_or_else(|| "-".into());
+    for (i, round) in r.ratios.list_vs_pgbench_rounds.iter().enumerate() {
+        println!(
+            "round {}: list-only {:.0} req/s, pgbench {:.0} tps, ratio {:.1} %",
+            i + 1,
+            round.list_rps,
+            round.pgbench_tps,
+            round.ratio * 100.0
+        );
+    }
+    if let Some(m) = r.ratios.list_vs_pgbench_median {
+        println!(
+            "list-only / pgbench, median of {} alternating rounds: {:.1} %",
+            r.ratios.list_vs_pgbench_rounds.len(),
+            m * 100.0
+        );
+    }
     println!(
         "ratios: list-only / pgbench {}, list-only / hello {}, mixed / hello {}",
         show(r.ratios.list_vs_pgbench),
@@ -507,4 +555,13 @@ pub fn print(r: &RunReport) {
         r.generator_rss_kib as f64 / 1024.0,
         r.generator_hwm_kib as f64 / 1024.0
     );
+}
+
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    Some(if values.len() % 2 == 0 { (values[mid - 1] + values[mid]) / 2.0 } else { values[mid] })
 }
