@@ -116,6 +116,8 @@ pub async fn detailed(State(state): State<AppState>, ctx: UserTx) -> Result<Json
             "connected": redis_latency.as_ref().is_some_and(Result::is_ok),
             "latencyMs": redis_latency.as_ref().and_then(|r| r.as_ref().ok()).map(|d| d.as_secs_f64() * 1000.0),
             "breaker": state.kv.breaker().map(|b| b.stats().state),
+            // Whether this instance hears other instances' logouts (the revocation channel); null without Redis.
+            "revocationsListening": state.auth.revocations().is_listening(),
         },
         "tokenCache": {
             "hits": load(&cache.l1_hits) + load(&cache.l2_hits),

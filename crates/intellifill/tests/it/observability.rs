@@ -40,6 +40,17 @@ async fn detailed_health_is_for_platform_admins_and_covers_every_dependency() {
     assert_eq!(b["rlsFailures"]["total"], 0);
     assert_eq!(b["audit"]["dropped"], 0);
     assert_eq!(b["rateLimiter"]["store"], "redis");
+    assert!(b["rateLimiter"]["decisions"].is_u64() && b["rateLimiter"]["redisRoundTrips"].is_u64(), "{b}");
+    // The revocation channel's subscription is made in the background: it shows up within seconds.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let (_, b) = app.get(&u, "/health/detailed").await;
+        if b["redis"]["revocationsListening"] == true {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "revocation channel not listening: {}", b["redis"]);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     // Readiness reports Redis too.
     let (s, ready) = app.send(app.http.get(app.url("/health/ready"))).await;
     assert_eq!((s, ready["checks"]["redis"].as_str()), (200, Some("ok")));
