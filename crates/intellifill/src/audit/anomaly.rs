@@ -93,6 +93,12 @@ return #redis.call('SUNION', unpack(keys))
     )
 });
 
+/// A window's bucket length (ms) and the number of the bucket this instant falls in.
+fn bucket_of(window: Duration) -> (u64, u64) {
+    let bucket_ms = (window.as_millis() as u64 / BUCKETS).max(1);
+    (bucket_ms, (crate::auth::cache::now_ms().max(0) as u64) / bucket_ms)
+}
+
 /// One in-process window (the fallback).
 #[derive(Default)]
 struct Local {
@@ -227,8 +233,7 @@ impl Detector {
         limit: u64,
     ) {
         if let Some(m) = member {
-            let bucket_ms = (window.as_millis() as u64 / BUCKETS).max(1);
-            let bucket = (crate::auth::cache::now_ms().max(0) as u64) / bucket_ms;
+            let (_, bucket) = bucket_of(window);
             let mut new = false;
             self.added.entry(format!("{}:{subject}:{m}:{bucket}", kind.as_str())).or_insert_with(|| new = true);
             if !new {
@@ -264,7 +269,7 @@ impl Detector {
     }
 
     async fn count(&self, kind: AnomalyKind, subject: &str, member: Option<&str>, window: Duration) -> u64 {
-        let bucket_ms = (window.as_millis() as u64 / BUCKETS).max(1);
+        let (bucket_ms, bucket) = bucket_of(window);
         if self.kv.is_configured() {
             let key = self.kv.key(Key::AnomalyWindow(kind.as_str(), subject));
             let args = vec![bucket_ms.to_string(), BUCKETS.to_string(), member.unwrap_or("").to_owned()];
@@ -272,7 +277,6 @@ impl Detector {
                 return n.max(0) as u64;
             }
         }
-        let bucket = (crate::auth::cache::now_ms().max(0) as u64) / bucket_ms;
         let local =
             self.local.get_with(format!("{}:{subject}", kind.as_str()), || Arc::new(Mutex::new(Local::default())));
         let mut window = local.lock().unwrap_or_else(|p| p.into_inner());

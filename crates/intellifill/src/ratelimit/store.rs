@@ -98,9 +98,8 @@ struct Lease {
     /// Redis's count at the grant (the lease excluded), and seconds until the key is full again.
     remaining: u32,
     reset_secs: u64,
-    /// A refusal answered locally until then; `retry_at` is what Redis said.
-    refused_until: Option<Instant>,
-    retry_at: Option<Instant>,
+    /// A refusal answered locally until the first instant; the second is the retry time Redis gave.
+    refused: Option<(Instant, Instant)>,
     /// A call to Redis for this key is under way, and how many requests wait for its answer.
     refilling: bool,
     waiting: u32,
@@ -249,12 +248,11 @@ impl Store {
                     l.expires = Some(now + LEASE_TTL);
                     l.remaining = remaining;
                     l.reset_secs = reset_secs;
-                    l.refused_until = None;
+                    l.refused = None;
                     return self.allowed(remaining + l.cells, reset_secs);
                 }
                 let retry_at = now + ms(v[4]);
-                l.refused_until = Some(retry_at.min(now + LEASE_TTL));
-                l.retry_at = Some(retry_at);
+                l.refused = Some((retry_at.min(now + LEASE_TTL), retry_at));
                 l.reset_secs = reset_secs;
                 self.refused(reset_secs, ms(v[4]))
             }
@@ -272,11 +270,11 @@ impl Store {
         if let Some(d) = self.take_cell(l, now) {
             return Some(d);
         }
-        if let (Some(until), Some(retry_at)) = (l.refused_until, l.retry_at) {
+        if let Some((until, retry_at)) = l.refused {
             if now < until {
                 return Some(self.refused(l.reset_secs, retry_at.saturating_duration_since(now)));
             }
-            l.refused_until = None;
+            l.refused = None;
         }
         None
     }
