@@ -5,9 +5,11 @@
 //! queueing are measured. Against it, the same database work is timed alone on a dedicated connection of the
 //! runtime role, with the same statements sent the same way (unnamed statements, the first round trip
 //! pipelined). The difference is the cost of everything else: request id, panic catcher, timeout, body
-//! limit, rate limits (Redis GCRA script per policy), audit capture, auth (an L1 token-cache hit), the
-//! org-context extractor and JSON serialization. Samples of the four series are interleaved so drift affects
-//! all alike. Measured twice: with Redis (rate-limit counts in Redis: one loopback round trip per policy)
+//! limit, rate limits (leased from Redis, or in process), audit capture, auth (an L1 token-cache hit), the
+//! org-context extractor and JSON serialization. Each pair is measured in rounds of two blocks (with, without;
+//! the order alternates), and the median over the rounds of the blocks' difference is reported: drift, the
+//! order of the blocks and a round disturbed by something else on this small VM cancel out (a first version
+//! interleaved single requests and swung by +-40 us between runs). Measured with Redis (rate-limit leases)
 //! and without (in-process GCRA).
 
 use std::net::SocketAddr;
@@ -35,12 +37,24 @@ use crate::stack::{InProcess, Stack};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct OverheadArgs {
-    /// Timed requests per series (after the warm-up).
+    /// Rounds per pair: each round is a block of the probe with the stack and a block of the one without,
+    /// in alternating order.
+    #[arg(long, default_value_t = 20)]
+    pub rounds: u64,
+    /// Requests per block.
+    #[arg(long, default_value_t = 200)]
+    pub block: u64,
+    /// Untimed requests of every probe first (with `--only`: of that probe).
+    #[arg(long, default_value_t = 300)]
+    pub warmup: u64,
+    /// Before every timed request, overwrite a buffer of this many KiB (outside the timing): the CPU caches
+    /// then hold no part of the previous request, as after a database round trip or another tenant's
+    /// request. 0 = off.
+    #[arg(long, default_value_t = 0)]
+    pub thrash_kib: usize,
+    /// With `--only`: timed requests of that probe.
     #[arg(long, default_value_t = 5_000)]
     pub requests: u64,
-    /// Untimed requests per series first.
-    #[arg(long, default_value_t = 500)]
-    pub warmup: u64,
     /// Bound on the whole measurement.
     #[arg(long, default_value_t = 300)]
     pub max_secs: u64,
@@ -50,6 +64,10 @@ pub struct OverheadArgs {
     /// Extra server setting, VAR=VALUE (repeatable), e.g. `RATE_LIMIT_ENABLED=false` to attribute a stage.
     #[arg(long = "server-env", value_parser = crate::run::parse_kv)]
     pub server_env: Vec<(String, String)>,
+    /// Run one probe alone (e.g. `org-noop`), for profiling it with `perf`; the others and the CPU blocks
+    /// are skipped.
+    #[arg(long, value_parser = Probe::parse)]
+    pub only: Option<Probe>,
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
 }
@@ -60,35 +78,36 @@ pub struct Series {
     pub latency: Latency,
 }
 
+/// One pair's difference (with the stack minus without it), from alternating blocks.
 #[derive(Debug, Clone, Serialize)]
 pub struct Difference {
     pub route: String,
+    pub rounds: u64,
+    /// Timed requests of each side.
+    pub requests: u64,
+    /// Median over the rounds of the blocks' p50 difference, and the rounds' quartiles of it.
     pub p50_us: i64,
+    pub p50_q1_us: i64,
+    pub p50_q3_us: i64,
+    /// Median over the rounds of the blocks' mean and p90 differences.
     pub mean_us: f64,
     pub p90_us: i64,
-    pub p99_us: i64,
-}
-
-/// CPU time of this process (server, its background tasks and the harness) per request of a block run alone.
-#[derive(Debug, Clone, Serialize)]
-pub struct CpuCost {
-    pub route: String,
-    pub requests: u64,
-    /// Per request with the stack, and without it (the bare router, or the same database work alone).
-    pub full_stack_us: f64,
-    pub database_alone_us: f64,
-    /// `full_stack_us - database_alone_us`: what the stack costs in CPU.
-    pub overhead_us: f64,
+    /// CPU time of the process per request (all threads: server, its background tasks, the harness; the
+    /// audit writer flushed at the end of every block so its work lands in the block that caused it).
+    pub cpu_with_us: f64,
+    pub cpu_without_us: f64,
+    pub cpu_us: f64,
+    /// Thread context switches per request, each side.
+    pub switches_with: f64,
+    pub switches_without: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Variant {
     pub name: String,
+    /// Every probe's latency over all its timed blocks.
     pub series: Vec<Series>,
-    /// Full stack minus the database work alone (wall clock).
     pub overhead: Vec<Difference>,
-    /// Full stack minus the database work alone (CPU time of the process).
-    pub cpu: Vec<CpuCost>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -187,9 +206,24 @@ fn process_cpu() -> Duration {
     Duration::from_nanos(ns)
 }
 
+/// Context switches of this process's threads so far (voluntary + involuntary, `/proc/self/task/*/status`):
+/// how often a request parks and wakes a thread, which the CPU time alone does not show.
+fn process_switches() -> u64 {
+    let tasks = std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten();
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .flat_map(|s| {
+            s.lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
 /// One kind of timed request.
-#[derive(Debug, Clone, Copy)]
-enum Probe {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
     /// A bare router answering a tiny JSON: the floor of any request.
     Hello,
     /// `/health`: request id, panic catcher, timeout, body limit, per-ip limit (not audited).
@@ -200,6 +234,8 @@ enum Probe {
     /// The same behind the stack at an org-scoped path, with the org-context extractor (`OrgTx`): what the
     /// overhead target is about (rate limit + audit + auth cache hit + org context).
     OrgNoop,
+    /// The org no-op handler alone: the caller put in by a bare layer, no other layer.
+    OrgHandler,
     /// The org no-op's transaction alone (context, user row, membership, commit).
     OrgDb,
     Session,
@@ -213,11 +249,12 @@ enum Probe {
 }
 
 impl Probe {
-    const ALL: [Probe; 11] = [
+    const ALL: [Probe; 12] = [
         Probe::Hello,
         Probe::Health,
         Probe::Noop,
         Probe::OrgNoop,
+        Probe::OrgHandler,
         Probe::OrgDb,
         Probe::Session,
         Probe::SessionHandler,
@@ -226,6 +263,25 @@ impl Probe {
         Probe::List,
         Probe::ListDb,
     ];
+
+    /// The probe's command-line name: its variant in kebab case (`org-noop`).
+    fn key(self) -> String {
+        let mut key = String::new();
+        for (i, c) in format!("{self:?}").chars().enumerate() {
+            if c.is_ascii_uppercase() && i > 0 {
+                key.push('-');
+            }
+            key.push(c.to_ascii_lowercase());
+        }
+        key
+    }
+
+    fn parse(s: &str) -> Result<Probe, String> {
+        Probe::ALL.into_iter().find(|p| p.key() == s).ok_or_else(|| {
+            let keys: Vec<String> = Probe::ALL.iter().map(|p| p.key()).collect();
+            format!("unknown probe {s:?}; one of {}", keys.join(", "))
+        })
+    }
 
     fn name(self) -> &'static str {
         match self {
@@ -236,6 +292,7 @@ impl Probe {
             Probe::OrgDb => "org no-op transaction alone",
             Probe::Session => "GET /api/auth/session",
             Probe::SessionHandler => "session handler alone (no middleware)",
+            Probe::OrgHandler => "org no-op handler alone (no middleware)",
             Probe::SessionDb => "session transaction alone",
             Probe::SessionPool => "session transaction through the server's pool",
             Probe::List => "GET /api/organizations/{orgId}/knowledge",
@@ -268,6 +325,7 @@ impl Target<'_> {
             Probe::OrgDb => return db_task(&self.client, self.user.id, Some(self.user.org), false).await,
             Probe::Session => oneshot(&self.router, "/api/auth/session", token).await?,
             Probe::SessionHandler => oneshot(&self.handler, "/", token).await?,
+            Probe::OrgHandler => oneshot(&self.handler, &self.org_noop_path, token).await?,
             Probe::List => oneshot(&self.router, &self.list_path, token).await?,
             Probe::SessionDb => return db_task(&self.client, self.user.id, None, false).await,
             Probe::ListDb => return db_task(&self.client, self.user.id, Some(self.user.org), true).await,
@@ -287,10 +345,11 @@ impl Target<'_> {
 }
 
 /// (what is measured, with it, without it)
-const PAIRS: [(&str, Probe, Probe); 6] = [
+const PAIRS: [(&str, Probe, Probe); 7] = [
     ("whole stack incl. org context (org-scoped no-op vs its transaction alone)", Probe::OrgNoop, Probe::OrgDb),
     ("the server's pool and Tx vs a plain connection (session transaction)", Probe::SessionPool, Probe::SessionDb),
     ("session handler alone vs its transaction alone", Probe::SessionHandler, Probe::SessionDb),
+    ("org no-op handler alone vs its transaction alone", Probe::OrgHandler, Probe::OrgDb),
     ("middleware stack alone (no-op /api handler vs bare router)", Probe::Noop, Probe::Hello),
     ("GET /api/auth/session vs its transaction alone", Probe::Session, Probe::SessionDb),
     ("GET /api/organizations/{orgId}/knowledge vs its transaction alone", Probe::List, Probe::ListDb),
@@ -336,6 +395,7 @@ async fn variant(stack: &Stack, args: &OverheadArgs, with_redis: bool, deadline:
             let caller = state.auth.verify(&seeded.users[0].token).await.map_err(|e| anyhow!("{e}"))?;
             axum::Router::new()
                 .route("/", axum::routing::get(intellifill::api::session::session))
+                .route("/api/organizations/{orgId}/noop", axum::routing::get(org_noop))
                 .layer(axum::middleware::from_fn(
                     move |mut request: axum::extract::Request, next: axum::middleware::Next| {
                         request.extensions_mut().insert(caller.clone());
@@ -350,46 +410,14 @@ async fn variant(stack: &Stack, args: &OverheadArgs, with_redis: bool, deadline:
         list_path: format!("/api/organizations/{}/knowledge", seeded.users[0].org),
         org_noop_path: format!("/api/organizations/{}/noop", seeded.users[0].org),
     };
-    let mut hists: Vec<Histogram<u64>> = Probe::ALL.iter().map(|_| histogram()).collect();
-    for i in 0..(args.warmup + args.requests) {
-        if Instant::now() > deadline {
-            break;
-        }
-        for (probe, h) in Probe::ALL.iter().zip(hists.iter_mut()) {
-            let t0 = Instant::now();
-            target.run(*probe).await?;
-            if i >= args.warmup {
-                h.saturating_record((t0.elapsed().as_micros() as u64).max(1));
-            }
-        }
-    }
-    let mut cpu = Vec::new();
-    for (what, with, without) in PAIRS {
-        cpu.push(cpu_cost(&server, &target, args.requests, what, with, without).await?);
-    }
+    let result = match args.only {
+        Some(only) => alone(&target, args, only, deadline).await,
+        None => pairs(&server, &target, args, deadline).await,
+    };
     drop(target);
     server.stop().await?;
-    let series: Vec<Series> = Probe::ALL
-        .iter()
-        .zip(&hists)
-        .map(|(p, h)| Series { name: p.name().to_owned(), latency: Latency::of(h) })
-        .collect();
-    let latency = |p: Probe| &series[Probe::ALL.iter().position(|q| q.name() == p.name()).unwrap_or(0)].latency;
-    let overhead = PAIRS
-        .iter()
-        .map(|(what, with, without)| {
-            let (full, base) = (latency(*with), latency(*without));
-            Difference {
-                route: (*what).to_owned(),
-                p50_us: full.p50_us as i64 - base.p50_us as i64,
-                mean_us: ((full.mean_us - base.mean_us) * 10.0).round() / 10.0,
-                p90_us: full.p90_us as i64 - base.p90_us as i64,
-                p99_us: full.p99_us as i64 - base.p99_us as i64,
-            }
-        })
-        .collect();
+    let (series, overhead) = result?;
     Ok(Variant {
-        cpu,
         name: if with_redis {
             "with Redis (rate limits in Redis)".into()
         } else {
@@ -400,36 +428,146 @@ async fn variant(stack: &Stack, args: &OverheadArgs, with_redis: bool, deadline:
     })
 }
 
-/// A block of `n` requests of `with`, the audit writer flushed at its end (its work is part of the cost),
-/// then a block of `without`; CPU time of the process per request of each.
-async fn cpu_cost(
+/// `--only`: one probe, sequentially, for a profiler attached to the process.
+async fn alone(
+    target: &Target<'_>,
+    args: &OverheadArgs,
+    probe: Probe,
+    deadline: Instant,
+) -> Result<(Vec<Series>, Vec<Difference>)> {
+    let mut h = histogram();
+    let mut thrash = Thrash::new(args.thrash_kib);
+    for i in 0..(args.warmup + args.requests) {
+        if Instant::now() > deadline {
+            break;
+        }
+        thrash.run();
+        let t0 = Instant::now();
+        target.run(probe).await?;
+        if i >= args.warmup {
+            h.saturating_record((t0.elapsed().as_micros() as u64).max(1));
+        }
+    }
+    Ok((vec![Series { name: probe.name().to_owned(), latency: Latency::of(&h) }], Vec::new()))
+}
+
+/// `--thrash-kib`: a buffer overwritten before each timed request.
+struct Thrash {
+    buffer: Vec<u8>,
+    round: u8,
+}
+
+impl Thrash {
+    fn new(kib: usize) -> Thrash {
+        Thrash { buffer: vec![0; kib * 1024], round: 0 }
+    }
+
+    fn run(&mut self) {
+        if self.buffer.is_empty() {
+            return;
+        }
+        self.round = self.round.wrapping_add(1);
+        self.buffer.fill(self.round);
+        std::hint::black_box(&self.buffer);
+    }
+}
+
+/// What one block of a probe measured.
+struct Block {
+    latency: Histogram<u64>,
+    cpu: Duration,
+    switches: u64,
+}
+
+/// `n` requests of `probe` in a row; the audit writer is flushed before the clocks stop, so the rows the block
+/// caused are written in it.
+async fn block(server: &InProcess, target: &Target<'_>, probe: Probe, n: u64, thrash: &mut Thrash) -> Result<Block> {
+    let mut latency = histogram();
+    let (cpu0, switches0) = (process_cpu(), process_switches());
+    for _ in 0..n {
+        thrash.run();
+        let t0 = Instant::now();
+        target.run(probe).await?;
+        latency.saturating_record((t0.elapsed().as_micros() as u64).max(1));
+    }
+    server.state.audit.flush().await;
+    Ok(Block { latency, cpu: process_cpu() - cpu0, switches: process_switches() - switches0 })
+}
+
+/// The median and quartiles of `values` (not empty).
+fn quartiles(values: &mut [f64]) -> (f64, f64, f64) {
+    values.sort_by(f64::total_cmp);
+    let at = |q: f64| values[((values.len() - 1) as f64 * q).round() as usize];
+    (at(0.25), at(0.5), at(0.75))
+}
+
+/// Every pair as alternating blocks: drift and the order within a round cancel out, and the median over the
+/// rounds ignores a round disturbed by something else on the machine.
+async fn pairs(
     server: &InProcess,
     target: &Target<'_>,
-    n: u64,
-    what: &str,
-    with: Probe,
-    without: Probe,
-) -> Result<CpuCost> {
-    server.state.audit.flush().await;
-    let t0 = process_cpu();
-    for _ in 0..n {
-        target.run(with).await?;
+    args: &OverheadArgs,
+    deadline: Instant,
+) -> Result<(Vec<Series>, Vec<Difference>)> {
+    for probe in Probe::ALL {
+        for _ in 0..args.warmup {
+            target.run(probe).await?;
+        }
     }
-    server.state.audit.flush().await;
-    let full = process_cpu() - t0;
-    let t0 = process_cpu();
-    for _ in 0..n {
-        target.run(without).await?;
+    let mut totals: Vec<Histogram<u64>> = Probe::ALL.iter().map(|_| histogram()).collect();
+    let total = |p: Probe| Probe::ALL.iter().position(|q| *q == p).unwrap_or(0);
+    let mut differences = Vec::new();
+    let mut thrash = Thrash::new(args.thrash_kib);
+    for (what, with, without) in PAIRS {
+        let (mut p50, mut mean, mut p90) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut cpu, mut switches, mut requests) = ([Duration::ZERO; 2], [0u64; 2], 0);
+        for round in 0..args.rounds {
+            if Instant::now() > deadline {
+                break;
+            }
+            let order = if round % 2 == 0 { [(0, with), (1, without)] } else { [(1, without), (0, with)] };
+            let mut blocks: [Option<Block>; 2] = [None, None];
+            for (side, probe) in order {
+                let b = block(server, target, probe, args.block, &mut thrash).await?;
+                totals[total(probe)].add(&b.latency)?;
+                cpu[side] += b.cpu;
+                switches[side] += b.switches;
+                blocks[side] = Some(b);
+            }
+            let [Some(w), Some(wo)] = &blocks else { unreachable!("both sides ran") };
+            let (w, wo) = (&w.latency, &wo.latency);
+            p50.push(w.value_at_quantile(0.5) as f64 - wo.value_at_quantile(0.5) as f64);
+            p90.push(w.value_at_quantile(0.9) as f64 - wo.value_at_quantile(0.9) as f64);
+            mean.push(w.mean() - wo.mean());
+            requests += args.block;
+        }
+        anyhow::ensure!(requests > 0, "no time left to measure {what}");
+        let per = |d: Duration| (d.as_secs_f64() * 1e6 / requests as f64 * 10.0).round() / 10.0;
+        let per_switch = |n: u64| (n as f64 / requests as f64 * 100.0).round() / 100.0;
+        let (q1, median, q3) = quartiles(&mut p50);
+        differences.push(Difference {
+            route: what.to_owned(),
+            rounds: p50.len() as u64,
+            requests,
+            p50_us: median as i64,
+            p50_q1_us: q1 as i64,
+            p50_q3_us: q3 as i64,
+            mean_us: (quartiles(&mut mean).1 * 10.0).round() / 10.0,
+            p90_us: quartiles(&mut p90).1 as i64,
+            cpu_with_us: per(cpu[0]),
+            cpu_without_us: per(cpu[1]),
+            cpu_us: ((per(cpu[0]) - per(cpu[1])) * 10.0).round() / 10.0,
+            switches_with: per_switch(switches[0]),
+            switches_without: per_switch(switches[1]),
+        });
     }
-    let alone = process_cpu() - t0;
-    let per = |d: Duration| (d.as_secs_f64() * 1e6 / n as f64 * 10.0).round() / 10.0;
-    Ok(CpuCost {
-        route: what.to_owned(),
-        requests: n,
-        full_stack_us: per(full),
-        database_alone_us: per(alone),
-        overhead_us: ((per(full) - per(alone)) * 10.0).round() / 10.0,
-    })
+    let series = Probe::ALL
+        .iter()
+        .zip(&totals)
+        .filter(|(_, h)| h.len() > 0)
+        .map(|(p, h)| Series { name: p.name().to_owned(), latency: Latency::of(h) })
+        .collect();
+    Ok((series, differences))
 }
 
 pub async fn run(args: OverheadArgs, command: String) -> Result<OverheadReport> {
@@ -442,8 +580,9 @@ pub async fn run(args: OverheadArgs, command: String) -> Result<OverheadReport> 
     let wanted = |with_redis: bool| args.variant == "both" || (args.variant == "redis") == with_redis;
     for with_redis in [true, false].into_iter().filter(|w| wanted(*w)) {
         eprintln!(
-            "[overhead] {} requests per series ({})",
-            args.requests,
+            "[overhead] {} rounds of 2 x {} requests per pair ({})",
+            args.rounds,
+            args.block,
             if with_redis { "with Redis" } else { "without Redis" }
         );
         variants.push(variant(&stack, &args, with_redis, deadline).await?);
@@ -452,7 +591,7 @@ pub async fn run(args: OverheadArgs, command: String) -> Result<OverheadReport> 
         date,
         command,
         machine,
-        method: "tower oneshot on the server's router in a spawned task (sequential, in process) minus the same transaction, also in a spawned task, on a dedicated runtime-role connection; series interleaved. CPU: process CPU time over a block of each alone, audit writer flushed",
+        method: "tower oneshot on the server's router in a spawned task (sequential, in process) against the same transaction, also in a spawned task, on a dedicated runtime-role connection; per pair, rounds of two blocks in alternating order, the median over the rounds of the blocks' differences. CPU: process CPU time and context switches over the blocks, audit writer flushed at the end of each",
         target_us: 50,
         variants,
     })
@@ -472,14 +611,22 @@ pub fn print(r: &OverheadReport) {
         }
         for d in &v.overhead {
             println!(
-                "   overhead {:<40} p50 {} us, mean {:.1} us, p90 {} us, p99 {} us (target < {} us)",
-                d.route, d.p50_us, d.mean_us, d.p90_us, d.p99_us, r.target_us
-            );
-        }
-        for c in &v.cpu {
-            println!(
-                "   cpu      {:<40} {:.1} us/request (with {:.1}, without {:.1}; {} requests each)",
-                c.route, c.overhead_us, c.full_stack_us, c.database_alone_us, c.requests
+                "   overhead {:<40} p50 {} us (rounds' quartiles {}..{}), mean {:.1} us, p90 {} us (target < {} us); \
+                 cpu {:.1} us/request ({:.1} vs {:.1}); context switches/request {:.2} vs {:.2}; {} rounds, {} requests each side",
+                d.route,
+                d.p50_us,
+                d.p50_q1_us,
+                d.p50_q3_us,
+                d.mean_us,
+                d.p90_us,
+                r.target_us,
+                d.cpu_us,
+                d.cpu_with_us,
+                d.cpu_without_us,
+                d.switches_with,
+                d.switches_without,
+                d.rounds,
+                d.requests
             );
         }
     }

@@ -17,10 +17,8 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-
 use super::security::{self, SecurityKind, Severity};
-use super::{AuditEvent, Recorder, actions};
+use super::{AuditEvent, Recorder, actions, queue};
 use crate::db::Db;
 use crate::kv::{Key, Kv};
 
@@ -156,6 +154,11 @@ impl Observation {
     }
 }
 
+/// How long an observation may wait before the detector looks at it, and how many make it look at once.
+/// Windows are a minute or more long, so this delay changes no verdict.
+const OBSERVE_INTERVAL: Duration = Duration::from_millis(100);
+const OBSERVE_BURST: usize = 256;
+
 pub struct Detector {
     kv: Kv,
     db: Db,
@@ -170,8 +173,9 @@ pub struct Detector {
 }
 
 impl Detector {
-    pub fn spawn(kv: Kv, db: Db, recorder: Recorder, config: AnomalyConfig) -> mpsc::Sender<Observation> {
-        let (tx, mut rx) = mpsc::channel::<Observation>(10_000);
+    pub fn spawn(kv: Kv, db: Db, recorder: Recorder, config: AnomalyConfig) -> queue::Sender<Observation> {
+        // Woken every OBSERVE_INTERVAL or for a burst, not for each request (see `audit::queue`).
+        let (tx, mut rx) = queue::channel::<Observation>(10_000, OBSERVE_BURST, OBSERVE_INTERVAL);
         let detector = Detector {
             kv,
             db,
@@ -182,8 +186,14 @@ impl Detector {
             added: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(60)).build(),
         };
         tokio::spawn(async move {
-            while let Some(event) = rx.recv().await {
-                detector.observe(&event).await;
+            loop {
+                rx.ready().await;
+                while let Some(event) = rx.try_recv() {
+                    detector.observe(&event).await;
+                }
+                if rx.is_closed() {
+                    return;
+                }
             }
         });
         tx

@@ -21,6 +21,7 @@ pub mod actions;
 pub mod anomaly;
 pub mod layer;
 pub mod prune;
+pub mod queue;
 pub mod sanitize;
 pub mod security;
 pub mod spool;
@@ -153,7 +154,7 @@ impl AuditStats {
 /// be fed back to it).
 #[derive(Clone)]
 pub struct Recorder {
-    queue: mpsc::Sender<AuditEvent>,
+    queue: queue::Sender<AuditEvent>,
     overflow: mpsc::UnboundedSender<AuditEvent>,
     stats: Arc<AuditStats>,
 }
@@ -165,11 +166,11 @@ impl Recorder {
         metrics::counter!("audit_events_captured_total").increment(1);
         let overflowed = match self.queue.try_send(event) {
             Ok(()) => return,
-            Err(mpsc::error::TrySendError::Full(event)) => {
+            Err(queue::TrySendError::Full(event)) => {
                 metrics::counter!("audit_queue_full_total").increment(1);
                 event
             }
-            Err(mpsc::error::TrySendError::Closed(event)) => event,
+            Err(queue::TrySendError::Closed(event)) => event,
         };
         if self.overflow.send(overflowed).is_err() {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
@@ -209,7 +210,7 @@ impl AuditConfig {
 /// Handle on the pipeline, held in the app state.
 pub struct Auditor {
     recorder: Recorder,
-    detector: mpsc::Sender<anomaly::Observation>,
+    detector: queue::Sender<anomaly::Observation>,
     sanitizer: Arc<sanitize::Sanitizer>,
     writer: writer::WriterHandle,
     config: AuditConfig,
@@ -244,7 +245,9 @@ impl Auditor {
         let spool = spool::Spool::open(&config.spool_dir)
             .map_err(|e| anyhow::anyhow!("AUDIT_SPOOL_DIR {} cannot be used: {e}", config.spool_dir.display()))?;
         let stats = Arc::new(AuditStats::default());
-        let (queue, queue_rx) = mpsc::channel(config.queue_capacity);
+        // The writer wakes for a full batch or when its flush interval elapses, not for each event.
+        let (queue, queue_rx) =
+            queue::channel(config.queue_capacity, config.writer.batch_size, config.writer.flush_interval);
         let (overflow, overflow_rx) = mpsc::unbounded_channel();
         let recorder = Recorder { queue, overflow, stats: stats.clone() };
         let sanitizer = Arc::new(sanitize::Sanitizer::default());
@@ -282,7 +285,7 @@ impl Auditor {
 
     /// Events waiting in the in-memory queue.
     pub fn queue_depth(&self) -> usize {
-        self.recorder.queue.max_capacity() - self.recorder.queue.capacity()
+        self.recorder.queue.len()
     }
 
     /// Records waiting in the disk spool.

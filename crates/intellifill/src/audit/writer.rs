@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::types::Type;
 
+use super::queue::Wake;
 use super::sanitize::Sanitizer;
 use super::spool::Spool;
 use super::{AuditEvent, AuditStats};
@@ -74,7 +75,7 @@ struct Writer {
     spool: Arc<Spool>,
     stats: Arc<AuditStats>,
     config: WriterConfig,
-    queue: mpsc::Receiver<AuditEvent>,
+    queue: super::queue::Receiver<AuditEvent>,
     overflow: mpsc::UnboundedReceiver<AuditEvent>,
     batch: Vec<AuditEvent>,
     /// Set when an insert failed; cleared by a successful replay.
@@ -103,7 +104,7 @@ pub fn spawn(
     stats: Arc<AuditStats>,
     config: WriterConfig,
     sanitizer: Arc<Sanitizer>,
-    queue: mpsc::Receiver<AuditEvent>,
+    queue: super::queue::Receiver<AuditEvent>,
     overflow: mpsc::UnboundedReceiver<AuditEvent>,
 ) -> WriterHandle {
     let (control_tx, control_rx) = mpsc::channel(8);
@@ -125,8 +126,6 @@ pub fn spawn(
 
 impl Writer {
     async fn run(mut self, mut control: mpsc::Receiver<Control>) {
-        let mut tick = tokio::time::interval(self.config.flush_interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Whatever a previous run left in the spool goes first.
         self.replay().await;
         loop {
@@ -146,11 +145,15 @@ impl Writer {
                         return;
                     }
                 },
-                // Before the queue: under sustained traffic the timer must still get its turn.
-                _ = tick.tick() => {
-                    self.flush().await;
-                    if self.spool.pending_records() > 0 {
-                        self.replay().await;
+                // A full batch waiting (written now, the rest waits) or the flush interval over (everything
+                // goes). Before the overflow: `drain` takes the overflow too, so neither starves the other.
+                wake = self.queue.ready() => {
+                    self.drain().await;
+                    if wake == Wake::Interval {
+                        self.flush().await;
+                        if self.spool.pending_records() > 0 {
+                            self.replay().await;
+                        }
                     }
                 }
                 Some(event) = self.overflow.recv() => {
@@ -160,13 +163,6 @@ impl Writer {
                     }
                     events.iter_mut().for_each(|e| scrub(&self.sanitizer, e));
                     self.spool_events(events).await;
-                }
-                Some(mut event) = self.queue.recv() => {
-                    scrub(&self.sanitizer, &mut event);
-                    self.batch.push(event);
-                    if self.batch.len() >= self.config.batch_size {
-                        self.flush().await;
-                    }
                 }
             }
             metrics::gauge!("audit_spool_pending").set(self.spool.pending_records() as f64);
@@ -190,7 +186,7 @@ impl Writer {
         if !overflow.is_empty() {
             self.spool_events(overflow).await;
         }
-        while let Ok(mut e) = self.queue.try_recv() {
+        while let Some(mut e) = self.queue.try_recv() {
             scrub(&self.sanitizer, &mut e);
             self.batch.push(e);
             if self.batch.len() >= self.config.batch_size {

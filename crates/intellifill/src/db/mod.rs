@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, QueueMode, RecyclingMethod, Runtime};
 
 use crate::config::{DatabaseConfig, RlsFailureMode};
 use crate::error::{AppError, ErrorCode};
@@ -157,6 +157,10 @@ impl Db {
             .wait_timeout(Some(cfg.pool_wait_timeout))
             .create_timeout(Some(cfg.connect_timeout))
             .recycle_timeout(Some(Duration::from_secs(5)))
+            // The most recently returned connection first: below full load the same few backends serve every
+            // request and stay warm (the default, oldest first, rotates through all of them; measured in
+            // docs/PERFORMANCE.md).
+            .queue_mode(QueueMode::Lifo)
             .runtime(Runtime::Tokio1)
             .build()?;
         Ok(Db {

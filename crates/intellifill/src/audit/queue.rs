@@ -1,0 +1,147 @@
+//! A bounded queue whose consumer is woken by time or by volume, never by each item.
+//!
+//! Why: the audit writer and the anomaly detector used to `recv().await` on their channel, so every request
+//! woke a parked task, and through it very often a parked runtime worker thread: a futex wake and two
+//! context switches per request, which on a small VM cost more than the rest of the audit stage together
+//! (measured in docs/PERFORMANCE.md, "Third pass"). Here the consumer only takes items with `try_recv` when
+//! its interval elapses or when the queue holds `wake_at` items, so a send is an atomic push and, below that
+//! volume, wakes nobody. The channel itself is tokio's bounded mpsc: a full queue or a stopped consumer is
+//! reported to the sender exactly as before, so the callers' no-loss handling (overflow to the spool,
+//! counting what could not be kept) is unchanged.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, mpsc};
+
+pub use tokio::sync::mpsc::error::TrySendError;
+
+/// The producing side; cheap to clone.
+#[derive(Debug)]
+pub struct Sender<T> {
+    tx: mpsc::Sender<T>,
+    ready: Arc<Notify>,
+    wake_at: usize,
+}
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Self {
+        Sender { tx: self.tx.clone(), ready: self.ready.clone(), wake_at: self.wake_at }
+    }
+}
+
+/// Why [`Receiver::ready`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// The interval elapsed: take everything, however little.
+    Interval,
+    /// The volume mark was reached: enough waits for a full batch.
+    Volume,
+}
+
+/// The consuming side: wait with [`Receiver::ready`], then take everything with [`Receiver::try_recv`].
+#[derive(Debug)]
+pub struct Receiver<T> {
+    rx: mpsc::Receiver<T>,
+    ready: Arc<Notify>,
+    tick: tokio::time::Interval,
+}
+
+/// A queue of `capacity` items whose consumer wakes every `interval`, or as soon as `wake_at` items wait.
+pub fn channel<T>(capacity: usize, wake_at: usize, interval: Duration) -> (Sender<T>, Receiver<T>) {
+    let (tx, rx) = mpsc::channel(capacity);
+    let ready = Arc::new(Notify::new());
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let wake_at = wake_at.clamp(1, capacity);
+    (Sender { tx, ready: ready.clone(), wake_at }, Receiver { rx, ready, tick })
+}
+
+impl<T> Sender<T> {
+    /// Queue `item` without waiting; wakes the consumer only when the queue reaches its volume mark.
+    pub fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
+        self.tx.try_send(item)?;
+        if self.len() >= self.wake_at {
+            // Stores a permit when the consumer is busy, so the wake is never lost; repeated calls are free.
+            self.ready.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Items waiting.
+    pub fn len(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<T> Receiver<T> {
+    /// Until the interval elapses or the volume mark is reached (cancel-safe: usable in `select!`).
+    pub async fn ready(&mut self) -> Wake {
+        tokio::select! {
+            _ = self.tick.tick() => Wake::Interval,
+            _ = self.ready.notified() => Wake::Volume,
+        }
+    }
+
+    /// Every sender is gone (items may still wait: take them first).
+    pub fn is_closed(&self) -> bool {
+        self.rx.is_closed()
+    }
+
+    /// The next waiting item, if any.
+    pub fn try_recv(&mut self) -> Option<T> {
+        self.rx.try_recv().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn below_the_mark_waits_for_the_interval() {
+        let (tx, mut rx) = channel::<u32>(10, 4, Duration::from_secs(1));
+        rx.ready().await; // an interval's first tick completes at once
+        tx.try_send(1).unwrap();
+        tx.try_send(2).unwrap();
+        let started = tokio::time::Instant::now();
+        assert_eq!(rx.ready().await, Wake::Interval);
+        assert_eq!(started.elapsed(), Duration::from_secs(1), "woken by the interval, not by the items");
+        assert_eq!((rx.try_recv(), rx.try_recv(), rx.try_recv()), (Some(1), Some(2), None));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_volume_mark_wakes_at_once() {
+        let (tx, mut rx) = channel::<u32>(10, 3, Duration::from_secs(60));
+        rx.ready().await;
+        for i in 0..3 {
+            tx.try_send(i).unwrap();
+        }
+        let started = tokio::time::Instant::now();
+        assert_eq!(rx.ready().await, Wake::Volume);
+        assert_eq!(started.elapsed(), Duration::ZERO, "woken by the third item");
+        assert_eq!(tx.len(), 3);
+        let drained: Vec<u32> = std::iter::from_fn(|| rx.try_recv()).collect();
+        assert_eq!(drained, vec![0, 1, 2]);
+        assert!(tx.is_empty());
+    }
+
+    #[tokio::test]
+    async fn full_and_closed_are_reported_to_the_sender() {
+        let (tx, rx) = channel::<u32>(2, 2, Duration::from_secs(60));
+        tx.try_send(1).unwrap();
+        tx.try_send(2).unwrap();
+        assert!(matches!(tx.try_send(3), Err(TrySendError::Full(3))));
+        drop(rx);
+        assert!(matches!(tx.try_send(4), Err(TrySendError::Closed(4))));
+        let (tx, mut rx) = channel::<u32>(2, 2, Duration::from_secs(60));
+        tx.try_send(5).unwrap();
+        drop(tx);
+        assert!(rx.is_closed());
+        assert_eq!(rx.try_recv(), Some(5), "what was sent before the senders left is still there");
+    }
+}
