@@ -106,8 +106,8 @@ mod tests {
     async fn below_the_mark_waits_for_the_interval() {
         let (tx, mut rx) = channel::<u32>(10, 4, Duration::from_secs(1));
         rx.ready().await; // an interval's first tick completes at once
-        tx.try_send(1).unwrap();
-        tx.try_send(2).unwrap();
+        tx.try_send(1).expect("room in the queue");
+        tx.try_send(2).expect("room in the queue");
         let started = tokio::time::Instant::now();
         assert_eq!(rx.ready().await, Wake::Interval);
         assert_eq!(started.elapsed(), Duration::from_secs(1), "woken by the interval, not by the items");
@@ -119,7 +119,7 @@ mod tests {
         let (tx, mut rx) = channel::<u32>(10, 3, Duration::from_secs(60));
         rx.ready().await;
         for i in 0..3 {
-            tx.try_send(i).unwrap();
+            tx.try_send(i).expect("room in the queue");
         }
         let started = tokio::time::Instant::now();
         assert_eq!(rx.ready().await, Wake::Volume);
@@ -133,13 +133,13 @@ mod tests {
     #[tokio::test]
     async fn full_and_closed_are_reported_to_the_sender() {
         let (tx, rx) = channel::<u32>(2, 2, Duration::from_secs(60));
-        tx.try_send(1).unwrap();
-        tx.try_send(2).unwrap();
+        tx.try_send(1).expect("room in the queue");
+        tx.try_send(2).expect("room in the queue");
         assert!(matches!(tx.try_send(3), Err(TrySendError::Full(3))));
         drop(rx);
         assert!(matches!(tx.try_send(4), Err(TrySendError::Closed(4))));
         let (tx, mut rx) = channel::<u32>(2, 2, Duration::from_secs(60));
-        tx.try_send(5).unwrap();
+        tx.try_send(5).expect("room in the queue");
         drop(tx);
         assert!(rx.is_closed());
         assert_eq!(rx.try_recv(), Some(5), "what was sent before the senders left is still there");
