@@ -564,7 +564,7 @@ async fn pairs(
     let series = Probe::ALL
         .iter()
         .zip(&totals)
-        .filter(|(_, h)| h.len() > 0)
+        .filter(|(_, h)| !h.is_empty())
         .map(|(p, h)| Series { name: p.name().to_owned(), latency: Latency::of(h) })
         .collect();
     Ok((series, differences))
