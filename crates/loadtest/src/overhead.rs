@@ -23,6 +23,7 @@ use futures::future::{join_all, join3};
 use hdrhistogram::Histogram;
 use http::Request;
 use http_body_util::BodyExt;
+use intellifill::state::AppState;
 use serde::Serialize;
 use tokio_postgres::types::Type;
 use tower::ServiceExt;
@@ -52,6 +53,11 @@ pub struct OverheadArgs {
     /// request. 0 = off.
     #[arg(long, default_value_t = 0)]
     pub thrash_kib: usize,
+    /// Leave a layer out of the stack the no-op probes run behind, to attribute its cost (repeatable):
+    /// request-id, panic, timeout, body-limit, ip-limit, audit, note-route, auth (the caller is then put in
+    /// by a bare layer), user-limit.
+    #[arg(long = "drop-layer", value_parser = LAYERS)]
+    pub drop_layers: Vec<String>,
     /// With `--only`: timed requests of that probe.
     #[arg(long, default_value_t = 5_000)]
     pub requests: u64,
@@ -361,6 +367,65 @@ async fn org_noop(ctx: intellifill::org::OrgTx) -> Result<axum::Json<serde_json:
     Ok(axum::Json(serde_json::json!({"status": "ok"})))
 }
 
+const LAYERS: [&str; 9] =
+    ["request-id", "panic", "timeout", "body-limit", "ip-limit", "audit", "note-route", "auth", "user-limit"];
+
+/// The no-op routes behind the server's stack (`http::middleware::stack` and `http::routes::api_layers`), or,
+/// with `--drop-layer`, behind the same layers in the same order without the dropped ones.
+fn stacked(
+    api: axum::Router<AppState>,
+    state: &AppState,
+    caller: &intellifill::auth::AuthUser,
+    dropped: &[String],
+) -> axum::Router {
+    use axum::middleware::{from_fn, from_fn_with_state};
+    if dropped.is_empty() {
+        let api = intellifill::http::routes::api_layers(api, state);
+        return intellifill::http::middleware::stack(axum::Router::new().nest("/api", api), state)
+            .with_state(state.clone());
+    }
+    let keep = |layer: &str| !dropped.iter().any(|d| d == layer);
+    let mut api = api;
+    if keep("user-limit") {
+        api = api.route_layer(from_fn_with_state(state.clone(), intellifill::ratelimit::api));
+    }
+    if keep("auth") {
+        api = api.route_layer(from_fn_with_state(state.clone(), intellifill::auth::middleware::require_auth));
+    } else {
+        let caller = caller.clone();
+        api = api.route_layer(from_fn(move |mut request: axum::extract::Request, next: axum::middleware::Next| {
+            request.extensions_mut().insert(caller.clone());
+            next.run(request)
+        }));
+    }
+    if keep("note-route") {
+        api = api.route_layer(from_fn(intellifill::audit::layer::note_route));
+    }
+    let mut router = axum::Router::new().nest("/api", api);
+    if keep("audit") {
+        router = router.layer(from_fn_with_state(state.clone(), intellifill::audit::layer::capture));
+    }
+    if keep("ip-limit") {
+        router = router.layer(from_fn_with_state(state.clone(), intellifill::ratelimit::global));
+    }
+    if keep("body-limit") {
+        router = router.layer(axum::extract::DefaultBodyLimit::max(state.config.http.max_body_bytes));
+    }
+    if keep("timeout") {
+        router = router.layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            http::StatusCode::REQUEST_TIMEOUT,
+            state.config.http.request_timeout,
+        ));
+    }
+    if keep("panic") {
+        router = router.layer(tower_http::catch_panic::CatchPanicLayer::new());
+    }
+    if keep("request-id") {
+        router = router.layer(from_fn(intellifill::http::request_id::layer));
+    }
+    router.with_state(state.clone())
+}
+
 fn tiny_json() -> axum::routing::MethodRouter<intellifill::state::AppState> {
     axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "ok"})) })
 }
@@ -380,19 +445,16 @@ async fn variant(stack: &Stack, args: &OverheadArgs, with_redis: bool, deadline:
     tokio::spawn(async move {
         let _ = connection.await;
     });
-    let api = intellifill::http::routes::api_layers(
-        axum::Router::new()
-            .route("/noop", tiny_json())
-            .route("/organizations/{orgId}/noop", axum::routing::get(org_noop)),
-        &state,
-    );
+    let caller = state.auth.verify(&seeded.users[0].token).await.map_err(|e| anyhow!("{e}"))?;
+    let api = axum::Router::new()
+        .route("/noop", tiny_json())
+        .route("/organizations/{orgId}/noop", axum::routing::get(org_noop));
     let target = Target {
         hello: axum::Router::new().route("/", tiny_json()).with_state(state.clone()),
-        stacked: intellifill::http::middleware::stack(axum::Router::new().nest("/api", api), &state)
-            .with_state(state.clone()),
+        stacked: stacked(api, &state, &caller, &args.drop_layers),
         router: intellifill::http::routes::router(state.clone()),
         handler: {
-            let caller = state.auth.verify(&seeded.users[0].token).await.map_err(|e| anyhow!("{e}"))?;
+            let caller = caller.clone();
             axum::Router::new()
                 .route("/", axum::routing::get(intellifill::api::session::session))
                 .route("/api/organizations/{orgId}/noop", axum::routing::get(org_noop))
