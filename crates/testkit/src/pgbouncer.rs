@@ -37,11 +37,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use tokio_postgres::SimpleQueryMessage;
 use tokio_postgres::error::SqlState;
 
-use crate::process::{self, ChildSlot, ChildState, StartError};
+use crate::process::{self, ChildSlot, Probe, Readiness, StartError};
 use crate::user::{self, RunAs};
 
 /// How long pgbouncer may take to accept logins (and to log in upstream) after being spawned.
@@ -219,46 +219,27 @@ impl PgBouncer {
         let child = cmd.spawn().with_context(|| format!("could not spawn {}", self.bin.display()))?;
         self.child.set(child);
 
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if let ChildState::Stopped(status) = self.child.state() {
-                if process::read_from(&self.log, log_offset).contains("Address already in use") {
-                    return Err(StartError::PortInUse);
-                }
-                return Err(StartError::Other(anyhow!(
-                    "pgbouncer exited ({}) before accepting connections on 127.0.0.1:{}{}; log tail of {}:\n{}",
-                    status.map(|s| s.to_string()).unwrap_or_else(|| "status unknown".into()),
-                    self.port,
-                    self.run_as.map(|r| format!(" (running as uid {})", r.uid)).unwrap_or_default(),
-                    self.log.display(),
-                    self.log_tail(20)
-                )));
+        let readiness = Readiness {
+            name: format!(
+                "pgbouncer{}",
+                self.run_as.map(|r| format!(" (running as uid {})", r.uid)).unwrap_or_default()
+            ),
+            ready: format!("accept a login as `{}` to its admin console on 127.0.0.1:{}", self.probe_user, self.port),
+            log: &self.log,
+            log_offset,
+            timeout: START_TIMEOUT,
+            poll_every: Duration::from_millis(30),
+            stop_signal: "KILL",
+        };
+        process::wait_ready(&self.child, readiness, || async {
+            match tokio::time::timeout(PROBE_TIMEOUT, self.probe()).await {
+                Ok(Ok(true)) => Probe::Ready,
+                Ok(Ok(false)) => Probe::Foreign,
+                Ok(Err(e)) => Probe::NotYet(format!("{e:#}")),
+                Err(_) => Probe::NotYet(format!("login timed out after {} s", PROBE_TIMEOUT.as_secs())),
             }
-            let last_error = match tokio::time::timeout(PROBE_TIMEOUT, self.probe()).await {
-                Ok(Ok(true)) => return Ok(()),
-                Ok(Ok(false)) => {
-                    // Another pgbouncer answers on our port: ours cannot have bound it.
-                    self.child.terminate("KILL", Duration::from_secs(5)).await;
-                    return Err(StartError::PortInUse);
-                }
-                Ok(Err(e)) => format!("{e:#}"),
-                Err(_) => format!("login timed out after {} s", PROBE_TIMEOUT.as_secs()),
-            };
-            if Instant::now() >= deadline {
-                self.child.terminate("KILL", Duration::from_secs(5)).await;
-                return Err(StartError::Other(anyhow!(
-                    "pgbouncer did not accept a login as `{}` to its admin console on 127.0.0.1:{} within {} s \
-                     (last error: {}); log tail of {}:\n{}",
-                    self.probe_user,
-                    self.port,
-                    START_TIMEOUT.as_secs(),
-                    last_error,
-                    self.log.display(),
-                    self.log_tail(20)
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(30)).await;
-        }
+        })
+        .await
     }
 
     /// Logs in to the admin console; `Ok(true)` if the pgbouncer on our port writes our log file.

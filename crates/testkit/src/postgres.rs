@@ -13,12 +13,12 @@
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use std::os::unix::process::CommandExt;
 
-use crate::process::{self, ChildSlot, ChildState, StartError};
+use crate::process::{self, ChildSlot, ChildState, Probe, Readiness, StartError};
 use crate::user::{self, RunAs};
 
 /// How long the server may take to accept connections after being spawned.
@@ -192,45 +192,24 @@ impl PgCluster {
         let child = cmd.spawn().with_context(|| format!("could not spawn {}", self.postgres_bin.display()))?;
         self.child.set(child);
 
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if let ChildState::Stopped(status) = self.child.state() {
-                let new_log = process::read_from(&self.log, log_offset);
-                if new_log.contains("Address already in use") {
-                    return Err(StartError::PortInUse);
-                }
-                return Err(StartError::Other(anyhow!(
-                    "postgres exited ({}) before accepting connections on 127.0.0.1:{}; log tail of {}:\n{}",
-                    status.map(|s| s.to_string()).unwrap_or_else(|| "status unknown".into()),
-                    self.port,
-                    self.log.display(),
-                    self.log_tail(20)
-                )));
+        let readiness = Readiness {
+            name: "postgres".into(),
+            ready: format!("accept connections on 127.0.0.1:{}", self.port),
+            log: &self.log,
+            log_offset,
+            timeout: START_TIMEOUT,
+            poll_every: Duration::from_millis(30),
+            stop_signal: "QUIT",
+        };
+        process::wait_ready(&self.child, readiness, || async {
+            match tokio::time::timeout(Duration::from_secs(2), self.probe()).await {
+                Ok(Ok(true)) => Probe::Ready,
+                Ok(Ok(false)) => Probe::Foreign,
+                Ok(Err(e)) => Probe::NotYet(format!("{e:#}")),
+                Err(_) => Probe::NotYet("connection attempt timed out after 2 s".into()),
             }
-            let last_error = match tokio::time::timeout(Duration::from_secs(2), self.probe()).await {
-                Ok(Ok(true)) => return Ok(()),
-                Ok(Ok(false)) => {
-                    // Someone else's server answers on our port: ours cannot have bound it.
-                    self.child.terminate("QUIT", Duration::from_secs(5)).await;
-                    return Err(StartError::PortInUse);
-                }
-                Ok(Err(e)) => format!("{e:#}"),
-                Err(_) => "connection attempt timed out after 2 s".to_string(),
-            };
-            if Instant::now() >= deadline {
-                self.child.terminate("QUIT", Duration::from_secs(5)).await;
-                return Err(StartError::Other(anyhow!(
-                    "postgres did not accept connections on 127.0.0.1:{} within {} s (last error: {}); \
-                     log tail of {}:\n{}",
-                    self.port,
-                    START_TIMEOUT.as_secs(),
-                    last_error,
-                    self.log.display(),
-                    self.log_tail(20)
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(30)).await;
-        }
+        })
+        .await
     }
 
     /// Connects as the superuser; `Ok(true)` if the server on our port serves our data directory.

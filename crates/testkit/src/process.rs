@@ -273,6 +273,77 @@ impl From<anyhow::Error> for StartError {
     }
 }
 
+/// What one readiness probe of a freshly spawned server found.
+pub(crate) enum Probe {
+    /// Our server answers.
+    Ready,
+    /// Another process answers on our port: ours cannot have bound it.
+    Foreign,
+    /// Nothing usable yet; the reason, for the error if it never becomes ready.
+    NotYet(String),
+}
+
+/// How to wait for a freshly spawned server (the loop the Postgres, PgBouncer and Redis starters share).
+pub(crate) struct Readiness<'a> {
+    /// For messages: `postgres`, `pgbouncer (running as uid 1001)`.
+    pub name: String,
+    /// What ready means, for messages: `accept connections on 127.0.0.1:5432`.
+    pub ready: String,
+    pub log: &'a Path,
+    /// The log's length before the spawn: only what this attempt wrote is searched for a port clash.
+    pub log_offset: u64,
+    pub timeout: Duration,
+    pub poll_every: Duration,
+    /// Signal that stops the server when the wait fails (`QUIT` for Postgres: an immediate shutdown).
+    pub stop_signal: &'a str,
+}
+
+/// Probe until the server is ready, its port turns out taken, it exits, or `timeout` passes (then it is
+/// stopped); every failure carries the tail of the server's log.
+pub(crate) async fn wait_ready<F, Fut>(child: &ChildSlot, r: Readiness<'_>, mut probe: F) -> Result<(), StartError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Probe>,
+{
+    let deadline = Instant::now() + r.timeout;
+    loop {
+        if let ChildState::Stopped(status) = child.state() {
+            if read_from(r.log, r.log_offset).contains("Address already in use") {
+                return Err(StartError::PortInUse);
+            }
+            return Err(StartError::Other(anyhow::anyhow!(
+                "{} exited ({}) before it could {}; log tail of {}:\n{}",
+                r.name,
+                status.map(|s| s.to_string()).unwrap_or_else(|| "status unknown".into()),
+                r.ready,
+                r.log.display(),
+                tail_file(r.log, 20)
+            )));
+        }
+        let last_error = match probe().await {
+            Probe::Ready => return Ok(()),
+            Probe::Foreign => {
+                child.terminate(r.stop_signal, Duration::from_secs(5)).await;
+                return Err(StartError::PortInUse);
+            }
+            Probe::NotYet(reason) => reason,
+        };
+        if Instant::now() >= deadline {
+            child.terminate(r.stop_signal, Duration::from_secs(5)).await;
+            return Err(StartError::Other(anyhow::anyhow!(
+                "{} did not {} within {} s (last error: {}); log tail of {}:\n{}",
+                r.name,
+                r.ready,
+                r.timeout.as_secs(),
+                last_error,
+                r.log.display(),
+                tail_file(r.log, 20)
+            )));
+        }
+        tokio::time::sleep(r.poll_every).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

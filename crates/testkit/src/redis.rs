@@ -10,13 +10,13 @@ use std::fs::OpenOptions;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use crate::process::{self, ChildSlot, ChildState, StartError};
+use crate::process::{self, ChildSlot, ChildState, Probe, Readiness, StartError};
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -110,42 +110,24 @@ impl RedisServer {
         let pid = child.id();
         self.child.set(child);
 
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if let ChildState::Stopped(status) = self.child.state() {
-                if process::read_from(&self.log, log_offset).contains("Address already in use") {
-                    return Err(StartError::PortInUse);
-                }
-                return Err(StartError::Other(anyhow!(
-                    "redis-server exited ({}) before answering PING on 127.0.0.1:{}; log tail of {}:\n{}",
-                    status.map(|s| s.to_string()).unwrap_or_else(|| "status unknown".into()),
-                    self.port,
-                    self.log.display(),
-                    self.log_tail(20)
-                )));
+        let readiness = Readiness {
+            name: "redis-server".into(),
+            ready: format!("answer PING on 127.0.0.1:{}", self.port),
+            log: &self.log,
+            log_offset,
+            timeout: START_TIMEOUT,
+            poll_every: Duration::from_millis(20),
+            stop_signal: "KILL",
+        };
+        process::wait_ready(&self.child, readiness, || async {
+            match tokio::time::timeout(Duration::from_secs(2), server_pid(self.port)).await {
+                Ok(Ok(served_by)) if served_by == pid => Probe::Ready,
+                Ok(Ok(_)) => Probe::Foreign,
+                Ok(Err(e)) => Probe::NotYet(format!("{e:#}")),
+                Err(_) => Probe::NotYet("PING timed out after 2 s".into()),
             }
-            let last_error = match tokio::time::timeout(Duration::from_secs(2), server_pid(self.port)).await {
-                Ok(Ok(served_by)) if served_by == pid => return Ok(()),
-                Ok(Ok(_)) => {
-                    self.child.terminate("KILL", Duration::from_secs(5)).await;
-                    return Err(StartError::PortInUse);
-                }
-                Ok(Err(e)) => format!("{e:#}"),
-                Err(_) => "PING timed out after 2 s".to_string(),
-            };
-            if Instant::now() >= deadline {
-                self.child.terminate("KILL", Duration::from_secs(5)).await;
-                return Err(StartError::Other(anyhow!(
-                    "redis-server did not answer PING on 127.0.0.1:{} within {} s (last error: {}); log tail of {}:\n{}",
-                    self.port,
-                    START_TIMEOUT.as_secs(),
-                    last_error,
-                    self.log.display(),
-                    self.log_tail(20)
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        })
+        .await
     }
 
     /// The TCP port on 127.0.0.1 (stable across [`restart`](Self::restart)).
