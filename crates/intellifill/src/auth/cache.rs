@@ -36,14 +36,18 @@ impl TokenHash {
     }
 }
 
-/// Who a verified token belongs to.
+/// Who a verified token belongs to (also the L2 JSON shape).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CachedUser {
     pub id: Uuid,
     pub email: String,
+    /// The token's session (`session_id` claim).
     pub session_id: Option<Uuid>,
+    /// `iat`, seconds since the epoch.
     pub issued_at: i64,
+    /// `exp`, seconds since the epoch.
     pub expires_at: i64,
+    /// Authenticator assurance level (`aal1`, `aal2`).
     pub aal: Option<String>,
 }
 

@@ -20,27 +20,25 @@ pub mod revocation;
 pub mod singleflight;
 pub mod verify;
 
-use uuid::Uuid;
-
 use crate::error::{AppError, ErrorCode};
-pub use cache::TokenHash;
+pub use cache::{CachedUser, TokenHash};
 pub use verify::Authenticator;
 
-/// A caller whose token passed the pipeline.
+/// A caller whose token passed the pipeline: who the token belongs to (as the cache keeps it; its fields read
+/// through `Deref`) and the token's hash.
 #[derive(Debug, Clone)]
 pub struct AuthUser {
-    pub id: Uuid,
-    pub email: String,
-    /// The token's session (`session_id` claim).
-    pub session_id: Option<Uuid>,
-    /// `iat`, seconds since the epoch.
-    pub issued_at: i64,
-    /// `exp`, seconds since the epoch.
-    pub expires_at: i64,
-    /// Authenticator assurance level (`aal1`, `aal2`).
-    pub aal: Option<String>,
+    pub user: CachedUser,
     /// SHA-256 of the token: what logout revokes. The token itself is never kept.
     pub token_hash: TokenHash,
+}
+
+impl std::ops::Deref for AuthUser {
+    type Target = CachedUser;
+
+    fn deref(&self) -> &CachedUser {
+        &self.user
+    }
 }
 
 /// Map an auth-service error code to ours. Unknown codes are an invalid token: never an accept.

@@ -67,15 +67,7 @@ impl CachedUser {
 }
 
 fn auth_user(user: &CachedUser, hash: TokenHash) -> AuthUser {
-    AuthUser {
-        id: user.id,
-        email: user.email.clone(),
-        session_id: user.session_id,
-        issued_at: user.issued_at,
-        expires_at: user.expires_at,
-        aal: user.aal.clone(),
-        token_hash: hash,
-    }
+    AuthUser { user: user.clone(), token_hash: hash }
 }
 
 fn revoked() -> AppError {
