@@ -1,0 +1,340 @@
+//! What `loadtest overhead` times: the probes (requests through the server's router, or the same database work
+//! alone), the pairs it compares, and the stack the no-op probes run behind.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Result, anyhow};
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use futures::future::{join_all, join3};
+use http::Request;
+use http_body_util::BodyExt;
+use intellifill::state::AppState;
+use tokio_postgres::types::Type;
+use tower::ServiceExt;
+use uuid::Uuid;
+
+use crate::seed;
+
+/// A typed statement parameter, as the server sends them.
+type Param<'a> = (&'a (dyn tokio_postgres::types::ToSql + Sync), Type);
+
+const USER_ROW: &str = "SELECT id, email, role, is_active, organization_id FROM users WHERE id = current_user_id()";
+const ORG_ACCESS: &str = "SELECT org_status, member_role, member_status FROM org_access($1)";
+const SET_CONTEXT: &str = "SELECT set_user_context($1), set_org_context($2), set_config('statement_timeout', $3, true)";
+const PAGE: &str = "SELECT id, title, left(content, $5), created_by, created_at, updated_at
+               FROM knowledge_sources
+              WHERE organization_id = $1
+                AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3))
+              ORDER BY created_at DESC, id DESC
+              LIMIT $4";
+
+/// The server's request transaction: the user row (and the membership with `org`), and the knowledge page
+/// with `list`.
+async fn db_alone(client: &tokio_postgres::Client, user: Uuid, org: Option<Uuid>, list: bool) -> Result<()> {
+    let timeout = "10000".to_owned();
+    let org_param = org.unwrap_or_default();
+    let firsts: Vec<(&str, Vec<Param<'_>>)> = if org.is_some() {
+        vec![(USER_ROW, vec![]), (ORG_ACCESS, vec![(&org_param, Type::UUID)])]
+    } else {
+        vec![(USER_ROW, vec![])]
+    };
+    let (begun, context, rows) = join3(
+        client.batch_execute("BEGIN"),
+        client.query_typed(SET_CONTEXT, &[(&user, Type::UUID), (&org, Type::UUID), (&timeout, Type::TEXT)]),
+        join_all(firsts.iter().map(|(sql, params)| client.query_typed(sql, params))),
+    )
+    .await;
+    begun?;
+    context?;
+    for r in rows {
+        r?;
+    }
+    if list {
+        let (after_ts, after_id, limit, excerpt): (Option<chrono::DateTime<chrono::Utc>>, Option<Uuid>, i64, i32) =
+            (None, None, 21, 280);
+        client
+            .query_typed(
+                PAGE,
+                &[
+                    (&org_param, Type::UUID),
+                    (&after_ts, Type::TIMESTAMPTZ),
+                    (&after_id, Type::UUID),
+                    (&limit, Type::INT8),
+                    (&excerpt, Type::INT4),
+                ],
+            )
+            .await?;
+    }
+    client.batch_execute("COMMIT").await?;
+    Ok(())
+}
+
+/// One request through `router`, in a task of its own on the runtime's workers, as hyper runs a connection.
+async fn oneshot(router: &axum::Router, path: &str, token: &str) -> Result<u16> {
+    let mut request = Request::get(path).header("authorization", format!("Bearer {token}")).body(Body::empty())?;
+    request.extensions_mut().insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40_000))));
+    let router = router.clone();
+    tokio::spawn(async move {
+        let response = router.oneshot(request).await.map_err(|e| anyhow!("{e}"))?;
+        let status = response.status().as_u16();
+        response.into_body().collect().await.map_err(|e| anyhow!("{e}"))?;
+        Ok(status)
+    })
+    .await?
+}
+
+/// The database work alone, in a task of its own too (same scheduling as [`oneshot`]).
+async fn db_task(client: &Arc<tokio_postgres::Client>, user: Uuid, org: Option<Uuid>, list: bool) -> Result<()> {
+    let client = client.clone();
+    tokio::spawn(async move { db_alone(&client, user, org, list).await }).await?
+}
+
+/// One kind of timed request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// A bare router answering a tiny JSON: the floor of any request.
+    Hello,
+    /// `/health`: request id, panic catcher, timeout, body limit, per-ip limit (not audited).
+    Health,
+    /// The same tiny handler behind every layer an `/api` route has (per-ip limit, audit, auth, per-user
+    /// limit, route note): the middleware stack alone.
+    Noop,
+    /// The same behind the stack at an org-scoped path, with the org-context extractor (`OrgTx`): what the
+    /// overhead target is about (rate limit + audit + auth cache hit + org context).
+    OrgNoop,
+    /// The org no-op handler alone: the caller put in by a bare layer, no other layer.
+    OrgHandler,
+    /// The org no-op's transaction alone (context, user row, membership, commit).
+    OrgDb,
+    Session,
+    /// The session handler alone: the caller (as auth would find it) put in by a bare layer, no other layer.
+    SessionHandler,
+    SessionDb,
+    /// The session's transaction through the server's pool (`Db::begin` / `Tx::commit`), no HTTP.
+    SessionPool,
+    List,
+    ListDb,
+}
+
+impl Probe {
+    pub(super) const ALL: [Probe; 12] = [
+        Probe::Hello,
+        Probe::Health,
+        Probe::Noop,
+        Probe::OrgNoop,
+        Probe::OrgHandler,
+        Probe::OrgDb,
+        Probe::Session,
+        Probe::SessionHandler,
+        Probe::SessionDb,
+        Probe::SessionPool,
+        Probe::List,
+        Probe::ListDb,
+    ];
+
+    /// The probe's command-line name: its variant in kebab case (`org-noop`).
+    fn key(self) -> String {
+        let mut key = String::new();
+        for (i, c) in format!("{self:?}").chars().enumerate() {
+            if c.is_ascii_uppercase() && i > 0 {
+                key.push('-');
+            }
+            key.push(c.to_ascii_lowercase());
+        }
+        key
+    }
+
+    pub(super) fn parse(s: &str) -> Result<Probe, String> {
+        Probe::ALL.into_iter().find(|p| p.key() == s).ok_or_else(|| {
+            let keys: Vec<String> = Probe::ALL.iter().map(|p| p.key()).collect();
+            format!("unknown probe {s:?}; one of {}", keys.join(", "))
+        })
+    }
+
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Probe::Hello => "hello-world router (floor)",
+            Probe::Health => "GET /health",
+            Probe::Noop => "no-op handler behind the /api stack",
+            Probe::OrgNoop => "org-scoped no-op (OrgTx) behind the stack",
+            Probe::OrgDb => "org no-op transaction alone",
+            Probe::Session => "GET /api/auth/session",
+            Probe::SessionHandler => "session handler alone (no middleware)",
+            Probe::OrgHandler => "org no-op handler alone (no middleware)",
+            Probe::SessionDb => "session transaction alone",
+            Probe::SessionPool => "session transaction through the server's pool",
+            Probe::List => "GET /api/organizations/{orgId}/knowledge",
+            Probe::ListDb => "list transaction alone",
+        }
+    }
+}
+
+/// What a probe needs.
+pub(super) struct Target<'a> {
+    hello: axum::Router,
+    stacked: axum::Router,
+    handler: axum::Router,
+    router: axum::Router,
+    client: Arc<tokio_postgres::Client>,
+    db: intellifill::db::Db,
+    user: &'a seed::SeedUser,
+    list_path: String,
+    org_noop_path: String,
+}
+
+impl<'a> Target<'a> {
+    /// The probes' routers and connection for `user` on the server whose state is `state`.
+    pub(super) async fn build(
+        state: &AppState,
+        runtime_url: &str,
+        user: &'a seed::SeedUser,
+        dropped: &[String],
+    ) -> Result<Target<'a>> {
+        let state = state.clone();
+        let (client, connection) = tokio_postgres::connect(runtime_url, tokio_postgres::NoTls).await?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let caller = state.auth.verify(&user.token).await.map_err(|e| anyhow!("{e}"))?;
+        let api = axum::Router::new()
+            .route("/noop", tiny_json())
+            .route("/organizations/{orgId}/noop", axum::routing::get(org_noop));
+        Ok(Target {
+            hello: axum::Router::new().route("/", tiny_json()).with_state(state.clone()),
+            stacked: stacked(api, &state, &caller, dropped),
+            router: intellifill::http::routes::router(state.clone()),
+            handler: {
+                let caller = caller.clone();
+                axum::Router::new()
+                    .route("/", axum::routing::get(intellifill::api::session::session))
+                    .route("/api/organizations/{orgId}/noop", axum::routing::get(org_noop))
+                    .layer(axum::middleware::from_fn(
+                        move |mut request: axum::extract::Request, next: axum::middleware::Next| {
+                            request.extensions_mut().insert(caller.clone());
+                            next.run(request)
+                        },
+                    ))
+                    .with_state(state.clone())
+            },
+            client: Arc::new(client),
+            db: state.db.clone(),
+            user,
+            list_path: format!("/api/organizations/{}/knowledge", user.org),
+            org_noop_path: format!("/api/organizations/{}/noop", user.org),
+        })
+    }
+}
+
+impl Target<'_> {
+    pub(super) async fn run(&self, probe: Probe) -> Result<()> {
+        let token = &self.user.token;
+        let status = match probe {
+            Probe::Hello => oneshot(&self.hello, "/", token).await?,
+            Probe::Health => oneshot(&self.router, "/health", token).await?,
+            Probe::Noop => oneshot(&self.stacked, "/api/noop", token).await?,
+            Probe::OrgNoop => oneshot(&self.stacked, &self.org_noop_path, token).await?,
+            Probe::OrgDb => return db_task(&self.client, self.user.id, Some(self.user.org), false).await,
+            Probe::Session => oneshot(&self.router, "/api/auth/session", token).await?,
+            Probe::SessionHandler => oneshot(&self.handler, "/", token).await?,
+            Probe::OrgHandler => oneshot(&self.handler, &self.org_noop_path, token).await?,
+            Probe::List => oneshot(&self.router, &self.list_path, token).await?,
+            Probe::SessionDb => return db_task(&self.client, self.user.id, None, false).await,
+            Probe::ListDb => return db_task(&self.client, self.user.id, Some(self.user.org), true).await,
+            Probe::SessionPool => {
+                let (db, user) = (self.db.clone(), self.user.id);
+                return tokio::spawn(async move {
+                    let ctx = intellifill::db::RlsContext { user_id: user, org_id: None };
+                    let (tx, _) = db.begin(ctx, &[(USER_ROW, &[])]).await.map_err(|e| anyhow!("{e}"))?;
+                    tx.commit().await.map_err(|e| anyhow!("{e}"))
+                })
+                .await?;
+            }
+        };
+        anyhow::ensure!(status == 200, "{} answered {status}", probe.name());
+        Ok(())
+    }
+}
+
+/// (what is measured, with it, without it)
+pub(super) const PAIRS: [(&str, Probe, Probe); 7] = [
+    ("whole stack incl. org context (org-scoped no-op vs its transaction alone)", Probe::OrgNoop, Probe::OrgDb),
+    ("the server's pool and Tx vs a plain connection (session transaction)", Probe::SessionPool, Probe::SessionDb),
+    ("session handler alone vs its transaction alone", Probe::SessionHandler, Probe::SessionDb),
+    ("org no-op handler alone vs its transaction alone", Probe::OrgHandler, Probe::OrgDb),
+    ("middleware stack alone (no-op /api handler vs bare router)", Probe::Noop, Probe::Hello),
+    ("GET /api/auth/session vs its transaction alone", Probe::Session, Probe::SessionDb),
+    ("GET /api/organizations/{orgId}/knowledge vs its transaction alone", Probe::List, Probe::ListDb),
+];
+
+/// A handler that needs the organization context and does nothing with it.
+pub(super) async fn org_noop(
+    ctx: intellifill::org::OrgTx,
+) -> Result<axum::Json<serde_json::Value>, intellifill::error::AppError> {
+    ctx.tx.commit().await?;
+    Ok(axum::Json(serde_json::json!({"status": "ok"})))
+}
+
+pub(super) const LAYERS: [&str; 9] =
+    ["request-id", "panic", "timeout", "body-limit", "ip-limit", "audit", "note-route", "auth", "user-limit"];
+
+/// The no-op routes behind the server's stack (`http::middleware::stack` and `http::routes::api_layers`), or,
+/// with `--drop-layer`, behind the same layers in the same order without the dropped ones.
+pub(super) fn stacked(
+    api: axum::Router<AppState>,
+    state: &AppState,
+    caller: &intellifill::auth::AuthUser,
+    dropped: &[String],
+) -> axum::Router {
+    use axum::middleware::{from_fn, from_fn_with_state};
+    if dropped.is_empty() {
+        let api = intellifill::http::routes::api_layers(api, state);
+        return intellifill::http::middleware::stack(axum::Router::new().nest("/api", api), state)
+            .with_state(state.clone());
+    }
+    let keep = |layer: &str| !dropped.iter().any(|d| d == layer);
+    let mut api = api;
+    if keep("user-limit") {
+        api = api.route_layer(from_fn_with_state(state.clone(), intellifill::ratelimit::api));
+    }
+    if keep("auth") {
+        api = api.route_layer(from_fn_with_state(state.clone(), intellifill::auth::middleware::require_auth));
+    } else {
+        let caller = caller.clone();
+        api = api.route_layer(from_fn(move |mut request: axum::extract::Request, next: axum::middleware::Next| {
+            request.extensions_mut().insert(caller.clone());
+            next.run(request)
+        }));
+    }
+    if keep("note-route") {
+        api = api.route_layer(from_fn(intellifill::audit::layer::note_route));
+    }
+    let mut router = axum::Router::new().nest("/api", api);
+    if keep("audit") {
+        router = router.layer(from_fn_with_state(state.clone(), intellifill::audit::layer::capture));
+    }
+    if keep("ip-limit") {
+        router = router.layer(from_fn_with_state(state.clone(), intellifill::ratelimit::global));
+    }
+    if keep("body-limit") {
+        router = router.layer(axum::extract::DefaultBodyLimit::max(state.config.http.max_body_bytes));
+    }
+    if keep("timeout") {
+        router = router.layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            http::StatusCode::REQUEST_TIMEOUT,
+            state.config.http.request_timeout,
+        ));
+    }
+    if keep("panic") {
+        router = router.layer(tower_http::catch_panic::CatchPanicLayer::new());
+    }
+    if keep("request-id") {
+        router = router.layer(from_fn(intellifill::http::request_id::layer));
+    }
+    router.with_state(state.clone())
+}
+
+pub(super) fn tiny_json() -> axum::routing::MethodRouter<intellifill::state::AppState> {
+    axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "ok"})) })
+}
