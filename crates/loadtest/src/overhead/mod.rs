@@ -47,6 +47,10 @@ pub struct OverheadArgs {
     /// by a bare layer), user-limit.
     #[arg(long = "drop-layer", value_parser = LAYERS)]
     pub drop_layers: Vec<String>,
+    /// Add this many pass-through `from_fn` layers (no work) outside the stack the no-op probes run behind:
+    /// what the layer machinery alone costs.
+    #[arg(long, default_value_t = 0)]
+    pub dummy_layers: usize,
     /// With `--only`: timed requests of that probe.
     #[arg(long, default_value_t = 5_000)]
     pub requests: u64,
@@ -125,7 +129,9 @@ async fn variant(stack: &Stack, args: &OverheadArgs, with_redis: bool, deadline:
     }
     let server = InProcess::start(&settings).await?;
     let seeded = seed::seed(stack, server.addr, 1, 1, 20).await?;
-    let target = Target::build(&server.state, &stack.runtime_url, &seeded.users[0], &args.drop_layers).await?;
+    let target =
+        Target::build(&server.state, &stack.runtime_url, &seeded.users[0], &args.drop_layers, args.dummy_layers)
+            .await?;
     let result = match args.only {
         Some(only) => measure::alone(&target, args, only, deadline).await,
         None => measure::pairs(&server, &target, args, deadline).await,

@@ -191,6 +191,7 @@ impl<'a> Target<'a> {
         runtime_url: &str,
         user: &'a seed::SeedUser,
         dropped: &[String],
+        dummies: usize,
     ) -> Result<Target<'a>> {
         let state = state.clone();
         let (client, connection) = tokio_postgres::connect(runtime_url, tokio_postgres::NoTls).await?;
@@ -203,7 +204,11 @@ impl<'a> Target<'a> {
             .route("/organizations/{orgId}/noop", axum::routing::get(org_noop));
         Ok(Target {
             hello: axum::Router::new().route("/", tiny_json()).with_state(state.clone()),
-            stacked: stacked(api, &state, &caller, dropped),
+            stacked: (0..dummies).fold(stacked(api, &state, &caller, dropped), |router, _| {
+                router.layer(axum::middleware::from_fn(
+                    |request: axum::extract::Request, next: axum::middleware::Next| next.run(request),
+                ))
+            }),
             router: intellifill::http::routes::router(state.clone()),
             handler: {
                 let caller = caller.clone();
