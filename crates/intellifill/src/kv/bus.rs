@@ -25,7 +25,9 @@ impl Subscription {
     }
 }
 
-/// Listen on `channel` for as long as the process lives. Returns `None` without a shared store.
+/// Listen on `channel` for as long as the returned handle lives (the task keeps only a weak reference, so an
+/// instance that is shut down stops listening and reconnecting once its connection ends, instead of warning
+/// about the shared store going away behind it). Returns `None` without a shared store.
 pub fn subscribe<C, M>(kv: &Kv, channel: String, on_connect: C, on_message: M) -> Option<Arc<Subscription>>
 where
     C: Fn() + Send + Sync + 'static,
@@ -33,15 +35,15 @@ where
 {
     let client = kv.client()?.clone();
     let state = Arc::new(Subscription::default());
-    let listening = state.clone();
+    let handle = Arc::downgrade(&state);
     tokio::spawn(async move {
         let mut delay = Duration::from_millis(100);
-        loop {
+        while handle.strong_count() > 0 {
             match client.get_async_pubsub().await {
                 Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
                     Ok(()) => {
                         on_connect();
-                        listening.listening.store(true, Ordering::Relaxed);
+                        set_listening(&handle, true);
                         delay = Duration::from_millis(100);
                         tracing::info!(channel = %channel, "listening for broadcasts");
                         let mut messages = pubsub.on_message();
@@ -51,7 +53,9 @@ where
                                 Err(e) => tracing::warn!(error = %e, "unreadable broadcast ignored"),
                             }
                         }
-                        listening.listening.store(false, Ordering::Relaxed);
+                        if !set_listening(&handle, false) {
+                            return;
+                        }
                         tracing::warn!(channel = %channel, "broadcast connection lost, reconnecting");
                     }
                     Err(e) => tracing::warn!(error = %e, "cannot subscribe to broadcasts"),
@@ -63,4 +67,15 @@ where
         }
     });
     Some(state)
+}
+
+/// Record the listening state on the subscription; `false` when nobody holds it any more.
+fn set_listening(handle: &std::sync::Weak<Subscription>, listening: bool) -> bool {
+    match handle.upgrade() {
+        Some(subscription) => {
+            subscription.listening.store(listening, Ordering::Relaxed);
+            true
+        }
+        None => false,
+    }
 }

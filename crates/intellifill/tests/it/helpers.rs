@@ -311,3 +311,12 @@ pub async fn own_cluster(name: &str) -> (testkit::PgCluster, String, String) {
     let runtime_url = pg.url(provision::RUNTIME_ROLE, Some(RUNTIME_PASSWORD), name);
     (pg, runtime_url, owner_url)
 }
+
+/// Poll `done` every 20 ms until it holds; panics after `timeout`.
+pub async fn wait_until(timeout: std::time::Duration, done: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "condition not reached within {timeout:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

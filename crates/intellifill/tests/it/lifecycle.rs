@@ -1,4 +1,5 @@
-//! Start-up refuses unsafe database roles; shutdown drains in-flight requests.
+//! Start-up refuses unsafe database roles; shutdown drains in-flight requests; a broadcast subscription lives
+//! as long as its handle.
 
 use std::time::Duration;
 
@@ -49,4 +50,37 @@ async fn shutdown_drains_in_flight_requests_then_stops_accepting() {
     assert_eq!(in_flight.await.expect("join").expect("response"), 200, "the in-flight request was dropped");
     let after = reqwest::Client::new().get(app.url("/health")).timeout(Duration::from_secs(2)).send().await;
     assert!(after.is_err(), "the server still accepts connections after shutdown");
+}
+
+#[tokio::test]
+async fn a_broadcast_subscription_ends_with_its_handle_and_a_live_one_reconnects() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let redis = testkit::RedisServer::start().await.expect("redis");
+    let kv = intellifill::kv::Kv::connect(&redis.url(), "lifecycle:", Duration::from_secs(1)).expect("kv");
+    let subscribe = |connects: Arc<AtomicUsize>| {
+        intellifill::kv::bus::subscribe(
+            &kv,
+            "lifecycle:channel".into(),
+            move || {
+                connects.fetch_add(1, Ordering::SeqCst);
+            },
+            |_| {},
+        )
+        .expect("a shared store is configured")
+    };
+    let (kept_connects, dropped_connects) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let kept = subscribe(kept_connects.clone());
+    let dropped = subscribe(dropped_connects.clone());
+    let listening = |s: &intellifill::kv::bus::Subscription| s.is_listening();
+    crate::helpers::wait_until(Duration::from_secs(5), || listening(&kept) && listening(&dropped)).await;
+    drop(dropped);
+
+    redis.restart().await.expect("restart redis");
+    crate::helpers::wait_until(Duration::from_secs(10), || kept_connects.load(Ordering::SeqCst) == 2).await;
+    assert!(kept.is_listening(), "the live subscription is listening again");
+    // Its sibling had the same connection loss and the same time to come back.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(dropped_connects.load(Ordering::SeqCst), 1, "a dropped subscription does not reconnect");
 }
