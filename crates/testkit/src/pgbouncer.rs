@@ -41,7 +41,7 @@ use anyhow::{Context, Result, bail, ensure};
 use tokio_postgres::SimpleQueryMessage;
 use tokio_postgres::error::SqlState;
 
-use crate::process::{self, ChildSlot, Probe, Readiness, StartError};
+use crate::process::{self, ChildSlot, Readiness, StartError};
 use crate::user::{self, RunAs};
 
 /// How long pgbouncer may take to accept logins (and to log in upstream) after being spawned.
@@ -230,16 +230,9 @@ impl PgBouncer {
             timeout: START_TIMEOUT,
             poll_every: Duration::from_millis(30),
             stop_signal: "KILL",
+            probe_timeout: PROBE_TIMEOUT,
         };
-        process::wait_ready(&self.child, readiness, || async {
-            match tokio::time::timeout(PROBE_TIMEOUT, self.probe()).await {
-                Ok(Ok(true)) => Probe::Ready,
-                Ok(Ok(false)) => Probe::Foreign,
-                Ok(Err(e)) => Probe::NotYet(format!("{e:#}")),
-                Err(_) => Probe::NotYet(format!("login timed out after {} s", PROBE_TIMEOUT.as_secs())),
-            }
-        })
-        .await
+        process::wait_ready(&self.child, readiness, || self.probe()).await
     }
 
     /// Logs in to the admin console; `Ok(true)` if the pgbouncer on our port writes our log file.

@@ -18,7 +18,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use std::os::unix::process::CommandExt;
 
-use crate::process::{self, ChildSlot, ChildState, Probe, Readiness, StartError};
+use crate::process::{self, ChildSlot, ChildState, Readiness, StartError};
 use crate::user::{self, RunAs};
 
 /// How long the server may take to accept connections after being spawned.
@@ -200,16 +200,9 @@ impl PgCluster {
             timeout: START_TIMEOUT,
             poll_every: Duration::from_millis(30),
             stop_signal: "QUIT",
+            probe_timeout: Duration::from_secs(2),
         };
-        process::wait_ready(&self.child, readiness, || async {
-            match tokio::time::timeout(Duration::from_secs(2), self.probe()).await {
-                Ok(Ok(true)) => Probe::Ready,
-                Ok(Ok(false)) => Probe::Foreign,
-                Ok(Err(e)) => Probe::NotYet(format!("{e:#}")),
-                Err(_) => Probe::NotYet("connection attempt timed out after 2 s".into()),
-            }
-        })
-        .await
+        process::wait_ready(&self.child, readiness, || self.probe()).await
     }
 
     /// Connects as the superuser; `Ok(true)` if the server on our port serves our data directory.

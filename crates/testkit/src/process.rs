@@ -273,16 +273,6 @@ impl From<anyhow::Error> for StartError {
     }
 }
 
-/// What one readiness probe of a freshly spawned server found.
-pub(crate) enum Probe {
-    /// Our server answers.
-    Ready,
-    /// Another process answers on our port: ours cannot have bound it.
-    Foreign,
-    /// Nothing usable yet; the reason, for the error if it never becomes ready.
-    NotYet(String),
-}
-
 /// How to wait for a freshly spawned server (the loop the Postgres, PgBouncer and Redis starters share).
 pub(crate) struct Readiness<'a> {
     /// For messages: `postgres`, `pgbouncer (running as uid 1001)`.
@@ -294,16 +284,19 @@ pub(crate) struct Readiness<'a> {
     pub log_offset: u64,
     pub timeout: Duration,
     pub poll_every: Duration,
+    /// Bound on one probe.
+    pub probe_timeout: Duration,
     /// Signal that stops the server when the wait fails (`QUIT` for Postgres: an immediate shutdown).
     pub stop_signal: &'a str,
 }
 
 /// Probe until the server is ready, its port turns out taken, it exits, or `timeout` passes (then it is
-/// stopped); every failure carries the tail of the server's log.
+/// stopped); every failure carries the tail of the server's log. `probe` answers `Ok(true)` when our server
+/// answers, `Ok(false)` when another process answers on our port (ours cannot have bound it).
 pub(crate) async fn wait_ready<F, Fut>(child: &ChildSlot, r: Readiness<'_>, mut probe: F) -> Result<(), StartError>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Probe>,
+    Fut: std::future::Future<Output = Result<bool>>,
 {
     let deadline = Instant::now() + r.timeout;
     loop {
@@ -320,13 +313,14 @@ where
                 tail_file(r.log, 20)
             )));
         }
-        let last_error = match probe().await {
-            Probe::Ready => return Ok(()),
-            Probe::Foreign => {
+        let last_error = match tokio::time::timeout(r.probe_timeout, probe()).await {
+            Ok(Ok(true)) => return Ok(()),
+            Ok(Ok(false)) => {
                 child.terminate(r.stop_signal, Duration::from_secs(5)).await;
                 return Err(StartError::PortInUse);
             }
-            Probe::NotYet(reason) => reason,
+            Ok(Err(e)) => format!("{e:#}"),
+            Err(_) => format!("no answer within {} s", r.probe_timeout.as_secs()),
         };
         if Instant::now() >= deadline {
             child.terminate(r.stop_signal, Duration::from_secs(5)).await;

@@ -16,7 +16,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use crate::process::{self, ChildSlot, ChildState, Probe, Readiness, StartError};
+use crate::process::{self, ChildSlot, ChildState, Readiness, StartError};
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -118,16 +118,9 @@ impl RedisServer {
             timeout: START_TIMEOUT,
             poll_every: Duration::from_millis(20),
             stop_signal: "KILL",
+            probe_timeout: Duration::from_secs(2),
         };
-        process::wait_ready(&self.child, readiness, || async {
-            match tokio::time::timeout(Duration::from_secs(2), server_pid(self.port)).await {
-                Ok(Ok(served_by)) if served_by == pid => Probe::Ready,
-                Ok(Ok(_)) => Probe::Foreign,
-                Ok(Err(e)) => Probe::NotYet(format!("{e:#}")),
-                Err(_) => Probe::NotYet("PING timed out after 2 s".into()),
-            }
-        })
-        .await
+        process::wait_ready(&self.child, readiness, || async { Ok(server_pid(self.port).await? == pid) }).await
     }
 
     /// The TCP port on 127.0.0.1 (stable across [`restart`](Self::restart)).
