@@ -9,30 +9,32 @@ use crate::error::{AppError, ErrorCode};
 use crate::health;
 use crate::state::AppState;
 
-/// The authenticated API, relative to `/api`: the one table the router is built from (tests walk it).
+/// The authenticated API: the one table the router is built from (tests walk it). Full paths, not a router
+/// nested at `/api`: a nested route sees its path with the prefix stripped (so a route layer matching on
+/// `/api/auth/` never matched), and stripping it costs a URI rebuild per request.
 fn api_routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
     vec![
-        ("/me", get(me::get)),
-        ("/auth/session", get(session::session)),
-        ("/auth/logout", post(session::logout)),
-        ("/organizations", get(organizations::list).post(organizations::create)),
-        ("/organizations/{orgId}", get(organizations::get)),
-        ("/organizations/{orgId}/members", get(members::list).post(members::add)),
-        ("/organizations/{orgId}/members/{userId}", patch(members::update).delete(members::remove)),
-        ("/organizations/{orgId}/audit", get(audit::org_log)),
-        ("/admin/audit", get(audit::all)),
-        ("/organizations/{orgId}/knowledge", get(knowledge::list).post(knowledge::create)),
-        ("/organizations/{orgId}/knowledge/search", get(knowledge::search)),
+        ("/api/me", get(me::get)),
+        ("/api/auth/session", get(session::session)),
+        ("/api/auth/logout", post(session::logout)),
+        ("/api/organizations", get(organizations::list).post(organizations::create)),
+        ("/api/organizations/{orgId}", get(organizations::get)),
+        ("/api/organizations/{orgId}/members", get(members::list).post(members::add)),
+        ("/api/organizations/{orgId}/members/{userId}", patch(members::update).delete(members::remove)),
+        ("/api/organizations/{orgId}/audit", get(audit::org_log)),
+        ("/api/admin/audit", get(audit::all)),
+        ("/api/organizations/{orgId}/knowledge", get(knowledge::list).post(knowledge::create)),
+        ("/api/organizations/{orgId}/knowledge/search", get(knowledge::search)),
         (
-            "/organizations/{orgId}/knowledge/{id}",
+            "/api/organizations/{orgId}/knowledge/{id}",
             get(knowledge::get).patch(knowledge::update).delete(knowledge::delete),
         ),
     ]
 }
 
-/// Every `/api` route path (full paths, with their `{parameters}`).
+/// Every `/api` route path (with their `{parameters}`).
 pub fn api_paths() -> Vec<String> {
-    api_routes().into_iter().map(|(path, _)| format!("/api{path}")).collect()
+    api_routes().into_iter().map(|(path, _)| path.to_owned()).collect()
 }
 
 /// The authenticated API (`/api/...`).
@@ -70,7 +72,7 @@ pub fn router(state: AppState) -> Router {
             )),
         )
         .route("/api/docs/openapi.json", get(openapi::document))
-        .nest("/api", api(&state))
+        .merge(api(&state))
         .fallback(not_found);
     let routes = match state.config.metrics.bind_addr {
         // Served on a listener of its own (see startup).

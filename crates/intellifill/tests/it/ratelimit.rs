@@ -85,6 +85,23 @@ async fn the_org_limit_covers_searches_and_writes_of_the_whole_org() {
 }
 
 #[tokio::test]
+async fn the_auth_endpoint_limit_covers_session_routes_per_user_and_address() {
+    let app = TestApp::spawn_with(|a| a.rate_limit_auth_per_minute = Some("2".into())).await;
+    let u = app.user(&email("u")).await;
+    for _ in 0..2 {
+        let r = app.http.get(app.url("/api/auth/session")).bearer_auth(&u.token).send().await.expect("request");
+        assert_eq!(r.status().as_u16(), 200);
+        assert_eq!(header(&r, "ratelimit-policy").as_deref(), Some("2;w=60"), "the tightest policy is reported");
+    }
+    let (s, body) = app.send(app.http.get(app.url("/api/auth/session")).bearer_auth(&u.token)).await;
+    assert_error(s, &body, 429, "RATE_LIMITED");
+    // Other routes are not auth-limited; another user has a bucket of their own.
+    assert_eq!(app.get(&u, "/api/me").await.0, 200);
+    let other = app.user(&email("other")).await;
+    assert_eq!(app.get(&other, "/api/auth/session").await.0, 200);
+}
+
+#[tokio::test]
 async fn limits_hold_in_total_across_instances_sharing_redis() {
     let a = TestApp::spawn_with(|args| args.rate_limit_user_per_minute = Some("6".into())).await;
     let b = a.peer(|args| args.rate_limit_user_per_minute = Some("6".into())).await;

@@ -4,9 +4,10 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use futures::StreamExt;
 use hdrhistogram::Histogram;
 
-use super::probes::{PAIRS, Probe, Target};
+use super::probes::{PAIRS, Pair, Probe, Target};
 use super::{Difference, OverheadArgs, Series};
 use crate::load::Latency;
 use crate::stack::InProcess;
@@ -40,27 +41,24 @@ fn process_switches() -> u64 {
         .sum()
 }
 
-/// `--only`: one probe, sequentially, for a profiler attached to the process.
+/// `--only`: one probe (`--concurrency` requests in flight), for a profiler attached to the process.
 pub(super) async fn alone(
+    server: &InProcess,
     target: &Target<'_>,
     args: &OverheadArgs,
     probe: Probe,
-    deadline: Instant,
 ) -> Result<(Vec<Series>, Vec<Difference>)> {
-    let mut h = histogram();
     let mut thrash = Thrash::new(args.thrash_kib);
-    for i in 0..(args.warmup + args.requests) {
-        if Instant::now() > deadline {
-            break;
-        }
-        thrash.run();
-        let t0 = Instant::now();
-        target.run(probe).await?;
-        if i >= args.warmup {
-            h.saturating_record((t0.elapsed().as_micros() as u64).max(1));
-        }
-    }
-    Ok((vec![Series { name: probe.name().to_owned(), latency: Latency::of(&h) }], Vec::new()))
+    block(server, target, probe, args.warmup, args.concurrency, &mut thrash).await?;
+    let timed = block(server, target, probe, args.requests, args.concurrency, &mut thrash).await?;
+    let per_request = |d: Duration| d.as_secs_f64() * 1e6 / args.requests.max(1) as f64;
+    eprintln!(
+        "[overhead] {}: wall time {:.1} us/request, process cpu {:.1} us/request",
+        probe.name(),
+        per_request(timed.wall),
+        per_request(timed.cpu)
+    );
+    Ok((vec![Series { name: probe.name().to_owned(), latency: Latency::of(&timed.latency) }], Vec::new()))
 }
 
 /// `--thrash-kib`: a buffer overwritten before each timed request.
@@ -87,23 +85,46 @@ impl Thrash {
 /// What one block of a probe measured.
 struct Block {
     latency: Histogram<u64>,
+    wall: Duration,
     cpu: Duration,
     switches: u64,
 }
 
 /// `n` requests of `probe` in a row; the audit writer is flushed before the clocks stop, so the rows the block
 /// caused are written in it.
-async fn block(server: &InProcess, target: &Target<'_>, probe: Probe, n: u64, thrash: &mut Thrash) -> Result<Block> {
+/// With `concurrency` above 1, that many requests are in flight at a time (no `--thrash-kib` then).
+async fn block(
+    server: &InProcess,
+    target: &Target<'_>,
+    probe: Probe,
+    n: u64,
+    concurrency: usize,
+    thrash: &mut Thrash,
+) -> Result<Block> {
     let mut latency = histogram();
     let (cpu0, switches0) = (process_cpu(), process_switches());
-    for _ in 0..n {
-        thrash.run();
-        let t0 = Instant::now();
-        target.run(probe).await?;
-        latency.saturating_record((t0.elapsed().as_micros() as u64).max(1));
+    let started = Instant::now();
+    if concurrency <= 1 {
+        for _ in 0..n {
+            thrash.run();
+            let t0 = Instant::now();
+            target.run(probe).await?;
+            latency.saturating_record((t0.elapsed().as_micros() as u64).max(1));
+        }
+    } else {
+        let mut timed = futures::stream::iter(0..n)
+            .map(|_| async move {
+                let t0 = Instant::now();
+                target.run(probe).await.map(|()| t0.elapsed())
+            })
+            .buffer_unordered(concurrency);
+        while let Some(took) = timed.next().await {
+            latency.saturating_record((took?.as_micros() as u64).max(1));
+        }
     }
     server.state.audit.flush().await;
-    Ok(Block { latency, cpu: process_cpu() - cpu0, switches: process_switches() - switches0 })
+    let wall = started.elapsed();
+    Ok(Block { latency, wall, cpu: process_cpu() - cpu0, switches: process_switches() - switches0 })
 }
 
 /// The median and quartiles of `values` (not empty).
@@ -113,67 +134,85 @@ fn quartiles(values: &mut [f64]) -> (f64, f64, f64) {
     (at(0.25), at(0.5), at(0.75))
 }
 
-/// Every pair as alternating blocks: drift and the order within a round cancel out, and the median over the
-/// rounds ignores a round disturbed by something else on the machine.
+/// Every probe the chosen pairs need, one block each per round, the order rotating from round to round (and
+/// reversed every other round); each pair's difference is taken within a round, so all pairs see the same
+/// drift and can be compared with each other (the layers in place = the whole minus the org handler alone, in
+/// the same rounds). The median over the rounds ignores a round disturbed by something else on the machine.
 pub(super) async fn pairs(
     server: &InProcess,
     target: &Target<'_>,
     args: &OverheadArgs,
     deadline: Instant,
 ) -> Result<(Vec<Series>, Vec<Difference>)> {
-    for probe in Probe::ALL {
+    let chosen: Vec<&Pair> =
+        PAIRS.iter().filter(|p| args.pairs.is_empty() || args.pairs.iter().any(|k| k == p.key)).collect();
+    let probes: Vec<Probe> =
+        Probe::ALL.into_iter().filter(|probe| chosen.iter().any(|p| p.with == *probe || p.without == *probe)).collect();
+    let at = |probe: Probe| probes.iter().position(|q| *q == probe).expect("a chosen pair's probe");
+    for probe in &probes {
         for _ in 0..args.warmup {
-            target.run(probe).await?;
+            target.run(*probe).await?;
         }
     }
-    let mut totals: Vec<Histogram<u64>> = Probe::ALL.iter().map(|_| histogram()).collect();
-    let total = |p: Probe| Probe::ALL.iter().position(|q| *q == p).unwrap_or(0);
-    let mut differences = Vec::new();
+    let mut totals: Vec<Histogram<u64>> = probes.iter().map(|_| histogram()).collect();
+    let mut rounds: Vec<Vec<Block>> = Vec::new();
     let mut thrash = Thrash::new(args.thrash_kib);
-    for (what, with, without) in PAIRS {
-        let (mut p50, mut mean, mut p90) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut cpu, mut switches, mut requests) = ([Duration::ZERO; 2], [0u64; 2], 0);
-        for round in 0..args.rounds {
-            if Instant::now() > deadline {
-                break;
-            }
-            let order = if round % 2 == 0 { [(0, with), (1, without)] } else { [(1, without), (0, with)] };
-            let mut blocks: [Option<Block>; 2] = [None, None];
-            for (side, probe) in order {
-                let b = block(server, target, probe, args.block, &mut thrash).await?;
-                totals[total(probe)].add(&b.latency)?;
-                cpu[side] += b.cpu;
-                switches[side] += b.switches;
-                blocks[side] = Some(b);
-            }
-            let [Some(w), Some(wo)] = &blocks else { unreachable!("both sides ran") };
-            let (w, wo) = (&w.latency, &wo.latency);
-            p50.push(w.value_at_quantile(0.5) as f64 - wo.value_at_quantile(0.5) as f64);
-            p90.push(w.value_at_quantile(0.9) as f64 - wo.value_at_quantile(0.9) as f64);
-            mean.push(w.mean() - wo.mean());
-            requests += args.block;
+    for round in 0..args.rounds as usize {
+        if Instant::now() > deadline {
+            break;
         }
-        anyhow::ensure!(requests > 0, "no time left to measure {what}");
-        let per = |d: Duration| (d.as_secs_f64() * 1e6 / requests as f64 * 10.0).round() / 10.0;
-        let per_switch = |n: u64| (n as f64 / requests as f64 * 100.0).round() / 100.0;
-        let (q1, median, q3) = quartiles(&mut p50);
+        let mut order: Vec<usize> = (0..probes.len()).collect();
+        order.rotate_left(round / 2 % probes.len());
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        let mut blocks: Vec<Option<Block>> = probes.iter().map(|_| None).collect();
+        for i in order {
+            let b = block(server, target, probes[i], args.block, args.concurrency, &mut thrash).await?;
+            totals[i].add(&b.latency)?;
+            blocks[i] = Some(b);
+        }
+        rounds.push(blocks.into_iter().map(|b| b.expect("every probe ran")).collect());
+    }
+    anyhow::ensure!(!rounds.is_empty(), "no time left to measure");
+    let requests = rounds.len() as u64 * args.block;
+    let per = |d: Duration| (d.as_secs_f64() * 1e6 / requests as f64 * 10.0).round() / 10.0;
+    let per_switch = |n: u64| (n as f64 / requests as f64 * 100.0).round() / 100.0;
+    let mut differences = Vec::new();
+    for pair in chosen {
+        let (w, wo) = (at(pair.with), at(pair.without));
+        let diff = |f: &dyn Fn(&Histogram<u64>) -> f64| -> Vec<f64> {
+            rounds.iter().map(|r| f(&r[w].latency) - f(&r[wo].latency)).collect()
+        };
+        let (q1, median, q3) = quartiles(&mut diff(&|h| h.value_at_quantile(0.5) as f64));
+        let per_request: Vec<f64> = rounds
+            .iter()
+            .map(|r| (r[w].wall.as_secs_f64() - r[wo].wall.as_secs_f64()) * 1e6 / args.block as f64)
+            .collect();
+        let (wq1, wmedian, wq3) = quartiles(&mut per_request.clone());
+        let tenth = |x: f64| (x * 10.0).round() / 10.0;
+        let cpu = |side: usize| per(rounds.iter().map(|r| r[side].cpu).sum());
+        let switches = |side: usize| per_switch(rounds.iter().map(|r| r[side].switches).sum());
         differences.push(Difference {
-            route: what.to_owned(),
-            rounds: p50.len() as u64,
+            route: pair.what.to_owned(),
+            rounds: rounds.len() as u64,
             requests,
             p50_us: median as i64,
             p50_q1_us: q1 as i64,
             p50_q3_us: q3 as i64,
-            mean_us: (quartiles(&mut mean).1 * 10.0).round() / 10.0,
-            p90_us: quartiles(&mut p90).1 as i64,
-            cpu_with_us: per(cpu[0]),
-            cpu_without_us: per(cpu[1]),
-            cpu_us: ((per(cpu[0]) - per(cpu[1])) * 10.0).round() / 10.0,
-            switches_with: per_switch(switches[0]),
-            switches_without: per_switch(switches[1]),
+            per_request_us: tenth(wmedian),
+            per_request_q1_us: tenth(wq1),
+            per_request_q3_us: tenth(wq3),
+            mean_us: (quartiles(&mut diff(&|h| h.mean())).1 * 10.0).round() / 10.0,
+            p90_us: quartiles(&mut diff(&|h| h.value_at_quantile(0.9) as f64)).1 as i64,
+            cpu_with_us: cpu(w),
+            cpu_without_us: cpu(wo),
+            cpu_us: ((cpu(w) - cpu(wo)) * 10.0).round() / 10.0,
+            switches_with: switches(w),
+            switches_without: switches(wo),
         });
     }
-    let series = Probe::ALL
+    let series = probes
         .iter()
         .zip(&totals)
         .filter(|(_, h)| !h.is_empty())

@@ -6,10 +6,11 @@
 //! runtime role, with the same statements sent the same way (unnamed statements, the first round trip
 //! pipelined). The difference is the cost of everything else: request id, panic catcher, timeout, body
 //! limit, rate limits (leased from Redis, or in process), audit capture, auth (an L1 token-cache hit), the
-//! org-context extractor and JSON serialization. Each pair is measured in rounds of two blocks (with, without;
-//! the order alternates), and the median over the rounds of the blocks' difference is reported: drift, the
-//! order of the blocks and a round disturbed by something else on this small VM cancel out (a first version
-//! interleaved single requests and swung by +-40 us between runs). Measured with Redis (rate-limit leases)
+//! org-context extractor and JSON serialization. Every round runs one block of each probe the chosen pairs need
+//! (the order rotates), each pair's difference is taken within the round, and the median over the rounds is
+//! reported: drift, the order of the blocks and a round disturbed by something else on this small VM cancel
+//! out, and the pairs can be subtracted from each other (a first version interleaved single requests and swung
+//! by +-40 us between runs; a second measured the pairs one after the other, so they drifted apart). Measured with Redis (rate-limit leases)
 //! and without (in-process GCRA).
 
 mod measure;
@@ -27,8 +28,7 @@ use probes::{LAYERS, Probe, Target};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct OverheadArgs {
-    /// Rounds per pair: each round is a block of the probe with the stack and a block of the one without,
-    /// in alternating order.
+    /// Rounds: each round is one block of every probe the chosen pairs need, in rotating order.
     #[arg(long, default_value_t = 20)]
     pub rounds: u64,
     /// Requests per block.
@@ -51,6 +51,16 @@ pub struct OverheadArgs {
     /// what the layer machinery alone costs.
     #[arg(long, default_value_t = 0)]
     pub dummy_layers: usize,
+    /// Requests in flight in each block (1 = one after the other). Above 1 the report's `per request` figures
+    /// are the block's wall time divided by its requests: with everything on one CPU (`taskset -c 0`) that is
+    /// the CPU every process spends per request at saturation, so its difference is what the stack costs per
+    /// request under load. The server's pool and the dedicated connections of the `*-db` probes get this size.
+    #[arg(long, default_value_t = 1)]
+    pub concurrency: usize,
+    /// Measure only these pairs (repeatable; default all): whole, layers-in-place, org-context, stack, pool,
+    /// session-handler, session, list.
+    #[arg(long = "pair", value_parser = probes::parse_pair)]
+    pub pairs: Vec<String>,
     /// With `--only`: timed requests of that probe.
     #[arg(long, default_value_t = 5_000)]
     pub requests: u64,
@@ -67,6 +77,11 @@ pub struct OverheadArgs {
     /// are skipped.
     #[arg(long, value_parser = Probe::parse)]
     pub only: Option<Probe>,
+    /// Once Postgres, Redis and the emulator are running, move every thread of this process (the server and
+    /// the harness) to this CPU, leaving the helpers on the CPUs the command was started with: the database
+    /// on a core of its own, as on a separate host. Start the command with `taskset -c <others>`.
+    #[arg(long)]
+    pub server_cpu: Option<usize>,
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
 }
@@ -88,6 +103,11 @@ pub struct Difference {
     pub p50_us: i64,
     pub p50_q1_us: i64,
     pub p50_q3_us: i64,
+    /// Median over the rounds of the difference of the blocks' wall time per request (with `--concurrency` above
+    /// 1: the CPU per request at saturation, everything on one CPU), and its quartiles.
+    pub per_request_us: f64,
+    pub per_request_q1_us: f64,
+    pub per_request_q3_us: f64,
     /// Median over the rounds of the blocks' mean and p90 differences.
     pub mean_us: f64,
     pub p90_us: i64,
@@ -120,7 +140,7 @@ pub struct OverheadReport {
 }
 
 async fn variant(stack: &Stack, args: &OverheadArgs, with_redis: bool, deadline: Instant) -> Result<Variant> {
-    let mut settings = stack.settings(4);
+    let mut settings = stack.settings(args.concurrency.max(4));
     if !with_redis {
         settings.remove("REDIS_URL");
     }
@@ -129,11 +149,17 @@ async fn variant(stack: &Stack, args: &OverheadArgs, with_redis: bool, deadline:
     }
     let server = InProcess::start(&settings).await?;
     let seeded = seed::seed(stack, server.addr, 1, 1, 20).await?;
-    let target =
-        Target::build(&server.state, &stack.runtime_url, &seeded.users[0], &args.drop_layers, args.dummy_layers)
-            .await?;
+    let target = Target::build(
+        &server.state,
+        &stack.runtime_url,
+        &seeded.users[0],
+        &args.drop_layers,
+        args.dummy_layers,
+        args.concurrency,
+    )
+    .await?;
     let result = match args.only {
-        Some(only) => measure::alone(&target, args, only, deadline).await,
+        Some(only) => measure::alone(&server, &target, args, only).await,
         None => measure::pairs(&server, &target, args, deadline).await,
     };
     drop(target);
@@ -156,6 +182,9 @@ pub async fn run(args: OverheadArgs, command: String) -> Result<OverheadReport> 
     let deadline = Instant::now() + Duration::from_secs(args.max_secs);
     eprintln!("[overhead] starting Postgres, Redis, the auth emulator ...");
     let stack = Stack::start(true).await?;
+    if let Some(cpu) = args.server_cpu {
+        pin_process(cpu)?;
+    }
     let mut variants = Vec::new();
     let wanted = |with_redis: bool| args.variant == "both" || (args.variant == "redis") == with_redis;
     for with_redis in [true, false].into_iter().filter(|w| wanted(*w)) {
@@ -171,10 +200,21 @@ pub async fn run(args: OverheadArgs, command: String) -> Result<OverheadReport> 
         date,
         command,
         machine,
-        method: "tower oneshot on the server's router in a spawned task (sequential, in process) against the same transaction, also in a spawned task, on a dedicated runtime-role connection; per pair, rounds of two blocks in alternating order, the median over the rounds of the blocks' differences. CPU: process CPU time and context switches over the blocks, audit writer flushed at the end of each",
+        method: "tower oneshot on the server's router in a spawned task (sequential, in process) against the same transaction, also in a spawned task, on a dedicated runtime-role connection; in every round one block of each probe the pairs need (order rotating, reversed every other round), each pair's difference taken within the round, the median over the rounds. CPU: process CPU time and context switches over the blocks, audit writer flushed at the end of each",
         target_us: 50,
         variants,
     })
+}
+
+/// Every thread of this process to `cpu` (threads started later inherit it); child processes keep theirs.
+fn pin_process(cpu: usize) -> Result<()> {
+    let status = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", &cpu.to_string(), &std::process::id().to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    anyhow::ensure!(status.success(), "taskset could not move this process to CPU {cpu}");
+    eprintln!("[overhead] server and harness on CPU {cpu}; Postgres, Redis and the emulator stay where they started");
+    Ok(())
 }
 
 pub fn print(r: &OverheadReport) {
@@ -192,7 +232,7 @@ pub fn print(r: &OverheadReport) {
         for d in &v.overhead {
             println!(
                 "   overhead {:<40} p50 {} us (rounds' quartiles {}..{}), mean {:.1} us, p90 {} us (target < {} us); \
-                 cpu {:.1} us/request ({:.1} vs {:.1}); context switches/request {:.2} vs {:.2}; {} rounds, {} requests each side",
+                 wall time per request {:.1} us ({:.1}..{:.1}); cpu {:.1} us/request ({:.1} vs {:.1}); context switches/request {:.2} vs {:.2}; {} rounds, {} requests each side",
                 d.route,
                 d.p50_us,
                 d.p50_q1_us,
@@ -200,6 +240,9 @@ pub fn print(r: &OverheadReport) {
                 d.mean_us,
                 d.p90_us,
                 r.target_us,
+                d.per_request_us,
+                d.per_request_q1_us,
+                d.per_request_q3_us,
                 d.cpu_us,
                 d.cpu_with_us,
                 d.cpu_without_us,

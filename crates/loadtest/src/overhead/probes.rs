@@ -85,10 +85,35 @@ async fn oneshot(router: &axum::Router, path: &str, token: &str) -> Result<u16> 
     .await?
 }
 
-/// The database work alone, in a task of its own too (same scheduling as [`oneshot`]).
-async fn db_task(client: &Arc<tokio_postgres::Client>, user: Uuid, org: Option<Uuid>, list: bool) -> Result<()> {
-    let client = client.clone();
-    tokio::spawn(async move { db_alone(&client, user, org, list).await }).await?
+/// Dedicated runtime-role connections for the `*-db` probes, one per request in flight (a transaction needs a
+/// connection of its own, as in the server's pool).
+struct Clients(std::sync::Mutex<Vec<Arc<tokio_postgres::Client>>>);
+
+impl Clients {
+    async fn connect(url: &str, n: usize) -> Result<Clients> {
+        let mut clients = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            clients.push(Arc::new(client));
+        }
+        Ok(Clients(std::sync::Mutex::new(clients)))
+    }
+
+    /// The database work alone on a free connection, in a task of its own too (same scheduling as
+    /// [`oneshot`]). The most recently returned connection first, as the server's pool does.
+    async fn run(&self, user: Uuid, org: Option<Uuid>, list: bool) -> Result<()> {
+        let client =
+            self.0.lock().expect("not poisoned").pop().ok_or_else(|| anyhow!("more in flight than connections"))?;
+        let result = {
+            let client = client.clone();
+            tokio::spawn(async move { db_alone(&client, user, org, list).await }).await
+        };
+        self.0.lock().expect("not poisoned").push(client);
+        result?
+    }
 }
 
 /// One kind of timed request.
@@ -177,7 +202,7 @@ pub(super) struct Target<'a> {
     stacked: axum::Router,
     handler: axum::Router,
     router: axum::Router,
-    client: Arc<tokio_postgres::Client>,
+    clients: Clients,
     db: intellifill::db::Db,
     user: &'a seed::SeedUser,
     list_path: String,
@@ -192,16 +217,13 @@ impl<'a> Target<'a> {
         user: &'a seed::SeedUser,
         dropped: &[String],
         dummies: usize,
+        concurrency: usize,
     ) -> Result<Target<'a>> {
         let state = state.clone();
-        let (client, connection) = tokio_postgres::connect(runtime_url, tokio_postgres::NoTls).await?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
         let caller = state.auth.verify(&user.token).await.map_err(|e| anyhow!("{e}"))?;
         let api = axum::Router::new()
-            .route("/noop", tiny_json())
-            .route("/organizations/{orgId}/noop", axum::routing::get(org_noop));
+            .route("/api/noop", tiny_json())
+            .route("/api/organizations/{orgId}/noop", axum::routing::get(org_noop));
         Ok(Target {
             hello: axum::Router::new().route("/", tiny_json()).with_state(state.clone()),
             stacked: (0..dummies).fold(stacked(api, &state, &caller, dropped), |router, _| {
@@ -223,7 +245,7 @@ impl<'a> Target<'a> {
                     ))
                     .with_state(state.clone())
             },
-            client: Arc::new(client),
+            clients: Clients::connect(runtime_url, concurrency.max(1)).await?,
             db: state.db.clone(),
             user,
             list_path: format!("/api/organizations/{}/knowledge", user.org),
@@ -240,13 +262,13 @@ impl Target<'_> {
             Probe::Health => oneshot(&self.router, "/health", token).await?,
             Probe::Noop => oneshot(&self.stacked, "/api/noop", token).await?,
             Probe::OrgNoop => oneshot(&self.stacked, &self.org_noop_path, token).await?,
-            Probe::OrgDb => return db_task(&self.client, self.user.id, Some(self.user.org), false).await,
+            Probe::OrgDb => return self.clients.run(self.user.id, Some(self.user.org), false).await,
             Probe::Session => oneshot(&self.router, "/api/auth/session", token).await?,
             Probe::SessionHandler => oneshot(&self.handler, "/", token).await?,
             Probe::OrgHandler => oneshot(&self.handler, &self.org_noop_path, token).await?,
             Probe::List => oneshot(&self.router, &self.list_path, token).await?,
-            Probe::SessionDb => return db_task(&self.client, self.user.id, None, false).await,
-            Probe::ListDb => return db_task(&self.client, self.user.id, Some(self.user.org), true).await,
+            Probe::SessionDb => return self.clients.run(self.user.id, None, false).await,
+            Probe::ListDb => return self.clients.run(self.user.id, Some(self.user.org), true).await,
             Probe::SessionPool => {
                 let (db, user) = (self.db.clone(), self.user.id);
                 return tokio::spawn(async move {
@@ -262,16 +284,53 @@ impl Target<'_> {
     }
 }
 
-/// (what is measured, with it, without it)
-pub(super) const PAIRS: [(&str, Probe, Probe); 7] = [
-    ("whole stack incl. org context (org-scoped no-op vs its transaction alone)", Probe::OrgNoop, Probe::OrgDb),
-    ("the server's pool and Tx vs a plain connection (session transaction)", Probe::SessionPool, Probe::SessionDb),
-    ("session handler alone vs its transaction alone", Probe::SessionHandler, Probe::SessionDb),
-    ("org no-op handler alone vs its transaction alone", Probe::OrgHandler, Probe::OrgDb),
-    ("middleware stack alone (no-op /api handler vs bare router)", Probe::Noop, Probe::Hello),
-    ("GET /api/auth/session vs its transaction alone", Probe::Session, Probe::SessionDb),
-    ("GET /api/organizations/{orgId}/knowledge vs its transaction alone", Probe::List, Probe::ListDb),
+/// One compared pair: what is measured, its `--pair` key, the probe with it and the probe without it.
+pub(super) struct Pair {
+    pub what: &'static str,
+    pub key: &'static str,
+    pub with: Probe,
+    pub without: Probe,
+}
+
+const fn pair(what: &'static str, key: &'static str, with: Probe, without: Probe) -> Pair {
+    Pair { what, key, with, without }
+}
+
+pub(super) const PAIRS: [Pair; 8] = [
+    pair(
+        "whole stack incl. org context (org-scoped no-op vs its transaction alone)",
+        "whole",
+        Probe::OrgNoop,
+        Probe::OrgDb,
+    ),
+    pair(
+        "middleware in place (org-scoped no-op vs the org handler alone)",
+        "layers-in-place",
+        Probe::OrgNoop,
+        Probe::OrgHandler,
+    ),
+    pair("org no-op handler alone vs its transaction alone", "org-context", Probe::OrgHandler, Probe::OrgDb),
+    pair("middleware stack alone (no-op /api handler vs bare router)", "stack", Probe::Noop, Probe::Hello),
+    pair(
+        "the server's pool and Tx vs a plain connection (session transaction)",
+        "pool",
+        Probe::SessionPool,
+        Probe::SessionDb,
+    ),
+    pair("session handler alone vs its transaction alone", "session-handler", Probe::SessionHandler, Probe::SessionDb),
+    pair("GET /api/auth/session vs its transaction alone", "session", Probe::Session, Probe::SessionDb),
+    pair("GET /api/organizations/{orgId}/knowledge vs its transaction alone", "list", Probe::List, Probe::ListDb),
 ];
+
+/// `--pair`: a pair's key.
+pub(super) fn parse_pair(s: &str) -> Result<String, String> {
+    match PAIRS.iter().find(|p| p.key == s) {
+        Some(p) => Ok(p.key.to_owned()),
+        None => {
+            Err(format!("unknown pair {s:?}; one of {}", PAIRS.iter().map(|p| p.key).collect::<Vec<_>>().join(", ")))
+        }
+    }
+}
 
 /// A handler that needs the organization context and does nothing with it.
 pub(super) async fn org_noop(
@@ -295,8 +354,7 @@ pub(super) fn stacked(
     use axum::middleware::{from_fn, from_fn_with_state};
     if dropped.is_empty() {
         let api = intellifill::http::routes::api_layers(api, state);
-        return intellifill::http::middleware::stack(axum::Router::new().nest("/api", api), state)
-            .with_state(state.clone());
+        return intellifill::http::middleware::stack(axum::Router::new().merge(api), state).with_state(state.clone());
     }
     let keep = |layer: &str| !dropped.iter().any(|d| d == layer);
     let mut api = api;
@@ -315,7 +373,7 @@ pub(super) fn stacked(
     if keep("note-route") {
         api = api.route_layer(from_fn(intellifill::audit::layer::note_route));
     }
-    let mut router = axum::Router::new().nest("/api", api);
+    let mut router = axum::Router::new().merge(api);
     if keep("audit") {
         router = router.layer(from_fn_with_state(state.clone(), intellifill::audit::layer::capture));
     }
