@@ -31,6 +31,8 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Application> {
+        // First: the parts below register their metric handles once, against this recorder.
+        crate::metrics::handle();
         let db = Db::connect(&config.database, config.database_url())?;
         guard::check_runtime_role(&db).await?;
         let kv = match &config.redis.url {
@@ -53,7 +55,6 @@ impl Application {
             ),
             None => None,
         };
-        crate::metrics::handle();
         let audit = Auditor::start(config.audit.clone(), db.clone(), kv.clone())?;
         let rate_limits = RateLimits::new(&config.rate_limit, kv.clone());
         let state = AppState(Arc::new(App { config, db, auth, kv, audit, rate_limits }));

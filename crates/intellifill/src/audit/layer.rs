@@ -1,17 +1,18 @@
 //! The audit middleware: one event per request, recorded after the response is produced.
 //!
-//! It runs after the request id and the body limit and before authentication (see `http::middleware`), so
-//! failed authentications are audited too. Excluded paths (`AUDIT_EXCLUDE_PATHS`) are matched on the full
-//! path. Inner layers fill in what only they know through the [`AuditSlot`] in the request extensions: the
-//! matched route and its parameters ([`note_route`], a route layer, the only place the route template is
-//! known), the user (auth layer), the organization (org extractor), a created entity's id (handlers).
+//! [`capture`] runs after the request id, the body limit and the per-ip limit, and before authentication (see
+//! `http::middleware`), so failed authentications are audited too. Excluded paths (`AUDIT_EXCLUDE_PATHS`) are
+//! matched on the full path. Inner steps fill in what only they know through the [`AuditSlot`] in the request
+//! extensions: the matched route and its parameters ([`note_route`], first step of the `/api` route layer, the
+//! only place the route template is known), the user (authentication), the organization (org extractor), a
+//! created entity's id (handlers).
 //! Write requests' bodies are buffered (they are within the body limit), handed on unchanged, and sanitized
 //! in a spawned task after the response is out, so sanitizing never delays the client.
 
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{MatchedPath, RawPathParams, Request, State};
+use axum::extract::{MatchedPath, RawPathParams, Request};
 use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -28,7 +29,8 @@ fn is_write(method: &Method) -> bool {
     matches!(*method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE)
 }
 
-pub async fn capture(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// One event for the request `next` answers (a step of the outer stack, see `http::middleware`).
+pub async fn capture(state: &AppState, request: Request, next: Next) -> Response {
     let started = Instant::now();
     if let Some(prefix) = state.audit.config().excluded_by(request.uri().path()).map(str::to_owned) {
         let method = request.method().clone();
@@ -77,7 +79,7 @@ pub async fn capture(State(state): State<AppState>, request: Request, next: Next
                     let response =
                         AppError::new(ErrorCode::PayloadTooLarge, "the request body is too large or unreadable")
                             .into_response();
-                    finish(&state, event, &slot, &method, &response, started, query, None);
+                    finish(state, event, &slot, &method, &response, started, query, None);
                     return response;
                 }
             }
@@ -87,7 +89,7 @@ pub async fn capture(State(state): State<AppState>, request: Request, next: Next
     };
 
     let response = next.run(request).await;
-    finish(&state, event, &slot, &method, &response, started, query, captured);
+    finish(state, event, &slot, &method, &response, started, query, captured);
     response
 }
 
@@ -144,8 +146,9 @@ fn finish(
     }
 }
 
-/// Route layer: the matched route template and its parameters, known only once routing is done.
-pub async fn note_route(request: Request, next: Next) -> Response {
+/// A step of the `/api` route layer: the matched route template and its parameters, known only once routing
+/// is done.
+pub async fn note_route(request: Request) -> Request {
     let (mut parts, body) = request.into_parts();
     let route = parts.extensions.get::<MatchedPath>().map(|m| m.as_str().to_owned());
     let params: Vec<(String, String)> = match RawPathParams::from_request_parts(&mut parts, &()).await {
@@ -156,7 +159,7 @@ pub async fn note_route(request: Request, next: Next) -> Response {
         n.route = route;
         n.params = params;
     });
-    next.run(Request::from_parts(parts, body)).await
+    Request::from_parts(parts, body)
 }
 
 use axum::extract::FromRequestParts;

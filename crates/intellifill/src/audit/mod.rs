@@ -157,13 +157,15 @@ pub struct Recorder {
     queue: queue::Sender<AuditEvent>,
     overflow: mpsc::UnboundedSender<AuditEvent>,
     stats: Arc<AuditStats>,
+    /// `audit_events_captured_total`, registered once.
+    captured: metrics::Counter,
 }
 
 impl Recorder {
     /// Queue full (or shutting down): the event goes to the disk spool instead.
     pub fn record(&self, event: AuditEvent) {
         self.stats.captured.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("audit_events_captured_total").increment(1);
+        self.captured.increment(1);
         let overflowed = match self.queue.try_send(event) {
             Ok(()) => return,
             Err(queue::TrySendError::Full(event)) => {
@@ -249,7 +251,12 @@ impl Auditor {
         let (queue, queue_rx) =
             queue::channel(config.queue_capacity, config.writer.batch_size, config.writer.flush_interval);
         let (overflow, overflow_rx) = mpsc::unbounded_channel();
-        let recorder = Recorder { queue, overflow, stats: stats.clone() };
+        let recorder = Recorder {
+            queue,
+            overflow,
+            stats: stats.clone(),
+            captured: metrics::counter!("audit_events_captured_total"),
+        };
         let sanitizer = Arc::new(sanitize::Sanitizer::default());
         let writer = writer::spawn(
             db.clone(),

@@ -113,6 +113,8 @@ pub struct TokenCache {
     negative_ttl: Duration,
     stale_max: Duration,
     pub stats: CacheStats,
+    /// `auth_token_cache_total` by result, in [`LookupResult`] order: registered once, not per lookup.
+    counters: [metrics::Counter; 4],
 }
 
 impl TokenCache {
@@ -123,19 +125,21 @@ impl TokenCache {
             .expire_after(PerEntry)
             .support_invalidation_closures()
             .build();
-        TokenCache { l1, kv, ttl, negative_ttl, stale_max, stats: CacheStats::default() }
+        let lookups = |result: &'static str| metrics::counter!("auth_token_cache_total", "result" => result);
+        let counters = [lookups("l1_hit"), lookups("l2_hit"), lookups("miss"), lookups("stale_served")];
+        TokenCache { l1, kv, ttl, negative_ttl, stale_max, stats: CacheStats::default(), counters }
     }
 
     /// Count a lookup (stats for health, and the Prometheus counter).
     pub fn record(&self, result: LookupResult) {
-        let (counter, label) = match result {
-            LookupResult::L1Hit => (&self.stats.l1_hits, "l1_hit"),
-            LookupResult::L2Hit => (&self.stats.l2_hits, "l2_hit"),
-            LookupResult::Miss => (&self.stats.misses, "miss"),
-            LookupResult::StaleServed => (&self.stats.stale_served, "stale_served"),
+        let (counter, i) = match result {
+            LookupResult::L1Hit => (&self.stats.l1_hits, 0),
+            LookupResult::L2Hit => (&self.stats.l2_hits, 1),
+            LookupResult::Miss => (&self.stats.misses, 2),
+            LookupResult::StaleServed => (&self.stats.stale_served, 3),
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("auth_token_cache_total", "result" => label).increment(1);
+        self.counters[i].increment(1);
     }
 
     pub fn entries(&self) -> u64 {

@@ -137,6 +137,8 @@ impl HeldConnection {
 #[derive(Clone)]
 pub struct Db {
     pool: Pool,
+    /// `db_pool_wait_seconds`, registered once.
+    pool_wait: metrics::Histogram,
     statement_timeout_ms: String,
     rls_failure_mode: RlsFailureMode,
     stats: Arc<DbStats>,
@@ -165,6 +167,7 @@ impl Db {
             .build()?;
         Ok(Db {
             pool,
+            pool_wait: metrics::histogram!("db_pool_wait_seconds"),
             statement_timeout_ms: cfg.statement_timeout.as_millis().to_string(),
             rls_failure_mode: cfg.rls_failure_mode,
             stats: Arc::new(DbStats::default()),
@@ -219,7 +222,7 @@ impl Db {
         let result = self.pool.get().await;
         let waited = started.elapsed();
         self.stats.record_wait(waited);
-        metrics::histogram!("db_pool_wait_seconds").record(waited.as_secs_f64());
+        self.pool_wait.record(waited.as_secs_f64());
         result.map_err(|e| match e {
             PoolError::Timeout(_) => {
                 self.stats.acquire_timeouts.fetch_add(1, Ordering::Relaxed);

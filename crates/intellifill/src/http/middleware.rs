@@ -5,17 +5,23 @@
 //! 2. panic catcher: a panicking handler is a 500 `INTERNAL_ERROR`, the process lives on;
 //! 3. whole-request timeout: 408 `REQUEST_TIMEOUT`;
 //! 4. body size limit for every extractor that reads the body: 413 `PAYLOAD_TOO_LARGE`;
-//! 5. per-ip rate limit ([`crate::ratelimit::global`]): floods are refused before they cost an audit row,
-//!    a token verification or a database connection;
-//! 6. audit ([`crate::audit::layer`]): one event per request, before auth so failed authentications are
+//! 5. [`admission`]: the per-ip rate limit ([`crate::ratelimit::per_ip`]), so floods are refused before they
+//!    cost an audit row, a token verification or a database connection; then audit
+//!    ([`crate::audit::layer::capture`]): one event per request, before auth so failed authentications are
 //!    audited too;
-//! 7. (the routes; auth is a `route_layer` of the `/api` router, so unknown routes are 404, not 401; the
-//!    audit route note sits outside it, so even requests refused by auth carry their route template).
+//! 6. (the routes; the `/api` routes have a route layer, [`api_gate`], so unknown routes are 404, not 401:
+//!    the audit route note first, so even requests refused by auth carry their route template, then
+//!    authentication, then the per-user / per-org / auth-endpoint rate limits, which need the caller).
+//!
+//! Steps 5 and 6 are each one layer running several steps in order rather than one layer per step: every
+//! `from_fn` layer costs a boxed future, a cloned inner service and a boxed response mapping per request,
+//! and these run on every request (docs/PERFORMANCE.md, "Middleware overhead").
 
 use std::any::Any;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -33,9 +39,22 @@ pub fn stack(routes: Router<AppState>, state: &AppState) -> Router<AppState> {
             .layer(CatchPanicLayer::custom(panic_response))
             .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, http.request_timeout))
             .layer(DefaultBodyLimit::max(http.max_body_bytes))
-            .layer(axum::middleware::from_fn_with_state(state.clone(), crate::ratelimit::global))
-            .layer(axum::middleware::from_fn_with_state(state.clone(), crate::audit::layer::capture)),
+            .layer(axum::middleware::from_fn_with_state(state.clone(), admission)),
     )
+}
+
+/// Per-ip rate limit, then audit capture around the rest.
+pub async fn admission(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    crate::ratelimit::per_ip(&state, request, |request| crate::audit::layer::capture(&state, request, next)).await
+}
+
+/// The route layer of every `/api` route: note the route for audit, authenticate, rate-limit the caller.
+pub async fn api_gate(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let request = crate::audit::layer::note_route(request).await;
+    match crate::auth::middleware::authenticate(&state, request).await {
+        Ok(request) => crate::ratelimit::per_caller(&state, request, next).await,
+        Err(refused) => refused,
+    }
 }
 
 fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {

@@ -45,13 +45,10 @@ fn api(state: &AppState) -> Router<AppState> {
     )
 }
 
-/// The route layers of every `/api` route: note the route for audit, authenticate, then rate-limit per user.
-/// Public so the overhead benchmark can wrap a no-op route in exactly these layers.
+/// The route layer of every `/api` route ([`middleware::api_gate`]: note the route for audit, authenticate,
+/// rate-limit the caller). Public so the overhead benchmark can wrap a no-op route in exactly this layer.
 pub fn api_layers(routes: Router<AppState>, state: &AppState) -> Router<AppState> {
-    routes
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::ratelimit::api))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::middleware::require_auth))
-        .route_layer(axum::middleware::from_fn(crate::audit::layer::note_route))
+    routes.route_layer(axum::middleware::from_fn_with_state(state.clone(), middleware::api_gate))
 }
 
 /// `/metrics` alone, for `METRICS_BIND_ADDR`.

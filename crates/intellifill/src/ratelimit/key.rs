@@ -43,37 +43,51 @@ pub struct KeyParts {
 
 /// The key of `parts` under `scope` (without the policy name and store prefix).
 pub fn rate_limit_key(parts: &KeyParts, scope: Scope) -> String {
-    let ip = parts.ip.map(normalize_ip);
-    let key = match (scope, parts.user, parts.org, &ip) {
-        (Scope::User, Some(u), _, _) => Some(format!("user:{u}")),
-        (Scope::Org, _, Some(o), _) => Some(format!("org:{o}")),
-        (Scope::UserIp, Some(u), _, Some(ip)) => Some(format!("user-ip:{u}:{ip}")),
-        (Scope::OrgIp, _, Some(o), Some(ip)) => Some(format!("org-ip:{o}:{ip}")),
-        (Scope::Ip, _, _, Some(ip)) => Some(format!("ip:{ip}")),
-        _ => None,
-    };
-    key.unwrap_or_else(|| {
-        if scope != Scope::Ip {
-            log_fallback(scope);
-        }
-        match ip {
-            Some(ip) => format!("ip:{ip}"),
-            // No peer address at all (not over TCP): one shared bucket, never an unlimited request.
-            None => "ip:unknown".to_owned(),
-        }
-    })
+    let mut key = String::with_capacity(64);
+    write_key(&mut key, parts, scope);
+    key
 }
 
-fn normalize_ip(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => {
-                let s = v6.segments();
-                format!("{}/64", Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+/// [`rate_limit_key`] appended to `out` (the limiter prefixes it with its policy name without a second string).
+pub fn write_key(out: &mut String, parts: &KeyParts, scope: Scope) {
+    use std::fmt::Write as _;
+    let ip = parts.ip.map(KeyIp);
+    // Writing to a String cannot fail.
+    let _ = match (scope, parts.user, parts.org, ip) {
+        (Scope::User, Some(u), _, _) => write!(out, "user:{u}"),
+        (Scope::Org, _, Some(o), _) => write!(out, "org:{o}"),
+        (Scope::UserIp, Some(u), _, Some(ip)) => write!(out, "user-ip:{u}:{ip}"),
+        (Scope::OrgIp, _, Some(o), Some(ip)) => write!(out, "org-ip:{o}:{ip}"),
+        (Scope::Ip, _, _, Some(ip)) => write!(out, "ip:{ip}"),
+        (_, _, _, ip) => {
+            if scope != Scope::Ip {
+                log_fallback(scope);
             }
-        },
+            match ip {
+                Some(ip) => write!(out, "ip:{ip}"),
+                // No peer address at all (not over TCP): one shared bucket, never an unlimited request.
+                None => write!(out, "ip:unknown"),
+            }
+        }
+    };
+}
+
+/// An address as it keys a limit: IPv4-mapped IPv6 as IPv4, other IPv6 by its /64.
+#[derive(Clone, Copy)]
+struct KeyIp(IpAddr);
+
+impl std::fmt::Display for KeyIp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            IpAddr::V4(v4) => v4.fmt(f),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => v4.fmt(f),
+                None => {
+                    let s = v6.segments();
+                    write!(f, "{}/64", Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+                }
+            },
+        }
     }
 }
 

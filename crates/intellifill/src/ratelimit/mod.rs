@@ -2,10 +2,10 @@
 //!
 //! | policy | scope | applies to | where |
 //! | --- | --- | --- | --- |
-//! | `ip` | client ip | every request | [`global`], before audit and auth (cheap floods never reach them) |
-//! | `user` | user | every authenticated `/api` request | [`api`], after auth |
-//! | `org` | organization | searches and writes under `/api/organizations/{orgId}` | [`api`] |
-//! | `auth` | user + ip | `/api/auth/*` (session, logout) | [`api`] |
+//! | `ip` | client ip | every request | [`per_ip`], before audit and auth (cheap floods never reach them) |
+//! | `user` | user | every authenticated `/api` request | [`per_caller`], after auth |
+//! | `org` | organization | searches and writes under `/api/organizations/{orgId}` | [`per_caller`] |
+//! | `auth` | user + ip | `/api/auth/*` (session, logout) | [`per_caller`] |
 //!
 //! Every answer carries the IETF `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` and
 //! `RateLimit-Policy` headers of the tightest policy that applied; a refusal is 429 `RATE_LIMITED` with
@@ -20,7 +20,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{RawPathParams, Request, State};
+use axum::extract::{RawPathParams, Request};
 use axum::http::{HeaderMap, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -31,7 +31,7 @@ use store::{Decision, Store};
 use crate::auth::AuthUser;
 use crate::error::{AppError, ErrorCode};
 use crate::http::client_ip::client_ip;
-use crate::kv::{Key, Kv};
+use crate::kv::Kv;
 use crate::state::AppState;
 
 /// Limits per minute of each policy (0 disables that policy).
@@ -50,6 +50,10 @@ pub struct Policy {
     pub scope: Scope,
     pub limit: u32,
     pub window: Duration,
+    /// Its `RateLimit-Policy` value (e.g. `300;w=60`) and its decision counters: built once, not per request.
+    header: HeaderValue,
+    allowed: metrics::Counter,
+    limited: metrics::Counter,
     store: Store,
 }
 
@@ -57,29 +61,33 @@ impl Policy {
     fn new(kv: &Kv, name: &'static str, scope: Scope, per_minute: u32) -> Option<Policy> {
         let limit = NonZeroU32::new(per_minute)?;
         let window = Duration::from_secs(60);
-        Some(Policy { name, scope, limit: limit.get(), window, store: Store::new(kv.clone(), limit, window) })
+        let decisions = |outcome: &'static str| metrics::counter!("rate_limit_decisions_total", "policy" => name, "decision" => outcome);
+        Some(Policy {
+            name,
+            scope,
+            limit: limit.get(),
+            window,
+            header: HeaderValue::from_str(&format!("{};w={}", limit, window.as_secs()))
+                .expect("digits and ';w=' are a valid header value"),
+            allowed: decisions("allowed"),
+            limited: decisions("limited"),
+            store: Store::new(kv.clone(), limit, window),
+        })
     }
 
-    async fn check(&self, kv: &Kv, parts: &KeyParts) -> Decision {
-        let key = format!("{}:{}", self.name, rate_limit_key(parts, self.scope));
-        // `gcra2`: the leased script's values are microseconds; a different key keeps instances of an older
-        // release (milliseconds) from reading them during a rolling upgrade.
-        let redis_key = kv.key(Key::RateLimit(&format!("gcra2:{key}")));
-        let decision = self.store.check(key, redis_key).await;
-        let outcome = if decision.allowed { "allowed" } else { "limited" };
-        metrics::counter!("rate_limit_decisions_total", "policy" => self.name, "decision" => outcome).increment(1);
+    async fn check(&self, parts: &KeyParts) -> Decision {
+        let mut key = String::with_capacity(64);
+        key.push_str(self.name);
+        key.push(':');
+        key::write_key(&mut key, parts, self.scope);
+        let decision = self.store.check(key).await;
+        if decision.allowed { &self.allowed } else { &self.limited }.increment(1);
         decision
-    }
-
-    /// `RateLimit-Policy` value, e.g. `300;w=60`.
-    fn header(&self) -> String {
-        format!("{};w={}", self.limit, self.window.as_secs())
     }
 }
 
 /// Every policy of the process.
 pub struct RateLimits {
-    kv: Kv,
     enabled: bool,
     decisions: std::sync::atomic::AtomicU64,
     ip: Option<Policy>,
@@ -97,7 +105,6 @@ impl RateLimits {
             auth: Policy::new(&kv, "auth", Scope::UserIp, config.auth_per_minute),
             enabled: config.enabled,
             decisions: Default::default(),
-            kv,
         });
         let weak = Arc::downgrade(&limits);
         tokio::spawn(async move {
@@ -138,76 +145,86 @@ impl RateLimits {
     }
 
     /// Check `policies` in order; the first refusal wins, else the tightest allowance is reported.
-    async fn check_all(&self, policies: &[&Policy], parts: &KeyParts) -> Option<(Decision, &'static str, String)> {
-        let mut tightest: Option<(Decision, &'static str, String)> = None;
+    /// The first refusal, or the tightest of the decisions, with the policy that made it.
+    async fn check_all<'p>(&self, policies: &[&'p Policy], parts: &KeyParts) -> Option<(Decision, &'p Policy)> {
+        let mut tightest: Option<(Decision, &'p Policy)> = None;
         for p in policies {
             self.decisions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let d = p.check(&self.kv, parts).await;
+            let d = p.check(parts).await;
             if !d.allowed {
-                return Some((d, p.name, p.header()));
+                return Some((d, p));
             }
-            if tightest.as_ref().is_none_or(|(t, _, _)| d.remaining < t.remaining) {
-                tightest = Some((d, p.name, p.header()));
+            if tightest.as_ref().is_none_or(|(t, _)| d.remaining < t.remaining) {
+                tightest = Some((d, p));
             }
         }
         tightest
     }
 }
 
-fn set_headers(headers: &mut HeaderMap, d: &Decision, policy: &str) {
-    let mut put = |name: &'static str, value: String| {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            headers.insert(name, v);
-        }
-    };
-    put("ratelimit-limit", d.limit.to_string());
-    put("ratelimit-remaining", d.remaining.to_string());
-    put("ratelimit-reset", d.reset_secs.to_string());
-    put("ratelimit-policy", policy.to_owned());
+fn set_headers(headers: &mut HeaderMap, d: &Decision, policy: &Policy) {
+    headers.insert("ratelimit-limit", HeaderValue::from(d.limit));
+    headers.insert("ratelimit-remaining", HeaderValue::from(d.remaining));
+    headers.insert("ratelimit-reset", HeaderValue::from(d.reset_secs));
+    headers.insert("ratelimit-policy", policy.header.clone());
     if !d.allowed {
-        put("retry-after", d.retry_after_secs.to_string());
+        headers.insert("retry-after", HeaderValue::from(d.retry_after_secs));
     }
 }
 
-fn refusal(d: &Decision, name: &str, policy: &str) -> Response {
-    let mut response = AppError::new(ErrorCode::RateLimited, format!("too many requests ({name} limit), retry later"))
-        .with_retry_after(d.retry_after_secs)
-        .into_response();
+fn refusal(d: &Decision, policy: &Policy) -> Response {
+    let mut response =
+        AppError::new(ErrorCode::RateLimited, format!("too many requests ({} limit), retry later", policy.name))
+            .with_retry_after(d.retry_after_secs)
+            .into_response();
     set_headers(response.headers_mut(), d, policy);
     response
 }
 
-async fn apply(state: &AppState, policies: &[&Policy], parts: KeyParts, request: Request, next: Next) -> Response {
+/// Check `policies`; refused: 429; allowed: `inner`, with the tightest policy's headers on its response.
+async fn apply<F: Future<Output = Response>>(
+    state: &AppState,
+    policies: &[&Policy],
+    parts: KeyParts,
+    request: Request,
+    inner: impl FnOnce(Request) -> F,
+) -> Response {
     match state.rate_limits.check_all(policies, &parts).await {
-        Some((d, name, policy)) if !d.allowed => refusal(&d, name, &policy),
-        Some((d, _, policy)) => {
-            let mut response = next.run(request).await;
+        Some((d, policy)) if !d.allowed => refusal(&d, policy),
+        Some((d, policy)) => {
+            let mut response = inner(request).await;
             // An inner, tighter limiter's headers stay.
             let inner =
                 response.headers().get("ratelimit-remaining").and_then(|v| v.to_str().ok()?.parse::<u32>().ok());
             if inner.is_none_or(|r| d.remaining < r) {
-                set_headers(response.headers_mut(), &d, &policy);
+                set_headers(response.headers_mut(), &d, policy);
             }
             response
         }
-        None => next.run(request).await,
+        None => inner(request).await,
     }
 }
 
-/// The per-ip limit on every request (outer stack, before audit and auth).
-pub async fn global(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let limits = state.rate_limits.clone();
+/// The per-ip limit on every request, then `inner` (a step of the outer stack, before audit and auth:
+/// see `http::middleware`).
+pub async fn per_ip<F: Future<Output = Response>>(
+    state: &AppState,
+    request: Request,
+    inner: impl FnOnce(Request) -> F,
+) -> Response {
+    let limits = &state.rate_limits;
     let Some(ip_policy) = limits.ip.as_ref().filter(|_| limits.enabled) else {
-        return next.run(request).await;
+        return inner(request).await;
     };
     let (parts, body) = request.into_parts();
     let key_parts = KeyParts { ip: client_ip(&parts, &state.config.http.trusted_proxies), ..KeyParts::default() };
-    apply(&state, &[ip_policy], key_parts, Request::from_parts(parts, body), next).await
+    apply(state, &[ip_policy], key_parts, Request::from_parts(parts, body), inner).await
 }
 
-/// User, org and auth-endpoint limits (a route layer inside auth, so the user is known).
-pub async fn api(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let limits = state.rate_limits.clone();
+/// User, org and auth-endpoint limits, then `next` (a step of the `/api` route layer, after auth, so the user
+/// is known).
+pub async fn per_caller(state: &AppState, request: Request, next: Next) -> Response {
+    let limits = &state.rate_limits;
     if !limits.enabled {
         return next.run(request).await;
     }
@@ -238,7 +255,7 @@ pub async fn api(State(state): State<AppState>, request: Request, next: Next) ->
     if let Some(p) = &limits.user {
         policies.push(p);
     }
-    apply(&state, &policies, key_parts, Request::from_parts(parts, body), next).await
+    apply(state, &policies, key_parts, Request::from_parts(parts, body), |request| next.run(request)).await
 }
 
 use axum::extract::FromRequestParts;

@@ -179,7 +179,9 @@ impl Store {
         self.leases.run_pending_tasks();
     }
 
-    pub async fn check(&self, key: String, redis_key: String) -> Decision {
+    /// A decision for `key`; Redis (when configured) is asked only when this instance's lease of the key is
+    /// spent.
+    pub async fn check(&self, key: String) -> Decision {
         if !self.kv.is_configured() {
             return self.check_local(&key);
         }
@@ -219,13 +221,16 @@ impl Store {
                 continue;
             };
             let _refill = Refill(&slot);
-            return self.refill(&slot, &key, redis_key, want, returned).await;
+            return self.refill(&slot, &key, want, returned).await;
         }
     }
 
     /// One call to Redis for `want` cells, giving back `returned`; the first cell is this request's.
-    async fn refill(&self, slot: &Slot, key: &String, redis_key: String, want: u32, returned: u32) -> Decision {
+    async fn refill(&self, slot: &Slot, key: &String, want: u32, returned: u32) -> Decision {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
+        // `gcra2`: the leased script's values are microseconds; a different key keeps instances of an older
+        // release (milliseconds) from reading them during a rolling upgrade.
+        let redis_key = self.kv.key(crate::kv::Key::RateLimit(&format!("gcra2:{key}")));
         let args = vec![
             self.interval.as_micros().max(1).to_string(),
             self.limit.to_string(),

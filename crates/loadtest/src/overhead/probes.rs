@@ -340,11 +340,11 @@ pub(super) async fn org_noop(
     Ok(axum::Json(serde_json::json!({"status": "ok"})))
 }
 
-pub(super) const LAYERS: [&str; 9] =
-    ["request-id", "panic", "timeout", "body-limit", "ip-limit", "audit", "note-route", "auth", "user-limit"];
+pub(super) const LAYERS: [&str; 6] = ["request-id", "panic", "timeout", "body-limit", "admission", "api-gate"];
 
 /// The no-op routes behind the server's stack (`http::middleware::stack` and `http::routes::api_layers`), or,
-/// with `--drop-layer`, behind the same layers in the same order without the dropped ones.
+/// with `--drop-layer`, behind the same layers in the same order without the dropped ones (keep in step with
+/// `http::middleware::stack`).
 pub(super) fn stacked(
     api: axum::Router<AppState>,
     state: &AppState,
@@ -352,33 +352,24 @@ pub(super) fn stacked(
     dropped: &[String],
 ) -> axum::Router {
     use axum::middleware::{from_fn, from_fn_with_state};
+    use intellifill::http::middleware::{admission, api_gate};
     if dropped.is_empty() {
         let api = intellifill::http::routes::api_layers(api, state);
         return intellifill::http::middleware::stack(axum::Router::new().merge(api), state).with_state(state.clone());
     }
     let keep = |layer: &str| !dropped.iter().any(|d| d == layer);
-    let mut api = api;
-    if keep("user-limit") {
-        api = api.route_layer(from_fn_with_state(state.clone(), intellifill::ratelimit::api));
-    }
-    if keep("auth") {
-        api = api.route_layer(from_fn_with_state(state.clone(), intellifill::auth::middleware::require_auth));
+    let api = if keep("api-gate") {
+        api.route_layer(from_fn_with_state(state.clone(), api_gate))
     } else {
         let caller = caller.clone();
-        api = api.route_layer(from_fn(move |mut request: axum::extract::Request, next: axum::middleware::Next| {
+        api.route_layer(from_fn(move |mut request: axum::extract::Request, next: axum::middleware::Next| {
             request.extensions_mut().insert(caller.clone());
             next.run(request)
-        }));
-    }
-    if keep("note-route") {
-        api = api.route_layer(from_fn(intellifill::audit::layer::note_route));
-    }
+        }))
+    };
     let mut router = axum::Router::new().merge(api);
-    if keep("audit") {
-        router = router.layer(from_fn_with_state(state.clone(), intellifill::audit::layer::capture));
-    }
-    if keep("ip-limit") {
-        router = router.layer(from_fn_with_state(state.clone(), intellifill::ratelimit::global));
+    if keep("admission") {
+        router = router.layer(from_fn_with_state(state.clone(), admission));
     }
     if keep("body-limit") {
         router = router.layer(axum::extract::DefaultBodyLimit::max(state.config.http.max_body_bytes));
