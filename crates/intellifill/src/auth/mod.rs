@@ -1,7 +1,7 @@
 //! Authentication: who is calling, and may they still.
 //!
-//! The [`middleware::require_auth`] layer on the `/api` routes reads the bearer token ([`bearer`]) and hands
-//! it to the [`Authenticator`], which runs the verification pipeline of [`verify`]:
+//! [`middleware::authenticate`] (a step of the `/api` route layer) reads the bearer token ([`bearer`]) and
+//! hands it to the [`Authenticator`], which runs the verification pipeline of [`verify`]:
 //! shape -> local JWT check ([`jwt`], keys from [`jwks`] or the legacy secret) -> revocation list
 //! ([`revocation`]) -> token cache L1/L2 ([`cache`]) -> on a miss `GET /auth/v1/user` through the circuit
 //! breaker, one call per token however many requests wait for it ([`singleflight`]).
