@@ -18,4 +18,5 @@ mod org_routes;
 mod organizations;
 mod ratelimit;
 mod scale_out;
+mod starvation;
 mod tls;
