@@ -104,11 +104,11 @@ fn finish(
     query: Option<String>,
     body: Option<(Option<String>, Bytes)>,
 ) {
-    let notes = slot.get();
+    let mut notes = slot.take();
     let (action, entity_type) = actions::classify(method, notes.route.as_deref());
     event.action = action.to_owned();
     event.entity_type = entity_type.map(str::to_owned);
-    event.entity_id = notes.entity_id.clone().or_else(|| actions::entity_id(&notes.params));
+    event.entity_id = notes.entity_id.take().or_else(|| actions::entity_id(&notes.params));
     event.user_id = notes.user_id;
     event.organization_id = notes.organization_id;
     event.status = Some(i32::from(response.status().as_u16()));

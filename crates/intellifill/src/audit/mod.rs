@@ -111,8 +111,9 @@ impl AuditSlot {
         f(&mut notes);
     }
 
-    pub fn get(&self) -> AuditNotes {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    /// The notes, taken out of the slot (the audit layer, once the response is there).
+    pub fn take(&self) -> AuditNotes {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
 
