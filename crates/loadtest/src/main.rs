@@ -24,9 +24,10 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use intellifill::config::ServeArgs;
 
-/// The server's allocator (see the `intellifill` binary), so the server measured here is the one shipped.
+/// The server's allocator (see the `intellifill` binary), so the server measured here is the one shipped;
+/// counted, so `loadtest overhead` can report allocations per request.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: alloc_tracker::Allocator<mimalloc::MiMalloc> = alloc_tracker::Allocator::new(mimalloc::MiMalloc);
 
 #[derive(Parser)]
 #[command(name = "loadtest", about = "Load, chaos and overhead harness of the IntelliFill API")]

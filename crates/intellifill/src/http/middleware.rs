@@ -31,15 +31,43 @@ use super::request_id;
 use crate::error::AppError;
 use crate::state::AppState;
 
+/// The layers of [`stack`] the overhead benchmark may leave out (`loadtest overhead --drop-layer`), by name.
+/// (The outer three change the response body type, so they are always there.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layer {
+    BodyLimit,
+    Admission,
+}
+
+impl Layer {
+    pub const ALL: [Layer; 2] = [Layer::BodyLimit, Layer::Admission];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Layer::BodyLimit => "body-limit",
+            Layer::Admission => "admission",
+        }
+    }
+}
+
 pub fn stack(routes: Router<AppState>, state: &AppState) -> Router<AppState> {
+    stack_with(routes, state, |_| true)
+}
+
+/// [`stack`] with only the layers `keep` accepts, in the same order: the one place the order is written,
+/// shared with the overhead benchmark. One `Router::layer` call for all of them: axum boxes the routes again
+/// at every call, which would cost allocations per layer and request.
+pub fn stack_with(routes: Router<AppState>, state: &AppState, keep: impl Fn(Layer) -> bool) -> Router<AppState> {
     let http = &state.config.http;
     routes.layer(
         ServiceBuilder::new()
             .layer(axum::middleware::from_fn(request_id::layer))
             .layer(CatchPanicLayer::custom(panic_response))
             .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, http.request_timeout))
-            .layer(DefaultBodyLimit::max(http.max_body_bytes))
-            .layer(axum::middleware::from_fn_with_state(state.clone(), admission)),
+            .option_layer(keep(Layer::BodyLimit).then(|| DefaultBodyLimit::max(http.max_body_bytes)))
+            .option_layer(
+                keep(Layer::Admission).then(|| axum::middleware::from_fn_with_state(state.clone(), admission)),
+            ),
     )
 }
 

@@ -86,3 +86,26 @@ async fn request_id_is_returned_and_matches_the_error_body() {
     let response = app.http.get(app.url("/health")).header("x-request-id", "bad id <>").send().await.expect("request");
     assert_ne!(response.headers()["x-request-id"], "bad id <>");
 }
+
+#[tokio::test]
+async fn a_panicking_handler_is_a_500_in_the_error_body_and_the_server_lives_on() {
+    // No route of the API panics on purpose: one is served here behind the server's own stack and state.
+    let app = TestApp::spawn().await;
+    async fn boom() -> &'static str {
+        panic!("secret detail")
+    }
+    let routes = axum::Router::new().route("/boom", axum::routing::get(boom));
+    let router = intellifill::http::middleware::stack(routes, &app.state).with_state(app.state.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    tokio::spawn(async move { axum::serve(listener, service).await });
+    for _ in 0..2 {
+        let response = app.http.get(format!("{base}/boom")).send().await.expect("the server still answers");
+        let id = response.headers()["x-request-id"].to_str().expect("header").to_owned();
+        let (status, body) = (response.status().as_u16(), response.json::<serde_json::Value>().await.expect("json"));
+        assert_error(status, &body, 500, "INTERNAL_ERROR");
+        assert_eq!(body["requestId"], id.as_str());
+        assert!(!body.to_string().contains("secret detail"), "the panic message stays in the log: {body}");
+    }
+}

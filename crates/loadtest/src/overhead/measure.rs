@@ -49,16 +49,29 @@ pub(super) async fn alone(
     probe: Probe,
 ) -> Result<(Vec<Series>, Vec<Difference>)> {
     let mut thrash = Thrash::new(args.thrash_kib);
-    block(server, target, probe, args.warmup, args.concurrency, &mut thrash).await?;
-    let timed = block(server, target, probe, args.requests, args.concurrency, &mut thrash).await?;
+    block(server, target, probe, args.warmup, args.concurrency, &mut thrash, &alloc_tracker::Session::new()).await?;
+    let allocations = alloc_tracker::Session::new();
+    let timed = block(server, target, probe, args.requests, args.concurrency, &mut thrash, &allocations).await?;
     let per_request = |d: Duration| d.as_secs_f64() * 1e6 / args.requests.max(1) as f64;
+    let (count, bytes) = mean_allocations(&allocations, probe);
     eprintln!(
-        "[overhead] {}: wall time {:.1} us/request, process cpu {:.1} us/request",
+        "[overhead] {}: wall time {:.1} us/request, process cpu {:.1} us/request, {count} allocations ({bytes} bytes) \
+         per request",
         probe.name(),
         per_request(timed.wall),
         per_request(timed.cpu)
     );
     Ok((vec![Series { name: probe.name().to_owned(), latency: Latency::of(&timed.latency) }], Vec::new()))
+}
+
+/// Mean allocations and bytes per request of `probe`'s blocks (all threads, so the audit writer's share too).
+fn mean_allocations(allocations: &alloc_tracker::Session, probe: Probe) -> (u64, u64) {
+    let report = allocations.to_report();
+    report
+        .operations()
+        .find(|(name, _)| *name == probe.name())
+        .map(|(_, op)| (op.mean_allocations(), op.mean_bytes()))
+        .unwrap_or_default()
 }
 
 /// `--thrash-kib`: a buffer overwritten before each timed request.
@@ -93,6 +106,7 @@ struct Block {
 /// `n` requests of `probe` in a row; the audit writer is flushed before the clocks stop, so the rows the block
 /// caused are written in it.
 /// With `concurrency` above 1, that many requests are in flight at a time (no `--thrash-kib` then).
+/// Allocations (all threads) are recorded in `allocations` under the probe's name.
 async fn block(
     server: &InProcess,
     target: &Target<'_>,
@@ -100,9 +114,11 @@ async fn block(
     n: u64,
     concurrency: usize,
     thrash: &mut Thrash,
+    allocations: &alloc_tracker::Session,
 ) -> Result<Block> {
     let mut latency = histogram();
     let (cpu0, switches0) = (process_cpu(), process_switches());
+    let counted = allocations.operation(probe.name()).measure_process().iterations(n.max(1));
     let started = Instant::now();
     if concurrency <= 1 {
         for _ in 0..n {
@@ -124,6 +140,7 @@ async fn block(
     }
     server.state.audit.flush().await;
     let wall = started.elapsed();
+    drop(counted);
     Ok(Block { latency, wall, cpu: process_cpu() - cpu0, switches: process_switches() - switches0 })
 }
 
@@ -156,6 +173,7 @@ pub(super) async fn pairs(
     }
     let mut totals: Vec<Histogram<u64>> = probes.iter().map(|_| histogram()).collect();
     let mut rounds: Vec<Vec<Block>> = Vec::new();
+    let allocations = alloc_tracker::Session::new();
     let mut thrash = Thrash::new(args.thrash_kib);
     for round in 0..args.rounds as usize {
         if Instant::now() > deadline {
@@ -168,7 +186,7 @@ pub(super) async fn pairs(
         }
         let mut blocks: Vec<Option<Block>> = probes.iter().map(|_| None).collect();
         for i in order {
-            let b = block(server, target, probes[i], args.block, args.concurrency, &mut thrash).await?;
+            let b = block(server, target, probes[i], args.block, args.concurrency, &mut thrash, &allocations).await?;
             totals[i].add(&b.latency)?;
             blocks[i] = Some(b);
         }
@@ -210,6 +228,8 @@ pub(super) async fn pairs(
             cpu_us: ((cpu(w) - cpu(wo)) * 10.0).round() / 10.0,
             switches_with: switches(w),
             switches_without: switches(wo),
+            allocations_with: mean_allocations(&allocations, pair.with),
+            allocations_without: mean_allocations(&allocations, pair.without),
         });
     }
     let series = probes

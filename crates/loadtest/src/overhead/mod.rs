@@ -43,8 +43,8 @@ pub struct OverheadArgs {
     #[arg(long, default_value_t = 0)]
     pub thrash_kib: usize,
     /// Leave a layer out of the stack the no-op probes run behind, to attribute its cost (repeatable):
-    /// request-id, panic, timeout, body-limit, admission (per-ip limit + audit), api-gate (route note, auth,
-    /// per-caller limits; the caller is then put in by a bare layer).
+    /// body-limit, admission (per-ip limit + audit), api-gate (route note, auth, per-caller limits; the caller
+    /// is then put in by a bare layer). The request id, panic catcher and timeout are always there.
     #[arg(long = "drop-layer", value_parser = LAYERS)]
     pub drop_layers: Vec<String>,
     /// Add this many pass-through `from_fn` layers (no work) outside the stack the no-op probes run behind:
@@ -119,6 +119,9 @@ pub struct Difference {
     /// Thread context switches per request, each side.
     pub switches_with: f64,
     pub switches_without: f64,
+    /// Heap allocations and bytes allocated per request (all threads), each side.
+    pub allocations_with: (u64, u64),
+    pub allocations_without: (u64, u64),
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -232,7 +235,7 @@ pub fn print(r: &OverheadReport) {
         for d in &v.overhead {
             println!(
                 "   overhead {:<40} p50 {} us (rounds' quartiles {}..{}), mean {:.1} us, p90 {} us (target < {} us); \
-                 wall time per request {:.1} us ({:.1}..{:.1}); cpu {:.1} us/request ({:.1} vs {:.1}); context switches/request {:.2} vs {:.2}; {} rounds, {} requests each side",
+                 wall time per request {:.1} us ({:.1}..{:.1}); cpu {:.1} us/request ({:.1} vs {:.1}); context switches/request {:.2} vs {:.2}; allocations/request {} vs {} ({} vs {} bytes); {} rounds, {} requests each side",
                 d.route,
                 d.p50_us,
                 d.p50_q1_us,
@@ -248,6 +251,10 @@ pub fn print(r: &OverheadReport) {
                 d.cpu_without_us,
                 d.switches_with,
                 d.switches_without,
+                d.allocations_with.0,
+                d.allocations_without.0,
+                d.allocations_with.1,
+                d.allocations_without.1,
                 d.rounds,
                 d.requests
             );

@@ -340,53 +340,32 @@ pub(super) async fn org_noop(
     Ok(axum::Json(serde_json::json!({"status": "ok"})))
 }
 
-pub(super) const LAYERS: [&str; 6] = ["request-id", "panic", "timeout", "body-limit", "admission", "api-gate"];
+/// What `--drop-layer` accepts: the server's optional outer layers (`http::middleware::Layer`) and the `/api`
+/// route layer.
+pub(super) const LAYERS: [&str; 3] = ["body-limit", "admission", "api-gate"];
 
-/// The no-op routes behind the server's stack (`http::middleware::stack` and `http::routes::api_layers`), or,
-/// with `--drop-layer`, behind the same layers in the same order without the dropped ones (keep in step with
-/// `http::middleware::stack`).
+/// The no-op routes behind the server's stack (`http::middleware::stack_with` and `http::routes::api_layers`,
+/// the functions the server is built with), without the layers named in `dropped`.
 pub(super) fn stacked(
     api: axum::Router<AppState>,
     state: &AppState,
     caller: &intellifill::auth::AuthUser,
     dropped: &[String],
 ) -> axum::Router {
-    use axum::middleware::{from_fn, from_fn_with_state};
-    use intellifill::http::middleware::{admission, api_gate};
-    if dropped.is_empty() {
-        let api = intellifill::http::routes::api_layers(api, state);
-        return intellifill::http::middleware::stack(axum::Router::new().merge(api), state).with_state(state.clone());
-    }
     let keep = |layer: &str| !dropped.iter().any(|d| d == layer);
     let api = if keep("api-gate") {
-        api.route_layer(from_fn_with_state(state.clone(), api_gate))
+        intellifill::http::routes::api_layers(api, state)
     } else {
         let caller = caller.clone();
-        api.route_layer(from_fn(move |mut request: axum::extract::Request, next: axum::middleware::Next| {
-            request.extensions_mut().insert(caller.clone());
-            next.run(request)
-        }))
+        api.route_layer(axum::middleware::from_fn(
+            move |mut request: axum::extract::Request, next: axum::middleware::Next| {
+                request.extensions_mut().insert(caller.clone());
+                next.run(request)
+            },
+        ))
     };
-    let mut router = axum::Router::new().merge(api);
-    if keep("admission") {
-        router = router.layer(from_fn_with_state(state.clone(), admission));
-    }
-    if keep("body-limit") {
-        router = router.layer(axum::extract::DefaultBodyLimit::max(state.config.http.max_body_bytes));
-    }
-    if keep("timeout") {
-        router = router.layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            http::StatusCode::REQUEST_TIMEOUT,
-            state.config.http.request_timeout,
-        ));
-    }
-    if keep("panic") {
-        router = router.layer(tower_http::catch_panic::CatchPanicLayer::new());
-    }
-    if keep("request-id") {
-        router = router.layer(from_fn(intellifill::http::request_id::layer));
-    }
-    router.with_state(state.clone())
+    intellifill::http::middleware::stack_with(axum::Router::new().merge(api), state, |layer| keep(layer.name()))
+        .with_state(state.clone())
 }
 
 pub(super) fn tiny_json() -> axum::routing::MethodRouter<intellifill::state::AppState> {
