@@ -8,12 +8,14 @@
 //! CONFLICT (id) DO NOTHING`: one round trip per batch, and a batch replayed twice (crash between commit and
 //! delete) stores each event once.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use tokio::sync::{mpsc, oneshot};
-use tokio_postgres::types::Type;
+use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 
 use super::queue::Wake;
 use super::sanitize::Sanitizer;
@@ -330,47 +332,79 @@ impl Writer {
     }
 }
 
-/// A batch as column arrays for `unnest`.
-struct Columns {
+/// A batch as column arrays for `unnest`, borrowing the events' text (a copy only where a NUL had to go).
+struct Columns<'a> {
     id: Vec<uuid::Uuid>,
     created_at: Vec<chrono::DateTime<chrono::Utc>>,
     user_id: Vec<Option<uuid::Uuid>>,
     organization_id: Vec<Option<uuid::Uuid>>,
-    action: Vec<String>,
-    entity_type: Vec<Option<String>>,
-    entity_id: Vec<Option<String>>,
-    request_id: Vec<Option<String>>,
-    method: Vec<Option<String>>,
-    path: Vec<Option<String>>,
+    action: Vec<Cow<'a, str>>,
+    entity_type: Vec<Option<Cow<'a, str>>>,
+    entity_id: Vec<Option<Cow<'a, str>>>,
+    request_id: Vec<Option<Cow<'a, str>>>,
+    method: Vec<Option<Cow<'a, str>>>,
+    path: Vec<Option<Cow<'a, str>>>,
     status: Vec<Option<i32>>,
     duration_ms: Vec<Option<i32>>,
     ip: Vec<Option<std::net::IpAddr>>,
-    user_agent: Vec<Option<String>>,
-    severity: Vec<Option<String>>,
-    metadata: Vec<serde_json::Value>,
+    user_agent: Vec<Option<Cow<'a, str>>>,
+    severity: Vec<Option<&'static str>>,
+    metadata: Vec<Jsonb<'a>>,
 }
 
 /// Postgres text and jsonb refuse NUL characters: one such byte must not poison a whole batch.
-fn clean(s: &str) -> String {
-    s.replace('\0', "")
+fn clean(s: &str) -> Cow<'_, str> {
+    if s.contains('\0') { Cow::Owned(s.replace('\0', "")) } else { Cow::Borrowed(s) }
 }
 
-fn clean_opt(s: &Option<String>) -> Option<String> {
+fn clean_opt(s: &Option<String>) -> Option<Cow<'_, str>> {
     s.as_deref().map(clean)
 }
 
-fn clean_json(v: &serde_json::Value) -> serde_json::Value {
+fn has_nul(v: &serde_json::Value) -> bool {
     use serde_json::Value;
     match v {
-        Value::String(s) => Value::String(clean(s)),
-        Value::Array(a) => Value::Array(a.iter().map(clean_json).collect()),
-        Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (clean(k), clean_json(v))).collect()),
+        Value::String(s) => s.contains('\0'),
+        Value::Array(a) => a.iter().any(has_nul),
+        Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
+}
+
+fn without_nul(v: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => Value::String(clean(s).into_owned()),
+        Value::Array(a) => Value::Array(a.iter().map(without_nul).collect()),
+        Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (clean(k).into_owned(), without_nul(v))).collect()),
         other => other.clone(),
     }
 }
 
-impl Columns {
-    fn of(batch: &[AuditEvent]) -> Columns {
+/// A `jsonb` parameter: the event's metadata itself, or a copy without NUL characters.
+#[derive(Debug)]
+struct Jsonb<'a>(Cow<'a, serde_json::Value>);
+
+impl<'a> Jsonb<'a> {
+    fn of(v: &'a serde_json::Value) -> Jsonb<'a> {
+        Jsonb(if has_nul(v) { Cow::Owned(without_nul(v)) } else { Cow::Borrowed(v) })
+    }
+}
+
+impl ToSql for Jsonb<'_> {
+    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        self.0.as_ref().to_sql(ty, out)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        <serde_json::Value as ToSql>::accepts(ty)
+    }
+
+    to_sql_checked!();
+}
+
+impl<'a> Columns<'a> {
+    fn of(batch: &'a [AuditEvent]) -> Columns<'a> {
         Columns {
             id: batch.iter().map(|e| e.id).collect(),
             created_at: batch.iter().map(|e| e.created_at).collect(),
@@ -386,8 +420,8 @@ impl Columns {
             duration_ms: batch.iter().map(|e| e.duration_ms).collect(),
             ip: batch.iter().map(|e| e.ip).collect(),
             user_agent: batch.iter().map(|e| clean_opt(&e.user_agent)).collect(),
-            severity: batch.iter().map(|e| e.severity.map(|s| s.as_str().to_owned())).collect(),
-            metadata: batch.iter().map(|e| clean_json(&e.metadata)).collect(),
+            severity: batch.iter().map(|e| e.severity.map(|s| s.as_str())).collect(),
+            metadata: batch.iter().map(|e| Jsonb::of(&e.metadata)).collect(),
         }
     }
 

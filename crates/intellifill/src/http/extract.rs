@@ -1,8 +1,8 @@
 //! Extractors whose rejections are our error body: JSON bodies, query strings and path ids.
 //!
 //! Malformed JSON, the wrong content type, an oversized body, a bad UUID in the path, an unknown or
-//! mistyped field: each is a 4xx naming what is wrong (`field`), never a 500 and never the framework's
-//! plain-text rejection.
+//! mistyped field, a NUL character (U+0000, which Postgres text refuses) in a string: each is a 4xx naming
+//! what is wrong (`field`), never a 500 and never the framework's plain-text rejection.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
@@ -53,6 +53,9 @@ where
 
 /// Deserialize, naming the failing field.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
+    if let Some(field) = nul::json_field(bytes) {
+        return Err(nul::refused(field));
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -79,6 +82,9 @@ where
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let query = parts.uri.query().unwrap_or_default();
+        if let Some(field) = nul::query_field(query) {
+            return Err(nul::refused(field));
+        }
         let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
         let mut value: T = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
@@ -114,6 +120,90 @@ impl<S: Send + Sync> FromRequestParts<S> for PathIds {
             .await
             .map_err(|e| AppError::new(ErrorCode::InvalidId, format!("invalid path parameter: {e}")))?;
         Ok(PathIds(raw.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect()))
+    }
+}
+
+/// NUL characters in input. Postgres `text` and `jsonb` cannot store U+0000, so a string carrying one would
+/// fail in the database as a 500; it is refused here as bad input instead, naming the field. In JSON a NUL
+/// can only arrive as the escape `\u0000` (raw control characters are a syntax error), in a query string as
+/// `%00`: the common case is one scan of the bytes for those, and the field is looked up only when found.
+mod nul {
+    use crate::error::AppError;
+
+    pub fn refused(field: String) -> AppError {
+        AppError::validation(field.clone(), format!("{field}: NUL characters (U+0000) are not allowed"))
+    }
+
+    /// The path (`a.b[0]`, as the other field errors name it) of the first string or key holding a NUL.
+    pub fn json_field(bytes: &[u8]) -> Option<String> {
+        if !escapes_nul(bytes) {
+            return None;
+        }
+        let value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+        find(&value, String::new())
+    }
+
+    /// Whether `\u0000` occurs as an escape (not as the text after an escaped backslash).
+    fn escapes_nul(bytes: &[u8]) -> bool {
+        if !bytes.windows(5).any(|w| w == b"u0000") {
+            return false;
+        }
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'\\' {
+                if bytes[i + 1..].starts_with(b"u0000") {
+                    return true;
+                }
+                i += 2;
+            } else {
+                i += 1;
+            }
+        }
+        false
+    }
+
+    fn find(value: &serde_json::Value, path: String) -> Option<String> {
+        use serde_json::Value;
+        let here = |path: String| if path.is_empty() { "body".to_owned() } else { path };
+        match value {
+            Value::String(s) if s.contains('\0') => Some(here(path)),
+            Value::Array(items) => items.iter().enumerate().find_map(|(i, v)| find(v, format!("{path}[{i}]"))),
+            Value::Object(map) => map.iter().find_map(|(k, v)| {
+                let field = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                if k.contains('\0') { Some(here(path.clone())) } else { find(v, field) }
+            }),
+            _ => None,
+        }
+    }
+
+    /// The first query parameter whose name or value decodes to a NUL.
+    pub fn query_field(query: &str) -> Option<String> {
+        if !query.contains("%00") {
+            return None;
+        }
+        form_urlencoded::parse(query.as_bytes())
+            .find(|(k, v)| k.contains('\0') || v.contains('\0'))
+            .map(|(k, _)| if k.contains('\0') { "query".to_owned() } else { k.into_owned() })
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn nul_is_found_in_strings_keys_and_queries_and_only_there() {
+            assert_eq!(json_field(br#"{"title":"a\u0000b"}"#).as_deref(), Some("title"));
+            assert_eq!(json_field(br#"{"a":{"b":["x","\u0000"]}}"#).as_deref(), Some("a.b[1]"));
+            assert_eq!(json_field(br#"{"k\u0000":1}"#).as_deref(), Some("body"));
+            assert_eq!(json_field(br#""\u0000""#).as_deref(), Some("body"));
+            // An escaped backslash followed by the text u0000 is no NUL.
+            assert_eq!(json_field(br#"{"title":"a\\u0000b"}"#), None);
+            assert_eq!(json_field(br#"{"title":"u0000"}"#), None);
+            assert_eq!(query_field("q=a%00b&limit=5").as_deref(), Some("q"));
+            assert_eq!(query_field("q%00=a").as_deref(), Some("query"));
+            assert_eq!(query_field("q=%2500"), None);
+            assert_eq!(query_field("q=plain"), None);
+        }
     }
 }
 

@@ -109,3 +109,32 @@ async fn a_panicking_handler_is_a_500_in_the_error_body_and_the_server_lives_on(
         assert!(!body.to_string().contains("secret detail"), "the panic message stays in the log: {body}");
     }
 }
+
+#[tokio::test]
+async fn nul_characters_are_refused_as_bad_input_and_the_audit_row_is_still_written() {
+    let app = TestApp::spawn_with(|a| a.audit_flush_interval_ms = Some("50".into())).await;
+    let u = app.user(&email("u")).await;
+    let org = app.org(&u, "Nul Inc").await;
+    let path = format!("/api/organizations/{org}/knowledge");
+    let (s, b) = app.post(&u, &path, serde_json::json!({"title": "a\u{0}b", "content": "c"})).await;
+    assert_error(s, &b, 400, "VALIDATION_ERROR");
+    assert_eq!(b["field"], "title");
+    let (s, b) = app.post(&u, &path, serde_json::json!({"title": "t", "content": "x\u{0}y"})).await;
+    assert_error(s, &b, 400, "VALIDATION_ERROR");
+    assert_eq!(b["field"], "content");
+    let (s, b) = app.get(&u, &format!("{path}/search?q=a%00b")).await;
+    assert_error(s, &b, 400, "VALIDATION_ERROR");
+    assert_eq!(b["field"], "q");
+    // Both refused writes are audited, their bodies (with the NUL) included: the row is stored without it.
+    app.state.audit.flush().await;
+    let rows = app
+        .owner
+        .query("SELECT metadata FROM audit_log WHERE user_id = $1 AND status = 400 AND path = $2", &[&u.id, &path])
+        .await
+        .expect("audit rows");
+    assert_eq!(rows.len(), 2, "one row per refused request");
+    for row in rows {
+        let metadata: serde_json::Value = row.get(0);
+        assert!(!metadata.to_string().contains("\\u0000"), "{metadata}");
+    }
+}
