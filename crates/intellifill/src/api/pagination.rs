@@ -5,7 +5,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -79,10 +79,14 @@ pub fn encode_cursor((ts, id): (DateTime<Utc>, Uuid)) -> String {
     URL_SAFE_NO_PAD.encode(format!("{}:{}", ts.timestamp_micros(), id.simple()))
 }
 
+/// The key a cursor encodes; `None` for anything [`encode_cursor`] cannot have produced, including times
+/// outside years 1..=9999 (chrono holds more than Postgres does: a forged cursor must be a 400, not a
+/// database error).
 pub fn decode_cursor(cursor: &str) -> Option<(DateTime<Utc>, Uuid)> {
     let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).ok()?).ok()?;
     let (micros, id) = raw.split_once(':')?;
-    Some((DateTime::from_timestamp_micros(micros.parse().ok()?)?, Uuid::parse_str(id).ok()?))
+    let at = DateTime::from_timestamp_micros(micros.parse().ok()?).filter(|t| (1..=9999).contains(&t.year()))?;
+    Some((at, Uuid::parse_str(id).ok()?))
 }
 
 #[cfg(test)]
@@ -94,6 +98,9 @@ mod tests {
         let key = (DateTime::from_timestamp_micros(1_700_000_000_123_456).expect("ts"), Uuid::new_v4());
         assert_eq!(decode_cursor(&encode_cursor(key)), Some(key));
         assert_eq!(decode_cursor("not-a-cursor"), None);
+        let forged = |micros: i64| URL_SAFE_NO_PAD.encode(format!("{micros}:{}", Uuid::new_v4().simple()));
+        assert_eq!(decode_cursor(&forged(-8_000_000_000_000_000_000)), None, "year -251,000");
+        assert_eq!(decode_cursor(&forged(9_000_000_000_000_000_000)), None, "year 287,000");
         let mut q = PageQuery { cursor: Some("zzz".into()), ..Default::default() };
         assert_eq!(q.validate().expect_err("bad").field.as_deref(), Some("cursor"));
         let mut q = PageQuery { limit: Some(101), ..Default::default() };

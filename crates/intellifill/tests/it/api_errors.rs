@@ -57,6 +57,16 @@ async fn bad_requests_get_clear_errors_naming_the_field() {
     let (s, b) = app.get(&u, &format!("{path}?cursor=%%%")).await;
     assert_error(s, &b, 400, "VALIDATION_ERROR");
 
+    // Well-formed cursors whose time Postgres cannot hold (a forged or corrupted cursor): 400, not 500.
+    use base64::Engine as _;
+    for micros in [i64::MIN / 2, -8_000_000_000_000_000_000, 9_000_000_000_000_000_000] {
+        let forged = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(format!("{micros}:{}", uuid::Uuid::new_v4().simple()));
+        let (s, b) = app.get(&u, &format!("{path}?cursor={forged}")).await;
+        assert_error(s, &b, 400, "VALIDATION_ERROR");
+        assert_eq!(b["field"], "cursor");
+    }
+
     let (s, b) = app.get(&u, &format!("{path}/search")).await;
     assert_error(s, &b, 400, "VALIDATION_ERROR");
     assert_eq!(b["field"], "q");
