@@ -78,13 +78,77 @@ fn register() {
     metrics::counter!("security_events_total", "event" => "cross_tenant_attempt", "severity" => "high").increment(0);
 }
 
-/// Record one HTTP request (from the audit layer, which sees every request with its route template).
-pub fn http_request(method: &str, route: &str, status: u16, seconds: f64) {
-    let status = status.to_string();
-    metrics::counter!("http_requests_total", "method" => method.to_owned(), "route" => route.to_owned(), "status" => status)
-        .increment(1);
-    metrics::histogram!("http_request_duration_seconds", "method" => method.to_owned(), "route" => route.to_owned())
-        .record(seconds);
+/// `http_requests_total` (method, route, status) and `http_request_duration_seconds` (method, route), with
+/// their handles kept by route template once registered: recording a request is a read-locked lookup, not
+/// two registry lookups with five label strings built for them on every request. Routes are the router's
+/// templates (plus `unmatched` and the audit-excluded prefixes) and methods the standard ones (anything else
+/// is `OTHER`, so a client inventing methods cannot grow the registry without bound). Recorded by the audit
+/// layer, which sees every request with its route template.
+#[derive(Default)]
+pub struct HttpMetrics {
+    by_route: std::sync::RwLock<std::collections::HashMap<String, RouteMetrics>>,
+}
+
+/// One route's handles; a handful each, so a linear search.
+#[derive(Default)]
+struct RouteMetrics {
+    requests: Vec<(&'static str, u16, metrics::Counter)>,
+    durations: Vec<(&'static str, metrics::Histogram)>,
+}
+
+impl RouteMetrics {
+    fn find(&self, method: &'static str, status: u16) -> Option<(&metrics::Counter, &metrics::Histogram)> {
+        let counter = self.requests.iter().find(|(m, s, _)| *m == method && *s == status).map(|(_, _, c)| c)?;
+        let histogram = self.durations.iter().find(|(m, _)| *m == method).map(|(_, h)| h)?;
+        Some((counter, histogram))
+    }
+}
+
+/// The method as a bounded label.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "OTHER",
+    }
+}
+
+impl HttpMetrics {
+    pub fn record(&self, method: &axum::http::Method, route: &str, status: u16, seconds: f64) {
+        let method = method_label(method);
+        {
+            let routes = self.by_route.read().unwrap_or_else(|p| p.into_inner());
+            if let Some((counter, histogram)) = routes.get(route).and_then(|r| r.find(method, status)) {
+                counter.increment(1);
+                histogram.record(seconds);
+                return;
+            }
+        }
+        let mut routes = self.by_route.write().unwrap_or_else(|p| p.into_inner());
+        let entry = routes.entry(route.to_owned()).or_default();
+        if !entry.requests.iter().any(|(m, s, _)| *m == method && *s == status) {
+            let counter = metrics::counter!("http_requests_total", "method" => method, "route" => route.to_owned(),
+                "status" => status.to_string());
+            entry.requests.push((method, status, counter));
+        }
+        if !entry.durations.iter().any(|(m, _)| *m == method) {
+            let histogram =
+                metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route.to_owned());
+            entry.durations.push((method, histogram));
+        }
+        if let Some((counter, histogram)) = entry.find(method, status) {
+            counter.increment(1);
+            histogram.record(seconds);
+        }
+    }
 }
 
 /// Set the state gauges from the app.

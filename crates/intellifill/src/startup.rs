@@ -57,7 +57,8 @@ impl Application {
         };
         let audit = Auditor::start(config.audit.clone(), db.clone(), kv.clone())?;
         let rate_limits = RateLimits::new(&config.rate_limit, kv.clone());
-        let state = AppState(Arc::new(App { config, db, auth, kv, audit, rate_limits }));
+        let state =
+            AppState(Arc::new(App { config, db, auth, kv, audit, rate_limits, http_metrics: Default::default() }));
         let router = crate::http::routes::router(state.clone());
         Ok(Application { listener, metrics_listener, router, state })
     }

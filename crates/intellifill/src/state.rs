@@ -25,6 +25,8 @@ pub struct App {
     pub audit: Auditor,
     /// Every rate-limit policy.
     pub rate_limits: Arc<RateLimits>,
+    /// The per-route request counters and durations.
+    pub http_metrics: crate::metrics::HttpMetrics,
 }
 
 /// Cheap-to-clone handle on the [`App`].

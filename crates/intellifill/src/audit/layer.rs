@@ -35,12 +35,7 @@ pub async fn capture(state: &AppState, request: Request, next: Next) -> Response
     if let Some(prefix) = state.audit.config().excluded_by(request.uri().path()).map(str::to_owned) {
         let method = request.method().clone();
         let response = next.run(request).await;
-        crate::metrics::http_request(
-            method.as_str(),
-            &prefix,
-            response.status().as_u16(),
-            started.elapsed().as_secs_f64(),
-        );
+        state.http_metrics.record(&method, &prefix, response.status().as_u16(), started.elapsed().as_secs_f64());
         return response;
     }
     let slot = AuditSlot::default();
@@ -112,8 +107,8 @@ fn finish(
     event.user_id = notes.user_id;
     event.organization_id = notes.organization_id;
     event.status = Some(i32::from(response.status().as_u16()));
-    crate::metrics::http_request(
-        method.as_str(),
+    state.http_metrics.record(
+        method,
         notes.route.as_deref().unwrap_or("unmatched"),
         response.status().as_u16(),
         started.elapsed().as_secs_f64(),

@@ -64,7 +64,16 @@ async fn metrics_expose_requests_by_route_pool_breaker_cache_and_audit() {
     for _ in 0..3 {
         assert_eq!(app.get(&u, &format!("/api/organizations/{org}/knowledge")).await.0, 200);
     }
+    // Invented methods share one label value: a client cannot grow the registry without bound.
+    for method in ["BREW", "WHEN", "PROPFIND"] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let (status, _) = app.send(app.http.request(method, app.url("/nowhere"))).await;
+        assert_eq!(status, 404);
+    }
     let text = metrics(&app).await;
+    let other = "http_requests_total{method=\"OTHER\",route=\"unmatched\",status=\"404\"}";
+    assert_eq!(sample(&text, other), Some(3.0), "{text}");
+    assert!(!text.contains("BREW") && !text.contains("PROPFIND"));
     let route = "http_requests_total{method=\"GET\",route=\"/api/organizations/{orgId}/knowledge\",status=\"200\"}";
     assert_eq!(sample(&text, route), Some(3.0), "requests are labelled by route template, never raw ids");
     assert!(!text.contains(&org.to_string()), "no raw ids in labels");
