@@ -25,6 +25,12 @@ use crate::state::AppState;
 
 const MAX_USER_AGENT: usize = 256;
 
+/// The first `max` characters of `s`, copied once (collecting `chars()` grows the string step by step).
+fn prefix(s: &str, max: usize) -> String {
+    let end = s.char_indices().nth(max).map_or(s.len(), |(i, _)| i);
+    s[..end].to_owned()
+}
+
 fn is_write(method: &Method) -> bool {
     matches!(*method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE)
 }
@@ -42,18 +48,16 @@ pub async fn capture(state: &AppState, request: Request, next: Next) -> Response
     let (mut parts, body) = request.into_parts();
     parts.extensions.insert(slot.clone());
 
-    let mut event = AuditEvent::new("http.request");
+    // The action is known once the route is (`finish`).
+    let mut event = AuditEvent::new(String::new());
     event.request_id = parts.extensions.get::<RequestId>().map(|r| r.0.to_string());
     event.ip = client_ip(&parts, &state.config.http.trusted_proxies);
-    event.user_agent = parts
-        .headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .map(|ua| ua.chars().take(MAX_USER_AGENT).collect());
+    event.user_agent =
+        parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(|ua| prefix(ua, MAX_USER_AGENT));
     event.method = Some(parts.method.to_string());
-    event.path = Some(parts.uri.path().chars().take(512).collect());
+    event.path = Some(prefix(parts.uri.path(), 512));
     // The user agent and the query string are sanitized by the writer, off the request path.
-    let query = parts.uri.query().map(|q| q.chars().take(2048).collect::<String>());
+    let query = parts.uri.query().map(|q| prefix(q, 2048));
     let method = parts.method.clone();
 
     let mut captured: Option<(Option<String>, Bytes)> = None;
@@ -114,17 +118,17 @@ fn finish(
         started.elapsed().as_secs_f64(),
     );
     event.duration_ms = Some(started.elapsed().as_millis().min(i32::MAX as u128) as i32);
+    if let Some(kind) = response.extensions().get::<ErrorPayload>().and_then(|p| p.security) {
+        let details = serde_json::json!({ "status": event.status, "route": notes.route });
+        security::mark(&mut event, kind, kind.severity(), details);
+    }
     if let serde_json::Value::Object(map) = &mut event.metadata {
-        if let Some(route) = &notes.route {
-            map.insert("route".into(), route.clone().into());
+        if let Some(route) = notes.route {
+            map.insert("route".into(), route.into());
         }
         if let Some(q) = query {
             map.insert("query".into(), q.into());
         }
-    }
-    if let Some(kind) = response.extensions().get::<ErrorPayload>().and_then(|p| p.security) {
-        let details = serde_json::json!({ "status": event.status, "route": notes.route });
-        security::mark(&mut event, kind, kind.severity(), details);
     }
     match body {
         Some((content_type, bytes)) if !bytes.is_empty() => {

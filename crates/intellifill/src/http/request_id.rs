@@ -36,7 +36,9 @@ pub async fn layer(mut request: Request, next: Next) -> Response {
     };
     request.extensions_mut().insert(RequestId(id.clone()));
     let method = request.method().clone();
-    let path = request.uri().path().to_owned();
+    // A clone of the URI shares its bytes: no copy of the path per request for the log lines.
+    let uri = request.uri().clone();
+    let path = uri.path();
     let span = tracing::info_span!("request", request_id = %id, method = %method, path = %path);
     let mut response = next.run(request).instrument(span).await;
     render_error(&mut response, &id);
