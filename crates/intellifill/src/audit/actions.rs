@@ -37,7 +37,7 @@ pub fn classify(method: &http::Method, template: Option<&str>) -> (&'static str,
 pub fn entity_id(params: &[(String, String)]) -> Option<String> {
     for name in ["id", "userId", "orgId"] {
         if let Some((_, v)) = params.iter().find(|(k, _)| k == name) {
-            return Some(v.chars().take(64).collect());
+            return Some(super::truncated(v, 64));
         }
     }
     None
@@ -67,5 +67,9 @@ mod tests {
         assert_eq!(entity_id(&p(&[("orgId", "o"), ("id", "k")])).as_deref(), Some("k"));
         assert_eq!(entity_id(&p(&[("orgId", "o")])).as_deref(), Some("o"));
         assert_eq!(entity_id(&[]), None);
+        // Cut at 64 characters, never inside a multi-byte one.
+        let long = "é".repeat(70);
+        assert_eq!(entity_id(&p(&[("id", &long)])), Some("é".repeat(64)));
+        assert_eq!(super::super::truncated("abc", 64), "abc");
     }
 }

@@ -17,19 +17,13 @@ use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::{AuditEvent, AuditSlot, actions, security};
+use super::{AuditEvent, AuditSlot, actions, security, truncated};
 use crate::error::{AppError, ErrorCode, ErrorPayload};
 use crate::http::client_ip::client_ip;
 use crate::http::request_id::RequestId;
 use crate::state::AppState;
 
 const MAX_USER_AGENT: usize = 256;
-
-/// The first `max` characters of `s`, copied once (collecting `chars()` grows the string step by step).
-fn prefix(s: &str, max: usize) -> String {
-    let end = s.char_indices().nth(max).map_or(s.len(), |(i, _)| i);
-    s[..end].to_owned()
-}
 
 fn is_write(method: &Method) -> bool {
     matches!(*method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE)
@@ -53,11 +47,11 @@ pub async fn capture(state: &AppState, request: Request, next: Next) -> Response
     event.request_id = parts.extensions.get::<RequestId>().map(|r| r.0.to_string());
     event.ip = client_ip(&parts, &state.config.http.trusted_proxies);
     event.user_agent =
-        parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(|ua| prefix(ua, MAX_USER_AGENT));
+        parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(|ua| truncated(ua, MAX_USER_AGENT));
     event.method = Some(parts.method.to_string());
-    event.path = Some(prefix(parts.uri.path(), 512));
+    event.path = Some(truncated(parts.uri.path(), 512));
     // The user agent and the query string are sanitized by the writer, off the request path.
-    let query = parts.uri.query().map(|q| prefix(q, 2048));
+    let query = parts.uri.query().map(|q| truncated(q, 2048));
     let method = parts.method.clone();
 
     let mut captured: Option<(Option<String>, Bytes)> = None;

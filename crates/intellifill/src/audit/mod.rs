@@ -88,6 +88,12 @@ impl AuditEvent {
     }
 }
 
+/// The first `max` characters of `s`, copied once (collecting `chars()` grows the string step by step).
+pub(crate) fn truncated(s: &str, max: usize) -> String {
+    let end = s.char_indices().nth(max).map_or(s.len(), |(i, _)| i);
+    s[..end].to_owned()
+}
+
 /// What inner layers learn about a request and the audit layer records: set by the auth layer (user), the
 /// org extractor (organization), handlers (entity).
 #[derive(Debug, Default, Clone)]

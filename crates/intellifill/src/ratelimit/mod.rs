@@ -144,8 +144,8 @@ impl RateLimits {
         self.policies().map(|p| p.store.round_trips.load(std::sync::atomic::Ordering::Relaxed)).sum()
     }
 
-    /// Check `policies` in order; the first refusal wins, else the tightest allowance is reported.
-    /// The first refusal, or the tightest of the decisions, with the policy that made it.
+    /// Check `policies` in order; the first refusal wins, else the tightest allowance is reported, each with
+    /// the policy that made it.
     async fn check_all<'p>(&self, policies: &[&'p Policy], parts: &KeyParts) -> Option<(Decision, &'p Policy)> {
         let mut tightest: Option<(Decision, &'p Policy)> = None;
         for p in policies {
