@@ -40,9 +40,7 @@ pub enum Layer {
 }
 
 impl Layer {
-    pub const ALL: [Layer; 2] = [Layer::BodyLimit, Layer::Admission];
-
-    pub fn name(self) -> &'static str {
+    pub const fn name(self) -> &'static str {
         match self {
             Layer::BodyLimit => "body-limit",
             Layer::Admission => "admission",

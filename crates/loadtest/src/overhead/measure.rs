@@ -41,17 +41,25 @@ fn process_switches() -> u64 {
         .sum()
 }
 
-/// `--only`: one probe (`--concurrency` requests in flight), for a profiler attached to the process.
+/// `--only`: one probe (`--concurrency` requests in flight), for a profiler attached to the process; bounded
+/// by `deadline` like the pairs.
 pub(super) async fn alone(
     server: &InProcess,
     target: &Target<'_>,
     args: &OverheadArgs,
     probe: Probe,
+    deadline: Instant,
 ) -> Result<(Vec<Series>, Vec<Difference>)> {
     let mut thrash = Thrash::new(args.thrash_kib);
-    block(server, target, probe, args.warmup, args.concurrency, &mut thrash, &alloc_tracker::Session::new()).await?;
     let allocations = alloc_tracker::Session::new();
-    let timed = block(server, target, probe, args.requests, args.concurrency, &mut thrash, &allocations).await?;
+    let measured = async {
+        block(server, target, probe, args.warmup, args.concurrency, &mut thrash, &alloc_tracker::Session::new())
+            .await?;
+        block(server, target, probe, args.requests, args.concurrency, &mut thrash, &allocations).await
+    };
+    let timed = tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), measured)
+        .await
+        .map_err(|_| anyhow::anyhow!("--only {} did not finish within --max-secs", probe.name()))??;
     let per_request = |d: Duration| d.as_secs_f64() * 1e6 / args.requests.max(1) as f64;
     let (count, bytes) = mean_allocations(&allocations, probe);
     eprintln!(
@@ -194,7 +202,8 @@ pub(super) async fn pairs(
     }
     anyhow::ensure!(!rounds.is_empty(), "no time left to measure");
     let requests = rounds.len() as u64 * args.block;
-    let per = |d: Duration| (d.as_secs_f64() * 1e6 / requests as f64 * 10.0).round() / 10.0;
+    let tenth = |x: f64| (x * 10.0).round() / 10.0;
+    let per = |d: Duration| tenth(d.as_secs_f64() * 1e6 / requests as f64);
     let per_switch = |n: u64| (n as f64 / requests as f64 * 100.0).round() / 100.0;
     let mut differences = Vec::new();
     for pair in chosen {
@@ -203,12 +212,11 @@ pub(super) async fn pairs(
             rounds.iter().map(|r| f(&r[w].latency) - f(&r[wo].latency)).collect()
         };
         let (q1, median, q3) = quartiles(&mut diff(&|h| h.value_at_quantile(0.5) as f64));
-        let per_request: Vec<f64> = rounds
+        let mut per_request: Vec<f64> = rounds
             .iter()
             .map(|r| (r[w].wall.as_secs_f64() - r[wo].wall.as_secs_f64()) * 1e6 / args.block as f64)
             .collect();
-        let (wq1, wmedian, wq3) = quartiles(&mut per_request.clone());
-        let tenth = |x: f64| (x * 10.0).round() / 10.0;
+        let (wq1, wmedian, wq3) = quartiles(&mut per_request);
         let cpu = |side: usize| per(rounds.iter().map(|r| r[side].cpu).sum());
         let switches = |side: usize| per_switch(rounds.iter().map(|r| r[side].switches).sum());
         differences.push(Difference {
@@ -221,11 +229,11 @@ pub(super) async fn pairs(
             per_request_us: tenth(wmedian),
             per_request_q1_us: tenth(wq1),
             per_request_q3_us: tenth(wq3),
-            mean_us: (quartiles(&mut diff(&|h| h.mean())).1 * 10.0).round() / 10.0,
+            mean_us: tenth(quartiles(&mut diff(&|h| h.mean())).1),
             p90_us: quartiles(&mut diff(&|h| h.value_at_quantile(0.9) as f64)).1 as i64,
             cpu_with_us: cpu(w),
             cpu_without_us: cpu(wo),
-            cpu_us: ((cpu(w) - cpu(wo)) * 10.0).round() / 10.0,
+            cpu_us: tenth(cpu(w) - cpu(wo)),
             switches_with: switches(w),
             switches_without: switches(wo),
             allocations_with: mean_allocations(&allocations, pair.with),

@@ -10,8 +10,8 @@
 //! (the order rotates), each pair's difference is taken within the round, and the median over the rounds is
 //! reported: drift, the order of the blocks and a round disturbed by something else on this small VM cancel
 //! out, and the pairs can be subtracted from each other (a first version interleaved single requests and swung
-//! by +-40 us between runs; a second measured the pairs one after the other, so they drifted apart). Measured with Redis (rate-limit leases)
-//! and without (in-process GCRA).
+//! by +-40 us between runs; a second measured the pairs one after the other, so they drifted apart). Measured
+//! with Redis (rate-limit leases) and without (in-process GCRA).
 
 mod measure;
 mod probes;
@@ -162,7 +162,7 @@ async fn variant(stack: &Stack, args: &OverheadArgs, with_redis: bool, deadline:
     )
     .await?;
     let result = match args.only {
-        Some(only) => measure::alone(&server, &target, args, only).await,
+        Some(only) => measure::alone(&server, &target, args, only, deadline).await,
         None => measure::pairs(&server, &target, args, deadline).await,
     };
     drop(target);

@@ -342,7 +342,11 @@ pub(super) async fn org_noop(
 
 /// What `--drop-layer` accepts: the server's optional outer layers (`http::middleware::Layer`) and the `/api`
 /// route layer.
-pub(super) const LAYERS: [&str; 3] = ["body-limit", "admission", "api-gate"];
+pub(super) const LAYERS: [&str; 3] = {
+    use intellifill::http::middleware::Layer;
+    [Layer::BodyLimit.name(), Layer::Admission.name(), API_GATE]
+};
+const API_GATE: &str = "api-gate";
 
 /// The no-op routes behind the server's stack (`http::middleware::stack_with` and `http::routes::api_layers`,
 /// the functions the server is built with), without the layers named in `dropped`.
@@ -353,7 +357,7 @@ pub(super) fn stacked(
     dropped: &[String],
 ) -> axum::Router {
     let keep = |layer: &str| !dropped.iter().any(|d| d == layer);
-    let api = if keep("api-gate") {
+    let api = if keep(API_GATE) {
         intellifill::http::routes::api_layers(api, state)
     } else {
         let caller = caller.clone();
