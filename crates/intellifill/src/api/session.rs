@@ -78,6 +78,6 @@ pub async fn session(ctx: UserTx) -> Result<Json<Session>, AppError> {
         issued_at: a.issued_at,
         expires_at: a.expires_at,
         expires_in: (a.expires_at - chrono::Utc::now().timestamp()).max(0),
-        aal: a.aal.clone(),
+        aal: a.aal.as_deref().map(str::to_owned),
     }))
 }

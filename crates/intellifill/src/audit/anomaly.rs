@@ -129,12 +129,12 @@ impl Local {
 pub struct Observation {
     pub user_id: Option<uuid::Uuid>,
     pub organization_id: Option<uuid::Uuid>,
-    pub action: String,
+    pub action: std::borrow::Cow<'static, str>,
     pub status: Option<i32>,
     pub ip: Option<std::net::IpAddr>,
-    pub request_id: Option<String>,
-    pub method: Option<String>,
-    pub path: Option<String>,
+    pub request_id: Option<Arc<str>>,
+    pub method: Option<Arc<str>>,
+    pub path: Option<Arc<str>>,
     pub cross_tenant: bool,
 }
 
@@ -168,8 +168,9 @@ pub struct Detector {
     latches: moka::sync::Cache<String, ()>,
     /// Distinct members (ips per user) this instance already added to the current bucket: adding one again
     /// changes no count, so it costs no round trip (the union only grows when a new member arrives, and the
-    /// call that adds it, on whichever instance, sees the crossing).
-    added: moka::sync::Cache<String, ()>,
+    /// call that adds it, on whichever instance, sees the crossing). Keyed by value, so the common case (a
+    /// known user from a known address) formats and allocates nothing.
+    added: moka::sync::Cache<(uuid::Uuid, std::net::IpAddr, u64), ()>,
 }
 
 impl Detector {
@@ -203,21 +204,24 @@ impl Detector {
         let minute = Duration::from_secs(60);
         let five = Duration::from_secs(300);
         let success = e.status.is_some_and(|s| (200..300).contains(&s));
-        if let Some(user) = e.user_id {
-            let user = user.to_string();
+        if let Some(user_id) = e.user_id {
+            // Formatted only for a check that runs (most events run none).
+            let user = || user_id.to_string();
             if e.action == "knowledge.search" {
-                self.check(e, AnomalyKind::SearchBurst, &user, None, minute, self.config.search_per_minute).await;
+                self.check(e, AnomalyKind::SearchBurst, &user(), None, minute, self.config.search_per_minute).await;
             }
             if actions::is_delete(&e.action) && success {
-                self.check(e, AnomalyKind::MassDelete, &user, None, minute, self.config.deletes_per_minute).await;
+                self.check(e, AnomalyKind::MassDelete, &user(), None, minute, self.config.deletes_per_minute).await;
             }
             if e.cross_tenant {
                 let limit = self.config.cross_tenant_per_5_minutes;
-                self.check(e, AnomalyKind::CrossTenantBurst, &user, None, five, limit).await;
+                self.check(e, AnomalyKind::CrossTenantBurst, &user(), None, five, limit).await;
             }
-            if let Some(ip) = e.ip {
+            if let Some(ip) = e.ip
+                && self.first_sighting(user_id, ip, five)
+            {
                 let limit = self.config.ips_per_user_per_5_minutes;
-                self.check(e, AnomalyKind::ManyIps, &user, Some(&ip.to_string()), five, limit).await;
+                self.check(e, AnomalyKind::ManyIps, &user(), Some(&ip.to_string()), five, limit).await;
             }
         }
         if matches!(e.status, Some(401 | 403)) {
@@ -242,14 +246,6 @@ impl Detector {
         window: Duration,
         limit: u64,
     ) {
-        if let Some(m) = member {
-            let (_, bucket) = bucket_of(window);
-            let mut new = false;
-            self.added.entry(format!("{}:{subject}:{m}:{bucket}", kind.as_str())).or_insert_with(|| new = true);
-            if !new {
-                return;
-            }
-        }
         let count = self.count(kind, subject, member, window).await;
         if count <= limit || !self.first_report(kind, subject, window).await {
             return;
@@ -276,6 +272,14 @@ impl Detector {
         {
             self.lock(user, kind).await;
         }
+    }
+
+    /// Whether `ip` is new for `user` in the current bucket of `window` on this instance.
+    fn first_sighting(&self, user: uuid::Uuid, ip: std::net::IpAddr, window: Duration) -> bool {
+        let (_, bucket) = bucket_of(window);
+        let mut new = false;
+        self.added.entry((user, ip, bucket)).or_insert_with(|| new = true);
+        new
     }
 
     async fn count(&self, kind: AnomalyKind, subject: &str, member: Option<&str>, window: Duration) -> u64 {

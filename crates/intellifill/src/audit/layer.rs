@@ -44,14 +44,17 @@ pub async fn capture(state: &AppState, request: Request, next: Next) -> Response
 
     // The action is known once the route is (`finish`).
     let mut event = AuditEvent::new(String::new());
-    event.request_id = parts.extensions.get::<RequestId>().map(|r| r.0.to_string());
+    event.request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone());
     event.ip = client_ip(&parts, &state.config.http.trusted_proxies);
-    event.user_agent =
-        parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(|ua| truncated(ua, MAX_USER_AGENT));
-    event.method = Some(parts.method.to_string());
-    event.path = Some(truncated(parts.uri.path(), 512));
+    event.user_agent = parts
+        .headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|ua| truncated(ua, MAX_USER_AGENT).to_owned());
+    event.method = Some(parts.method.as_str().into());
+    event.path = Some(truncated(parts.uri.path(), 512).into());
     // The user agent and the query string are sanitized by the writer, off the request path.
-    let query = parts.uri.query().map(|q| truncated(q, 2048));
+    let query = parts.uri.query().map(|q| truncated(q, 2048).to_owned());
     let method = parts.method.clone();
 
     let mut captured: Option<(Option<String>, Bytes)> = None;
@@ -98,26 +101,27 @@ fn finish(
     body: Option<(Option<String>, Bytes)>,
 ) {
     let mut notes = slot.take();
-    let (action, entity_type) = actions::classify(method, notes.route.as_deref());
-    event.action = action.to_owned();
-    event.entity_type = entity_type.map(str::to_owned);
-    event.entity_id = notes.entity_id.take().or_else(|| actions::entity_id(&notes.params));
+    let route = notes.route.as_ref().map(MatchedPath::as_str);
+    let (action, entity_type) = actions::classify(method, route);
+    event.action = action.into();
+    event.entity_type = entity_type.map(Into::into);
+    event.entity_id = notes.entity_id.take().or(notes.path_entity_id.take());
     event.user_id = notes.user_id;
     event.organization_id = notes.organization_id;
     event.status = Some(i32::from(response.status().as_u16()));
     state.http_metrics.record(
         method,
-        notes.route.as_deref().unwrap_or("unmatched"),
+        route.unwrap_or("unmatched"),
         response.status().as_u16(),
         started.elapsed().as_secs_f64(),
     );
     event.duration_ms = Some(started.elapsed().as_millis().min(i32::MAX as u128) as i32);
     if let Some(kind) = response.extensions().get::<ErrorPayload>().and_then(|p| p.security) {
-        let details = serde_json::json!({ "status": event.status, "route": notes.route });
+        let details = serde_json::json!({ "status": event.status, "route": route });
         security::mark(&mut event, kind, kind.severity(), details);
     }
     if let serde_json::Value::Object(map) = &mut event.metadata {
-        if let Some(route) = notes.route {
+        if let Some(route) = route {
             map.insert("route".into(), route.into());
         }
         if let Some(q) = query {
@@ -143,14 +147,14 @@ fn finish(
 /// is done.
 pub async fn note_route(request: Request) -> Request {
     let (mut parts, body) = request.into_parts();
-    let route = parts.extensions.get::<MatchedPath>().map(|m| m.as_str().to_owned());
-    let params: Vec<(String, String)> = match RawPathParams::from_request_parts(&mut parts, &()).await {
-        Ok(p) => p.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
-        Err(_) => Vec::new(),
+    let route = parts.extensions.get::<MatchedPath>().cloned();
+    let entity_id = match RawPathParams::from_request_parts(&mut parts, &()).await {
+        Ok(p) => actions::entity_id(|| p.iter()),
+        Err(_) => None,
     };
     super::note(&parts.extensions, |n| {
         n.route = route;
-        n.params = params;
+        n.path_entity_id = entity_id;
     });
     Request::from_parts(parts, body)
 }

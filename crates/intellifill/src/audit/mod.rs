@@ -27,6 +27,7 @@ pub mod security;
 pub mod spool;
 pub mod writer;
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -50,12 +51,14 @@ pub struct AuditEvent {
     pub user_id: Option<Uuid>,
     pub organization_id: Option<Uuid>,
     /// Bounded vocabulary (`knowledge.create`, `security.cross_tenant_attempt`, ...), never raw ids.
-    pub action: String,
-    pub entity_type: Option<String>,
+    pub action: Cow<'static, str>,
+    pub entity_type: Option<Cow<'static, str>>,
     pub entity_id: Option<String>,
-    pub request_id: Option<String>,
-    pub method: Option<String>,
-    pub path: Option<String>,
+    /// Shared (`Arc`) with the request id extension and the anomaly detector's observation: no copy per
+    /// request.
+    pub request_id: Option<Arc<str>>,
+    pub method: Option<Arc<str>>,
+    pub path: Option<Arc<str>>,
     pub status: Option<i32>,
     pub duration_ms: Option<i32>,
     pub ip: Option<IpAddr>,
@@ -66,7 +69,7 @@ pub struct AuditEvent {
 }
 
 impl AuditEvent {
-    pub fn new(action: impl Into<String>) -> AuditEvent {
+    pub fn new(action: impl Into<Cow<'static, str>>) -> AuditEvent {
         AuditEvent {
             id: Uuid::now_v7(),
             created_at: Utc::now(),
@@ -88,20 +91,24 @@ impl AuditEvent {
     }
 }
 
-/// The first `max` characters of `s`, copied once (collecting `chars()` grows the string step by step).
-pub(crate) fn truncated(s: &str, max: usize) -> String {
+/// The first `max` characters of `s` (a prefix of it, so the caller copies once into whatever it keeps).
+pub(crate) fn truncated(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        // No more bytes than `max`, so no more characters either.
+        return s;
+    }
     let end = s.char_indices().nth(max).map_or(s.len(), |(i, _)| i);
-    s[..end].to_owned()
+    &s[..end]
 }
 
 /// What inner layers learn about a request and the audit layer records: set by the auth layer (user), the
 /// org extractor (organization), handlers (entity).
 #[derive(Debug, Default, Clone)]
 pub struct AuditNotes {
-    /// The matched route template (`/api/organizations/{orgId}/knowledge`).
-    pub route: Option<String>,
-    /// Its path parameters.
-    pub params: Vec<(String, String)>,
+    /// The matched route template (`/api/organizations/{orgId}/knowledge`), shared with axum's extension.
+    pub route: Option<axum::extract::MatchedPath>,
+    /// The entity the path names (its most specific id parameter), for the event's `entity_id`.
+    pub path_entity_id: Option<String>,
     pub user_id: Option<Uuid>,
     pub organization_id: Option<Uuid>,
     pub entity_id: Option<String>,

@@ -357,7 +357,7 @@ fn clean(s: &str) -> Cow<'_, str> {
     if s.contains('\0') { Cow::Owned(s.replace('\0', "")) } else { Cow::Borrowed(s) }
 }
 
-fn clean_opt(s: &Option<String>) -> Option<Cow<'_, str>> {
+fn clean_opt<S: std::ops::Deref<Target = str>>(s: &Option<S>) -> Option<Cow<'_, str>> {
     s.as_deref().map(clean)
 }
 

@@ -40,7 +40,8 @@ impl TokenHash {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CachedUser {
     pub id: Uuid,
-    pub email: String,
+    /// Shared (`Arc`): every request's caller is a copy of the cached entry, made without copying text.
+    pub email: Arc<str>,
     /// The token's session (`session_id` claim).
     pub session_id: Option<Uuid>,
     /// `iat`, seconds since the epoch.
@@ -48,7 +49,7 @@ pub struct CachedUser {
     /// `exp`, seconds since the epoch.
     pub expires_at: i64,
     /// Authenticator assurance level (`aal1`, `aal2`).
-    pub aal: Option<String>,
+    pub aal: Option<Arc<str>>,
 }
 
 /// A cache entry (also the L2 JSON value).

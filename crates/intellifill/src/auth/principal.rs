@@ -93,7 +93,7 @@ pub async fn open(
     let user = match user_rows.first() {
         Some(row) => CurrentUser::from_row(row),
         None if state.config.auth.auto_provision => {
-            tx.query(PROVISION, &[(&auth.email, Type::TEXT)]).await?;
+            tx.query(PROVISION, &[(&&*auth.email, Type::TEXT)]).await?;
             let row = tx.query_opt(USER_ROW, &[]).await?.ok_or_else(|| {
                 AppError::new(ErrorCode::UserNotProvisioned, "the account could not be provisioned (e-mail in use)")
             })?;

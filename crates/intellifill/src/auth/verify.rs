@@ -57,11 +57,11 @@ impl CachedUser {
     fn from_claims(claims: &Claims) -> CachedUser {
         CachedUser {
             id: claims.sub,
-            email: claims.email.clone().unwrap_or_default(),
+            email: claims.email.as_deref().unwrap_or_default().into(),
             session_id: claims.session_id,
             issued_at: claims.iat,
             expires_at: claims.exp,
-            aal: claims.aal.clone(),
+            aal: claims.aal.as_deref().map(Into::into),
         }
     }
 }
@@ -224,7 +224,7 @@ impl Authenticator {
                 Ok(user) if user.id == claims.sub => {
                     let mut cached = CachedUser::from_claims(&claims);
                     if let Some(email) = user.email {
-                        cached.email = email;
+                        cached.email = email.into();
                     }
                     Entry::Valid { user: cached, cached_at: now_ms() }
                 }

@@ -59,7 +59,7 @@ pub fn stack_with(routes: Router<AppState>, state: &AppState, keep: impl Fn(Laye
     let http = &state.config.http;
     routes.layer(
         ServiceBuilder::new()
-            .layer(axum::middleware::from_fn(request_id::layer))
+            .layer(request_id::RequestIdLayer)
             .layer(CatchPanicLayer::custom(panic_response))
             .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, http.request_timeout))
             .option_layer(keep(Layer::BodyLimit).then(|| DefaultBodyLimit::max(http.max_body_bytes)))

@@ -4,20 +4,26 @@
 //! stores it in the request extensions, runs the request inside a tracing span carrying it, returns it in
 //! `X-Request-ID`, and renders every error response as `{error, message, code, requestId}`: from the
 //! [`ErrorPayload`] an [`crate::AppError`] left behind, or from the bare status of a framework response.
+//!
+//! A tower layer, service and future rather than `axum::middleware::from_fn`: its work before and after the
+//! inner service is synchronous, so it calls the inner service directly and wraps its future, where `from_fn`
+//! clones the inner service, boxes it and boxes the future on every request (docs/PERFORMANCE.md).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::Response;
-use tracing::Instrument;
 
 use crate::error::{ErrorCode, ErrorPayload};
 
-pub const HEADER: &str = "x-request-id";
+/// `X-Request-ID`, as a constant: inserting under a `&str` would build and allocate the name per response.
+pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The id of the current request.
 #[derive(Debug, Clone)]
@@ -28,31 +34,111 @@ fn acceptable(id: &str) -> bool {
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
-pub async fn layer(mut request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let id: Arc<str> = match request.headers().get(HEADER).and_then(|v| v.to_str().ok()) {
-        Some(v) if acceptable(v) => v.into(),
-        _ => uuid::Uuid::now_v7().to_string().into(),
-    };
-    request.extensions_mut().insert(RequestId(id.clone()));
-    let method = request.method().clone();
-    // A clone of the URI shares its bytes: no copy of the path per request for the log lines.
-    let uri = request.uri().clone();
-    let path = uri.path();
-    let span = tracing::info_span!("request", request_id = %id, method = %method, path = %path);
-    let mut response = next.run(request).instrument(span).await;
-    render_error(&mut response, &id);
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert(HEADER, value);
+/// The layer: [`RequestIdService`] around the rest of the stack.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestIdLayer;
+
+impl<S> tower::Layer<S> for RequestIdLayer {
+    type Service = RequestIdService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequestIdService { inner }
     }
-    let status = response.status().as_u16();
-    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-    if status >= 500 {
-        tracing::warn!(request_id = %id, %method, %path, status, duration_ms, "request");
-    } else {
-        tracing::info!(request_id = %id, %method, %path, status, duration_ms, "request");
+}
+
+#[derive(Debug, Clone)]
+pub struct RequestIdService<S> {
+    inner: S,
+}
+
+impl<S, B> tower::Service<Request> for RequestIdService<S>
+where
+    S: tower::Service<Request, Response = axum::http::Response<B>>,
+    B: http_body::Body<Data = axum::body::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
     }
-    response
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        let started = Instant::now();
+        let id: Arc<str> = match request.headers().get(&HEADER).and_then(|v| v.to_str().ok()) {
+            Some(v) if acceptable(v) => v.into(),
+            _ => uuid::Uuid::now_v7().to_string().into(),
+        };
+        request.extensions_mut().insert(RequestId(id.clone()));
+        let method = request.method().clone();
+        // A clone of the URI shares its bytes: no copy of the path per request for the log lines.
+        let uri = request.uri().clone();
+        let span = tracing::info_span!("request", request_id = %id, method = %method, path = %uri.path());
+        let inner = span.in_scope(|| self.inner.call(request));
+        ResponseFuture { inner, span, log: Some(AccessLog { started, id, method, uri }) }
+    }
+}
+
+/// What the access log line and the response need once the inner service has answered.
+struct AccessLog {
+    started: Instant,
+    id: Arc<str>,
+    method: Method,
+    uri: Uri,
+}
+
+impl AccessLog {
+    fn finish<B>(self, response: axum::http::Response<B>) -> Response
+    where
+        B: http_body::Body<Data = axum::body::Bytes> + Send + 'static,
+        B::Error: Into<axum::BoxError>,
+    {
+        let mut response = response.map(Body::new);
+        render_error(&mut response, &self.id);
+        if let Ok(value) = HeaderValue::from_str(&self.id) {
+            response.headers_mut().insert(HEADER, value);
+        }
+        let status = response.status().as_u16();
+        let duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        let (id, method, path) = (&self.id, &self.method, self.uri.path());
+        if status >= 500 {
+            tracing::warn!(request_id = %id, %method, %path, status, duration_ms, "request");
+        } else {
+            tracing::info!(request_id = %id, %method, %path, status, duration_ms, "request");
+        }
+        response
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The inner service's future, polled inside the request's span; the response finished on the way out.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        span: tracing::Span,
+        log: Option<AccessLog>,
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<axum::http::Response<B>, E>>,
+    B: http_body::Body<Data = axum::body::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = {
+            let _entered = this.span.enter();
+            ready!(this.inner.poll(cx))?
+        };
+        let log = this.log.take().expect("a ResponseFuture is not polled after it completed");
+        Poll::Ready(Ok(log.finish(response)))
+    }
 }
 
 /// Fill in the JSON error body.

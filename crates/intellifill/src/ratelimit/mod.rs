@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{RawPathParams, Request};
-use axum::http::{HeaderMap, HeaderValue, Method};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -162,13 +162,20 @@ impl RateLimits {
     }
 }
 
+// Header names as constants: inserting under a `&str` builds (and, for a non-standard name, allocates) a
+// `HeaderName` on every call.
+const LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+const REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+const RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+const POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+
 fn set_headers(headers: &mut HeaderMap, d: &Decision, policy: &Policy) {
-    headers.insert("ratelimit-limit", HeaderValue::from(d.limit));
-    headers.insert("ratelimit-remaining", HeaderValue::from(d.remaining));
-    headers.insert("ratelimit-reset", HeaderValue::from(d.reset_secs));
-    headers.insert("ratelimit-policy", policy.header.clone());
+    headers.insert(LIMIT, HeaderValue::from(d.limit));
+    headers.insert(REMAINING, HeaderValue::from(d.remaining));
+    headers.insert(RESET, HeaderValue::from(d.reset_secs));
+    headers.insert(POLICY, policy.header.clone());
     if !d.allowed {
-        headers.insert("retry-after", HeaderValue::from(d.retry_after_secs));
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(d.retry_after_secs));
     }
 }
 
@@ -194,8 +201,7 @@ async fn apply<F: Future<Output = Response>>(
         Some((d, policy)) => {
             let mut response = inner(request).await;
             // An inner, tighter limiter's headers stay.
-            let inner =
-                response.headers().get("ratelimit-remaining").and_then(|v| v.to_str().ok()?.parse::<u32>().ok());
+            let inner = response.headers().get(REMAINING).and_then(|v| v.to_str().ok()?.parse::<u32>().ok());
             if inner.is_none_or(|r| d.remaining < r) {
                 set_headers(response.headers_mut(), &d, policy);
             }
