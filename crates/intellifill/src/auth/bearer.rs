@@ -1,5 +1,10 @@
 //! The shape of a bearer token, checked before anything else looks at it: `Authorization: Bearer <token>`,
 //! 20 to 4096 characters, three base64url parts. Anything else is refused without a network call.
+//!
+//! It runs on every authenticated request over a ~1 KB token, so it works on the header's bytes in passes
+//! the compiler vectorizes (no early exit, no branch per byte) and allocates nothing: a byte-at-a-time
+//! version cost ~15,000 instructions per request (callgrind, docs/PERFORMANCE.md), a fifth of the whole
+//! middleware stack's.
 
 use axum::http::{HeaderMap, header};
 
@@ -13,38 +18,49 @@ pub fn from_headers(headers: &HeaderMap) -> Result<&str, AppError> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Err(AppError::new(ErrorCode::TokenMissing, "an Authorization: Bearer token is required"));
     };
-    let value = value.to_str().map_err(|_| malformed("the Authorization header is not valid text"))?;
-    let Some((scheme, token)) = value.split_once(' ') else {
+    let value = value.as_bytes();
+    let Some(space) = value.iter().position(|&b| b == b' ') else {
         return Err(malformed("expected `Authorization: Bearer <token>`"));
     };
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    if !value[..space].eq_ignore_ascii_case(b"bearer") {
         return Err(malformed("expected `Authorization: Bearer <token>`"));
     }
-    let token = token.trim();
+    let token = value[space + 1..].trim_ascii();
     if token.is_empty() {
         return Err(AppError::new(ErrorCode::TokenMissing, "the bearer token is empty"));
     }
-    check_shape(token)?;
-    Ok(token)
+    check_shape_bytes(token)?;
+    // The shape check admits ASCII only, so this cannot fail; it costs one vectorized pass.
+    std::str::from_utf8(token).map_err(|_| malformed("the token is not a JWT"))
 }
 
-/// Length bounds and three base64url parts. Runs on every authenticated request, so it is one pass over the
-/// bytes without early exit (the compiler vectorizes it) and allocates nothing.
+/// Length bounds and three base64url parts.
 pub fn check_shape(token: &str) -> Result<(), AppError> {
-    if token.len() < MIN_LEN || token.len() > MAX_LEN {
+    check_shape_bytes(token.as_bytes())
+}
+
+fn check_shape_bytes(bytes: &[u8]) -> Result<(), AppError> {
+    if bytes.len() < MIN_LEN || bytes.len() > MAX_LEN {
         return Err(malformed("the token length is out of bounds"));
     }
-    let bytes = token.as_bytes();
-    let (alphabet_only, dots) = bytes.iter().fold((true, 0usize), |(ok, dots), &b| {
-        let base64url = b.is_ascii_alphanumeric() | (b == b'-') | (b == b'_');
-        (ok & (base64url | (b == b'.')), dots + usize::from(b == b'.'))
-    });
-    // Three non-empty parts: two dots, neither at an end nor side by side.
-    let parts_non_empty = bytes[0] != b'.' && bytes[bytes.len() - 1] != b'.' && !token.contains("..");
-    if !alphabet_only || dots != 2 || !parts_non_empty {
+    // The two separators (the first and the last dot; the header and signature parts are short), then one
+    // pass without early exit over all three parts that admits base64url only, so a dot anywhere else fails
+    // it too: that pass vectorizes.
+    let (Some(first), Some(last)) = (bytes.iter().position(|&b| b == b'.'), bytes.iter().rposition(|&b| b == b'.'))
+    else {
+        return Err(malformed("the token is not a JWT"));
+    };
+    let non_empty = first > 0 && last > first + 1 && last < bytes.len() - 1;
+    let outside = |part: &[u8]| part.iter().fold(0u8, |acc, &b| acc | u8::from(!is_base64url(b)));
+    if !non_empty || (outside(&bytes[..first]) | outside(&bytes[first + 1..last]) | outside(&bytes[last + 1..])) != 0 {
         return Err(malformed("the token is not a JWT"));
     }
     Ok(())
+}
+
+/// The base64url alphabet, without branches.
+fn is_base64url(b: u8) -> bool {
+    b.is_ascii_digit() | b.is_ascii_uppercase() | b.is_ascii_lowercase() | (b == b'-') | (b == b'_')
 }
 
 fn malformed(message: &'static str) -> AppError {
@@ -80,5 +96,16 @@ mod tests {
         assert_eq!(code("Bearer aaaaaaaaaa..bbbbbbbbbbcccccccccc"), ErrorCode::TokenMalformed);
         assert_eq!(code("Bearer aaaaaaaaaa.bbbbb.bbbbb.cccccccccc"), ErrorCode::TokenMalformed);
         assert_eq!(code("Bearer aaaaaaaaaa.bbbbbbbbbb.ccccccccc="), ErrorCode::TokenMalformed);
+        // Bytes a header may carry but a token may not (obs-text, a tab inside).
+        let raw = |v: &[u8]| {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, HeaderValue::from_bytes(v).expect("header"));
+            from_headers(&h).map(str::to_owned).map_err(|e| e.code)
+        };
+        assert_eq!(raw(b"Bearer aaaaaaaaaa.bbbb\xffbbbbb.cccccccccc"), Err(ErrorCode::TokenMalformed));
+        assert_eq!(raw(b"Bearer aaaaaaaaaa.bbbb\tbbbbb.cccccccccc"), Err(ErrorCode::TokenMalformed));
+        assert_eq!(raw(b"B\xe9arer aaaaaaaaaa.bbbbbbbbbb.cccccccccc"), Err(ErrorCode::TokenMalformed));
+        // Surrounding blanks are not part of the token.
+        assert_eq!(raw(b"Bearer  aaaaaaaaaa.bbbbbbbbbb.cccccccccc\t"), Ok(good.to_owned()));
     }
 }

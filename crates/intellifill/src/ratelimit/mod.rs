@@ -50,8 +50,10 @@ pub struct Policy {
     pub scope: Scope,
     pub limit: u32,
     pub window: Duration,
-    /// Its `RateLimit-Policy` value (e.g. `300;w=60`) and its decision counters: built once, not per request.
+    /// Its `RateLimit-Policy` value (e.g. `300;w=60`), its `RateLimit-Limit` value and its decision counters:
+    /// built once, not per request.
     header: HeaderValue,
+    limit_header: HeaderValue,
     allowed: metrics::Counter,
     limited: metrics::Counter,
     store: Store,
@@ -69,6 +71,7 @@ impl Policy {
             window,
             header: HeaderValue::from_str(&format!("{};w={}", limit, window.as_secs()))
                 .expect("digits and ';w=' are a valid header value"),
+            limit_header: HeaderValue::from(limit.get()),
             allowed: decisions("allowed"),
             limited: decisions("limited"),
             store: Store::new(kv.clone(), limit, window),
@@ -170,7 +173,9 @@ const RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 const POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 
 fn set_headers(headers: &mut HeaderMap, d: &Decision, policy: &Policy) {
-    headers.insert(LIMIT, HeaderValue::from(d.limit));
+    // The store's decisions carry the policy's own limit.
+    debug_assert_eq!(d.limit, policy.limit);
+    headers.insert(LIMIT, policy.limit_header.clone());
     headers.insert(REMAINING, HeaderValue::from(d.remaining));
     headers.insert(RESET, HeaderValue::from(d.reset_secs));
     headers.insert(POLICY, policy.header.clone());
