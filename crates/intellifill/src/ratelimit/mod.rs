@@ -173,8 +173,6 @@ const RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 const POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 
 fn set_headers(headers: &mut HeaderMap, d: &Decision, policy: &Policy) {
-    // The store's decisions carry the policy's own limit.
-    debug_assert_eq!(d.limit, policy.limit);
     headers.insert(LIMIT, policy.limit_header.clone());
     headers.insert(REMAINING, HeaderValue::from(d.remaining));
     headers.insert(RESET, HeaderValue::from(d.reset_secs));

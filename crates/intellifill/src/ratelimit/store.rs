@@ -38,7 +38,6 @@ use crate::kv::Kv;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
     pub allowed: bool,
-    pub limit: u32,
     pub remaining: u32,
     /// Seconds until the bucket is full again.
     pub reset_secs: u64,
@@ -295,19 +294,12 @@ impl Store {
     }
 
     fn allowed(&self, remaining: u32, reset_secs: u64) -> Decision {
-        Decision {
-            allowed: true,
-            limit: self.limit,
-            remaining: remaining.min(self.limit),
-            reset_secs,
-            retry_after_secs: 0,
-        }
+        Decision { allowed: true, remaining: remaining.min(self.limit), reset_secs, retry_after_secs: 0 }
     }
 
     fn refused(&self, reset_secs: u64, retry_after: Duration) -> Decision {
         Decision {
             allowed: false,
-            limit: self.limit,
             remaining: 0,
             reset_secs,
             retry_after_secs: (retry_after.as_secs_f64().ceil() as u64).max(1),
@@ -321,7 +313,6 @@ impl Store {
                 let used = u64::from(self.limit.saturating_sub(remaining));
                 Decision {
                     allowed: true,
-                    limit: self.limit,
                     remaining,
                     reset_secs: (self.interval * used as u32).as_secs_f64().ceil() as u64,
                     retry_after_secs: 0,
@@ -331,7 +322,6 @@ impl Store {
                 let wait = not_until.wait_time_from(self.clock.now());
                 Decision {
                     allowed: false,
-                    limit: self.limit,
                     remaining: 0,
                     reset_secs: (self.interval * self.limit).as_secs_f64().ceil() as u64,
                     retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
