@@ -57,8 +57,8 @@ pub struct OverheadArgs {
     /// request under load. The server's pool and the dedicated connections of the `*-db` probes get this size.
     #[arg(long, default_value_t = 1)]
     pub concurrency: usize,
-    /// Measure only these pairs (repeatable; default all): whole, layers-in-place, org-context, stack, pool,
-    /// session-handler, session, list.
+    /// Measure only these pairs (repeatable; default all): whole, whole-routed, route, layers-in-place,
+    /// org-context, org-context-routed, stack, pool, session-handler, session, list.
     #[arg(long = "pair", value_parser = probes::parse_pair)]
     pub pairs: Vec<String>,
     /// With `--only`: timed requests of that probe.

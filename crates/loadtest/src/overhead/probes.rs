@@ -105,14 +105,26 @@ impl Clients {
     /// The database work alone on a free connection, in a task of its own too (same scheduling as
     /// [`oneshot`]). The most recently returned connection first, as the server's pool does.
     async fn run(&self, user: Uuid, org: Option<Uuid>, list: bool) -> Result<()> {
-        let client =
-            self.0.lock().expect("not poisoned").pop().ok_or_else(|| anyhow!("more in flight than connections"))?;
+        let client = self.take()?;
         let result = {
             let client = client.clone();
             tokio::spawn(async move { db_alone(&client, user, org, list).await }).await
         };
         self.0.lock().expect("not poisoned").push(client);
         result?
+    }
+
+    /// The same work in the current task (the [`Probe::OrgDbRouted`] handler, already in the task `oneshot`
+    /// spawned).
+    async fn run_here(&self, user: Uuid, org: Option<Uuid>) -> Result<()> {
+        let client = self.take()?;
+        let result = db_alone(&client, user, org, false).await;
+        self.0.lock().expect("not poisoned").push(client);
+        result
+    }
+
+    fn take(&self) -> Result<Arc<tokio_postgres::Client>> {
+        self.0.lock().expect("not poisoned").pop().ok_or_else(|| anyhow!("more in flight than connections"))
     }
 }
 
@@ -133,6 +145,11 @@ pub enum Probe {
     OrgHandler,
     /// The org no-op's transaction alone (context, user row, membership, commit).
     OrgDb,
+    /// The same transaction (on the dedicated connections, not the pool) in a handler on a bare router at the
+    /// org no-op's path, answering the same JSON: what any axum route costs around that transaction (routing,
+    /// path parameters, the request and response objects, the harness reading the body), with no middleware,
+    /// no extractor and no pool.
+    OrgDbRouted,
     Session,
     /// The session handler alone: the caller (as auth would find it) put in by a bare layer, no other layer.
     SessionHandler,
@@ -144,13 +161,14 @@ pub enum Probe {
 }
 
 impl Probe {
-    pub(super) const ALL: [Probe; 12] = [
+    pub(super) const ALL: [Probe; 13] = [
         Probe::Hello,
         Probe::Health,
         Probe::Noop,
         Probe::OrgNoop,
         Probe::OrgHandler,
         Probe::OrgDb,
+        Probe::OrgDbRouted,
         Probe::Session,
         Probe::SessionHandler,
         Probe::SessionDb,
@@ -185,6 +203,7 @@ impl Probe {
             Probe::Noop => "no-op handler behind the /api stack",
             Probe::OrgNoop => "org-scoped no-op (OrgTx) behind the stack",
             Probe::OrgDb => "org no-op transaction alone",
+            Probe::OrgDbRouted => "org no-op transaction on a bare router",
             Probe::Session => "GET /api/auth/session",
             Probe::SessionHandler => "session handler alone (no middleware)",
             Probe::OrgHandler => "org no-op handler alone (no middleware)",
@@ -202,7 +221,8 @@ pub(super) struct Target<'a> {
     stacked: axum::Router,
     handler: axum::Router,
     router: axum::Router,
-    clients: Clients,
+    routed_db: axum::Router,
+    clients: Arc<Clients>,
     db: intellifill::db::Db,
     user: &'a seed::SeedUser,
     list_path: String,
@@ -221,6 +241,7 @@ impl<'a> Target<'a> {
     ) -> Result<Target<'a>> {
         let state = state.clone();
         let caller = state.auth.verify(&user.token).await.map_err(|e| anyhow!("{e}"))?;
+        let clients = Arc::new(Clients::connect(runtime_url, concurrency.max(1)).await?);
         let api = axum::Router::new()
             .route("/api/noop", tiny_json())
             .route("/api/organizations/{orgId}/noop", axum::routing::get(org_noop));
@@ -245,7 +266,8 @@ impl<'a> Target<'a> {
                     ))
                     .with_state(state.clone())
             },
-            clients: Clients::connect(runtime_url, concurrency.max(1)).await?,
+            routed_db: routed_db(clients.clone(), user),
+            clients,
             db: state.db.clone(),
             user,
             list_path: format!("/api/organizations/{}/knowledge", user.org),
@@ -263,6 +285,7 @@ impl Target<'_> {
             Probe::Noop => oneshot(&self.stacked, "/api/noop", token).await?,
             Probe::OrgNoop => oneshot(&self.stacked, &self.org_noop_path, token).await?,
             Probe::OrgDb => return self.clients.run(self.user.id, Some(self.user.org), false).await,
+            Probe::OrgDbRouted => oneshot(&self.routed_db, &self.org_noop_path, token).await?,
             Probe::Session => oneshot(&self.router, "/api/auth/session", token).await?,
             Probe::SessionHandler => oneshot(&self.handler, "/", token).await?,
             Probe::OrgHandler => oneshot(&self.handler, &self.org_noop_path, token).await?,
@@ -296,11 +319,23 @@ const fn pair(what: &'static str, key: &'static str, with: Probe, without: Probe
     Pair { what, key, with, without }
 }
 
-pub(super) const PAIRS: [Pair; 8] = [
+pub(super) const PAIRS: [Pair; 11] = [
     pair(
         "whole stack incl. org context (org-scoped no-op vs its transaction alone)",
         "whole",
         Probe::OrgNoop,
+        Probe::OrgDb,
+    ),
+    pair(
+        "whole stack incl. org context over a bare route (org-scoped no-op vs its transaction on a bare router)",
+        "whole-routed",
+        Probe::OrgNoop,
+        Probe::OrgDbRouted,
+    ),
+    pair(
+        "a bare route around the transaction (its transaction on a bare router vs alone)",
+        "route",
+        Probe::OrgDbRouted,
         Probe::OrgDb,
     ),
     pair(
@@ -310,6 +345,12 @@ pub(super) const PAIRS: [Pair; 8] = [
         Probe::OrgHandler,
     ),
     pair("org no-op handler alone vs its transaction alone", "org-context", Probe::OrgHandler, Probe::OrgDb),
+    pair(
+        "org context over a bare route (org no-op handler alone vs its transaction on a bare router)",
+        "org-context-routed",
+        Probe::OrgHandler,
+        Probe::OrgDbRouted,
+    ),
     pair("middleware stack alone (no-op /api handler vs bare router)", "stack", Probe::Noop, Probe::Hello),
     pair(
         "the server's pool and Tx vs a plain connection (session transaction)",
@@ -338,6 +379,23 @@ pub(super) async fn org_noop(
 ) -> Result<axum::Json<serde_json::Value>, intellifill::error::AppError> {
     ctx.tx.commit().await?;
     Ok(axum::Json(serde_json::json!({"status": "ok"})))
+}
+
+/// [`Probe::OrgDbRouted`]'s router: the org no-op's path and answer, the transaction on `clients`.
+fn routed_db(clients: Arc<Clients>, user: &seed::SeedUser) -> axum::Router {
+    let (user, org) = (user.id, user.org);
+    axum::Router::new().route(
+        "/api/organizations/{orgId}/noop",
+        axum::routing::get(move || {
+            let clients = clients.clone();
+            async move {
+                match clients.run_here(user, Some(org)).await {
+                    Ok(()) => Ok(axum::Json(serde_json::json!({"status": "ok"}))),
+                    Err(e) => Err((http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+                }
+            }
+        }),
+    )
 }
 
 /// What `--drop-layer` accepts: the server's optional outer layers (`http::middleware::Layer`) and the `/api`
