@@ -1,6 +1,6 @@
-//! The harness itself, end to end with tiny parameters: a run with non-zero throughput and no 5xx, and one
-//! chaos scenario that must pass. Each runs the `loadtest` binary (its own throwaway Postgres, Redis and
-//! emulator) and stays well under 20 s.
+//! The harness itself, end to end with tiny parameters: a run with non-zero throughput and no 5xx, one
+//! chaos scenario that must pass, and the overhead measurement with every probe answering. Each runs the
+//! `loadtest` binary (its own throwaway Postgres, Redis and emulator) and stays well under 20 s.
 
 use std::process::Command;
 
@@ -46,4 +46,37 @@ fn the_flaky_auth_service_scenario_passes() {
     assert!(output.status.success(), "chaos auth-flaky failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("== chaos auth-flaky: PASS"), "{stdout}");
     assert!(!stdout.contains("FAIL"), "{stdout}");
+}
+
+#[test]
+fn every_overhead_probe_answers_and_every_pair_is_reported() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let json = dir.path().join("overhead.json");
+    let output = loadtest()
+        .args(["overhead", "--variant", "no-redis", "--rounds", "2", "--block", "5", "--warmup", "5", "--json"])
+        .arg(&json)
+        .output()
+        .expect("loadtest runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // A probe whose request is not answered with 200 fails the command.
+    assert!(output.status.success(), "loadtest overhead failed:\n{stdout}\n{stderr}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("json report")).expect("valid json");
+    let variants = report["variants"].as_array().expect("variants");
+    assert_eq!(variants.len(), 1, "{report}");
+    let series = variants[0]["series"].as_array().expect("series");
+    assert!(
+        series.iter().any(|s| s["name"] == "org no-op transaction on a bare router"),
+        "the routed transaction probe ran: {series:?}"
+    );
+    for s in series {
+        assert_eq!(s["latency"]["count"], 10, "one block of 5 requests per round, 2 rounds: {s}");
+    }
+    let pairs = variants[0]["overhead"].as_array().expect("overhead");
+    assert_eq!(pairs.len(), 11, "every pair: {pairs:?}");
+    for p in pairs {
+        assert_eq!(p["requests"], 10, "{p}");
+        assert!(p["allocations_with"][0].as_u64().is_some_and(|n| n > 0), "allocations counted: {p}");
+    }
 }
