@@ -69,7 +69,8 @@ where
         let started = Instant::now();
         let id: Arc<str> = match request.headers().get(&HEADER).and_then(|v| v.to_str().ok()) {
             Some(v) if acceptable(v) => v.into(),
-            _ => uuid::Uuid::now_v7().to_string().into(),
+            // Encoded into a stack buffer: one allocation (the `Arc`), not the formatter and a `String` too.
+            _ => Arc::from(&*uuid::Uuid::now_v7().hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer())),
         };
         request.extensions_mut().insert(RequestId(id.clone()));
         let method = request.method().clone();

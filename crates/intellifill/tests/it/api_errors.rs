@@ -89,12 +89,18 @@ async fn request_id_is_returned_and_matches_the_error_body() {
     let body: serde_json::Value = response.json().await.expect("json");
     assert_eq!(body["requestId"], header.as_str());
     assert_eq!(body["code"], "TOKEN_MISSING");
+    // Generated ids are time-ordered UUIDs (v7), in the canonical lowercase hyphenated form.
+    let generated = uuid::Uuid::parse_str(&header).expect("a generated id is a UUID");
+    assert_eq!(generated.get_version_num(), 7, "{header}");
+    assert_eq!(header, generated.hyphenated().to_string(), "canonical form");
 
     let response =
         app.http.get(app.url("/health")).header("x-request-id", "client-id-42").send().await.expect("request");
     assert_eq!(response.headers()["x-request-id"], "client-id-42");
     let response = app.http.get(app.url("/health")).header("x-request-id", "bad id <>").send().await.expect("request");
-    assert_ne!(response.headers()["x-request-id"], "bad id <>");
+    let replaced = response.headers()["x-request-id"].to_str().expect("header");
+    assert_ne!(replaced, "bad id <>");
+    assert_eq!(uuid::Uuid::parse_str(replaced).expect("replaced by a generated id").get_version_num(), 7);
 }
 
 #[tokio::test]
