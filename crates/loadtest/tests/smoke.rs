@@ -8,21 +8,20 @@ fn loadtest() -> Command {
     Command::new(env!("CARGO_BIN_EXE_loadtest"))
 }
 
-#[test]
-fn a_tiny_run_has_throughput_and_no_server_errors() {
+/// `loadtest <args> --json <file>` (`args` separated by blanks), which must succeed; its JSON report.
+fn report(args: &str) -> serde_json::Value {
     let dir = tempfile::tempdir().expect("temp dir");
-    let json = dir.path().join("run.json");
-    let output = loadtest()
-        .args(["run", "--orgs", "2", "--users", "2", "--concurrency", "4", "--duration-secs", "2"])
-        .args(["--warmup-secs", "0", "--max-requests", "3000", "--json"])
-        .arg(&json)
-        .output()
-        .expect("loadtest runs");
+    let json = dir.path().join("report.json");
+    let output = loadtest().args(args.split_whitespace()).arg("--json").arg(&json).output().expect("loadtest runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "loadtest run failed:\n{stdout}\n{stderr}");
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&json).expect("json report")).expect("valid json");
+    assert!(output.status.success(), "loadtest {args} failed:\n{stdout}\n{stderr}");
+    serde_json::from_slice(&std::fs::read(&json).expect("json report")).expect("valid json")
+}
+
+#[test]
+fn a_tiny_run_has_throughput_and_no_server_errors() {
+    let report = report("run --orgs 2 --users 2 --concurrency 4 --duration-secs 2 --warmup-secs 0 --max-requests 3000");
     for phase in ["mixed", "list_only", "hello"] {
         let load = &report[phase]["load"];
         assert!(load["throughput_rps"].as_f64().is_some_and(|t| t > 0.0), "{phase}: no throughput: {load}");
@@ -50,19 +49,8 @@ fn the_flaky_auth_service_scenario_passes() {
 
 #[test]
 fn every_overhead_probe_answers_and_every_pair_is_reported() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let json = dir.path().join("overhead.json");
-    let output = loadtest()
-        .args(["overhead", "--variant", "no-redis", "--rounds", "2", "--block", "5", "--warmup", "5", "--json"])
-        .arg(&json)
-        .output()
-        .expect("loadtest runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
     // A probe whose request is not answered with 200 fails the command.
-    assert!(output.status.success(), "loadtest overhead failed:\n{stdout}\n{stderr}");
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&json).expect("json report")).expect("valid json");
+    let report = report("overhead --variant no-redis --rounds 2 --block 5 --warmup 5");
     let variants = report["variants"].as_array().expect("variants");
     assert_eq!(variants.len(), 1, "{report}");
     let series = variants[0]["series"].as_array().expect("series");
