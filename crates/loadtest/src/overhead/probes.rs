@@ -87,7 +87,7 @@ async fn oneshot(router: &axum::Router, path: &str, token: &str) -> Result<u16> 
 
 /// Dedicated runtime-role connections for the `*-db` probes, one per request in flight (a transaction needs a
 /// connection of its own, as in the server's pool).
-struct Clients(std::sync::Mutex<Vec<Arc<tokio_postgres::Client>>>);
+struct Clients(std::sync::Mutex<Vec<tokio_postgres::Client>>);
 
 impl Clients {
     async fn connect(url: &str, n: usize) -> Result<Clients> {
@@ -97,34 +97,26 @@ impl Clients {
             tokio::spawn(async move {
                 let _ = connection.await;
             });
-            clients.push(Arc::new(client));
+            clients.push(client);
         }
         Ok(Clients(std::sync::Mutex::new(clients)))
     }
 
     /// The database work alone on a free connection, in a task of its own too (same scheduling as
     /// [`oneshot`]). The most recently returned connection first, as the server's pool does.
-    async fn run(&self, user: Uuid, org: Option<Uuid>, list: bool) -> Result<()> {
-        let client = self.take()?;
-        let result = {
-            let client = client.clone();
-            tokio::spawn(async move { db_alone(&client, user, org, list).await }).await
-        };
-        self.0.lock().expect("not poisoned").push(client);
-        result?
+    async fn run(self: &Arc<Self>, user: Uuid, org: Option<Uuid>, list: bool) -> Result<()> {
+        let clients = self.clone();
+        tokio::spawn(async move { clients.run_here(user, org, list).await }).await?
     }
 
-    /// The same work in the current task (the [`Probe::OrgDbRouted`] handler, already in the task `oneshot`
+    /// The same work in the current task (the [`Probe::OrgDbRouted`] handler is already in the task `oneshot`
     /// spawned).
-    async fn run_here(&self, user: Uuid, org: Option<Uuid>) -> Result<()> {
-        let client = self.take()?;
-        let result = db_alone(&client, user, org, false).await;
+    async fn run_here(&self, user: Uuid, org: Option<Uuid>, list: bool) -> Result<()> {
+        let client =
+            self.0.lock().expect("not poisoned").pop().ok_or_else(|| anyhow!("more in flight than connections"))?;
+        let result = db_alone(&client, user, org, list).await;
         self.0.lock().expect("not poisoned").push(client);
         result
-    }
-
-    fn take(&self) -> Result<Arc<tokio_postgres::Client>> {
-        self.0.lock().expect("not poisoned").pop().ok_or_else(|| anyhow!("more in flight than connections"))
     }
 }
 
@@ -389,7 +381,7 @@ fn routed_db(clients: Arc<Clients>, user: &seed::SeedUser) -> axum::Router {
         axum::routing::get(move || {
             let clients = clients.clone();
             async move {
-                match clients.run_here(user, Some(org)).await {
+                match clients.run_here(user, Some(org), false).await {
                     Ok(()) => Ok(axum::Json(serde_json::json!({"status": "ok"}))),
                     Err(e) => Err((http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
                 }
