@@ -6,7 +6,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::Router;
+use axum::ServiceExt;
+use axum::extract::Request;
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 
@@ -25,7 +26,6 @@ pub struct Application {
     listener: TcpListener,
     /// `/metrics` on a port of its own, when `METRICS_BIND_ADDR` is set.
     metrics_listener: Option<TcpListener>,
-    router: Router,
     state: AppState,
 }
 
@@ -59,8 +59,7 @@ impl Application {
         let rate_limits = RateLimits::new(&config.rate_limit, kv.clone());
         let state =
             AppState(Arc::new(App { config, db, auth, kv, audit, rate_limits, http_metrics: Default::default() }));
-        let router = crate::http::routes::router(state.clone());
-        Ok(Application { listener, metrics_listener, router, state })
+        Ok(Application { listener, metrics_listener, state })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -78,7 +77,7 @@ impl Application {
 
     /// Serve until `shutdown` resolves; then stop accepting, drain, close the pool.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Application { listener, metrics_listener, router, state } = self;
+        let Application { listener, metrics_listener, state } = self;
         if let Some(metrics_listener) = metrics_listener {
             let metrics = crate::http::routes::metrics_router(state.clone());
             // Dies with the process; scrapes are short and need no draining.
@@ -91,8 +90,10 @@ impl Application {
             tracing::info!("shutdown requested: no new connections, draining in-flight requests");
             let _ = stopping_tx.send(());
         };
-        let serve = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(signal);
+        let app = crate::http::routes::app(state.clone());
+        let serve =
+            axum::serve(listener, ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app))
+                .with_graceful_shutdown(signal);
         let deadline = async move {
             if stopping_rx.await.is_ok() {
                 tokio::time::sleep(grace).await;

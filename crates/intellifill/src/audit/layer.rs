@@ -14,7 +14,6 @@ use std::time::Instant;
 use axum::body::{Body, Bytes};
 use axum::extract::{MatchedPath, RawPathParams, Request};
 use axum::http::{Method, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::{AuditEvent, AuditSlot, actions, security, truncated};
@@ -29,12 +28,17 @@ fn is_write(method: &Method) -> bool {
     matches!(*method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE)
 }
 
-/// One event for the request `next` answers (a step of the outer stack, see `http::middleware`).
-pub async fn capture(state: &AppState, request: Request, next: Next) -> Response {
+/// One event for the request `next` (the rest of the stack) answers (a step of the outer stack, see
+/// `http::middleware`).
+pub async fn capture<F: Future<Output = Response>>(
+    state: &AppState,
+    request: Request,
+    next: impl FnOnce(Request) -> F,
+) -> Response {
     let started = Instant::now();
     if let Some(prefix) = state.audit.config().excluded_by(request.uri().path()).map(str::to_owned) {
         let method = request.method().clone();
-        let response = next.run(request).await;
+        let response = next(request).await;
         state.http_metrics.record(&method, &prefix, response.status().as_u16(), started.elapsed().as_secs_f64());
         return response;
     }
@@ -84,7 +88,7 @@ pub async fn capture(state: &AppState, request: Request, next: Next) -> Response
         Request::from_parts(parts, body)
     };
 
-    let response = next.run(request).await;
+    let response = next(request).await;
     finish(state, event, &slot, &method, &response, started, query, captured);
     response
 }

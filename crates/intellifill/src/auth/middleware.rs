@@ -1,13 +1,13 @@
 //! Authentication of the `/api` routes: bearer shape, verification, [`AuthUser`] into the extensions.
 //!
-//! [`authenticate`] is a step of the `/api` route layer (`http::middleware::api_gate`); [`require_auth`] is
+//! [`authenticate`] is a step of the `/api` route layer (`http::middleware::ApiGate`); [`RequireAuth`] is
 //! the same as a layer of its own, for the few routes outside `/api` that need a caller.
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 
 use super::{AuthUser, bearer};
+use crate::http::step::Step;
 use crate::state::AppState;
 
 /// The request with its verified caller, or the error response.
@@ -26,9 +26,18 @@ pub async fn authenticate(state: &AppState, mut request: Request) -> Result<Requ
     }
 }
 
-pub async fn require_auth(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    match authenticate(&state, request).await {
-        Ok(request) => next.run(request).await,
-        Err(refused) => refused,
+/// Authentication alone, as a route layer (`http::step::StepLayer::new(RequireAuth, state)`).
+#[derive(Debug, Clone, Copy)]
+pub struct RequireAuth;
+
+impl Step for RequireAuth {
+    async fn run<F>(self, state: &AppState, request: Request, rest: impl FnOnce(Request) -> F + Send) -> Response
+    where
+        F: Future<Output = Response> + Send,
+    {
+        match authenticate(state, request).await {
+            Ok(request) => rest(request).await,
+            Err(refused) => refused,
+        }
     }
 }

@@ -5,29 +5,35 @@
 //! 2. panic catcher: a panicking handler is a 500 `INTERNAL_ERROR`, the process lives on;
 //! 3. whole-request timeout: 408 `REQUEST_TIMEOUT`;
 //! 4. body size limit for every extractor that reads the body: 413 `PAYLOAD_TOO_LARGE`;
-//! 5. [`admission`]: the per-ip rate limit ([`crate::ratelimit::per_ip`]), so floods are refused before they
+//! 5. [`Admission`]: the per-ip rate limit ([`crate::ratelimit::per_ip`]), so floods are refused before they
 //!    cost an audit row, a token verification or a database connection; then audit
 //!    ([`crate::audit::layer::capture`]): one event per request, before auth so failed authentications are
 //!    audited too;
-//! 6. (the routes; the `/api` routes have a route layer, [`api_gate`], so unknown routes are 404, not 401:
+//! 6. (the routes; the `/api` routes have a route layer, [`ApiGate`], so unknown routes are 404, not 401:
 //!    the audit route note first, so even requests refused by auth carry their route template, then
 //!    authentication, then the per-user / per-org / auth-endpoint rate limits, which need the caller).
 //!
-//! Steps 5 and 6 are each one layer running several steps in order rather than one layer per step: every
-//! `from_fn` layer costs a boxed future, a cloned inner service and a boxed response mapping per request,
-//! and these run on every request (docs/PERFORMANCE.md, "Middleware overhead").
+//! The stack wraps the router as a whole (tower's `ServiceBuilder::service`), not each route through
+//! `Router::layer`: axum boxes every route again at each `layer` call and clones that boxed stack per request,
+//! where a stack around the router is cloned as plain values. Steps 5 and 6 are each one layer running
+//! several steps in order rather than one layer per step, and both are [`super::step`] services rather than
+//! `axum::middleware::from_fn` layers: every layer costs per request, and these run on every request
+//! (docs/PERFORMANCE.md, "Middleware overhead" and "Seventh pass").
 
 use std::any::Any;
 
+use std::convert::Infallible;
+use std::future::Future;
+
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::middleware::Next;
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::response::{IntoResponse, Response};
-use tower::ServiceBuilder;
+use tower::{Service, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use super::request_id;
+use super::step::{Step, StepLayer};
 use crate::error::AppError;
 use crate::state::AppState;
 
@@ -48,38 +54,71 @@ impl Layer {
     }
 }
 
-pub fn stack(routes: Router<AppState>, state: &AppState) -> Router<AppState> {
-    stack_with(routes, state, |_| true)
+/// What the server serves, as `axum::serve` takes it: the stack around the routes.
+pub trait Served:
+    Service<Request, Response = Response, Error = Infallible, Future: Send + 'static> + Clone + Send + Sync + 'static
+{
+}
+
+impl<T> Served for T where
+    T: Service<Request, Response = Response, Error = Infallible, Future: Send + 'static>
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// The whole stack around `routes` (every route, the fallback, the state applied).
+pub fn stack(routes: Router, state: &AppState) -> impl Served + use<> {
+    stack_with(routes, state, &|_| true)
 }
 
 /// [`stack`] with only the layers `keep` accepts, in the same order: the one place the order is written,
-/// shared with the overhead benchmark. One `Router::layer` call for all of them: axum boxes the routes again
-/// at every call, which would cost allocations per layer and request.
-pub fn stack_with(routes: Router<AppState>, state: &AppState, keep: impl Fn(Layer) -> bool) -> Router<AppState> {
+/// shared with the overhead benchmark.
+pub fn stack_with(routes: Router, state: &AppState, keep: &dyn Fn(Layer) -> bool) -> impl Served + use<> {
     let http = &state.config.http;
-    routes.layer(
-        ServiceBuilder::new()
-            .layer(request_id::RequestIdLayer)
-            .layer(CatchPanicLayer::custom(panic_response))
-            .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, http.request_timeout))
-            .option_layer(keep(Layer::BodyLimit).then(|| DefaultBodyLimit::max(http.max_body_bytes)))
-            .option_layer(
-                keep(Layer::Admission).then(|| axum::middleware::from_fn_with_state(state.clone(), admission)),
-            ),
-    )
+    ServiceBuilder::new()
+        .layer(request_id::RequestIdLayer)
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, http.request_timeout))
+        .option_layer(keep(Layer::BodyLimit).then(|| DefaultBodyLimit::max(http.max_body_bytes)))
+        .option_layer(keep(Layer::Admission).then(|| StepLayer::new(Admission, state.clone())))
+        .service(routes)
 }
 
 /// Per-ip rate limit, then audit capture around the rest.
-pub async fn admission(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    crate::ratelimit::per_ip(&state, request, |request| crate::audit::layer::capture(&state, request, next)).await
+#[derive(Debug, Clone, Copy)]
+pub struct Admission;
+
+impl Step for Admission {
+    fn run<F>(
+        self,
+        state: &AppState,
+        request: Request,
+        rest: impl FnOnce(Request) -> F + Send,
+    ) -> impl Future<Output = Response> + Send
+    where
+        F: Future<Output = Response> + Send,
+    {
+        crate::ratelimit::per_ip(state, request, move |request| crate::audit::layer::capture(state, request, rest))
+    }
 }
 
 /// The route layer of every `/api` route: note the route for audit, authenticate, rate-limit the caller.
-pub async fn api_gate(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let request = crate::audit::layer::note_route(request).await;
-    match crate::auth::middleware::authenticate(&state, request).await {
-        Ok(request) => crate::ratelimit::per_caller(&state, request, next).await,
-        Err(refused) => refused,
+#[derive(Debug, Clone, Copy)]
+pub struct ApiGate;
+
+impl Step for ApiGate {
+    async fn run<F>(self, state: &AppState, request: Request, rest: impl FnOnce(Request) -> F + Send) -> Response
+    where
+        F: Future<Output = Response> + Send,
+    {
+        let request = crate::audit::layer::note_route(request).await;
+        match crate::auth::middleware::authenticate(state, request).await {
+            Ok(request) => crate::ratelimit::per_caller(state, request, rest).await,
+            Err(refused) => refused,
+        }
     }
 }
 

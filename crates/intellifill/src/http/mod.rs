@@ -6,3 +6,4 @@ pub mod middleware;
 pub mod openapi;
 pub mod request_id;
 pub mod routes;
+pub mod step;

@@ -3,7 +3,9 @@
 use axum::Router;
 use axum::routing::{MethodRouter, get, patch, post};
 
-use super::{middleware, openapi};
+use super::middleware::{self, Served};
+use super::openapi;
+use super::step::StepLayer;
 use crate::api::{audit, knowledge, me, members, organizations, session};
 use crate::error::{AppError, ErrorCode};
 use crate::health;
@@ -45,10 +47,10 @@ fn api(state: &AppState) -> Router<AppState> {
     )
 }
 
-/// The route layer of every `/api` route ([`middleware::api_gate`]: note the route for audit, authenticate,
+/// The route layer of every `/api` route ([`middleware::ApiGate`]: note the route for audit, authenticate,
 /// rate-limit the caller). Public so the overhead benchmark can wrap a no-op route in exactly this layer.
 pub fn api_layers(routes: Router<AppState>, state: &AppState) -> Router<AppState> {
-    routes.route_layer(axum::middleware::from_fn_with_state(state.clone(), middleware::api_gate))
+    routes.route_layer(StepLayer::new(middleware::ApiGate, state.clone()))
 }
 
 /// `/metrics` alone, for `METRICS_BIND_ADDR`.
@@ -56,17 +58,19 @@ pub fn metrics_router(state: AppState) -> Router {
     Router::new().route("/metrics", get(crate::metrics::endpoint)).with_state(state)
 }
 
-/// The whole application: public routes, the API, the fallback, and the middleware stack.
-pub fn router(state: AppState) -> Router {
+/// The whole application: the middleware stack around [`routes`].
+pub fn app(state: AppState) -> impl Served + use<> {
+    middleware::stack(routes(state.clone()), &state)
+}
+
+/// Every route: public routes, the API, the fallback (the middleware stack goes around them, [`app`]).
+pub fn routes(state: AppState) -> Router {
     let routes = Router::new()
         .route("/health", get(health::live))
         .route("/health/ready", get(health::ready))
         .route(
             "/health/detailed",
-            get(health::detailed).route_layer(axum::middleware::from_fn_with_state(
-                state.clone(),
-                crate::auth::middleware::require_auth,
-            )),
+            get(health::detailed).route_layer(StepLayer::new(crate::auth::middleware::RequireAuth, state.clone())),
         )
         .route("/api/docs/openapi.json", get(openapi::document))
         .merge(api(&state))
@@ -76,7 +80,7 @@ pub fn router(state: AppState) -> Router {
         Some(_) => routes,
         None => routes.route("/metrics", get(crate::metrics::endpoint)),
     };
-    middleware::stack(routes, &state).with_state(state)
+    routes.with_state(state)
 }
 
 async fn not_found() -> AppError {

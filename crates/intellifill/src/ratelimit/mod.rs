@@ -22,7 +22,6 @@ use std::time::Duration;
 
 use axum::extract::{RawPathParams, Request};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 pub use key::{KeyParts, Scope, rate_limit_key};
@@ -232,10 +231,14 @@ pub async fn per_ip<F: Future<Output = Response>>(
 
 /// User, org and auth-endpoint limits, then `next` (a step of the `/api` route layer, after auth, so the user
 /// is known).
-pub async fn per_caller(state: &AppState, request: Request, next: Next) -> Response {
+pub async fn per_caller<F: Future<Output = Response>>(
+    state: &AppState,
+    request: Request,
+    next: impl FnOnce(Request) -> F,
+) -> Response {
     let limits = &state.rate_limits;
     if !limits.enabled {
-        return next.run(request).await;
+        return next(request).await;
     }
     let (mut parts, body) = request.into_parts();
     let org = match RawPathParams::from_request_parts(&mut parts, &()).await {
@@ -264,7 +267,7 @@ pub async fn per_caller(state: &AppState, request: Request, next: Next) -> Respo
     if let Some(p) = &limits.user {
         policies.push(p);
     }
-    apply(state, &policies, key_parts, Request::from_parts(parts, body), |request| next.run(request)).await
+    apply(state, &policies, key_parts, Request::from_parts(parts, body), next).await
 }
 
 use axum::extract::FromRequestParts;

@@ -110,11 +110,12 @@ async fn a_panicking_handler_is_a_500_in_the_error_body_and_the_server_lives_on(
     async fn boom() -> &'static str {
         panic!("secret detail")
     }
-    let routes = axum::Router::new().route("/boom", axum::routing::get(boom));
-    let router = intellifill::http::middleware::stack(routes, &app.state).with_state(app.state.clone());
+    let routes = axum::Router::new().route("/boom", axum::routing::get(boom)).with_state(app.state.clone());
+    let router = intellifill::http::middleware::stack(routes, &app.state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let service =
+        axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<std::net::SocketAddr>(router);
     tokio::spawn(async move { axum::serve(listener, service).await });
     for _ in 0..2 {
         let response = app.http.get(format!("{base}/boom")).send().await.expect("the server still answers");

@@ -17,6 +17,10 @@ use uuid::Uuid;
 
 use crate::seed;
 
+/// Every probe's service, boxed alike (the bare routers and the server's stack have different types), so the
+/// box and its clone per request cancel out of every pair.
+type Service = tower::util::BoxCloneSyncService<Request<Body>, axum::response::Response, std::convert::Infallible>;
+
 /// A typed statement parameter, as the server sends them.
 type Param<'a> = (&'a (dyn tokio_postgres::types::ToSql + Sync), Type);
 
@@ -71,8 +75,9 @@ async fn db_alone(client: &tokio_postgres::Client, user: Uuid, org: Option<Uuid>
     Ok(())
 }
 
-/// One request through `router`, in a task of its own on the runtime's workers, as hyper runs a connection.
-async fn oneshot(router: &axum::Router, path: &str, token: &str) -> Result<u16> {
+/// One request through `router`, in a task of its own on the runtime's workers, as hyper runs a connection
+/// (which also clones the service for each request).
+async fn oneshot(router: &Service, path: &str, token: &str) -> Result<u16> {
     let mut request = Request::get(path).header("authorization", format!("Bearer {token}")).body(Body::empty())?;
     request.extensions_mut().insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40_000))));
     let router = router.clone();
@@ -209,11 +214,11 @@ impl Probe {
 
 /// What a probe needs.
 pub(super) struct Target<'a> {
-    hello: axum::Router,
-    stacked: axum::Router,
-    handler: axum::Router,
-    router: axum::Router,
-    routed_db: axum::Router,
+    hello: Service,
+    stacked: Service,
+    handler: Service,
+    router: Service,
+    routed_db: Service,
     clients: Arc<Clients>,
     db: intellifill::db::Db,
     user: &'a seed::SeedUser,
@@ -238,14 +243,14 @@ impl<'a> Target<'a> {
             .route("/api/noop", tiny_json())
             .route("/api/organizations/{orgId}/noop", axum::routing::get(org_noop));
         Ok(Target {
-            hello: axum::Router::new().route("/", tiny_json()).with_state(state.clone()),
-            stacked: (0..dummies).fold(stacked(api, &state, &caller, dropped), |router, _| {
-                router.layer(axum::middleware::from_fn(
-                    |request: axum::extract::Request, next: axum::middleware::Next| next.run(request),
-                ))
+            hello: Service::new(axum::Router::new().route("/", tiny_json()).with_state(state.clone())),
+            stacked: (0..dummies).fold(Service::new(stacked(api, &state, &caller, dropped)), |inner, _| {
+                use tower::Layer;
+                let pass = |request: axum::extract::Request, next: axum::middleware::Next| next.run(request);
+                Service::new(axum::middleware::from_fn(pass).layer(inner))
             }),
-            router: intellifill::http::routes::router(state.clone()),
-            handler: {
+            router: Service::new(intellifill::http::routes::app(state.clone())),
+            handler: Service::new({
                 let caller = caller.clone();
                 axum::Router::new()
                     .route("/", axum::routing::get(intellifill::api::session::session))
@@ -257,8 +262,8 @@ impl<'a> Target<'a> {
                         },
                     ))
                     .with_state(state.clone())
-            },
-            routed_db: routed_db(clients.clone(), user),
+            }),
+            routed_db: Service::new(routed_db(clients.clone(), user)),
             clients,
             db: state.db.clone(),
             user,
@@ -405,7 +410,7 @@ pub(super) fn stacked(
     state: &AppState,
     caller: &intellifill::auth::AuthUser,
     dropped: &[String],
-) -> axum::Router {
+) -> impl intellifill::http::middleware::Served + use<> {
     let keep = |layer: &str| !dropped.iter().any(|d| d == layer);
     let api = if keep(API_GATE) {
         intellifill::http::routes::api_layers(api, state)
@@ -418,8 +423,8 @@ pub(super) fn stacked(
             },
         ))
     };
-    intellifill::http::middleware::stack_with(axum::Router::new().merge(api), state, |layer| keep(layer.name()))
-        .with_state(state.clone())
+    let routes = axum::Router::new().merge(api).with_state(state.clone());
+    intellifill::http::middleware::stack_with(routes, state, &|layer| keep(layer.name()))
 }
 
 pub(super) fn tiny_json() -> axum::routing::MethodRouter<intellifill::state::AppState> {

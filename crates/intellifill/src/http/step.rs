@@ -1,0 +1,98 @@
+//! A middleware step as a tower layer, service and future: an async function of the state, the request and
+//! the rest of the stack.
+//!
+//! Why not `axum::middleware::from_fn`: on every request it clones the inner service and boxes the clone
+//! into its `Next`, adds a response-mapping service around it and boxes its own future, then runs an extractor
+//! for the state. A [`StepService`] hands its (ready) inner service to the step as a plain closure and boxes
+//! only the future (an `async fn`'s future cannot be named). The stack runs two of them on every `/api`
+//! request (`super::middleware`); the difference is measured in docs/PERFORMANCE.md ("Seventh pass").
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::extract::Request;
+use axum::response::Response;
+
+use crate::state::AppState;
+
+/// One step: runs before `rest` (the inner service), decides whether to call it, and may change the request
+/// on the way in and the response on the way out.
+pub trait Step: Copy + Send + Sync + 'static {
+    fn run<F>(
+        self,
+        state: &AppState,
+        request: Request,
+        rest: impl FnOnce(Request) -> F + Send,
+    ) -> impl Future<Output = Response> + Send
+    where
+        F: Future<Output = Response> + Send;
+}
+
+/// The layer of `step`.
+#[derive(Clone)]
+pub struct StepLayer<K> {
+    step: K,
+    state: AppState,
+}
+
+impl<K: Step> StepLayer<K> {
+    pub fn new(step: K, state: AppState) -> Self {
+        StepLayer { step, state }
+    }
+}
+
+impl<K: Step, S> tower::Layer<S> for StepLayer<K> {
+    type Service = StepService<K, S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        StepService { step: self.step, state: self.state.clone(), inner }
+    }
+}
+
+/// `step` around `inner`.
+#[derive(Clone)]
+pub struct StepService<K, S> {
+    step: K,
+    state: AppState,
+    inner: S,
+}
+
+/// The step's future (boxed: it is an `async fn`'s).
+pub type StepFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+impl<K, S> tower::Service<Request> for StepService<K, S>
+where
+    K: Step,
+    S: tower::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = StepFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        // The service made ready by `poll_ready` goes with the request; a clone takes its place (tower's
+        // documented pattern for services whose future calls the inner service later).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let (step, state) = (self.step, self.state.clone());
+        Box::pin(async move {
+            let rest = move |request| {
+                let answer = inner.call(request);
+                async move {
+                    match answer.await {
+                        Ok(response) => response,
+                        Err(never) => match never {},
+                    }
+                }
+            };
+            Ok(step.run(&state, request, rest).await)
+        })
+    }
+}
