@@ -6,26 +6,126 @@
 //! extensions: the matched route and its parameters ([`note_route`], first step of the `/api` route layer, the
 //! only place the route template is known), the user (authentication), the organization (org extractor), a
 //! created entity's id (handlers).
-//! Write requests' bodies are buffered (they are within the body limit), handed on unchanged, and sanitized
-//! in a spawned task after the response is out, so sanitizing never delays the client.
+//!
+//! On the request path the layer only gathers [`RequestFacts`]: shared or copied-by-value pieces of the
+//! request (request id, address, method, URI, user agent, a write request's buffered body) and, once the
+//! response is there, the notes, status, duration and security outcome. The audit writer turns them into the
+//! row ([`RequestFacts::into_event`]: action, entity, text truncated and sanitized, body sanitized, metadata)
+//! in its batch loop, so no string of the row is built, no body parsed and no task spawned while a client
+//! waits, and the code that does it runs warm, once per batch (docs/PERFORMANCE.md, "Seventh pass"). The
+//! request metrics stay on the request path; a security outcome's counter and log line come with its row
+//! (at most one flush interval later).
 
-use std::time::Instant;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{MatchedPath, RawPathParams, Request};
-use axum::http::{Method, header};
+use axum::http::{HeaderValue, Method, Uri, header};
 use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
 
-use super::{AuditEvent, AuditSlot, actions, security, truncated};
+use super::sanitize::Sanitizer;
+use super::{AuditEvent, AuditNotes, AuditSlot, SecurityKind, actions, security, truncated};
 use crate::error::{AppError, ErrorCode, ErrorPayload};
 use crate::http::client_ip::client_ip;
 use crate::http::request_id::RequestId;
 use crate::state::AppState;
 
 const MAX_USER_AGENT: usize = 256;
+const MAX_PATH: usize = 512;
+const MAX_QUERY: usize = 2048;
 
 fn is_write(method: &Method) -> bool {
     matches!(*method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE)
+}
+
+/// What the request path knows about a request, for the writer to make its audit row of.
+#[derive(Debug)]
+pub struct RequestFacts {
+    created_at: DateTime<Utc>,
+    request_id: Option<std::sync::Arc<str>>,
+    ip: Option<IpAddr>,
+    method: Method,
+    /// Shares the request's bytes: path and query are copied only by the writer.
+    uri: Uri,
+    user_agent: Option<HeaderValue>,
+    /// A write request's content type and body (already buffered for the handler).
+    body: Option<(Option<HeaderValue>, Bytes)>,
+    notes: AuditNotes,
+    status: u16,
+    duration: Duration,
+    security: Option<SecurityKind>,
+}
+
+impl RequestFacts {
+    /// The request's side, before the handler runs.
+    pub fn of(parts: &http::request::Parts, ip: Option<IpAddr>) -> RequestFacts {
+        RequestFacts {
+            created_at: Utc::now(),
+            request_id: parts.extensions.get::<RequestId>().map(|r| r.0.clone()),
+            ip,
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            user_agent: parts.headers.get(header::USER_AGENT).cloned(),
+            body: None,
+            notes: AuditNotes::default(),
+            status: 0,
+            duration: Duration::ZERO,
+            security: None,
+        }
+    }
+
+    /// The outcome's side, once the response is there.
+    pub fn finished(&mut self, notes: AuditNotes, status: u16, duration: Duration, security: Option<SecurityKind>) {
+        self.notes = notes;
+        self.status = status;
+        self.duration = duration;
+        self.security = security;
+    }
+
+    /// The audit row (the writer's work, off the request path): action and entity from the route, free text
+    /// truncated and sanitized, a write body sanitized, the security mark.
+    pub fn into_event(mut self, sanitizer: &Sanitizer) -> AuditEvent {
+        let route = self.notes.route.as_ref().map(MatchedPath::as_str);
+        let (action, entity_type) = actions::classify(&self.method, route);
+        let mut event = AuditEvent::new(action);
+        event.created_at = self.created_at;
+        event.entity_type = entity_type.map(Into::into);
+        event.entity_id = self.notes.entity_id.take().or(self.notes.path_entity_id.take());
+        event.user_id = self.notes.user_id;
+        event.organization_id = self.notes.organization_id;
+        event.request_id = self.request_id;
+        event.ip = self.ip;
+        event.user_agent = self
+            .user_agent
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .map(|ua| sanitizer.text(truncated(ua, MAX_USER_AGENT)));
+        event.method = Some(self.method.as_str().into());
+        event.path = Some(truncated(self.uri.path(), MAX_PATH).into());
+        event.status = Some(i32::from(self.status));
+        event.duration_ms = Some(self.duration.as_millis().min(i32::MAX as u128) as i32);
+        if let Some(kind) = self.security {
+            let details = serde_json::json!({ "status": event.status, "route": route });
+            security::mark(&mut event, kind, kind.severity(), details);
+        }
+        if let serde_json::Value::Object(map) = &mut event.metadata {
+            if let Some(route) = route {
+                map.insert("route".into(), route.into());
+            }
+            if let Some(q) = self.uri.query() {
+                map.insert("query".into(), sanitizer.text(truncated(q, MAX_QUERY)).into());
+            }
+            if let Some((content_type, bytes)) = &self.body
+                && !bytes.is_empty()
+            {
+                let content_type = content_type.as_ref().and_then(|v| v.to_str().ok());
+                map.insert("body".into(), sanitizer.body(content_type, bytes));
+            }
+        }
+        event
+    }
 }
 
 /// One event for the request `next` (the rest of the stack) answers (a step of the outer stack, see
@@ -45,25 +145,10 @@ pub async fn capture<F: Future<Output = Response>>(
     let slot = AuditSlot::default();
     let (mut parts, body) = request.into_parts();
     parts.extensions.insert(slot.clone());
+    let mut facts = RequestFacts::of(&parts, client_ip(&parts, &state.config.http.trusted_proxies));
 
-    // The action is known once the route is (`finish`).
-    let mut event = AuditEvent::new(String::new());
-    event.request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone());
-    event.ip = client_ip(&parts, &state.config.http.trusted_proxies);
-    event.user_agent = parts
-        .headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .map(|ua| truncated(ua, MAX_USER_AGENT).to_owned());
-    event.method = Some(parts.method.as_str().into());
-    event.path = Some(truncated(parts.uri.path(), 512).into());
-    // The user agent and the query string are sanitized by the writer, off the request path.
-    let query = parts.uri.query().map(|q| truncated(q, 2048).to_owned());
-    let method = parts.method.clone();
-
-    let mut captured: Option<(Option<String>, Bytes)> = None;
-    let request = if is_write(&method) {
-        let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let request = if is_write(&parts.method) {
+        let content_type = parts.headers.get(header::CONTENT_TYPE).cloned();
         let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
         let limit = state.config.http.max_body_bytes;
         if declared.is_some_and(|n| n > limit) {
@@ -72,14 +157,14 @@ pub async fn capture<F: Future<Output = Response>>(
         } else {
             match axum::body::to_bytes(body, limit).await {
                 Ok(bytes) => {
-                    captured = Some((content_type, bytes.clone()));
+                    facts.body = Some((content_type, bytes.clone()));
                     Request::from_parts(parts, Body::from(bytes))
                 }
                 Err(_) => {
                     let response =
                         AppError::new(ErrorCode::PayloadTooLarge, "the request body is too large or unreadable")
                             .into_response();
-                    finish(state, event, &slot, &method, &response, started, query, None);
+                    finish(state, facts, &slot, &response, started);
                     return response;
                 }
             }
@@ -89,62 +174,20 @@ pub async fn capture<F: Future<Output = Response>>(
     };
 
     let response = next(request).await;
-    finish(state, event, &slot, &method, &response, started, query, captured);
+    finish(state, facts, &slot, &response, started);
     response
 }
 
-#[allow(clippy::too_many_arguments, reason = "the pieces of one event, gathered before and after the handler")]
-fn finish(
-    state: &AppState,
-    mut event: AuditEvent,
-    slot: &AuditSlot,
-    method: &Method,
-    response: &Response,
-    started: Instant,
-    query: Option<String>,
-    body: Option<(Option<String>, Bytes)>,
-) {
-    let mut notes = slot.take();
-    let route = notes.route.as_ref().map(MatchedPath::as_str);
-    let (action, entity_type) = actions::classify(method, route);
-    event.action = action.into();
-    event.entity_type = entity_type.map(Into::into);
-    event.entity_id = notes.entity_id.take().or(notes.path_entity_id.take());
-    event.user_id = notes.user_id;
-    event.organization_id = notes.organization_id;
-    event.status = Some(i32::from(response.status().as_u16()));
-    state.http_metrics.record(
-        method,
-        route.unwrap_or("unmatched"),
-        response.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
-    event.duration_ms = Some(started.elapsed().as_millis().min(i32::MAX as u128) as i32);
-    if let Some(kind) = response.extensions().get::<ErrorPayload>().and_then(|p| p.security) {
-        let details = serde_json::json!({ "status": event.status, "route": route });
-        security::mark(&mut event, kind, kind.severity(), details);
-    }
-    if let serde_json::Value::Object(map) = &mut event.metadata {
-        if let Some(route) = route {
-            map.insert("route".into(), route.into());
-        }
-        if let Some(q) = query {
-            map.insert("query".into(), q.into());
-        }
-    }
-    match body {
-        Some((content_type, bytes)) if !bytes.is_empty() => {
-            let task_state = state.clone();
-            state.audit.in_flight(async move {
-                let sanitized = task_state.audit.sanitizer().body(content_type.as_deref(), &bytes);
-                if let serde_json::Value::Object(map) = &mut event.metadata {
-                    map.insert("body".into(), sanitized);
-                }
-                task_state.audit.record(event);
-            });
-        }
-        _ => state.audit.record(event),
-    }
+/// The outcome into `facts`, the request metrics, and `facts` to the audit queue.
+fn finish(state: &AppState, mut facts: RequestFacts, slot: &AuditSlot, response: &Response, started: Instant) {
+    let notes = slot.take();
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    let route = notes.route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    state.http_metrics.record(&facts.method, route, status, elapsed.as_secs_f64());
+    let security = response.extensions().get::<ErrorPayload>().and_then(|p| p.security);
+    facts.finished(notes, status, elapsed, security);
+    state.audit.record_request(facts);
 }
 
 /// A step of the `/api` route layer: the matched route template and its parameters, known only once routing

@@ -1,12 +1,13 @@
 //! The audit pipeline: every API request becomes exactly one audit row, without slowing the request and
 //! without ever losing an event.
 //!
-//! - [`layer`] captures the request (one middleware, ordered in `http::middleware`): route-derived action,
-//!   user and organization (filled in by the auth layer and the org extractor through an [`AuditNotes`]
-//!   slot), status, duration, client ip, user agent, and for write methods the body after [`sanitize`].
-//! - [`Auditor::record`] is a non-blocking `try_send` into a bounded queue (a few hundred nanoseconds); a
-//!   full queue hands the event to the spooler instead of dropping it.
-//! - [`writer`] drains the queue in batches (size or time triggered) into one multi-row `INSERT ... ON
+//! - [`layer`] captures the request (one middleware, ordered in `http::middleware`): route, user and
+//!   organization (filled in by the auth layer and the org extractor through an [`AuditNotes`] slot),
+//!   status, duration, client ip, user agent, and for write methods the body, as [`layer::RequestFacts`].
+//! - [`Auditor::record_request`] is a non-blocking `try_send` into a bounded queue (a few hundred
+//!   nanoseconds); a full queue hands the facts to the spooler instead of dropping them.
+//! - [`writer`] makes each request's row (action, sanitized text and body, see [`sanitize`]), hands the
+//!   anomaly detector its observation, and drains the queue in batches (size or time triggered) into one multi-row `INSERT ... ON
 //!   CONFLICT (id) DO NOTHING` on at most one pooled connection at a time (its share of the pool, so request
 //!   traffic is never starved). When Postgres fails, the batch goes to the disk [`spool`]; the spool is
 //!   replayed in order when the database answers again (and at start-up), and a segment is deleted only after
@@ -164,12 +165,20 @@ impl AuditStats {
     }
 }
 
+/// What the write path takes: a finished event (the anomaly detector's), or a request's facts, which the
+/// writer makes the row of (and shows the detector).
+#[derive(Debug)]
+pub enum Queued {
+    Event(AuditEvent),
+    Request(layer::RequestFacts),
+}
+
 /// Puts events on the write path; never waits. Cloned into the anomaly detector (whose own events must not
 /// be fed back to it).
 #[derive(Clone)]
 pub struct Recorder {
-    queue: queue::Sender<AuditEvent>,
-    overflow: mpsc::UnboundedSender<AuditEvent>,
+    queue: queue::Sender<Queued>,
+    overflow: mpsc::UnboundedSender<Queued>,
     stats: Arc<AuditStats>,
     /// `audit_events_captured_total`, registered once.
     captured: metrics::Counter,
@@ -178,6 +187,10 @@ pub struct Recorder {
 impl Recorder {
     /// Queue full (or shutting down): the event goes to the disk spool instead.
     pub fn record(&self, event: AuditEvent) {
+        self.push(Queued::Event(event));
+    }
+
+    fn push(&self, event: Queued) {
         self.stats.captured.fetch_add(1, Ordering::Relaxed);
         self.captured.increment(1);
         let overflowed = match self.queue.try_send(event) {
@@ -226,33 +239,9 @@ impl AuditConfig {
 /// Handle on the pipeline, held in the app state.
 pub struct Auditor {
     recorder: Recorder,
-    detector: queue::Sender<anomaly::Observation>,
     sanitizer: Arc<sanitize::Sanitizer>,
     writer: writer::WriterHandle,
     config: AuditConfig,
-    /// Events still being finished (body sanitization) in spawned tasks.
-    in_flight: Arc<InFlight>,
-}
-
-#[derive(Default)]
-struct InFlight {
-    count: std::sync::atomic::AtomicUsize,
-    idle: tokio::sync::Notify,
-}
-
-impl InFlight {
-    async fn wait_idle(&self, at_most: std::time::Duration) {
-        let deadline = tokio::time::Instant::now() + at_most;
-        loop {
-            let notified = self.idle.notified();
-            if self.count.load(Ordering::SeqCst) == 0 {
-                return;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return;
-            }
-        }
-    }
 }
 
 impl Auditor {
@@ -272,24 +261,22 @@ impl Auditor {
             captured: metrics::counter!("audit_events_captured_total"),
         };
         let sanitizer = Arc::new(sanitize::Sanitizer::default());
+        let detector = anomaly::Detector::spawn(kv, db.clone(), recorder.clone(), config.anomaly.clone());
         let writer = writer::spawn(
-            db.clone(),
+            db,
             Arc::new(spool),
             stats,
             config.writer.clone(),
-            sanitizer.clone(),
+            writer::Finishing { sanitizer: sanitizer.clone(), detector },
             queue_rx,
             overflow_rx,
         );
-        let detector = anomaly::Detector::spawn(kv, db, recorder.clone(), config.anomaly.clone());
-        Ok(Auditor { recorder, detector, sanitizer, writer, config, in_flight: Arc::default() })
+        Ok(Auditor { recorder, sanitizer, writer, config })
     }
 
-    /// Record one event of a request; never waits.
-    pub fn record(&self, event: AuditEvent) {
-        // Best effort: anomaly detection may skip events under overload; the audit row may not.
-        let _ = self.detector.try_send(anomaly::Observation::of(&event));
-        self.recorder.record(event);
+    /// Record a request's audit row (made by the writer); never waits.
+    pub fn record_request(&self, facts: layer::RequestFacts) {
+        self.recorder.push(Queued::Request(facts));
     }
 
     pub fn config(&self) -> &AuditConfig {
@@ -314,27 +301,13 @@ impl Auditor {
         self.writer.spool_pending()
     }
 
-    /// Finish an event off the request path (body sanitization); flush and shutdown wait for it.
-    pub fn in_flight(&self, work: impl Future<Output = ()> + Send + 'static) {
-        let in_flight = self.in_flight.clone();
-        in_flight.count.fetch_add(1, Ordering::SeqCst);
-        tokio::spawn(async move {
-            work.await;
-            if in_flight.count.fetch_sub(1, Ordering::SeqCst) == 1 {
-                in_flight.idle.notify_waiters();
-            }
-        });
-    }
-
     /// Write everything captured so far (to the database, or to the spool) and try a replay.
     pub async fn flush(&self) {
-        self.in_flight.wait_idle(std::time::Duration::from_secs(5)).await;
         self.writer.flush().await;
     }
 
     /// Stop: flush the queue (to the database, or to the spool) and wait for the writer to finish.
     pub async fn shutdown(&self) {
-        self.in_flight.wait_idle(std::time::Duration::from_secs(5)).await;
         self.writer.shutdown().await;
     }
 }

@@ -1,4 +1,7 @@
-//! The background writer: queue -> batches -> Postgres, or -> disk spool -> replay.
+//! The background writer: queue -> rows -> batches -> Postgres, or -> disk spool -> replay.
+//!
+//! A request arrives as [`super::layer::RequestFacts`]; the writer makes its row (see [`Finishing`]) as it
+//! takes it from the queue, so everything after that point (batches, spool, replay) deals in rows only.
 //!
 //! One task owns the whole write path, so ordering is simple: while anything is waiting in the spool, new
 //! batches are appended behind it (first in, first out) and the spool is replayed oldest segment first; a
@@ -17,10 +20,11 @@ use bytes::BytesMut;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 
+use super::anomaly::Observation;
 use super::queue::Wake;
 use super::sanitize::Sanitizer;
 use super::spool::Spool;
-use super::{AuditEvent, AuditStats};
+use super::{AuditEvent, AuditStats, Queued};
 use crate::db::Db;
 
 /// `audit_append` (SECURITY DEFINER, migration 0002) inserts with `ON CONFLICT (id) DO NOTHING`: under RLS an
@@ -77,26 +81,35 @@ struct Writer {
     spool: Arc<Spool>,
     stats: Arc<AuditStats>,
     config: WriterConfig,
-    queue: super::queue::Receiver<AuditEvent>,
-    overflow: mpsc::UnboundedReceiver<AuditEvent>,
+    queue: super::queue::Receiver<Queued>,
+    overflow: mpsc::UnboundedReceiver<Queued>,
     batch: Vec<AuditEvent>,
     /// Set when an insert failed; cleared by a successful replay.
     database_down: bool,
     /// The writer's own connection, kept between batches (its share of the pool).
     conn: Option<crate::db::HeldConnection>,
-    /// Free text captured raw on the request path (user agent, query string) is sanitized here, before it
-    /// reaches the table or the spool.
-    sanitizer: Arc<Sanitizer>,
+    finishing: Finishing,
 }
 
-/// Sanitize what the capture layer recorded raw to stay off the request path.
-fn scrub(sanitizer: &Sanitizer, event: &mut AuditEvent) {
-    if let Some(ua) = &event.user_agent {
-        event.user_agent = Some(sanitizer.text(ua));
-    }
-    if let Some(serde_json::Value::String(q)) = event.metadata.get("query") {
-        let clean = sanitizer.text(q);
-        event.metadata["query"] = serde_json::Value::String(clean);
+/// What turns a request's facts into its row, before the row reaches the table or the spool: the sanitizer
+/// (free text and bodies captured raw, to stay off the request path) and the anomaly detector's queue (the
+/// finished row is what it watches).
+pub struct Finishing {
+    pub sanitizer: Arc<Sanitizer>,
+    pub detector: super::queue::Sender<Observation>,
+}
+
+impl Finishing {
+    fn row(&self, queued: Queued) -> AuditEvent {
+        match queued {
+            Queued::Event(event) => event,
+            Queued::Request(facts) => {
+                let event = facts.into_event(&self.sanitizer);
+                // Best effort: anomaly detection may skip events under overload; the audit row may not.
+                let _ = self.detector.try_send(Observation::of(&event));
+                event
+            }
+        }
     }
 }
 
@@ -105,9 +118,9 @@ pub fn spawn(
     spool: Arc<Spool>,
     stats: Arc<AuditStats>,
     config: WriterConfig,
-    sanitizer: Arc<Sanitizer>,
-    queue: super::queue::Receiver<AuditEvent>,
-    overflow: mpsc::UnboundedReceiver<AuditEvent>,
+    finishing: Finishing,
+    queue: super::queue::Receiver<Queued>,
+    overflow: mpsc::UnboundedReceiver<Queued>,
 ) -> WriterHandle {
     let (control_tx, control_rx) = mpsc::channel(8);
     let writer = Writer {
@@ -120,7 +133,7 @@ pub fn spawn(
         overflow,
         database_down: false,
         conn: None,
-        sanitizer,
+        finishing,
     };
     tokio::spawn(writer.run(control_rx));
     WriterHandle { control: control_tx, spool }
@@ -158,12 +171,11 @@ impl Writer {
                         }
                     }
                 }
-                Some(event) = self.overflow.recv() => {
-                    let mut events = vec![event];
-                    while let Ok(e) = self.overflow.try_recv() {
-                        events.push(e);
+                Some(queued) = self.overflow.recv() => {
+                    let mut events = vec![self.finishing.row(queued)];
+                    while let Ok(queued) = self.overflow.try_recv() {
+                        events.push(self.finishing.row(queued));
                     }
-                    events.iter_mut().for_each(|e| scrub(&self.sanitizer, e));
                     self.spool_events(events).await;
                 }
             }
@@ -181,16 +193,15 @@ impl Writer {
     /// Everything waiting in both channels into the batch / spool.
     async fn drain(&mut self) {
         let mut overflow = Vec::new();
-        while let Ok(mut e) = self.overflow.try_recv() {
-            scrub(&self.sanitizer, &mut e);
-            overflow.push(e);
+        while let Ok(queued) = self.overflow.try_recv() {
+            overflow.push(self.finishing.row(queued));
         }
         if !overflow.is_empty() {
             self.spool_events(overflow).await;
         }
-        while let Some(mut e) = self.queue.try_recv() {
-            scrub(&self.sanitizer, &mut e);
-            self.batch.push(e);
+        while let Some(queued) = self.queue.try_recv() {
+            let event = self.finishing.row(queued);
+            self.batch.push(event);
             if self.batch.len() >= self.config.batch_size {
                 self.flush().await;
             }
