@@ -23,8 +23,8 @@ use crate::kv::{Key, Kv};
 pub struct TokenHash([u8; 32]);
 
 impl TokenHash {
-    pub fn of(token: &str) -> TokenHash {
-        TokenHash(Sha256::digest(token.as_bytes()).into())
+    pub fn of(token: impl AsRef<[u8]>) -> TokenHash {
+        TokenHash(Sha256::digest(token.as_ref()).into())
     }
 
     pub fn from_bytes(bytes: [u8; 32]) -> TokenHash {

@@ -12,8 +12,8 @@ use crate::state::AppState;
 
 /// The request with its verified caller, or the error response.
 pub async fn authenticate(state: &AppState, mut request: Request) -> Result<Request, Response> {
-    let verified = match bearer::from_headers(request.headers()) {
-        Ok(token) => state.auth.verify(token).await,
+    let verified = match bearer::token_bytes(request.headers()) {
+        Ok(token) => state.auth.verify_bytes(token).await,
         Err(e) => return Err(e.into_response()),
     };
     match verified {

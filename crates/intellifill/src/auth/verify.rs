@@ -2,7 +2,8 @@
 //!
 //! 1. L1 (in-process) cache hit, checked against the in-process revocation list: done, in microseconds. The
 //!    key is SHA-256 of the exact token bytes and only tokens that passed step 2 are ever put there, so a
-//!    hit is the local check already made (re-verifying an ES256 signature would cost ~100x the lookup);
+//!    hit is the shape and local check already made (re-verifying an ES256 signature would cost ~100x the
+//!    lookup); on a miss the token's shape is checked first (`bearer::checked`);
 //! 2. local JWT check (no network): algorithm allow-list, signature by `kid` or legacy secret, `exp`, `aud`,
 //!    `iss`. Garbage, forgeries and expired tokens stop here and never reach the auth service or the breaker;
 //!    then the in-process revocation list: a logged-out token is refused in every mode;
@@ -148,8 +149,14 @@ impl Authenticator {
         self.mode
     }
 
-    /// Run the whole pipeline for `token` (whose shape was already checked).
+    /// Run the whole pipeline for `token`.
     pub async fn verify(&self, token: &str) -> Result<AuthUser, AppError> {
+        self.verify_bytes(token.as_bytes()).await
+    }
+
+    /// Run the whole pipeline for `token` as the header carried it (`bearer::token_bytes`): its shape is
+    /// checked only when the L1 cache does not know it.
+    pub async fn verify_bytes(&self, token: &[u8]) -> Result<AuthUser, AppError> {
         let hash = TokenHash::of(token);
         let now = now_ms();
         let l1 = self.cache.get_l1(&hash);
@@ -168,6 +175,7 @@ impl Authenticator {
             return accept(entry, hash);
         }
 
+        let token = super::bearer::checked(token)?;
         let claims = self.verifier.verify(token).await?;
         let claimed = CachedUser::from_claims(&claims);
         if self.revocations.revoked_locally(&hash, &claimed) {
