@@ -7,9 +7,11 @@
 //! only place the route template is known), the user (authentication), the organization (org extractor), a
 //! created entity's id (handlers).
 //!
-//! On the request path the layer only gathers [`RequestFacts`]: shared or copied-by-value pieces of the
-//! request (request id, address, method, URI, user agent, a write request's buffered body) and, once the
-//! response is there, the notes, status, duration and security outcome. The audit writer turns them into the
+//! On the request path the layer only gathers [`RequestFacts`]: small or shared pieces of the request
+//! (request id, address, method, the path, query and user agent truncated and copied in one allocation — so
+//! the connection's read buffer they point into is not kept while the facts wait — and a write request's
+//! buffered body, which wakes the writer at once) and, once the response is there, the notes, status,
+//! duration and security outcome. The audit writer turns them into the
 //! row ([`RequestFacts::into_event`]: action, entity, text truncated and sanitized, body sanitized, metadata)
 //! in its batch loop, so no string of the row is built, no body parsed and no task spawned while a client
 //! waits, and the code that does it runs warm, once per batch (docs/PERFORMANCE.md, "Seventh pass"). The
@@ -21,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{MatchedPath, RawPathParams, Request};
-use axum::http::{HeaderValue, Method, Uri, header};
+use axum::http::{HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 
@@ -47,9 +49,7 @@ pub struct RequestFacts {
     request_id: Option<std::sync::Arc<str>>,
     ip: Option<IpAddr>,
     method: Method,
-    /// Shares the request's bytes: path and query are copied only by the writer.
-    uri: Uri,
-    user_agent: Option<HeaderValue>,
+    text: Texts,
     /// A write request's content type and body (already buffered for the handler).
     body: Option<(Option<HeaderValue>, Bytes)>,
     notes: AuditNotes,
@@ -66,14 +66,18 @@ impl RequestFacts {
             request_id: parts.extensions.get::<RequestId>().map(|r| r.0.clone()),
             ip,
             method: parts.method.clone(),
-            uri: parts.uri.clone(),
-            user_agent: parts.headers.get(header::USER_AGENT).cloned(),
+            text: Texts::of(parts),
             body: None,
             notes: AuditNotes::default(),
             status: 0,
             duration: Duration::ZERO,
             security: None,
         }
+    }
+
+    /// Whether a write body came with the request.
+    pub fn has_body(&self) -> bool {
+        self.body.as_ref().is_some_and(|(_, bytes)| !bytes.is_empty())
     }
 
     /// The outcome's side, once the response is there.
@@ -97,13 +101,9 @@ impl RequestFacts {
         event.organization_id = self.notes.organization_id;
         event.request_id = self.request_id;
         event.ip = self.ip;
-        event.user_agent = self
-            .user_agent
-            .as_ref()
-            .and_then(|v| v.to_str().ok())
-            .map(|ua| sanitizer.text(truncated(ua, MAX_USER_AGENT)));
+        event.user_agent = self.text.user_agent().map(|ua| sanitizer.text(ua));
         event.method = Some(self.method.as_str().into());
-        event.path = Some(truncated(self.uri.path(), MAX_PATH).into());
+        event.path = Some(self.text.path().into());
         event.status = Some(i32::from(self.status));
         event.duration_ms = Some(self.duration.as_millis().min(i32::MAX as u128) as i32);
         if let Some(kind) = self.security {
@@ -114,8 +114,8 @@ impl RequestFacts {
             if let Some(route) = route {
                 map.insert("route".into(), route.into());
             }
-            if let Some(q) = self.uri.query() {
-                map.insert("query".into(), sanitizer.text(truncated(q, MAX_QUERY)).into());
+            if let Some(q) = self.text.query() {
+                map.insert("query".into(), sanitizer.text(q).into());
             }
             if let Some((content_type, bytes)) = &self.body
                 && !bytes.is_empty()
@@ -125,6 +125,42 @@ impl RequestFacts {
             }
         }
         event
+    }
+}
+
+/// The request's path, query and user agent, truncated, in one string.
+#[derive(Debug)]
+struct Texts {
+    buf: String,
+    path: usize,
+    query: Option<usize>,
+    user_agent: Option<usize>,
+}
+
+impl Texts {
+    fn of(parts: &http::request::Parts) -> Texts {
+        let path = truncated(parts.uri.path(), MAX_PATH);
+        let query = parts.uri.query().map(|q| truncated(q, MAX_QUERY));
+        let user_agent =
+            parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(|ua| truncated(ua, MAX_USER_AGENT));
+        let mut buf = String::with_capacity(path.len() + query.map_or(0, str::len) + user_agent.map_or(0, str::len));
+        for part in [Some(path), query, user_agent].into_iter().flatten() {
+            buf.push_str(part);
+        }
+        Texts { buf, path: path.len(), query: query.map(str::len), user_agent: user_agent.map(str::len) }
+    }
+
+    fn path(&self) -> &str {
+        &self.buf[..self.path]
+    }
+
+    fn query(&self) -> Option<&str> {
+        self.query.map(|n| &self.buf[self.path..self.path + n])
+    }
+
+    fn user_agent(&self) -> Option<&str> {
+        let start = self.path + self.query.unwrap_or(0);
+        self.user_agent.map(|n| &self.buf[start..start + n])
     }
 }
 
@@ -207,3 +243,31 @@ pub async fn note_route(request: Request) -> Request {
 }
 
 use axum::extract::FromRequestParts;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(uri: &str, user_agent: Option<&str>) -> http::request::Parts {
+        let mut request = http::Request::get(uri);
+        if let Some(ua) = user_agent {
+            request = request.header(header::USER_AGENT, ua);
+        }
+        request.body(()).expect("request").into_parts().0
+    }
+
+    #[test]
+    fn texts_keep_path_query_and_user_agent_apart_and_truncated() {
+        let t = Texts::of(&parts("/a/b?x=1&y=2", Some("curl/8")));
+        assert_eq!((t.path(), t.query(), t.user_agent()), ("/a/b", Some("x=1&y=2"), Some("curl/8")));
+        let t = Texts::of(&parts("/a", None));
+        assert_eq!((t.path(), t.query(), t.user_agent()), ("/a", None, None));
+        let t = Texts::of(&parts("/a?", Some("")));
+        assert_eq!((t.path(), t.query(), t.user_agent()), ("/a", Some(""), Some("")));
+        let long = format!("/{}?{}", "p".repeat(600), "q".repeat(3000));
+        let t = Texts::of(&parts(&long, Some(&"u".repeat(300))));
+        assert_eq!(t.path(), &long[..MAX_PATH]);
+        assert_eq!(t.query(), Some("q".repeat(MAX_QUERY).as_str()));
+        assert_eq!(t.user_agent(), Some("u".repeat(MAX_USER_AGENT).as_str()));
+    }
+}

@@ -7,8 +7,9 @@
 //! - [`Auditor::record_request`] is a non-blocking `try_send` into a bounded queue (a few hundred
 //!   nanoseconds); a full queue hands the facts to the spooler instead of dropping them.
 //! - [`writer`] makes each request's row (action, sanitized text and body, see [`sanitize`]), hands the
-//!   anomaly detector its observation, and drains the queue in batches (size or time triggered) into one multi-row `INSERT ... ON
-//!   CONFLICT (id) DO NOTHING` on at most one pooled connection at a time (its share of the pool, so request
+//!   anomaly detector its observation, and drains the queue in batches (size or time triggered; a request
+//!   with a body at once) into one multi-row `INSERT ... ON CONFLICT (id) DO NOTHING` on at most one pooled
+//!   connection at a time (its share of the pool, so request
 //!   traffic is never starved). When Postgres fails, the batch goes to the disk [`spool`]; the spool is
 //!   replayed in order when the database answers again (and at start-up), and a segment is deleted only after
 //!   its rows are committed. Event ids make the replay idempotent: a crash between commit and delete doubles
@@ -193,8 +194,15 @@ impl Recorder {
     fn push(&self, event: Queued) {
         self.stats.captured.fetch_add(1, Ordering::Relaxed);
         self.captured.increment(1);
+        // A request body waits for no batch: the writer sanitizes it and lets go of it at once.
+        let urgent = matches!(&event, Queued::Request(facts) if facts.has_body());
         let overflowed = match self.queue.try_send(event) {
-            Ok(()) => return,
+            Ok(()) => {
+                if urgent {
+                    self.queue.wake();
+                }
+                return;
+            }
             Err(queue::TrySendError::Full(event)) => {
                 metrics::counter!("audit_queue_full_total").increment(1);
                 event

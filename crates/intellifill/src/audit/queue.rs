@@ -68,6 +68,11 @@ impl<T> Sender<T> {
         Ok(())
     }
 
+    /// Wake the consumer now, whatever the volume (for an item that should not wait for the interval).
+    pub fn wake(&self) {
+        self.ready.notify_one();
+    }
+
     /// Items waiting.
     pub fn len(&self) -> usize {
         self.tx.max_capacity() - self.tx.capacity()
@@ -128,6 +133,18 @@ mod tests {
         let drained: Vec<u32> = std::iter::from_fn(|| rx.try_recv()).collect();
         assert_eq!(drained, vec![0, 1, 2]);
         assert!(tx.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wake_does_not_wait_for_volume_or_interval() {
+        let (tx, mut rx) = channel::<u32>(10, 5, Duration::from_secs(60));
+        rx.ready().await;
+        tx.try_send(1).expect("room in the queue");
+        tx.wake();
+        let started = tokio::time::Instant::now();
+        assert_eq!(rx.ready().await, Wake::Volume);
+        assert_eq!(started.elapsed(), Duration::ZERO, "woken at once, one item below the mark");
+        assert_eq!(rx.try_recv(), Some(1));
     }
 
     #[tokio::test]
