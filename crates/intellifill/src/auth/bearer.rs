@@ -51,10 +51,6 @@ pub fn checked(token: &[u8]) -> Result<&str, AppError> {
 }
 
 /// Length bounds and three base64url parts.
-pub fn check_shape(token: &str) -> Result<(), AppError> {
-    check_shape_bytes(token.as_bytes())
-}
-
 fn check_shape_bytes(bytes: &[u8]) -> Result<(), AppError> {
     if bytes.len() < MIN_LEN || bytes.len() > MAX_LEN {
         return Err(malformed("the token length is out of bounds"));
