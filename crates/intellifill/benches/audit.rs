@@ -38,16 +38,27 @@ fn benches(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("audit");
     let ua = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
-    let (mut parts, ()) = axum::http::Request::get("/api/organizations/x/knowledge?q=invoice&limit=20")
+    let (parts, ()) = axum::http::Request::get("/api/organizations/x/knowledge?q=invoice&limit=20")
         .header("user-agent", ua)
         .body(())
         .expect("request")
         .into_parts();
-    parts.extensions.insert(intellifill::http::request_id::RequestId("01a2139f-4a08-7491-a483-59f8366712f9".into()));
-    // (The route template comes from axum's router, which a benchmark cannot make: the row is `http.unmatched`.)
-    let notes = AuditNotes { user_id: Some(user), organization_id: Some(org), ..AuditNotes::default() };
+    let request_id: std::sync::Arc<str> = "01a2139f-4a08-7491-a483-59f8366712f9".into();
+    let seen = intellifill::audit::layer::Seen {
+        request_id: Some(&request_id),
+        ip: Some([127, 0, 0, 1].into()),
+        is_write: false,
+        max_body_bytes: 1 << 20,
+    };
+    let route = intellifill::audit::actions::RouteNote {
+        path: "/api/organizations/{orgId}/knowledge/search",
+        action: "knowledge.search",
+        entity: Some("knowledge_source"),
+    };
+    let notes =
+        AuditNotes { route: Some(route), user_id: Some(user), organization_id: Some(org), ..AuditNotes::default() };
     let facts = || {
-        let mut facts = RequestFacts::of(&parts, Some([127, 0, 0, 1].into()));
+        let mut facts = RequestFacts::of(&parts, &seen);
         facts.finished(notes.clone(), 200, Duration::from_millis(3), None);
         facts
     };

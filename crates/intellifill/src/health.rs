@@ -25,7 +25,8 @@ pub struct Live {
 }
 
 /// Liveness.
-#[utoipa::path(get, path = "/health", tag = "health", responses((status = 200, body = Live)))]
+#[utoipa::path(get, path = "/health", tag = "health", responses((status = 200, body = Live)),
+    extensions(("x-audit-action" = json!("health.live")), ("x-rate-limit" = json!("ip"))))]
 pub async fn live() -> Json<Live> {
     Json(Live { status: "ok" })
 }
@@ -53,7 +54,8 @@ fn outcome<E: std::fmt::Display>(r: &Result<(), E>) -> String {
 
 /// Readiness: 200 when the database and the auth service answer, else 503.
 #[utoipa::path(get, path = "/health/ready", tag = "health",
-    responses((status = 200, body = Ready), (status = 503, body = Ready)))]
+    responses((status = 200, body = Ready), (status = 503, body = Ready)),
+    extensions(("x-audit-action" = json!("health.ready")), ("x-rate-limit" = json!("ip"))))]
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Ready>) {
     let (db, auth, redis) = tokio::join!(state.db.ping(), state.auth.gotrue().health(), redis_check(&state));
     let ok = db.is_ok() && auth.is_ok();
@@ -74,7 +76,8 @@ async fn redis_check(state: &AppState) -> String {
 
 /// Every dependency and internal queue, for operators (platform ADMIN).
 #[utoipa::path(get, path = "/health/detailed", tag = "health",
-    responses((status = 200, body = Object), (status = 403, body = crate::error::ErrorBody)),
+    responses((status = 200, body = Object)),
+    extensions(("x-audit-action" = json!("health.detailed")), ("x-rate-limit" = json!("user")), ("x-min-role" = json!("PLATFORM_ADMIN"))),
     security(("bearer" = [])))]
 pub async fn detailed(State(state): State<AppState>, ctx: UserTx) -> Result<Json<Value>, AppError> {
     if ctx.user.role != PlatformRole::Admin {

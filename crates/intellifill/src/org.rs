@@ -12,8 +12,9 @@
 
 use std::marker::PhantomData;
 
-use axum::extract::{FromRequestParts, RawPathParams};
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use tokio_postgres::types::Type;
 use uuid::Uuid;
@@ -22,6 +23,8 @@ use crate::audit::SecurityKind;
 use crate::auth::principal::{CurrentUser, auth_user, open};
 use crate::db::Tx;
 use crate::error::{AppError, ErrorCode};
+use crate::http::context::RequestContext;
+use crate::ratelimit::{KeyParts, Reported};
 use crate::state::AppState;
 
 /// Organization roles, ordered: OWNER > ADMIN > MEMBER > VIEWER.
@@ -104,45 +107,44 @@ pub struct OrgTx<R: MinRole = Viewer> {
 
 const ORG_ACCESS: &str = "SELECT org_status, member_role, member_status FROM org_access($1)";
 
-/// The `{orgId}` path parameter, if the route has one.
-fn path_org_id(params: &RawPathParams) -> Result<Option<Uuid>, AppError> {
-    match params.iter().find(|(name, _)| *name == "orgId") {
-        None => Ok(None),
-        Some((_, raw)) => Uuid::parse_str(raw)
-            .map(Some)
-            .map_err(|_| AppError::new(ErrorCode::InvalidId, "orgId is not a valid UUID").with_field("orgId")),
+impl<R: MinRole> FromRequestParts<AppState> for OrgTx<R> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let context = RequestContext::of(&parts.extensions);
+        let route = context.route();
+        let path_org =
+            route.map(|r| r.params.uuid("orgId")).transpose().map_err(IntoResponse::into_response)?.flatten();
+        let auth = auth_user(parts).map_err(IntoResponse::into_response)?;
+        let opened = match path_org {
+            Some(org_id) => open(state, auth, Some(org_id), &[(ORG_ACCESS, &[(&org_id, Type::UUID)])])
+                .await
+                .map(|(tx, user, rows)| (tx, user, rows, org_id)),
+            None => current_org(state, auth).await,
+        };
+        let (tx, user, rows, org_id) = opened.map_err(IntoResponse::into_response)?;
+        let role = check_access(&rows[0], &user, org_id, R::ROLE).map_err(IntoResponse::into_response)?;
+        crate::audit::note(&parts.extensions, |n| n.organization_id = Some(org_id));
+        if route.is_some_and(|r| r.facts.rate.charges_org()) {
+            let key = KeyParts { user: Some(user.id), org: Some(org_id), ip: context.client_ip() };
+            state.rate_limits.charge_org(key, parts.extensions.get::<Reported>()).await?;
+        }
+        Ok(OrgTx { tx, user, org: OrgContext { id: org_id, role }, _role: PhantomData })
     }
 }
 
-impl<R: MinRole> FromRequestParts<AppState> for OrgTx<R> {
-    type Rejection = AppError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let params = RawPathParams::from_request_parts(parts, state)
-            .await
-            .map_err(|e| AppError::internal(anyhow::anyhow!("path parameters: {e}")))?;
-        let auth = auth_user(parts)?;
-        let (tx, user, rows, org_id) = match path_org_id(&params)? {
-            Some(org_id) => {
-                let (tx, user, rows) =
-                    open(state, auth, Some(org_id), &[(ORG_ACCESS, &[(&org_id, Type::UUID)])]).await?;
-                (tx, user, rows, org_id)
-            }
-            None => {
-                // No org in the path: the user's current organization, set in a second step.
-                let (tx, user, _) = open(state, auth, None, &[]).await?;
-                let org_id = user.organization_id.ok_or_else(|| {
-                    AppError::new(ErrorCode::OrganizationRequired, "select or create an organization first")
-                })?;
-                tx.query("SELECT set_org_context($1)", &[(&org_id, Type::UUID)]).await?;
-                let access = tx.query(ORG_ACCESS, &[(&org_id, Type::UUID)]).await?;
-                (tx, user, vec![access], org_id)
-            }
-        };
-        let role = check_access(&rows[0], &user, org_id, R::ROLE)?;
-        crate::audit::note(&parts.extensions, |n| n.organization_id = Some(org_id));
-        Ok(OrgTx { tx, user, org: OrgContext { id: org_id, role }, _role: PhantomData })
-    }
+/// For routes without `{orgId}`: the user's current organization, set in a second step.
+async fn current_org(
+    state: &AppState,
+    auth: &crate::auth::AuthUser,
+) -> Result<(Tx, CurrentUser, Vec<Vec<tokio_postgres::Row>>, Uuid), AppError> {
+    let (tx, user, _) = open(state, auth, None, &[]).await?;
+    let org_id = user
+        .organization_id
+        .ok_or_else(|| AppError::new(ErrorCode::OrganizationRequired, "select or create an organization first"))?;
+    tx.query("SELECT set_org_context($1)", &[(&org_id, Type::UUID)]).await?;
+    let access = tx.query(ORG_ACCESS, &[(&org_id, Type::UUID)]).await?;
+    Ok((tx, user, vec![access], org_id))
 }
 
 /// Map the `org_access` answer to a role or the error the caller gets.

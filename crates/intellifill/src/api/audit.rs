@@ -153,7 +153,8 @@ async fn page(tx: &Tx, org: Option<Uuid>, q: &AuditQuery) -> Result<Page<AuditEn
 /// The organization's audit log, newest first (OWNER or ADMIN).
 #[utoipa::path(get, path = "/api/organizations/{orgId}/audit", tag = "audit",
     params(("orgId" = Uuid, Path), AuditQuery),
-    responses((status = 200, body = Page<AuditEntry>), (status = 403, body = crate::error::ErrorBody)),
+    responses((status = 200, body = Page<AuditEntry>)),
+    extensions(("x-audit-action" = json!("audit.list")), ("x-audit-entity" = json!("audit_log")), ("x-rate-limit" = json!("user")), ("x-min-role" = json!("ADMIN"))),
     security(("bearer" = [])))]
 pub async fn org_log(ctx: OrgTx<Admin>, ApiQuery(q): ApiQuery<AuditQuery>) -> Result<Json<Page<AuditEntry>>, AppError> {
     let result = page(&ctx.tx, Some(ctx.org.id), &q).await?;
@@ -163,7 +164,8 @@ pub async fn org_log(ctx: OrgTx<Admin>, ApiQuery(q): ApiQuery<AuditQuery>) -> Re
 
 /// Every organization's audit log, newest first (platform ADMIN).
 #[utoipa::path(get, path = "/api/admin/audit", tag = "audit", params(AuditQuery),
-    responses((status = 200, body = Page<AuditEntry>), (status = 403, body = crate::error::ErrorBody)),
+    responses((status = 200, body = Page<AuditEntry>)),
+    extensions(("x-audit-action" = json!("audit.list_all")), ("x-audit-entity" = json!("audit_log")), ("x-rate-limit" = json!("user")), ("x-min-role" = json!("PLATFORM_ADMIN"))),
     security(("bearer" = [])))]
 pub async fn all(ctx: UserTx, ApiQuery(q): ApiQuery<AuditQuery>) -> Result<Json<Page<AuditEntry>>, AppError> {
     if ctx.user.role != PlatformRole::Admin {

@@ -152,7 +152,8 @@ impl Validate for SearchQuery {
 /// List the organization's knowledge sources, newest first.
 #[utoipa::path(get, path = "/api/organizations/{orgId}/knowledge", tag = "knowledge",
     params(("orgId" = Uuid, Path), PageQuery),
-    responses((status = 200, body = Page<KnowledgeSummary>), (status = 403, body = crate::error::ErrorBody)),
+    responses((status = 200, body = Page<KnowledgeSummary>)),
+    extensions(("x-audit-action" = json!("knowledge.list")), ("x-audit-entity" = json!("knowledge_source")), ("x-rate-limit" = json!("user")), ("x-min-role" = json!("VIEWER"))),
     security(("bearer" = [])))]
 pub async fn list(
     ctx: OrgTx<Viewer>,
@@ -186,7 +187,8 @@ pub async fn list(
 /// Create a knowledge source (MEMBER or above).
 #[utoipa::path(post, path = "/api/organizations/{orgId}/knowledge", tag = "knowledge",
     params(("orgId" = Uuid, Path)), request_body = CreateKnowledge,
-    responses((status = 201, body = Knowledge), (status = 400, body = crate::error::ErrorBody)),
+    responses((status = 201, body = Knowledge)),
+    extensions(("x-audit-action" = json!("knowledge.create")), ("x-audit-entity" = json!("knowledge_source")), ("x-rate-limit" = json!("org-write")), ("x-min-role" = json!("MEMBER"))),
     security(("bearer" = [])))]
 pub async fn create(
     ctx: OrgTx<Member>,
@@ -212,7 +214,8 @@ pub async fn create(
 /// Read one knowledge source.
 #[utoipa::path(get, path = "/api/organizations/{orgId}/knowledge/{id}", tag = "knowledge",
     params(("orgId" = Uuid, Path), ("id" = Uuid, Path)),
-    responses((status = 200, body = Knowledge), (status = 404, body = crate::error::ErrorBody)),
+    responses((status = 200, body = Knowledge)),
+    extensions(("x-audit-action" = json!("knowledge.read")), ("x-audit-entity" = json!("knowledge_source")), ("x-rate-limit" = json!("user")), ("x-min-role" = json!("VIEWER"))),
     security(("bearer" = [])))]
 pub async fn get(ctx: OrgTx<Viewer>, ids: PathIds) -> Result<Json<Knowledge>, AppError> {
     let id = ids.uuid("id")?;
@@ -231,7 +234,8 @@ pub async fn get(ctx: OrgTx<Viewer>, ids: PathIds) -> Result<Json<Knowledge>, Ap
 /// Change the title and/or content (MEMBER or above).
 #[utoipa::path(patch, path = "/api/organizations/{orgId}/knowledge/{id}", tag = "knowledge",
     params(("orgId" = Uuid, Path), ("id" = Uuid, Path)), request_body = UpdateKnowledge,
-    responses((status = 200, body = Knowledge), (status = 404, body = crate::error::ErrorBody)),
+    responses((status = 200, body = Knowledge)),
+    extensions(("x-audit-action" = json!("knowledge.update")), ("x-audit-entity" = json!("knowledge_source")), ("x-rate-limit" = json!("org-write")), ("x-min-role" = json!("MEMBER"))),
     security(("bearer" = [])))]
 pub async fn update(
     ctx: OrgTx<Member>,
@@ -257,7 +261,8 @@ pub async fn update(
 /// Delete a knowledge source (MEMBER or above).
 #[utoipa::path(delete, path = "/api/organizations/{orgId}/knowledge/{id}", tag = "knowledge",
     params(("orgId" = Uuid, Path), ("id" = Uuid, Path)),
-    responses((status = 204), (status = 404, body = crate::error::ErrorBody)),
+    responses((status = 204)),
+    extensions(("x-audit-action" = json!("knowledge.delete")), ("x-audit-entity" = json!("knowledge_source")), ("x-rate-limit" = json!("org-write")), ("x-min-role" = json!("MEMBER"))),
     security(("bearer" = [])))]
 pub async fn delete(ctx: OrgTx<Member>, ids: PathIds) -> Result<StatusCode, AppError> {
     let id = ids.uuid("id")?;
@@ -275,7 +280,8 @@ pub async fn delete(ctx: OrgTx<Member>, ids: PathIds) -> Result<StatusCode, AppE
 /// Full-text search (Postgres `websearch_to_tsquery`), best matches first.
 #[utoipa::path(get, path = "/api/organizations/{orgId}/knowledge/search", tag = "knowledge",
     params(("orgId" = Uuid, Path), SearchQuery),
-    responses((status = 200, body = Page<KnowledgeSummary>), (status = 400, body = crate::error::ErrorBody)),
+    responses((status = 200, body = Page<KnowledgeSummary>)),
+    extensions(("x-audit-action" = json!("knowledge.search")), ("x-audit-entity" = json!("knowledge_source")), ("x-rate-limit" = json!("org-read")), ("x-min-role" = json!("VIEWER"))),
     security(("bearer" = [])))]
 pub async fn search(
     ctx: OrgTx<Viewer>,

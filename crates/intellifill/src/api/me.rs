@@ -33,7 +33,8 @@ pub struct Membership {
 
 /// The caller's account, with every organization it is an active member of (at most 100).
 #[utoipa::path(get, path = "/api/me", tag = "account",
-    responses((status = 200, body = Me), (status = 401, body = crate::error::ErrorBody)),
+    responses((status = 200, body = Me)),
+    extensions(("x-audit-action" = json!("me.read")), ("x-audit-entity" = json!("user")), ("x-rate-limit" = json!("user"))),
     security(("bearer" = [])))]
 pub async fn get(ctx: UserTx) -> Result<Json<Me>, AppError> {
     let rows = ctx

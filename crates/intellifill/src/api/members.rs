@@ -103,6 +103,7 @@ impl Validate for UpdateMember {
 /// List members, oldest first.
 #[utoipa::path(get, path = "/api/organizations/{orgId}/members", tag = "members",
     params(("orgId" = Uuid, Path), PageQuery), responses((status = 200, body = Page<Member>)),
+    extensions(("x-audit-action" = json!("members.list")), ("x-audit-entity" = json!("membership")), ("x-rate-limit" = json!("user")), ("x-min-role" = json!("VIEWER"))),
     security(("bearer" = [])))]
 pub async fn list(ctx: OrgTx<Viewer>, ApiQuery(page): ApiQuery<PageQuery>) -> Result<Json<Page<Member>>, AppError> {
     let (after_ts, after_id) = page.after();
@@ -165,6 +166,7 @@ fn require_owner_for(caller: &OrgContext, touches_owner: bool) -> Result<(), App
 #[utoipa::path(post, path = "/api/organizations/{orgId}/members", tag = "members",
     params(("orgId" = Uuid, Path)), request_body = AddMember,
     responses((status = 201, body = Member), (status = 409, body = crate::error::ErrorBody)),
+    extensions(("x-audit-action" = json!("members.add")), ("x-audit-entity" = json!("membership")), ("x-rate-limit" = json!("org-write")), ("x-min-role" = json!("ADMIN"))),
     security(("bearer" = [])))]
 pub async fn add(ctx: OrgTx<Admin>, ApiJson(body): ApiJson<AddMember>) -> Result<(StatusCode, Json<Member>), AppError> {
     let role = body.role.as_deref().map(parse_role).transpose()?.unwrap_or(OrgRole::Member);
@@ -204,6 +206,7 @@ pub async fn add(ctx: OrgTx<Admin>, ApiJson(body): ApiJson<AddMember>) -> Result
 #[utoipa::path(patch, path = "/api/organizations/{orgId}/members/{userId}", tag = "members",
     params(("orgId" = Uuid, Path), ("userId" = Uuid, Path)), request_body = UpdateMember,
     responses((status = 200, body = Member), (status = 409, body = crate::error::ErrorBody)),
+    extensions(("x-audit-action" = json!("members.update")), ("x-audit-entity" = json!("membership")), ("x-rate-limit" = json!("org-write")), ("x-min-role" = json!("ADMIN"))),
     security(("bearer" = [])))]
 pub async fn update(
     ctx: OrgTx<Admin>,
@@ -239,6 +242,7 @@ pub async fn update(
 #[utoipa::path(delete, path = "/api/organizations/{orgId}/members/{userId}", tag = "members",
     params(("orgId" = Uuid, Path), ("userId" = Uuid, Path)),
     responses((status = 204), (status = 409, body = crate::error::ErrorBody)),
+    extensions(("x-audit-action" = json!("members.remove")), ("x-audit-entity" = json!("membership")), ("x-rate-limit" = json!("org-write")), ("x-min-role" = json!("VIEWER"))),
     security(("bearer" = [])))]
 pub async fn remove(ctx: OrgTx<Viewer>, ids: PathIds) -> Result<StatusCode, AppError> {
     let user_id = ids.uuid("userId")?;

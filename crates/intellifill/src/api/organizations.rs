@@ -106,7 +106,9 @@ pub fn slugify(name: &str) -> String {
 
 /// The organizations the caller is an active member of.
 #[utoipa::path(get, path = "/api/organizations", tag = "organizations", params(PageQuery),
-    responses((status = 200, body = Page<Organization>)), security(("bearer" = [])))]
+    responses((status = 200, body = Page<Organization>)),
+    extensions(("x-audit-action" = json!("organizations.list")), ("x-audit-entity" = json!("organization")), ("x-rate-limit" = json!("user"))),
+    security(("bearer" = [])))]
 pub async fn list(ctx: UserTx, ApiQuery(page): ApiQuery<PageQuery>) -> Result<Json<Page<Organization>>, AppError> {
     let (after_ts, after_id) = page.after();
     let limit = page.limit() + 1;
@@ -132,6 +134,7 @@ pub async fn list(ctx: UserTx, ApiQuery(page): ApiQuery<PageQuery>) -> Result<Js
 /// Create an organization; the caller becomes its OWNER and it becomes the current organization.
 #[utoipa::path(post, path = "/api/organizations", tag = "organizations", request_body = CreateOrganization,
     responses((status = 201, body = Organization), (status = 409, body = crate::error::ErrorBody)),
+    extensions(("x-audit-action" = json!("organizations.create")), ("x-audit-entity" = json!("organization")), ("x-rate-limit" = json!("user"))),
     security(("bearer" = [])))]
 pub async fn create(
     ctx: UserTx,
@@ -166,7 +169,8 @@ pub async fn create(
 
 /// One organization the caller is a member of.
 #[utoipa::path(get, path = "/api/organizations/{orgId}", tag = "organizations", params(("orgId" = Uuid, Path)),
-    responses((status = 200, body = Organization), (status = 403, body = crate::error::ErrorBody)),
+    responses((status = 200, body = Organization)),
+    extensions(("x-audit-action" = json!("organizations.read")), ("x-audit-entity" = json!("organization")), ("x-rate-limit" = json!("user")), ("x-min-role" = json!("VIEWER"))),
     security(("bearer" = [])))]
 pub async fn get(ctx: OrgTx<Viewer>) -> Result<Json<Organization>, AppError> {
     let row = ctx

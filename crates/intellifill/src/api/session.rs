@@ -33,8 +33,8 @@ impl Validate for LogoutParams {
 
 /// End the session(s) at the auth service and refuse the token on every instance from now on.
 #[utoipa::path(post, path = "/api/auth/logout", tag = "account", params(LogoutParams),
-    responses((status = 204, description = "logged out"), (status = 401, body = crate::error::ErrorBody),
-        (status = 503, body = crate::error::ErrorBody)),
+    responses((status = 204, description = "logged out")),
+    extensions(("x-audit-action" = json!("auth.logout")), ("x-rate-limit" = json!("auth"))),
     security(("bearer" = [])))]
 pub async fn logout(
     State(state): State<AppState>,
@@ -66,7 +66,8 @@ pub struct Session {
 
 /// Who the token belongs to and when it expires.
 #[utoipa::path(get, path = "/api/auth/session", tag = "account",
-    responses((status = 200, body = Session), (status = 401, body = crate::error::ErrorBody)),
+    responses((status = 200, body = Session)),
+    extensions(("x-audit-action" = json!("auth.session")), ("x-rate-limit" = json!("auth"))),
     security(("bearer" = [])))]
 pub async fn session(ctx: UserTx) -> Result<Json<Session>, AppError> {
     ctx.tx.commit().await?;

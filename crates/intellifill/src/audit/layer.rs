@@ -1,45 +1,47 @@
-//! The audit middleware: one event per request, recorded after the response is produced.
+//! The audit step: one event per request, recorded after the response is produced.
 //!
-//! [`capture`] runs after the request id, the body limit and the per-ip limit, and before authentication (see
-//! `http::middleware`), so failed authentications are audited too. Excluded paths (`AUDIT_EXCLUDE_PATHS`) are
-//! matched on the full path. Inner steps fill in what only they know through the [`AuditSlot`] in the request
-//! extensions: the matched route and its parameters ([`note_route`], first step of the `/api` route layer, the
-//! only place the route template is known), the user (authentication), the organization (org extractor), a
+//! [`capture`] runs after the request id, the request context, the request metrics and the per-ip limit, and
+//! before authentication (see `http::middleware`), so failed authentications are audited too. Excluded paths
+//! (`AUDIT_EXCLUDE_PATHS`) are matched on the full path. Inner steps fill in what only they know through the
+//! [`AuditSlot`] in the request extensions: the matched route and the entity its path names (the route step,
+//! the only place the route is known), the user (authentication), the organization (org extractor), a
 //! created entity's id (handlers).
 //!
-//! On the request path the layer only gathers [`RequestFacts`]: small or shared pieces of the request
-//! (request id, address, method, the path, query and user agent truncated and copied in one allocation — so
-//! the connection's read buffer they point into is not kept while the facts wait — and a write request's
+//! On the request path the step only gathers [`RequestFacts`]: small or shared pieces of the request
+//! (request id, address, method, the path, query and user agent truncated and copied in one allocation, so
+//! the connection's read buffer they point into is not kept while the facts wait, and a write request's
 //! buffered body, which wakes the writer at once) and, once the response is there, the notes, status,
-//! duration and security outcome. The audit writer turns them into the
-//! row ([`RequestFacts::into_event`]: action, entity, text truncated and sanitized, body sanitized, metadata)
-//! in its batch loop, so no string of the row is built, no body parsed and no task spawned while a client
-//! waits, and the code that does it runs warm, once per batch (docs/PERFORMANCE.md, "Seventh pass"). The
-//! request metrics stay on the request path; a security outcome's counter and log line come with its row
-//! (at most one flush interval later).
+//! duration and security outcome. The audit writer turns them into the row ([`RequestFacts::into_event`]:
+//! action, entity, text truncated and sanitized, body sanitized, metadata) in its batch loop, so no string of
+//! the row is built, no body parsed and no task spawned while a client waits (docs/PERFORMANCE.md, "Audit
+//! path"). A security outcome's counter and log line come with its row (at most one flush interval later).
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{MatchedPath, RawPathParams, Request};
+use axum::extract::Request;
 use axum::http::{HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 
 use super::sanitize::Sanitizer;
-use super::{AuditEvent, AuditNotes, AuditSlot, SecurityKind, actions, security, truncated};
+use super::{AuditEvent, AuditNotes, AuditSlot, Auditor, SecurityKind, actions, security, truncated};
 use crate::error::{AppError, ErrorCode, ErrorPayload};
-use crate::http::client_ip::client_ip;
-use crate::http::request_id::RequestId;
-use crate::state::AppState;
 
 const MAX_USER_AGENT: usize = 256;
 const MAX_PATH: usize = 512;
 const MAX_QUERY: usize = 2048;
 
-fn is_write(method: &Method) -> bool {
-    matches!(*method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE)
+/// What the request context knows of a request when the audit step sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Seen<'a> {
+    pub request_id: Option<&'a std::sync::Arc<str>>,
+    pub ip: Option<IpAddr>,
+    /// The method writes: its body is kept (sanitized) on the row.
+    pub is_write: bool,
+    /// Larger bodies are refused (413) rather than buffered.
+    pub max_body_bytes: usize,
 }
 
 /// What the request path knows about a request, for the writer to make its audit row of.
@@ -60,11 +62,11 @@ pub struct RequestFacts {
 
 impl RequestFacts {
     /// The request's side, before the handler runs.
-    pub fn of(parts: &http::request::Parts, ip: Option<IpAddr>) -> RequestFacts {
+    pub fn of(parts: &http::request::Parts, seen: &Seen<'_>) -> RequestFacts {
         RequestFacts {
             created_at: Utc::now(),
-            request_id: parts.extensions.get::<RequestId>().map(|r| r.0.clone()),
-            ip,
+            request_id: seen.request_id.cloned(),
+            ip: seen.ip,
             method: parts.method.clone(),
             text: Texts::of(parts),
             body: None,
@@ -91,8 +93,8 @@ impl RequestFacts {
     /// The audit row (the writer's work, off the request path): action and entity from the route, free text
     /// truncated and sanitized, a write body sanitized, the security mark.
     pub fn into_event(mut self, sanitizer: &Sanitizer) -> AuditEvent {
-        let route = self.notes.route.as_ref().map(MatchedPath::as_str);
-        let (action, entity_type) = actions::classify(&self.method, route);
+        let route = self.notes.route.as_ref().map(|r| r.path);
+        let (action, entity_type) = actions::classify(self.notes.route.as_ref());
         let mut event = AuditEvent::new(action);
         event.created_at = self.created_at;
         event.entity_type = entity_type.map(Into::into);
@@ -164,29 +166,25 @@ impl Texts {
     }
 }
 
-/// One event for the request `next` (the rest of the stack) answers (a step of the outer stack, see
-/// `http::middleware`).
+/// One event for the request `next` (the rest of the stack) answers.
 pub async fn capture<F: Future<Output = Response>>(
-    state: &AppState,
+    auditor: &Auditor,
+    seen: Seen<'_>,
     request: Request,
     next: impl FnOnce(Request) -> F,
 ) -> Response {
     let started = Instant::now();
-    if let Some(prefix) = state.audit.config().excluded_by(request.uri().path()).map(str::to_owned) {
-        let method = request.method().clone();
-        let response = next(request).await;
-        state.http_metrics.record(&method, &prefix, response.status().as_u16(), started.elapsed().as_secs_f64());
-        return response;
+    if auditor.config().is_excluded(request.uri().path()) {
+        return next(request).await;
     }
-    let slot = AuditSlot::default();
-    let (mut parts, body) = request.into_parts();
-    parts.extensions.insert(slot.clone());
-    let mut facts = RequestFacts::of(&parts, client_ip(&parts, &state.config.http.trusted_proxies));
+    let slot = request.extensions().get::<AuditSlot>().cloned().unwrap_or_default();
+    let (parts, body) = request.into_parts();
+    let mut facts = RequestFacts::of(&parts, &seen);
 
-    let request = if is_write(&parts.method) {
+    let request = if seen.is_write {
         let content_type = parts.headers.get(header::CONTENT_TYPE).cloned();
         let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-        let limit = state.config.http.max_body_bytes;
+        let limit = seen.max_body_bytes;
         if declared.is_some_and(|n| n > limit) {
             // The body limit answers 413 when the handler reads it; not buffered here.
             Request::from_parts(parts, body)
@@ -200,7 +198,7 @@ pub async fn capture<F: Future<Output = Response>>(
                     let response =
                         AppError::new(ErrorCode::PayloadTooLarge, "the request body is too large or unreadable")
                             .into_response();
-                    finish(state, facts, &slot, &response, started);
+                    finish(auditor, facts, &slot, &response, started);
                     return response;
                 }
             }
@@ -210,39 +208,17 @@ pub async fn capture<F: Future<Output = Response>>(
     };
 
     let response = next(request).await;
-    finish(state, facts, &slot, &response, started);
+    finish(auditor, facts, &slot, &response, started);
     response
 }
 
-/// The outcome into `facts`, the request metrics, and `facts` to the audit queue.
-fn finish(state: &AppState, mut facts: RequestFacts, slot: &AuditSlot, response: &Response, started: Instant) {
+/// The outcome into `facts`, and `facts` to the audit queue.
+fn finish(auditor: &Auditor, mut facts: RequestFacts, slot: &AuditSlot, response: &Response, started: Instant) {
     let notes = slot.take();
-    let status = response.status().as_u16();
-    let elapsed = started.elapsed();
-    let route = notes.route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    state.http_metrics.record(&facts.method, route, status, elapsed.as_secs_f64());
     let security = response.extensions().get::<ErrorPayload>().and_then(|p| p.security);
-    facts.finished(notes, status, elapsed, security);
-    state.audit.record_request(facts);
+    facts.finished(notes, response.status().as_u16(), started.elapsed(), security);
+    auditor.record_request(facts);
 }
-
-/// A step of the `/api` route layer: the matched route template and its parameters, known only once routing
-/// is done.
-pub async fn note_route(request: Request) -> Request {
-    let (mut parts, body) = request.into_parts();
-    let route = parts.extensions.get::<MatchedPath>().cloned();
-    let entity_id = match RawPathParams::from_request_parts(&mut parts, &()).await {
-        Ok(p) => actions::entity_id(|| p.iter()),
-        Err(_) => None,
-    };
-    super::note(&parts.extensions, |n| {
-        n.route = route;
-        n.path_entity_id = entity_id;
-    });
-    Request::from_parts(parts, body)
-}
-
-use axum::extract::FromRequestParts;
 
 #[cfg(test)]
 mod tests {

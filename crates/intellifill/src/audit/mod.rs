@@ -107,8 +107,8 @@ pub(crate) fn truncated(s: &str, max: usize) -> &str {
 /// org extractor (organization), handlers (entity).
 #[derive(Debug, Default, Clone)]
 pub struct AuditNotes {
-    /// The matched route template (`/api/organizations/{orgId}/knowledge`), shared with axum's extension.
-    pub route: Option<axum::extract::MatchedPath>,
+    /// The matched route's template and declared action.
+    pub route: Option<actions::RouteNote>,
     /// The entity the path names (its most specific id parameter), for the event's `entity_id`.
     pub path_entity_id: Option<String>,
     pub user_id: Option<Uuid>,

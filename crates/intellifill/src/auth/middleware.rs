@@ -1,19 +1,15 @@
-//! Authentication of the `/api` routes: bearer shape, verification, [`AuthUser`] into the extensions.
-//!
-//! [`authenticate`] is a step of the `/api` route layer (`http::middleware::ApiGate`); [`RequireAuth`] is
-//! the same as a layer of its own, for the few routes outside `/api` that need a caller.
+//! Authentication of a request: bearer shape, verification, [`AuthUser`] into the extensions (a step of the
+//! route steps, `http::middleware`, for routes whose declaration has a security requirement).
 
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 
-use super::{AuthUser, bearer};
-use crate::http::step::Step;
-use crate::state::AppState;
+use super::{AuthUser, Authenticator, bearer};
 
 /// The request with its verified caller, or the error response.
-pub async fn authenticate(state: &AppState, mut request: Request) -> Result<Request, Response> {
+pub async fn authenticate(auth: &Authenticator, mut request: Request) -> Result<Request, Response> {
     let verified = match bearer::token_bytes(request.headers()) {
-        Ok(token) => state.auth.verify_bytes(token).await,
+        Ok(token) => auth.verify_bytes(token).await,
         Err(e) => return Err(e.into_response()),
     };
     match verified {
@@ -23,21 +19,5 @@ pub async fn authenticate(state: &AppState, mut request: Request) -> Result<Requ
             Ok(request)
         }
         Err(e) => Err(e.into_response()),
-    }
-}
-
-/// Authentication alone, as a route layer (`http::step::StepLayer::new(RequireAuth, state)`).
-#[derive(Debug, Clone, Copy)]
-pub struct RequireAuth;
-
-impl Step for RequireAuth {
-    async fn run<F>(self, state: &AppState, request: Request, rest: impl FnOnce(Request) -> F + Send) -> Response
-    where
-        F: Future<Output = Response> + Send,
-    {
-        match authenticate(state, request).await {
-            Ok(request) => rest(request).await,
-            Err(refused) => refused,
-        }
     }
 }

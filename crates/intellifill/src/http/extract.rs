@@ -5,7 +5,7 @@
 //! what is wrong (`field`), never a 500 and never the framework's plain-text rejection.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
@@ -97,36 +97,28 @@ where
 }
 
 /// Path parameters, read by name as UUIDs.
-pub struct PathIds(Vec<(String, String)>);
+pub struct PathIds(crate::http::context::RequestContext);
 
 impl PathIds {
+    /// The path parameter `name` as a UUID: 400 `INVALID_ID` when it is not one.
     pub fn uuid(&self, name: &str) -> Result<Uuid, AppError> {
-        let raw = self
-            .0
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-            .ok_or_else(|| AppError::internal(anyhow::anyhow!("route has no {{{name}}} parameter")))?;
-        Uuid::parse_str(raw)
-            .map_err(|_| AppError::new(ErrorCode::InvalidId, format!("{name} is not a valid UUID")).with_field(name))
+        self.0
+            .route()
+            .map(|r| r.params.uuid(name))
+            .transpose()?
+            .flatten()
+            .ok_or_else(|| AppError::internal(anyhow::anyhow!("route has no {{{name}}} parameter")))
     }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for PathIds {
     type Rejection = AppError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let raw = RawPathParams::from_request_parts(parts, state)
-            .await
-            .map_err(|e| AppError::new(ErrorCode::InvalidId, format!("invalid path parameter: {e}")))?;
-        Ok(PathIds(raw.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect()))
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(PathIds(crate::http::context::RequestContext::of(&parts.extensions)))
     }
 }
 
-/// NUL characters in input. Postgres `text` and `jsonb` cannot store U+0000, so a string carrying one would
-/// fail in the database as a 500; it is refused here as bad input instead, naming the field. In JSON a NUL
-/// can only arrive as the escape `\u0000` (raw control characters are a syntax error), in a query string as
-/// `%00`: the common case is one scan of the bytes for those, and the field is looked up only when found.
 mod nul {
     use crate::error::AppError;
 

@@ -1,40 +1,48 @@
-//! The middleware stack, outermost first, in the one function that orders it.
+//! The middleware stack, outermost first, in the one function that orders it, and the steps it is made of.
 //!
+//! Around the whole router ([`stack`]):
 //! 1. request id + error envelope + access log ([`super::request_id`]): every response, even a panic's,
 //!    carries `X-Request-ID` and the standard error body;
 //! 2. panic catcher: a panicking handler is a 500 `INTERNAL_ERROR`, the process lives on;
 //! 3. whole-request timeout: 408 `REQUEST_TIMEOUT`;
 //! 4. body size limit for every extractor that reads the body: 413 `PAYLOAD_TOO_LARGE`;
-//! 5. [`Admission`]: the per-ip rate limit ([`crate::ratelimit::per_ip`]), so floods are refused before they
-//!    cost an audit row, a token verification or a database connection; then audit
-//!    ([`crate::audit::layer::capture`]): one event per request, before auth so failed authentications are
-//!    audited too;
-//! 6. (the routes; the `/api` routes have a route layer, [`ApiGate`], so unknown routes are 404, not 401:
-//!    the audit route note first, so even requests refused by auth carry their route template, then
-//!    authentication, then the per-user / per-org / auth-endpoint rate limits, which need the caller).
+//! 5. [`ResolveRequest`]: the request's facts, once ([`super::context`]: client address, write or not);
+//! 6. [`RecordMetrics`]: `http_requests_total` and the duration histogram, for every response;
+//! 7. [`PerIpLimit`]: the per-ip rate limit ([`crate::ratelimit::per_ip`]), so floods are refused before they
+//!    cost an audit row, a token verification or a database connection;
+//! 8. [`AuditCapture`]: one audit event per request ([`crate::audit::layer::capture`]), before auth so failed
+//!    authentications are audited too.
+//!
+//! Around each declared route ([`route_steps`], a route layer, so unknown routes are 404, not 401):
+//! 1. [`ResolveRoute`]: the route's declared facts and its path parameters, once ([`super::route`]);
+//! 2. [`Authenticate`]: for routes with a security requirement ([`crate::auth::middleware::authenticate`]);
+//! 3. [`PerCallerLimit`]: the user and auth-endpoint limits of the route's class
+//!    ([`crate::ratelimit::per_caller`]); the organization's limit follows the membership check (`crate::org`).
 //!
 //! The stack wraps the router as a whole (tower's `ServiceBuilder::service`), not each route through
-//! `Router::layer`: axum boxes every route again at each `layer` call and clones that boxed stack per request,
-//! where a stack around the router is cloned as plain values. Steps 5 and 6 are each one layer running
-//! several steps in order rather than one layer per step, and both are [`super::step`] services rather than
-//! `axum::middleware::from_fn` layers: every layer costs per request, and these run on every request
-//! (docs/PERFORMANCE.md, "Middleware overhead" and "Seventh pass").
+//! `Router::layer`, which boxes every route again and clones that box per request. Each group of steps is one
+//! [`super::step`] service (a tuple of steps runs in one future): a request pays two boxed futures for the
+//! eight steps (docs/PERFORMANCE.md, "Middleware overhead").
 
 use std::any::Any;
-
 use std::convert::Infallible;
 use std::future::Future;
+use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, RawPathParams, Request};
 use axum::response::{IntoResponse, Response};
 use tower::{Service, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
 
-use super::request_id;
+use super::context::{PathParams, RequestContext, Route};
+use super::request_id::{self, RequestId};
 use super::step::{Step, StepLayer};
-use crate::error::AppError;
+use crate::audit::AuditSlot;
+use crate::audit::actions::RouteNote;
+use crate::error::{AppError, ErrorCode};
+use crate::ratelimit::KeyParts;
 use crate::state::AppState;
 
 /// The layers of [`stack`] the overhead benchmark may leave out (`loadtest overhead --drop-layer`), by name.
@@ -42,6 +50,7 @@ use crate::state::AppState;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layer {
     BodyLimit,
+    /// Steps 5 to 8 of [`stack`].
     Admission,
 }
 
@@ -83,44 +92,161 @@ pub fn stack_with(routes: Router, state: &AppState, keep: &dyn Fn(Layer) -> bool
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, http.request_timeout))
         .option_layer(keep(Layer::BodyLimit).then(|| DefaultBodyLimit::max(http.max_body_bytes)))
-        .option_layer(keep(Layer::Admission).then(|| StepLayer::new(Admission, state.clone())))
+        .option_layer(
+            keep(Layer::Admission)
+                .then(|| StepLayer::new((ResolveRequest, RecordMetrics, PerIpLimit, AuditCapture), state.clone())),
+        )
         .service(routes)
 }
 
-/// Per-ip rate limit, then audit capture around the rest.
-#[derive(Debug, Clone, Copy)]
-pub struct Admission;
-
-impl Step for Admission {
-    fn run<F>(
-        self,
-        state: &AppState,
-        request: Request,
-        rest: impl FnOnce(Request) -> F + Send,
-    ) -> impl Future<Output = Response> + Send
-    where
-        F: Future<Output = Response> + Send,
-    {
-        crate::ratelimit::per_ip(state, request, move |request| crate::audit::layer::capture(state, request, rest))
-    }
+/// The steps around each declared route.
+pub fn route_steps(state: &AppState) -> StepLayer<(ResolveRoute, Authenticate, PerCallerLimit)> {
+    StepLayer::new((ResolveRoute, Authenticate, PerCallerLimit), state.clone())
 }
 
-/// The route layer of every `/api` route: note the route for audit, authenticate, rate-limit the caller.
-#[derive(Debug, Clone, Copy)]
-pub struct ApiGate;
+/// Declares a step: a unit struct and its [`Step`] impl, whose body is an async block over `$state`,
+/// `$request` and `$rest`.
+macro_rules! step {
+    ($(#[$doc:meta])* $name:ident, |$state:ident, $request:ident, $rest:ident| $body:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy)]
+        pub struct $name;
 
-impl Step for ApiGate {
-    async fn run<F>(self, state: &AppState, request: Request, rest: impl FnOnce(Request) -> F + Send) -> Response
-    where
-        F: Future<Output = Response> + Send,
-    {
-        let request = crate::audit::layer::note_route(request).await;
-        match crate::auth::middleware::authenticate(state, request).await {
-            Ok(request) => crate::ratelimit::per_caller(state, request, rest).await,
+        impl Step for $name {
+            fn run<F>(
+                self,
+                $state: &AppState,
+                $request: Request,
+                $rest: impl FnOnce(Request) -> F + Send,
+            ) -> impl Future<Output = Response> + Send
+            where
+                F: Future<Output = Response> + Send,
+            {
+                $body
+            }
+        }
+    };
+}
+
+step!(
+    /// The request context and the audit notes slot into the extensions.
+    ResolveRequest,
+    |state, request, rest| {
+        let (mut parts, body) = request.into_parts();
+        let context = RequestContext::resolve(&parts, &state.config.http.trusted_proxies);
+        parts.extensions.insert(context);
+        parts.extensions.insert(AuditSlot::default());
+        rest(Request::from_parts(parts, body))
+    }
+);
+
+step!(
+    /// Every response counted, by method, route template (or `unmatched`) and status.
+    RecordMetrics,
+    |state, request, rest| {
+        let started = Instant::now();
+        let method = request.method().clone();
+        let context = RequestContext::of(request.extensions());
+        async move {
+            let response = rest(request).await;
+            let route = context.route().map_or("unmatched", |r| r.facts.path);
+            state.http_metrics.record(&method, route, response.status().as_u16(), started.elapsed().as_secs_f64());
+            response
+        }
+    }
+);
+
+step!(
+    /// The per-ip rate limit.
+    PerIpLimit,
+    |state, request, rest| {
+        let ip = request.extensions().get::<RequestContext>().and_then(RequestContext::client_ip);
+        crate::ratelimit::per_ip(&state.rate_limits, ip, request, rest)
+    }
+);
+
+step!(
+    /// One audit event per request.
+    AuditCapture,
+    |state, request, rest| async move {
+        let context = RequestContext::of(request.extensions());
+        let request_id = request.extensions().get::<RequestId>().map(|r| r.0.clone());
+        let seen = crate::audit::layer::Seen {
+            request_id: request_id.as_ref(),
+            ip: context.client_ip(),
+            is_write: context.is_write(),
+            max_body_bytes: state.config.http.max_body_bytes,
+        };
+        crate::audit::layer::capture(&state.audit, seen, request, rest).await
+    }
+);
+
+step!(
+    /// The matched route's declaration and path parameters into the request context and the audit notes.
+    ResolveRoute,
+    |state, request, rest| async move {
+        let (mut parts, body) = request.into_parts();
+        let matched = parts.extensions.get::<axum::extract::MatchedPath>();
+        let Some(facts) = matched.and_then(|m| super::routes::table().get(m.as_str(), &parts.method)) else {
+            // A declared path with another method: the method router answers 405 (every route behind these
+            // steps is declared, the router being built from the declarations).
+            return rest(Request::from_parts(parts, body)).await;
+        };
+        let params = match RawPathParams::from_request_parts(&mut parts, &()).await {
+            Ok(raw) => PathParams::of(&raw),
+            Err(e) => {
+                return AppError::new(ErrorCode::InvalidId, format!("invalid path parameter: {e}")).into_response();
+            }
+        };
+        crate::audit::note(&parts.extensions, |n| {
+            n.route = Some(RouteNote { path: facts.path, action: facts.action, entity: facts.entity });
+            n.path_entity_id = params.entity();
+        });
+        let context = match parts.extensions.get::<RequestContext>() {
+            Some(context) => context.clone(),
+            // A route mounted without the outer steps (a benchmark probe): resolved here.
+            None => {
+                let context = RequestContext::resolve(&parts, &state.config.http.trusted_proxies);
+                parts.extensions.insert(context.clone());
+                context
+            }
+        };
+        context.set_route(Route { facts, params });
+        rest(Request::from_parts(parts, body)).await
+    }
+);
+
+step!(
+    /// Authentication, for routes that declare a security requirement.
+    Authenticate,
+    |state, request, rest| async move {
+        let context = RequestContext::of(request.extensions());
+        if !context.route().is_some_and(|r| r.facts.authenticated) {
+            return rest(request).await;
+        }
+        match crate::auth::middleware::authenticate(&state.auth, request).await {
+            Ok(request) => rest(request).await,
             Err(refused) => refused,
         }
     }
-}
+);
+
+step!(
+    /// The user and auth-endpoint limits of the route's rate-limit class.
+    PerCallerLimit,
+    |state, request, rest| async move {
+        let context = RequestContext::of(request.extensions());
+        let Some(route) = context.route() else { return rest(request).await };
+        let parts = KeyParts {
+            user: request.extensions().get::<crate::auth::AuthUser>().map(|u| u.id),
+            org: None,
+            ip: context.client_ip(),
+        };
+        crate::ratelimit::per_caller(&state.rate_limits, route.facts.rate, parts, request, rest).await
+    }
+);
+
+use axum::extract::FromRequestParts;
 
 fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
     let detail = panic

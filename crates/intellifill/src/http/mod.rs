@@ -1,9 +1,12 @@
-//! HTTP surface: routes (one file), middleware (ordered in one function), extractors, OpenAPI document.
+//! HTTP surface: the route list and each route's declared facts, the middleware stack (ordered in one
+//! function) and the request context it resolves once, extractors, the OpenAPI document.
 
 pub mod client_ip;
+pub mod context;
 pub mod extract;
 pub mod middleware;
 pub mod openapi;
 pub mod request_id;
+pub mod route;
 pub mod routes;
 pub mod step;

@@ -1,56 +1,80 @@
-//! Every route of the server, in one place. Middleware order lives in [`super::middleware::stack`].
+//! Every route of the server, in one list. Each entry names a handler whose `#[utoipa::path]` annotation is
+//! the route's one declaration (path, method, OpenAPI operation, audit action, rate-limit class, minimum role:
+//! see [`super::route`]); the router, the OpenAPI document and the [`RouteTable`] the middleware reads are
+//! all built from that list. Middleware order lives in [`super::middleware::stack`].
+
+use std::sync::LazyLock;
 
 use axum::Router;
-use axum::routing::{MethodRouter, get, patch, post};
+use axum::routing::get;
+use bytes::Bytes;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::middleware::{self, Served};
 use super::openapi;
-use super::step::StepLayer;
+use super::route::RouteTable;
 use crate::api::{audit, knowledge, me, members, organizations, session};
 use crate::error::{AppError, ErrorCode};
 use crate::health;
 use crate::state::AppState;
 
-/// The authenticated API: the one table the router is built from (tests walk it). Full paths, not a router
-/// nested at `/api`: a nested route sees its path with the prefix stripped (so a route layer matching on
-/// `/api/auth/` never matched), and stripping it costs a URI rebuild per request.
-fn api_routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
-    vec![
-        ("/api/me", get(me::get)),
-        ("/api/auth/session", get(session::session)),
-        ("/api/auth/logout", post(session::logout)),
-        ("/api/organizations", get(organizations::list).post(organizations::create)),
-        ("/api/organizations/{orgId}", get(organizations::get)),
-        ("/api/organizations/{orgId}/members", get(members::list).post(members::add)),
-        ("/api/organizations/{orgId}/members/{userId}", patch(members::update).delete(members::remove)),
-        ("/api/organizations/{orgId}/audit", get(audit::org_log)),
-        ("/api/admin/audit", get(audit::all)),
-        ("/api/organizations/{orgId}/knowledge", get(knowledge::list).post(knowledge::create)),
-        ("/api/organizations/{orgId}/knowledge/search", get(knowledge::search)),
-        (
-            "/api/organizations/{orgId}/knowledge/{id}",
-            get(knowledge::get).patch(knowledge::update).delete(knowledge::delete),
-        ),
-    ]
+/// The declared routes: one `routes!` entry per handler. Full paths, not a router nested at `/api` (a nested
+/// route sees its path with the prefix stripped, and stripping it costs a URI rebuild per request).
+fn declarations() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(me::get))
+        .routes(routes!(session::session))
+        .routes(routes!(session::logout))
+        .routes(routes!(organizations::list))
+        .routes(routes!(organizations::create))
+        .routes(routes!(organizations::get))
+        .routes(routes!(members::list))
+        .routes(routes!(members::add))
+        .routes(routes!(members::update))
+        .routes(routes!(members::remove))
+        .routes(routes!(audit::org_log))
+        .routes(routes!(audit::all))
+        .routes(routes!(knowledge::list))
+        .routes(routes!(knowledge::create))
+        .routes(routes!(knowledge::search))
+        .routes(routes!(knowledge::get))
+        .routes(routes!(knowledge::update))
+        .routes(routes!(knowledge::delete))
+        .routes(routes!(health::live))
+        .routes(routes!(health::ready))
+        .routes(routes!(health::detailed))
+        .routes(routes!(document))
 }
 
-/// Every `/api` route path (with their `{parameters}`).
-pub fn api_paths() -> Vec<String> {
-    api_routes().into_iter().map(|(path, _)| path.to_owned()).collect()
+/// What the declarations give: the router (without state), the route table, the served document.
+pub struct Declared {
+    router: Router<AppState>,
+    table: RouteTable,
+    document: Bytes,
 }
 
-/// The authenticated API (`/api/...`).
-fn api(state: &AppState) -> Router<AppState> {
-    api_layers(
-        api_routes().into_iter().fold(Router::new(), |router, (path, methods)| router.route(path, methods)),
-        state,
-    )
+/// Built once per process: the declarations are code, the same for every app.
+static DECLARED: LazyLock<Declared> = LazyLock::new(|| {
+    let (router, doc) = declarations().split_for_parts();
+    let doc = openapi::finish(doc);
+    let table = RouteTable::from_openapi(&doc).unwrap_or_else(|problems| panic!("{problems}"));
+    let document = Bytes::from(serde_json::to_vec(&doc).expect("the OpenAPI document serializes"));
+    Declared { router, table, document }
+});
+
+/// Every declared route and method, with its facts.
+pub fn table() -> &'static RouteTable {
+    &DECLARED.table
 }
 
-/// The route layer of every `/api` route ([`middleware::ApiGate`]: note the route for audit, authenticate,
-/// rate-limit the caller). Public so the overhead benchmark can wrap a no-op route in exactly this layer.
-pub fn api_layers(routes: Router<AppState>, state: &AppState) -> Router<AppState> {
-    routes.route_layer(StepLayer::new(middleware::ApiGate, state.clone()))
+/// The OpenAPI document.
+#[utoipa::path(get, path = "/api/docs/openapi.json", tag = "docs",
+    responses((status = 200, description = "this document", content_type = "application/json")),
+    extensions(("x-audit-action" = json!("docs.read")), ("x-rate-limit" = json!("ip"))))]
+pub(crate) async fn document() -> impl axum::response::IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], DECLARED.document.clone())
 }
 
 /// `/metrics` alone, for `METRICS_BIND_ADDR`.
@@ -63,24 +87,22 @@ pub fn app(state: AppState) -> impl Served + use<> {
     middleware::stack(routes(state.clone()), &state)
 }
 
-/// Every route: public routes, the API, the fallback (the middleware stack goes around them, [`app`]).
+/// Every route: the declared ones behind the route steps, `/metrics` (Prometheus text, not part of the
+/// API contract; on a listener of its own when `METRICS_BIND_ADDR` is set) and the fallback.
 pub fn routes(state: AppState) -> Router {
-    let routes = Router::new()
-        .route("/health", get(health::live))
-        .route("/health/ready", get(health::ready))
-        .route(
-            "/health/detailed",
-            get(health::detailed).route_layer(StepLayer::new(crate::auth::middleware::RequireAuth, state.clone())),
-        )
-        .route("/api/docs/openapi.json", get(openapi::document))
-        .merge(api(&state))
-        .fallback(not_found);
-    let routes = match state.config.metrics.bind_addr {
-        // Served on a listener of its own (see startup).
-        Some(_) => routes,
-        None => routes.route("/metrics", get(crate::metrics::endpoint)),
-    };
-    routes.with_state(state)
+    with_route_steps(DECLARED.router.clone(), &state)
+        .merge(match state.config.metrics.bind_addr {
+            Some(_) => Router::new(),
+            None => Router::new().route("/metrics", get(crate::metrics::endpoint)),
+        })
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// `routes` behind the route steps of [`middleware::route_steps`]. Public so the overhead benchmark can wrap
+/// a no-op route in exactly these steps.
+pub fn with_route_steps(routes: Router<AppState>, state: &AppState) -> Router<AppState> {
+    routes.route_layer(middleware::route_steps(state))
 }
 
 async fn not_found() -> AppError {

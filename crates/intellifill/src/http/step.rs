@@ -4,8 +4,9 @@
 //! Why not `axum::middleware::from_fn`: on every request it clones the inner service and boxes the clone
 //! into its `Next`, adds a response-mapping service around it and boxes its own future, then runs an extractor
 //! for the state. A [`StepService`] hands its (ready) inner service to the step as a plain closure and boxes
-//! only the future (an `async fn`'s future cannot be named). The stack runs two of them on every `/api`
-//! request (`super::middleware`); the difference is measured in docs/PERFORMANCE.md ("Seventh pass").
+//! only the future (an `async fn`'s future cannot be named). A tuple of steps is one step (they run in order
+//! inside one future), so the stack's concerns stay one step each at the cost of two boxed futures per request
+//! (`super::middleware`; docs/PERFORMANCE.md, "Middleware overhead").
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -28,6 +29,53 @@ pub trait Step: Copy + Send + Sync + 'static {
     ) -> impl Future<Output = Response> + Send
     where
         F: Future<Output = Response> + Send;
+}
+
+/// Steps run in order as one step: `(a, b)` is `a` with `b` (and then the rest) as its rest, so a group of
+/// steps costs one boxed future per request, however many it has.
+impl<A: Step, B: Step> Step for (A, B) {
+    fn run<F>(
+        self,
+        state: &AppState,
+        request: Request,
+        rest: impl FnOnce(Request) -> F + Send,
+    ) -> impl Future<Output = Response> + Send
+    where
+        F: Future<Output = Response> + Send,
+    {
+        let (a, b) = self;
+        a.run(state, request, move |request| b.run(state, request, rest))
+    }
+}
+
+impl<A: Step, B: Step, C: Step> Step for (A, B, C) {
+    fn run<F>(
+        self,
+        state: &AppState,
+        request: Request,
+        rest: impl FnOnce(Request) -> F + Send,
+    ) -> impl Future<Output = Response> + Send
+    where
+        F: Future<Output = Response> + Send,
+    {
+        let (a, b, c) = self;
+        (a, (b, c)).run(state, request, rest)
+    }
+}
+
+impl<A: Step, B: Step, C: Step, D: Step> Step for (A, B, C, D) {
+    fn run<F>(
+        self,
+        state: &AppState,
+        request: Request,
+        rest: impl FnOnce(Request) -> F + Send,
+    ) -> impl Future<Output = Response> + Send
+    where
+        F: Future<Output = Response> + Send,
+    {
+        let (a, b, c, d) = self;
+        (a, (b, (c, d))).run(state, request, rest)
+    }
 }
 
 /// The layer of `step`.

@@ -3,10 +3,12 @@
 //! | policy | scope | applies to | where |
 //! | --- | --- | --- | --- |
 //! | `ip` | client ip | every request | [`per_ip`], before audit and auth (cheap floods never reach them) |
-//! | `user` | user | every authenticated `/api` request | [`per_caller`], after auth |
-//! | `org` | organization | searches and writes under `/api/organizations/{orgId}` | [`per_caller`] |
-//! | `auth` | user + ip | `/api/auth/*` (session, logout) | [`per_caller`] |
+//! | `user` | user | every authenticated request | [`per_caller`], after auth |
+//! | `auth` | user + ip | routes of class `auth` (session, logout) | [`per_caller`] |
+//! | `org` | organization | routes of class `org-read` / `org-write` (searches, writes) | [`RateLimits::charge_org`], once the membership check has passed, so outsiders cannot spend an organization's budget |
 //!
+//! Which policies a route is charged to is its declared rate-limit class (`x-rate-limit`, see
+//! `http::route`); refused attempts on an organization count against the caller's user and ip policies only.
 //! Every answer carries the IETF `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` and
 //! `RateLimit-Policy` headers of the tightest policy that applied; a refusal is 429 `RATE_LIMITED` with
 //! `Retry-After`. Counts live in Redis (one GCRA script, server clock) so limits hold in total across
@@ -20,18 +22,50 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{RawPathParams, Request};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 pub use key::{KeyParts, Scope, rate_limit_key};
 use store::{Decision, Store};
 
-use crate::auth::AuthUser;
 use crate::error::{AppError, ErrorCode};
-use crate::http::client_ip::client_ip;
 use crate::kv::Kv;
-use crate::state::AppState;
+
+/// Which rate-limit policies a request to the route is charged to (the per-ip policy charges every request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateClass {
+    /// The per-ip policy only (public routes).
+    Ip,
+    /// The caller's user policy.
+    User,
+    /// The auth-endpoint policy (user + ip) and the user policy.
+    Auth,
+    /// A costly read of an organization (search): the user policy, and the organization's policy once the
+    /// caller's membership is confirmed.
+    OrgRead,
+    /// A write in an organization: the user policy, and the organization's policy once the caller's
+    /// membership is confirmed.
+    OrgWrite,
+}
+
+impl RateClass {
+    pub(crate) fn parse(s: &str) -> Option<RateClass> {
+        Some(match s {
+            "ip" => RateClass::Ip,
+            "user" => RateClass::User,
+            "auth" => RateClass::Auth,
+            "org-read" => RateClass::OrgRead,
+            "org-write" => RateClass::OrgWrite,
+            _ => return None,
+        })
+    }
+
+    /// Whether the organization's policy is charged (after the membership check).
+    pub fn charges_org(self) -> bool {
+        matches!(self, RateClass::OrgRead | RateClass::OrgWrite)
+    }
+}
 
 /// Limits per minute of each policy (0 disables that policy).
 #[derive(Debug, Clone)]
@@ -190,15 +224,20 @@ fn refusal(d: &Decision, policy: &Policy) -> Response {
     response
 }
 
+/// The tightest allowance a step inside [`per_caller`] was given ([`RateLimits::charge_org`]), for the
+/// response's headers.
+#[derive(Debug, Clone, Default)]
+pub struct Reported(Arc<std::sync::Mutex<Option<(Decision, &'static str)>>>);
+
 /// Check `policies`; refused: 429; allowed: `inner`, with the tightest policy's headers on its response.
 async fn apply<F: Future<Output = Response>>(
-    state: &AppState,
+    limits: &RateLimits,
     policies: &[&Policy],
     parts: KeyParts,
     request: Request,
     inner: impl FnOnce(Request) -> F,
 ) -> Response {
-    match state.rate_limits.check_all(policies, &parts).await {
+    match limits.check_all(policies, &parts).await {
         Some((d, policy)) if !d.allowed => refusal(&d, policy),
         Some((d, policy)) => {
             let mut response = inner(request).await;
@@ -216,58 +255,71 @@ async fn apply<F: Future<Output = Response>>(
 /// The per-ip limit on every request, then `inner` (a step of the outer stack, before audit and auth:
 /// see `http::middleware`).
 pub async fn per_ip<F: Future<Output = Response>>(
-    state: &AppState,
+    limits: &RateLimits,
+    ip: Option<std::net::IpAddr>,
     request: Request,
     inner: impl FnOnce(Request) -> F,
 ) -> Response {
-    let limits = &state.rate_limits;
     let Some(ip_policy) = limits.ip.as_ref().filter(|_| limits.enabled) else {
         return inner(request).await;
     };
-    let (parts, body) = request.into_parts();
-    let key_parts = KeyParts { ip: client_ip(&parts, &state.config.http.trusted_proxies), ..KeyParts::default() };
-    apply(state, &[ip_policy], key_parts, Request::from_parts(parts, body), inner).await
+    apply(limits, &[ip_policy], KeyParts { ip, ..KeyParts::default() }, request, inner).await
 }
 
-/// User, org and auth-endpoint limits, then `next` (a step of the `/api` route layer, after auth, so the user
-/// is known).
+/// The user and auth-endpoint limits of a request of `class` by the caller in `parts`, then `next` (a step
+/// of the route steps, after auth, so the user is known). The organization's limit is charged later, by the
+/// org extractor ([`RateLimits::charge_org`]); its allowance, when tighter, is reported on the response.
 pub async fn per_caller<F: Future<Output = Response>>(
-    state: &AppState,
-    request: Request,
+    limits: &RateLimits,
+    class: RateClass,
+    parts: KeyParts,
+    mut request: Request,
     next: impl FnOnce(Request) -> F,
 ) -> Response {
-    let limits = &state.rate_limits;
-    if !limits.enabled {
+    if !limits.enabled || class == RateClass::Ip {
         return next(request).await;
     }
-    let (mut parts, body) = request.into_parts();
-    let org = match RawPathParams::from_request_parts(&mut parts, &()).await {
-        Ok(p) => p.iter().find(|(k, _)| *k == "orgId").and_then(|(_, v)| uuid::Uuid::parse_str(v).ok()),
-        Err(_) => None,
-    };
-    let key_parts = KeyParts {
-        user: parts.extensions.get::<AuthUser>().map(|u| u.id),
-        org,
-        ip: client_ip(&parts, &state.config.http.trusted_proxies),
-    };
-    let path = parts.uri.path();
-    let is_write = !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
-    let mut policies: Vec<&Policy> = Vec::with_capacity(3);
+    let mut policies: Vec<&Policy> = Vec::with_capacity(2);
     if let Some(p) = &limits.auth
-        && path.starts_with("/api/auth/")
-    {
-        policies.push(p);
-    }
-    if let Some(p) = &limits.org
-        && org.is_some()
-        && (is_write || path.ends_with("/search"))
+        && class == RateClass::Auth
     {
         policies.push(p);
     }
     if let Some(p) = &limits.user {
         policies.push(p);
     }
-    apply(state, &policies, key_parts, Request::from_parts(parts, body), next).await
+    let reported = class.charges_org().then(Reported::default);
+    if let Some(r) = &reported {
+        request.extensions_mut().insert(r.clone());
+    }
+    let mut response = apply(limits, &policies, parts, request, next).await;
+    if let Some(r) = reported
+        && let Some((d, name)) = r.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+        && let Some(policy) = limits.policies().find(|p| p.name == name)
+    {
+        let current = response.headers().get(REMAINING).and_then(|v| v.to_str().ok()?.parse::<u32>().ok());
+        if current.is_none_or(|r| d.remaining < r) {
+            set_headers(response.headers_mut(), &d, policy);
+        }
+    }
+    response
 }
 
-use axum::extract::FromRequestParts;
+impl RateLimits {
+    /// Charge the organization's policy for a request whose caller's membership has been confirmed: `Err`
+    /// is the 429 to answer. An allowance is reported through `reported` (from [`per_caller`]).
+    pub async fn charge_org(&self, parts: KeyParts, reported: Option<&Reported>) -> Result<(), Response> {
+        let Some(policy) = self.org.as_ref().filter(|_| self.enabled) else {
+            return Ok(());
+        };
+        self.decisions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let d = policy.check(&parts).await;
+        if !d.allowed {
+            return Err(refusal(&d, policy));
+        }
+        if let Some(r) = reported {
+            *r.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((d, policy.name));
+        }
+        Ok(())
+    }
+}

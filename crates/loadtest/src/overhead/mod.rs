@@ -43,8 +43,8 @@ pub struct OverheadArgs {
     #[arg(long, default_value_t = 0)]
     pub thrash_kib: usize,
     /// Leave a layer out of the stack the no-op probes run behind, to attribute its cost (repeatable):
-    /// body-limit, admission (per-ip limit + audit), api-gate (route note, auth, per-caller limits; the caller
-    /// is then put in by a bare layer). The request id, panic catcher and timeout are always there.
+    /// body-limit, admission (per-ip limit + audit), route-steps (route facts, auth, per-caller limits; the
+    /// caller is then put in by a bare layer). The request id, panic catcher and timeout are always there.
     #[arg(long = "drop-layer", value_parser = LAYERS)]
     pub drop_layers: Vec<String>,
     /// Add this many pass-through `from_fn` layers (no work) outside the stack the no-op probes run behind:

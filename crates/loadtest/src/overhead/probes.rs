@@ -240,8 +240,8 @@ impl<'a> Target<'a> {
         let caller = state.auth.verify(&user.token).await.map_err(|e| anyhow!("{e}"))?;
         let clients = Arc::new(Clients::connect(runtime_url, concurrency.max(1)).await?);
         let api = axum::Router::new()
-            .route("/api/noop", tiny_json())
-            .route("/api/organizations/{orgId}/noop", axum::routing::get(org_noop));
+            .route("/api/me", tiny_json())
+            .route("/api/organizations/{orgId}", axum::routing::get(org_noop));
         Ok(Target {
             hello: Service::new(axum::Router::new().route("/", tiny_json()).with_state(state.clone())),
             stacked: (0..dummies).fold(Service::new(stacked(api, &state, &caller, dropped)), |inner, _| {
@@ -253,8 +253,13 @@ impl<'a> Target<'a> {
             handler: Service::new({
                 let caller = caller.clone();
                 axum::Router::new()
-                    .route("/", axum::routing::get(intellifill::api::session::session))
-                    .route("/api/organizations/{orgId}/noop", axum::routing::get(org_noop))
+                    .route("/api/auth/session", axum::routing::get(intellifill::api::session::session))
+                    .route("/api/organizations/{orgId}", axum::routing::get(org_noop))
+                    // The route's facts and path parameters, which the org extractor reads.
+                    .route_layer(intellifill::http::step::StepLayer::new(
+                        intellifill::http::middleware::ResolveRoute,
+                        state.clone(),
+                    ))
                     .layer(axum::middleware::from_fn(
                         move |mut request: axum::extract::Request, next: axum::middleware::Next| {
                             request.extensions_mut().insert(caller.clone());
@@ -268,7 +273,7 @@ impl<'a> Target<'a> {
             db: state.db.clone(),
             user,
             list_path: format!("/api/organizations/{}/knowledge", user.org),
-            org_noop_path: format!("/api/organizations/{}/noop", user.org),
+            org_noop_path: format!("/api/organizations/{}", user.org),
         })
     }
 }
@@ -279,12 +284,12 @@ impl Target<'_> {
         let status = match probe {
             Probe::Hello => oneshot(&self.hello, "/", token).await?,
             Probe::Health => oneshot(&self.router, "/health", token).await?,
-            Probe::Noop => oneshot(&self.stacked, "/api/noop", token).await?,
+            Probe::Noop => oneshot(&self.stacked, "/api/me", token).await?,
             Probe::OrgNoop => oneshot(&self.stacked, &self.org_noop_path, token).await?,
             Probe::OrgDb => return self.clients.run(self.user.id, Some(self.user.org), false).await,
             Probe::OrgDbRouted => oneshot(&self.routed_db, &self.org_noop_path, token).await?,
             Probe::Session => oneshot(&self.router, "/api/auth/session", token).await?,
-            Probe::SessionHandler => oneshot(&self.handler, "/", token).await?,
+            Probe::SessionHandler => oneshot(&self.handler, "/api/auth/session", token).await?,
             Probe::OrgHandler => oneshot(&self.handler, &self.org_noop_path, token).await?,
             Probe::List => oneshot(&self.router, &self.list_path, token).await?,
             Probe::SessionDb => return self.clients.run(self.user.id, None, false).await,
@@ -382,7 +387,7 @@ pub(super) async fn org_noop(
 fn routed_db(clients: Arc<Clients>, user: &seed::SeedUser) -> axum::Router {
     let (user, org) = (user.id, user.org);
     axum::Router::new().route(
-        "/api/organizations/{orgId}/noop",
+        "/api/organizations/{orgId}",
         axum::routing::get(move || {
             let clients = clients.clone();
             async move {
@@ -399,11 +404,11 @@ fn routed_db(clients: Arc<Clients>, user: &seed::SeedUser) -> axum::Router {
 /// route layer.
 pub(super) const LAYERS: [&str; 3] = {
     use intellifill::http::middleware::Layer;
-    [Layer::BodyLimit.name(), Layer::Admission.name(), API_GATE]
+    [Layer::BodyLimit.name(), Layer::Admission.name(), ROUTE_STEPS]
 };
-const API_GATE: &str = "api-gate";
+const ROUTE_STEPS: &str = "route-steps";
 
-/// The no-op routes behind the server's stack (`http::middleware::stack_with` and `http::routes::api_layers`,
+/// The no-op routes behind the server's stack (`http::middleware::stack_with` and `http::routes::with_route_steps`,
 /// the functions the server is built with), without the layers named in `dropped`.
 pub(super) fn stacked(
     api: axum::Router<AppState>,
@@ -412,8 +417,8 @@ pub(super) fn stacked(
     dropped: &[String],
 ) -> impl intellifill::http::middleware::Served + use<> {
     let keep = |layer: &str| !dropped.iter().any(|d| d == layer);
-    let api = if keep(API_GATE) {
-        intellifill::http::routes::api_layers(api, state)
+    let api = if keep(ROUTE_STEPS) {
+        intellifill::http::routes::with_route_steps(api, state)
     } else {
         let caller = caller.clone();
         api.route_layer(axum::middleware::from_fn(
