@@ -77,12 +77,14 @@ fn main() -> ExitCode {
     }
 }
 
-fn write_json(path: Option<&std::path::Path>, value: &impl serde::Serialize) -> Result<()> {
-    if let Some(path) = path {
+/// A command's report: printed, and written as JSON when asked.
+fn emit<R: serde::Serialize>(report: &R, print: fn(&R), json: Option<&std::path::Path>) -> Result<()> {
+    print(report);
+    if let Some(path) = json {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        std::fs::write(path, serde_json::to_string_pretty(value)?)?;
+        std::fs::write(path, serde_json::to_string_pretty(report)?)?;
         eprintln!("[loadtest] wrote {}", path.display());
     }
     Ok(())
@@ -93,22 +95,19 @@ async fn dispatch(command: Cmd, command_line: String) -> Result<ExitCode> {
         Cmd::Run(args) => {
             let json = args.json.clone();
             let report = run::run(args, command_line).await?;
-            run::print(&report);
-            write_json(json.as_deref(), &report)?;
+            emit(&report, run::print, json.as_deref())?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Chaos(args) => {
             let json = args.json.clone();
             let report = chaos::run(args, command_line).await?;
-            chaos::print(&report);
-            write_json(json.as_deref(), &report)?;
+            emit(&report, chaos::print, json.as_deref())?;
             Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Cmd::Overhead(args) => {
             let json = args.json.clone();
             let report = overhead::run(args, command_line).await?;
-            overhead::print(&report);
-            write_json(json.as_deref(), &report)?;
+            emit(&report, overhead::print, json.as_deref())?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Serve(child) => {

@@ -11,7 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{Result, bail};
+use anyhow::{Result, anyhow, bail};
 
 /// Environment variable naming the directory that holds `initdb` and `postgres`.
 pub const PG_BIN_DIR_ENV: &str = "PG_BIN_DIR";
@@ -82,36 +82,31 @@ pub(crate) fn pg_bin_dir() -> Result<PathBuf> {
 
 /// The `redis-server` executable.
 pub(crate) fn redis_server() -> Result<PathBuf> {
-    if let Some(bin) = std::env::var_os(REDIS_SERVER_BIN_ENV).filter(|v| !v.is_empty()) {
-        let bin = PathBuf::from(bin);
-        if is_executable(&bin) {
-            return Ok(bin);
-        }
-        bail!("{REDIS_SERVER_BIN_ENV}={} is not an executable file; {REDIS_INSTALL_HINT}", bin.display());
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let fallbacks = ["/usr/bin", "/usr/sbin", "/usr/local/bin"].map(PathBuf::from);
-    std::env::split_paths(&path)
-        .chain(fallbacks)
-        .map(|dir| dir.join("redis-server"))
-        .find(|bin| is_executable(bin))
-        .ok_or_else(|| anyhow::anyhow!("`redis-server` not found on PATH; {REDIS_INSTALL_HINT}"))
+    find_executable(REDIS_SERVER_BIN_ENV, "redis-server", &["/usr/bin", "/usr/sbin", "/usr/local/bin"], "on PATH")
+        .map_err(|e| anyhow!("{e}; {REDIS_INSTALL_HINT}"))
 }
 
 /// The `pgbouncer` executable.
 pub(crate) fn pgbouncer() -> Result<PathBuf> {
-    if let Some(bin) = std::env::var_os(PGBOUNCER_BIN_ENV).filter(|v| !v.is_empty()) {
+    let fallbacks = ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"];
+    find_executable(PGBOUNCER_BIN_ENV, "pgbouncer", &fallbacks, "on PATH or in /usr/sbin")
+        .map_err(|e| anyhow!("{e}; {PGBOUNCER_INSTALL_HINT}"))
+}
+
+/// The executable named by `$env` if set (which must be one), else `name` on `PATH` or in one of
+/// `fallbacks`; `looked` says where, for the error.
+fn find_executable(env: &str, name: &str, fallbacks: &[&str], looked: &str) -> Result<PathBuf> {
+    if let Some(bin) = std::env::var_os(env).filter(|v| !v.is_empty()) {
         let bin = PathBuf::from(bin);
         if is_executable(&bin) {
             return Ok(bin);
         }
-        bail!("{PGBOUNCER_BIN_ENV}={} is not an executable file; {PGBOUNCER_INSTALL_HINT}", bin.display());
+        bail!("{env}={} is not an executable file", bin.display());
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
-    let fallbacks = ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"].map(PathBuf::from);
     std::env::split_paths(&path)
-        .chain(fallbacks)
-        .map(|dir| dir.join("pgbouncer"))
+        .chain(fallbacks.iter().map(PathBuf::from))
+        .map(|dir| dir.join(name))
         .find(|bin| is_executable(bin))
-        .ok_or_else(|| anyhow::anyhow!("`pgbouncer` not found on PATH or in /usr/sbin; {PGBOUNCER_INSTALL_HINT}"))
+        .ok_or_else(|| anyhow!("`{name}` not found {looked}"))
 }

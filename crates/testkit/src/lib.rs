@@ -30,6 +30,7 @@
 //! ```
 
 mod bins;
+mod managed;
 mod pgbouncer;
 mod ports;
 mod postgres;

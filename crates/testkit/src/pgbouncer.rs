@@ -28,58 +28,53 @@
 //! * Stopping sends SIGTERM (an immediate shutdown in PgBouncer ≤ 1.22; newer versions wait for
 //!   clients there, so SIGKILL follows after a few seconds). PgBouncer keeps no data, so either is
 //!   fine.
+//! * The process itself (directory, log, free port, restart, stop, drop) is a [`ManagedProcess`].
 
 use std::fmt;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use tokio_postgres::SimpleQueryMessage;
 use tokio_postgres::error::SqlState;
 
-use crate::process::{self, ChildSlot, Readiness, StartError};
-use crate::user::{self, RunAs};
+use crate::managed::{ManagedProcess, ServerSpec, Signals};
+use crate::user;
 
-/// How long pgbouncer may take to accept logins (and to log in upstream) after being spawned.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long pgbouncer may take to log in upstream after it accepts logins.
+const UPSTREAM_LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the upstream port may refuse connections before `start` gives up.
 const UPSTREAM_LISTEN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long to wait for pgbouncer to exit after SIGTERM before killing it.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a single login attempt during start-up may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-/// How many fresh ports to try when the chosen one turns out to be taken.
-const PORT_ATTEMPTS: usize = 5;
 
 /// A running (or stopped) throwaway PgBouncer. Dropping it stops the process and deletes its
 /// directory.
 pub struct PgBouncer {
-    root: PathBuf,
     config: PathBuf,
-    log: PathBuf,
+    userlist: PathBuf,
     pidfile: PathBuf,
-    port: u16,
     upstream_port: u16,
+    pool_size: u32,
     /// The first configured user: a `stats_users` member, used for the readiness checks.
     probe_user: String,
     probe_password: String,
-    bin: PathBuf,
-    run_as: Option<RunAs>,
-    child: ChildSlot,
-    ops: tokio::sync::Mutex<()>,
+    process: ManagedProcess,
 }
 
 impl fmt::Debug for PgBouncer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PgBouncer")
-            .field("root", &self.root)
-            .field("port", &self.port)
+            .field("root", &self.process.root())
+            .field("port", &self.port())
             .field("upstream_port", &self.upstream_port)
-            .field("run_as", &self.run_as)
+            .field("run_as", &self.process.run_as())
             .finish_non_exhaustive()
     }
 }
@@ -94,59 +89,55 @@ impl PgBouncer {
     /// upstream (with `LOGIN` and that password, if Postgres asks for one).
     pub async fn start(upstream_port: u16, users: &[(&str, &str)], pool_size: u32) -> Result<PgBouncer> {
         validate(users, pool_size)?;
-        let bin = crate::bins::pgbouncer()?;
-        let run_as = user::postgres_run_as().context("pgbouncer, too, refuses to run as root")?;
-        let parent = std::path::absolute(std::env::temp_dir()).context("invalid temp directory")?;
-        let root = process::fresh_dir(&parent, "testkit-pgbouncer-")?;
         let (probe_user, probe_password) = users[0];
-
-        // From here on, dropping `bouncer` cleans the directory up on every error path.
-        let mut bouncer = PgBouncer {
-            config: root.join("pgbouncer.ini"),
-            log: root.join("pgbouncer.log"),
-            pidfile: root.join("pgbouncer.pid"),
-            root,
-            port: 0,
+        let spec = ServerSpec {
+            name: "pgbouncer",
+            program: crate::bins::pgbouncer()?,
+            dir_prefix: "pgbouncer",
+            log_name: "pgbouncer.log",
+            run_as: user::postgres_run_as().context("pgbouncer, too, refuses to run as root")?,
+            own_process_group: false,
+            ready: format!("accept a login as `{probe_user}` to its admin console"),
+            poll_every: Duration::from_millis(30),
+            probe_timeout: PROBE_TIMEOUT,
+            signals: Signals {
+                stop: ("TERM", STOP_TIMEOUT),
+                kill: "KILL",
+                drop: ("TERM", STOP_TIMEOUT),
+                stop_overrun_is_error: false,
+            },
+        };
+        // From here on, dropping `process` (or `bouncer`) cleans the directory up on every error path.
+        let process = ManagedProcess::new(spec, None)?;
+        let bouncer = PgBouncer {
+            config: process.root().join("pgbouncer.ini"),
+            userlist: process.root().join("userlist.txt"),
+            pidfile: process.root().join("pgbouncer.pid"),
             upstream_port,
+            pool_size,
             probe_user: probe_user.to_owned(),
             probe_password: probe_password.to_owned(),
-            bin,
-            run_as,
-            child: ChildSlot::default(),
-            ops: tokio::sync::Mutex::new(()),
+            process,
         };
-        if let Some(run_as) = run_as {
-            run_as.chown(&bouncer.root)?;
-            run_as.check_traversable(&bouncer.root)?;
-        }
-        let userlist = bouncer.root.join("userlist.txt");
-        bouncer.write_private(&userlist, &userlist_txt(users))?;
-
-        for attempt in 1..=PORT_ATTEMPTS {
-            bouncer.port = crate::free_port()?;
-            bouncer.write_private(&bouncer.config, &bouncer.config_ini(&userlist, pool_size))?;
-            match bouncer.spawn_and_wait().await {
-                Ok(()) => {
-                    bouncer.check_upstream().await?;
-                    tracing::debug!(port = bouncer.port, upstream_port, dir = %bouncer.root.display(), "pgbouncer started");
-                    return Ok(bouncer);
-                }
-                Err(StartError::PortInUse) => {
-                    tracing::debug!(port = bouncer.port, attempt, "pgbouncer port was taken; retrying");
-                }
-                Err(StartError::Other(e)) => return Err(e),
-            }
-        }
-        bail!(
-            "pgbouncer could not bind a free port on 127.0.0.1 in {PORT_ATTEMPTS} attempts (ports kept being \
-             taken); log tail of {}:\n{}",
-            bouncer.log.display(),
-            bouncer.log_tail(20)
-        )
+        bouncer.write_private(&bouncer.userlist, &userlist_txt(users))?;
+        bouncer.process.start(|cmd, port| bouncer.configure(cmd, port), |_| bouncer.probe()).await?;
+        bouncer.check_upstream().await?;
+        Ok(bouncer)
     }
 
-    /// The configuration file (INI) pgbouncer runs with.
-    fn config_ini(&self, userlist: &Path, pool_size: u32) -> String {
+    /// Writes the config for `port` (and removes a stale pidfile, whose pid, if reused, would make
+    /// pgbouncer refuse to start); the command line then only names the config file.
+    fn configure(&self, cmd: &mut Command, port: u16) -> Result<()> {
+        let _ = std::fs::remove_file(&self.pidfile);
+        self.write_private(&self.config, &self.config_ini(port))?;
+        // `-q`: pgbouncer itself writes `logfile`; stderr (same file) then only gets what it prints
+        // before it has read the config.
+        cmd.arg("-q").arg(&self.config);
+        Ok(())
+    }
+
+    /// The configuration file (INI) pgbouncer runs with on `port`.
+    fn config_ini(&self, port: u16) -> String {
         format!(
             "; Written by testkit::PgBouncer::start.\n\
              [databases]\n\
@@ -168,11 +159,11 @@ impl PgBouncer {
              server_login_retry = 1\n\
              ignore_startup_parameters = extra_float_digits\n",
             upstream = self.upstream_port,
-            log = self.log.display(),
+            log = self.process.log().display(),
             pidfile = self.pidfile.display(),
-            port = self.port,
-            userlist = userlist.display(),
+            userlist = self.userlist.display(),
             probe_user = self.probe_user,
+            pool_size = self.pool_size,
         )
     }
 
@@ -186,53 +177,10 @@ impl PgBouncer {
             .open(path)
             .with_context(|| format!("could not create {}", path.display()))?;
         file.write_all(contents.as_bytes()).with_context(|| format!("could not write {}", path.display()))?;
-        if let Some(run_as) = self.run_as {
+        if let Some(run_as) = self.process.run_as() {
             run_as.chown(path)?;
         }
         Ok(())
-    }
-
-    /// Spawns `pgbouncer` on `self.port` and waits until it accepts logins.
-    async fn spawn_and_wait(&self) -> Result<(), StartError> {
-        // A stale pidfile whose pid got reused would make pgbouncer refuse to start.
-        let _ = std::fs::remove_file(&self.pidfile);
-        let log_offset = process::file_len(&self.log);
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .with_context(|| format!("could not open {}", self.log.display()))?;
-        if let Some(run_as) = self.run_as {
-            run_as.chown(&self.log)?;
-        }
-        let log_err =
-            log.try_clone().with_context(|| format!("could not duplicate the handle of {}", self.log.display()))?;
-        let mut cmd = Command::new(&self.bin);
-        cmd.current_dir(&self.root);
-        process::sanitize_env(&mut cmd);
-        if let Some(run_as) = self.run_as {
-            run_as.apply(&mut cmd);
-        }
-        // `-q`: pgbouncer itself writes `logfile`; stderr (same file) then only gets what it prints
-        // before it has read the config.
-        cmd.arg("-q").arg(&self.config).stdin(Stdio::null()).stdout(log).stderr(log_err);
-        let child = cmd.spawn().with_context(|| format!("could not spawn {}", self.bin.display()))?;
-        self.child.set(child);
-
-        let readiness = Readiness {
-            name: format!(
-                "pgbouncer{}",
-                self.run_as.map(|r| format!(" (running as uid {})", r.uid)).unwrap_or_default()
-            ),
-            ready: format!("accept a login as `{}` to its admin console on 127.0.0.1:{}", self.probe_user, self.port),
-            log: &self.log,
-            log_offset,
-            timeout: START_TIMEOUT,
-            poll_every: Duration::from_millis(30),
-            stop_signal: "KILL",
-            probe_timeout: PROBE_TIMEOUT,
-        };
-        process::wait_ready(&self.child, readiness, || self.probe()).await
     }
 
     /// Logs in to the admin console; `Ok(true)` if the pgbouncer on our port writes our log file.
@@ -247,7 +195,7 @@ impl PgBouncer {
             SimpleQueryMessage::Row(row) if row.get("key") == Some("logfile") => row.get("value").map(str::to_owned),
             _ => None,
         });
-        Ok(logfile.as_deref().map(Path::new) == Some(self.log.as_path()))
+        Ok(logfile.as_deref().map(Path::new) == Some(self.process.log()))
     }
 
     /// Logs in through pgbouncer to the upstream database `postgres` as the first user, retrying
@@ -258,7 +206,7 @@ impl PgBouncer {
         let deadline = Instant::now() + UPSTREAM_LISTEN_TIMEOUT;
         while let Err(e) = tokio::net::TcpStream::connect(("127.0.0.1", self.upstream_port)).await {
             if Instant::now() >= deadline {
-                self.child.terminate("KILL", Duration::from_secs(5)).await;
+                self.process.kill().await;
                 bail!(
                     "nothing accepts connections on 127.0.0.1:{} ({e}), where PgBouncer::start was told Postgres \
                      runs: start the PgCluster first and pass its port()",
@@ -267,7 +215,7 @@ impl PgBouncer {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let deadline = Instant::now() + START_TIMEOUT;
+        let deadline = Instant::now() + UPSTREAM_LOGIN_TIMEOUT;
         let last_error = loop {
             let error = match tokio::time::timeout(PROBE_TIMEOUT, self.login_upstream()).await {
                 Ok(Ok(())) => return Ok(()),
@@ -284,16 +232,16 @@ impl PgBouncer {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
-        self.child.terminate("KILL", Duration::from_secs(5)).await;
+        self.process.kill().await;
         bail!(
             "pgbouncer started on 127.0.0.1:{}, but logging in through it as `{}` to the database `postgres` at \
              127.0.0.1:{} failed (last error: {}). Is Postgres running on that port, and does the role exist there \
              with LOGIN and the password given to PgBouncer::start? Log tail of {}:\n{}",
-            self.port,
+            self.port(),
             self.probe_user,
             self.upstream_port,
             last_error,
-            self.log.display(),
+            self.process.log().display(),
             self.log_tail(20)
         )
     }
@@ -310,56 +258,29 @@ impl PgBouncer {
 
     /// The TCP port on 127.0.0.1 (stable across [`restart`](Self::restart)).
     pub fn port(&self) -> u16 {
-        self.port
+        self.process.port()
     }
 
     /// `postgres://user:password@127.0.0.1:port/db` (components percent-encoded).
     pub fn url(&self, user: &str, password: &str, db: &str) -> String {
-        format!(
-            "postgres://{}:{}@127.0.0.1:{}/{}",
-            process::url_encode(user),
-            process::url_encode(password),
-            self.port,
-            process::url_encode(db)
-        )
+        crate::postgres::url(self.port(), user, Some(password), db)
     }
 
     /// Stops pgbouncer (SIGTERM, then SIGKILL after a few seconds), which drops all client and
     /// server connections. A no-op if it is not running.
     pub async fn stop(&self) -> Result<()> {
-        let _ops = self.ops.lock().await;
-        self.stop_locked().await;
-        Ok(())
-    }
-
-    async fn stop_locked(&self) {
-        self.child.terminate("TERM", STOP_TIMEOUT).await;
+        self.process.stop().await
     }
 
     /// Starts pgbouncer again on the same port with the same configuration (stopping it first if
     /// it is running). Fails if another process took the port in the meantime.
     pub async fn restart(&self) -> Result<()> {
-        let _ops = self.ops.lock().await;
-        self.stop_locked().await;
-        match self.spawn_and_wait().await {
-            Ok(()) => Ok(()),
-            Err(StartError::PortInUse) => {
-                bail!("cannot restart pgbouncer on 127.0.0.1:{}: the port is now in use by another process", self.port)
-            }
-            Err(StartError::Other(e)) => Err(e),
-        }
+        self.process.restart(|cmd, port| self.configure(cmd, port), |_| self.probe()).await
     }
 
     /// The last `lines` lines of pgbouncer's log, for error messages.
     pub fn log_tail(&self, lines: usize) -> String {
-        process::tail_file(&self.log, lines)
-    }
-}
-
-impl Drop for PgBouncer {
-    fn drop(&mut self) {
-        self.child.stop_blocking("TERM", STOP_TIMEOUT);
-        let _ = std::fs::remove_dir_all(&self.root);
+        self.process.log_tail(lines)
     }
 }
 

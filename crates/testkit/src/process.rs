@@ -1,17 +1,13 @@
 //! Small process and file helpers shared by the server modules.
 //!
 //! Without `libc` (the workspace forbids `unsafe`), signals other than SIGKILL are sent with the
-//! shell's `kill` builtin, and liveness/start times are read from `/proc`. Servers are spawned with
-//! [`std::process::Command`] rather than `tokio::process`, so that a server outlives the tokio
-//! runtime that started it (each `#[tokio::test]` has its own runtime, while shared servers live
-//! for the whole run).
+//! shell's `kill` builtin, and liveness/start times are read from `/proc`.
 
 use std::ffi::OsStr;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
@@ -68,16 +64,7 @@ pub(crate) fn cmdline_contains(pid: u32, needle: &str) -> bool {
 
 /// The last `lines` lines of the file at `path` (reads at most the final 64 KiB).
 pub(crate) fn tail_file(path: &Path, lines: usize) -> String {
-    let read = || -> std::io::Result<String> {
-        let mut file = std::fs::File::open(path)?;
-        let len = file.metadata()?.len();
-        let start = len.saturating_sub(64 * 1024);
-        file.seek(SeekFrom::Start(start))?;
-        let mut buf = Vec::new();
-        file.read_to_end(&mut buf)?;
-        Ok(String::from_utf8_lossy(&buf).into_owned())
-    };
-    match read() {
+    match read_at(path, |len| len.saturating_sub(64 * 1024)) {
         Ok(text) => {
             let all: Vec<&str> = text.lines().collect();
             all[all.len().saturating_sub(lines)..].join("\n")
@@ -88,14 +75,17 @@ pub(crate) fn tail_file(path: &Path, lines: usize) -> String {
 
 /// The contents of `path` from byte `offset` on (empty if unreadable).
 pub(crate) fn read_from(path: &Path, offset: u64) -> String {
-    let read = || -> std::io::Result<String> {
-        let mut file = std::fs::File::open(path)?;
-        file.seek(SeekFrom::Start(offset))?;
-        let mut buf = Vec::new();
-        file.read_to_end(&mut buf)?;
-        Ok(String::from_utf8_lossy(&buf).into_owned())
-    };
-    read().unwrap_or_default()
+    read_at(path, |_| offset).unwrap_or_default()
+}
+
+/// The contents of `path` from the offset that `start` picks given the file's length.
+fn read_at(path: &Path, start: impl FnOnce(u64) -> u64) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    file.seek(SeekFrom::Start(start(len)))?;
+    let mut buf = Vec::new();
+    file.read_to_end(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
 /// Current length of the file at `path` (0 if missing).
@@ -146,107 +136,6 @@ fn display(program: &OsStr) -> String {
     Path::new(program).display().to_string()
 }
 
-/// A server child process that we may have to wait for, kill or abandon.
-#[derive(Debug, Default)]
-pub(crate) struct ChildSlot(Mutex<Option<Child>>);
-
-/// The state of a [`ChildSlot`].
-pub(crate) enum ChildState {
-    /// No process is (any longer) running; carries the exit status if it just got reaped.
-    Stopped(Option<ExitStatus>),
-    Running(u32),
-}
-
-impl ChildSlot {
-    pub(crate) fn set(&self, child: Child) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(child);
-    }
-
-    /// Forgets the child without stopping it (it keeps running, unsupervised by us).
-    pub(crate) fn abandon(&self) -> Option<u32> {
-        let child = self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
-        child.map(|c| c.id())
-    }
-
-    /// Checks (without blocking) whether the child is still running; reaps it if it exited.
-    pub(crate) fn state(&self) -> ChildState {
-        let mut slot = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(child) = slot.as_mut() else {
-            return ChildState::Stopped(None);
-        };
-        match child.try_wait() {
-            Ok(None) => ChildState::Running(child.id()),
-            Ok(Some(status)) => {
-                *slot = None;
-                ChildState::Stopped(Some(status))
-            }
-            Err(_) => {
-                // Not our child any more (should not happen); treat it as gone.
-                *slot = None;
-                ChildState::Stopped(None)
-            }
-        }
-    }
-
-    /// Sends `sig` and waits (asynchronously) up to `timeout` for the child to exit.
-    /// Returns `Ok(true)` if it exited (or was not running), `Ok(false)` on timeout.
-    pub(crate) async fn signal_and_wait(&self, sig: &str, timeout: Duration) -> Result<bool> {
-        let ChildState::Running(pid) = self.state() else {
-            return Ok(true);
-        };
-        if let Err(e) = signal(pid, sig) {
-            if let ChildState::Stopped(_) = self.state() {
-                return Ok(true);
-            }
-            return Err(e);
-        }
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let ChildState::Stopped(_) = self.state() {
-                return Ok(true);
-            }
-            if Instant::now() >= deadline {
-                return Ok(false);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Sends `sig`, waits up to `timeout`, then SIGKILLs and reaps the child. Never fails.
-    pub(crate) async fn terminate(&self, sig: &str, timeout: Duration) {
-        if let Ok(true) = self.signal_and_wait(sig, timeout).await {
-            return;
-        }
-        let child = self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
-        if let Some(mut child) = child {
-            let _ = child.kill();
-            let _ = tokio::task::spawn_blocking(move || child.wait()).await;
-        }
-    }
-
-    /// Synchronous stop for `Drop`: send `sig`, wait up to `timeout`, then SIGKILL and reap.
-    pub(crate) fn stop_blocking(&mut self, sig: &str, timeout: Duration) {
-        let slot = self.0.get_mut().unwrap_or_else(PoisonError::into_inner);
-        let Some(mut child) = slot.take() else {
-            return;
-        };
-        if !matches!(child.try_wait(), Ok(None)) {
-            return;
-        }
-        let deadline = Instant::now() + timeout;
-        if signal(child.id(), sig).is_ok() {
-            while Instant::now() < deadline {
-                if !matches!(child.try_wait(), Ok(None)) {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-}
-
 /// Percent-encodes everything but RFC 3986 "unreserved" characters (for URL user/password/path).
 pub(crate) fn url_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -258,84 +147,6 @@ pub(crate) fn url_encode(s: &str) -> String {
         }
     }
     out
-}
-
-/// Why a server start attempt failed (shared by every server the kit starts).
-pub(crate) enum StartError {
-    /// The port was taken by someone else; retry with another one.
-    PortInUse,
-    Other(anyhow::Error),
-}
-
-impl From<anyhow::Error> for StartError {
-    fn from(e: anyhow::Error) -> Self {
-        StartError::Other(e)
-    }
-}
-
-/// How to wait for a freshly spawned server (the loop the Postgres, PgBouncer and Redis starters share).
-pub(crate) struct Readiness<'a> {
-    /// For messages: `postgres`, `pgbouncer (running as uid 1001)`.
-    pub name: String,
-    /// What ready means, for messages: `accept connections on 127.0.0.1:5432`.
-    pub ready: String,
-    pub log: &'a Path,
-    /// The log's length before the spawn: only what this attempt wrote is searched for a port clash.
-    pub log_offset: u64,
-    pub timeout: Duration,
-    pub poll_every: Duration,
-    /// Bound on one probe.
-    pub probe_timeout: Duration,
-    /// Signal that stops the server when the wait fails (`QUIT` for Postgres: an immediate shutdown).
-    pub stop_signal: &'a str,
-}
-
-/// Probe until the server is ready, its port turns out taken, it exits, or `timeout` passes (then it is
-/// stopped); every failure carries the tail of the server's log. `probe` answers `Ok(true)` when our server
-/// answers, `Ok(false)` when another process answers on our port (ours cannot have bound it).
-pub(crate) async fn wait_ready<F, Fut>(child: &ChildSlot, r: Readiness<'_>, mut probe: F) -> Result<(), StartError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<bool>>,
-{
-    let deadline = Instant::now() + r.timeout;
-    loop {
-        if let ChildState::Stopped(status) = child.state() {
-            if read_from(r.log, r.log_offset).contains("Address already in use") {
-                return Err(StartError::PortInUse);
-            }
-            return Err(StartError::Other(anyhow::anyhow!(
-                "{} exited ({}) before it could {}; log tail of {}:\n{}",
-                r.name,
-                status.map(|s| s.to_string()).unwrap_or_else(|| "status unknown".into()),
-                r.ready,
-                r.log.display(),
-                tail_file(r.log, 20)
-            )));
-        }
-        let last_error = match tokio::time::timeout(r.probe_timeout, probe()).await {
-            Ok(Ok(true)) => return Ok(()),
-            Ok(Ok(false)) => {
-                child.terminate(r.stop_signal, Duration::from_secs(5)).await;
-                return Err(StartError::PortInUse);
-            }
-            Ok(Err(e)) => format!("{e:#}"),
-            Err(_) => format!("no answer within {} s", r.probe_timeout.as_secs()),
-        };
-        if Instant::now() >= deadline {
-            child.terminate(r.stop_signal, Duration::from_secs(5)).await;
-            return Err(StartError::Other(anyhow::anyhow!(
-                "{} did not {} within {} s (last error: {}); log tail of {}:\n{}",
-                r.name,
-                r.ready,
-                r.timeout.as_secs(),
-                last_error,
-                r.log.display(),
-                tail_file(r.log, 20)
-            )));
-        }
-        tokio::time::sleep(r.poll_every).await;
-    }
 }
 
 #[cfg(test)]

@@ -110,13 +110,7 @@ impl Shared {
 
     /// `postgres://user[:password]@127.0.0.1:port/db` on the shared cluster.
     pub fn pg_url(&self, user: &str, password: Option<&str>, db: &str) -> String {
-        let password = password.map(|p| format!(":{}", process::url_encode(p))).unwrap_or_default();
-        format!(
-            "postgres://{}{password}@127.0.0.1:{}/{}",
-            process::url_encode(user),
-            self.pg_port,
-            process::url_encode(db)
-        )
+        crate::postgres::url(self.pg_port, user, password, db)
     }
 
     /// The URL of `db` for the superuser `postgres`.

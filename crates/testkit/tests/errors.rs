@@ -15,8 +15,11 @@ async fn child_entry() -> Result<()> {
     }
     let pg = testkit::PgCluster::start(None).await.err().ok_or_else(|| anyhow!("pg started"))?;
     let redis = testkit::RedisServer::start().await.err().ok_or_else(|| anyhow!("redis started"))?;
+    let bouncer =
+        testkit::PgBouncer::start(1, &[("app", "x")], 1).await.err().ok_or_else(|| anyhow!("pgbouncer started"))?;
     println!("PG_ERROR {pg:#}");
     println!("REDIS_ERROR {redis:#}");
+    println!("PGBOUNCER_ERROR {bouncer:#}");
     Ok(())
 }
 
@@ -27,12 +30,15 @@ fn missing_binaries_say_what_to_install() -> Result<()> {
         .env(CHILD_ENV, "1")
         .env(testkit::PG_BIN_DIR_ENV, "/nonexistent/pg/bin")
         .env(testkit::REDIS_SERVER_BIN_ENV, "/nonexistent/redis-server")
+        .env(testkit::PGBOUNCER_BIN_ENV, "/nonexistent/pgbouncer")
         .output()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let pg = stdout.lines().find(|l| l.starts_with("PG_ERROR ")).unwrap_or_default();
     let redis = stdout.lines().find(|l| l.starts_with("REDIS_ERROR ")).unwrap_or_default();
+    let bouncer = stdout.lines().find(|l| l.starts_with("PGBOUNCER_ERROR ")).unwrap_or_default();
     ensure!(out.status.success(), "child failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     ensure!(pg.contains("apt-get install postgresql-15") && pg.contains("/nonexistent/pg/bin"), "{pg}");
     ensure!(redis.contains("apt-get install redis-server") && redis.contains("/nonexistent/redis-server"), "{redis}");
+    ensure!(bouncer.contains("apt-get install pgbouncer") && bouncer.contains("/nonexistent/pgbouncer"), "{bouncer}");
     Ok(())
 }

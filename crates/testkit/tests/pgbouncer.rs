@@ -1,36 +1,19 @@
 //! PgBouncer in transaction pooling mode in front of a PgCluster: SCRAM logins (also upstream),
 //! `application_name`, transaction-local settings that do not leak, unnamed statements, 20 clients
-//! through 2 server connections, stop and restart; actionable errors.
+//! through 2 server connections, stop and restart; actionable errors (a missing binary: `errors.rs`).
+
+mod common;
 
 use std::collections::HashSet;
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::process::Command;
 use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, ensure};
+use common::{connect, connect_with, listening};
 use testkit::{PgBouncer, PgCluster};
 use tokio_postgres::types::Type;
 
 const PASSWORD: &str = "s3cret \"quoted\" pa$$";
-const CHILD_ENV: &str = "TESTKIT_PGBOUNCER_CHILD";
-
-async fn connect(url: &str) -> Result<tokio_postgres::Client> {
-    connect_with(tokio_postgres::Config::from_str(url)?).await.with_context(|| format!("connect {url}"))
-}
-
-async fn connect_with(config: tokio_postgres::Config) -> Result<tokio_postgres::Client> {
-    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok(client)
-}
-
-fn listening(port: u16) -> bool {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
-}
 
 /// A cluster with the role `app` (password [`PASSWORD`]) owning the database `appdb`, where every
 /// role but the superuser must log in with SCRAM (so PgBouncer has to, too).
@@ -204,30 +187,5 @@ async fn bad_arguments_are_refused() -> Result<()> {
     ensure!(msg.contains("at least one"), "{msg}");
     let msg = format!("{:#}", PgBouncer::start(1, &[("a,b", "x")], 2).await.err().context("comma")?);
     ensure!(msg.contains("not supported"), "{msg}");
-    Ok(())
-}
-
-/// Does nothing unless started by `missing_binary_says_what_to_install`.
-#[tokio::test]
-async fn child_entry() -> Result<()> {
-    if std::env::var_os(CHILD_ENV).is_none() {
-        return Ok(());
-    }
-    let err = PgBouncer::start(1, &[("app", "x")], 1).await.err().ok_or_else(|| anyhow!("pgbouncer started"))?;
-    println!("PGBOUNCER_ERROR {err:#}");
-    Ok(())
-}
-
-#[test]
-fn missing_binary_says_what_to_install() -> Result<()> {
-    let out = Command::new(std::env::current_exe()?)
-        .args(["child_entry", "--exact", "--nocapture"])
-        .env(CHILD_ENV, "1")
-        .env(testkit::PGBOUNCER_BIN_ENV, "/nonexistent/pgbouncer")
-        .output()?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout.lines().find(|l| l.starts_with("PGBOUNCER_ERROR ")).unwrap_or_default();
-    ensure!(out.status.success(), "child failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    ensure!(line.contains("apt-get install pgbouncer") && line.contains("/nonexistent/pgbouncer"), "{line}");
     Ok(())
 }

@@ -1,24 +1,10 @@
 //! PgCluster: start, query, stop (outage), restart on the same port with the data intact, drop.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::time::Duration;
+mod common;
 
 use anyhow::{Context, Result, ensure};
+use common::{connect, listening};
 use testkit::PgCluster;
-
-async fn connect(url: &str) -> Result<tokio_postgres::Client> {
-    let (client, connection) =
-        tokio_postgres::connect(url, tokio_postgres::NoTls).await.with_context(|| format!("connect {url}"))?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok(client)
-}
-
-fn listening(port: u16) -> bool {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
-}
 
 #[tokio::test]
 async fn start_query_stop_restart_drop() -> Result<()> {

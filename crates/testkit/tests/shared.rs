@@ -2,23 +2,20 @@
 //! with a fake `NEXTEST_RUN_ID`), `once`, `create_database` with a template, and cleanup by the
 //! reaper once the run's owner process exits.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+mod common;
+
 use anyhow::{Context, Result, anyhow, bail, ensure};
+use common::listening;
 use testkit::Shared;
 
 const CHILD_ENV: &str = "TESTKIT_SHARED_CHILD";
 const ONCE_LOG_ENV: &str = "TESTKIT_ONCE_LOG";
-
-fn listening(port: u16) -> bool {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
-}
 
 /// Not a test on its own: does nothing unless started by `run_child` below.
 #[tokio::test]
