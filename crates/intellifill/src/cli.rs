@@ -1,4 +1,5 @@
-//! The command line: `serve`, `dev`, `migrate`, `emulator`.
+//! The command line: `serve`, `migrate`, `audit prune`, and with the `dev` feature (on by default) `dev` and
+//! `emulator`.
 
 use std::process::ExitCode;
 
@@ -20,10 +21,12 @@ pub enum Command {
     /// Run the API server (configuration from flags or environment; see .env.example).
     Serve(ServeArgs),
     /// Everything embedded: throwaway Postgres, auth emulator, demo data, server; prints curl lines.
+    #[cfg(feature = "dev")]
     Dev(crate::dev::DevArgs),
     /// Apply pending migrations as the owner role and exit.
     Migrate(MigrateArgs),
     /// Run the Supabase Auth (GoTrue) emulator alone.
+    #[cfg(feature = "dev")]
     Emulator(crate::dev::EmulatorArgs),
     /// Audit log maintenance.
     #[command(subcommand)]
@@ -89,6 +92,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        #[cfg(feature = "dev")]
         Command::Dev(args) => {
             telemetry::init(telemetry::format_from_env(LogFormat::Pretty), "info,intellifill=info");
             crate::dev::run(args).await
@@ -100,6 +104,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             println!("deleted {deleted} audit row(s) created before {}", cutoff.to_rfc3339());
             Ok(())
         }
+        #[cfg(feature = "dev")]
         Command::Emulator(args) => {
             telemetry::init(telemetry::format_from_env(LogFormat::Pretty), "info");
             crate::dev::run_emulator(args).await

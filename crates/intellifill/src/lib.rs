@@ -11,6 +11,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod db;
+#[cfg(feature = "dev")]
 pub mod dev;
 pub mod error;
 pub mod health;
