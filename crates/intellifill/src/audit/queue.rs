@@ -1,13 +1,12 @@
 //! A bounded queue whose consumer is woken by time or by volume, never by each item.
 //!
-//! Why: the audit writer and the anomaly detector used to `recv().await` on their channel, so every request
-//! woke a parked task, and through it very often a parked runtime worker thread: a futex wake and two
-//! context switches per request, which on a small VM cost more than the rest of the audit stage together
-//! (measured in docs/PERFORMANCE.md, "Third pass"). Here the consumer only takes items with `try_recv` when
-//! its interval elapses or when the queue holds `wake_at` items, so a send is an atomic push and, below that
-//! volume, wakes nobody. The channel itself is tokio's bounded mpsc: a full queue or a stopped consumer is
-//! reported to the sender exactly as before, so the callers' no-loss handling (overflow to the spool,
-//! counting what could not be kept) is unchanged.
+//! Why: a consumer that `recv().await`s on its channel is woken by every request, and through it very often a
+//! parked runtime worker thread: a futex wake and two context switches per request, which on a small VM cost
+//! more than the rest of the audit stage together (docs/PERFORMANCE.md, "Audit path"). Here the consumer only
+//! takes items with `try_recv` when its interval elapses or when the queue holds `wake_at` items, so a send is
+//! an atomic push and, below that volume, wakes nobody. The channel itself is tokio's bounded mpsc: a full
+//! queue or a stopped consumer is reported to the sender, so the callers' no-loss handling (overflow to the
+//! spool, counting what could not be kept) applies.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,10 +1,12 @@
 //! Authentication: who is calling, and may they still.
 //!
-//! [`middleware::authenticate`] (a step of the `/api` route layer) reads the bearer token ([`bearer`]) and
-//! hands it to the [`Authenticator`], which runs the verification pipeline of [`verify`]:
-//! shape -> local JWT check ([`jwt`], keys from [`jwks`] or the legacy secret) -> revocation list
-//! ([`revocation`]) -> token cache L1/L2 ([`cache`]) -> on a miss `GET /auth/v1/user` through the circuit
-//! breaker, one call per token however many requests wait for it ([`singleflight`]).
+//! [`middleware::authenticate`] (a route step, for routes with a security requirement) reads the bearer token
+//! ([`bearer`]) and hands it to the [`Authenticator`], which runs the verification pipeline of [`verify`]:
+//! scheme and length -> token cache L1 ([`cache`], keyed by the token's SHA-256) with the in-process
+//! revocation list -> on an L1 miss: the token's shape, the local JWT check ([`jwt`], keys from [`jwks`] or
+//! the legacy secret), the revocation list in-process then in Redis ([`revocation`]), the L2 cache in Redis
+//! -> in remote mode, `GET /auth/v1/user` through the circuit breaker, one call per token however many
+//! requests wait for it ([`singleflight`]).
 //! The verified [`AuthUser`] goes into the request extensions. Loading the `users` row (provisioned?
 //! active?) happens inside the request transaction, in [`principal::UserTx`], so a deactivated user is
 //! locked out on the very next request whatever any cache says.

@@ -7,7 +7,7 @@
 //!
 //! A tower layer, service and future rather than `axum::middleware::from_fn`: its work before and after the
 //! inner service is synchronous, so it calls the inner service directly and wraps its future, where `from_fn`
-//! clones the inner service, boxes it and boxes the future on every request (docs/PERFORMANCE.md).
+//! clones the inner service, boxes it and boxes the future on every request (docs/PERFORMANCE.md, "Middleware overhead").
 
 use std::future::Future;
 use std::pin::Pin;

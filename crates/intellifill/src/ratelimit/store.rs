@@ -18,7 +18,7 @@
 //! of them) instead of each taking a lease of its own; while Redis is failing nobody waits. A leased cell
 //! is always preferred to a remembered refusal. What this keeps: every admitted request took a
 //! cell in Redis, atomically, so the total over all instances never exceeds the limit; a slow key costs
-//! one round trip per request as before; a busy one, one per `want`. What it gives up: a cell leased by one
+//! one round trip per request; a busy one, one per `want`. What it gives up: a cell leased by one
 //! instance is invisible to the others for up to a second (a client switching instances at the very edge
 //! of its limit may be refused a few cells early), and `RateLimit-Remaining` on a lease is the count at
 //! the grant minus what this instance spent since. A refusal is remembered locally for up to a second (at

@@ -1,5 +1,5 @@
 //! The one integration test binary: every test drives the real HTTP server against real Postgres
-//! (and, from 2/6 on, Redis) started by the test kit, with the GoTrue emulator as the auth service.
+//! and Redis started by the test kit, with the GoTrue emulator as the auth service.
 
 mod helpers;
 
