@@ -93,3 +93,69 @@ async fn a_removed_member_loses_access_on_the_next_request() {
         assert_eq!((s, body["code"].as_str()), (403, Some("NOT_ORG_MEMBER")));
     }
 }
+
+/// Every route with a minimum role refuses a caller one rank below it, and every authenticated route refuses
+/// a request without a token: walked from the route table, so a new route is covered by its declaration.
+#[tokio::test]
+async fn every_declared_minimum_role_and_security_requirement_is_enforced() {
+    use intellifill::http::route::MinRole;
+    let app = TestApp::spawn().await;
+    let owner = app.user(&email("owner")).await;
+    let org = app.org(&owner, "Role walk").await;
+    let k = app.knowledge(&owner, org, "walk", "c").await;
+    let kid = k["id"].as_str().expect("id").to_owned();
+    let mut below = std::collections::HashMap::new();
+    for (role, rank_below) in
+        [("VIEWER", None), ("MEMBER", Some("VIEWER")), ("ADMIN", Some("MEMBER")), ("OWNER", Some("ADMIN"))]
+    {
+        if let Some(r) = rank_below {
+            let u = app.user(&email(&format!("as-{r}"))).await;
+            app.add_member(org, &u, r).await;
+            below.insert(role, u);
+        }
+    }
+    let outsider = app.user(&email("platform-user")).await;
+    let (mut checked_roles, mut checked_auth) = (0, 0);
+    for route in intellifill::http::routes::table().iter() {
+        let path = route
+            .path
+            .replace("{orgId}", &org.to_string())
+            .replace("{userId}", &owner.id.to_string())
+            .replace("{id}", &kid);
+        let request = |token: Option<&str>| {
+            let mut r = app.http.request(route.method.clone(), app.url(&path));
+            if let Some(t) = token {
+                r = r.bearer_auth(t);
+            }
+            if route.has_body {
+                r = r.json(&json!({"title": "t", "content": "c", "role": "MEMBER", "name": "n"}));
+            }
+            if path.ends_with("/search") {
+                r = r.query(&[("q", "walk")]);
+            }
+            r
+        };
+        let what = format!("{} {}", route.method, route.path);
+        if route.authenticated {
+            let (s, body) = app.send(request(None)).await;
+            assert_eq!((s, body["code"].as_str()), (401, Some("TOKEN_MISSING")), "{what}: {body}");
+            checked_auth += 1;
+        }
+        let caller = match route.min_role {
+            Some(MinRole::PlatformAdmin) => &outsider,
+            Some(min) => match min.org_role().and_then(|r| below.get(r)) {
+                Some(u) => u,
+                None => continue,
+            },
+            None => continue,
+        };
+        let (s, body) = app.send(request(Some(&caller.token))).await;
+        assert_eq!(s, 403, "{what}: a caller below {:?}: {body}", route.min_role);
+        assert!(
+            matches!(body["code"].as_str(), Some("FORBIDDEN" | "ADMIN_REQUIRED" | "OWNER_REQUIRED")),
+            "{what}: {body}"
+        );
+        checked_roles += 1;
+    }
+    assert!(checked_auth >= 18 && checked_roles >= 7, "auth {checked_auth}, roles {checked_roles}");
+}
