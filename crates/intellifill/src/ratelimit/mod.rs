@@ -28,20 +28,11 @@ pub use key::{KeyParts, Scope, rate_limit_key};
 use store::{Decision, Store};
 
 use crate::auth::AuthUser;
+use crate::config::RateLimitConfig;
 use crate::error::{AppError, ErrorCode};
 use crate::http::client_ip::client_ip;
 use crate::kv::Kv;
 use crate::state::AppState;
-
-/// Limits per minute of each policy (0 disables that policy).
-#[derive(Debug, Clone)]
-pub struct RateLimitConfig {
-    pub enabled: bool,
-    pub ip_per_minute: u32,
-    pub user_per_minute: u32,
-    pub org_per_minute: u32,
-    pub auth_per_minute: u32,
-}
 
 /// One named limit.
 pub struct Policy {
