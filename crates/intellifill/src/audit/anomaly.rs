@@ -19,21 +19,11 @@ use std::time::Duration;
 
 use super::security::{self, SecurityKind, Severity};
 use super::{AuditEvent, Recorder, actions, queue};
+use crate::config::AnomalyConfig;
 use crate::db::Db;
 use crate::kv::{Key, Kv};
 
 const BUCKETS: u64 = 6;
-
-/// Thresholds (events per window).
-#[derive(Debug, Clone)]
-pub struct AnomalyConfig {
-    pub search_per_minute: u64,
-    pub deletes_per_minute: u64,
-    pub auth_failures_per_minute: u64,
-    pub cross_tenant_per_5_minutes: u64,
-    pub ips_per_user_per_5_minutes: u64,
-    pub auto_lock: bool,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AnomalyKind {

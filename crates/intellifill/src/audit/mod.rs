@@ -39,6 +39,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use crate::config::AuditConfig;
 use crate::db::Db;
 use crate::kv::Kv;
 pub use security::{SecurityKind, Severity};
@@ -214,33 +215,6 @@ impl Recorder {
             metrics::counter!("audit_events_dropped_total").increment(1);
             tracing::error!("audit event lost: the writer has stopped");
         }
-    }
-}
-
-/// Pipeline settings.
-#[derive(Debug, Clone)]
-pub struct AuditConfig {
-    pub exclude_paths: Vec<String>,
-    pub queue_capacity: usize,
-    pub writer: writer::WriterConfig,
-    pub spool_dir: std::path::PathBuf,
-    pub anomaly: anomaly::AnomalyConfig,
-}
-
-impl AuditConfig {
-    /// Excluded paths match on the full request path: equal, or a prefix followed by `/`.
-    pub fn is_excluded(&self, path: &str) -> bool {
-        self.excluded_by(path).is_some()
-    }
-
-    /// The exclusion entry matching `path` (also a bounded label for metrics).
-    pub fn excluded_by(&self, path: &str) -> Option<&str> {
-        self.exclude_paths
-            .iter()
-            .find(|p| {
-                path == p.as_str() || (path.starts_with(p.as_str()) && path.as_bytes().get(p.len()) == Some(&b'/'))
-            })
-            .map(String::as_str)
     }
 }
 

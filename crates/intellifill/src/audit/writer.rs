@@ -14,7 +14,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::BytesMut;
 use tokio::sync::{mpsc, oneshot};
@@ -25,6 +25,7 @@ use super::queue::Wake;
 use super::sanitize::Sanitizer;
 use super::spool::Spool;
 use super::{AuditEvent, AuditStats, Queued};
+use crate::config::WriterConfig;
 use crate::db::Db;
 
 /// `audit_append` (SECURITY DEFINER, migration 0002) inserts with `ON CONFLICT (id) DO NOTHING`: under RLS an
@@ -33,15 +34,6 @@ const INSERT: &str = "SELECT audit_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $1
 
 /// Below this pool size the writer does not keep a connection between batches.
 const MIN_POOL_TO_HOLD: usize = 4;
-
-/// Writer tuning.
-#[derive(Debug, Clone)]
-pub struct WriterConfig {
-    pub batch_size: usize,
-    pub flush_interval: Duration,
-    /// Longest one insert may take before the batch is spooled instead.
-    pub insert_timeout: Duration,
-}
 
 enum Control {
     Flush(oneshot::Sender<()>),

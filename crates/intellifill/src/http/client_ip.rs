@@ -12,30 +12,8 @@ use std::net::{IpAddr, SocketAddr};
 use axum::extract::ConnectInfo;
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
-use ipnet::IpNet;
 
-/// Networks whose `X-Forwarded-For` is believed.
-#[derive(Debug, Clone, Default)]
-pub struct TrustedProxies(pub Vec<IpNet>);
-
-impl TrustedProxies {
-    /// Comma-separated CIDRs or single addresses.
-    pub fn parse(raw: &str) -> Result<TrustedProxies, String> {
-        let mut nets = Vec::new();
-        for item in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let net = item
-                .parse::<IpNet>()
-                .or_else(|_| item.parse::<IpAddr>().map(IpNet::from))
-                .map_err(|_| format!("{item:?} is not an ip address or CIDR"))?;
-            nets.push(net);
-        }
-        Ok(TrustedProxies(nets))
-    }
-
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        self.0.iter().any(|n| n.contains(&ip))
-    }
-}
+use crate::config::TrustedProxies;
 
 /// The client address of a request.
 pub fn client_ip(parts: &Parts, trusted: &TrustedProxies) -> Option<IpAddr> {

@@ -15,8 +15,9 @@ use axum::http::request::Parts;
 use axum::http::{Extensions, Method};
 use uuid::Uuid;
 
-use super::client_ip::{TrustedProxies, client_ip};
+use super::client_ip::client_ip;
 use super::route::RouteFacts;
+use crate::config::TrustedProxies;
 use crate::error::{AppError, ErrorCode};
 
 /// Whether a method changes something: the one definition (audit body capture, rate-limit classes).

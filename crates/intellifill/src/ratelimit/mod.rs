@@ -29,6 +29,7 @@ use axum::response::{IntoResponse, Response};
 pub use key::{KeyParts, Scope, rate_limit_key};
 use store::{Decision, Store};
 
+use crate::config::RateLimitConfig;
 use crate::error::{AppError, ErrorCode};
 use crate::kv::Kv;
 
@@ -65,16 +66,6 @@ impl RateClass {
     pub fn charges_org(self) -> bool {
         matches!(self, RateClass::OrgRead | RateClass::OrgWrite)
     }
-}
-
-/// Limits per minute of each policy (0 disables that policy).
-#[derive(Debug, Clone)]
-pub struct RateLimitConfig {
-    pub enabled: bool,
-    pub ip_per_minute: u32,
-    pub user_per_minute: u32,
-    pub org_per_minute: u32,
-    pub auth_per_minute: u32,
 }
 
 /// One named limit.

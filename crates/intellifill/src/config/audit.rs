@@ -1,0 +1,104 @@
+//! The audit section: `AUDIT_*`, `SECURITY_AUTO_LOCK`, `ANOMALY_*`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::ServeArgs;
+use super::check::{Checker, Section};
+
+/// Longest one audit insert may take before its batch is spooled instead (not configurable).
+const INSERT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Pipeline settings.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    pub exclude_paths: Vec<String>,
+    pub queue_capacity: usize,
+    pub writer: WriterConfig,
+    pub spool_dir: PathBuf,
+    pub anomaly: AnomalyConfig,
+}
+
+impl AuditConfig {
+    /// Excluded paths match on the full request path: equal, or a prefix followed by `/`.
+    pub fn is_excluded(&self, path: &str) -> bool {
+        self.excluded_by(path).is_some()
+    }
+
+    /// The exclusion entry matching `path` (also a bounded label for metrics).
+    pub fn excluded_by(&self, path: &str) -> Option<&str> {
+        self.exclude_paths
+            .iter()
+            .find(|p| {
+                path == p.as_str() || (path.starts_with(p.as_str()) && path.as_bytes().get(p.len()) == Some(&b'/'))
+            })
+            .map(String::as_str)
+    }
+}
+
+/// Writer tuning.
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    pub batch_size: usize,
+    pub flush_interval: Duration,
+    /// Longest one insert may take before the batch is spooled instead.
+    pub insert_timeout: Duration,
+}
+
+/// Anomaly thresholds (events per window).
+#[derive(Debug, Clone)]
+pub struct AnomalyConfig {
+    pub search_per_minute: u64,
+    pub deletes_per_minute: u64,
+    pub auth_failures_per_minute: u64,
+    pub cross_tenant_per_5_minutes: u64,
+    pub ips_per_user_per_5_minutes: u64,
+    pub auto_lock: bool,
+}
+
+/// The audit section.
+pub(super) fn from_args(args: &ServeArgs) -> Section<AuditConfig> {
+    let mut c = Checker::default();
+    let audit = AuditConfig {
+        exclude_paths: c
+            .text("AUDIT_EXCLUDE_PATHS", &args.audit_exclude_paths)
+            .split(',')
+            .map(|p| p.trim().trim_end_matches('/').to_owned())
+            .filter(|p| !p.is_empty())
+            .collect(),
+        queue_capacity: c.number("AUDIT_QUEUE_CAPACITY", &args.audit_queue_capacity, (1, 10_000_000)),
+        writer: WriterConfig {
+            batch_size: c.number("AUDIT_BATCH_SIZE", &args.audit_batch_size, (1, 10_000)),
+            flush_interval: c.millis("AUDIT_FLUSH_INTERVAL_MS", &args.audit_flush_interval_ms, 600_000),
+            insert_timeout: INSERT_TIMEOUT,
+        },
+        spool_dir: c.text("AUDIT_SPOOL_DIR", &args.audit_spool_dir).into(),
+        anomaly: anomaly(&mut c, args),
+    };
+    c.finish(audit)
+}
+
+/// `ANOMALY_*` thresholds and `SECURITY_AUTO_LOCK`.
+fn anomaly(c: &mut Checker, args: &ServeArgs) -> AnomalyConfig {
+    const RANGE: (u64, u64) = (1, 1_000_000);
+    AnomalyConfig {
+        search_per_minute: c.number("ANOMALY_SEARCHES_PER_MINUTE", &args.anomaly_searches_per_minute, RANGE),
+        deletes_per_minute: c.number("ANOMALY_DELETES_PER_MINUTE", &args.anomaly_deletes_per_minute, RANGE),
+        auth_failures_per_minute: c.number(
+            "ANOMALY_AUTH_FAILURES_PER_MINUTE",
+            &args.anomaly_auth_failures_per_minute,
+            RANGE,
+        ),
+        cross_tenant_per_5_minutes: c.number(
+            "ANOMALY_CROSS_TENANT_PER_5_MINUTES",
+            &args.anomaly_cross_tenant_per_5_minutes,
+            RANGE,
+        ),
+        ips_per_user_per_5_minutes: c.number(
+            "ANOMALY_IPS_PER_USER_PER_5_MINUTES",
+            &args.anomaly_ips_per_user_per_5_minutes,
+            RANGE,
+        ),
+        auto_lock: c.boolean("SECURITY_AUTO_LOCK", &args.security_auto_lock),
+    }
+}

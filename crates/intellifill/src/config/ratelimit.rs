@@ -1,0 +1,28 @@
+//! The rate limit section: `RATE_LIMIT_ENABLED`, `RATE_LIMIT_*_PER_MINUTE`.
+
+use super::ServeArgs;
+use super::check::{Checker, Section};
+
+/// Limits per minute of each policy (0 disables that policy).
+#[derive(Debug, Clone)]
+pub struct RateLimitConfig {
+    pub enabled: bool,
+    pub ip_per_minute: u32,
+    pub user_per_minute: u32,
+    pub org_per_minute: u32,
+    pub auth_per_minute: u32,
+}
+
+/// The rate limit section.
+pub(super) fn from_args(args: &ServeArgs) -> Section<RateLimitConfig> {
+    let mut c = Checker::default();
+    const RANGE: (u32, u32) = (0, 1_000_000);
+    let rate_limit = RateLimitConfig {
+        enabled: c.boolean("RATE_LIMIT_ENABLED", &args.rate_limit_enabled),
+        ip_per_minute: c.number("RATE_LIMIT_IP_PER_MINUTE", &args.rate_limit_ip_per_minute, RANGE),
+        user_per_minute: c.number("RATE_LIMIT_USER_PER_MINUTE", &args.rate_limit_user_per_minute, RANGE),
+        org_per_minute: c.number("RATE_LIMIT_ORG_PER_MINUTE", &args.rate_limit_org_per_minute, RANGE),
+        auth_per_minute: c.number("RATE_LIMIT_AUTH_PER_MINUTE", &args.rate_limit_auth_per_minute, RANGE),
+    };
+    c.finish(rate_limit)
+}

@@ -1,0 +1,62 @@
+//! Validation of the whole configuration: defaults, problems reported together, secrets kept out of messages.
+
+use std::time::Duration;
+
+use super::*;
+
+fn minimal() -> ServeArgs {
+    ServeArgs {
+        database_url: Some("postgres://app:pw@127.0.0.1:5432/db".into()),
+        supabase_url: Some("http://127.0.0.1:9999".into()),
+        supabase_anon_key: Some("anon".into()),
+        ..ServeArgs::default()
+    }
+}
+
+#[test]
+fn minimal_configuration_gets_documented_defaults() {
+    let cfg = Config::from_args(&minimal()).expect("valid");
+    assert_eq!(cfg.database.pool_max_size, 16);
+    assert_eq!(cfg.database.pool_wait_timeout, Duration::from_secs(2));
+    assert_eq!(cfg.http.max_body_bytes, 1_048_576);
+    assert_eq!(cfg.auth_base_url(), "http://127.0.0.1:9999/auth/v1");
+    assert_eq!(cfg.database.rls_failure_mode, RlsFailureMode::Fail);
+}
+
+#[test]
+fn every_problem_is_reported_once_with_its_variable() {
+    let args = ServeArgs {
+        db_pool_max_size: Some("zero".into()),
+        auth_auto_provision: Some("maybe".into()),
+        bind_addr: Some("localhost".into()),
+        ..ServeArgs::default()
+    };
+    let errs = Config::from_args(&args).expect_err("invalid");
+    let vars: Vec<&str> = errs.0.iter().map(|p| p.variable).collect();
+    assert_eq!(
+        vars,
+        ["BIND_ADDR", "DATABASE_URL", "DB_POOL_MAX_SIZE", "SUPABASE_URL", "SUPABASE_ANON_KEY", "AUTH_AUTO_PROVISION"]
+    );
+    assert!(errs.to_string().contains("DB_POOL_MAX_SIZE: expected a whole number from 1 to 1000, got \"zero\""));
+}
+
+#[test]
+fn secrets_never_appear_in_errors_or_debug() {
+    let mut args = minimal();
+    args.database_url = Some("not a url with hunter2".into());
+    let errs = Config::from_args(&args).expect_err("invalid");
+    assert!(!errs.to_string().contains("hunter2"));
+    let cfg = Config::from_args(&minimal()).expect("valid");
+    let dump = format!("{cfg:?}");
+    assert!(!dump.contains("pw@"), "{dump}");
+    assert!(!dump.contains("\"anon\""), "{dump}");
+}
+
+#[test]
+fn continue_on_rls_failure_is_development_only() {
+    let mut args = minimal();
+    args.rls_context_failure_mode = Some("continue".into());
+    assert!(Config::from_args(&args).is_err());
+    args.app_env = Some("development".into());
+    assert_eq!(Config::from_args(&args).expect("valid").database.rls_failure_mode, RlsFailureMode::Continue);
+}
