@@ -8,6 +8,7 @@ mod audit;
 mod auth_basic;
 mod auth_pipeline;
 mod cli;
+mod contract;
 mod health;
 mod isolation;
 mod knowledge;
