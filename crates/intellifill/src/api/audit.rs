@@ -18,19 +18,26 @@ use crate::http::extract::{ApiQuery, Validate};
 use crate::org::{Admin, OrgTx};
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AuditQuery {
     /// Only this user's events.
+    #[param(nullable = false)]
     pub user_id: Option<Uuid>,
     /// Only this action (`knowledge.create`), or a family with a trailing `*` (`knowledge.*`, `security.*`).
+    #[param(nullable = false, min_length = 1, max_length = 64, pattern = "^[a-z._]*\\*?$")]
     pub action: Option<String>,
     /// From this instant (RFC 3339), inclusive.
+    #[param(nullable = false)]
     pub from: Option<DateTime<Utc>>,
-    /// Until this instant (RFC 3339), exclusive.
+    /// Until this instant (RFC 3339), exclusive (a window that ends before it starts is empty).
+    #[param(nullable = false)]
     pub to: Option<DateTime<Utc>>,
     /// Page size, 1 to 100 (default 50).
+    #[param(nullable = false, minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// The `nextCursor` of the previous page.
+    #[param(nullable = false, pattern = "^[0-9]{1,17}_[0-9a-f]{32}$")]
     pub cursor: Option<String>,
     #[serde(skip)]
     #[param(ignore)]
@@ -52,11 +59,6 @@ impl Validate for AuditQuery {
             if !ok {
                 return Err(AppError::validation("action", "action is like knowledge.create or knowledge.*"));
             }
-        }
-        if let (Some(from), Some(to)) = (self.from, self.to)
-            && from >= to
-        {
-            return Err(AppError::validation("from", "from must be before to"));
         }
         if let Some(cursor) = &self.cursor {
             self.after = Some(decode_cursor(cursor).ok_or_else(|| AppError::validation("cursor", "invalid cursor"))?);

@@ -77,21 +77,20 @@ fn summary(row: &Row) -> KnowledgeSummary {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKnowledge {
+    #[schema(min_length = 1, max_length = 500, pattern = "[^ \t\n\r]")]
     pub title: String,
+    #[schema(max_length = 1_000_000)]
     pub content: String,
 }
 
 fn check_title(title: &mut String) -> Result<(), AppError> {
-    *title = title.trim().to_owned();
-    if title.is_empty() || title.chars().count() > MAX_TITLE {
-        return Err(AppError::validation("title", format!("title must be 1 to {MAX_TITLE} characters")));
-    }
+    *title = crate::http::extract::text_field("title", title, MAX_TITLE)?;
     Ok(())
 }
 
 fn check_content(content: &str) -> Result<(), AppError> {
-    if content.len() > MAX_CONTENT {
-        return Err(AppError::validation("content", format!("content must be at most {MAX_CONTENT} bytes")));
+    if content.chars().count() > MAX_CONTENT {
+        return Err(AppError::validation("content", format!("content must be at most {MAX_CONTENT} characters")));
     }
     Ok(())
 }
@@ -106,15 +105,14 @@ impl Validate for CreateKnowledge {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateKnowledge {
+    #[schema(min_length = 1, max_length = 500, pattern = "[^ \t\n\r]")]
     pub title: Option<String>,
+    #[schema(max_length = 1_000_000)]
     pub content: Option<String>,
 }
 
 impl Validate for UpdateKnowledge {
     fn validate(&mut self) -> Result<(), AppError> {
-        if self.title.is_none() && self.content.is_none() {
-            return Err(AppError::validation("body", "give at least one of title, content"));
-        }
         if let Some(title) = &mut self.title {
             check_title(title)?;
         }
@@ -126,20 +124,20 @@ impl Validate for UpdateKnowledge {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SearchQuery {
     /// Search terms (web-search syntax: words, "phrases", -exclusions, or).
+    #[param(required = true, nullable = false, min_length = 1, max_length = 200, pattern = "[^ \t\n\r]")]
     pub q: Option<String>,
     /// Result count, 1 to 100 (default 20).
+    #[param(nullable = false, minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
 }
 
 impl Validate for SearchQuery {
     fn validate(&mut self) -> Result<(), AppError> {
-        let q = self.q.as_deref().map(str::trim).unwrap_or_default();
-        if q.is_empty() || q.chars().count() > 200 {
-            return Err(AppError::validation("q", "q must be 1 to 200 characters"));
-        }
+        self.q = Some(crate::http::extract::text_field("q", self.q.as_deref().unwrap_or_default(), 200)?);
         if let Some(limit) = self.limit
             && !(1..=super::pagination::MAX_LIMIT).contains(&limit)
         {
@@ -287,7 +285,7 @@ pub async fn search(
     ctx: OrgTx<Viewer>,
     ApiQuery(q): ApiQuery<SearchQuery>,
 ) -> Result<Json<Page<KnowledgeSummary>>, AppError> {
-    let terms = q.q.as_deref().map(str::trim).unwrap_or_default();
+    let terms = q.q.as_deref().unwrap_or_default();
     let limit = q.limit.unwrap_or(super::pagination::DEFAULT_LIMIT);
     let rows = ctx
         .tx

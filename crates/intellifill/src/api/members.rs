@@ -50,44 +50,67 @@ fn parse_role(raw: &str) -> Result<OrgRole, AppError> {
     OrgRole::parse(raw).ok_or_else(|| AppError::validation("role", "role must be one of OWNER, ADMIN, MEMBER, VIEWER"))
 }
 
+/// Who to add: an existing user by e-mail, or by id; exactly one of the two.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum AddMember {
+    ByEmail(AddByEmail),
+    ById(AddById),
+}
+
+/// An existing user by e-mail.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddByEmail {
+    #[schema(min_length = 3, max_length = 320, pattern = "@")]
+    pub email: String,
+    /// Default MEMBER.
+    #[schema(value_type = Option<OrgRole>)]
+    pub role: Option<String>,
+}
+
+/// A user by id.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct AddMember {
-    /// The user to add, by e-mail (the account must exist) ...
-    pub email: Option<String>,
-    /// ... or by id.
-    pub user_id: Option<Uuid>,
+pub struct AddById {
+    pub user_id: Uuid,
     /// Default MEMBER.
+    #[schema(value_type = Option<OrgRole>)]
     pub role: Option<String>,
+}
+
+impl AddMember {
+    fn role(&self) -> Option<&str> {
+        match self {
+            AddMember::ByEmail(b) => b.role.as_deref(),
+            AddMember::ById(b) => b.role.as_deref(),
+        }
+    }
 }
 
 impl Validate for AddMember {
     fn validate(&mut self) -> Result<(), AppError> {
-        match (&self.email, &self.user_id) {
-            (Some(_), Some(_)) | (None, None) => {
-                Err(AppError::validation("email", "give exactly one of email, userId"))
-            }
-            (Some(email), None) if !email.contains('@') || email.len() > 320 => {
-                Err(AppError::validation("email", "email is not a valid address"))
-            }
-            _ => self.role.as_deref().map(parse_role).transpose().map(|_| ()),
+        if let AddMember::ByEmail(b) = self
+            && (!b.email.contains('@') || b.email.chars().count() > 320)
+        {
+            return Err(AppError::validation("email", "email is not a valid address"));
         }
+        self.role().map(parse_role).transpose().map(|_| ())
     }
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateMember {
+    #[schema(value_type = Option<OrgRole>)]
     pub role: Option<String>,
     /// ACTIVE | SUSPENDED
+    #[schema(pattern = "^(ACTIVE|SUSPENDED)$")]
     pub status: Option<String>,
 }
 
 impl Validate for UpdateMember {
     fn validate(&mut self) -> Result<(), AppError> {
-        if self.role.is_none() && self.status.is_none() {
-            return Err(AppError::validation("body", "give at least one of role, status"));
-        }
         if let Some(role) = &self.role {
             parse_role(role)?;
         }
@@ -169,19 +192,16 @@ fn require_owner_for(caller: &OrgContext, touches_owner: bool) -> Result<(), App
     extensions(("x-audit-action" = json!("members.add")), ("x-audit-entity" = json!("membership")), ("x-rate-limit" = json!("org-write")), ("x-min-role" = json!("ADMIN"))),
     security(("bearer" = [])))]
 pub async fn add(ctx: OrgTx<Admin>, ApiJson(body): ApiJson<AddMember>) -> Result<(StatusCode, Json<Member>), AppError> {
-    let role = body.role.as_deref().map(parse_role).transpose()?.unwrap_or(OrgRole::Member);
+    let role = body.role().map(parse_role).transpose()?.unwrap_or(OrgRole::Member);
     require_owner_for(&ctx.org, role == OrgRole::Owner)?;
-    let user_id = match (body.user_id, &body.email) {
-        (Some(id), _) => id,
-        (None, Some(email)) => ctx
+    let user_id = match &body {
+        AddMember::ById(b) => b.user_id,
+        AddMember::ByEmail(b) => ctx
             .tx
-            .query_one("SELECT find_user_id_by_email($1)", &[(email, Type::TEXT)])
+            .query_one("SELECT find_user_id_by_email($1)", &[(&b.email, Type::TEXT)])
             .await?
             .get::<_, Option<Uuid>>(0)
             .ok_or_else(|| AppError::not_found("user").with_field("email"))?,
-        (None, None) => {
-            return Err(AppError::validation("email", "give exactly one of email, userId"));
-        }
     };
     let added = ctx
         .tx

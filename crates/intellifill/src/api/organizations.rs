@@ -54,20 +54,22 @@ fn organization(row: &Row) -> Organization {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrganization {
+    #[schema(min_length = 1, max_length = 200, pattern = "[^ \t\n\r]")]
     pub name: String,
     /// Lower-case letters, digits and single hyphens; derived from the name when absent.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[a-z0-9]+(-[a-z0-9]+)*$")]
     pub slug: Option<String>,
 }
 
 impl Validate for CreateOrganization {
     fn validate(&mut self) -> Result<(), AppError> {
-        self.name = self.name.trim().to_owned();
-        if self.name.is_empty() || self.name.chars().count() > 200 {
-            return Err(AppError::validation("name", "name must be 1 to 200 characters"));
-        }
+        self.name = crate::http::extract::text_field("name", &self.name, 200)?;
         let slug = match self.slug.take() {
-            Some(s) => s.trim().to_owned(),
-            None => slugify(&self.name),
+            Some(s) => s,
+            // A name with no letter or digit to derive from: a generated slug.
+            None => Some(slugify(&self.name))
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| format!("org-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])),
         };
         if !valid_slug(&slug) {
             return Err(AppError::validation(

@@ -19,9 +19,10 @@ use crate::state::AppState;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct LogoutParams {
     /// `local` (this session), `global` (every session, the default, as in GoTrue) or `others`.
-    #[param(value_type = Option<String>)]
+    #[param(value_type = String, required = false, pattern = "^(local|global|others)$")]
     pub scope: Option<LogoutScope>,
 }
 

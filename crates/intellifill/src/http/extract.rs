@@ -53,6 +53,10 @@ where
 
 /// Deserialize, naming the failing field.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
+    // Every request body of the API is an object (serde would also read a struct from an array).
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|b| *b != b'{') {
+        return Err(AppError::validation("body", "the body must be a JSON object"));
+    }
     if let Some(field) = nul::json_field(bytes) {
         return Err(nul::refused(field));
     }
@@ -71,6 +75,17 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
 }
 
 /// A query string, deserialised and validated.
+/// A required text field as its schema declares it (`maxLength` = `max_chars`, pattern `[^ \t\n\r]`): at most
+/// `max_chars` characters as sent, not blank; the value kept is trimmed of ASCII spaces, tabs and line breaks
+/// (the same characters the pattern names, so the document and the check agree in every regex dialect).
+pub fn text_field(field: &str, value: &str, max_chars: usize) -> Result<String, AppError> {
+    let trimmed = value.trim_matches([' ', '\t', '\n', '\r']);
+    if trimmed.is_empty() || value.chars().count() > max_chars {
+        return Err(AppError::validation(field, format!("{field} must be 1 to {max_chars} characters, not blank")));
+    }
+    Ok(trimmed.to_owned())
+}
+
 pub struct ApiQuery<T>(pub T);
 
 impl<S, T> FromRequestParts<S> for ApiQuery<T>

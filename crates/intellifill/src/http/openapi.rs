@@ -26,11 +26,12 @@ use crate::error::{ErrorBody, ErrorCode};
 #[openapi(
     info(title = "IntelliFill API", description = "Supabase-authenticated, multi-tenant API with enforced row-level security. \
         Every operation carries vendor extensions: `x-audit-action` (the audit trail's action), `x-rate-limit` \
-        (the rate-limit class: ip, user, auth, org-read, org-write) and, where the route has one, `x-min-role`."),
+        (the rate-limit class: ip, user, auth, org-read, org-write) and, where the route has one, `x-min-role`. \
+        Text that contains NUL (U+0000), in a body or a query, is refused with 400 `VALIDATION_ERROR`."),
     components(schemas(
         ErrorBody, ErrorCode, me::Me, me::Membership, session::Session,
         organizations::Organization, organizations::CreateOrganization,
-        members::Member, members::AddMember, members::UpdateMember,
+        members::Member, members::AddMember, members::AddByEmail, members::AddById, members::UpdateMember,
         knowledge::Knowledge, knowledge::KnowledgeSummary, knowledge::CreateKnowledge, knowledge::UpdateKnowledge,
         pagination::Page<knowledge::KnowledgeSummary>, audit::AuditEntry, pagination::Page<audit::AuditEntry>,
     )),

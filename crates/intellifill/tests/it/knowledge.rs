@@ -26,7 +26,12 @@ async fn crud_round_trip() {
     assert_eq!(patched["title"], "Tax forms");
     assert_eq!(patched["content"], "updated");
 
-    let (s, b) = app.patch(&u, &format!("{base}/{id}"), serde_json::json!({})).await;
+    // An empty patch changes nothing (as in JSON merge patch); a blank title is refused.
+    let (s, same) = app.patch(&u, &format!("{base}/{id}"), serde_json::json!({})).await;
+    assert_eq!((s, &same["title"], &same["content"]), (200, &patched["title"], &patched["content"]), "{same}");
+    let (s, b) = app.patch(&u, &format!("{base}/{id}"), serde_json::json!({"title": " \t "})).await;
+    assert_error(s, &b, 400, "VALIDATION_ERROR");
+    let (s, b) = app.patch(&u, &format!("{base}/{id}"), serde_json::json!([null, null])).await;
     assert_error(s, &b, 400, "VALIDATION_ERROR");
 
     let (s, _) = app.delete(&u, &format!("{base}/{id}")).await;

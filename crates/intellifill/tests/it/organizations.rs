@@ -26,8 +26,14 @@ async fn the_creator_becomes_owner_and_the_org_becomes_current() {
     let (s, b) = app.post(&u, "/api/organizations", serde_json::json!({"name": "Bad", "slug": "Not A Slug"})).await;
     assert_error(s, &b, 400, "VALIDATION_ERROR");
     assert_eq!(b["field"], "slug");
+    // A name with nothing to derive a slug from gets a generated one.
     let (s, b) = app.post(&u, "/api/organizations", serde_json::json!({"name": "***"})).await;
+    assert_eq!(s, 201, "{b}");
+    assert!(b["slug"].as_str().is_some_and(|slug| slug.starts_with("org-")), "{b}");
+    let (s, b) =
+        app.post(&u, "/api/organizations", serde_json::json!({"name": format!(" {} ", "n".repeat(199))})).await;
     assert_error(s, &b, 400, "VALIDATION_ERROR");
+    assert_eq!(b["field"], "name", "the limit counts the name as sent");
 }
 
 #[tokio::test]
