@@ -73,6 +73,8 @@ impl Stack {
         let mut s = Settings::default();
         s.set("BIND_ADDR", "127.0.0.1:0");
         s.set("APP_ENV", "production");
+        // Production refuses an open /metrics on the API port.
+        s.set("METRICS_BEARER_TOKEN", METRICS_TOKEN);
         s.set("DATABASE_URL", &self.runtime_url);
         s.set("DB_POOL_MAX_SIZE", pool_size.to_string());
         s.set("SUPABASE_URL", self.emulator.base_url());
@@ -98,6 +100,9 @@ impl Stack {
         s
     }
 }
+
+/// The scrape token of the harness's servers.
+pub const METRICS_TOKEN: &str = "loadtest-scrape-token";
 
 /// Server settings as environment variables (the names `.env.example` documents).
 #[derive(Debug, Clone, Default)]

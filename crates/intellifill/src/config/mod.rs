@@ -267,7 +267,7 @@ impl Config {
         let http = keep(&mut problems, http::from_args(args));
         let audit = keep(&mut problems, audit::from_args(args));
         let rate_limit = keep(&mut problems, ratelimit::from_args(args));
-        let metrics = keep(&mut problems, observability::from_args(args));
+        let metrics = keep(&mut problems, observability::from_args(args, app_env));
         match (bind_addr, app_env, database, auth, redis, http, audit, rate_limit, metrics) {
             (
                 Some(bind_addr),

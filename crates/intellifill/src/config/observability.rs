@@ -1,11 +1,15 @@
 //! The metrics section: `METRICS_BIND_ADDR`, `METRICS_BEARER_TOKEN`.
+//!
+//! In production `/metrics` is never open on the API port to anyone: a separate listener (reachable only by
+//! the scraper's network) or a bearer token is required, so an operator cannot expose the pool, the breaker and
+//! the security counters by omission.
 
 use std::net::SocketAddr;
 
 use secrecy::SecretString;
 
-use super::ServeArgs;
 use super::check::{Checker, Section};
+use super::{AppEnv, ServeArgs};
 
 #[derive(Debug, Clone)]
 pub struct MetricsConfig {
@@ -15,7 +19,7 @@ pub struct MetricsConfig {
 }
 
 /// The metrics section.
-pub(super) fn from_args(args: &ServeArgs) -> Section<MetricsConfig> {
+pub(super) fn from_args(args: &ServeArgs, env: Option<AppEnv>) -> Section<MetricsConfig> {
     let mut c = Checker::default();
     let metrics = MetricsConfig {
         bind_addr: c.socket_addr("METRICS_BIND_ADDR", &args.metrics_bind_addr, "127.0.0.1:9090"),
@@ -23,5 +27,12 @@ pub(super) fn from_args(args: &ServeArgs) -> Section<MetricsConfig> {
             .optional("METRICS_BEARER_TOKEN", &args.metrics_bearer_token)
             .map(|v| SecretString::from(v.to_owned())),
     };
+    if env == Some(AppEnv::Production) && metrics.bind_addr.is_none() && args.metrics_bearer_token.is_none() {
+        c.problem(
+            "METRICS_BEARER_TOKEN",
+            "in production /metrics needs METRICS_BEARER_TOKEN (a scrape token) or METRICS_BIND_ADDR (a listener of \
+             its own); set one of them",
+        );
+    }
     c.finish(metrics)
 }

@@ -9,7 +9,22 @@ fn minimal() -> ServeArgs {
         database_url: Some("postgres://app:pw@127.0.0.1:5432/db".into()),
         supabase_url: Some("http://127.0.0.1:9999".into()),
         supabase_anon_key: Some("anon".into()),
+        metrics_bearer_token: Some("scrape".into()),
         ..ServeArgs::default()
+    }
+}
+
+#[test]
+fn production_refuses_an_open_metrics_endpoint() {
+    let open = ServeArgs { metrics_bearer_token: None, ..minimal() };
+    let errs = Config::from_args(&open).expect_err("open /metrics in production");
+    let text = errs.to_string();
+    assert!(text.contains("METRICS_BEARER_TOKEN") && text.contains("METRICS_BIND_ADDR"), "{text}");
+    let separate = ServeArgs { metrics_bind_addr: Some("127.0.0.1:9464".into()), ..open.clone() };
+    assert!(Config::from_args(&separate).is_ok());
+    for env in ["development", "test"] {
+        let dev = ServeArgs { app_env: Some(env.into()), ..open.clone() };
+        assert!(Config::from_args(&dev).is_ok(), "{env} keeps an open /metrics");
     }
 }
 
@@ -29,6 +44,7 @@ fn every_problem_is_reported_once_with_its_variable() {
         db_pool_max_size: Some("zero".into()),
         auth_auto_provision: Some("maybe".into()),
         bind_addr: Some("localhost".into()),
+        metrics_bearer_token: Some("scrape".into()),
         ..ServeArgs::default()
     };
     let errs = Config::from_args(&args).expect_err("invalid");

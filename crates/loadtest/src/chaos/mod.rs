@@ -278,8 +278,10 @@ fn start_load(stack: &Stack, seeded: &Seeded, server: &InProcess, plan: LoadPlan
         tasks.push(tokio::spawn(async move {
             let mut conn = Conn::new(addr);
             while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                for path in ["/health", "/metrics"] {
-                    if recorder.get(&mut conn, Group::Probe, path, None, Duration::from_secs(10)).await {
+                let scrape = HeaderValue::from_str(&format!("Bearer {}", crate::stack::METRICS_TOKEN))
+                    .expect("a token is a header value");
+                for (path, auth) in [("/health", None), ("/metrics", Some(&scrape))] {
+                    if recorder.get(&mut conn, Group::Probe, path, auth, Duration::from_secs(10)).await {
                         conn.reset();
                     }
                 }
