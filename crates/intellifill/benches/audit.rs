@@ -46,6 +46,7 @@ fn benches(c: &mut Criterion) {
     let request_id: std::sync::Arc<str> = "01a2139f-4a08-7491-a483-59f8366712f9".into();
     let seen = intellifill::audit::layer::Seen {
         request_id: Some(&request_id),
+        client_request_id: None,
         ip: Some([127, 0, 0, 1].into()),
         is_write: false,
         max_body_bytes: 1 << 20,

@@ -37,6 +37,8 @@ const MAX_QUERY: usize = 2048;
 #[derive(Debug, Clone, Copy)]
 pub struct Seen<'a> {
     pub request_id: Option<&'a std::sync::Arc<str>>,
+    /// The `X-Request-ID` the client sent, if any (kept in the row's metadata, never as its request id).
+    pub client_request_id: Option<&'a std::sync::Arc<str>>,
     pub ip: Option<IpAddr>,
     /// The method writes: its body is kept (sanitized) on the row.
     pub is_write: bool,
@@ -49,6 +51,7 @@ pub struct Seen<'a> {
 pub struct RequestFacts {
     created_at: DateTime<Utc>,
     request_id: Option<std::sync::Arc<str>>,
+    client_request_id: Option<std::sync::Arc<str>>,
     ip: Option<IpAddr>,
     method: Method,
     text: Texts,
@@ -66,6 +69,7 @@ impl RequestFacts {
         RequestFacts {
             created_at: Utc::now(),
             request_id: seen.request_id.cloned(),
+            client_request_id: seen.client_request_id.cloned(),
             ip: seen.ip,
             method: parts.method.clone(),
             text: Texts::of(parts),
@@ -115,6 +119,9 @@ impl RequestFacts {
         if let serde_json::Value::Object(map) = &mut event.metadata {
             if let Some(route) = route {
                 map.insert("route".into(), route.into());
+            }
+            if let Some(client) = &self.client_request_id {
+                map.insert("clientRequestId".into(), (**client).into());
             }
             if let Some(q) = self.text.query() {
                 map.insert("query".into(), sanitizer.text(q).into());

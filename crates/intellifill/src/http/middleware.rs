@@ -171,8 +171,10 @@ step!(
     |state, request, rest| async move {
         let context = RequestContext::of(request.extensions());
         let request_id = request.extensions().get::<RequestId>().map(|r| r.0.clone());
+        let client_request_id = request.extensions().get::<request_id::ClientRequestId>().map(|r| r.0.clone());
         let seen = crate::audit::layer::Seen {
             request_id: request_id.as_ref(),
+            client_request_id: client_request_id.as_ref(),
             ip: context.client_ip(),
             is_write: context.is_write(),
             max_body_bytes: state.config.http.max_body_bytes,

@@ -1,8 +1,8 @@
 //! Request id, access log and the error envelope: the outermost layer.
 //!
-//! Accepts a sane incoming `X-Request-ID` (1-128 characters of `[A-Za-z0-9._:-]`), otherwise mints a UUIDv7;
-//! stores it in the request extensions, runs the request inside a tracing span carrying it, returns it in
-//! `X-Request-ID`, and renders every error response as `{error, message, code, requestId}`: from the
+//! Mints the request's id (UUIDv7; a sane client-sent `X-Request-ID` is kept beside it as
+//! [`ClientRequestId`], never in its place), stores it in the request extensions, runs the request inside a
+//! tracing span carrying both, returns the server's id in `X-Request-ID`, and renders every error response as `{error, message, code, requestId}`: from the
 //! [`ErrorPayload`] an [`crate::AppError`] left behind, or from the bare status of a framework response.
 //!
 //! A tower layer, service and future rather than `axum::middleware::from_fn`: its work before and after the
@@ -25,9 +25,14 @@ use crate::error::{ErrorCode, ErrorPayload};
 /// `X-Request-ID`, as a constant: inserting under a `&str` would build and allocate the name per response.
 pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The id of the current request.
+/// The id of the current request: minted by the server (UUIDv7), returned in `X-Request-ID`.
 #[derive(Debug, Clone)]
 pub struct RequestId(pub Arc<str>);
+
+/// A sane `X-Request-ID` the client sent (1-128 characters of `[A-Za-z0-9._:-]`): kept beside the server's id
+/// (in the access log and the audit row's metadata) so the client's own correlation still finds the request.
+#[derive(Debug, Clone)]
+pub struct ClientRequestId(pub Arc<str>);
 
 fn acceptable(id: &str) -> bool {
     (1..=128).contains(&id.len())
@@ -67,16 +72,21 @@ where
 
     fn call(&mut self, mut request: Request) -> Self::Future {
         let started = Instant::now();
-        let id: Arc<str> = match request.headers().get(&HEADER).and_then(|v| v.to_str().ok()) {
-            Some(v) if acceptable(v) => v.into(),
-            // Encoded into a stack buffer: one allocation (the `Arc`), not the formatter and a `String` too.
-            _ => Arc::from(&*uuid::Uuid::now_v7().hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer())),
-        };
+        // Always the server's own: the key an investigator searches the audit trail and the logs by is never
+        // chosen by a client. Encoded into a stack buffer: one allocation (the `Arc`), no formatter.
+        let id: Arc<str> =
+            Arc::from(&*uuid::Uuid::now_v7().hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()));
+        if let Some(client) = request.headers().get(&HEADER).and_then(|v| v.to_str().ok()).filter(|v| acceptable(v)) {
+            let client = ClientRequestId(client.into());
+            request.extensions_mut().insert(client);
+        }
         request.extensions_mut().insert(RequestId(id.clone()));
         let method = request.method().clone();
         // A clone of the URI shares its bytes: no copy of the path per request for the log lines.
         let uri = request.uri().clone();
-        let span = tracing::info_span!("request", request_id = %id, method = %method, path = %uri.path());
+        let client = request.extensions().get::<ClientRequestId>().map(|c| c.0.clone());
+        let span = tracing::info_span!("request", request_id = %id, client_request_id = client.as_deref(),
+            method = %method, path = %uri.path());
         let inner = span.in_scope(|| self.inner.call(request));
         ResponseFuture { inner, span, log: Some(AccessLog { started, id, method, uri }) }
     }

@@ -474,3 +474,25 @@ async fn prune_deletes_only_rows_older_than_the_age() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("expected a number"));
 }
+
+#[tokio::test]
+async fn a_client_cannot_choose_or_collide_the_request_id_of_its_rows() {
+    let app = TestApp::spawn().await;
+    let a = app.user(&email("a")).await;
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let request = app.http.get(app.url("/api/me")).bearer_auth(&a.token).header("x-request-id", "client-chosen-1");
+        let (status, id) = send(request).await;
+        assert_eq!(status, 200);
+        assert_ne!(id, "client-chosen-1");
+        ids.push(id);
+    }
+    assert_ne!(ids[0], ids[1], "every request has its own id");
+    app.state.audit.flush().await;
+    let stored = rows(&app.owner).await;
+    assert!(!stored.contains_key("client-chosen-1"), "no row is keyed by the client's id");
+    for id in &ids {
+        let found = stored.get(id).expect("a row under the server's id");
+        assert_eq!(found[0].3["clientRequestId"], "client-chosen-1", "the client's id is kept beside it");
+    }
+}
