@@ -169,14 +169,15 @@ step!(
     /// One audit event per request.
     AuditCapture,
     |state, request, rest| async move {
-        let context = RequestContext::of(request.extensions());
+        let context = request.extensions().get::<RequestContext>();
+        let (ip, is_write) = context.map_or((None, false), |c| (c.client_ip(), c.is_write()));
         let request_id = request.extensions().get::<RequestId>().map(|r| r.0.clone());
         let client_request_id = request.extensions().get::<request_id::ClientRequestId>().map(|r| r.0.clone());
         let seen = crate::audit::layer::Seen {
             request_id: request_id.as_ref(),
             client_request_id: client_request_id.as_ref(),
-            ip: context.client_ip(),
-            is_write: context.is_write(),
+            ip,
+            is_write,
             max_body_bytes: state.config.http.max_body_bytes,
         };
         crate::audit::layer::capture(&state.audit, seen, request, rest).await
@@ -222,8 +223,8 @@ step!(
     /// Authentication, for routes that declare a security requirement.
     Authenticate,
     |state, request, rest| async move {
-        let context = RequestContext::of(request.extensions());
-        if !context.route().is_some_and(|r| r.facts.authenticated) {
+        let context = request.extensions().get::<RequestContext>();
+        if !context.and_then(RequestContext::route).is_some_and(|r| r.facts.authenticated) {
             return rest(request).await;
         }
         match crate::auth::middleware::authenticate(&state.auth, request).await {
@@ -237,14 +238,16 @@ step!(
     /// The user and auth-endpoint limits of the route's rate-limit class.
     PerCallerLimit,
     |state, request, rest| async move {
-        let context = RequestContext::of(request.extensions());
-        let Some(route) = context.route() else { return rest(request).await };
+        let context = request.extensions().get::<RequestContext>();
+        let Some(class) = context.and_then(RequestContext::route).map(|r| r.facts.rate) else {
+            return rest(request).await;
+        };
         let parts = KeyParts {
             user: request.extensions().get::<crate::auth::AuthUser>().map(|u| u.id),
             org: None,
-            ip: context.client_ip(),
+            ip: context.and_then(RequestContext::client_ip),
         };
-        crate::ratelimit::per_caller(&state.rate_limits, route.facts.rate, parts, request, rest).await
+        crate::ratelimit::per_caller(&state.rate_limits, class, parts, request, rest).await
     }
 );
 

@@ -15,7 +15,7 @@
 //! refuses an operation that lacks a required extension or has an unknown value, naming it, so a route cannot
 //! be added without its audit action and rate-limit class (the router is built from the same declarations).
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use axum::http::Method;
 use utoipa::openapi::OpenApi;
@@ -89,7 +89,8 @@ impl RouteFacts {
 #[derive(Debug)]
 pub struct RouteTable {
     routes: Vec<RouteFacts>,
-    by_path: HashMap<&'static str, Vec<usize>>,
+    /// Looked up on every request by the matched template: FxHash, the keys being the server's own strings.
+    by_path: FxHashMap<&'static str, Vec<usize>>,
 }
 
 /// An operation's method, as axum's.
@@ -190,7 +191,7 @@ impl RouteTable {
         if !problems.is_empty() {
             return Err(format!("incomplete route declarations:\n  {}", problems.join("\n  ")));
         }
-        let mut by_path: HashMap<&'static str, Vec<usize>> = HashMap::new();
+        let mut by_path: FxHashMap<&'static str, Vec<usize>> = FxHashMap::default();
         for (i, r) in routes.iter().enumerate() {
             by_path.entry(r.path).or_default().push(i);
         }
