@@ -26,7 +26,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 
 use super::sanitize::Sanitizer;
-use super::{AuditEvent, AuditNotes, AuditSlot, Auditor, SecurityKind, actions, security, truncated};
+use super::{AuditEvent, AuditNotes, AuditSlot, Auditor, PathEntity, SecurityKind, actions, security, truncated};
 use crate::error::{AppError, ErrorCode, ErrorPayload};
 
 const MAX_USER_AGENT: usize = 256;
@@ -102,7 +102,7 @@ impl RequestFacts {
         let mut event = AuditEvent::new(action);
         event.created_at = self.created_at;
         event.entity_type = entity_type.map(Into::into);
-        event.entity_id = self.notes.entity_id.take().or(self.notes.path_entity_id.take());
+        event.entity_id = self.notes.entity_id.take().or(self.notes.path_entity_id.take().map(PathEntity::into_string));
         event.user_id = self.notes.user_id;
         event.organization_id = self.notes.organization_id;
         event.request_id = self.request_id;

@@ -111,10 +111,27 @@ pub struct AuditNotes {
     /// The matched route's template and declared action.
     pub route: Option<actions::RouteNote>,
     /// The entity the path names (its most specific id parameter), for the event's `entity_id`.
-    pub path_entity_id: Option<String>,
+    pub path_entity_id: Option<PathEntity>,
     pub user_id: Option<Uuid>,
     pub organization_id: Option<Uuid>,
     pub entity_id: Option<String>,
+}
+
+/// The entity a request's path names: an id (formatted by the writer, off the request path) or, when it is not
+/// one, the text as sent (truncated).
+#[derive(Debug, Clone)]
+pub enum PathEntity {
+    Id(Uuid),
+    Raw(Box<str>),
+}
+
+impl PathEntity {
+    pub(crate) fn into_string(self) -> String {
+        match self {
+            PathEntity::Id(id) => id.to_string(),
+            PathEntity::Raw(raw) => raw.into(),
+        }
+    }
 }
 
 /// The shared slot in the request extensions.

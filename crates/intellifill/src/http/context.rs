@@ -80,40 +80,64 @@ impl RequestContext {
     }
 }
 
-/// A route's path parameters, decoded once. Every path parameter of the API is a UUID.
+/// A route's path parameters, decoded once. Every path parameter of the API is a UUID named `orgId`, `userId`
+/// or `id` (the route table refuses a declaration with any other), so they are kept in fixed places: no
+/// allocation for a valid id.
 #[derive(Debug, Default)]
-pub struct PathParams(Vec<(Box<str>, ParamValue)>);
+pub struct PathParams {
+    org_id: Option<ParamValue>,
+    user_id: Option<ParamValue>,
+    id: Option<ParamValue>,
+}
 
 /// A path parameter: the UUID it is, or the text that is not one.
 type ParamValue = Result<Uuid, Box<str>>;
 
+/// The names path parameters may have.
+pub(crate) const PARAM_NAMES: [&str; 3] = ["orgId", "userId", "id"];
+
 impl PathParams {
-    /// The parameters axum matched; an undecodable path (invalid percent-encoding or UTF-8) is a 400.
+    /// The parameters axum matched.
     pub fn of(raw: &RawPathParams) -> PathParams {
-        PathParams(
-            raw.iter().map(|(name, value)| (name.into(), Uuid::parse_str(value).map_err(|_| value.into()))).collect(),
-        )
+        let mut params = PathParams::default();
+        for (name, value) in raw.iter() {
+            let parsed = Uuid::parse_str(value).map_err(|_| value.into());
+            match name {
+                "orgId" => params.org_id = Some(parsed),
+                "userId" => params.user_id = Some(parsed),
+                "id" => params.id = Some(parsed),
+                _ => {}
+            }
+        }
+        params
+    }
+
+    fn slot(&self, name: &str) -> Option<&ParamValue> {
+        match name {
+            "orgId" => self.org_id.as_ref(),
+            "userId" => self.user_id.as_ref(),
+            "id" => self.id.as_ref(),
+            _ => None,
+        }
     }
 
     /// The parameter `name` as a UUID: 400 `INVALID_ID` when it is not one.
     pub fn uuid(&self, name: &str) -> Result<Option<Uuid>, AppError> {
-        match self.0.iter().find(|(n, _)| &**n == name) {
+        match self.slot(name) {
             None => Ok(None),
-            Some((_, Ok(id))) => Ok(Some(*id)),
-            Some((_, Err(_))) => {
-                Err(AppError::new(ErrorCode::InvalidId, format!("{name} is not a valid UUID"))
-                    .with_field(name.to_owned()))
-            }
+            Some(Ok(id)) => Ok(Some(*id)),
+            Some(Err(_)) => Err(AppError::new(ErrorCode::InvalidId, format!("{name} is not a valid UUID"))
+                .with_field(name.to_owned())),
         }
     }
 
-    /// The most specific entity the path names (`id`, else `userId`, else `orgId`), as sent, for the audit row.
-    pub fn entity(&self) -> Option<String> {
-        ["id", "userId", "orgId"].into_iter().find_map(|name| {
-            self.0.iter().find(|(n, _)| &**n == name).map(|(_, v)| match v {
-                Ok(id) => id.to_string(),
-                Err(raw) => crate::audit::truncated(raw, 64).to_owned(),
-            })
+    /// The most specific entity the path names (`id`, else `userId`, else `orgId`), for the audit row.
+    pub fn entity(&self) -> Option<PathEntity> {
+        [&self.id, &self.user_id, &self.org_id].into_iter().flatten().next().map(|v| match v {
+            Ok(id) => PathEntity::Id(*id),
+            Err(raw) => PathEntity::Raw(crate::audit::truncated(raw, 64).into()),
         })
     }
 }
+
+pub use crate::audit::PathEntity;

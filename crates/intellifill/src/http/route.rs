@@ -161,6 +161,14 @@ impl RouteTable {
                     }
                 },
             };
+            let unknown_param = path
+                .split('/')
+                .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
+                .find(|name| !super::context::PARAM_NAMES.contains(name));
+            if let Some(name) = unknown_param {
+                problem(format!("path parameter {{{name}}} is not one of {:?}", super::context::PARAM_NAMES));
+                continue;
+            }
             let authenticated = op.security.as_ref().is_some_and(|s| !s.is_empty());
             if authenticated == (rate == RateClass::Ip) {
                 problem(format!("{RATE_LIMIT} ip is for public routes only, and every public route is ip"));
