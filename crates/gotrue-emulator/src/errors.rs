@@ -74,6 +74,11 @@ impl ApiError {
         Self::bad_request("invalid_credentials", "Invalid login credentials")
     }
 
+    /// A user id that names no user (admin endpoints, in-process API).
+    pub(crate) fn user_not_found() -> Self {
+        Self::not_found("user_not_found", "User not found")
+    }
+
     pub(crate) fn not_admin() -> Self {
         Self::forbidden("not_admin", "User not allowed")
     }

@@ -259,10 +259,10 @@ fn injected_error(status: u16) -> Response {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub(crate) struct FaultRequest {
-    pub latency_ms: u64,
-    pub error_rate: f64,
-    pub error_status: Option<u16>,
-    pub hang: bool,
-    pub refuse_for_ms: Option<u64>,
-    pub paths: Vec<String>,
+    pub(crate) latency_ms: u64,
+    pub(crate) error_rate: f64,
+    pub(crate) error_status: Option<u16>,
+    pub(crate) hang: bool,
+    pub(crate) refuse_for_ms: Option<u64>,
+    pub(crate) paths: Vec<String>,
 }

@@ -19,9 +19,11 @@
 //!
 //! Modules, by responsibility: [`config`](EmulatorConfig) (start-up
 //! options), `keys` (signing, JWKS, verification), `store` (users, sessions,
-//! refresh tokens), `auth` (GoTrue's behaviour), `views` (JSON shapes),
-//! `errors` (error bodies), `routes` (HTTP and the gateway), `faults`,
-//! `stats`, `server` (the accept loop).
+//! refresh tokens), `auth` (GoTrue's behaviour, a file per flow), `views`
+//! (JSON shapes), `errors` (error bodies), `routes` (HTTP and the gateway),
+//! `faults`, `stats`, `server` (the accept loop).
+
+#![warn(unreachable_pub)]
 
 mod auth;
 mod config;

@@ -14,14 +14,14 @@ use crate::store::Store;
 
 /// State of one emulator instance.
 pub(crate) struct AppState {
-    pub keys: Keys,
-    pub anon_key: String,
-    pub service_role_key: String,
-    pub access_token_ttl: Duration,
+    pub(crate) keys: Keys,
+    pub(crate) anon_key: String,
+    pub(crate) service_role_key: String,
+    pub(crate) access_token_ttl: Duration,
     /// `<base_url>/auth/v1`, the `iss` of issued tokens.
-    pub issuer: String,
-    pub faults: Faults,
-    pub stats: Counters,
+    pub(crate) issuer: String,
+    pub(crate) faults: Faults,
+    pub(crate) stats: Counters,
     store: Mutex<Store>,
 }
 

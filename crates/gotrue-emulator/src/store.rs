@@ -48,34 +48,34 @@ impl PasswordHash {
 /// A row of `auth.identities`.
 #[derive(Clone)]
 pub(crate) struct IdentityRecord {
-    pub id: Uuid,
-    pub provider_id: String,
-    pub identity_data: Map<String, Value>,
-    pub provider: String,
-    pub last_sign_in_at: Option<DateTime<Utc>>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    pub email: String,
+    pub(crate) id: Uuid,
+    pub(crate) provider_id: String,
+    pub(crate) identity_data: Map<String, Value>,
+    pub(crate) provider: String,
+    pub(crate) last_sign_in_at: Option<DateTime<Utc>>,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) updated_at: DateTime<Utc>,
+    pub(crate) email: String,
 }
 
 /// A row of `auth.users`.
 #[derive(Clone)]
 pub(crate) struct UserRecord {
-    pub id: Uuid,
-    pub aud: String,
-    pub role: String,
-    pub email: String,
-    pub phone: String,
-    pub password: Option<PasswordHash>,
-    pub email_confirmed_at: Option<DateTime<Utc>>,
-    pub phone_confirmed_at: Option<DateTime<Utc>>,
-    pub last_sign_in_at: Option<DateTime<Utc>>,
-    pub app_metadata: Map<String, Value>,
-    pub user_metadata: Map<String, Value>,
-    pub identities: Vec<IdentityRecord>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    pub banned_until: Option<DateTime<Utc>>,
+    pub(crate) id: Uuid,
+    pub(crate) aud: String,
+    pub(crate) role: String,
+    pub(crate) email: String,
+    pub(crate) phone: String,
+    pub(crate) password: Option<PasswordHash>,
+    pub(crate) email_confirmed_at: Option<DateTime<Utc>>,
+    pub(crate) phone_confirmed_at: Option<DateTime<Utc>>,
+    pub(crate) last_sign_in_at: Option<DateTime<Utc>>,
+    pub(crate) app_metadata: Map<String, Value>,
+    pub(crate) user_metadata: Map<String, Value>,
+    pub(crate) identities: Vec<IdentityRecord>,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) updated_at: DateTime<Utc>,
+    pub(crate) banned_until: Option<DateTime<Utc>>,
 }
 
 impl UserRecord {
@@ -110,17 +110,17 @@ pub(crate) fn merge_metadata(target: &mut Map<String, Value>, updates: &Map<Stri
 /// One entry of the `amr` claim.
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct AmrEntry {
-    pub method: String,
-    pub timestamp: i64,
+    pub(crate) method: String,
+    pub(crate) timestamp: i64,
 }
 
 /// A row of `auth.sessions`.
 #[derive(Clone)]
 pub(crate) struct SessionRecord {
-    pub id: Uuid,
-    pub user_id: Uuid,
-    pub refreshed_at: Option<DateTime<Utc>>,
-    pub amr: Vec<AmrEntry>,
+    pub(crate) id: Uuid,
+    pub(crate) user_id: Uuid,
+    pub(crate) refreshed_at: Option<DateTime<Utc>>,
+    pub(crate) amr: Vec<AmrEntry>,
 }
 
 /// A row of `auth.refresh_tokens` (legacy 12-character tokens).

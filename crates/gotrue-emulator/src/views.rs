@@ -112,17 +112,17 @@ impl<'a> UserJson<'a> {
 /// `AccessTokenResponse` as JSON.
 #[derive(Serialize)]
 pub(crate) struct TokenResponseJson<'a> {
-    pub access_token: &'a str,
-    pub token_type: &'static str,
-    pub expires_in: i64,
-    pub expires_at: i64,
-    pub refresh_token: &'a str,
-    pub user: UserJson<'a>,
+    pub(crate) access_token: &'a str,
+    pub(crate) token_type: &'static str,
+    pub(crate) expires_in: i64,
+    pub(crate) expires_at: i64,
+    pub(crate) refresh_token: &'a str,
+    pub(crate) user: UserJson<'a>,
 }
 
 /// The `{users, aud}` body of `GET /admin/users`.
 #[derive(Serialize)]
 pub(crate) struct UserListJson<'a> {
-    pub users: Vec<UserJson<'a>>,
-    pub aud: &'static str,
+    pub(crate) users: Vec<UserJson<'a>>,
+    pub(crate) aud: &'static str,
 }

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::SharedState;
 use super::gotrue::{authorization, parse_body, query_param};
-use crate::auth::AdminUserParams;
+use crate::auth::{AUTHENTICATED, AdminUserParams};
 use crate::errors::ApiError;
 use crate::views::{UserJson, UserListJson};
 
@@ -19,9 +19,17 @@ fn require_admin(state: &SharedState, headers: &HeaderMap) -> Result<(), ApiErro
     state.require_admin(authorization(headers), apikey)
 }
 
-/// `loadUser`: the path segment must be a UUID of an existing user.
-fn user_id(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| ApiError::not_found("validation_failed", "user_id must be an UUID"))
+/// `requireAdminCredentials`, then `loadUser`: the path segment must be the
+/// UUID of an existing user. Both come before the body is read, so they
+/// decide the error of a bad request to a missing user.
+fn admin_and_user_id(state: &SharedState, headers: &HeaderMap, raw_id: &str) -> Result<Uuid, ApiError> {
+    require_admin(state, headers)?;
+    let id =
+        Uuid::parse_str(raw_id).map_err(|_| ApiError::not_found("validation_failed", "user_id must be an UUID"))?;
+    if state.store().user(id).is_none() {
+        return Err(ApiError::user_not_found());
+    }
+    Ok(id)
 }
 
 fn page_param(query: Option<&str>, name: &str, default: usize) -> Result<usize, ApiError> {
@@ -49,7 +57,7 @@ pub(super) async fn list(
         users.into_iter().skip((page - 1).saturating_mul(per_page)).take(per_page).collect()
     };
     let mut response =
-        Json(UserListJson { users: page_users.into_iter().map(UserJson::new).collect(), aud: "authenticated" })
+        Json(UserListJson { users: page_users.into_iter().map(UserJson::new).collect(), aud: AUTHENTICATED })
             .into_response();
     if let Ok(value) = HeaderValue::from_str(&total.to_string()) {
         response.headers_mut().insert("x-total-count", value);
@@ -73,10 +81,9 @@ pub(super) async fn get(
     headers: HeaderMap,
     Path(raw_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    require_admin(&state, &headers)?;
-    let id = user_id(&raw_id)?;
+    let id = admin_and_user_id(&state, &headers, &raw_id)?;
     let store = state.store();
-    let user = store.user(id).ok_or_else(|| ApiError::not_found("user_not_found", "User not found"))?;
+    let user = store.user(id).ok_or_else(ApiError::user_not_found)?;
     Ok(Json(UserJson::new(user)).into_response())
 }
 
@@ -86,11 +93,7 @@ pub(super) async fn update(
     Path(raw_id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    require_admin(&state, &headers)?;
-    let id = user_id(&raw_id)?;
-    if state.store().user(id).is_none() {
-        return Err(ApiError::not_found("user_not_found", "User not found"));
-    }
+    let id = admin_and_user_id(&state, &headers, &raw_id)?;
     let params: AdminUserParams = parse_body(&body)?;
     let user = state.admin_update_user(id, params)?;
     Ok(Json(UserJson::new(&user)).into_response())
@@ -102,11 +105,7 @@ pub(super) async fn delete(
     Path(raw_id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    require_admin(&state, &headers)?;
-    let id = user_id(&raw_id)?;
-    if state.store().user(id).is_none() {
-        return Err(ApiError::not_found("user_not_found", "User not found"));
-    }
+    let id = admin_and_user_id(&state, &headers, &raw_id)?;
     if !body.is_empty() {
         // `{"should_soft_delete": bool}`; the emulator always hard-deletes,
         // but a malformed body is still rejected like GoTrue does.
