@@ -16,6 +16,7 @@ async fn startup_refuses_the_owner_role_and_a_missing_schema() {
         database_url: Some(app.owner_url.clone()),
         supabase_url: Some(app.emulator.base_url()),
         supabase_anon_key: Some(app.emulator.anon_key().into()),
+        app_env: Some("test".into()),
         ..ServeArgs::default()
     };
     let err = Application::build(Config::from_args(&args).expect("config")).await.err().expect("must refuse the owner");

@@ -43,6 +43,7 @@ async fn the_server_talks_to_postgres_over_verified_tls() {
         supabase_url: Some(emulator.base_url()),
         supabase_anon_key: Some(emulator.anon_key().to_owned()),
         audit_spool_dir: Some(tempfile::tempdir().expect("dir").path().display().to_string()),
+        app_env: Some("test".into()),
         ..ServeArgs::default()
     };
     let err = intellifill::Application::build(Config::from_args(&args).expect("config")).await.err().expect("refused");
