@@ -1,12 +1,10 @@
 //! Bad input gets a clear 4xx in the one error body, with the request id; never a 500.
 
-use crate::helpers::{TestApp, assert_error, email};
+use crate::helpers::{TestApp, assert_error};
 
 #[tokio::test]
 async fn bad_requests_get_clear_errors_naming_the_field() {
-    let app = TestApp::spawn_with(|a| a.max_body_bytes = Some("2048".into())).await;
-    let u = app.user(&email("u")).await;
-    let org = app.org(&u, "Errors Inc").await;
+    let (app, u, org) = TestApp::with_org_using(|a| a.max_body_bytes = Some("2048".into()), "Errors Inc").await;
     let path = format!("/api/organizations/{org}/knowledge");
 
     let (s, b) = app
@@ -129,9 +127,7 @@ async fn a_panicking_handler_is_a_500_in_the_error_body_and_the_server_lives_on(
 
 #[tokio::test]
 async fn nul_characters_are_refused_as_bad_input_and_the_audit_row_is_still_written() {
-    let app = TestApp::spawn_with(|a| a.audit_flush_interval_ms = Some("50".into())).await;
-    let u = app.user(&email("u")).await;
-    let org = app.org(&u, "Nul Inc").await;
+    let (app, u, org) = TestApp::with_org_using(|a| a.audit_flush_interval_ms = Some("50".into()), "Nul Inc").await;
     let path = format!("/api/organizations/{org}/knowledge");
     let (s, b) = app.post(&u, &path, serde_json::json!({"title": "a\u{0}b", "content": "c"})).await;
     assert_error(s, &b, 400, "VALIDATION_ERROR");

@@ -37,11 +37,8 @@ async fn rows(client: &tokio_postgres::Client) -> HashMap<String, Vec<Row>> {
 
 #[tokio::test]
 async fn every_request_shape_makes_exactly_one_row_and_excluded_paths_none() {
-    let app = TestApp::spawn().await;
-    let a = app.user(&email("a")).await;
-    let b = app.user(&email("b")).await;
-    let org_a = app.org(&a, "Audit A").await;
-    let org_b = app.org(&b, "Audit B").await;
+    let (app, a, org_a) = TestApp::with_org("Audit A").await;
+    let (_, org_b) = app.owned_org("Audit B").await;
     let k = app.knowledge(&a, org_a, "doc", "text").await;
     let kid = k["id"].as_str().expect("id").to_owned();
     let h = &app.http;
@@ -139,9 +136,7 @@ async fn excluded_paths_match_the_full_path_only() {
 
 #[tokio::test]
 async fn personal_data_and_secrets_never_reach_the_table() {
-    let app = TestApp::spawn().await;
-    let u = app.user(&email("pii")).await;
-    let org = app.org(&u, "PII Org").await;
+    let (app, u, org) = TestApp::with_org("PII Org").await;
     let secrets = [
         "hunter2-password",
         "sk_live_secret_token_value",
@@ -327,9 +322,7 @@ async fn wait_for_rows(app: &TestApp, sql: &str, at_least: i64) -> i64 {
 
 #[tokio::test]
 async fn forged_tokens_and_search_bursts_are_security_events() {
-    let app = TestApp::spawn_with(|a| a.anomaly_searches_per_minute = Some("3".into())).await;
-    let u = app.user(&email("u")).await;
-    let org = app.org(&u, "Bursty").await;
+    let (app, u, org) = TestApp::with_org_using(|a| a.anomaly_searches_per_minute = Some("3".into()), "Bursty").await;
     let forged = format!("{}AAAA", &u.token[..u.token.len() - 4]);
     let (s, id) = send(app.http.get(app.url("/api/me")).bearer_auth(&forged)).await;
     assert_eq!(s, 401);
@@ -362,8 +355,7 @@ async fn repeated_cross_tenant_attempts_lock_the_user_out_when_auto_lock_is_on()
         a.anomaly_cross_tenant_per_5_minutes = Some("2".into());
     })
     .await;
-    let victim = app.user(&email("victim")).await;
-    let other_org = app.org(&victim, "Victim Org").await;
+    let (victim, other_org) = app.owned_org("Victim Org").await;
     let attacker = app.user(&email("attacker")).await;
     assert_eq!(app.get(&attacker, "/api/me").await.0, 200);
     for _ in 0..3 {
@@ -385,13 +377,9 @@ async fn repeated_cross_tenant_attempts_lock_the_user_out_when_auto_lock_is_on()
 
 #[tokio::test]
 async fn org_admins_read_their_log_and_platform_admins_read_all() {
-    let app = TestApp::spawn().await;
-    let owner = app.user(&email("owner")).await;
-    let member = app.user(&email("member")).await;
-    let outsider = app.user(&email("outsider")).await;
-    let org = app.org(&owner, "Logged").await;
-    let other_org = app.org(&outsider, "Elsewhere").await;
-    app.add_member(org, &member, "MEMBER").await;
+    let (app, owner, org) = TestApp::with_org("Logged").await;
+    let (outsider, other_org) = app.owned_org("Elsewhere").await;
+    let member = app.member(org, "MEMBER").await;
     for i in 0..3 {
         app.knowledge(&owner, org, &format!("k{i}"), "c").await;
     }

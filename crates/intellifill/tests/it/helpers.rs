@@ -238,6 +238,32 @@ impl TestApp {
             .expect("membership");
     }
 
+    /// A server with one organization, created through the API by its OWNER: `(app, owner, org)`.
+    pub async fn with_org(name: &str) -> (TestApp, TestUser, Uuid) {
+        TestApp::with_org_using(|_| {}, name).await
+    }
+
+    /// [`TestApp::with_org`] with configuration tweaks (as [`TestApp::spawn_with`]).
+    pub async fn with_org_using(customize: impl FnOnce(&mut ServeArgs), name: &str) -> (TestApp, TestUser, Uuid) {
+        let app = TestApp::spawn_with(customize).await;
+        let (owner, org) = app.owned_org(name).await;
+        (app, owner, org)
+    }
+
+    /// A new user who creates the organization `name` through the API, and so is its OWNER.
+    pub async fn owned_org(&self, name: &str) -> (TestUser, Uuid) {
+        let owner = self.user(&email("owner")).await;
+        let org = self.org(&owner, name).await;
+        (owner, org)
+    }
+
+    /// A new user, an active member of `org` with `role` (written directly in the database).
+    pub async fn member(&self, org: Uuid, role: &str) -> TestUser {
+        let user = self.user(&email(&role.to_lowercase())).await;
+        self.add_member(org, &user, role).await;
+        user
+    }
+
     pub async fn knowledge(&self, user: &TestUser, org: Uuid, title: &str, content: &str) -> Value {
         let (status, body) = self
             .post(

@@ -58,9 +58,7 @@ async fn detailed_health_is_for_platform_admins_and_covers_every_dependency() {
 
 #[tokio::test]
 async fn metrics_expose_requests_by_route_pool_breaker_cache_and_audit() {
-    let app = TestApp::spawn().await;
-    let u = app.user(&email("u")).await;
-    let org = app.org(&u, "Metered").await;
+    let (app, u, org) = TestApp::with_org("Metered").await;
     for _ in 0..3 {
         assert_eq!(app.get(&u, &format!("/api/organizations/{org}/knowledge")).await.0, 200);
     }
@@ -120,8 +118,7 @@ async fn alert_conditions_show_up_in_the_metrics() {
     })
     .await;
     let u = app.user(&email("u")).await;
-    let other = app.user(&email("other")).await;
-    let org = app.org(&other, "Target").await;
+    let (other, org) = app.owned_org("Target").await;
 
     // CrossTenantAttempts
     assert_eq!(app.get(&u, &format!("/api/organizations/{org}/knowledge")).await.0, 403);

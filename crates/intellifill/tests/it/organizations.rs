@@ -54,9 +54,7 @@ async fn lists_show_only_my_organizations() {
 
 #[tokio::test]
 async fn a_suspended_organization_is_closed_to_its_members() {
-    let app = TestApp::spawn().await;
-    let u = app.user(&email("u")).await;
-    let org = app.org(&u, "Suspended Co").await;
+    let (app, u, org) = TestApp::with_org("Suspended Co").await;
     app.knowledge(&u, org, "kept", "but closed").await;
     app.owner.execute("UPDATE organizations SET status = 'SUSPENDED' WHERE id = $1", &[&org]).await.expect("suspend");
     let (s, b) = app.get(&u, &format!("/api/organizations/{org}/knowledge")).await;

@@ -69,11 +69,9 @@ async fn forwarded_addresses_count_only_behind_trusted_proxies() {
 
 #[tokio::test]
 async fn the_org_limit_covers_searches_and_writes_of_the_whole_org() {
-    let app = TestApp::spawn_with(|a| a.rate_limit_org_per_minute = Some("3".into())).await;
-    let a = app.user(&email("a")).await;
-    let b = app.user(&email("b")).await;
-    let org = app.org(&a, "Limited org").await;
-    app.add_member(org, &b, "MEMBER").await;
+    let (app, a, org) =
+        TestApp::with_org_using(|a| a.rate_limit_org_per_minute = Some("3".into()), "Limited org").await;
+    let b = app.member(org, "MEMBER").await;
     let search = format!("/api/organizations/{org}/knowledge/search?q=x");
     assert_eq!(app.get(&a, &search).await.0, 200);
     assert_eq!(app.get(&b, &search).await.0, 200);
@@ -228,9 +226,8 @@ async fn hostile_forwarded_for_entries_cannot_choose_or_share_a_bucket() {
 
 #[tokio::test]
 async fn outsiders_cannot_spend_an_organizations_limit() {
-    let app = TestApp::spawn_with(|a| a.rate_limit_org_per_minute = Some("3".into())).await;
-    let owner = app.user(&email("owner")).await;
-    let org = app.org(&owner, "Victim org").await;
+    let (app, owner, org) =
+        TestApp::with_org_using(|a| a.rate_limit_org_per_minute = Some("3".into()), "Victim org").await;
     let path = format!("/api/organizations/{org}/knowledge");
     for i in 0..3 {
         let outsider = app.user(&email(&format!("outsider{i}"))).await;

@@ -146,10 +146,8 @@ async fn three_instances_share_revocations_limits_memberships_and_audit() {
     }
 
     // A removed member loses access everywhere at once.
-    let owner = app.user(&email("owner")).await;
-    let member = app.user(&email("member")).await;
-    let org = app.org(&owner, "Scaled").await;
-    app.add_member(org, &member, "MEMBER").await;
+    let (owner, org) = app.owned_org("Scaled").await;
+    let member = app.member(org, "MEMBER").await;
     let path = format!("/api/organizations/{org}/knowledge");
     for base in &bases {
         let (s, _, id) = get(&http, base, &member.token, &path).await;
