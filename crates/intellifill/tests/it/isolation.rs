@@ -4,7 +4,7 @@ use futures::future::join_all;
 use tokio_postgres::NoTls;
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, assert_error, email};
+use crate::helpers::{TestApp, assert_error, email, scalar};
 
 async fn runtime_client(app: &TestApp) -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(&app.runtime_url, NoTls).await.expect("runtime connection");
@@ -83,7 +83,7 @@ async fn runtime_role_is_not_owner_cannot_bypass_and_audit_log_is_append_only() 
     // Reading is filtered by RLS (org admins, platform admins): without a context nothing is visible.
     let visible = db.query("SELECT * FROM audit_log", &[]).await.expect("select is policed, not refused");
     assert!(visible.is_empty(), "no context, no audit rows");
-    let stored: i64 = app.owner.query_one("SELECT count(*) FROM audit_log", &[]).await.expect("count").get(0);
+    let stored: i64 = scalar(&app.owner, "SELECT count(*) FROM audit_log", &[]).await;
     assert!(stored >= 1);
     for sql in ["UPDATE audit_log SET action = 'x'", "DELETE FROM audit_log", "TRUNCATE audit_log"] {
         let err = db.execute(sql, &[]).await.expect_err(sql);

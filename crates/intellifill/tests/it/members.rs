@@ -1,6 +1,6 @@
 //! Members: roles, who may change what, last-OWNER protection, removal closes access.
 
-use crate::helpers::{TestApp, assert_error, email};
+use crate::helpers::{TestApp, assert_error, assert_field_error, email, scalar};
 
 #[tokio::test]
 async fn admins_manage_members_and_only_owners_touch_owners() {
@@ -27,8 +27,7 @@ async fn admins_manage_members_and_only_owners_touch_owners() {
     let (s, b) = app.post(&admin, &members, serde_json::json!({"email": "nobody@nowhere.test"})).await;
     assert_error(s, &b, 404, "NOT_FOUND");
     let (s, b) = app.post(&admin, &members, serde_json::json!({"userId": newbie.id, "role": "KING"})).await;
-    assert_error(s, &b, 400, "VALIDATION_ERROR");
-    assert_eq!(b["field"], "role");
+    assert_field_error(s, &b, 400, "VALIDATION_ERROR", "role");
 
     let (s, list) = app.get(&member, &members).await;
     assert_eq!(s, 200);
@@ -74,15 +73,12 @@ async fn two_owners_demoting_each_other_at_once_leave_one_owner() {
     let (ra, rb) = tokio::join!(app.patch(&a, &pa, demote.clone()), app.patch(&b, &pb, demote.clone()));
     let statuses = [ra.0, rb.0];
     assert!(statuses.contains(&200), "{ra:?} {rb:?}");
-    let owners: i64 = app
-        .owner
-        .query_one(
-            "SELECT count(*) FROM organization_memberships WHERE organization_id = $1 AND role = 'OWNER'",
-            &[&org],
-        )
-        .await
-        .expect("count")
-        .get(0);
+    let owners: i64 = scalar(
+        &app.owner,
+        "SELECT count(*) FROM organization_memberships WHERE organization_id = $1 AND role = 'OWNER'",
+        &[&org],
+    )
+    .await;
     assert_eq!(owners, 1, "{ra:?} {rb:?}");
 }
 

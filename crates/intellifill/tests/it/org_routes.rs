@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, scalar};
 
 #[tokio::test]
 async fn a_member_of_one_org_gets_403_on_every_route_of_another() {
@@ -58,15 +58,12 @@ async fn a_member_of_one_org_gets_403_on_every_route_of_another() {
     assert_eq!(body["data"].as_array().or(body.as_array()).map(Vec::len), Some(2), "{body}");
     // Each attempt was a security event.
     app.state.audit.flush().await;
-    let attempts: i64 = app
-        .owner
-        .query_one(
-            "SELECT count(*) FROM audit_log WHERE user_id = $1 AND metadata->'security'->>'event' = 'cross_tenant_attempt'",
-            &[&a.id],
-        )
-        .await
-        .expect("count")
-        .get(0);
+    let attempts: i64 = scalar(
+        &app.owner,
+        "SELECT count(*) FROM audit_log WHERE user_id = $1 AND metadata->'security'->>'event' = 'cross_tenant_attempt'",
+        &[&a.id],
+    )
+    .await;
     assert_eq!(attempts, served as i64);
 }
 

@@ -1,11 +1,10 @@
 //! Organizations: create (OWNER + current org), list mine, read, slugs, suspension.
 
-use crate::helpers::{TestApp, assert_error, email};
+use crate::helpers::{TestApp, assert_error, assert_field_error, email};
 
 #[tokio::test]
 async fn the_creator_becomes_owner_and_the_org_becomes_current() {
-    let app = TestApp::spawn().await;
-    let u = app.user(&email("u")).await;
+    let (app, u) = TestApp::with_user().await;
     let (s, org) = app.post(&u, "/api/organizations", serde_json::json!({"name": "Acme Holdings GmbH"})).await;
     assert_eq!(s, 201, "{org}");
     assert_eq!(org["slug"], "acme-holdings-gmbh");
@@ -21,11 +20,9 @@ async fn the_creator_becomes_owner_and_the_org_becomes_current() {
 
     let (s, b) =
         app.post(&u, "/api/organizations", serde_json::json!({"name": "Other", "slug": "acme-holdings-gmbh"})).await;
-    assert_error(s, &b, 409, "CONFLICT");
-    assert_eq!(b["field"], "slug");
+    assert_field_error(s, &b, 409, "CONFLICT", "slug");
     let (s, b) = app.post(&u, "/api/organizations", serde_json::json!({"name": "Bad", "slug": "Not A Slug"})).await;
-    assert_error(s, &b, 400, "VALIDATION_ERROR");
-    assert_eq!(b["field"], "slug");
+    assert_field_error(s, &b, 400, "VALIDATION_ERROR", "slug");
     let (s, b) = app.post(&u, "/api/organizations", serde_json::json!({"name": "***"})).await;
     assert_error(s, &b, 400, "VALIDATION_ERROR");
 }
