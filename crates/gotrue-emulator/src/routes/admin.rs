@@ -19,19 +19,9 @@ fn require_admin(state: &SharedState, headers: &HeaderMap) -> Result<(), ApiErro
     state.require_admin(authorization(headers), apikey)
 }
 
-fn user_not_found() -> ApiError {
-    ApiError::not_found("user_not_found", "User not found")
-}
-
-/// `loadUser` behind the admin check: the path segment must be the UUID of an existing user.
-fn existing_user(state: &SharedState, headers: &HeaderMap, raw_id: &str) -> Result<Uuid, ApiError> {
-    require_admin(state, headers)?;
-    let id =
-        Uuid::parse_str(raw_id).map_err(|_| ApiError::not_found("validation_failed", "user_id must be an UUID"))?;
-    if state.store().user(id).is_none() {
-        return Err(user_not_found());
-    }
-    Ok(id)
+/// `loadUser`: the path segment must be a UUID of an existing user.
+fn user_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::not_found("validation_failed", "user_id must be an UUID"))
 }
 
 fn page_param(query: Option<&str>, name: &str, default: usize) -> Result<usize, ApiError> {
@@ -83,9 +73,10 @@ pub(super) async fn get(
     headers: HeaderMap,
     Path(raw_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let id = existing_user(&state, &headers, &raw_id)?;
+    require_admin(&state, &headers)?;
+    let id = user_id(&raw_id)?;
     let store = state.store();
-    let user = store.user(id).ok_or_else(user_not_found)?;
+    let user = store.user(id).ok_or_else(|| ApiError::not_found("user_not_found", "User not found"))?;
     Ok(Json(UserJson::new(user)).into_response())
 }
 
@@ -95,7 +86,11 @@ pub(super) async fn update(
     Path(raw_id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let id = existing_user(&state, &headers, &raw_id)?;
+    require_admin(&state, &headers)?;
+    let id = user_id(&raw_id)?;
+    if state.store().user(id).is_none() {
+        return Err(ApiError::not_found("user_not_found", "User not found"));
+    }
     let params: AdminUserParams = parse_body(&body)?;
     let user = state.admin_update_user(id, params)?;
     Ok(Json(UserJson::new(&user)).into_response())
@@ -107,7 +102,11 @@ pub(super) async fn delete(
     Path(raw_id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let id = existing_user(&state, &headers, &raw_id)?;
+    require_admin(&state, &headers)?;
+    let id = user_id(&raw_id)?;
+    if state.store().user(id).is_none() {
+        return Err(ApiError::not_found("user_not_found", "User not found"));
+    }
     if !body.is_empty() {
         // `{"should_soft_delete": bool}`; the emulator always hard-deletes,
         // but a malformed body is still rejected like GoTrue does.
