@@ -45,16 +45,15 @@ pub async fn fail(b: &CircuitBreaker) -> Res {
     b.call(async { Err("boom") }, Outcome::of).await
 }
 
+/// `Ok(1)` after `delay`.
+pub async fn ok_after<E>(delay: Duration) -> Result<u32, E> {
+    tokio::time::sleep(delay).await;
+    Ok(1)
+}
+
 /// A call that succeeds after `delay`.
 pub async fn succeed_after(b: &CircuitBreaker, delay: Duration) -> Res {
-    b.call(
-        async move {
-            tokio::time::sleep(delay).await;
-            Ok(1)
-        },
-        Outcome::of,
-    )
-    .await
+    b.call(ok_after(delay), Outcome::of).await
 }
 
 /// A call that fails after `delay`.

@@ -403,6 +403,16 @@ async fn org_admins_read_their_log_and_platform_admins_read_all() {
     assert!(orgs.contains(&org.to_string()) && orgs.contains(&other_org.to_string()), "{orgs:?}");
 }
 
+/// `intellifill audit prune --older-than AGE` against the app's database.
+fn prune(app: &TestApp, age: &str) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_intellifill"))
+        .args(["audit", "prune", "--older-than", age])
+        .env_clear()
+        .env("DATABASE_MIGRATION_URL", &app.owner_url)
+        .output()
+        .expect("run")
+}
+
 #[tokio::test]
 async fn prune_deletes_only_rows_older_than_the_age() {
     let app = TestApp::spawn().await;
@@ -414,22 +424,12 @@ async fn prune_deletes_only_rows_older_than_the_age() {
         )
         .await
         .expect("rows");
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_intellifill"))
-        .args(["audit", "prune", "--older-than", "90d"])
-        .env_clear()
-        .env("DATABASE_MIGRATION_URL", &app.owner_url)
-        .output()
-        .expect("run");
+    let output = prune(&app, "90d");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(String::from_utf8_lossy(&output.stdout).contains("deleted 1 audit row"));
     let left: Vec<String> = column(&app.owner, "SELECT action FROM audit_log WHERE action LIKE 'test.%'", &[]).await;
     assert_eq!(left, ["test.recent"]);
-    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_intellifill"))
-        .args(["audit", "prune", "--older-than", "ninety"])
-        .env_clear()
-        .env("DATABASE_MIGRATION_URL", &app.owner_url)
-        .output()
-        .expect("run");
+    let bad = prune(&app, "ninety");
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("expected a number"));
 }
