@@ -40,64 +40,31 @@ fn call(c: &mut Criterion) {
         });
     });
 
-    let breaker = closed();
-    group.bench_function("breaker.call (closed)", |b| {
-        b.to_async(&rt).iter_custom(|iters| {
-            let breaker = breaker.clone();
-            async move {
-                let start = Instant::now();
-                for i in 0..iters {
-                    black_box(breaker.call(ready(Ok::<u64, ()>(black_box(i))), Outcome::of).await).ok();
-                }
-                start.elapsed()
-            }
-        });
-    });
-
     let open = closed();
     open.open();
-    group.bench_function("breaker.call (open: rejected)", |b| {
-        b.to_async(&rt).iter_custom(|iters| {
-            let breaker = open.clone();
-            async move {
-                let start = Instant::now();
-                for i in 0..iters {
-                    black_box(breaker.call(ready(Ok::<u64, ()>(black_box(i))), Outcome::of).await).ok();
-                }
-                start.elapsed()
-            }
-        });
-    });
-
     let disabled = CircuitBreaker::new("bench", BreakerConfig { enabled: false, ..BreakerConfig::default() });
-    group.bench_function("breaker.call (disabled)", |b| {
-        b.to_async(&rt).iter_custom(|iters| {
-            let breaker = disabled.clone();
-            async move {
-                let start = Instant::now();
-                for i in 0..iters {
-                    black_box(breaker.call(ready(Ok::<u64, ()>(black_box(i))), Outcome::of).await).ok();
-                }
-                start.elapsed()
-            }
-        });
-    });
-
     // With a subscriber, every call also sends two events.
     let observed = closed();
     let _events = observed.subscribe();
-    group.bench_function("breaker.call (closed, subscribed)", |b| {
-        b.to_async(&rt).iter_custom(|iters| {
-            let breaker = observed.clone();
-            async move {
-                let start = Instant::now();
-                for i in 0..iters {
-                    black_box(breaker.call(ready(Ok::<u64, ()>(black_box(i))), Outcome::of).await).ok();
+    for (name, breaker) in [
+        ("breaker.call (closed)", closed()),
+        ("breaker.call (open: rejected)", open),
+        ("breaker.call (disabled)", disabled),
+        ("breaker.call (closed, subscribed)", observed),
+    ] {
+        group.bench_function(name, |b| {
+            b.to_async(&rt).iter_custom(|iters| {
+                let breaker = breaker.clone();
+                async move {
+                    let start = Instant::now();
+                    for i in 0..iters {
+                        black_box(breaker.call(ready(Ok::<u64, ()>(black_box(i))), Outcome::of).await).ok();
+                    }
+                    start.elapsed()
                 }
-                start.elapsed()
-            }
+            });
         });
-    });
+    }
     group.finish();
 }
 

@@ -236,22 +236,12 @@ impl Machine {
         let current = ticket.generation == self.generation;
         let failed = match completion {
             Completion::Done(Outcome::Success | Outcome::Ignored) => {
-                self.totals.successes += 1;
-                if current {
-                    let bucket = self.window.bucket(now);
-                    bucket.counts.successes += 1;
-                    bucket.record_latency(latency);
-                }
+                self.count_ran(now, current, latency, |c| &mut c.successes);
                 self.emit(Event::Success { latency });
                 false
             }
             Completion::Done(Outcome::Failure) => {
-                self.totals.failures += 1;
-                if current {
-                    let bucket = self.window.bucket(now);
-                    bucket.counts.failures += 1;
-                    bucket.record_latency(latency);
-                }
+                self.count_ran(now, current, latency, |c| &mut c.failures);
                 self.emit(Event::Failure { latency });
                 true
             }
@@ -280,6 +270,17 @@ impl Machine {
             }
         } else if failed && current && matches!(self.phase, Phase::Closed) && self.should_trip(now) {
             self.enter_open(now, "error threshold exceeded");
+        }
+    }
+
+    /// Counts a call that ran to an outcome in `counter` of the totals and, when it was admitted in the
+    /// current window generation, of the window's bucket, with its latency.
+    fn count_ran(&mut self, now: Instant, current: bool, latency: Duration, counter: fn(&mut Counts) -> &mut u64) {
+        *counter(&mut self.totals) += 1;
+        if current {
+            let bucket = self.window.bucket(now);
+            *counter(&mut bucket.counts) += 1;
+            bucket.record_latency(latency);
         }
     }
 

@@ -15,8 +15,10 @@ use serde::Serialize;
 use crate::audit::SecurityKind;
 
 /// Machine-readable error codes. Stable: clients switch on them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema, strum::IntoStaticStr)]
+#[cfg_attr(test, derive(strum::VariantArray))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorCode {
     ValidationError,
     InvalidJson,
@@ -71,41 +73,9 @@ impl ErrorCode {
         }
     }
 
-    /// The code as it appears in the JSON body.
+    /// The code as it appears in the JSON body (the serde name, derived by strum from the same rule).
     pub fn as_str(self) -> &'static str {
-        use ErrorCode::*;
-        match self {
-            ValidationError => "VALIDATION_ERROR",
-            InvalidJson => "INVALID_JSON",
-            InvalidId => "INVALID_ID",
-            UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
-            PayloadTooLarge => "PAYLOAD_TOO_LARGE",
-            TokenMissing => "TOKEN_MISSING",
-            TokenMalformed => "TOKEN_MALFORMED",
-            TokenInvalid => "TOKEN_INVALID",
-            TokenExpired => "TOKEN_EXPIRED",
-            SessionRevoked => "SESSION_REVOKED",
-            UserBanned => "USER_BANNED",
-            UserNotProvisioned => "USER_NOT_PROVISIONED",
-            AccountDeactivated => "ACCOUNT_DEACTIVATED",
-            Forbidden => "FORBIDDEN",
-            OrganizationRequired => "ORGANIZATION_REQUIRED",
-            NotOrgMember => "NOT_ORG_MEMBER",
-            AdminRequired => "ADMIN_REQUIRED",
-            OwnerRequired => "OWNER_REQUIRED",
-            OrgSuspended => "ORG_SUSPENDED",
-            NotFound => "NOT_FOUND",
-            RouteNotFound => "ROUTE_NOT_FOUND",
-            MethodNotAllowed => "METHOD_NOT_ALLOWED",
-            Conflict => "CONFLICT",
-            LastOwner => "LAST_OWNER",
-            RequestTimeout => "REQUEST_TIMEOUT",
-            RateLimited => "RATE_LIMITED",
-            InternalError => "INTERNAL_ERROR",
-            RlsContextFailed => "RLS_CONTEXT_FAILED",
-            AuthServiceUnavailable => "AUTH_SERVICE_UNAVAILABLE",
-            DatabaseUnavailable => "DATABASE_UNAVAILABLE",
-        }
+        self.into()
     }
 }
 
@@ -248,9 +218,12 @@ mod tests {
 
     #[test]
     fn codes_serialize_as_their_wire_names() {
-        for code in [ErrorCode::RlsContextFailed, ErrorCode::NotOrgMember, ErrorCode::AuthServiceUnavailable] {
-            assert_eq!(serde_json::to_value(code).expect("json"), serde_json::json!(code.as_str()));
+        use strum::VariantArray;
+        for code in ErrorCode::VARIANTS {
+            assert_eq!(serde_json::to_value(code).expect("json"), serde_json::json!(code.as_str()), "{code:?}");
         }
+        assert_eq!(ErrorCode::RlsContextFailed.as_str(), "RLS_CONTEXT_FAILED");
+        assert_eq!(ErrorCode::NotOrgMember.as_str(), "NOT_ORG_MEMBER");
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::error::Error as _;
 use std::time::Duration;
 
 use breaker::{BreakerConfig, BreakerError, BreakerService, CircuitBreaker, ConfigError, Counts, Outcome, State};
-use tokio::time::{Instant, sleep};
+use tokio::time::Instant;
 use tower::Service;
 
 use crate::common::*;
@@ -46,16 +46,7 @@ async fn a_disabled_breaker_passes_everything_through() {
 
     // No timeout: a 5 s call against a 1 s timeout completes.
     let start = Instant::now();
-    let result = b
-        .call(
-            async {
-                sleep(secs(5)).await;
-                Ok(1)
-            },
-            never,
-        )
-        .await;
-    assert_eq!(result, Ok(1));
+    assert_eq!(b.call(ok_after(secs(5)), never).await, Ok(1));
     assert_eq!(start.elapsed(), secs(5));
 
     // Never opens, counts nothing, and runs no fallback.

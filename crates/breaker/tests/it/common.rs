@@ -1,5 +1,5 @@
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use breaker::{BreakerConfig, BreakerError, CircuitBreaker, Outcome, State};
@@ -43,6 +43,41 @@ pub async fn succeed(b: &CircuitBreaker) -> Res {
 
 pub async fn fail(b: &CircuitBreaker) -> Res {
     b.call(async { Err("boom") }, Outcome::of).await
+}
+
+/// `Ok(1)` after `delay`.
+pub async fn ok_after<E>(delay: Duration) -> Result<u32, E> {
+    tokio::time::sleep(delay).await;
+    Ok(1)
+}
+
+/// A call that succeeds after `delay`.
+pub async fn succeed_after(b: &CircuitBreaker, delay: Duration) -> Res {
+    b.call(ok_after(delay), Outcome::of).await
+}
+
+/// A call that fails after `delay`.
+pub async fn fail_after(b: &CircuitBreaker, delay: Duration) -> Res {
+    b.call(
+        async move {
+            tokio::time::sleep(delay).await;
+            Err("boom")
+        },
+        Outcome::of,
+    )
+    .await
+}
+
+/// A call that succeeds and sets `ran` when it runs (a rejected call never does).
+pub async fn succeed_noting(b: &CircuitBreaker, ran: &AtomicBool) -> Res {
+    b.call(
+        async {
+            ran.store(true, Ordering::SeqCst);
+            Ok(1)
+        },
+        Outcome::of,
+    )
+    .await
 }
 
 pub async fn succeed_n(b: &CircuitBreaker, n: usize) {

@@ -2,7 +2,6 @@
 
 use breaker::{BreakerConfig, Counts, Event, Outcome, State};
 use tokio::sync::broadcast::error::TryRecvError;
-use tokio::time::sleep;
 
 use crate::common::*;
 
@@ -23,39 +22,18 @@ async fn events_are_emitted_in_order() {
     let b = breaker(BreakerConfig { volume_threshold: 1, ..config() });
     let mut rx = b.subscribe();
 
-    let slow_failure = b.call(
-        async {
-            sleep(ms(5)).await;
-            Err::<u32, &str>("boom")
-        },
-        Outcome::of,
-    );
-    assert!(slow_failure.await.is_err());
+    assert!(fail_after(&b, ms(5)).await.is_err());
     assert_eq!(drain(&mut rx), [Fire, Failure { latency: ms(5) }, Open]);
 
     assert!(succeed(&b).await.is_err());
     advance(secs(10)).await;
     assert_eq!(b.state(), State::HalfOpen);
-    let trial = b.call(
-        async {
-            sleep(ms(20)).await;
-            Ok::<u32, &str>(1)
-        },
-        Outcome::of,
-    );
-    assert_eq!(trial.await, Ok(1));
+    assert_eq!(succeed_after(&b, ms(20)).await, Ok(1));
     assert_eq!(drain(&mut rx), [Fire, Reject, HalfOpen, Fire, Success { latency: ms(20) }, Close]);
 
     assert_eq!(b.call_with_fallback(async { Err("boom") }, Outcome::of, |_| Some(0)).await, Ok(0));
     advance(secs(10)).await;
-    let timed_out = b.call(
-        async {
-            sleep(secs(60)).await;
-            Ok::<u32, &str>(1)
-        },
-        Outcome::of,
-    );
-    assert!(timed_out.await.is_err());
+    assert!(succeed_after(&b, secs(60)).await.is_err());
     b.close();
     b.open();
     assert_eq!(
@@ -78,29 +56,11 @@ async fn no_subscriber_no_problem_and_late_subscribers_see_what_follows() {
 async fn stats_report_counts_latency_and_transitions() {
     let b = breaker(BreakerConfig { volume_threshold: 4, ..config() });
     for latency in [10, 20, 30, 40] {
-        let result = b
-            .call(
-                async move {
-                    sleep(ms(latency)).await;
-                    Ok::<u32, &str>(1)
-                },
-                Outcome::of,
-            )
-            .await;
-        assert_eq!(result, Ok(1));
+        assert_eq!(succeed_after(&b, ms(latency)).await, Ok(1));
     }
     for i in 0..5 {
         assert_eq!(b.state(), State::Closed, "{i} failures of {}", 4 + i);
-        let result = b
-            .call(
-                async {
-                    sleep(ms(100)).await;
-                    Err::<u32, &str>("boom")
-                },
-                Outcome::of,
-            )
-            .await;
-        assert!(result.is_err());
+        assert!(fail_after(&b, ms(100)).await.is_err());
     }
 
     let stats = b.stats();

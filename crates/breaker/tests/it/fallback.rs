@@ -1,9 +1,16 @@
 //! `call_with_fallback`: which calls fall back, and what the fallback sees.
 
 use breaker::{BreakerConfig, BreakerError, Outcome, State};
-use tokio::time::sleep;
 
 use crate::common::*;
+
+/// A fallback that notes the error it is given in `seen` and offers `value`.
+fn noting(seen: &mut Vec<BreakerError<u16>>, value: u32) -> impl FnOnce(&BreakerError<u16>) -> Option<u32> + '_ {
+    move |e| {
+        seen.push(e.clone());
+        Some(value)
+    }
+}
 
 fn classify(r: &Result<u32, u16>) -> Outcome {
     match r {
@@ -22,41 +29,16 @@ async fn fallback_on_failure_timeout_and_reject_but_not_on_success_or_ignored() 
 
     // Failure: the fallback sees the inner error.
     let mut seen = Vec::new();
-    let result = b
-        .call_with_fallback(async { Err(503) }, classify, |e| {
-            seen.push(e.clone());
-            Some(0)
-        })
-        .await;
-    assert_eq!(result, Ok(0));
+    assert_eq!(b.call_with_fallback(async { Err(503) }, classify, noting(&mut seen, 0)).await, Ok(0));
 
     // Timeout (1 s).
-    let result = b
-        .call_with_fallback(
-            async {
-                sleep(secs(60)).await;
-                Ok(1)
-            },
-            classify,
-            |e| {
-                seen.push(e.clone());
-                Some(0)
-            },
-        )
-        .await;
-    assert_eq!(result, Ok(0));
+    assert_eq!(b.call_with_fallback(ok_after(secs(60)), classify, noting(&mut seen, 0)).await, Ok(0));
     assert_eq!(b.state(), State::Closed, "2 failures of 4 calls: 50 %");
 
     // One more failure trips the breaker; the next call is rejected and falls back.
     assert_eq!(b.call_with_fallback(async { Err(500) }, classify, |_| Some(0)).await, Ok(0));
     assert_eq!(b.state(), State::Open);
-    let result = b
-        .call_with_fallback(async { Ok(1) }, classify, |e| {
-            seen.push(e.clone());
-            Some(42)
-        })
-        .await;
-    assert_eq!(result, Ok(42));
+    assert_eq!(b.call_with_fallback(async { Ok(1) }, classify, noting(&mut seen, 42)).await, Ok(42));
     assert_eq!(
         seen,
         [BreakerError::Inner(503), BreakerError::Timeout(secs(1)), BreakerError::Open { retry_after: secs(10) }]

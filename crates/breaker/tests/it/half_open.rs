@@ -5,12 +5,20 @@ use std::panic::AssertUnwindSafe;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use breaker::{BreakerConfig, BreakerError, Counts, Outcome, State};
+use breaker::{BreakerConfig, BreakerError, CircuitBreaker, Counts, Outcome, State};
 use futures::{FutureExt, poll};
 use tokio::sync::oneshot;
 use tokio::time::sleep;
 
 use crate::common::*;
+
+/// A breaker of [`config`], tripped and left for the reset timeout: the next call is its trial.
+async fn half_open() -> CircuitBreaker {
+    let b = breaker(config());
+    trip(&b).await;
+    advance(secs(10)).await;
+    b
+}
 
 #[tokio::test(start_paused = true)]
 async fn open_rejects_with_the_remaining_reset_time_and_counts_rejects() {
@@ -19,15 +27,7 @@ async fn open_rejects_with_the_remaining_reset_time_and_counts_rejects() {
     advance(secs(3)).await;
 
     let ran = AtomicBool::new(false);
-    let result: Res = b
-        .call(
-            async {
-                ran.store(true, Ordering::SeqCst);
-                Ok(1)
-            },
-            Outcome::of,
-        )
-        .await;
+    let result = succeed_noting(&b, &ran).await;
     assert_eq!(result, rejected(secs(7)));
     assert!(result.as_ref().is_err_and(BreakerError::is_open));
     assert!(!ran.load(Ordering::SeqCst), "a rejected future is never polled");
@@ -63,9 +63,7 @@ async fn turns_half_open_lazily_after_the_reset_timeout() {
 
 #[tokio::test(start_paused = true)]
 async fn half_open_admits_exactly_one_trial() {
-    let b = breaker(config());
-    trip(&b).await;
-    advance(secs(10)).await;
+    let b = half_open().await;
 
     let (release, released) = oneshot::channel::<()>();
     let mut trial = pin!(b.call(
@@ -82,15 +80,7 @@ async fn half_open_admits_exactly_one_trial() {
     advance(ms(200)).await;
     let ran = AtomicBool::new(false);
     for _ in 0..3 {
-        let result: Res = b
-            .call(
-                async {
-                    ran.store(true, Ordering::SeqCst);
-                    Ok(1)
-                },
-                Outcome::of,
-            )
-            .await;
+        let result = succeed_noting(&b, &ran).await;
         assert_eq!(result, rejected(ms(800)));
     }
     assert!(!ran.load(Ordering::SeqCst));
@@ -126,9 +116,7 @@ async fn trial_success_closes_and_clears_the_window() {
 
 #[tokio::test(start_paused = true)]
 async fn trial_failure_reopens_with_a_fresh_reset_timer() {
-    let b = breaker(config());
-    trip(&b).await;
-    advance(secs(10)).await;
+    let b = half_open().await;
     assert_eq!(fail(&b).await, Err(BreakerError::Inner("boom")));
     assert_eq!(b.state(), State::Open);
     assert_eq!(succeed(&b).await, rejected(secs(10)), "timer restarted at the trial's failure");
@@ -143,18 +131,8 @@ async fn trial_failure_reopens_with_a_fresh_reset_timer() {
 
 #[tokio::test(start_paused = true)]
 async fn trial_timeout_reopens_with_a_fresh_reset_timer() {
-    let b = breaker(config());
-    trip(&b).await;
-    advance(secs(10)).await;
-    let result: Res = b
-        .call(
-            async {
-                sleep(secs(60)).await;
-                Ok(1)
-            },
-            Outcome::of,
-        )
-        .await;
+    let b = half_open().await;
+    let result = succeed_after(&b, secs(60)).await;
     assert_eq!(result, Err(BreakerError::Timeout(secs(1))));
     assert_eq!(b.state(), State::Open);
     assert_eq!(succeed(&b).await, rejected(secs(10)));
@@ -163,9 +141,7 @@ async fn trial_timeout_reopens_with_a_fresh_reset_timer() {
 
 #[tokio::test(start_paused = true)]
 async fn a_cancelled_trial_reopens_and_does_not_wedge() {
-    let b = breaker(config());
-    trip(&b).await;
-    advance(secs(10)).await;
+    let b = half_open().await;
 
     // A future that is dropped before it is ever polled was never admitted.
     drop(b.call(async { Ok::<u32, &str>(1) }, Outcome::of));
@@ -211,9 +187,7 @@ async fn a_cancelled_trial_reopens_and_does_not_wedge() {
 
 #[tokio::test(start_paused = true)]
 async fn a_panicking_trial_does_not_wedge() {
-    let b = breaker(config());
-    trip(&b).await;
-    advance(secs(10)).await;
+    let b = half_open().await;
 
     // A panic inside the call's future, caught by the caller.
     let explode = true;

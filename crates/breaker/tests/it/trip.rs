@@ -87,15 +87,7 @@ async fn timeouts_are_failures_and_cancel_the_call() {
 #[tokio::test(start_paused = true)]
 async fn a_result_ready_at_the_deadline_wins() {
     let b = breaker(config());
-    let result: Res = b
-        .call(
-            async {
-                sleep(secs(1)).await;
-                Ok(1)
-            },
-            Outcome::of,
-        )
-        .await;
+    let result = succeed_after(&b, secs(1)).await;
     assert_eq!(result, Ok(1));
     assert_eq!(b.stats().totals.timeouts, 0);
 }

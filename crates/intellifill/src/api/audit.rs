@@ -10,7 +10,7 @@ use tokio_postgres::Row;
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
-use super::pagination::{MAX_LIMIT, Page, decode_cursor};
+use super::pagination::{Keyset, MAX_LIMIT, Page, decode_cursor, fetch_page};
 use crate::auth::principal::{PlatformRole, UserTx};
 use crate::db::Tx;
 use crate::error::{AppError, ErrorCode};
@@ -113,43 +113,35 @@ fn entry(r: &Row) -> AuditEntry {
 const DEFAULT_LIMIT: i64 = 50;
 
 async fn page(tx: &Tx, org: Option<Uuid>, q: &AuditQuery) -> Result<Page<AuditEntry>, AppError> {
-    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
-    let fetch = limit + 1;
-    let (after_ts, after_id) = match q.after {
-        Some((ts, id)) => (Some(ts), Some(id)),
-        None => (None, None),
-    };
     let action = q.action.as_deref().map(|a| match a.strip_suffix('*') {
         Some(prefix) => format!("{}%", prefix.replace('_', "\\_")),
         None => a.replace('_', "\\_"),
     });
-    let rows = tx
-        .query(
-            "SELECT id, created_at, user_id, organization_id, action, entity_type, entity_id, request_id, method,
-                    path, status, duration_ms, host(ip), user_agent, severity, metadata
-               FROM audit_log
-              WHERE ($1::uuid IS NULL OR organization_id = $1)
-                AND ($2::uuid IS NULL OR user_id = $2)
-                AND ($3::text IS NULL OR action LIKE $3)
-                AND ($4::timestamptz IS NULL OR created_at >= $4)
-                AND ($5::timestamptz IS NULL OR created_at < $5)
-                AND ($6::timestamptz IS NULL OR (created_at, id) < ($6, $7))
-              ORDER BY created_at DESC, id DESC
-              LIMIT $8",
-            &[
-                (&org, Type::UUID),
-                (&q.user_id, Type::UUID),
-                (&action, Type::TEXT),
-                (&q.from, Type::TIMESTAMPTZ),
-                (&q.to, Type::TIMESTAMPTZ),
-                (&after_ts, Type::TIMESTAMPTZ),
-                (&after_id, Type::UUID),
-                (&fetch, Type::INT8),
-            ],
-        )
-        .await?;
-    let items = rows.iter().map(entry).collect();
-    Ok(Page::from_items(items, limit, |e: &AuditEntry| (e.created_at, e.id)))
+    fetch_page(
+        tx,
+        "SELECT id, created_at, user_id, organization_id, action, entity_type, entity_id, request_id, method,
+                path, status, duration_ms, host(ip), user_agent, severity, metadata
+           FROM audit_log
+          WHERE ($1::uuid IS NULL OR organization_id = $1)
+            AND ($2::uuid IS NULL OR user_id = $2)
+            AND ($3::text IS NULL OR action LIKE $3)
+            AND ($4::timestamptz IS NULL OR created_at >= $4)
+            AND ($5::timestamptz IS NULL OR created_at < $5)
+            AND ($6::timestamptz IS NULL OR (created_at, id) < ($6, $7))
+          ORDER BY created_at DESC, id DESC
+          LIMIT $8",
+        &[
+            (&org, Type::UUID),
+            (&q.user_id, Type::UUID),
+            (&action, Type::TEXT),
+            (&q.from, Type::TIMESTAMPTZ),
+            (&q.to, Type::TIMESTAMPTZ),
+        ],
+        Keyset { after: q.after, limit: q.limit.unwrap_or(DEFAULT_LIMIT) },
+        entry,
+        |e: &AuditEntry| (e.created_at, e.id),
+    )
+    .await
 }
 
 /// The organization's audit log, newest first (OWNER or ADMIN).

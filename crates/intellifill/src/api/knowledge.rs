@@ -11,7 +11,7 @@ use tokio_postgres::Row;
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
-use super::pagination::{Page, PageQuery};
+use super::pagination::{Page, PageQuery, fetch_page};
 use crate::error::AppError;
 use crate::http::extract::{ApiJson, ApiQuery, PathIds, Validate};
 use crate::org::{Member, OrgTx, Viewer};
@@ -157,29 +157,22 @@ pub async fn list(
     ctx: OrgTx<Viewer>,
     ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<Json<Page<KnowledgeSummary>>, AppError> {
-    let (after_ts, after_id) = page.after();
-    let limit = page.limit() + 1;
-    let rows = ctx
-        .tx
-        .query(
-            "SELECT id, title, left(content, $5), created_by, created_at, updated_at
-               FROM knowledge_sources
-              WHERE organization_id = $1
-                AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3))
-              ORDER BY created_at DESC, id DESC
-              LIMIT $4",
-            &[
-                (&ctx.org.id, Type::UUID),
-                (&after_ts, Type::TIMESTAMPTZ),
-                (&after_id, Type::UUID),
-                (&limit, Type::INT8),
-                (&EXCERPT_CHARS, Type::INT4),
-            ],
-        )
-        .await?;
+    let result = fetch_page(
+        &ctx.tx,
+        "SELECT id, title, left(content, $2), created_by, created_at, updated_at
+           FROM knowledge_sources
+          WHERE organization_id = $1
+            AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4))
+          ORDER BY created_at DESC, id DESC
+          LIMIT $5",
+        &[(&ctx.org.id, Type::UUID), (&EXCERPT_CHARS, Type::INT4)],
+        page.keyset(),
+        summary,
+        |k: &KnowledgeSummary| (k.created_at, k.id),
+    )
+    .await?;
     ctx.tx.commit().await?;
-    let items = rows.iter().map(summary).collect();
-    Ok(Json(Page::from_items(items, page.limit(), |k: &KnowledgeSummary| (k.created_at, k.id))))
+    Ok(Json(result))
 }
 
 /// Create a knowledge source (MEMBER or above).

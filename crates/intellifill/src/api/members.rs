@@ -13,7 +13,7 @@ use tokio_postgres::Row;
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
-use super::pagination::{Page, PageQuery};
+use super::pagination::{Page, PageQuery, fetch_page};
 use crate::db::Tx;
 use crate::error::{AppError, ErrorCode};
 use crate::http::extract::{ApiJson, ApiQuery, PathIds, Validate};
@@ -129,23 +129,22 @@ impl Validate for UpdateMember {
     extensions(("x-audit-action" = json!("members.list")), ("x-audit-entity" = json!("membership")), ("x-rate-limit" = json!("user")), ("x-min-role" = json!("VIEWER"))),
     security(("bearer" = [])))]
 pub async fn list(ctx: OrgTx<Viewer>, ApiQuery(page): ApiQuery<PageQuery>) -> Result<Json<Page<Member>>, AppError> {
-    let (after_ts, after_id) = page.after();
-    let limit = page.limit() + 1;
-    let rows = ctx
-        .tx
-        .query(
-            &format!(
-                "SELECT {COLUMNS} FROM organization_memberships m JOIN users u ON u.id = m.user_id
-                  WHERE m.organization_id = $1
-                    AND ($2::timestamptz IS NULL OR (m.created_at, m.id) > ($2, $3))
-                  ORDER BY m.created_at, m.id LIMIT $4"
-            ),
-            &[(&ctx.org.id, Type::UUID), (&after_ts, Type::TIMESTAMPTZ), (&after_id, Type::UUID), (&limit, Type::INT8)],
-        )
-        .await?;
+    let result = fetch_page(
+        &ctx.tx,
+        &format!(
+            "SELECT {COLUMNS} FROM organization_memberships m JOIN users u ON u.id = m.user_id
+              WHERE m.organization_id = $1
+                AND ($2::timestamptz IS NULL OR (m.created_at, m.id) > ($2, $3))
+              ORDER BY m.created_at, m.id LIMIT $4"
+        ),
+        &[(&ctx.org.id, Type::UUID)],
+        page.keyset(),
+        member,
+        |m: &Member| m.key,
+    )
+    .await?;
     ctx.tx.commit().await?;
-    let items = rows.iter().map(member).collect();
-    Ok(Json(Page::from_items(items, page.limit(), |m: &Member| m.key)))
+    Ok(Json(result))
 }
 
 async fn load_member(tx: &Tx, org: Uuid, user: Uuid) -> Result<Member, AppError> {

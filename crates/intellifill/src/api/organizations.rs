@@ -8,7 +8,7 @@ use tokio_postgres::Row;
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
-use super::pagination::{Page, PageQuery};
+use super::pagination::{Page, PageQuery, fetch_page};
 use crate::auth::principal::UserTx;
 use crate::error::AppError;
 use crate::http::extract::{ApiJson, ApiQuery, Validate};
@@ -112,25 +112,24 @@ pub fn slugify(name: &str) -> String {
     extensions(("x-audit-action" = json!("organizations.list")), ("x-audit-entity" = json!("organization")), ("x-rate-limit" = json!("user"))),
     security(("bearer" = [])))]
 pub async fn list(ctx: UserTx, ApiQuery(page): ApiQuery<PageQuery>) -> Result<Json<Page<Organization>>, AppError> {
-    let (after_ts, after_id) = page.after();
-    let limit = page.limit() + 1;
-    let rows = ctx
-        .tx
-        .query(
-            &format!(
-                "SELECT {COLUMNS} FROM organization_memberships m
-                   JOIN organizations o ON o.id = m.organization_id
-                  WHERE m.user_id = current_user_id() AND m.status = 'ACTIVE'
-                    AND ($1::timestamptz IS NULL OR (m.created_at, o.id) > ($1, $2))
-                  ORDER BY m.created_at, o.id
-                  LIMIT $3"
-            ),
-            &[(&after_ts, Type::TIMESTAMPTZ), (&after_id, Type::UUID), (&limit, Type::INT8)],
-        )
-        .await?;
+    let result = fetch_page(
+        &ctx.tx,
+        &format!(
+            "SELECT {COLUMNS} FROM organization_memberships m
+               JOIN organizations o ON o.id = m.organization_id
+              WHERE m.user_id = current_user_id() AND m.status = 'ACTIVE'
+                AND ($1::timestamptz IS NULL OR (m.created_at, o.id) > ($1, $2))
+              ORDER BY m.created_at, o.id
+              LIMIT $3"
+        ),
+        &[],
+        page.keyset(),
+        organization,
+        |o: &Organization| (o.joined_key, o.id),
+    )
+    .await?;
     ctx.tx.commit().await?;
-    let items = rows.iter().map(organization).collect();
-    Ok(Json(Page::from_items(items, page.limit(), |o: &Organization| (o.joined_key, o.id))))
+    Ok(Json(result))
 }
 
 /// Create an organization; the caller becomes its OWNER and it becomes the current organization.

@@ -8,8 +8,11 @@
 
 use chrono::{DateTime, Datelike, Utc};
 use serde::{Deserialize, Serialize};
+use tokio_postgres::Row;
+use tokio_postgres::types::Type;
 use uuid::Uuid;
 
+use crate::db::{Param, Tx};
 use crate::error::AppError;
 use crate::http::extract::Validate;
 
@@ -51,13 +54,38 @@ impl PageQuery {
         self.limit.unwrap_or(DEFAULT_LIMIT)
     }
 
-    /// The key to continue after, as two nullable parameters.
-    pub fn after(&self) -> (Option<DateTime<Utc>>, Option<Uuid>) {
-        match self.after {
-            Some((ts, id)) => (Some(ts), Some(id)),
-            None => (None, None),
-        }
+    pub(crate) fn keyset(&self) -> Keyset {
+        Keyset { after: self.after, limit: self.limit() }
     }
+}
+
+/// Where a page starts (after this key; `None` for the first page) and how many rows it holds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Keyset {
+    pub(crate) after: Option<(DateTime<Utc>, Uuid)>,
+    pub(crate) limit: i64,
+}
+
+/// Runs `sql` with `params` followed by three keyset parameters and returns the rows as a [`Page`].
+///
+/// With `n = params.len()`, `sql` refers to `$n+1` (the key's `timestamptz`, NULL on the first page),
+/// `$n+2` (the key's `uuid`) and `$n+3` (the `LIMIT`: one row more than the page, which only says that
+/// there is a next page). `key` gives the `(created_at, id)` of an item, in the order the query sorts by.
+pub(crate) async fn fetch_page<T>(
+    tx: &Tx,
+    sql: &str,
+    params: &[Param<'_>],
+    keyset: Keyset,
+    item: impl Fn(&Row) -> T,
+    key: impl Fn(&T) -> (DateTime<Utc>, Uuid),
+) -> Result<Page<T>, AppError> {
+    let (after_ts, after_id) = keyset.after.unzip();
+    let fetch = keyset.limit + 1;
+    let keyset_params: [Param<'_>; 3] = [(&after_ts, Type::TIMESTAMPTZ), (&after_id, Type::UUID), (&fetch, Type::INT8)];
+    let mut all = params.to_vec();
+    all.extend(keyset_params);
+    let rows = tx.query(sql, &all).await?;
+    Ok(Page::from_items(rows.iter().map(item).collect(), keyset.limit, key))
 }
 
 /// A page of results.

@@ -26,7 +26,6 @@
 
 use std::any::Any;
 use std::convert::Infallible;
-use std::future::Future;
 use std::time::Instant;
 
 use axum::Router;
@@ -38,7 +37,7 @@ use tower_http::timeout::TimeoutLayer;
 
 use super::context::{PathParams, RequestContext, Route};
 use super::request_id::{self, RequestId};
-use super::step::{Step, StepLayer};
+use super::step::StepLayer;
 use crate::audit::AuditSlot;
 use crate::audit::actions::RouteNote;
 use crate::error::{AppError, ErrorCode};
@@ -112,19 +111,7 @@ macro_rules! step {
         #[derive(Debug, Clone, Copy)]
         pub struct $name;
 
-        impl Step for $name {
-            fn run<F>(
-                self,
-                $state: &AppState,
-                $request: Request,
-                $rest: impl FnOnce(Request) -> F + Send,
-            ) -> impl Future<Output = Response> + Send
-            where
-                F: Future<Output = Response> + Send,
-            {
-                $body
-            }
-        }
+        super::step::impl_step!([] $name as _, |$state, $request, $rest| $body);
     };
 }
 

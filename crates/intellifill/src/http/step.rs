@@ -31,52 +31,37 @@ pub trait Step: Copy + Send + Sync + 'static {
         F: Future<Output = Response> + Send;
 }
 
-/// Steps run in order as one step: `(a, b)` is `a` with `b` (and then the rest) as its rest, so a group of
-/// steps costs one boxed future per request, however many it has.
-impl<A: Step, B: Step> Step for (A, B) {
-    fn run<F>(
-        self,
-        state: &AppState,
-        request: Request,
-        rest: impl FnOnce(Request) -> F + Send,
-    ) -> impl Future<Output = Response> + Send
-    where
-        F: Future<Output = Response> + Send,
-    {
-        let (a, b) = self;
-        a.run(state, request, move |request| b.run(state, request, rest))
-    }
+/// `impl Step for $ty` (generic over the `$param` steps), `run` being `body` over the given names of the
+/// state, the request and the rest, with `self` bound to `pat` first.
+macro_rules! impl_step {
+    ([$($param:ident),*] $ty:ty as $pat:pat, |$state:ident, $request:ident, $rest:ident| $body:expr) => {
+        impl<$($param: $crate::http::step::Step),*> $crate::http::step::Step for $ty {
+            fn run<F>(
+                self,
+                $state: &$crate::state::AppState,
+                $request: ::axum::extract::Request,
+                $rest: impl FnOnce(::axum::extract::Request) -> F + Send,
+            ) -> impl ::std::future::Future<Output = ::axum::response::Response> + Send
+            where
+                F: ::std::future::Future<Output = ::axum::response::Response> + Send,
+            {
+                let $pat = self;
+                $body
+            }
+        }
+    };
 }
+pub(crate) use impl_step;
 
-impl<A: Step, B: Step, C: Step> Step for (A, B, C) {
-    fn run<F>(
-        self,
-        state: &AppState,
-        request: Request,
-        rest: impl FnOnce(Request) -> F + Send,
-    ) -> impl Future<Output = Response> + Send
-    where
-        F: Future<Output = Response> + Send,
-    {
-        let (a, b, c) = self;
-        (a, (b, c)).run(state, request, rest)
-    }
-}
-
-impl<A: Step, B: Step, C: Step, D: Step> Step for (A, B, C, D) {
-    fn run<F>(
-        self,
-        state: &AppState,
-        request: Request,
-        rest: impl FnOnce(Request) -> F + Send,
-    ) -> impl Future<Output = Response> + Send
-    where
-        F: Future<Output = Response> + Send,
-    {
-        let (a, b, c, d) = self;
-        (a, (b, (c, d))).run(state, request, rest)
-    }
-}
+// Steps run in order as one step: `(a, b)` is `a` with `b` (and then the rest) as its rest, so a group of
+// steps costs one boxed future per request, however many it has. Longer tuples nest into pairs.
+impl_step!([A, B](A, B) as (a, b), |state, request, rest| {
+    a.run(state, request, move |request| b.run(state, request, rest))
+});
+impl_step!([A, B, C](A, B, C) as (a, b, c), |state, request, rest| (a, (b, c)).run(state, request, rest));
+impl_step!([A, B, C, D](A, B, C, D) as (a, b, c, d), |state, request, rest| {
+    (a, (b, (c, d))).run(state, request, rest)
+});
 
 /// The layer of `step`.
 #[derive(Clone)]

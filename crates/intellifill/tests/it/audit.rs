@@ -8,7 +8,7 @@ use intellifill::db::migrate;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, assert_error, email};
+use crate::helpers::{TestApp, assert_error, column, email, scalar};
 
 /// Send and return (status, request id).
 async fn send(request: reqwest::RequestBuilder) -> (u16, String) {
@@ -37,11 +37,8 @@ async fn rows(client: &tokio_postgres::Client) -> HashMap<String, Vec<Row>> {
 
 #[tokio::test]
 async fn every_request_shape_makes_exactly_one_row_and_excluded_paths_none() {
-    let app = TestApp::spawn().await;
-    let a = app.user(&email("a")).await;
-    let b = app.user(&email("b")).await;
-    let org_a = app.org(&a, "Audit A").await;
-    let org_b = app.org(&b, "Audit B").await;
+    let (app, a, org_a) = TestApp::with_org("Audit A").await;
+    let (_, org_b) = app.owned_org("Audit B").await;
     let k = app.knowledge(&a, org_a, "doc", "text").await;
     let kid = k["id"].as_str().expect("id").to_owned();
     let h = &app.http;
@@ -127,8 +124,7 @@ async fn every_request_shape_makes_exactly_one_row_and_excluded_paths_none() {
 
 #[tokio::test]
 async fn excluded_paths_match_the_full_path_only() {
-    let app = TestApp::spawn_with(|a| a.audit_exclude_paths = Some("/api/me".into())).await;
-    let u = app.user(&email("u")).await;
+    let (app, u) = TestApp::with_user_using(|a| a.audit_exclude_paths = Some("/api/me".into())).await;
     let (_, me) = send(app.http.get(app.url("/api/me")).bearer_auth(&u.token)).await;
     let (_, meh) = send(app.http.get(app.url("/api/meh")).bearer_auth(&u.token)).await;
     app.state.audit.flush().await;
@@ -139,9 +135,7 @@ async fn excluded_paths_match_the_full_path_only() {
 
 #[tokio::test]
 async fn personal_data_and_secrets_never_reach_the_table() {
-    let app = TestApp::spawn().await;
-    let u = app.user(&email("pii")).await;
-    let org = app.org(&u, "PII Org").await;
+    let (app, u, org) = TestApp::with_org("PII Org").await;
     let secrets = [
         "hunter2-password",
         "sk_live_secret_token_value",
@@ -194,14 +188,7 @@ async fn personal_data_and_secrets_never_reach_the_table() {
     .await;
     assert_eq!(s, 200);
     app.state.audit.flush().await;
-    let all: Vec<String> = app
-        .owner
-        .query("SELECT row_to_json(a)::text FROM audit_log a", &[])
-        .await
-        .expect("rows")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let all: Vec<String> = column(&app.owner, "SELECT row_to_json(a)::text FROM audit_log a", &[]).await;
     let text = all.join("\n");
     for s in secrets {
         assert!(!text.contains(s), "{s:?} reached the audit table: {text}");
@@ -273,13 +260,12 @@ async fn a_database_outage_spools_events_and_the_replay_stores_each_exactly_once
 
 #[tokio::test]
 async fn stopping_with_a_full_queue_loses_nothing() {
-    let mut app = TestApp::spawn_with(|a| {
+    let (mut app, u) = TestApp::with_user_using(|a| {
         a.audit_queue_capacity = Some("4".into());
         a.audit_batch_size = Some("1000".into());
         a.audit_flush_interval_ms = Some("600000".into());
     })
     .await;
-    let u = app.user(&email("u")).await;
     let requests = (0..40).map(|_| send(app.http.get(app.url("/api/me")).bearer_auth(&u.token)));
     let ids: Vec<String> = futures::future::join_all(requests).await.into_iter().map(|(_, id)| id).collect();
     app.stop().await.expect("graceful stop");
@@ -303,12 +289,7 @@ async fn a_restart_replays_what_the_previous_run_left_in_the_spool() {
     }
     let app = TestApp::spawn_on(db, emulator, move |a| a.audit_spool_dir = Some(dir)).await;
     app.state.audit.flush().await;
-    let n: i64 = app
-        .owner
-        .query_one("SELECT count(*) FROM audit_log WHERE action LIKE 'test.crashed%'", &[])
-        .await
-        .expect("count")
-        .get(0);
+    let n: i64 = scalar(&app.owner, "SELECT count(*) FROM audit_log WHERE action LIKE 'test.crashed%'", &[]).await;
     assert_eq!(n, 3);
     assert_eq!(app.state.audit.spool_pending(), 0);
 }
@@ -317,7 +298,7 @@ async fn wait_for_rows(app: &TestApp, sql: &str, at_least: i64) -> i64 {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         app.state.audit.flush().await;
-        let n: i64 = app.owner.query_one(sql, &[]).await.expect("count").get(0);
+        let n: i64 = scalar(&app.owner, sql, &[]).await;
         if n >= at_least || Instant::now() > deadline {
             return n;
         }
@@ -327,9 +308,7 @@ async fn wait_for_rows(app: &TestApp, sql: &str, at_least: i64) -> i64 {
 
 #[tokio::test]
 async fn forged_tokens_and_search_bursts_are_security_events() {
-    let app = TestApp::spawn_with(|a| a.anomaly_searches_per_minute = Some("3".into())).await;
-    let u = app.user(&email("u")).await;
-    let org = app.org(&u, "Bursty").await;
+    let (app, u, org) = TestApp::with_org_using(|a| a.anomaly_searches_per_minute = Some("3".into()), "Bursty").await;
     let forged = format!("{}AAAA", &u.token[..u.token.len() - 4]);
     let (s, id) = send(app.http.get(app.url("/api/me")).bearer_auth(&forged)).await;
     assert_eq!(s, 401);
@@ -362,36 +341,23 @@ async fn repeated_cross_tenant_attempts_lock_the_user_out_when_auto_lock_is_on()
         a.anomaly_cross_tenant_per_5_minutes = Some("2".into());
     })
     .await;
-    let victim = app.user(&email("victim")).await;
-    let other_org = app.org(&victim, "Victim Org").await;
+    let (victim, other_org) = app.owned_org("Victim Org").await;
     let attacker = app.user(&email("attacker")).await;
     assert_eq!(app.get(&attacker, "/api/me").await.0, 200);
     for _ in 0..3 {
         let (s, b) = app.get(&attacker, &format!("/api/organizations/{other_org}/knowledge")).await;
         assert_error(s, &b, 403, "NOT_ORG_MEMBER");
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (s, b) = app.get(&attacker, "/api/me").await;
-        if s == 403 {
-            assert_eq!(b["code"], "ACCOUNT_DEACTIVATED");
-            break;
-        }
-        assert!(Instant::now() < deadline, "the attacker was not locked out");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let b = app.get_until(&attacker, "/api/me", 403, Duration::from_secs(10), "the attacker was not locked out").await;
+    assert_eq!(b["code"], "ACCOUNT_DEACTIVATED");
     assert_eq!(app.get(&victim, "/api/me").await.0, 200, "nobody else is affected");
 }
 
 #[tokio::test]
 async fn org_admins_read_their_log_and_platform_admins_read_all() {
-    let app = TestApp::spawn().await;
-    let owner = app.user(&email("owner")).await;
-    let member = app.user(&email("member")).await;
-    let outsider = app.user(&email("outsider")).await;
-    let org = app.org(&owner, "Logged").await;
-    let other_org = app.org(&outsider, "Elsewhere").await;
-    app.add_member(org, &member, "MEMBER").await;
+    let (app, owner, org) = TestApp::with_org("Logged").await;
+    let (outsider, other_org) = app.owned_org("Elsewhere").await;
+    let member = app.member(org, "MEMBER").await;
     for i in 0..3 {
         app.knowledge(&owner, org, &format!("k{i}"), "c").await;
     }
@@ -437,6 +403,16 @@ async fn org_admins_read_their_log_and_platform_admins_read_all() {
     assert!(orgs.contains(&org.to_string()) && orgs.contains(&other_org.to_string()), "{orgs:?}");
 }
 
+/// `intellifill audit prune --older-than AGE` against the app's database.
+fn prune(app: &TestApp, age: &str) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_intellifill"))
+        .args(["audit", "prune", "--older-than", age])
+        .env_clear()
+        .env("DATABASE_MIGRATION_URL", &app.owner_url)
+        .output()
+        .expect("run")
+}
+
 #[tokio::test]
 async fn prune_deletes_only_rows_older_than_the_age() {
     let app = TestApp::spawn().await;
@@ -448,29 +424,12 @@ async fn prune_deletes_only_rows_older_than_the_age() {
         )
         .await
         .expect("rows");
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_intellifill"))
-        .args(["audit", "prune", "--older-than", "90d"])
-        .env_clear()
-        .env("DATABASE_MIGRATION_URL", &app.owner_url)
-        .output()
-        .expect("run");
+    let output = prune(&app, "90d");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(String::from_utf8_lossy(&output.stdout).contains("deleted 1 audit row"));
-    let left: Vec<String> = app
-        .owner
-        .query("SELECT action FROM audit_log WHERE action LIKE 'test.%'", &[])
-        .await
-        .expect("rows")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let left: Vec<String> = column(&app.owner, "SELECT action FROM audit_log WHERE action LIKE 'test.%'", &[]).await;
     assert_eq!(left, ["test.recent"]);
-    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_intellifill"))
-        .args(["audit", "prune", "--older-than", "ninety"])
-        .env_clear()
-        .env("DATABASE_MIGRATION_URL", &app.owner_url)
-        .output()
-        .expect("run");
+    let bad = prune(&app, "ninety");
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("expected a number"));
 }

@@ -27,8 +27,7 @@ async fn missing_and_malformed_tokens_are_rejected_without_calling_the_auth_serv
 #[tokio::test]
 async fn tokens_the_auth_service_rejects_map_to_clear_codes() {
     // No positive caching: every request asks the auth service, so its verdicts show at once.
-    let app = TestApp::spawn_with(|a| a.token_cache_ttl_seconds = Some("0".into())).await;
-    let u = app.user(&email("u")).await;
+    let (app, u) = TestApp::with_user_using(|a| a.token_cache_ttl_seconds = Some("0".into())).await;
     let (s, _) = app.get(&u, "/api/me").await;
     assert_eq!(s, 200);
 
@@ -76,8 +75,7 @@ async fn unprovisioned_users_are_refused_unless_auto_provisioning_is_on() {
 
 #[tokio::test]
 async fn a_deactivated_user_is_locked_out_on_the_next_request() {
-    let app = TestApp::spawn().await;
-    let u = app.user(&email("u")).await;
+    let (app, u) = TestApp::with_user().await;
     assert_eq!(app.get(&u, "/api/me").await.0, 200);
     app.owner.execute("UPDATE users SET is_active = false WHERE id = $1", &[&u.id]).await.expect("deactivate");
     let (s, b) = app.get(&u, "/api/me").await;
@@ -86,8 +84,7 @@ async fn a_deactivated_user_is_locked_out_on_the_next_request() {
 
 #[tokio::test]
 async fn an_auth_service_outage_is_a_503_never_a_401() {
-    let app = TestApp::spawn().await;
-    let u = app.user(&email("u")).await;
+    let (app, u) = TestApp::with_user().await;
     app.emulator.faults().set_error_rate(1.0, 503);
     let response = app.http.get(app.url("/api/me")).bearer_auth(&u.token).send().await.expect("request");
     assert_eq!(response.status().as_u16(), 503);

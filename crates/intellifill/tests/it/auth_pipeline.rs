@@ -37,8 +37,7 @@ fn now() -> i64 {
 
 #[tokio::test]
 async fn a_second_request_is_served_from_the_cache_and_peers_share_it_through_redis() {
-    let app = TestApp::spawn().await;
-    let u = app.user(&email("u")).await;
+    let (app, u) = TestApp::with_user().await;
     let before = app.emulator.stats().user;
     for _ in 0..5 {
         assert_eq!(app.get(&u, "/api/me").await.0, 200);
@@ -58,8 +57,7 @@ async fn a_second_request_is_served_from_the_cache_and_peers_share_it_through_re
 
 #[tokio::test]
 async fn concurrent_misses_for_one_token_make_one_upstream_call() {
-    let app = TestApp::spawn().await;
-    let u = app.user(&email("u")).await;
+    let (app, u) = TestApp::with_user().await;
     app.emulator.faults().set_latency(Duration::from_millis(300));
     let before = app.emulator.stats().user;
     let requests = (0..20).map(|_| app.get(&u, "/api/me"));
@@ -71,8 +69,7 @@ async fn concurrent_misses_for_one_token_make_one_upstream_call() {
 
 #[tokio::test]
 async fn cache_entries_never_outlive_the_token() {
-    let app = TestApp::spawn_with(|a| a.auth_jwt_leeway_seconds = Some("0".into())).await;
-    let u = app.user(&email("u")).await;
+    let (app, u) = TestApp::with_user_using(|a| a.auth_jwt_leeway_seconds = Some("0".into())).await;
     let short = with_token(&u, minted(&app, &u, |c, _| c["exp"] = json!(now() + 2)));
     assert_eq!(app.get(&short, "/api/me").await.0, 200);
     let hash = intellifill::auth::TokenHash::of(&short.token);
@@ -87,8 +84,7 @@ async fn cache_entries_never_outlive_the_token() {
 
 #[tokio::test]
 async fn forged_and_broken_tokens_are_refused_locally_without_upstream_calls() {
-    let app = TestApp::spawn().await;
-    let u = app.user(&email("u")).await;
+    let (app, u) = TestApp::with_user().await;
     let claims = unverified_claims(&u.token);
     let real_header = app.emulator.token_header();
     let sig = u.token.rsplit('.').next().expect("signature").to_owned();
@@ -183,8 +179,7 @@ async fn client_errors_from_the_auth_service_never_open_the_breaker() {
 
 #[tokio::test]
 async fn negative_results_are_cached_briefly() {
-    let app = TestApp::spawn().await;
-    let u = app.user(&email("u")).await;
+    let (app, u) = TestApp::with_user().await;
     app.emulator.ban_user(u.id, Some(Duration::from_secs(3600))).expect("ban");
     let before = app.emulator.stats().user;
     for _ in 0..3 {
@@ -240,12 +235,11 @@ async fn an_outage_opens_the_breaker_and_cached_mode_keeps_known_users_in() {
 
 #[tokio::test]
 async fn closed_outage_mode_refuses_stale_entries() {
-    let app = TestApp::spawn_with(|a| {
+    let (app, u) = TestApp::with_user_using(|a| {
         a.token_cache_ttl_seconds = Some("1".into());
         a.auth_http_timeout_ms = Some("300".into());
     })
     .await;
-    let u = app.user(&email("u")).await;
     assert_eq!(app.get(&u, "/api/me").await.0, 200);
     app.emulator.faults().refuse_connections(None);
     tokio::time::sleep(Duration::from_millis(1_100)).await;
@@ -257,12 +251,11 @@ async fn closed_outage_mode_refuses_stale_entries() {
 #[tokio::test]
 async fn a_redis_outage_degrades_to_the_in_process_cache_without_errors() {
     let dead = testkit::free_port().expect("port");
-    let app = TestApp::spawn_with(|a| {
+    let (app, u) = TestApp::with_user_using(|a| {
         a.redis_url = Some(format!("redis://127.0.0.1:{dead}"));
         a.redis_op_timeout_ms = Some("50".into());
     })
     .await;
-    let u = app.user(&email("u")).await;
     let before = app.emulator.stats().user;
     for _ in 0..3 {
         assert_eq!(app.get(&u, "/api/me").await.0, 200);
@@ -307,8 +300,7 @@ async fn logout_on_one_instance_is_refused_on_every_instance_within_a_second() {
 
 #[tokio::test]
 async fn logout_scopes_end_the_right_sessions() {
-    let app = TestApp::spawn().await;
-    let u = app.user(&email("u")).await;
+    let (app, u) = TestApp::with_user().await;
     let second = |app: &TestApp| {
         let session = app.emulator.sign_in(&u.email, "password123").expect("sign in");
         with_token(&u, session.access_token)
@@ -344,8 +336,7 @@ async fn logout_scopes_end_the_right_sessions() {
 
 #[tokio::test]
 async fn logout_during_an_outage_changes_nothing_and_says_so() {
-    let app = TestApp::spawn_with(|a| a.auth_http_timeout_ms = Some("300".into())).await;
-    let u = app.user(&email("u")).await;
+    let (app, u) = TestApp::with_user_using(|a| a.auth_http_timeout_ms = Some("300".into())).await;
     assert_eq!(app.get(&u, "/api/me").await.0, 200);
     app.emulator.faults().set_error_rate(1.0, 503);
     let (s, b) = app.send(app.http.post(app.url("/api/auth/logout")).bearer_auth(&u.token)).await;
@@ -358,8 +349,7 @@ async fn logout_during_an_outage_changes_nothing_and_says_so() {
 
 #[tokio::test]
 async fn local_mode_never_calls_the_auth_service_per_token() {
-    let app = TestApp::spawn_with(|a| a.auth_verify_mode = Some("local".into())).await;
-    let u = app.user(&email("u")).await;
+    let (app, u) = TestApp::with_user_using(|a| a.auth_verify_mode = Some("local".into())).await;
     let before = app.emulator.stats().user;
     for _ in 0..3 {
         assert_eq!(app.get(&u, "/api/me").await.0, 200);
@@ -373,8 +363,7 @@ async fn local_mode_never_calls_the_auth_service_per_token() {
 
 #[tokio::test]
 async fn the_session_endpoint_says_who_and_until_when() {
-    let app = TestApp::spawn().await;
-    let u = app.user(&email("u")).await;
+    let (app, u) = TestApp::with_user().await;
     let claims = unverified_claims(&u.token);
     let (s, b) = app.get(&u, "/api/auth/session").await;
     assert_eq!(s, 200, "{b}");
@@ -404,15 +393,9 @@ async fn a_logout_during_a_redis_outage_reaches_the_other_instances_when_redis_r
 
     redis.restart().await.expect("restart redis");
     let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let (s, body) = b.get(&u, "/api/me").await;
-        if s == 401 {
-            assert_eq!(body["code"], "SESSION_REVOKED");
-            break;
-        }
-        assert!(Instant::now() < deadline, "the other instance never learned of the logout");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let what = "the other instance never learned of the logout";
+    let body = b.get_until(&u, "/api/me", 401, Duration::from_secs(15), what).await;
+    assert_eq!(body["code"], "SESSION_REVOKED");
     // The deferred revocation reaches the shared store: an instance in local mode (which never asks the auth
     // service) started afterwards refuses the token too.
     while a.state.auth.revocations().pending() > 0 {

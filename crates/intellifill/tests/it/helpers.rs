@@ -12,6 +12,7 @@ use serde_json::Value;
 use testkit::Shared;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio_postgres::types::{FromSqlOwned, ToSql};
 use uuid::Uuid;
 
 pub const OWNER_PASSWORD: &str = "owner-test-password";
@@ -238,6 +239,44 @@ impl TestApp {
             .expect("membership");
     }
 
+    /// A server and one provisioned user.
+    pub async fn with_user() -> (TestApp, TestUser) {
+        TestApp::with_user_using(|_| {}).await
+    }
+
+    /// [`TestApp::with_user`] with configuration tweaks (as [`TestApp::spawn_with`]).
+    pub async fn with_user_using(customize: impl FnOnce(&mut ServeArgs)) -> (TestApp, TestUser) {
+        let app = TestApp::spawn_with(customize).await;
+        let user = app.user(&email("u")).await;
+        (app, user)
+    }
+
+    /// A server with one organization, created through the API by its OWNER: `(app, owner, org)`.
+    pub async fn with_org(name: &str) -> (TestApp, TestUser, Uuid) {
+        TestApp::with_org_using(|_| {}, name).await
+    }
+
+    /// [`TestApp::with_org`] with configuration tweaks (as [`TestApp::spawn_with`]).
+    pub async fn with_org_using(customize: impl FnOnce(&mut ServeArgs), name: &str) -> (TestApp, TestUser, Uuid) {
+        let app = TestApp::spawn_with(customize).await;
+        let (owner, org) = app.owned_org(name).await;
+        (app, owner, org)
+    }
+
+    /// A new user who creates the organization `name` through the API, and so is its OWNER.
+    pub async fn owned_org(&self, name: &str) -> (TestUser, Uuid) {
+        let owner = self.user(&email("owner")).await;
+        let org = self.org(&owner, name).await;
+        (owner, org)
+    }
+
+    /// A new user, an active member of `org` with `role` (written directly in the database).
+    pub async fn member(&self, org: Uuid, role: &str) -> TestUser {
+        let user = self.user(&email(&role.to_lowercase())).await;
+        self.add_member(org, &user, role).await;
+        user
+    }
+
     pub async fn knowledge(&self, user: &TestUser, org: Uuid, title: &str, content: &str) -> Value {
         let (status, body) = self
             .post(
@@ -248,6 +287,27 @@ impl TestApp {
             .await;
         assert_eq!(status, 201, "create knowledge: {body}");
         body
+    }
+
+    /// `GET path` as `user` every 100 ms until it answers `status`; returns that body. Panics with `what` when
+    /// `timeout` has passed first.
+    pub async fn get_until(
+        &self,
+        user: &TestUser,
+        path: &str,
+        status: u16,
+        timeout: std::time::Duration,
+        what: &str,
+    ) -> Value {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let (s, body) = self.get(user, path).await;
+            if s == status {
+                return body;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{what}");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
     }
 
     pub async fn send(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
@@ -292,6 +352,23 @@ pub fn assert_error(status: u16, body: &Value, expected_status: u16, code: &str)
     assert!(body["error"].is_string(), "error field missing: {body}");
     assert!(body["message"].is_string(), "message field missing: {body}");
     assert!(body["requestId"].as_str().is_some_and(|s| !s.is_empty()), "requestId missing: {body}");
+}
+
+/// [`assert_error`], with the body naming `field` as the one at fault.
+#[track_caller]
+pub fn assert_field_error(status: u16, body: &Value, expected_status: u16, code: &str, field: &str) {
+    assert_error(status, body, expected_status, code);
+    assert_eq!(body["field"], field, "unexpected field, body: {body}");
+}
+
+/// The first column of the one row `sql` returns.
+pub async fn scalar<T: FromSqlOwned>(db: &tokio_postgres::Client, sql: &str, params: &[&(dyn ToSql + Sync)]) -> T {
+    db.query_one(sql, params).await.unwrap_or_else(|e| panic!("{sql}: {e}")).get(0)
+}
+
+/// The first column of every row `sql` returns.
+pub async fn column<T: FromSqlOwned>(db: &tokio_postgres::Client, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Vec<T> {
+    db.query(sql, params).await.unwrap_or_else(|e| panic!("{sql}: {e}")).iter().map(|r| r.get(0)).collect()
 }
 
 /// Unique e-mail for a test.

@@ -4,7 +4,7 @@ use futures::future::join_all;
 use tokio_postgres::NoTls;
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, assert_error, email};
+use crate::helpers::{TestApp, assert_error, email, scalar};
 
 async fn runtime_client(app: &TestApp) -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(&app.runtime_url, NoTls).await.expect("runtime connection");
@@ -14,11 +14,8 @@ async fn runtime_client(app: &TestApp) -> tokio_postgres::Client {
 
 #[tokio::test]
 async fn unfiltered_select_returns_only_the_context_organizations_rows() {
-    let app = TestApp::spawn().await;
-    let a = app.user(&email("a")).await;
-    let b = app.user(&email("b")).await;
-    let org_a = app.org(&a, "Tenant A").await;
-    let org_b = app.org(&b, "Tenant B").await;
+    let (app, a, org_a) = TestApp::with_org("Tenant A").await;
+    let (b, org_b) = app.owned_org("Tenant B").await;
     for i in 0..3 {
         app.knowledge(&a, org_a, &format!("a-{i}"), "alpha").await;
         app.knowledge(&b, org_b, &format!("b-{i}"), "beta").await;
@@ -52,9 +49,7 @@ async fn unfiltered_select_returns_only_the_context_organizations_rows() {
 
 #[tokio::test]
 async fn context_is_transaction_local_and_never_survives_commit() {
-    let app = TestApp::spawn().await;
-    let a = app.user(&email("a")).await;
-    let org_a = app.org(&a, "Local").await;
+    let (app, a, org_a) = TestApp::with_org("Local").await;
     app.knowledge(&a, org_a, "t", "c").await;
     let db = runtime_client(&app).await;
     db.batch_execute("BEGIN").await.expect("begin");
@@ -88,7 +83,7 @@ async fn runtime_role_is_not_owner_cannot_bypass_and_audit_log_is_append_only() 
     // Reading is filtered by RLS (org admins, platform admins): without a context nothing is visible.
     let visible = db.query("SELECT * FROM audit_log", &[]).await.expect("select is policed, not refused");
     assert!(visible.is_empty(), "no context, no audit rows");
-    let stored: i64 = app.owner.query_one("SELECT count(*) FROM audit_log", &[]).await.expect("count").get(0);
+    let stored: i64 = scalar(&app.owner, "SELECT count(*) FROM audit_log", &[]).await;
     assert!(stored >= 1);
     for sql in ["UPDATE audit_log SET action = 'x'", "DELETE FROM audit_log", "TRUNCATE audit_log"] {
         let err = db.execute(sql, &[]).await.expect_err(sql);
@@ -101,11 +96,8 @@ async fn runtime_role_is_not_owner_cannot_bypass_and_audit_log_is_append_only() 
 
 #[tokio::test]
 async fn interleaved_tenants_on_a_tiny_pool_never_see_each_other() {
-    let app = TestApp::spawn_with(|a| a.db_pool_max_size = Some("2".into())).await;
-    let a = app.user(&email("a")).await;
-    let b = app.user(&email("b")).await;
-    let org_a = app.org(&a, "Interleave A").await;
-    let org_b = app.org(&b, "Interleave B").await;
+    let (app, a, org_a) = TestApp::with_org_using(|a| a.db_pool_max_size = Some("2".into()), "Interleave A").await;
+    let (b, org_b) = app.owned_org("Interleave B").await;
     for i in 0..5 {
         app.knowledge(&a, org_a, &format!("A-secret-{i}"), "a").await;
         app.knowledge(&b, org_b, &format!("B-secret-{i}"), "b").await;

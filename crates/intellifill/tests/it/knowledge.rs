@@ -4,13 +4,11 @@ use std::collections::HashSet;
 
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, assert_error, email};
+use crate::helpers::{TestApp, assert_error};
 
 #[tokio::test]
 async fn crud_round_trip() {
-    let app = TestApp::spawn().await;
-    let u = app.user(&email("u")).await;
-    let org = app.org(&u, "Crud").await;
+    let (app, u, org) = TestApp::with_org("Crud").await;
     let base = format!("/api/organizations/{org}/knowledge");
     let created = app.knowledge(&u, org, "  Tax forms  ", "W-9 and 1099 guidance").await;
     assert_eq!(created["title"], "Tax forms", "titles are trimmed");
@@ -44,9 +42,7 @@ async fn crud_round_trip() {
 
 #[tokio::test]
 async fn pages_cover_everything_once_with_a_bounded_size() {
-    let app = TestApp::spawn().await;
-    let u = app.user(&email("u")).await;
-    let org = app.org(&u, "Pages").await;
+    let (app, u, org) = TestApp::with_org("Pages").await;
     for i in 0..25 {
         app.knowledge(&u, org, &format!("doc {i}"), "body").await;
     }
@@ -77,11 +73,8 @@ async fn pages_cover_everything_once_with_a_bounded_size() {
 
 #[tokio::test]
 async fn search_ranks_matches_and_stays_in_the_tenant() {
-    let app = TestApp::spawn().await;
-    let a = app.user(&email("a")).await;
-    let b = app.user(&email("b")).await;
-    let org_a = app.org(&a, "Search A").await;
-    let org_b = app.org(&b, "Search B").await;
+    let (app, a, org_a) = TestApp::with_org("Search A").await;
+    let (b, org_b) = app.owned_org("Search B").await;
     app.knowledge(&a, org_a, "Invoice template", "purchase order numbers and payment terms").await;
     app.knowledge(&a, org_a, "Holiday plan", "nothing about billing here").await;
     app.knowledge(&b, org_b, "Invoice secrets", "invoice invoice invoice").await;
@@ -101,11 +94,8 @@ async fn search_ranks_matches_and_stays_in_the_tenant() {
 
 #[tokio::test]
 async fn foreign_and_unknown_ids_are_404_and_foreign_orgs_are_refused() {
-    let app = TestApp::spawn().await;
-    let a = app.user(&email("a")).await;
-    let b = app.user(&email("b")).await;
-    let org_a = app.org(&a, "Foreign A").await;
-    let org_b = app.org(&b, "Foreign B").await;
+    let (app, a, org_a) = TestApp::with_org("Foreign A").await;
+    let (b, org_b) = app.owned_org("Foreign B").await;
     let theirs = app.knowledge(&b, org_b, "B only", "b").await;
     let theirs_id = theirs["id"].as_str().expect("id");
 

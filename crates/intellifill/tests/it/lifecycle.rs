@@ -6,7 +6,7 @@ use std::time::Duration;
 use intellifill::Application;
 use intellifill::config::{Config, ServeArgs};
 
-use crate::helpers::{TestApp, email};
+use crate::helpers::TestApp;
 
 #[tokio::test]
 async fn startup_refuses_the_owner_role_and_a_missing_schema() {
@@ -38,8 +38,7 @@ async fn startup_refuses_the_owner_role_and_a_missing_schema() {
 
 #[tokio::test]
 async fn shutdown_drains_in_flight_requests_then_stops_accepting() {
-    let mut app = TestApp::spawn().await;
-    let u = app.user(&email("u")).await;
+    let (mut app, u) = TestApp::with_user().await;
     // Slow the auth service so the request is still in flight when shutdown starts.
     app.emulator.faults().set_latency(Duration::from_millis(600));
     let in_flight = {

@@ -1,15 +1,13 @@
 //! Members: roles, who may change what, last-OWNER protection, removal closes access.
 
-use crate::helpers::{TestApp, assert_error, email};
+use crate::helpers::{TestApp, assert_error, assert_field_error, email, scalar};
 
 #[tokio::test]
 async fn admins_manage_members_and_only_owners_touch_owners() {
-    let app = TestApp::spawn().await;
-    let owner = app.user(&email("owner")).await;
+    let (app, owner, org) = TestApp::with_org("Roles Ltd").await;
     let admin = app.user(&email("admin")).await;
     let member = app.user(&email("member")).await;
     let newbie = app.user(&email("newbie")).await;
-    let org = app.org(&owner, "Roles Ltd").await;
     let members = format!("/api/organizations/{org}/members");
 
     let (s, b) = app.post(&owner, &members, serde_json::json!({"email": admin.email, "role": "ADMIN"})).await;
@@ -29,8 +27,7 @@ async fn admins_manage_members_and_only_owners_touch_owners() {
     let (s, b) = app.post(&admin, &members, serde_json::json!({"email": "nobody@nowhere.test"})).await;
     assert_error(s, &b, 404, "NOT_FOUND");
     let (s, b) = app.post(&admin, &members, serde_json::json!({"userId": newbie.id, "role": "KING"})).await;
-    assert_error(s, &b, 400, "VALIDATION_ERROR");
-    assert_eq!(b["field"], "role");
+    assert_field_error(s, &b, 400, "VALIDATION_ERROR", "role");
 
     let (s, list) = app.get(&member, &members).await;
     assert_eq!(s, 200);
@@ -48,10 +45,7 @@ async fn admins_manage_members_and_only_owners_touch_owners() {
 
 #[tokio::test]
 async fn the_last_owner_can_neither_leave_nor_be_demoted() {
-    let app = TestApp::spawn().await;
-    let owner = app.user(&email("owner")).await;
-    let second = app.user(&email("second")).await;
-    let org = app.org(&owner, "Owners").await;
+    let (app, owner, org) = TestApp::with_org("Owners").await;
     let me = format!("/api/organizations/{org}/members/{}", owner.id);
 
     let (s, b) = app.delete(&owner, &me).await;
@@ -61,7 +55,7 @@ async fn the_last_owner_can_neither_leave_nor_be_demoted() {
     let (s, b) = app.patch(&owner, &me, serde_json::json!({"status": "SUSPENDED"})).await;
     assert_error(s, &b, 409, "LAST_OWNER");
 
-    app.add_member(org, &second, "OWNER").await;
+    let second = app.member(org, "OWNER").await;
     let (s, b) = app.patch(&owner, &me, serde_json::json!({"role": "ADMIN"})).await;
     assert_eq!(s, 200, "{b}");
     let second_path = format!("/api/organizations/{org}/members/{}", second.id);
@@ -71,36 +65,27 @@ async fn the_last_owner_can_neither_leave_nor_be_demoted() {
 
 #[tokio::test]
 async fn two_owners_demoting_each_other_at_once_leave_one_owner() {
-    let app = TestApp::spawn().await;
-    let a = app.user(&email("a")).await;
-    let b = app.user(&email("b")).await;
-    let org = app.org(&a, "Race").await;
-    app.add_member(org, &b, "OWNER").await;
+    let (app, a, org) = TestApp::with_org("Race").await;
+    let b = app.member(org, "OWNER").await;
     let pa = format!("/api/organizations/{org}/members/{}", b.id);
     let pb = format!("/api/organizations/{org}/members/{}", a.id);
     let demote = serde_json::json!({"role": "ADMIN"});
     let (ra, rb) = tokio::join!(app.patch(&a, &pa, demote.clone()), app.patch(&b, &pb, demote.clone()));
     let statuses = [ra.0, rb.0];
     assert!(statuses.contains(&200), "{ra:?} {rb:?}");
-    let owners: i64 = app
-        .owner
-        .query_one(
-            "SELECT count(*) FROM organization_memberships WHERE organization_id = $1 AND role = 'OWNER'",
-            &[&org],
-        )
-        .await
-        .expect("count")
-        .get(0);
+    let owners: i64 = scalar(
+        &app.owner,
+        "SELECT count(*) FROM organization_memberships WHERE organization_id = $1 AND role = 'OWNER'",
+        &[&org],
+    )
+    .await;
     assert_eq!(owners, 1, "{ra:?} {rb:?}");
 }
 
 #[tokio::test]
 async fn a_removed_member_loses_access_at_once() {
-    let app = TestApp::spawn().await;
-    let owner = app.user(&email("owner")).await;
-    let gone = app.user(&email("gone")).await;
-    let org = app.org(&owner, "Removal").await;
-    app.add_member(org, &gone, "MEMBER").await;
+    let (app, owner, org) = TestApp::with_org("Removal").await;
+    let gone = app.member(org, "MEMBER").await;
     let path = format!("/api/organizations/{org}/knowledge");
     assert_eq!(app.get(&gone, &path).await.0, 200);
     let (s, _) = app.delete(&owner, &format!("/api/organizations/{org}/members/{}", gone.id)).await;
@@ -109,8 +94,7 @@ async fn a_removed_member_loses_access_at_once() {
     assert_error(s, &b, 403, "NOT_ORG_MEMBER");
 
     // A member may leave by themself.
-    let leaver = app.user(&email("leaver")).await;
-    app.add_member(org, &leaver, "VIEWER").await;
+    let leaver = app.member(org, "VIEWER").await;
     let (s, _) = app.delete(&leaver, &format!("/api/organizations/{org}/members/{}", leaver.id)).await;
     assert_eq!(s, 204);
 }

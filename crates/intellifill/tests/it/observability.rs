@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::helpers::{TestApp, assert_error, email};
+use crate::helpers::{TestApp, assert_error, email, scalar};
 
 async fn metrics(app: &TestApp) -> String {
     let r = app.http.get(app.url("/metrics")).send().await.expect("scrape");
@@ -17,8 +17,7 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 
 #[tokio::test]
 async fn detailed_health_is_for_platform_admins_and_covers_every_dependency() {
-    let app = TestApp::spawn().await;
-    let u = app.user(&email("u")).await;
+    let (app, u) = TestApp::with_user().await;
     let (s, b) = app.get(&u, "/health/detailed").await;
     assert_error(s, &b, 403, "FORBIDDEN");
     let (s, b) = app.send(app.http.get(app.url("/health/detailed"))).await;
@@ -58,9 +57,7 @@ async fn detailed_health_is_for_platform_admins_and_covers_every_dependency() {
 
 #[tokio::test]
 async fn metrics_expose_requests_by_route_pool_breaker_cache_and_audit() {
-    let app = TestApp::spawn().await;
-    let u = app.user(&email("u")).await;
-    let org = app.org(&u, "Metered").await;
+    let (app, u, org) = TestApp::with_org("Metered").await;
     for _ in 0..3 {
         assert_eq!(app.get(&u, &format!("/api/organizations/{org}/knowledge")).await.0, 200);
     }
@@ -114,14 +111,12 @@ async fn metrics_can_require_a_token_or_live_on_their_own_port() {
 /// (`deploy/prometheus/alerts_test.yml` proves, with promtool, that such series fire the alerts).
 #[tokio::test]
 async fn alert_conditions_show_up_in_the_metrics() {
-    let app = TestApp::spawn_with(|a| {
+    let (app, u) = TestApp::with_user_using(|a| {
         a.auth_http_timeout_ms = Some("300".into());
         a.auth_breaker_volume_threshold = Some("2".into());
     })
     .await;
-    let u = app.user(&email("u")).await;
-    let other = app.user(&email("other")).await;
-    let org = app.org(&other, "Target").await;
+    let (other, org) = app.owned_org("Target").await;
 
     // CrossTenantAttempts
     assert_eq!(app.get(&u, &format!("/api/organizations/{org}/knowledge")).await.0, 403);
@@ -160,12 +155,12 @@ async fn alert_conditions_show_up_in_the_metrics() {
     let (_, health) = app.get(&other, "/health/detailed").await;
     assert_eq!(health["rlsFailures"]["last5min"], 1, "{health}");
     assert_eq!(health["supabase"]["breaker"]["state"], "open");
-    let severity: Option<String> = app
-        .owner
-        .query_one("SELECT severity FROM audit_log WHERE metadata->'security'->>'event' = 'rls_context_failed'", &[])
-        .await
-        .expect("row")
-        .get(0);
+    let severity: Option<String> = scalar(
+        &app.owner,
+        "SELECT severity FROM audit_log WHERE metadata->'security'->>'event' = 'rls_context_failed'",
+        &[],
+    )
+    .await;
     assert_eq!(severity.as_deref(), Some("critical"));
     tokio::time::sleep(Duration::from_millis(10)).await;
 }

@@ -2,17 +2,13 @@
 
 use serde_json::json;
 
-use crate::helpers::{TestApp, email};
+use crate::helpers::{TestApp, scalar};
 
 #[tokio::test]
 async fn a_member_of_one_org_gets_403_on_every_route_of_another() {
-    let app = TestApp::spawn().await;
-    let a = app.user(&email("a")).await;
-    let b = app.user(&email("b")).await;
-    let b2 = app.user(&email("b2")).await;
-    let _org_a = app.org(&a, "Route walk A").await;
-    let org_b = app.org(&b, "Route walk B").await;
-    app.add_member(org_b, &b2, "MEMBER").await;
+    let (app, a, _org_a) = TestApp::with_org("Route walk A").await;
+    let (b, org_b) = app.owned_org("Route walk B").await;
+    let b2 = app.member(org_b, "MEMBER").await;
     let k = app.knowledge(&b, org_b, "B only", "secret of B").await;
     let kid = k["id"].as_str().expect("id").to_owned();
 
@@ -62,25 +58,19 @@ async fn a_member_of_one_org_gets_403_on_every_route_of_another() {
     assert_eq!(body["data"].as_array().or(body.as_array()).map(Vec::len), Some(2), "{body}");
     // Each attempt was a security event.
     app.state.audit.flush().await;
-    let attempts: i64 = app
-        .owner
-        .query_one(
-            "SELECT count(*) FROM audit_log WHERE user_id = $1 AND metadata->'security'->>'event' = 'cross_tenant_attempt'",
-            &[&a.id],
-        )
-        .await
-        .expect("count")
-        .get(0);
+    let attempts: i64 = scalar(
+        &app.owner,
+        "SELECT count(*) FROM audit_log WHERE user_id = $1 AND metadata->'security'->>'event' = 'cross_tenant_attempt'",
+        &[&a.id],
+    )
+    .await;
     assert_eq!(attempts, served as i64);
 }
 
 #[tokio::test]
 async fn a_removed_member_loses_access_on_the_next_request() {
-    let app = TestApp::spawn().await;
-    let owner = app.user(&email("owner")).await;
-    let member = app.user(&email("member")).await;
-    let org = app.org(&owner, "Removal").await;
-    app.add_member(org, &member, "MEMBER").await;
+    let (app, owner, org) = TestApp::with_org("Removal").await;
+    let member = app.member(org, "MEMBER").await;
     let peer = app.peer(|_| {}).await;
     let path = format!("/api/organizations/{org}/knowledge");
     assert_eq!(app.get(&member, &path).await.0, 200);

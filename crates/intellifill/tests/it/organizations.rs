@@ -4,8 +4,7 @@ use crate::helpers::{TestApp, assert_error, email};
 
 #[tokio::test]
 async fn the_creator_becomes_owner_and_the_org_becomes_current() {
-    let app = TestApp::spawn().await;
-    let u = app.user(&email("u")).await;
+    let (app, u) = TestApp::with_user().await;
     let (s, org) = app.post(&u, "/api/organizations", serde_json::json!({"name": "Acme Holdings GmbH"})).await;
     assert_eq!(s, 201, "{org}");
     assert_eq!(org["slug"], "acme-holdings-gmbh");
@@ -60,9 +59,7 @@ async fn lists_show_only_my_organizations() {
 
 #[tokio::test]
 async fn a_suspended_organization_is_closed_to_its_members() {
-    let app = TestApp::spawn().await;
-    let u = app.user(&email("u")).await;
-    let org = app.org(&u, "Suspended Co").await;
+    let (app, u, org) = TestApp::with_org("Suspended Co").await;
     app.knowledge(&u, org, "kept", "but closed").await;
     app.owner.execute("UPDATE organizations SET status = 'SUSPENDED' WHERE id = $1", &[&org]).await.expect("suspend");
     let (s, b) = app.get(&u, &format!("/api/organizations/{org}/knowledge")).await;

@@ -8,8 +8,7 @@ fn header(response: &reqwest::Response, name: &str) -> Option<String> {
 
 #[tokio::test]
 async fn the_user_limit_answers_429_with_standard_headers() {
-    let app = TestApp::spawn_with(|a| a.rate_limit_user_per_minute = Some("5".into())).await;
-    let u = app.user(&email("u")).await;
+    let (app, u) = TestApp::with_user_using(|a| a.rate_limit_user_per_minute = Some("5".into())).await;
     let mut remaining = Vec::new();
     for _ in 0..5 {
         let r = app.http.get(app.url("/api/me")).bearer_auth(&u.token).send().await.expect("request");
@@ -69,11 +68,9 @@ async fn forwarded_addresses_count_only_behind_trusted_proxies() {
 
 #[tokio::test]
 async fn the_org_limit_covers_searches_and_writes_of_the_whole_org() {
-    let app = TestApp::spawn_with(|a| a.rate_limit_org_per_minute = Some("3".into())).await;
-    let a = app.user(&email("a")).await;
-    let b = app.user(&email("b")).await;
-    let org = app.org(&a, "Limited org").await;
-    app.add_member(org, &b, "MEMBER").await;
+    let (app, a, org) =
+        TestApp::with_org_using(|a| a.rate_limit_org_per_minute = Some("3".into()), "Limited org").await;
+    let b = app.member(org, "MEMBER").await;
     let search = format!("/api/organizations/{org}/knowledge/search?q=x");
     assert_eq!(app.get(&a, &search).await.0, 200);
     assert_eq!(app.get(&b, &search).await.0, 200);
@@ -86,8 +83,7 @@ async fn the_org_limit_covers_searches_and_writes_of_the_whole_org() {
 
 #[tokio::test]
 async fn the_auth_endpoint_limit_covers_session_routes_per_user_and_address() {
-    let app = TestApp::spawn_with(|a| a.rate_limit_auth_per_minute = Some("2".into())).await;
-    let u = app.user(&email("u")).await;
+    let (app, u) = TestApp::with_user_using(|a| a.rate_limit_auth_per_minute = Some("2".into())).await;
     for _ in 0..2 {
         let r = app.http.get(app.url("/api/auth/session")).bearer_auth(&u.token).send().await.expect("request");
         assert_eq!(r.status().as_u16(), 200);
@@ -143,12 +139,11 @@ async fn leased_cells_never_admit_more_than_the_limit_across_instances() {
 #[tokio::test]
 async fn a_concurrent_burst_under_the_limit_is_never_refused() {
     // Concurrent misses must not each take a lease: 250 at once against a limit of 300 all pass.
-    let app = TestApp::spawn_with(|args| {
+    let (app, u) = TestApp::with_user_using(|args| {
         args.rate_limit_user_per_minute = Some("300".into());
         args.rate_limit_ip_per_minute = Some("300".into());
     })
     .await;
-    let u = app.user(&email("u")).await;
     let limits = &app.state.rate_limits;
     let (decisions, trips) = (limits.decisions(), limits.round_trips());
     let statuses = futures::future::join_all((0..250).map(|_| app.get(&u, "/api/me"))).await;
@@ -162,12 +157,11 @@ async fn a_concurrent_burst_under_the_limit_is_never_refused() {
 
 #[tokio::test]
 async fn a_busy_key_costs_a_fraction_of_a_round_trip_per_request() {
-    let app = TestApp::spawn_with(|args| {
+    let (app, u) = TestApp::with_user_using(|args| {
         args.rate_limit_user_per_minute = Some("100000".into());
         args.rate_limit_ip_per_minute = Some("100000".into());
     })
     .await;
-    let u = app.user(&email("u")).await;
     let limits = &app.state.rate_limits;
     let (decisions, trips) = (limits.decisions(), limits.round_trips());
     let mut remaining = Vec::new();
@@ -188,12 +182,11 @@ async fn a_busy_key_costs_a_fraction_of_a_round_trip_per_request() {
 #[tokio::test]
 async fn without_redis_limits_fall_back_to_the_process() {
     let dead = testkit::free_port().expect("port");
-    let app = TestApp::spawn_with(|a| {
+    let (app, u) = TestApp::with_user_using(|a| {
         a.redis_url = Some(format!("redis://127.0.0.1:{dead}"));
         a.rate_limit_user_per_minute = Some("3".into());
     })
     .await;
-    let u = app.user(&email("u")).await;
     let statuses: Vec<u16> =
         futures::future::join_all((0..4).map(|_| app.get(&u, "/api/me"))).await.iter().map(|r| r.0).collect();
     assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 3, "{statuses:?}");
@@ -228,9 +221,8 @@ async fn hostile_forwarded_for_entries_cannot_choose_or_share_a_bucket() {
 
 #[tokio::test]
 async fn outsiders_cannot_spend_an_organizations_limit() {
-    let app = TestApp::spawn_with(|a| a.rate_limit_org_per_minute = Some("3".into())).await;
-    let owner = app.user(&email("owner")).await;
-    let org = app.org(&owner, "Victim org").await;
+    let (app, owner, org) =
+        TestApp::with_org_using(|a| a.rate_limit_org_per_minute = Some("3".into()), "Victim org").await;
     let path = format!("/api/organizations/{org}/knowledge");
     for i in 0..3 {
         let outsider = app.user(&email(&format!("outsider{i}"))).await;

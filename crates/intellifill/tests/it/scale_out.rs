@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::helpers::{OWNER_PASSWORD, RUNTIME_PASSWORD, TestApp, email};
+use crate::helpers::{OWNER_PASSWORD, RUNTIME_PASSWORD, TestApp, column, email};
 use intellifill::db::provision::RUNTIME_ROLE;
 
 /// One `intellifill serve` process.
@@ -146,10 +146,8 @@ async fn three_instances_share_revocations_limits_memberships_and_audit() {
     }
 
     // A removed member loses access everywhere at once.
-    let owner = app.user(&email("owner")).await;
-    let member = app.user(&email("member")).await;
-    let org = app.org(&owner, "Scaled").await;
-    app.add_member(org, &member, "MEMBER").await;
+    let (owner, org) = app.owned_org("Scaled").await;
+    let member = app.member(org, "MEMBER").await;
     let path = format!("/api/organizations/{org}/knowledge");
     for base in &bases {
         let (s, _, id) = get(&http, base, &member.token, &path).await;
@@ -184,14 +182,8 @@ async fn three_instances_share_revocations_limits_memberships_and_audit() {
     for i in &mut instances {
         i.terminate();
     }
-    let stored: Vec<String> = app
-        .owner
-        .query("SELECT request_id FROM audit_log WHERE request_id = ANY($1)", &[&request_ids])
-        .await
-        .expect("rows")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let stored: Vec<String> =
+        column(&app.owner, "SELECT request_id FROM audit_log WHERE request_id = ANY($1)", &[&request_ids]).await;
     let mut missing: Vec<&String> = request_ids.iter().filter(|id| !stored.contains(id)).collect();
     missing.dedup();
     assert!(missing.is_empty(), "audit rows missing for {missing:?}");

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::helpers::{TestApp, TestUser, assert_error, email, wait_until};
+use crate::helpers::{TestApp, TestUser, assert_error, wait_until};
 
 /// Hold `LOCK TABLE knowledge_sources` on the owner's connection until [`release`].
 async fn lock_knowledge(app: &TestApp) {
@@ -17,9 +17,7 @@ async fn release(app: &TestApp) {
 
 /// A server with `customize` applied, a user, and the path of their organization's knowledge list.
 async fn app_with(customize: impl FnOnce(&mut intellifill::config::ServeArgs)) -> (TestApp, TestUser, String) {
-    let app = TestApp::spawn_with(customize).await;
-    let u = app.user(&email("u")).await;
-    let org = app.org(&u, "Locked out").await;
+    let (app, u, org) = TestApp::with_org_using(customize, "Locked out").await;
     (app, u, format!("/api/organizations/{org}/knowledge"))
 }
 
