@@ -126,8 +126,10 @@ impl PathParams {
         match self.slot(name) {
             None => Ok(None),
             Some(Ok(id)) => Ok(Some(*id)),
-            Some(Err(_)) => Err(AppError::new(ErrorCode::InvalidId, format!("{name} is not a valid UUID"))
-                .with_field(name.to_owned())),
+            Some(Err(_)) => {
+                Err(AppError::new(ErrorCode::InvalidId, format!("{name} is not a valid UUID"))
+                    .with_field(name.to_owned()))
+            }
         }
     }
 

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::helpers::{TestApp, scalar};
+use crate::helpers::{TestApp, email, scalar};
 
 #[tokio::test]
 async fn a_member_of_one_org_gets_403_on_every_route_of_another() {
