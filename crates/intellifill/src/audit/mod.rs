@@ -41,7 +41,7 @@ use uuid::Uuid;
 
 use crate::db::Db;
 use crate::kv::Kv;
-pub use security::{SecurityKind, Severity};
+use crate::security::Severity;
 
 /// One audit row (also the spool's record format).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -38,6 +38,7 @@ use tower_http::timeout::TimeoutLayer;
 
 use super::context::{PathParams, RequestContext, Route};
 use super::request_id::{self, RequestId};
+use super::route::RouteTable;
 use super::step::{Step, StepLayer};
 use crate::audit::AuditSlot;
 use crate::audit::actions::RouteNote;
@@ -99,19 +100,18 @@ pub fn stack_with(routes: Router, state: &AppState, keep: &dyn Fn(Layer) -> bool
         .service(routes)
 }
 
-/// The steps around each declared route.
-pub fn route_steps(state: &AppState) -> StepLayer<(ResolveRoute, Authenticate, PerCallerLimit)> {
-    StepLayer::new((ResolveRoute, Authenticate, PerCallerLimit), state.clone())
+/// The steps around each route of `table` (the declared routes).
+pub fn route_steps(
+    state: &AppState,
+    table: &'static RouteTable,
+) -> StepLayer<(ResolveRoute, Authenticate, PerCallerLimit)> {
+    StepLayer::new((ResolveRoute(table), Authenticate, PerCallerLimit), state.clone())
 }
 
-/// Declares a step: a unit struct and its [`Step`] impl, whose body is an async block over `$state`,
-/// `$request` and `$rest`.
+/// Declares a step: a unit struct, or a struct of one field (`Name(Type)`, the step bound to `$step`), and
+/// its [`Step`] impl, whose body is an async block over `$state`, `$request` and `$rest`.
 macro_rules! step {
-    ($(#[$doc:meta])* $name:ident, |$state:ident, $request:ident, $rest:ident| $body:expr) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy)]
-        pub struct $name;
-
+    (@impl $name:ident, |$step:pat_param, $state:ident, $request:ident, $rest:ident| $body:expr) => {
         impl Step for $name {
             fn run<F>(
                 self,
@@ -122,9 +122,24 @@ macro_rules! step {
             where
                 F: Future<Output = Response> + Send,
             {
+                let $step = self;
                 $body
             }
         }
+    };
+    ($(#[$doc:meta])* $name:ident, |$state:ident, $request:ident, $rest:ident| $body:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy)]
+        pub struct $name;
+
+        step!(@impl $name, |_, $state, $request, $rest| $body);
+    };
+    ($(#[$doc:meta])* $name:ident($field:ty), |$step:pat_param, $state:ident, $request:ident, $rest:ident| $body:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy)]
+        pub struct $name(pub $field);
+
+        step!(@impl $name, |$step, $state, $request, $rest| $body);
     };
 }
 
@@ -182,12 +197,13 @@ step!(
 );
 
 step!(
-    /// The matched route's declaration and path parameters into the request context and the audit notes.
-    ResolveRoute,
-    |state, request, rest| async move {
+    /// The matched route's declaration (from the route table) and path parameters into the request context
+    /// and the audit notes.
+    ResolveRoute(&'static RouteTable),
+    |ResolveRoute(table), state, request, rest| async move {
         let (mut parts, body) = request.into_parts();
         let matched = parts.extensions.get::<axum::extract::MatchedPath>();
-        let Some(facts) = matched.and_then(|m| super::routes::table().get(m.as_str(), &parts.method)) else {
+        let Some(facts) = matched.and_then(|m| table.get(m.as_str(), &parts.method)) else {
             // A declared path with another method: the method router answers 405 (every route behind these
             // steps is declared, the router being built from the declarations).
             return rest(Request::from_parts(parts, body)).await;

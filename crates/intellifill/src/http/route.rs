@@ -125,7 +125,7 @@ pub(crate) fn operations(doc: &OpenApi) -> impl Iterator<Item = (&str, HttpMetho
 }
 
 /// Kept for the life of the process: the table is built once from the declarations (see
-/// `super::routes::declared`) and its strings are read on every request.
+/// `crate::router`) and its strings are read on every request.
 fn leak(s: &str) -> &'static str {
     Box::leak(s.to_owned().into_boxed_str())
 }

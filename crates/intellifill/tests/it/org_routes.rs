@@ -17,7 +17,7 @@ async fn a_member_of_one_org_gets_403_on_every_route_of_another() {
     let kid = k["id"].as_str().expect("id").to_owned();
 
     let mut org_paths: Vec<String> =
-        intellifill::http::routes::table().iter().filter(|r| r.org_scoped()).map(|r| r.path.to_owned()).collect();
+        intellifill::router::table().iter().filter(|r| r.org_scoped()).map(|r| r.path.to_owned()).collect();
     org_paths.dedup();
     assert!(org_paths.len() >= 7, "the route table lists the org routes: {org_paths:?}");
     let mut served = 0;

@@ -41,7 +41,10 @@ impl Graph {
 
     /// The edges along `cycle`, each with its evidence.
     pub fn edges_of<'a>(&'a self, cycle: &'a [String]) -> impl Iterator<Item = (&'a str, &'a str, &'a str)> {
-        cycle.iter().zip(cycle.iter().cycle().skip(1)).map(|(from, to)| (from.as_str(), to.as_str(), &self.edges[from][to][..]))
+        cycle
+            .iter()
+            .zip(cycle.iter().cycle().skip(1))
+            .map(|(from, to)| (from.as_str(), to.as_str(), &self.edges[from][to][..]))
     }
 
     /// Nodes from `from` to `to` (both included), within `allowed`; `to` must be reachable.

@@ -123,7 +123,12 @@ impl Walker {
         end
     }
 
-    fn tree(&self, mut i: usize, (mut path, mut text): (Vec<String>, String), out: &mut Vec<(Vec<String>, String)>) -> usize {
+    fn tree(
+        &self,
+        mut i: usize,
+        (mut path, mut text): (Vec<String>, String),
+        out: &mut Vec<(Vec<String>, String)>,
+    ) -> usize {
         loop {
             match self.tok(i) {
                 Some(Tok::Ident(seg)) => {
@@ -207,12 +212,13 @@ impl Walker {
 
     /// Records `mod name;` (after any visibility) in `start..semicolon` as a test-only child module.
     fn note_test_module(&mut self, start: usize, semicolon: usize) {
-        if semicolon >= 2 && semicolon - 2 >= start && self.ident(semicolon - 2) == Some("mod") {
-            if let Some(name) = self.ident(semicolon - 1) {
-                let mut module = self.current_module();
-                module.push(name.to_owned());
-                self.scan.test_modules.push(module);
-            }
+        if semicolon >= start + 2
+            && self.ident(semicolon - 2) == Some("mod")
+            && let Some(name) = self.ident(semicolon - 1)
+        {
+            let mut module = self.current_module();
+            module.push(name.to_owned());
+            self.scan.test_modules.push(module);
         }
     }
 }
