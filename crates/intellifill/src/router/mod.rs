@@ -1,6 +1,6 @@
 //! Every route of the server, in one list. Each entry names a handler whose `#[utoipa::path]` annotation is
 //! the route's one declaration (path, method, OpenAPI operation, audit action, rate-limit class, minimum role:
-//! see [`crate::http::route`]); the router, the OpenAPI document ([`openapi`]) and the [`RouteTable`] the
+//! see [`crate::http::route`]); the router, the OpenAPI document (`openapi`) and the [`RouteTable`] the
 //! middleware reads are all built from that list. Middleware order lives in [`crate::http::middleware::stack`].
 
 use std::sync::LazyLock;
@@ -83,7 +83,7 @@ pub fn metrics_router(state: AppState) -> Router {
     Router::new().route("/metrics", get(health::scrape)).with_state(state)
 }
 
-/// The whole application: the middleware stack around [`routes`].
+/// The whole application: the middleware stack around [`routes()`].
 pub fn app(state: AppState) -> impl Served + use<> {
     middleware::stack(routes(state.clone()), &state)
 }
