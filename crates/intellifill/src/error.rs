@@ -12,7 +12,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::audit::SecurityKind;
+use crate::security::SecurityKind;
 
 /// Machine-readable error codes. Stable: clients switch on them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema, strum::IntoStaticStr)]

@@ -1,22 +1,15 @@
-//! Prometheus metrics: the recorder, the gauges read at scrape time, and the `/metrics` endpoint.
+//! Prometheus metrics: the recorder and the per-route HTTP metrics.
 //!
 //! Counters and histograms are recorded where things happen (`metrics::counter!` at the call site). Gauges
 //! that mirror state (pool, breaker, cache size, audit queue and spool) are set from the app state when
-//! `/metrics` is scraped, so they cost nothing between scrapes and are never stale. The `metrics` facade
-//! has one recorder per process by design; it is installed once ([`handle`]) and shared by every `App` in
-//! the process (tests run one test per process). Counters that alerts watch are registered at 0 at start,
-//! so their first increase is visible to `increase()`.
+//! `/metrics` is scraped ([`crate::health::scrape`]), so they cost nothing between scrapes and are never
+//! stale. The `metrics` facade has one recorder per process by design; it is installed once ([`handle`]) and
+//! shared by every `App` in the process (tests run one test per process). Counters that alerts watch are
+//! registered at 0 at start, so their first increase is visible to `increase()`.
 
 use std::sync::OnceLock;
 
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use secrecy::ExposeSecret;
-
-use crate::error::{AppError, ErrorCode};
-use crate::state::AppState;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -149,59 +142,4 @@ impl HttpMetrics {
             histogram.record(seconds);
         }
     }
-}
-
-/// Set the state gauges from the app.
-fn refresh(state: &AppState) {
-    let pool = state.db.pool_status();
-    metrics::gauge!("db_pool_size").set(pool.size as f64);
-    metrics::gauge!("db_pool_max").set(pool.max as f64);
-    metrics::gauge!("db_pool_connections", "state" => "active").set(pool.active as f64);
-    metrics::gauge!("db_pool_connections", "state" => "idle").set(pool.idle as f64);
-    metrics::gauge!("db_pool_waiting").set(pool.waiting as f64);
-    let breaker = state.auth.breaker().stats();
-    let code = match breaker.state {
-        breaker::State::Closed => 0.0,
-        breaker::State::HalfOpen => 1.0,
-        breaker::State::Open => 2.0,
-    };
-    metrics::gauge!("auth_breaker_state").set(code);
-    metrics::counter!("auth_breaker_transitions_total", "to" => "open").absolute(breaker.transitions.opened);
-    metrics::counter!("auth_breaker_transitions_total", "to" => "half_open").absolute(breaker.transitions.half_opened);
-    metrics::counter!("auth_breaker_transitions_total", "to" => "closed").absolute(breaker.transitions.closed);
-    metrics::gauge!("auth_token_cache_entries").set(state.auth.cache().entries() as f64);
-    metrics::gauge!("audit_queue_depth").set(state.audit.queue_depth() as f64);
-    metrics::gauge!("audit_spool_pending").set(state.audit.spool_pending() as f64);
-    if state.kv.is_configured() {
-        metrics::gauge!("redis_up").set(if state.kv.is_healthy() { 1.0 } else { 0.0 });
-    }
-    let memory = state.rate_limits.store_name() == "memory";
-    metrics::gauge!("rate_limit_store_fallback").set(if memory { 1.0 } else { 0.0 });
-}
-
-/// The Prometheus text of this process.
-pub fn render(state: &AppState) -> String {
-    let handle = handle();
-    refresh(state);
-    handle.render()
-}
-
-/// `GET /metrics` (Prometheus text; bearer token when `METRICS_BEARER_TOKEN` is set).
-pub async fn endpoint(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if let Some(expected) = &state.config.metrics.bearer_token {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
-        let ok = given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.expose_secret().as_bytes()));
-        if !ok {
-            return AppError::new(ErrorCode::TokenInvalid, "a valid metrics bearer token is required").into_response();
-        }
-    }
-    let body = render(&state);
-    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -19,12 +19,12 @@ use serde::Serialize;
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
-use crate::audit::SecurityKind;
-use crate::auth::principal::{CurrentUser, auth_user, open};
 use crate::db::Tx;
 use crate::error::{AppError, ErrorCode};
 use crate::http::context::RequestContext;
+use crate::principal::{CurrentUser, auth_user, open};
 use crate::ratelimit::{KeyParts, Reported};
+use crate::security::SecurityKind;
 use crate::state::AppState;
 
 /// Organization roles, ordered: OWNER > ADMIN > MEMBER > VIEWER.

@@ -79,7 +79,7 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let Application { listener, metrics_listener, state } = self;
         if let Some(metrics_listener) = metrics_listener {
-            let metrics = crate::http::routes::metrics_router(state.clone());
+            let metrics = crate::router::metrics_router(state.clone());
             // Dies with the process; scrapes are short and need no draining.
             tokio::spawn(async move { axum::serve(metrics_listener, metrics).await });
         }
@@ -90,7 +90,7 @@ impl Application {
             tracing::info!("shutdown requested: no new connections, draining in-flight requests");
             let _ = stopping_tx.send(());
         };
-        let app = crate::http::routes::app(state.clone());
+        let app = crate::router::app(state.clone());
         let serve =
             axum::serve(listener, ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app))
                 .with_graceful_shutdown(signal);

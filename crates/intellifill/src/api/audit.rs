@@ -11,11 +11,11 @@ use tokio_postgres::types::Type;
 use uuid::Uuid;
 
 use super::pagination::{Keyset, MAX_LIMIT, Page, decode_cursor, fetch_page};
-use crate::auth::principal::{PlatformRole, UserTx};
 use crate::db::Tx;
 use crate::error::{AppError, ErrorCode};
 use crate::http::extract::{ApiQuery, Validate};
 use crate::org::{Admin, OrgTx};
+use crate::principal::{PlatformRole, UserTx};
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]

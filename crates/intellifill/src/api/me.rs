@@ -5,9 +5,9 @@ use serde::Serialize;
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
-use crate::auth::principal::{PlatformRole, UserTx};
 use crate::error::AppError;
 use crate::org::OrgRole;
+use crate::principal::{PlatformRole, UserTx};
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]

@@ -1,4 +1,4 @@
-//! The JSON API under `/api`. Handlers take a request transaction ([`crate::auth::principal::UserTx`] or
+//! The JSON API under `/api`. Handlers take a request transaction ([`crate::principal::UserTx`] or
 //! [`crate::org::OrgTx`]), never the pool, and commit it on success; an error drops (rolls back) it.
 
 pub mod audit;

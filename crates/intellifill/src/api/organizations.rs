@@ -9,10 +9,10 @@ use tokio_postgres::types::Type;
 use uuid::Uuid;
 
 use super::pagination::{Page, PageQuery, fetch_page};
-use crate::auth::principal::UserTx;
 use crate::error::AppError;
 use crate::http::extract::{ApiJson, ApiQuery, Validate};
 use crate::org::{OrgRole, OrgTx, Viewer};
+use crate::principal::UserTx;
 
 /// An organization as seen by one of its members.
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -11,10 +11,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::auth::bearer;
-use crate::auth::principal::UserTx;
 use crate::auth::verify::LogoutScope;
 use crate::error::AppError;
 use crate::http::extract::{ApiQuery, Validate};
+use crate::principal::UserTx;
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -17,11 +17,11 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
-use super::security::{self, SecurityKind, Severity};
-use super::{AuditEvent, Recorder, actions, queue};
+use super::{AuditEvent, Recorder, actions, queue, security};
 use crate::config::AnomalyConfig;
 use crate::db::Db;
 use crate::kv::{Key, Kv};
+use crate::security::{SecurityKind, Severity};
 
 const BUCKETS: u64 = 6;
 
@@ -84,7 +84,7 @@ return #redis.call('SUNION', unpack(keys))
 /// A window's bucket length (ms) and the number of the bucket this instant falls in.
 fn bucket_of(window: Duration) -> (u64, u64) {
     let bucket_ms = (window.as_millis() as u64 / BUCKETS).max(1);
-    (bucket_ms, (crate::auth::cache::now_ms().max(0) as u64) / bucket_ms)
+    (bucket_ms, (chrono::Utc::now().timestamp_millis().max(0) as u64) / bucket_ms)
 }
 
 /// One in-process window (the fallback).

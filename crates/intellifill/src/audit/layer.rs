@@ -26,8 +26,9 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 
 use super::sanitize::Sanitizer;
-use super::{AuditEvent, AuditNotes, AuditSlot, Auditor, PathEntity, SecurityKind, actions, security, truncated};
+use super::{AuditEvent, AuditNotes, AuditSlot, Auditor, PathEntity, actions, security, truncated};
 use crate::error::{AppError, ErrorCode, ErrorPayload};
+use crate::security::SecurityKind;
 
 const MAX_USER_AGENT: usize = 256;
 const MAX_PATH: usize = 512;

@@ -42,7 +42,7 @@ use uuid::Uuid;
 use crate::config::AuditConfig;
 use crate::db::Db;
 use crate::kv::Kv;
-pub use security::{SecurityKind, Severity};
+use crate::security::Severity;
 
 /// One audit row (also the spool's record format).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

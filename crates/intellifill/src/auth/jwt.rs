@@ -13,8 +13,8 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::jwks::{Jwks, Lookup};
-use crate::audit::SecurityKind;
 use crate::error::{AppError, ErrorCode};
+use crate::security::SecurityKind;
 
 /// The claims this server uses (Supabase's claim set has more).
 #[derive(Debug, Clone, Deserialize)]

@@ -8,7 +8,7 @@
 //! -> in remote mode, `GET /auth/v1/user` through the circuit breaker, one call per token however many
 //! requests wait for it ([`singleflight`]).
 //! The verified [`AuthUser`] goes into the request extensions. Loading the `users` row (provisioned?
-//! active?) happens inside the request transaction, in [`principal::UserTx`], so a deactivated user is
+//! active?) happens inside the request transaction, in [`crate::principal::UserTx`], so a deactivated user is
 //! locked out on the very next request whatever any cache says.
 
 pub mod bearer;
@@ -17,7 +17,6 @@ pub mod gotrue;
 pub mod jwks;
 pub mod jwt;
 pub mod middleware;
-pub mod principal;
 pub mod revocation;
 pub mod singleflight;
 pub mod verify;

@@ -31,10 +31,10 @@ use secrecy::ExposeSecret;
 
 use super::jwks::Jwks;
 use super::jwt::KeySource;
-use crate::audit::SecurityKind;
 use crate::config::{Config, JwtKeys, OutageMode, VerifyMode};
 use crate::error::{AppError, ErrorCode};
 use crate::kv::Kv;
+use crate::security::SecurityKind;
 
 /// Why the auth service could not give a verdict.
 #[derive(Debug, Clone, Copy)]

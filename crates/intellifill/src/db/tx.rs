@@ -16,9 +16,9 @@ use tokio_postgres::types::{ToSql, Type};
 use uuid::Uuid;
 
 use super::{Db, map_db_error};
-use crate::audit::SecurityKind;
 use crate::config::RlsFailureMode;
 use crate::error::{AppError, ErrorCode};
+use crate::security::SecurityKind;
 
 /// A typed statement parameter (the unnamed-statement protocol needs the type up front).
 pub type Param<'a> = (&'a (dyn ToSql + Sync), Type);

@@ -93,9 +93,6 @@ pub struct PathParams {
 /// A path parameter: the UUID it is, or the text that is not one.
 type ParamValue = Result<Uuid, Box<str>>;
 
-/// The names path parameters may have.
-pub(crate) const PARAM_NAMES: [&str; 3] = ["orgId", "userId", "id"];
-
 impl PathParams {
     /// The parameters axum matched.
     pub fn of(raw: &RawPathParams) -> PathParams {

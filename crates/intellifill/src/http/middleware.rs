@@ -37,6 +37,7 @@ use tower_http::timeout::TimeoutLayer;
 
 use super::context::{PathParams, RequestContext, Route};
 use super::request_id::{self, RequestId};
+use super::route::RouteTable;
 use super::step::StepLayer;
 use crate::audit::AuditSlot;
 use crate::audit::actions::RouteNote;
@@ -98,9 +99,12 @@ pub fn stack_with(routes: Router, state: &AppState, keep: &dyn Fn(Layer) -> bool
         .service(routes)
 }
 
-/// The steps around each declared route.
-pub fn route_steps(state: &AppState) -> StepLayer<(ResolveRoute, Authenticate, PerCallerLimit)> {
-    StepLayer::new((ResolveRoute, Authenticate, PerCallerLimit), state.clone())
+/// The steps around each route of `table` (the declared routes).
+pub fn route_steps(
+    state: &AppState,
+    table: &'static RouteTable,
+) -> StepLayer<(ResolveRoute, Authenticate, PerCallerLimit)> {
+    StepLayer::new((ResolveRoute(table), Authenticate, PerCallerLimit), state.clone())
 }
 
 /// Declares a step: a unit struct and its [`Step`] impl, whose body is an async block over `$state`,
@@ -112,6 +116,13 @@ macro_rules! step {
         pub struct $name;
 
         super::step::impl_step!([] $name as _, |$state, $request, $rest| $body);
+    };
+    ($(#[$doc:meta])* $name:ident($field:ty), |$step:pat, $state:ident, $request:ident, $rest:ident| $body:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy)]
+        pub struct $name(pub $field);
+
+        super::step::impl_step!([] $name as $step, |$state, $request, $rest| $body);
     };
 }
 
@@ -173,11 +184,11 @@ step!(
 
 step!(
     /// The matched route's declaration and path parameters into the request context and the audit notes.
-    ResolveRoute,
-    |state, request, rest| async move {
+    ResolveRoute(&'static RouteTable),
+    |ResolveRoute(table), state, request, rest| async move {
         let (mut parts, body) = request.into_parts();
         let matched = parts.extensions.get::<axum::extract::MatchedPath>();
-        let Some(facts) = matched.and_then(|m| super::routes::table().get(m.as_str(), &parts.method)) else {
+        let Some(facts) = matched.and_then(|m| table.get(m.as_str(), &parts.method)) else {
             // A declared path with another method: the method router answers 405 (every route behind these
             // steps is declared, the router being built from the declarations).
             return rest(Request::from_parts(parts, body)).await;

@@ -1,12 +1,11 @@
-//! HTTP surface: the route list and each route's declared facts, the middleware stack (ordered in one
-//! function) and the request context it resolves once, extractors, the OpenAPI document.
+//! HTTP machinery: each route's declared facts, the middleware stack (ordered in one function) and the
+//! request context it resolves once, extractors, request ids. The route list, the router and the OpenAPI
+//! document built from it are [`crate::router`].
 
 pub mod client_ip;
 pub mod context;
 pub mod extract;
 pub mod middleware;
-pub mod openapi;
 pub mod request_id;
 pub mod route;
-pub mod routes;
 pub mod step;

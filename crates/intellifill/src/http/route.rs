@@ -62,6 +62,9 @@ impl MinRole {
     }
 }
 
+/// The names path parameters may have (`super::context::PathParams` keeps each in a place of its own).
+pub(crate) const PARAM_NAMES: [&str; 3] = ["orgId", "userId", "id"];
+
 /// One route and method, as declared.
 #[derive(Debug, Clone)]
 pub struct RouteFacts {
@@ -126,7 +129,7 @@ pub(crate) fn operations(doc: &OpenApi) -> impl Iterator<Item = (&str, HttpMetho
 }
 
 /// Kept for the life of the process: the table is built once from the declarations (see
-/// `super::routes::declared`) and its strings are read on every request.
+/// `crate::router`) and its strings are read on every request.
 fn leak(s: &str) -> &'static str {
     Box::leak(s.to_owned().into_boxed_str())
 }
@@ -164,9 +167,9 @@ impl RouteTable {
             let unknown_param = path
                 .split('/')
                 .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
-                .find(|name| !super::context::PARAM_NAMES.contains(name));
+                .find(|name| !PARAM_NAMES.contains(name));
             if let Some(name) = unknown_param {
-                problem(format!("path parameter {{{name}}} is not one of {:?}", super::context::PARAM_NAMES));
+                problem(format!("path parameter {{{name}}} is not one of {:?}", PARAM_NAMES));
                 continue;
             }
             let authenticated = op.security.as_ref().is_some_and(|s| !s.is_empty());

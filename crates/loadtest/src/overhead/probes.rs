@@ -249,7 +249,7 @@ impl<'a> Target<'a> {
                 let pass = |request: axum::extract::Request, next: axum::middleware::Next| next.run(request);
                 Service::new(axum::middleware::from_fn(pass).layer(inner))
             }),
-            router: Service::new(intellifill::http::routes::app(state.clone())),
+            router: Service::new(intellifill::router::app(state.clone())),
             handler: Service::new({
                 let caller = caller.clone();
                 axum::Router::new()
@@ -257,7 +257,7 @@ impl<'a> Target<'a> {
                     .route("/api/organizations/{orgId}", axum::routing::get(org_noop))
                     // The route's facts and path parameters, which the org extractor reads.
                     .route_layer(intellifill::http::step::StepLayer::new(
-                        intellifill::http::middleware::ResolveRoute,
+                        intellifill::http::middleware::ResolveRoute(intellifill::router::table()),
                         state.clone(),
                     ))
                     .layer(axum::middleware::from_fn(
@@ -408,7 +408,7 @@ pub(super) const LAYERS: [&str; 3] = {
 };
 const ROUTE_STEPS: &str = "route-steps";
 
-/// The no-op routes behind the server's stack (`http::middleware::stack_with` and `http::routes::with_route_steps`,
+/// The no-op routes behind the server's stack (`http::middleware::stack_with` and `router::with_route_steps`,
 /// the functions the server is built with), without the layers named in `dropped`.
 pub(super) fn stacked(
     api: axum::Router<AppState>,
@@ -418,7 +418,7 @@ pub(super) fn stacked(
 ) -> impl intellifill::http::middleware::Served + use<> {
     let keep = |layer: &str| !dropped.iter().any(|d| d == layer);
     let api = if keep(ROUTE_STEPS) {
-        intellifill::http::routes::with_route_steps(api, state)
+        intellifill::router::with_route_steps(api, state)
     } else {
         let caller = caller.clone();
         api.route_layer(axum::middleware::from_fn(

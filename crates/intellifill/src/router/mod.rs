@@ -1,7 +1,7 @@
 //! Every route of the server, in one list. Each entry names a handler whose `#[utoipa::path]` annotation is
 //! the route's one declaration (path, method, OpenAPI operation, audit action, rate-limit class, minimum role:
-//! see [`super::route`]); the router, the OpenAPI document and the [`RouteTable`] the middleware reads are
-//! all built from that list. Middleware order lives in [`super::middleware::stack`].
+//! see [`crate::http::route`]); the router, the OpenAPI document (`openapi`) and the [`RouteTable`] the
+//! middleware reads are all built from that list. Middleware order lives in [`crate::http::middleware::stack`].
 
 use std::sync::LazyLock;
 
@@ -12,12 +12,13 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::middleware::{self, Served};
-use super::openapi;
-use super::route::RouteTable;
+mod openapi;
+
 use crate::api::{audit, knowledge, me, members, organizations, session};
 use crate::error::{AppError, ErrorCode};
 use crate::health;
+use crate::http::middleware::{self, Served};
+use crate::http::route::RouteTable;
 use crate::state::AppState;
 
 /// The declared routes: one `routes!` entry per handler. Full paths, not a router nested at `/api` (a nested
@@ -79,10 +80,10 @@ pub(crate) async fn document() -> impl axum::response::IntoResponse {
 
 /// `/metrics` alone, for `METRICS_BIND_ADDR`.
 pub fn metrics_router(state: AppState) -> Router {
-    Router::new().route("/metrics", get(crate::metrics::endpoint)).with_state(state)
+    Router::new().route("/metrics", get(health::scrape)).with_state(state)
 }
 
-/// The whole application: the middleware stack around [`routes`].
+/// The whole application: the middleware stack around [`routes()`].
 pub fn app(state: AppState) -> impl Served + use<> {
     middleware::stack(routes(state.clone()), &state)
 }
@@ -93,16 +94,16 @@ pub fn routes(state: AppState) -> Router {
     with_route_steps(DECLARED.router.clone(), &state)
         .merge(match state.config.metrics.bind_addr {
             Some(_) => Router::new(),
-            None => Router::new().route("/metrics", get(crate::metrics::endpoint)),
+            None => Router::new().route("/metrics", get(health::scrape)),
         })
         .fallback(not_found)
         .with_state(state)
 }
 
-/// `routes` behind the route steps of [`middleware::route_steps`]. Public so the overhead benchmark can wrap
-/// a no-op route in exactly these steps.
+/// `routes` behind the route steps of [`middleware::route_steps`], over the declared routes' [`table`]. Public
+/// so the overhead benchmark can wrap a no-op route in exactly these steps.
 pub fn with_route_steps(routes: Router<AppState>, state: &AppState) -> Router<AppState> {
-    routes.route_layer(middleware::route_steps(state))
+    routes.route_layer(middleware::route_steps(state, table()))
 }
 
 async fn not_found() -> AppError {

@@ -1,6 +1,6 @@
 //! The OpenAPI document, served at `/api/docs/openapi.json`: the operations come from the route declarations
-//! (`super::routes`), this module adds what every operation shares: the document's info, the bearer scheme, the
-//! shared schemas and each operation's error responses, derived from its declaration (`super::route`).
+//! ([`super`]), this module adds what every operation shares: the document's info, the bearer scheme, the
+//! shared schemas and each operation's error responses, derived from its declaration ([`crate::http::route`]).
 //!
 //! | status | declared on |
 //! | --- | --- |
@@ -21,7 +21,7 @@ use utoipa::openapi::{Content, RefOr, Required};
 use crate::api::{audit, knowledge, me, members, organizations, pagination, session};
 use crate::error::{ErrorBody, ErrorCode};
 
-/// The document's own parts; the paths are added by `super::routes`.
+/// The document's own parts; the paths are added by `super::declarations`.
 #[derive(OpenApi)]
 #[openapi(
     info(title = "IntelliFill API", description = "Supabase-authenticated, multi-tenant API with enforced row-level security. \

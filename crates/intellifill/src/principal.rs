@@ -12,7 +12,7 @@ use tokio_postgres::Row;
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
-use super::AuthUser;
+use crate::auth::AuthUser;
 use crate::db::{Param, RlsContext, Tx};
 use crate::error::{AppError, ErrorCode};
 use crate::state::AppState;
