@@ -23,6 +23,7 @@ pub enum ErrorCode {
     InvalidId,
     UnsupportedMediaType,
     PayloadTooLarge,
+    HeadersTooLarge,
     TokenMissing,
     TokenMalformed,
     TokenInvalid,
@@ -48,6 +49,7 @@ pub enum ErrorCode {
     RlsContextFailed,
     AuthServiceUnavailable,
     DatabaseUnavailable,
+    TooManyConnections,
 }
 
 impl ErrorCode {
@@ -57,6 +59,7 @@ impl ErrorCode {
             ValidationError | InvalidJson | InvalidId => StatusCode::BAD_REQUEST,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             TokenMissing | TokenMalformed | TokenInvalid | TokenExpired | SessionRevoked | UserBanned
             | UserNotProvisioned => StatusCode::UNAUTHORIZED,
             AccountDeactivated | Forbidden | OrganizationRequired | NotOrgMember | AdminRequired | OwnerRequired
@@ -67,7 +70,7 @@ impl ErrorCode {
             RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             RateLimited => StatusCode::TOO_MANY_REQUESTS,
             InternalError | RlsContextFailed => StatusCode::INTERNAL_SERVER_ERROR,
-            AuthServiceUnavailable | DatabaseUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            AuthServiceUnavailable | DatabaseUnavailable | TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -80,6 +83,7 @@ impl ErrorCode {
             InvalidId => "INVALID_ID",
             UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            HeadersTooLarge => "HEADERS_TOO_LARGE",
             TokenMissing => "TOKEN_MISSING",
             TokenMalformed => "TOKEN_MALFORMED",
             TokenInvalid => "TOKEN_INVALID",
@@ -105,6 +109,7 @@ impl ErrorCode {
             RlsContextFailed => "RLS_CONTEXT_FAILED",
             AuthServiceUnavailable => "AUTH_SERVICE_UNAVAILABLE",
             DatabaseUnavailable => "DATABASE_UNAVAILABLE",
+            TooManyConnections => "TOO_MANY_CONNECTIONS",
         }
     }
 }
@@ -248,7 +253,13 @@ mod tests {
 
     #[test]
     fn codes_serialize_as_their_wire_names() {
-        for code in [ErrorCode::RlsContextFailed, ErrorCode::NotOrgMember, ErrorCode::AuthServiceUnavailable] {
+        for code in [
+            ErrorCode::RlsContextFailed,
+            ErrorCode::NotOrgMember,
+            ErrorCode::AuthServiceUnavailable,
+            ErrorCode::HeadersTooLarge,
+            ErrorCode::TooManyConnections,
+        ] {
             assert_eq!(serde_json::to_value(code).expect("json"), serde_json::json!(code.as_str()));
         }
     }

@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::Response;
 
 use crate::error::{ErrorCode, ErrorPayload};
@@ -32,6 +32,28 @@ pub struct RequestId(pub Arc<str>);
 fn acceptable(id: &str) -> bool {
     (1..=128).contains(&id.len())
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+/// The request's id: its sane incoming `X-Request-ID`, else a new one.
+fn id_of(headers: &HeaderMap) -> Arc<str> {
+    match headers.get(&HEADER).and_then(|v| v.to_str().ok()) {
+        Some(v) if acceptable(v) => v.into(),
+        _ => new_id(),
+    }
+}
+
+/// A new id (UUIDv7), for a request or for an answer the server gives without one.
+pub(crate) fn new_id() -> Arc<str> {
+    // Encoded into a stack buffer: one allocation (the `Arc`), not the formatter and a `String` too.
+    Arc::from(&*uuid::Uuid::now_v7().hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()))
+}
+
+/// The answer to a request the server refuses before the stack sees it (`crate::http::server`: a head over
+/// the size limit): the same error body, `X-Request-ID` and access log line as any other error.
+pub(crate) fn refuse(method: &Method, uri: &Uri, headers: &HeaderMap, error: crate::AppError) -> Response {
+    use axum::response::IntoResponse;
+    let log = AccessLog { started: Instant::now(), id: id_of(headers), method: method.clone(), uri: uri.clone() };
+    log.finish(error.into_response())
 }
 
 /// The layer: [`RequestIdService`] around the rest of the stack.
@@ -67,11 +89,7 @@ where
 
     fn call(&mut self, mut request: Request) -> Self::Future {
         let started = Instant::now();
-        let id: Arc<str> = match request.headers().get(&HEADER).and_then(|v| v.to_str().ok()) {
-            Some(v) if acceptable(v) => v.into(),
-            // Encoded into a stack buffer: one allocation (the `Arc`), not the formatter and a `String` too.
-            _ => Arc::from(&*uuid::Uuid::now_v7().hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer())),
-        };
+        let id = id_of(request.headers());
         request.extensions_mut().insert(RequestId(id.clone()));
         let method = request.method().clone();
         // A clone of the URI shares its bytes: no copy of the path per request for the log lines.
@@ -169,6 +187,9 @@ fn framework_error(status: StatusCode) -> ErrorPayload {
         StatusCode::NOT_FOUND => (ErrorCode::RouteNotFound, "no such route"),
         StatusCode::METHOD_NOT_ALLOWED => (ErrorCode::MethodNotAllowed, "method not allowed on this route"),
         StatusCode::PAYLOAD_TOO_LARGE => (ErrorCode::PayloadTooLarge, "the request body is too large"),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
+            (ErrorCode::HeadersTooLarge, "the request headers are too large")
+        }
         StatusCode::REQUEST_TIMEOUT => (ErrorCode::RequestTimeout, "the request took too long"),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => (ErrorCode::UnsupportedMediaType, "unsupported content type"),
         s if s.is_client_error() => (ErrorCode::ValidationError, "the request is invalid"),
