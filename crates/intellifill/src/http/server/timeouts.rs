@@ -23,7 +23,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -34,7 +34,16 @@ use crate::error::ErrorCode;
 
 /// Where a connection is between its requests; shared by its transport and its service.
 #[derive(Debug)]
-pub(super) struct Phase(Mutex<State>);
+pub(super) struct Phase(Mutex<Shared>);
+
+#[derive(Debug)]
+struct Shared {
+    state: State,
+    /// The transport's reader, parked without a deadline while requests were served: woken when the last
+    /// one is done, so that the keep-alive deadline starts running (hyper does not read again on its own
+    /// until the socket has bytes).
+    parked_reader: Option<Waker>,
+}
 
 #[derive(Debug, Clone, Copy)]
 enum State {
@@ -56,27 +65,30 @@ enum Expiry {
 impl Phase {
     /// A new connection: awaiting its first head.
     pub(super) fn new() -> Arc<Phase> {
-        Arc::new(Phase(Mutex::new(State::AwaitingHead { since: Instant::now(), started: false })))
+        let state = State::AwaitingHead { since: Instant::now(), started: false };
+        Arc::new(Phase(Mutex::new(Shared { state, parked_reader: None })))
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+    fn shared(&self) -> std::sync::MutexGuard<'_, Shared> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Bytes were read from the client.
     fn bytes_arrived(&self) {
-        let mut state = self.state();
-        match *state {
-            State::Idle { .. } => *state = State::AwaitingHead { since: Instant::now(), started: true },
-            State::AwaitingHead { since, started: false } => *state = State::AwaitingHead { since, started: true },
+        let mut shared = self.shared();
+        match shared.state {
+            State::Idle { .. } => shared.state = State::AwaitingHead { since: Instant::now(), started: true },
+            State::AwaitingHead { since, started: false } => {
+                shared.state = State::AwaitingHead { since, started: true }
+            }
             State::AwaitingHead { started: true, .. } | State::Serving { .. } => {}
         }
     }
 
     /// A request was dispatched; it is in flight until the guard is dropped (with its response body).
     pub(super) fn request_started(self: &Arc<Phase>) -> InFlight {
-        let mut state = self.state();
-        *state = match *state {
+        let mut shared = self.shared();
+        shared.state = match shared.state {
             State::Serving { requests } => State::Serving { requests: requests + 1 },
             State::AwaitingHead { .. } | State::Idle { .. } => State::Serving { requests: 1 },
         };
@@ -84,23 +96,37 @@ impl Phase {
     }
 
     fn request_finished(&self) {
-        let mut state = self.state();
-        if let State::Serving { requests } = *state {
-            *state = match requests {
-                0 | 1 => State::Idle { since: Instant::now() },
-                n => State::Serving { requests: n - 1 },
-            };
+        let reader = {
+            let mut shared = self.shared();
+            match shared.state {
+                State::Serving { requests } if requests > 1 => {
+                    shared.state = State::Serving { requests: requests - 1 };
+                    None
+                }
+                State::Serving { .. } => {
+                    shared.state = State::Idle { since: Instant::now() };
+                    shared.parked_reader.take()
+                }
+                State::AwaitingHead { .. } | State::Idle { .. } => None,
+            }
+        };
+        if let Some(reader) = reader {
+            reader.wake();
         }
     }
 
-    /// The deadline of the current phase, if it has one.
-    fn deadline(&self, limits: &ConnectionLimits) -> Option<(Instant, Expiry)> {
-        match *self.state() {
+    /// The deadline of the current phase, if it has one; without one, `reader` is woken when one starts.
+    fn deadline(&self, limits: &ConnectionLimits, reader: &Waker) -> Option<(Instant, Expiry)> {
+        let mut shared = self.shared();
+        match shared.state {
             State::AwaitingHead { since, started } => {
                 Some((since + limits.header_read_timeout, Expiry::Head { started }))
             }
             State::Idle { since } => Some((since + limits.keepalive_timeout, Expiry::Idle)),
-            State::Serving { .. } => None,
+            State::Serving { .. } => {
+                shared.parked_reader = Some(reader.clone());
+                None
+            }
         }
     }
 }
@@ -166,7 +192,7 @@ impl AsyncRead for TimedIo {
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
             Poll::Pending => {}
         }
-        let Some((deadline, expiry)) = this.phase.deadline(&this.limits) else {
+        let Some((deadline, expiry)) = this.phase.deadline(&this.limits, cx.waker()) else {
             return Poll::Pending;
         };
         if this.timer.deadline() != deadline {
@@ -226,28 +252,42 @@ mod tests {
         }
     }
 
+    /// Counts its wake-ups.
+    struct Counter(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Counter {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
     #[tokio::test]
     async fn a_connection_awaits_its_head_then_serves_then_idles_then_awaits_again() {
         let (phase, limits) = (Phase::new(), limits());
-        let (first_head_until, expiry) = phase.deadline(&limits).expect("a new connection has a deadline");
+        let wakes = Arc::new(Counter(Default::default()));
+        let reader = Waker::from(wakes.clone());
+        let deadline = |phase: &Phase| phase.deadline(&limits, &reader);
+        let (first_head_until, expiry) = deadline(&phase).expect("a new connection has a deadline");
         assert_eq!(expiry, Expiry::Head { started: false });
         phase.bytes_arrived();
-        let started = phase.deadline(&limits).expect("deadline");
+        let started = deadline(&phase).expect("deadline");
         assert_eq!(started, (first_head_until, Expiry::Head { started: true }), "counted from the connection's start");
 
         let first = phase.request_started();
         let second = phase.request_started();
-        assert_eq!(phase.deadline(&limits), None, "no deadline while requests are in flight");
+        assert_eq!(deadline(&phase), None, "no deadline while requests are in flight");
         drop(first);
-        assert_eq!(phase.deadline(&limits), None, "one request is still in flight");
+        assert_eq!(deadline(&phase), None, "one request is still in flight");
+        assert_eq!(wakes.0.load(std::sync::atomic::Ordering::SeqCst), 0);
         drop(second);
-        let (idle_until, expiry) = phase.deadline(&limits).expect("an idle connection has a deadline");
+        assert_eq!(wakes.0.load(std::sync::atomic::Ordering::SeqCst), 1, "the parked reader is woken once idle");
+        let (idle_until, expiry) = deadline(&phase).expect("an idle connection has a deadline");
         assert_eq!(expiry, Expiry::Idle);
         let connected = first_head_until - limits.header_read_timeout;
         assert!(idle_until - limits.keepalive_timeout >= connected, "counted from the end of the last response");
 
         phase.bytes_arrived();
-        let (head_until, expiry) = phase.deadline(&limits).expect("deadline");
+        let (head_until, expiry) = deadline(&phase).expect("deadline");
         assert_eq!(expiry, Expiry::Head { started: true });
         assert!(head_until < idle_until, "the next head has the header timeout, counted from its first byte");
     }
