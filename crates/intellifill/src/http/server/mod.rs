@@ -14,7 +14,8 @@
 //! - graceful shutdown: on the stop signal the listener is closed (the kernel refuses new connections), idle
 //!   connections are closed, requests in flight finish, and [`serve`] returns once every connection is closed.
 //!
-//! HTTP/1.1 only, as the crate is built: the timeouts follow HTTP/1.1's one request at a time.
+//! HTTP/1.1 only (`http1_only`; the crate is built without HTTP/2): the timeouts follow HTTP/1.1's one
+//! request at a time per connection.
 
 mod admit;
 mod timeouts;
