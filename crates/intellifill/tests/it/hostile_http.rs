@@ -247,3 +247,18 @@ async fn invalid_utf8_in_a_path_parameter_is_400_with_the_error_body() {
         }
     }
 }
+
+#[tokio::test]
+async fn shutdown_closes_idle_and_silent_connections_at_once() {
+    let mut app = TestApp::spawn().await;
+    let mut idle = connect(&app).await;
+    assert_eq!(get(&mut idle, "/health", "").await.status, 200);
+    let mut silent = connect(&app).await;
+    wait_until(Duration::from_secs(2), || metric(&app, "http_connections_open{listener=\"api\"}") == 2.0).await;
+    let started = Instant::now();
+    app.stop().await.expect("clean stop");
+    // Neither connection holds the drain: far less than the 5 s grace and the 75 s keep-alive timeout.
+    assert!(started.elapsed() < Duration::from_secs(2), "stop took {:?}", started.elapsed());
+    closed_within(&mut idle, Duration::from_secs(1)).await;
+    closed_within(&mut silent, Duration::from_secs(1)).await;
+}
