@@ -25,6 +25,7 @@ pub enum ErrorCode {
     InvalidId,
     UnsupportedMediaType,
     PayloadTooLarge,
+    HeadersTooLarge,
     TokenMissing,
     TokenMalformed,
     TokenInvalid,
@@ -50,6 +51,7 @@ pub enum ErrorCode {
     RlsContextFailed,
     AuthServiceUnavailable,
     DatabaseUnavailable,
+    TooManyConnections,
 }
 
 impl ErrorCode {
@@ -59,6 +61,7 @@ impl ErrorCode {
             ValidationError | InvalidJson | InvalidId => StatusCode::BAD_REQUEST,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             TokenMissing | TokenMalformed | TokenInvalid | TokenExpired | SessionRevoked | UserBanned
             | UserNotProvisioned => StatusCode::UNAUTHORIZED,
             AccountDeactivated | Forbidden | OrganizationRequired | NotOrgMember | AdminRequired | OwnerRequired
@@ -69,7 +72,7 @@ impl ErrorCode {
             RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             RateLimited => StatusCode::TOO_MANY_REQUESTS,
             InternalError | RlsContextFailed => StatusCode::INTERNAL_SERVER_ERROR,
-            AuthServiceUnavailable | DatabaseUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            AuthServiceUnavailable | DatabaseUnavailable | TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 

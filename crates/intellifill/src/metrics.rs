@@ -57,6 +57,12 @@ fn register() {
     describe_counter!("audit_events_dropped_total", "audit events lost (must stay 0)");
     describe_counter!("security_events_total", "security events by kind and severity");
     describe_counter!("rate_limit_decisions_total", "rate limit decisions by policy");
+    describe_gauge!("http_connections_open", "open client connections, by listener");
+    describe_counter!("http_connections_refused_total", "connections refused over HTTP_MAX_CONNECTIONS, by listener");
+    describe_counter!(
+        "http_head_errors_total",
+        "request heads refused: too_large, malformed, timeout (not received within HTTP_HEADER_READ_TIMEOUT_MS)"
+    );
     for name in [
         "rls_context_failures_total",
         "db_pool_acquire_timeouts_total",
@@ -69,6 +75,7 @@ fn register() {
         metrics::counter!(name).increment(0);
     }
     metrics::counter!("security_events_total", "event" => "cross_tenant_attempt", "severity" => "high").increment(0);
+    metrics::counter!("http_connections_refused_total", "listener" => "api").increment(0);
 }
 
 /// `http_requests_total` (method, route, status) and `http_request_duration_seconds` (method, route), with

@@ -6,8 +6,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::ServiceExt;
-use axum::extract::Request;
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 
@@ -78,10 +76,12 @@ impl Application {
     /// Serve until `shutdown` resolves; then stop accepting, drain, close the pool.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let Application { listener, metrics_listener, state } = self;
+        let limits = state.config.http.connections;
         if let Some(metrics_listener) = metrics_listener {
             let metrics = crate::router::metrics_router(state.clone());
             // Dies with the process; scrapes are short and need no draining.
-            tokio::spawn(async move { axum::serve(metrics_listener, metrics).await });
+            let never = std::future::pending::<()>();
+            tokio::spawn(crate::http::server::serve(metrics_listener, metrics, limits, "metrics", never));
         }
         let grace = state.config.http.shutdown_grace;
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
@@ -91,9 +91,7 @@ impl Application {
             let _ = stopping_tx.send(());
         };
         let app = crate::router::app(state.clone());
-        let serve =
-            axum::serve(listener, ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app))
-                .with_graceful_shutdown(signal);
+        let serve = crate::http::server::serve(listener, app, limits, "api", signal);
         let deadline = async move {
             if stopping_rx.await.is_ok() {
                 tokio::time::sleep(grace).await;
@@ -102,7 +100,7 @@ impl Application {
             }
         };
         tokio::select! {
-            result = serve => result?,
+            () = serve => {}
             () = deadline => tracing::warn!(grace_ms = grace.as_millis() as u64, "drain grace period over: abandoning open requests"),
         }
         state.audit.shutdown().await;

@@ -31,7 +31,7 @@ pub use audit::{AnomalyConfig, AuditConfig, WriterConfig};
 pub use auth::{AuthConfig, JwtKeys, OutageMode, VerifyMode};
 pub use check::{ConfigErrors, ConfigProblem};
 pub use database::{DatabaseConfig, RlsFailureMode};
-pub use http::{HttpConfig, TrustedProxies};
+pub use http::{ConnectionLimits, HttpConfig, TrustedProxies};
 pub use observability::MetricsConfig;
 pub use ratelimit::RateLimitConfig;
 pub use redis::RedisConfig;
@@ -220,6 +220,19 @@ pub struct ServeArgs {
     /// How long shutdown waits for in-flight requests before it gives up on them.
     #[arg(long, env = "SHUTDOWN_GRACE_MS", default_value = "25000")]
     pub shutdown_grace_ms: Option<String>,
+    /// How long a client may take to send a request head (request line and headers), from the connection's
+    /// start or its first byte after an idle keep-alive period; then it gets 408 (or, silent, a close).
+    #[arg(long, env = "HTTP_HEADER_READ_TIMEOUT_MS", default_value = "10000")]
+    pub http_header_read_timeout_ms: Option<String>,
+    /// How long a keep-alive connection may stay idle between requests before it is closed.
+    #[arg(long, env = "HTTP_KEEPALIVE_TIMEOUT_MS", default_value = "75000")]
+    pub http_keepalive_timeout_ms: Option<String>,
+    /// Largest request head (request line and headers) in bytes; larger ones get 431.
+    #[arg(long, env = "HTTP_MAX_HEADER_BYTES", default_value = "32768")]
+    pub http_max_header_bytes: Option<String>,
+    /// Open client connections allowed at once; a connection over it gets 503 and is closed.
+    #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value = "4096")]
+    pub http_max_connections: Option<String>,
 }
 
 /// Deployment environment.

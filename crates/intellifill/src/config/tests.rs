@@ -36,6 +36,22 @@ fn minimal_configuration_gets_documented_defaults() {
     assert_eq!(cfg.http.max_body_bytes, 1_048_576);
     assert_eq!(cfg.auth_base_url(), "http://127.0.0.1:9999/auth/v1");
     assert_eq!(cfg.database.rls_failure_mode, RlsFailureMode::Fail);
+    let connections = cfg.http.connections;
+    assert_eq!(connections.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(connections.keepalive_timeout, Duration::from_secs(75));
+    assert_eq!(connections.max_header_bytes, 32_768);
+    assert_eq!(connections.max_connections, 4_096);
+}
+
+#[test]
+fn connection_limits_are_range_checked() {
+    let mut args = minimal();
+    args.http_max_header_bytes = Some("1024".into());
+    args.http_max_connections = Some("0".into());
+    args.http_header_read_timeout_ms = Some("0".into());
+    let errs = Config::from_args(&args).expect_err("invalid");
+    let vars: Vec<&str> = errs.0.iter().map(|p| p.variable).collect();
+    assert_eq!(vars, ["HTTP_HEADER_READ_TIMEOUT_MS", "HTTP_MAX_HEADER_BYTES", "HTTP_MAX_CONNECTIONS"]);
 }
 
 #[test]

@@ -1,6 +1,6 @@
-//! HTTP machinery: each route's declared facts, the middleware stack (ordered in one function) and the
-//! request context it resolves once, extractors, request ids. The route list, the router and the OpenAPI
-//! document built from it are [`crate::router`].
+//! HTTP machinery: the server (accept loop and connection limits), each route's declared facts, the
+//! middleware stack (ordered in one function) and the request context it resolves once, extractors, request
+//! ids. The route list, the router and the OpenAPI document built from it are [`crate::router`].
 
 pub mod client_ip;
 pub mod context;
@@ -8,4 +8,5 @@ pub mod extract;
 pub mod middleware;
 pub mod request_id;
 pub mod route;
+pub(crate) mod server;
 pub mod step;

@@ -39,6 +39,21 @@ fn acceptable(id: &str) -> bool {
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
+/// The request's id: its sane incoming `X-Request-ID`, else a new one.
+/// A new id (UUIDv7), for a request or for an answer the server gives without one.
+pub(crate) fn new_id() -> Arc<str> {
+    // Encoded into a stack buffer: one allocation (the `Arc`), not the formatter and a `String` too.
+    Arc::from(&*uuid::Uuid::now_v7().hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()))
+}
+
+/// The answer to a request the server refuses before the stack sees it (`crate::http::server`: a head over
+/// the size limit): the same error body, `X-Request-ID` and access log line as any other error.
+pub(crate) fn refuse(method: &Method, uri: &Uri, error: crate::AppError) -> Response {
+    use axum::response::IntoResponse;
+    let log = AccessLog { started: Instant::now(), id: new_id(), method: method.clone(), uri: uri.clone() };
+    log.finish(error.into_response())
+}
+
 /// The layer: [`RequestIdService`] around the rest of the stack.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RequestIdLayer;
@@ -73,9 +88,8 @@ where
     fn call(&mut self, mut request: Request) -> Self::Future {
         let started = Instant::now();
         // Always the server's own: the key an investigator searches the audit trail and the logs by is never
-        // chosen by a client. Encoded into a stack buffer: one allocation (the `Arc`), no formatter.
-        let id: Arc<str> =
-            Arc::from(&*uuid::Uuid::now_v7().hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()));
+        // chosen by a client.
+        let id = new_id();
         if let Some(client) = request.headers().get(&HEADER).and_then(|v| v.to_str().ok()).filter(|v| acceptable(v)) {
             let client = ClientRequestId(client.into());
             request.extensions_mut().insert(client);
@@ -179,6 +193,9 @@ fn framework_error(status: StatusCode) -> ErrorPayload {
         StatusCode::NOT_FOUND => (ErrorCode::RouteNotFound, "no such route"),
         StatusCode::METHOD_NOT_ALLOWED => (ErrorCode::MethodNotAllowed, "method not allowed on this route"),
         StatusCode::PAYLOAD_TOO_LARGE => (ErrorCode::PayloadTooLarge, "the request body is too large"),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
+            (ErrorCode::HeadersTooLarge, "the request headers are too large")
+        }
         StatusCode::REQUEST_TIMEOUT => (ErrorCode::RequestTimeout, "the request took too long"),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => (ErrorCode::UnsupportedMediaType, "unsupported content type"),
         s if s.is_client_error() => (ErrorCode::ValidationError, "the request is invalid"),

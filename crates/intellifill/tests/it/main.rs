@@ -10,6 +10,7 @@ mod auth_pipeline;
 mod cli;
 mod contract;
 mod health;
+mod hostile_http;
 mod isolation;
 mod knowledge;
 mod lifecycle;
