@@ -10,7 +10,7 @@ use tokio_postgres::Row;
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
-use super::pagination::{Keyset, MAX_LIMIT, Page, decode_cursor, fetch_page};
+use super::pagination::{Keyset, Page, fetch_page};
 use crate::db::Tx;
 use crate::error::{AppError, ErrorCode};
 use crate::http::extract::{ApiQuery, Validate};
@@ -46,11 +46,7 @@ pub struct AuditQuery {
 
 impl Validate for AuditQuery {
     fn validate(&mut self) -> Result<(), AppError> {
-        if let Some(limit) = self.limit
-            && !(1..=MAX_LIMIT).contains(&limit)
-        {
-            return Err(AppError::validation("limit", format!("limit must be between 1 and {MAX_LIMIT}")));
-        }
+        self.after = super::pagination::checked(self.limit, self.cursor.as_deref())?;
         if let Some(action) = &self.action {
             let ok = !action.is_empty()
                 && action.len() <= 64
@@ -59,9 +55,6 @@ impl Validate for AuditQuery {
             if !ok {
                 return Err(AppError::validation("action", "action is like knowledge.create or knowledge.*"));
             }
-        }
-        if let Some(cursor) = &self.cursor {
-            self.after = Some(decode_cursor(cursor).ok_or_else(|| AppError::validation("cursor", "invalid cursor"))?);
         }
         Ok(())
     }

@@ -37,16 +37,19 @@ pub struct PageQuery {
 
 impl Validate for PageQuery {
     fn validate(&mut self) -> Result<(), AppError> {
-        if let Some(limit) = self.limit
-            && !(1..=MAX_LIMIT).contains(&limit)
-        {
-            return Err(AppError::validation("limit", format!("limit must be between 1 and {MAX_LIMIT}")));
-        }
-        if let Some(cursor) = &self.cursor {
-            self.after = Some(decode_cursor(cursor).ok_or_else(|| AppError::validation("cursor", "invalid cursor"))?);
-        }
+        self.after = checked(self.limit, self.cursor.as_deref())?;
         Ok(())
     }
+}
+
+/// A page's `limit` (1 to [`MAX_LIMIT`]) and `cursor` checked: the key to continue after.
+pub fn checked(limit: Option<i64>, cursor: Option<&str>) -> Result<Option<(DateTime<Utc>, Uuid)>, AppError> {
+    if let Some(limit) = limit
+        && !(1..=MAX_LIMIT).contains(&limit)
+    {
+        return Err(AppError::validation("limit", format!("limit must be between 1 and {MAX_LIMIT}")));
+    }
+    cursor.map(|c| decode_cursor(c).ok_or_else(|| AppError::validation("cursor", "invalid cursor"))).transpose()
 }
 
 impl PageQuery {
