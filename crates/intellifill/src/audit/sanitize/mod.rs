@@ -86,32 +86,48 @@
 
 mod json;
 mod keys;
+mod pairs;
 mod patterns;
+mod percent;
+mod phones;
+#[cfg(test)]
+mod proptests;
+mod rewrite;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_coverage;
 mod text;
-
-use regex::Regex;
+mod tokens;
 
 /// Replacement for the value of a personal key (and for secret values found inside free text).
 const REDACTED: &str = "[REDACTED]";
+/// [`REDACTED`] as a JSON string, for `"key": value` pairs in JSON fragments.
+const REDACTED_JSON: &str = "\"[REDACTED]\"";
 /// Replacement for a container nested deeper than [`Limits::max_depth`].
 const TRUNCATED: &str = "[TRUNCATED]";
 /// Key listing the secret keys removed from an object.
 const DROPPED_FIELD: &str = "_dropped";
 /// Key holding the number of keys cut from an object wider than [`Limits::max_object_keys`].
 const TRUNCATED_KEYS_FIELD: &str = "_truncatedKeys";
+/// Key holding the number of keys of an object left out because the scan budget was spent.
+const UNSCANNED_KEYS_FIELD: &str = "_unscannedKeys";
+/// Hard cap on [`Limits::max_depth`]: the walk recurses once per level, so the stack stays small whatever
+/// the configuration.
+const MAX_DEPTH: usize = 64;
 
 const EMAIL_LABEL: &str = "[EMAIL]";
 const IBAN_LABEL: &str = "[IBAN]";
 const CARD_LABEL: &str = "[CARD]";
 const PHONE_LABEL: &str = "[PHONE]";
+const JWT_LABEL: &str = "[JWT]";
+const TOKEN_LABEL: &str = "[TOKEN]";
 
 /// Size limits applied by the [`Sanitizer`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Maximum container nesting. The top-level object/array is level 1; an object or array that would be at
-    /// level `max_depth + 1` becomes `"[TRUNCATED]"`. Scalars are never cut by depth.
+    /// Maximum container nesting (at most 64). The top-level object/array is level 1; an object or array that
+    /// would be at level `max_depth + 1` becomes `"[TRUNCATED]"`. Scalars are never cut by depth.
     pub max_depth: usize,
     /// Strings (after sanitization) longer than this many chars are cut to this many chars and suffixed with
     /// `…[+N chars]`, where `N` is the number of chars cut.
@@ -124,25 +140,55 @@ pub struct Limits {
     /// If the serialized sanitized value is larger than this, `{"truncated": true, "size": <bytes>}` is
     /// returned instead.
     pub max_output_bytes: usize,
+    /// Bytes of text (string values, keys, free text, path segments) scanned for one event. Once spent, the
+    /// rest of a string becomes `[UNSCANNED: +N bytes]`, the rest of an array `"[+N items unscanned]"` and the
+    /// rest of an object `"_unscannedKeys": N`; none of it is read.
+    pub max_scan_bytes: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_depth: 8, max_string_chars: 256, max_array_items: 50, max_object_keys: 100, max_output_bytes: 8192 }
+        Self {
+            max_depth: 8,
+            max_string_chars: 256,
+            max_array_items: 50,
+            max_object_keys: 100,
+            max_output_bytes: 8192,
+            max_scan_bytes: 256 * 1024,
+        }
+    }
+}
+
+/// What is left of the bytes one event may have scanned ([`Limits::max_scan_bytes`]). Get one per event
+/// from [`Sanitizer::budget`] and pass it to each of the event's values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Budget {
+    remaining: usize,
+}
+
+impl Budget {
+    /// Bytes that may still be scanned.
+    pub fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    /// Nothing more may be scanned.
+    pub fn is_spent(&self) -> bool {
+        self.remaining == 0
+    }
+
+    /// Spend up to `bytes`; returns how many were granted.
+    fn take(&mut self, bytes: usize) -> usize {
+        let granted = bytes.min(self.remaining);
+        self.remaining -= granted;
+        granted
     }
 }
 
 /// Sanitizes JSON values, request bodies and free text for the audit log. Build once, share in an `Arc`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Sanitizer {
     limits: Limits,
-    email: Regex,
-    iban: Regex,
-    digit_run: Regex,
-    phone_intl: Regex,
-    phone_national: Regex,
-    quoted_pair: Regex,
-    text_pair: Regex,
 }
 
 // The sanitizer is shared by every request.
@@ -151,40 +197,19 @@ const _: () = {
     assert_send_sync::<Sanitizer>();
 };
 
-impl Default for Sanitizer {
-    fn default() -> Self {
-        Self::new(Limits::default())
-    }
-}
-
 impl Sanitizer {
-    /// Build a sanitizer; compiles the regexes once.
+    /// Build a sanitizer with these limits.
     pub fn new(limits: Limits) -> Self {
-        let re = |pattern: &str| Regex::new(pattern).expect("static sanitizer regex is valid");
-        Self {
-            limits,
-            email: re(r"[\p{L}\p{N}._%+\-]+(?:@|%40)[\p{L}\p{N}\-]+(?:\.[\p{L}\p{N}\-]+)*\.\p{L}{2,}"),
-            // Compact, or grouped by single spaces in fours (last group 1-4); must end at a non-alphanumeric.
-            iban: re(
-                r"(?P<m>[A-Za-z]{2}[0-9]{2}(?:[A-Za-z0-9]{11,30}|(?: [A-Za-z0-9]{4}){2,7}(?: [A-Za-z0-9]{1,4})?))(?:[^A-Za-z0-9]|$)",
-            ),
-            // Maximal runs of digits separated by single spaces or dashes; card windows are picked inside.
-            digit_run: re(r"[0-9](?:[ \-]?[0-9])*"),
-            phone_intl: re(r"(?P<m>(?:\+|%2[Bb])[ (]{0,2}[0-9](?:[ .\-()]{0,2}[0-9]){7,14})(?:[^0-9]|$)"),
-            phone_national: re(concat!(
-                r"(?P<m>\([0-9]{2,5}\)[ .\-]?[0-9]{3,4}[ .\-][0-9]{4}",
-                r"|[0-9]{2,5}[ .\-][0-9]{3,4}[ .\-][0-9]{4}",
-                r"|0[0-9]{2,4}[ \-][0-9]{6,8})(?:[^0-9]|$)",
-            )),
-            // `"key": value` in JSON fragments that do not parse; object/array values are left to the inner keys.
-            quoted_pair: re(r#""(?P<k>[^"\\]{1,128})"\s*:\s*(?P<v>"(?:[^"\\]|\\.)*"?|[^\s,}\]\[{][^\s,}\]]*)"#),
-            // `key=value` (query strings) and `key: value` (log-style text); the value is delimited in code.
-            text_pair: re(r"(?P<k>[\p{L}\p{N}_.\-\[\]%]+)[ \t]*(?P<sep>[=:])[ \t]*"),
-        }
+        Self { limits }
     }
 
     /// The limits this sanitizer applies.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// A fresh budget for one event.
+    pub fn budget(&self) -> Budget {
+        Budget { remaining: self.limits.max_scan_bytes }
     }
 }
