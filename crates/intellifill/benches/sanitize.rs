@@ -1,7 +1,9 @@
 //! Worst cases of the audit sanitizer: 1 MiB adversarial inputs (mixed IBAN/phone/card/e-mail text, long
 //! strings without separators, secret-shaped tokens, wide and deep JSON). Each input is measured through
-//! `Sanitizer::text` or `Sanitizer::body` with the default limits; criterion reports the time per input and
-//! the throughput, from which the cost per KiB follows. Target: a few milliseconds per MiB at worst.
+//! `Sanitizer::text` or `Sanitizer::body` with the default limits (`default/...`: the scan budget cuts the
+//! input) and with an unlimited scan budget (`unbounded/...`: every byte is scanned, which shows the cost
+//! per KiB of the scanners themselves). Criterion reports the time per input and the throughput. Target: a
+//! few milliseconds per MiB at worst.
 //!
 //! Run: `cargo bench -p intellifill --bench sanitize` (add `-- --quick` for a short run).
 
@@ -9,7 +11,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use intellifill::audit::sanitize::Sanitizer;
+use intellifill::audit::sanitize::{Limits, Sanitizer};
 
 const MIB: usize = 1 << 20;
 
@@ -40,7 +42,10 @@ fn texts() -> Vec<(&'static str, String)> {
         ("at_signs", repeat_to_mib("a@b.")),
         ("key_value_pairs", repeat_to_mib("a=1&b: 2&password=x&")),
         ("quoted_pairs", repeat_to_mib(r#""k": "v", "email": "x", "#)),
-        ("secret_tokens", repeat_to_mib("Bearer eyJhbGciOi.eyJzdWIiOjE.c2lnbmF0dXJl sk_live_4eC39HqLyjWDarjtT1zdp7dc ")),
+        (
+            "secret_tokens",
+            repeat_to_mib("Bearer eyJhbGciOi.eyJzdWIiOjE.c2lnbmF0dXJl sk_live_4eC39HqLyjWDarjtT1zdp7dc "),
+        ),
         ("spaces", " ".repeat(MIB)),
         ("multibyte", repeat_to_mib("é🦀ü")),
     ]
@@ -50,8 +55,9 @@ fn texts() -> Vec<(&'static str, String)> {
 fn bodies() -> Vec<(&'static str, Vec<u8>)> {
     let deep = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n)).into_bytes();
     let deep_objects = |n: usize| format!("{}1{}", r#"{"k":"#.repeat(n), "}".repeat(n)).into_bytes();
-    let long_string = serde_json::to_vec(&serde_json::json!({ "note": repeat_to_mib("DE89370400440532013001 555-123-4567 ") }))
-        .expect("json");
+    let long_string =
+        serde_json::to_vec(&serde_json::json!({ "note": repeat_to_mib("DE89370400440532013001 555-123-4567 ") }))
+            .expect("json");
     let many_strings: Vec<String> = (0..MIB / 64).map(|i| format!("{i} jane{i}@example.com 555-123-4567")).collect();
     let wide = serde_json::to_vec(&serde_json::json!({ "items": many_strings })).expect("json");
     let nested_arrays: Vec<Vec<String>> =
@@ -72,19 +78,25 @@ fn bodies() -> Vec<(&'static str, Vec<u8>)> {
 }
 
 fn benches(c: &mut Criterion) {
-    let sanitizer = Sanitizer::default();
-    let mut group = c.benchmark_group("sanitize");
-    for (name, text) in texts() {
-        group.throughput(Throughput::Bytes(text.len() as u64));
-        group.bench_with_input(BenchmarkId::new("text", name), &text, |b, t| b.iter(|| sanitizer.text(black_box(t))));
+    let unbounded = Limits { max_scan_bytes: usize::MAX, ..Limits::default() };
+    let texts = texts();
+    let bodies = bodies();
+    for (budget, limits) in [("default", Limits::default()), ("unbounded", unbounded)] {
+        let sanitizer = Sanitizer::new(limits);
+        let mut group = c.benchmark_group(format!("sanitize_{budget}"));
+        for (name, text) in &texts {
+            group.throughput(Throughput::Bytes(text.len() as u64));
+            group
+                .bench_with_input(BenchmarkId::new("text", name), text, |b, t| b.iter(|| sanitizer.text(black_box(t))));
+        }
+        for (name, body) in &bodies {
+            group.throughput(Throughput::Bytes(body.len() as u64));
+            group.bench_with_input(BenchmarkId::new("body", name), body, |b, body| {
+                b.iter(|| sanitizer.body(Some("application/json"), black_box(body)))
+            });
+        }
+        group.finish();
     }
-    for (name, body) in bodies() {
-        group.throughput(Throughput::Bytes(body.len() as u64));
-        group.bench_with_input(BenchmarkId::new("body", name), &body, |b, body| {
-            b.iter(|| sanitizer.body(Some("application/json"), black_box(body)))
-        });
-    }
-    group.finish();
 }
 
 criterion_group! {

@@ -108,11 +108,11 @@ impl Sanitizer {
                 dropped.push(self.clean_key(key, budget));
                 continue;
             }
+            let new_key = unique_key(&out, &mut suffixes, self.clean_key(key, budget));
             let new_value = match class {
                 KeyClass::Personal => Value::String(REDACTED.to_owned()),
                 _ => self.walk(value, depth + 1, budget),
             };
-            let new_key = unique_key(&out, &mut suffixes, self.clean_key(key, budget));
             out.insert(new_key, new_value);
         }
         if !dropped.is_empty() {

@@ -1,5 +1,10 @@
 //! Key rules: the secret, allow-list and personal key tables, and how a key name is normalised and classified.
 
+use std::borrow::Cow;
+use std::sync::LazyLock;
+
+use aho_corasick::AhoCorasick;
+
 use super::percent::decode_ascii_escapes;
 use super::{CARD_LABEL, EMAIL_LABEL, IBAN_LABEL, JWT_LABEL, PHONE_LABEL, REDACTED, TOKEN_LABEL, TRUNCATED};
 
@@ -151,15 +156,33 @@ pub(super) fn normalise_key(key: &str) -> String {
 }
 
 /// The key with its ASCII percent escapes decoded (`p%61ss` → `pass`, `api%255Fkey` → `api_key`).
-fn decoded_key(key: &str) -> String {
-    let mut key = key.to_owned();
+fn decoded_key(key: &str) -> Cow<'_, str> {
+    let mut key = Cow::Borrowed(key);
     for _ in 0..3 {
         match decode_ascii_escapes(&key) {
-            Some(decoded) => key = decoded,
+            Some(decoded) => key = Cow::Owned(decoded),
             None => break,
         }
     }
     key
+}
+
+/// One automaton over the secret and the personal contained words (secret ones first), so a key is read
+/// once whatever the size of the tables.
+static CONTAINED: LazyLock<AhoCorasick> = LazyLock::new(|| {
+    AhoCorasick::new(SECRET_KEYS_CONTAINED.iter().chain(PERSONAL_KEYS_CONTAINED)).expect("static key words")
+});
+
+/// Does the normalised key contain a secret word, a personal word?
+fn contained_words(norm: &str) -> (bool, bool) {
+    let mut personal = false;
+    for m in CONTAINED.find_overlapping_iter(norm) {
+        if m.pattern().as_usize() < SECRET_KEYS_CONTAINED.len() {
+            return (true, personal);
+        }
+        personal = true;
+    }
+    (false, personal)
 }
 
 /// The last word of a key, lowercased: words are split at anything but letters and digits and at a lowercase
@@ -191,17 +214,16 @@ pub(super) fn classify_key(key: &str) -> KeyClass {
         return KeyClass::Secret;
     }
     let norm = normalise_key(key);
-    let matches = |exact: &[&str], contained: &[&str]| {
-        exact.iter().any(|w| norm == *w) || contained.iter().any(|w| norm.contains(w))
-    };
-    let secret = matches(SECRET_KEYS_EXACT, SECRET_KEYS_CONTAINED)
+    let (secret_word, personal_word) = contained_words(&norm);
+    let secret = secret_word
+        || SECRET_KEYS_EXACT.contains(&norm.as_str())
         || SECRET_KEYS_SUFFIX.iter().any(|w| norm.ends_with(w))
         || SECRET_KEYS_EXACT.contains(&last_word(&decoded_key(key)).as_str());
     if secret {
         KeyClass::Secret
     } else if ALLOWED_KEYS.contains(&norm.as_str()) {
         KeyClass::Allowed
-    } else if matches(PERSONAL_KEYS_EXACT, PERSONAL_KEYS_CONTAINED) {
+    } else if personal_word || PERSONAL_KEYS_EXACT.contains(&norm.as_str()) {
         KeyClass::Personal
     } else {
         KeyClass::Plain
@@ -210,7 +232,6 @@ pub(super) fn classify_key(key: &str) -> KeyClass {
 
 /// A secret or personal key name (our own replacement labels are not keys).
 pub(super) fn is_sensitive_key(key: &str) -> bool {
-    ![EMAIL_LABEL, IBAN_LABEL, CARD_LABEL, PHONE_LABEL, JWT_LABEL, TOKEN_LABEL, REDACTED, TRUNCATED]
-        .contains(&key)
+    ![EMAIL_LABEL, IBAN_LABEL, CARD_LABEL, PHONE_LABEL, JWT_LABEL, TOKEN_LABEL, REDACTED, TRUNCATED].contains(&key)
         && matches!(classify_key(key), KeyClass::Secret | KeyClass::Personal)
 }

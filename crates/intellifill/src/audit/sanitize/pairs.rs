@@ -43,7 +43,8 @@ fn quoted_key(text: &str, quote: usize) -> Option<(usize, usize)> {
         }
     }
     let key_end = key_end?;
-    let after_ws = |p: usize| p + text[p..].chars().take_while(|c| c.is_whitespace()).map(char::len_utf8).sum::<usize>();
+    let after_ws =
+        |p: usize| p + text[p..].chars().take_while(|c| c.is_whitespace()).map(char::len_utf8).sum::<usize>();
     let colon = after_ws(key_end + 1);
     (text.as_bytes().get(colon) == Some(&b':')).then(|| (key_end, after_ws(colon + 1)))
 }

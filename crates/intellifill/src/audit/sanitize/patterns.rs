@@ -10,18 +10,24 @@ use super::{CARD_LABEL, EMAIL_LABEL, IBAN_LABEL};
 /// E-mail, secret-shaped tokens (JWT, bearer credential, API key), IBAN, card, phone — in that order, each
 /// pass on the output of the previous one (a replaced span reads as its label).
 pub(super) fn scrub_patterns(scrub: Scrub) -> Scrub {
-    scrub
-        .then(emails)
-        .then(jwts)
-        .then(bearer_credentials)
-        .then(api_keys)
-        .then(ibans)
-        .then(cards)
-        .then(intl_phones)
-        .then(|text, cut| {
-            let shapes = iban_shapes(text);
-            national_phones(text, cut, &shapes)
-        })
+    // Passes whose trigger is absent are skipped: most text has no digit, `@`, `+` or `%`.
+    let has = |scrub: &Scrub, pred: fn(&u8) -> bool| scrub.text.as_bytes().iter().any(pred);
+    let mut scrub = scrub;
+    if has(&scrub, |c| matches!(c, b'@' | b'%')) {
+        scrub = scrub.then(emails);
+    }
+    scrub = scrub.then(jwts).then(bearer_credentials).then(api_keys);
+    if !has(&scrub, u8::is_ascii_digit) {
+        return scrub;
+    }
+    scrub = scrub.then(ibans).then(cards);
+    if has(&scrub, |c| matches!(c, b'+' | b'%')) {
+        scrub = scrub.then(intl_phones);
+    }
+    scrub.then(|text, cut| {
+        let shapes = iban_shapes(text);
+        national_phones(text, cut, &shapes)
+    })
 }
 
 fn is_local_char(c: char) -> bool {

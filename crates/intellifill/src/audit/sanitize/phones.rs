@@ -109,8 +109,7 @@ pub(super) fn national_phones(text: &str, cut: Option<usize>, shapes: &[(usize, 
             next_shape += 1;
         }
         let in_iban_shape = shapes.get(next_shape).is_some_and(|&(a, _)| a < end);
-        let glued =
-            continues_digit_chain(text[..i].chars().rev()) || continues_digit_chain(text[end..].chars());
+        let glued = continues_digit_chain(text[..i].chars().rev()) || continues_digit_chain(text[end..].chars());
         if in_iban_shape || glued {
             return None;
         }

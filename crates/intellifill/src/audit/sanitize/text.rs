@@ -94,9 +94,14 @@ impl Sanitizer {
         let scanned = &s[..end];
         let run = |scrub: Scrub| {
             let scrub = scrub_patterns(scrub);
+            let b = scrub.text.as_bytes();
+            let (quotes, separators) = (b.contains(&b'"'), b.iter().any(|c| matches!(c, b'=' | b':')));
             match rules {
-                Rules::Key => scrub,
-                Rules::Text => scrub.then(quoted_pairs).then(text_pairs),
+                Rules::Text if separators => {
+                    let scrub = if quotes { scrub.then(quoted_pairs) } else { scrub };
+                    scrub.then(text_pairs)
+                }
+                _ => scrub,
             }
         };
         let raw = run(Scrub::new(scanned.to_owned(), cut));

@@ -168,9 +168,7 @@ fn has_secret_prefix(piece: &[u8]) -> bool {
     let aws = piece.len() == 20
         && (piece.starts_with(b"AKIA") || piece.starts_with(b"ASIA"))
         && piece.iter().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
-    aws || SECRET_PREFIXES
-        .iter()
-        .any(|p| piece.len() >= p.len() + MIN_AFTER_PREFIX && piece.starts_with(p.as_bytes()))
+    aws || SECRET_PREFIXES.iter().any(|p| piece.len() >= p.len() + MIN_AFTER_PREFIX && piece.starts_with(p.as_bytes()))
 }
 
 fn is_hex_token(word: &[u8]) -> bool {
