@@ -5,12 +5,20 @@ use std::io;
 
 use serde_json::{Map, Value};
 
+use super::bounded;
 use super::keys::{KeyClass, classify_key};
 use super::patterns::is_card_number;
 use super::{
     Budget, CARD_LABEL, DROPPED_FIELD, MAX_DEPTH, REDACTED, Sanitizer, TRUNCATED, TRUNCATED_KEYS_FIELD,
     UNSCANNED_KEYS_FIELD,
 };
+
+/// Whether the walk cuts arrays and objects to their limits, or the parser already did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Widths {
+    Apply,
+    Applied,
+}
 
 impl Sanitizer {
     /// Sanitize any JSON value, within a budget of its own ([`Sanitizer::sanitize_in`] shares one).
@@ -20,7 +28,11 @@ impl Sanitizer {
 
     /// [`Sanitizer::sanitize`], scanning within `budget`.
     pub fn sanitize_in(&self, value: &Value, budget: &mut Budget) -> Value {
-        let out = self.walk(value, 0, budget);
+        self.finish_value(self.walk(value, 0, Widths::Apply, budget))
+    }
+
+    /// The output size limit.
+    fn finish_value(&self, out: Value) -> Value {
         let size = serialized_len(&out);
         if size > self.limits.max_output_bytes {
             let mut m = Map::new();
@@ -32,9 +44,10 @@ impl Sanitizer {
     }
 
     /// A request body as it should be stored: JSON content types (`application/json`, `application/*+json`,
-    /// parameters allowed, case-insensitive) that parse → sanitized JSON; anything else (or unparseable JSON,
-    /// including JSON nested deeper than the parser's recursion limit of 128) → `{"contentType": <the content
-    /// type or null>, "size": <bytes>}` only (never the bytes). Empty body → `Value::Null`.
+    /// parameters allowed, case-insensitive) that parse → sanitized JSON (parsed with the limits applied, so
+    /// any nesting depth is cut rather than refused); anything else (or unparseable JSON) →
+    /// `{"contentType": <the content type or null>, "size": <bytes>}` only (never the bytes). Empty body →
+    /// `Value::Null`.
     ///
     /// The recorded content type itself goes through [`Sanitizer::text`] (length limit, patterns). Uses a
     /// budget of its own ([`Sanitizer::body_in`] shares one).
@@ -49,8 +62,8 @@ impl Sanitizer {
         }
         if content_type.is_some_and(is_json_content_type) {
             let json = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
-            if let Ok(value) = serde_json::from_slice::<Value>(json) {
-                return self.sanitize_in(&value, budget);
+            if let Some(value) = bounded::parse(json, &self.limits, 0) {
+                return self.finish_value(self.walk(&value, 0, Widths::Applied, budget));
             }
         }
         let mut m = Map::new();
@@ -65,26 +78,26 @@ impl Sanitizer {
         self.limits.max_depth.min(MAX_DEPTH)
     }
 
-    pub(super) fn walk(&self, value: &Value, depth: usize, budget: &mut Budget) -> Value {
+    pub(super) fn walk(&self, value: &Value, depth: usize, widths: Widths, budget: &mut Budget) -> Value {
         match value {
             Value::String(s) => Value::String(self.clean_string(s, depth, budget)),
             Value::Array(_) | Value::Object(_) if depth >= self.max_depth() => Value::String(TRUNCATED.to_owned()),
-            Value::Array(items) => self.walk_array(items, depth, budget),
-            Value::Object(map) => self.walk_object(map, depth, budget),
+            Value::Array(items) => self.walk_array(items, depth, widths, budget),
+            Value::Object(map) => self.walk_object(map, depth, widths, budget),
             Value::Number(n) if is_card_number(n) => Value::String(CARD_LABEL.to_owned()),
             Value::Null | Value::Bool(_) | Value::Number(_) => value.clone(),
         }
     }
 
-    fn walk_array(&self, items: &[Value], depth: usize, budget: &mut Budget) -> Value {
-        let max = self.limits.max_array_items;
+    fn walk_array(&self, items: &[Value], depth: usize, widths: Widths, budget: &mut Budget) -> Value {
+        let max = if widths == Widths::Apply { self.limits.max_array_items } else { usize::MAX };
         let mut out = Vec::with_capacity(items.len().min(max) + 1);
         for (i, item) in items.iter().take(max).enumerate() {
             if budget.is_spent() {
                 out.push(Value::String(format!("[+{} items unscanned]", items.len() - i)));
                 return Value::Array(out);
             }
-            out.push(self.walk(item, depth + 1, budget));
+            out.push(self.walk(item, depth + 1, widths, budget));
         }
         if items.len() > max {
             out.push(Value::String(format!("[+{} more items]", items.len() - max)));
@@ -92,8 +105,8 @@ impl Sanitizer {
         Value::Array(out)
     }
 
-    fn walk_object(&self, map: &Map<String, Value>, depth: usize, budget: &mut Budget) -> Value {
-        let max = self.limits.max_object_keys;
+    fn walk_object(&self, map: &Map<String, Value>, depth: usize, widths: Widths, budget: &mut Budget) -> Value {
+        let max = if widths == Widths::Apply { self.limits.max_object_keys } else { usize::MAX };
         let mut out = Map::new();
         let mut suffixes: HashMap<String, usize> = HashMap::new();
         let mut dropped: Vec<String> = Vec::new();
@@ -111,7 +124,7 @@ impl Sanitizer {
             let new_key = unique_key(&out, &mut suffixes, self.clean_key(key, budget));
             let new_value = match class {
                 KeyClass::Personal => Value::String(REDACTED.to_owned()),
-                _ => self.walk(value, depth + 1, budget),
+                _ => self.walk(value, depth + 1, widths, budget),
             };
             out.insert(new_key, new_value);
         }
@@ -135,9 +148,9 @@ impl Sanitizer {
         if !container {
             return None;
         }
-        let parsed: Value = serde_json::from_str(t).ok()?;
+        let parsed = bounded::parse(t.as_bytes(), &self.limits, depth)?;
         budget.take(s.len());
-        match self.walk(&parsed, depth, budget) {
+        match self.walk(&parsed, depth, Widths::Applied, budget) {
             Value::String(s) => Some(s),
             other => serde_json::to_string(&other).ok(),
         }
@@ -193,7 +206,7 @@ fn unique_key(map: &Map<String, Value>, suffixes: &mut HashMap<String, usize>, b
 }
 
 /// Insert one of our metadata fields; an input key of the same name is moved aside, not overwritten.
-fn insert_meta(map: &mut Map<String, Value>, name: &str, value: Value) {
+pub(super) fn insert_meta(map: &mut Map<String, Value>, name: &str, value: Value) {
     if let Some(existing) = map.remove(name) {
         let aside = unique_key(map, &mut HashMap::new(), format!("{name}#2"));
         map.insert(aside, existing);

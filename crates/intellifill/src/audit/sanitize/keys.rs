@@ -158,6 +158,9 @@ pub(super) fn normalise_key(key: &str) -> String {
 /// The key with its ASCII percent escapes decoded (`p%61ss` → `pass`, `api%255Fkey` → `api_key`).
 fn decoded_key(key: &str) -> Cow<'_, str> {
     let mut key = Cow::Borrowed(key);
+    if !key.as_bytes().contains(&b'%') {
+        return key;
+    }
     for _ in 0..3 {
         match decode_ascii_escapes(&key) {
             Some(decoded) => key = Cow::Owned(decoded),

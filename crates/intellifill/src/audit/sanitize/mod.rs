@@ -86,12 +86,14 @@
 //!
 //! Linear in the input. Every scanner is one left-to-right pass that looks at a bounded window around each
 //! candidate (no regular expressions, no backtracking); overlap checks between passes sweep sorted spans. A
-//! [`Budget`] ([`Limits::max_scan_bytes`], 256 KiB by default) bounds the bytes scanned per event: the audit
+//! [`Budget`] ([`Limits::max_scan_bytes`], 64 KiB by default: eight times the largest stored body) bounds the bytes scanned per event: the audit
 //! writer takes one per row and passes it to the path, user agent, query and body. Once spent, the rest of a
 //! string becomes `[UNSCANNED: +N bytes]` (the last 256 scanned bytes are only read to see a pattern that
 //! straddles the cut whole, never kept), the rest of an array `"[+N items unscanned]"` and the rest of an
-//! object `"_unscannedKeys": N`. JSON bodies nested deeper than the parser's limit (128) are refused (stored
-//! as type and size), and the walk never goes deeper than 64 levels whatever [`Limits::max_depth`] says.
+//! object `"_unscannedKeys": N`. JSON bodies and JSON inside strings are parsed with the width and depth
+//! limits applied by the parser (see `bounded.rs`): items, keys and containers past them are skipped by the
+//! tokenizer without being allocated or recursed into, so a wide or 10,000-level body costs its tokenizing
+//! only. The walk never goes deeper than 64 levels whatever [`Limits::max_depth`] says.
 //!
 //! # Known limits
 //!
@@ -110,6 +112,7 @@
 //! See [`Limits`]. Numbers, booleans and nulls pass through unchanged, unless their key is secret (dropped) or
 //! personal (redacted), or they are card numbers.
 
+mod bounded;
 mod json;
 mod keys;
 mod pairs;
@@ -160,8 +163,9 @@ pub struct Limits {
     pub max_string_chars: usize,
     /// Arrays keep their first `max_array_items` items, followed by a `"[+N more items]"` element.
     pub max_array_items: usize,
-    /// Objects keep their first `max_object_keys` keys (in the map's iteration order), plus
-    /// `"_truncatedKeys": N` where `N` is the number of keys cut.
+    /// Objects keep their first `max_object_keys` keys (in the map's iteration order for
+    /// [`Sanitizer::sanitize`], in the order of the text for parsed bodies), plus `"_truncatedKeys": N` where
+    /// `N` is the number of keys cut.
     pub max_object_keys: usize,
     /// If the serialized sanitized value is larger than this, `{"truncated": true, "size": <bytes>}` is
     /// returned instead.
@@ -180,7 +184,7 @@ impl Default for Limits {
             max_array_items: 50,
             max_object_keys: 100,
             max_output_bytes: 8192,
-            max_scan_bytes: 256 * 1024,
+            max_scan_bytes: 64 * 1024,
         }
     }
 }

@@ -152,20 +152,45 @@ fn iban_candidate(b: &[u8], i: usize) -> Option<(usize, [usize; 9], usize)> {
     Some((ends[groups], ends, groups + 1))
 }
 
-/// The longest prefix of an IBAN-shaped token, ending at a group boundary, that passes mod-97.
+/// The longest prefix of an IBAN-shaped token, ending at a group boundary (`ends`, ascending), that passes
+/// mod-97. One pass over the token: the remainder of the part after the first four chars grows char by char,
+/// and at each boundary the first four chars are appended to it (ISO 13616 moves them to the end).
 fn valid_iban_end(b: &[u8], start: usize, ends: &[usize]) -> Option<usize> {
-    let mut compact = [0u8; 64];
-    ends.iter().rev().copied().find(|&e| {
-        let mut n = 0;
-        for &c in b[start..e].iter().filter(|c| **c != b' ') {
-            if n == compact.len() {
-                return false;
-            }
-            compact[n] = c;
-            n += 1;
+    let (head_rem, head_scale) = b[start..start + 4].iter().fold((0u32, 1u32), |(rem, scale), &c| {
+        let (v, shift) = iban_digit(c);
+        ((rem * shift + v) % 97, (scale * shift) % 97)
+    });
+    let mut rem = 0u32;
+    let mut len = 4;
+    let mut best = None;
+    let mut next = ends.iter().copied().peekable();
+    for (i, &c) in b.iter().enumerate().take(*ends.last()?).skip(start + 4) {
+        if next.next_if_eq(&i).is_some() && check(rem, head_rem, head_scale, len) {
+            best = Some(i);
         }
-        iban_valid(&compact[..n])
-    })
+        if c != b' ' {
+            let (v, shift) = iban_digit(c);
+            rem = (rem * shift + v) % 97;
+            len += 1;
+        }
+    }
+    if check(rem, head_rem, head_scale, len) {
+        best = ends.last().copied();
+    }
+    best
+}
+
+/// Does an IBAN of `len` chars whose part after the first four has remainder `rem` pass mod-97?
+fn check(rem: u32, head_rem: u32, head_scale: u32, len: usize) -> bool {
+    (15..=34).contains(&len) && (rem * head_scale + head_rem) % 97 == 1
+}
+
+/// An IBAN char as a number (letters are 10–35) and the power of ten it shifts the number by.
+fn iban_digit(c: u8) -> (u32, u32) {
+    match c {
+        b'0'..=b'9' => (u32::from(c - b'0'), 10),
+        _ => (u32::from(c.to_ascii_uppercase() - b'A') + 10, 100),
+    }
 }
 
 /// IBANs (not glued to a preceding word char; a grouped IBAN may be followed by an unrelated word) → `[IBAN]`.

@@ -20,6 +20,9 @@ fn escape_at(b: &[u8], i: usize) -> Option<u8> {
 pub(super) fn decode_pass(s: &str, cut: Option<usize>) -> Rewritten {
     let b = s.as_bytes();
     let mut rw = Rewriter::new(s, cut);
+    if !b.contains(&b'%') {
+        return rw.finish();
+    }
     let mut buf = [0u8; 4];
     let mut i = 0;
     while let Some(off) = b.get(i..).and_then(|t| t.iter().position(|&c| c == b'%')) {
