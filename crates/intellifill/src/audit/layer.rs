@@ -96,8 +96,10 @@ impl RequestFacts {
     }
 
     /// The audit row (the writer's work, off the request path): action and entity from the route, free text
-    /// truncated and sanitized, a write body sanitized, the security mark.
+    /// (path, user agent, query) truncated and sanitized, a write body sanitized, the security mark. One scan
+    /// budget covers the whole row.
     pub fn into_event(mut self, sanitizer: &Sanitizer) -> AuditEvent {
+        let mut budget = sanitizer.budget();
         let route = self.notes.route.as_ref().map(|r| r.path);
         let (action, entity_type) = actions::classify(self.notes.route.as_ref());
         let mut event = AuditEvent::new(action);
@@ -108,9 +110,9 @@ impl RequestFacts {
         event.organization_id = self.notes.organization_id;
         event.request_id = self.request_id;
         event.ip = self.ip;
-        event.user_agent = self.text.user_agent().map(|ua| sanitizer.text(ua));
+        event.path = Some(sanitizer.path_in(self.text.path(), &mut budget).into());
+        event.user_agent = self.text.user_agent().map(|ua| sanitizer.text_in(ua, &mut budget));
         event.method = Some(self.method.as_str().into());
-        event.path = Some(self.text.path().into());
         event.status = Some(i32::from(self.status));
         event.duration_ms = Some(self.duration.as_millis().min(i32::MAX as u128) as i32);
         if let Some(kind) = self.security {
@@ -125,13 +127,13 @@ impl RequestFacts {
                 map.insert("clientRequestId".into(), (**client).into());
             }
             if let Some(q) = self.text.query() {
-                map.insert("query".into(), sanitizer.text(q).into());
+                map.insert("query".into(), sanitizer.text_in(q, &mut budget).into());
             }
             if let Some((content_type, bytes)) = &self.body
                 && !bytes.is_empty()
             {
                 let content_type = content_type.as_ref().and_then(|v| v.to_str().ok());
-                map.insert("body".into(), sanitizer.body(content_type, bytes));
+                map.insert("body".into(), sanitizer.body_in(content_type, bytes, &mut budget));
             }
         }
         event

@@ -1,16 +1,38 @@
 //! Walking JSON values (key rules, depth, width and size limits) and turning request bodies into what is stored.
 
+use std::collections::HashMap;
 use std::io;
 
 use serde_json::{Map, Value};
 
+use super::bounded;
 use super::keys::{KeyClass, classify_key};
-use super::{DROPPED_FIELD, REDACTED, Sanitizer, TRUNCATED, TRUNCATED_KEYS_FIELD};
+use super::patterns::is_card_number;
+use super::{
+    Budget, CARD_LABEL, DROPPED_FIELD, MAX_DEPTH, REDACTED, Sanitizer, TRUNCATED, TRUNCATED_KEYS_FIELD,
+    UNSCANNED_KEYS_FIELD,
+};
+
+/// Whether the walk cuts arrays and objects to their limits, or the parser already did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Widths {
+    Apply,
+    Applied,
+}
 
 impl Sanitizer {
-    /// Sanitize any JSON value.
+    /// Sanitize any JSON value, within a budget of its own ([`Sanitizer::sanitize_in`] shares one).
     pub fn sanitize(&self, value: &Value) -> Value {
-        let out = self.walk(value, 0);
+        self.sanitize_in(value, &mut self.budget())
+    }
+
+    /// [`Sanitizer::sanitize`], scanning within `budget`.
+    pub fn sanitize_in(&self, value: &Value, budget: &mut Budget) -> Value {
+        self.finish_value(self.walk(value, 0, Widths::Apply, budget))
+    }
+
+    /// The output size limit.
+    fn finish_value(&self, out: Value) -> Value {
         let size = serialized_len(&out);
         if size > self.limits.max_output_bytes {
             let mut m = Map::new();
@@ -22,64 +44,96 @@ impl Sanitizer {
     }
 
     /// A request body as it should be stored: JSON content types (`application/json`, `application/*+json`,
-    /// parameters allowed, case-insensitive) that parse → sanitized JSON; anything else (or unparseable JSON)
-    /// → `{"contentType": <the content type or null>, "size": <bytes>}` only (never the bytes). Empty body →
+    /// parameters allowed, case-insensitive) that parse → sanitized JSON (parsed with the limits applied, so
+    /// any nesting depth is cut rather than refused); anything else (or unparseable JSON) →
+    /// `{"contentType": <the content type or null>, "size": <bytes>}` only (never the bytes). Empty body →
     /// `Value::Null`.
     ///
-    /// The recorded content type itself goes through [`Sanitizer::text`] (length limit, patterns).
+    /// The recorded content type itself goes through [`Sanitizer::text`] (length limit, patterns). Uses a
+    /// budget of its own ([`Sanitizer::body_in`] shares one).
     pub fn body(&self, content_type: Option<&str>, body: &[u8]) -> Value {
+        self.body_in(content_type, body, &mut self.budget())
+    }
+
+    /// [`Sanitizer::body`], scanning within `budget`.
+    pub fn body_in(&self, content_type: Option<&str>, body: &[u8], budget: &mut Budget) -> Value {
         if body.is_empty() {
             return Value::Null;
         }
         if content_type.is_some_and(is_json_content_type) {
             let json = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
-            if let Ok(value) = serde_json::from_slice::<Value>(json) {
-                return self.sanitize(&value);
+            if let Some(value) = bounded::parse(json, &self.limits, 0) {
+                return self.finish_value(self.walk(&value, 0, Widths::Applied, budget));
             }
         }
         let mut m = Map::new();
-        m.insert("contentType".to_owned(), content_type.map_or(Value::Null, |ct| Value::String(self.text(ct))));
+        let content_type = content_type.map_or(Value::Null, |ct| Value::String(self.text_in(ct, budget)));
+        m.insert("contentType".to_owned(), content_type);
         m.insert("size".to_owned(), Value::from(body.len()));
         Value::Object(m)
     }
 
-    pub(super) fn walk(&self, value: &Value, depth: usize) -> Value {
+    /// The depth limit in force: [`Limits::max_depth`], at most [`MAX_DEPTH`].
+    fn max_depth(&self) -> usize {
+        self.limits.max_depth.min(MAX_DEPTH)
+    }
+
+    pub(super) fn walk(&self, value: &Value, depth: usize, widths: Widths, budget: &mut Budget) -> Value {
         match value {
-            Value::String(s) => Value::String(self.clean_string(s, depth)),
-            Value::Array(_) | Value::Object(_) if depth >= self.limits.max_depth => Value::String(TRUNCATED.to_owned()),
-            Value::Array(items) => {
-                let max = self.limits.max_array_items;
-                let mut out: Vec<Value> = items.iter().take(max).map(|item| self.walk(item, depth + 1)).collect();
-                if items.len() > max {
-                    out.push(Value::String(format!("[+{} more items]", items.len() - max)));
-                }
-                Value::Array(out)
-            }
-            Value::Object(map) => self.walk_object(map, depth),
+            Value::String(s) => Value::String(self.clean_string(s, depth, budget)),
+            Value::Array(_) | Value::Object(_) if depth >= self.max_depth() => Value::String(TRUNCATED.to_owned()),
+            Value::Array(items) => self.walk_array(items, depth, widths, budget),
+            Value::Object(map) => self.walk_object(map, depth, widths, budget),
+            Value::Number(n) if is_card_number(n) => Value::String(CARD_LABEL.to_owned()),
             Value::Null | Value::Bool(_) | Value::Number(_) => value.clone(),
         }
     }
 
-    fn walk_object(&self, map: &Map<String, Value>, depth: usize) -> Value {
-        let max = self.limits.max_object_keys;
+    fn walk_array(&self, items: &[Value], depth: usize, widths: Widths, budget: &mut Budget) -> Value {
+        let max = if widths == Widths::Apply { self.limits.max_array_items } else { usize::MAX };
+        let mut out = Vec::with_capacity(items.len().min(max) + 1);
+        for (i, item) in items.iter().take(max).enumerate() {
+            if budget.is_spent() {
+                out.push(Value::String(format!("[+{} items unscanned]", items.len() - i)));
+                return Value::Array(out);
+            }
+            out.push(self.walk(item, depth + 1, widths, budget));
+        }
+        if items.len() > max {
+            out.push(Value::String(format!("[+{} more items]", items.len() - max)));
+        }
+        Value::Array(out)
+    }
+
+    fn walk_object(&self, map: &Map<String, Value>, depth: usize, widths: Widths, budget: &mut Budget) -> Value {
+        let max = if widths == Widths::Apply { self.limits.max_object_keys } else { usize::MAX };
         let mut out = Map::new();
+        let mut suffixes: HashMap<String, usize> = HashMap::new();
         let mut dropped: Vec<String> = Vec::new();
-        for (key, value) in map.iter().take(max) {
+        let mut unscanned = 0;
+        for (i, (key, value)) in map.iter().take(max).enumerate() {
+            if budget.is_spent() {
+                unscanned = map.len().min(max) - i;
+                break;
+            }
             let class = classify_key(key);
             if class == KeyClass::Secret {
-                dropped.push(self.clean_key(key));
+                dropped.push(self.clean_key(key, budget));
                 continue;
             }
+            let new_key = unique_key(&out, &mut suffixes, self.clean_key(key, budget));
             let new_value = match class {
                 KeyClass::Personal => Value::String(REDACTED.to_owned()),
-                _ => self.walk(value, depth + 1),
+                _ => self.walk(value, depth + 1, widths, budget),
             };
-            let new_key = unique_key(&out, self.clean_key(key));
             out.insert(new_key, new_value);
         }
         if !dropped.is_empty() {
             dropped.sort();
             insert_meta(&mut out, DROPPED_FIELD, Value::Array(dropped.into_iter().map(Value::String).collect()));
+        }
+        if unscanned > 0 {
+            insert_meta(&mut out, UNSCANNED_KEYS_FIELD, Value::from(unscanned));
         }
         if map.len() > max {
             insert_meta(&mut out, TRUNCATED_KEYS_FIELD, Value::from(map.len() - max));
@@ -88,14 +142,15 @@ impl Sanitizer {
     }
 
     /// A string that is itself a JSON object or array: sanitize it as JSON (at the string's own depth).
-    pub(super) fn embedded_json(&self, s: &str, depth: usize) -> Option<String> {
+    pub(super) fn embedded_json(&self, s: &str, depth: usize, budget: &mut Budget) -> Option<String> {
         let t = s.trim();
         let container = (t.starts_with('{') && t.ends_with('}')) || (t.starts_with('[') && t.ends_with(']'));
         if !container {
             return None;
         }
-        let parsed: Value = serde_json::from_str(t).ok()?;
-        match self.walk(&parsed, depth) {
+        let parsed = bounded::parse(t.as_bytes(), &self.limits, depth)?;
+        budget.take(s.len());
+        match self.walk(&parsed, depth, Widths::Applied, budget) {
             Value::String(s) => Some(s),
             other => serde_json::to_string(&other).ok(),
         }
@@ -133,20 +188,27 @@ fn serialized_len(value: &Value) -> usize {
 }
 
 /// A key that is not in `map` yet: `base`, else `base#2`, `base#3`, ...
-fn unique_key(map: &Map<String, Value>, base: String) -> String {
-    let mut candidate = base.clone();
-    let mut n = 1usize;
-    while map.contains_key(&candidate) {
-        n += 1;
-        candidate = format!("{base}#{n}");
+///
+/// `suffixes` remembers the last suffix tried per base (keys are only added while an object is built), so
+/// many keys collapsing onto one text cost linear time, not quadratic.
+fn unique_key(map: &Map<String, Value>, suffixes: &mut HashMap<String, usize>, base: String) -> String {
+    if !map.contains_key(&base) {
+        return base;
     }
-    candidate
+    let n = suffixes.entry(base.clone()).or_insert(1);
+    loop {
+        *n += 1;
+        let candidate = format!("{base}#{n}");
+        if !map.contains_key(&candidate) {
+            return candidate;
+        }
+    }
 }
 
 /// Insert one of our metadata fields; an input key of the same name is moved aside, not overwritten.
-fn insert_meta(map: &mut Map<String, Value>, name: &str, value: Value) {
+pub(super) fn insert_meta(map: &mut Map<String, Value>, name: &str, value: Value) {
     if let Some(existing) = map.remove(name) {
-        let aside = unique_key(map, format!("{name}#2"));
+        let aside = unique_key(map, &mut HashMap::new(), format!("{name}#2"));
         map.insert(aside, existing);
     }
     map.insert(name.to_owned(), value);

@@ -4,44 +4,53 @@
 //!
 //! Audit rows keep the request bodies of write requests for forensics, but they must never store secrets or
 //! personal data: the original TypeScript product leaked passwords and e-mail addresses into its audit table.
-//! Everything that ends up in an audit row (request bodies, query strings, user agents, ...) goes through a
-//! [`Sanitizer`] first.
+//! Everything that ends up in an audit row (request bodies, paths, query strings, user agents, ...) goes
+//! through a [`Sanitizer`] first.
 //!
 //! The module is table-driven (the key tables are in `keys.rs`):
 //!
-//! * `SECRET_KEYS_EXACT` / `SECRET_KEYS_CONTAINED`: key names that are secrets. The key **and** its value are
-//!   dropped; the object gets a `"_dropped": [..]` array listing the (sorted) original key names removed at that
-//!   level, so a reader knows the field was sent without seeing it.
+//! * `SECRET_KEYS_EXACT` / `SECRET_KEYS_CONTAINED` / `SECRET_KEYS_SUFFIX`: key names that are secrets. The key
+//!   **and** its value are dropped; the object gets a `"_dropped": [..]` array listing the (sorted) original
+//!   key names removed at that level, so a reader knows the field was sent without seeing it.
 //! * `PERSONAL_KEYS_EXACT` / `PERSONAL_KEYS_CONTAINED`: key names that carry personal data. The key is kept
 //!   and its value (whatever its type, objects and arrays included) becomes `"[REDACTED]"`.
 //! * `ALLOWED_KEYS`: common, non-personal keys that are never redacted by the personal-key rule even though
 //!   they contain a personal word (`filename`, `orgname`, `title`, ...). Their values are still sanitized.
 //! * Value patterns, applied to every string that was not already dropped/redacted by its key, wherever the
-//!   data appears inside the string: e-mail addresses (`[EMAIL]`), IBANs with a valid ISO 13616 mod-97
-//!   checksum (`[IBAN]`), card numbers passing the Luhn check (`[CARD]`) and phone numbers (`[PHONE]`).
-//! * [`Limits`] on depth, string length, array length, object width and serialized size, so a hostile body
-//!   cannot blow up the audit table.
+//!   data appears inside the string (see below); card numbers are also recognised as JSON numbers.
+//! * [`Limits`] on depth, string length, array length, object width, serialized size and the bytes scanned
+//!   per event, so a hostile body can neither blow up the audit table nor the writer's time.
 //!
 //! # Key matching
 //!
-//! Key names are normalised before matching: lowercased, with `_`, `-`, `.` and whitespace removed, so
-//! `Pass_Word`, `access-token`, `X-Api-Key` and `credit.card.number` become `password`, `accesstoken`,
-//! `xapikey` and `creditcardnumber`. An `*_EXACT` entry matches only when the normalised key equals it (short
-//! words such as `pin`, `pan`, `name` or `ip` would otherwise match half of all keys); a `*_CONTAINED` entry
-//! matches when the normalised key contains it. The rules are checked in this order: secret, allow-list,
-//! personal. Contained matching errs on the side of caution (`footprint` contains `otp`, `capacity` contains
-//! `city`): an over-redacted audit row is an inconvenience, a leaked one is an incident.
+//! Key names are normalised before matching: ASCII percent-escapes decoded (`p%61ss`, `api%5Fkey`, also
+//! doubly encoded), lowercased, with `_`, `-`, `.`, `+` and whitespace removed, so `Pass_Word`,
+//! `access-token`, `X-Api-Key` and `credit.card.number` become `password`, `accesstoken`, `xapikey` and
+//! `creditcardnumber`. An `*_EXACT` entry matches only when the normalised key equals it (short words such as
+//! `pin`, `pan`, `name` or `ip` would otherwise match half of all keys); secret exact words also match the
+//! key's last word (`user_pw`, `isPrivate`, `user[pin]`, `cache_key`). A `*_CONTAINED` entry matches when the
+//! normalised key contains it, a `*_SUFFIX` entry when it ends with it (`password_hash`, `fileHash`). The rules
+//! are checked in this order: secret, allow-list, personal. A key longer than 1 KiB is secret unread.
+//! Matching errs on the side of caution (`footprint` contains `otp`, `capacity` contains `city`): an
+//! over-redacted audit row is an inconvenience, a leaked one is an incident.
 //!
 //! # Value patterns
 //!
-//! Applied in this order so the more specific, checksum-validated patterns win:
+//! Applied in this order, each on the output of the previous one, so the more specific patterns win:
 //!
 //! 1. e-mail: `local@domain.tld` (also the URL-encoded `local%40domain.tld`) → `[EMAIL]`;
-//! 2. IBAN: 2 letters, 2 check digits and 11–30 alphanumerics (ASCII, any case), compact or grouped by single
+//! 2. JWT: three (or five) base64url parts joined by dots, the first starting `eyJ` → `[JWT]`;
+//! 3. bearer credential: `Bearer` (any case) and a credential of 8+ chars → `Bearer [TOKEN]`;
+//! 4. API-key-shaped tokens → `[TOKEN]`: a known provider prefix (`sk_live_`, `sb_secret_`, `ghp_`, `xoxb-`,
+//!    `AKIA`, ...) with 16+ more chars, 32+ hex digits mixing digits and letters, or 32+ base64 / base64url
+//!    chars that look random (both letter cases, the char class changing often). UUIDs, slugs, identifiers
+//!    and paths do not look random;
+//! 5. IBAN: 2 letters, 2 check digits and 11–30 alphanumerics (ASCII, any case), compact or grouped by single
 //!    spaces in fours, accepted only if the ISO 13616 mod-97 checksum is 1 → `[IBAN]`;
-//! 3. card: 13–19 digits, optionally separated by single spaces or dashes, accepted only if the Luhn check
-//!    passes → `[CARD]`;
-//! 4. phone → `[PHONE]`: international `+` (or URL-encoded `%2B`) followed by 8–15 digits with optional
+//! 6. card: 13–19 digits, optionally separated by single spaces or dashes, accepted only if the Luhn check
+//!    passes → `[CARD]`. As a JSON number: 13–19 digits, Luhn, a network's leading digit (2–6), so
+//!    millisecond and microsecond timestamps stay numbers;
+//! 7. phone → `[PHONE]`: international `+` (or URL-encoded `%2B`) followed by 8–15 digits with optional
 //!    separators (space, dash, dot, parentheses), or national forms with separators (`(555) 123-4567`,
 //!    `555-123-4567`, `555.123.4567`, `020 7946 0958`, `07700 900123`). The national shapes need separators
 //!    and a last group of 4 digits, and a candidate glued to a longer number is rejected (a word char on
@@ -56,93 +65,160 @@
 //!
 //! Every string goes through this pipeline (values, and [`Sanitizer::text`] for free text):
 //!
-//! 1. a string that is itself a JSON object or array (`"{\"password\":\"x\"}"`) is parsed, sanitized with the
-//!    same rules at the string's depth and re-serialized (nothing else is done to it);
+//! 1. a string that is itself a JSON object or array (`"{\"password\":\"x\"}"`) is parsed, sanitized with
+//!    the same rules at the string's depth and re-serialized (nothing else is done to it);
 //! 2. the value patterns above;
 //! 3. `"key": value` pairs (JSON fragments that do not parse), `key=value` pairs (query strings, the value
 //!    ends at `&`, `;`, `#` or whitespace) and `key: value` pairs (log-style text, the value ends at `,`, `;`,
 //!    `&` or a line break) whose key is secret or personal get their value replaced by `[REDACTED]`;
 //! 4. the length limit (after sanitization, so a cut never exposes part of a pattern).
 //!
+//! A string holding percent-escapes (`555%20123%204567`) is also scanned decoded; when that view finds more,
+//! the decoded, sanitized text is stored. [`Sanitizer::path_in`] applies steps 2–3 to each path segment on
+//! its own, without the length limit.
+//!
 //! Object keys go through the value patterns and the length limit too (a map keyed by e-mail address would
 //! otherwise leak); if two keys collapse onto the same text, later ones get a `#2`, `#3`, ... suffix. The
-//! names listed in `_dropped` are treated the same way. If the input already has a `_dropped` or
-//! `_truncatedKeys` key, it is moved aside to `_dropped#2` / `_truncatedKeys#2` rather than overwritten.
+//! names listed in `_dropped` are treated the same way. If the input already has a `_dropped`,
+//! `_truncatedKeys` or `_unscannedKeys` key, it is moved aside (`_dropped#2`, ...) rather than overwritten.
+//!
+//! # Cost
+//!
+//! Linear in the input. Every scanner is one left-to-right pass that looks at a bounded window around each
+//! candidate (no regular expressions, no backtracking); overlap checks between passes sweep sorted spans. A
+//! [`Budget`] ([`Limits::max_scan_bytes`], 64 KiB by default: eight times the largest stored body) bounds the bytes scanned per event: the audit
+//! writer takes one per row and passes it to the path, user agent, query and body. Once spent, the rest of a
+//! string becomes `[UNSCANNED: +N bytes]` (the last 256 scanned bytes are only read to see a pattern that
+//! straddles the cut whole, never kept), the rest of an array `"[+N items unscanned]"` and the rest of an
+//! object `"_unscannedKeys": N`. JSON bodies and JSON inside strings are parsed with the width and depth
+//! limits applied by the parser (see `bounded.rs`): items, keys and containers past them are skipped by the
+//! tokenizer without being allocated or recursed into, so a wide or 10,000-level body costs its tokenizing
+//! only. The walk never goes deeper than 64 levels whatever [`Limits::max_depth`] says.
 //!
 //! # Known limits
 //!
 //! * Names, street addresses, birth dates, passport numbers etc. are recognised by their key (or by a
 //!   `key=value` / `key: value` pair), not inside arbitrary prose: `"note": "Jane Doe lives at 1 Main St"` keeps
 //!   the name and address.
-//! * Numbers are never pattern-checked (a card number sent as a JSON number under a neutral key survives).
-//! * Only ASCII digits are considered by the card, IBAN and phone patterns.
-//! * The cost is linear in the input: every string is scanned in full before it is cut to
-//!   `max_string_chars`, so the server's request body size limit bounds the work.
+//! * Numbers other than card numbers are never pattern-checked (a phone number sent as a JSON number under a
+//!   neutral key survives).
+//! * Only ASCII digits are considered by the card, IBAN and phone patterns; `+` for a space in query strings
+//!   is not decoded.
+//! * A base64 secret without `+` or `/` that is all one letter case, or shorter than 32 chars without a known
+//!   prefix, is not recognised by shape (only by its key).
 //!
 //! # Limits
 //!
 //! See [`Limits`]. Numbers, booleans and nulls pass through unchanged, unless their key is secret (dropped) or
-//! personal (redacted).
+//! personal (redacted), or they are card numbers.
 
+mod bounded;
 mod json;
 mod keys;
+mod pairs;
 mod patterns;
+mod percent;
+mod phones;
+#[cfg(test)]
+mod proptests;
+mod rewrite;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_coverage;
 mod text;
-
-use regex::Regex;
+mod tokens;
 
 /// Replacement for the value of a personal key (and for secret values found inside free text).
 const REDACTED: &str = "[REDACTED]";
+/// [`REDACTED`] as a JSON string, for `"key": value` pairs in JSON fragments.
+const REDACTED_JSON: &str = "\"[REDACTED]\"";
 /// Replacement for a container nested deeper than [`Limits::max_depth`].
 const TRUNCATED: &str = "[TRUNCATED]";
 /// Key listing the secret keys removed from an object.
 const DROPPED_FIELD: &str = "_dropped";
 /// Key holding the number of keys cut from an object wider than [`Limits::max_object_keys`].
 const TRUNCATED_KEYS_FIELD: &str = "_truncatedKeys";
+/// Key holding the number of keys of an object left out because the scan budget was spent.
+const UNSCANNED_KEYS_FIELD: &str = "_unscannedKeys";
+/// Hard cap on [`Limits::max_depth`]: the walk recurses once per level, so the stack stays small whatever
+/// the configuration.
+const MAX_DEPTH: usize = 64;
 
 const EMAIL_LABEL: &str = "[EMAIL]";
 const IBAN_LABEL: &str = "[IBAN]";
 const CARD_LABEL: &str = "[CARD]";
 const PHONE_LABEL: &str = "[PHONE]";
+const JWT_LABEL: &str = "[JWT]";
+const TOKEN_LABEL: &str = "[TOKEN]";
 
 /// Size limits applied by the [`Sanitizer`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Maximum container nesting. The top-level object/array is level 1; an object or array that would be at
-    /// level `max_depth + 1` becomes `"[TRUNCATED]"`. Scalars are never cut by depth.
+    /// Maximum container nesting (at most 64). The top-level object/array is level 1; an object or array that
+    /// would be at level `max_depth + 1` becomes `"[TRUNCATED]"`. Scalars are never cut by depth.
     pub max_depth: usize,
     /// Strings (after sanitization) longer than this many chars are cut to this many chars and suffixed with
     /// `…[+N chars]`, where `N` is the number of chars cut.
     pub max_string_chars: usize,
     /// Arrays keep their first `max_array_items` items, followed by a `"[+N more items]"` element.
     pub max_array_items: usize,
-    /// Objects keep their first `max_object_keys` keys (in the map's iteration order), plus
-    /// `"_truncatedKeys": N` where `N` is the number of keys cut.
+    /// Objects keep their first `max_object_keys` keys (in the map's iteration order for
+    /// [`Sanitizer::sanitize`], in the order of the text for parsed bodies), plus `"_truncatedKeys": N` where
+    /// `N` is the number of keys cut.
     pub max_object_keys: usize,
     /// If the serialized sanitized value is larger than this, `{"truncated": true, "size": <bytes>}` is
     /// returned instead.
     pub max_output_bytes: usize,
+    /// Bytes of text (string values, keys, free text, path segments) scanned for one event. Once spent, the
+    /// rest of a string becomes `[UNSCANNED: +N bytes]`, the rest of an array `"[+N items unscanned]"` and the
+    /// rest of an object `"_unscannedKeys": N`; none of it is read.
+    pub max_scan_bytes: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_depth: 8, max_string_chars: 256, max_array_items: 50, max_object_keys: 100, max_output_bytes: 8192 }
+        Self {
+            max_depth: 8,
+            max_string_chars: 256,
+            max_array_items: 50,
+            max_object_keys: 100,
+            max_output_bytes: 8192,
+            max_scan_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// What is left of the bytes one event may have scanned ([`Limits::max_scan_bytes`]). Get one per event
+/// from [`Sanitizer::budget`] and pass it to each of the event's values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Budget {
+    remaining: usize,
+}
+
+impl Budget {
+    /// Bytes that may still be scanned.
+    pub fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    /// Nothing more may be scanned.
+    pub fn is_spent(&self) -> bool {
+        self.remaining == 0
+    }
+
+    /// Spend up to `bytes`; returns how many were granted.
+    fn take(&mut self, bytes: usize) -> usize {
+        let granted = bytes.min(self.remaining);
+        self.remaining -= granted;
+        granted
     }
 }
 
 /// Sanitizes JSON values, request bodies and free text for the audit log. Build once, share in an `Arc`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Sanitizer {
     limits: Limits,
-    email: Regex,
-    iban: Regex,
-    digit_run: Regex,
-    phone_intl: Regex,
-    phone_national: Regex,
-    quoted_pair: Regex,
-    text_pair: Regex,
 }
 
 // The sanitizer is shared by every request.
@@ -151,40 +227,19 @@ const _: () = {
     assert_send_sync::<Sanitizer>();
 };
 
-impl Default for Sanitizer {
-    fn default() -> Self {
-        Self::new(Limits::default())
-    }
-}
-
 impl Sanitizer {
-    /// Build a sanitizer; compiles the regexes once.
+    /// Build a sanitizer with these limits.
     pub fn new(limits: Limits) -> Self {
-        let re = |pattern: &str| Regex::new(pattern).expect("static sanitizer regex is valid");
-        Self {
-            limits,
-            email: re(r"[\p{L}\p{N}._%+\-]+(?:@|%40)[\p{L}\p{N}\-]+(?:\.[\p{L}\p{N}\-]+)*\.\p{L}{2,}"),
-            // Compact, or grouped by single spaces in fours (last group 1-4); must end at a non-alphanumeric.
-            iban: re(
-                r"(?P<m>[A-Za-z]{2}[0-9]{2}(?:[A-Za-z0-9]{11,30}|(?: [A-Za-z0-9]{4}){2,7}(?: [A-Za-z0-9]{1,4})?))(?:[^A-Za-z0-9]|$)",
-            ),
-            // Maximal runs of digits separated by single spaces or dashes; card windows are picked inside.
-            digit_run: re(r"[0-9](?:[ \-]?[0-9])*"),
-            phone_intl: re(r"(?P<m>(?:\+|%2[Bb])[ (]{0,2}[0-9](?:[ .\-()]{0,2}[0-9]){7,14})(?:[^0-9]|$)"),
-            phone_national: re(concat!(
-                r"(?P<m>\([0-9]{2,5}\)[ .\-]?[0-9]{3,4}[ .\-][0-9]{4}",
-                r"|[0-9]{2,5}[ .\-][0-9]{3,4}[ .\-][0-9]{4}",
-                r"|0[0-9]{2,4}[ \-][0-9]{6,8})(?:[^0-9]|$)",
-            )),
-            // `"key": value` in JSON fragments that do not parse; object/array values are left to the inner keys.
-            quoted_pair: re(r#""(?P<k>[^"\\]{1,128})"\s*:\s*(?P<v>"(?:[^"\\]|\\.)*"?|[^\s,}\]\[{][^\s,}\]]*)"#),
-            // `key=value` (query strings) and `key: value` (log-style text); the value is delimited in code.
-            text_pair: re(r"(?P<k>[\p{L}\p{N}_.\-\[\]%]+)[ \t]*(?P<sep>[=:])[ \t]*"),
-        }
+        Self { limits }
     }
 
     /// The limits this sanitizer applies.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// A fresh budget for one event.
+    pub fn budget(&self) -> Budget {
+        Budget { remaining: self.limits.max_scan_bytes }
     }
 }

@@ -1,83 +1,299 @@
-//! Value patterns found anywhere inside a string: e-mail addresses, checksum-validated IBANs and card numbers,
-//! and phone numbers.
+//! Value patterns found anywhere inside a string: e-mail addresses, checksum-validated IBANs and card numbers
+//! (phones and secret-shaped tokens have their own modules). Every scanner is a single left-to-right pass
+//! whose work per position is bounded by the longest shape it looks for, so a pass is linear in its input.
 
-use regex::Regex;
+use super::phones::{intl_phones, national_phones};
+use super::rewrite::{Rewriter, Rewritten, Scrub, alnum_run_end, each_token_start};
+use super::tokens::{api_keys, bearer_credentials, jwts};
+use super::{CARD_LABEL, EMAIL_LABEL, IBAN_LABEL};
 
-use super::{CARD_LABEL, EMAIL_LABEL, IBAN_LABEL, PHONE_LABEL, Sanitizer};
-
-impl Sanitizer {
-    /// E-mail, IBAN, card, phone — in that order.
-    pub(super) fn scrub_patterns(&self, s: &str) -> String {
-        let s = self.email.replace_all(s, EMAIL_LABEL);
-        let s = replace_validated(&s, &self.iban, IBAN_LABEL, accept_iban);
-        let s = self.scrub_cards(&s);
-        let s = replace_validated(&s, &self.phone_intl, PHONE_LABEL, accept_intl_phone);
-        // IBAN-shaped tokens that failed the checksum are left alone rather than half-reported as phones.
-        let iban_shaped: Vec<(usize, usize)> = self
-            .iban
-            .captures_iter(&s)
-            .filter_map(|caps| caps.name("m"))
-            .filter(|m| !char_before(&s, m.start()).is_some_and(is_word_char))
-            .map(|m| (m.start(), m.end()))
-            .collect();
-        replace_validated(&s, &self.phone_national, PHONE_LABEL, |text, start, end| {
-            let in_iban_shape = iban_shaped.iter().any(|&(a, b)| start < b && a < end);
-            if in_iban_shape { None } else { accept_national_phone(text, start, end) }
-        })
+/// E-mail, secret-shaped tokens (JWT, bearer credential, API key), IBAN, card, phone — in that order, each
+/// pass on the output of the previous one (a replaced span reads as its label).
+pub(super) fn scrub_patterns(scrub: Scrub) -> Scrub {
+    // Passes whose trigger is absent are skipped: most text has no digit, `@`, `+` or `%`.
+    let has = |scrub: &Scrub, pred: fn(&u8) -> bool| scrub.text.as_bytes().iter().any(pred);
+    let mut scrub = scrub;
+    if has(&scrub, |c| matches!(c, b'@' | b'%')) {
+        scrub = scrub.then(emails);
     }
+    scrub = scrub.then(jwts).then(bearer_credentials).then(api_keys);
+    if !has(&scrub, u8::is_ascii_digit) {
+        return scrub;
+    }
+    scrub = scrub.then(ibans).then(cards);
+    if has(&scrub, |c| matches!(c, b'+' | b'%')) {
+        scrub = scrub.then(intl_phones);
+    }
+    scrub.then(|text, cut| {
+        let shapes = iban_shapes(text);
+        national_phones(text, cut, &shapes)
+    })
+}
 
-    /// Within each run of digits separated by single spaces/dashes, replace the leftmost-longest windows of
-    /// whole groups holding 13–19 digits that pass Luhn. A window is card-shaped: a single group, or groups of
-    /// at least 4 digits with a last group of at least 3 (`4111 1111 1111 1111`, `3782 822463 10005`,
-    /// `6304 0000 0000 0000 018`), so space-separated phone numbers do not merge into a "card".
-    fn scrub_cards(&self, s: &str) -> String {
-        let mut out = String::with_capacity(s.len());
-        let mut last = 0;
-        for run in self.digit_run.find_iter(s) {
-            // (start, end) byte offsets of each digit group of the run.
-            let mut groups: Vec<(usize, usize)> = Vec::new();
-            let mut group_start = run.start();
-            for (i, b) in run.as_str().bytes().enumerate() {
-                if !b.is_ascii_digit() {
-                    groups.push((group_start, run.start() + i));
-                    group_start = run.start() + i + 1;
-                }
+fn is_local_char(c: char) -> bool {
+    c.is_alphanumeric() || matches!(c, '.' | '_' | '%' | '+' | '-')
+}
+
+/// The next `@` or `%40` at or after `from`: (position, length).
+fn next_at_sign(b: &[u8], from: usize) -> Option<(usize, usize)> {
+    let mut i = from;
+    while let Some(off) = b.get(i..).and_then(|t| t.iter().position(|&c| c == b'@' || c == b'%')) {
+        let at = i + off;
+        if b[at] == b'@' {
+            return Some((at, 1));
+        }
+        if b.get(at + 1..at + 3) == Some(b"40") {
+            return Some((at, 3));
+        }
+        i = at + 1;
+    }
+    None
+}
+
+/// End of an e-mail domain starting at `start`: labels of letters, digits and `-` joined by dots, at least
+/// two, the last one starting with two or more letters (the address ends after those letters).
+fn email_domain_end(text: &str, start: usize) -> Option<usize> {
+    let mut pos = start;
+    let mut labels = 0;
+    let mut best = None;
+    loop {
+        let mut letters = 0;
+        let mut letters_end = pos;
+        let mut in_letters = true;
+        let mut end = pos;
+        for (off, c) in text[pos..].char_indices() {
+            if !(c.is_alphanumeric() || c == '-') {
+                break;
             }
-            groups.push((group_start, run.end()));
-
-            let mut i = 0;
-            while i < groups.len() {
-                // Windows starting at group i with at most 19 digits (so at most 19 groups): longest first.
-                let mut digits: Vec<u8> = Vec::with_capacity(19);
-                let mut windows: Vec<(usize, bool)> = Vec::new();
-                for (j, &(a, b)) in groups.iter().enumerate().skip(i) {
-                    digits.extend_from_slice(&s.as_bytes()[a..b]);
-                    if digits.len() > 19 {
-                        break;
-                    }
-                    if digits.len() >= 13 && (j == i || b - a >= 3) {
-                        windows.push((j + 1, luhn_valid(&digits)));
-                    }
-                    // Only the last group of a card may be shorter than 4 digits (4-4-4-4-3, 4-6-5, ...).
-                    if b - a < 4 {
-                        break;
-                    }
-                }
-                let found = windows.iter().rev().find(|(_, valid)| *valid).map(|&(j, _)| j);
-                match found {
-                    Some(j) => {
-                        out.push_str(&s[last..groups[i].0]);
-                        out.push_str(CARD_LABEL);
-                        last = groups[j - 1].1;
-                        i = j;
-                    }
-                    None => i += 1,
-                }
+            end = pos + off + c.len_utf8();
+            if in_letters && c.is_alphabetic() {
+                letters += 1;
+                letters_end = end;
+            } else {
+                in_letters = false;
             }
         }
-        out.push_str(&s[last..]);
-        out
+        if end == pos {
+            break;
+        }
+        labels += 1;
+        if labels >= 2 && letters >= 2 {
+            best = Some(letters_end);
+        }
+        if text.as_bytes().get(end) == Some(&b'.') {
+            pos = end + 1;
+        } else {
+            break;
+        }
     }
+    best
+}
+
+/// `local@domain.tld` and `local%40domain.tld` → `[EMAIL]`.
+fn emails(text: &str, cut: Option<usize>) -> Rewritten {
+    let b = text.as_bytes();
+    let mut rw = Rewriter::new(text, cut);
+    let mut from = 0;
+    while let Some((at, len)) = next_at_sign(b, from) {
+        if let Some(end) = email_domain_end(text, at + len) {
+            let floor = rw.last();
+            let start = text[floor..at]
+                .char_indices()
+                .rev()
+                .take_while(|&(_, c)| is_local_char(c))
+                .last()
+                .map_or(at, |(i, _)| floor + i);
+            if start < at {
+                rw.replace(start, end, EMAIL_LABEL);
+                from = end;
+                continue;
+            }
+        }
+        from = at + 1;
+    }
+    rw.finish()
+}
+
+/// An IBAN-shaped token starting at `i`: two letters, two digits, then 11–30 alphanumerics (compact) or two
+/// to seven space-separated groups of four and an optional last group of one to four. Returns the end of the
+/// token and the ends of its groups (where a shorter IBAN could end).
+fn iban_candidate(b: &[u8], i: usize) -> Option<(usize, [usize; 9], usize)> {
+    let head = b.get(i..i + 4)?;
+    if !(head[0].is_ascii_alphabetic()
+        && head[1].is_ascii_alphabetic()
+        && head[2].is_ascii_digit()
+        && head[3].is_ascii_digit())
+    {
+        return None;
+    }
+    let mut ends = [0usize; 9];
+    let run_end = alnum_run_end(b, i + 4);
+    if run_end > i + 4 {
+        ends[0] = run_end;
+        return (11..=30).contains(&(run_end - i - 4)).then_some((run_end, ends, 1));
+    }
+    // Grouped: up to eight tokens, each a run of alphanumerics after exactly one space.
+    ends[0] = i + 4;
+    let mut lens = [0usize; 8];
+    let mut count = 0;
+    let mut pos = i + 4;
+    while count < 8 && b.get(pos) == Some(&b' ') && b.get(pos + 1).is_some_and(u8::is_ascii_alphanumeric) {
+        let end = alnum_run_end(b, pos + 1);
+        lens[count] = end - pos - 1;
+        ends[count + 1] = end;
+        count += 1;
+        pos = end;
+    }
+    let full = lens[..count].iter().take(7).take_while(|&&l| l == 4).count();
+    if full < 2 {
+        return None;
+    }
+    let groups = if count > full && (1..=4).contains(&lens[full]) { full + 1 } else { full };
+    Some((ends[groups], ends, groups + 1))
+}
+
+/// The longest prefix of an IBAN-shaped token, ending at a group boundary (`ends`, ascending), that passes
+/// mod-97. One pass over the token: the remainder of the part after the first four chars grows char by char,
+/// and at each boundary the first four chars are appended to it (ISO 13616 moves them to the end).
+fn valid_iban_end(b: &[u8], start: usize, ends: &[usize]) -> Option<usize> {
+    let (head_rem, head_scale) = b[start..start + 4].iter().fold((0u32, 1u32), |(rem, scale), &c| {
+        let (v, shift) = iban_digit(c);
+        ((rem * shift + v) % 97, (scale * shift) % 97)
+    });
+    let mut rem = 0u32;
+    let mut len = 4;
+    let mut best = None;
+    let mut next = ends.iter().copied().peekable();
+    for (i, &c) in b.iter().enumerate().take(*ends.last()?).skip(start + 4) {
+        if next.next_if_eq(&i).is_some() && check(rem, head_rem, head_scale, len) {
+            best = Some(i);
+        }
+        if c != b' ' {
+            let (v, shift) = iban_digit(c);
+            rem = (rem * shift + v) % 97;
+            len += 1;
+        }
+    }
+    if check(rem, head_rem, head_scale, len) {
+        best = ends.last().copied();
+    }
+    best
+}
+
+/// Does an IBAN of `len` chars whose part after the first four has remainder `rem` pass mod-97?
+fn check(rem: u32, head_rem: u32, head_scale: u32, len: usize) -> bool {
+    (15..=34).contains(&len) && (rem * head_scale + head_rem) % 97 == 1
+}
+
+/// An IBAN char as a number (letters are 10–35) and the power of ten it shifts the number by.
+fn iban_digit(c: u8) -> (u32, u32) {
+    match c {
+        b'0'..=b'9' => (u32::from(c - b'0'), 10),
+        _ => (u32::from(c.to_ascii_uppercase() - b'A') + 10, 100),
+    }
+}
+
+/// IBANs (not glued to a preceding word char; a grouped IBAN may be followed by an unrelated word) → `[IBAN]`.
+fn ibans(text: &str, cut: Option<usize>) -> Rewritten {
+    let b = text.as_bytes();
+    let mut rw = Rewriter::new(text, cut);
+    each_token_start(text, |i| {
+        let (_, ends, n) = iban_candidate(b, i)?;
+        let end = valid_iban_end(b, i, &ends[..n])?;
+        rw.replace(i, end, IBAN_LABEL);
+        Some(end)
+    });
+    rw.finish()
+}
+
+/// The IBAN-shaped tokens of `text` (checksum or not), sorted and disjoint: national phone shapes inside them
+/// are not phones.
+fn iban_shapes(text: &str) -> Vec<(usize, usize)> {
+    let b = text.as_bytes();
+    let mut shapes = Vec::new();
+    each_token_start(text, |i| {
+        let (end, _, _) = iban_candidate(b, i)?;
+        shapes.push((i, end));
+        Some(end)
+    });
+    shapes
+}
+
+/// Within each run of digits separated by single spaces/dashes, replace the leftmost-longest windows of
+/// whole groups holding 13–19 digits that pass Luhn. A window is card-shaped: a single group, or groups of
+/// at least 4 digits with a last group of at least 3 (`4111 1111 1111 1111`, `3782 822463 10005`,
+/// `6304 0000 0000 0000 018`), so space-separated phone numbers do not merge into a "card".
+fn cards(text: &str, cut: Option<usize>) -> Rewritten {
+    let b = text.as_bytes();
+    let mut rw = Rewriter::new(text, cut);
+    let mut groups: Vec<(usize, usize)> = Vec::new();
+    let mut pos = 0;
+    while let Some(off) = b.get(pos..).and_then(|t| t.iter().position(u8::is_ascii_digit)) {
+        // One run: digits, and single spaces or dashes between digits.
+        groups.clear();
+        let mut start = pos + off;
+        let mut i = start;
+        loop {
+            while b.get(i).is_some_and(u8::is_ascii_digit) {
+                i += 1;
+            }
+            groups.push((start, i));
+            if matches!(b.get(i), Some(b' ' | b'-')) && b.get(i + 1).is_some_and(u8::is_ascii_digit) {
+                start = i + 1;
+                i += 1;
+            } else {
+                break;
+            }
+        }
+        pos = i;
+        replace_card_windows(b, &groups, &mut rw);
+    }
+    rw.finish()
+}
+
+fn replace_card_windows(b: &[u8], groups: &[(usize, usize)], rw: &mut Rewriter<'_>) {
+    let mut digits = [0u8; 19];
+    let mut i = 0;
+    while i < groups.len() {
+        // Windows starting at group i with at most 19 digits (so at most 19 groups): the longest valid wins.
+        let mut n = 0;
+        let mut found = None;
+        for (j, &(a, z)) in groups.iter().enumerate().skip(i) {
+            if n + (z - a) > digits.len() {
+                break;
+            }
+            digits[n..n + (z - a)].copy_from_slice(&b[a..z]);
+            n += z - a;
+            if n >= 13 && (j == i || z - a >= 3) && luhn_valid(&digits[..n]) {
+                found = Some(j + 1);
+            }
+            // Only the last group of a card may be shorter than 4 digits (4-4-4-4-3, 4-6-5, ...).
+            if z - a < 4 {
+                break;
+            }
+        }
+        match found {
+            Some(j) => {
+                rw.replace(groups[i].0, groups[j - 1].1, CARD_LABEL);
+                i = j;
+            }
+            None => i += 1,
+        }
+    }
+}
+
+/// A JSON number that is a card number: 13–19 digits (an integral float too), Luhn-valid, with a card
+/// network's leading digit (2–6; 13-digit cards start with 4). The leading-digit rule keeps millisecond and
+/// microsecond timestamps out.
+pub(super) fn is_card_number(n: &serde_json::Number) -> bool {
+    let s = n.to_string();
+    let s = s.strip_prefix('-').unwrap_or(&s);
+    let digits = s.strip_suffix(".0").unwrap_or(s).as_bytes();
+    (13..=19).contains(&digits.len())
+        && digits.iter().all(u8::is_ascii_digit)
+        && (b'2'..=b'6').contains(&digits[0])
+        && (digits.len() != 13 || digits[0] == b'4')
+        && luhn_valid(digits)
 }
 
 /// Luhn check over ASCII digits.
@@ -111,93 +327,4 @@ pub(super) fn iban_valid(iban: &[u8]) -> bool {
         rem = if v >= 10 { (rem * 100 + v) % 97 } else { (rem * 10 + v) % 97 };
     }
     rem == 1
-}
-
-fn char_before(text: &str, idx: usize) -> Option<char> {
-    text[..idx].chars().next_back()
-}
-
-fn is_word_char(c: char) -> bool {
-    c.is_alphanumeric() || c == '_'
-}
-
-/// Does the text continue a digit chain on this side of a national phone candidate?
-///
-/// `side` yields the chars going away from the candidate. A chain is a word char, one of `-./:` followed by a
-/// digit, or a space followed by a bare group of three or more digits (the rest of a longer number, such as a
-/// Luhn-failing card `4111 1111 1111 1112`). A separately formatted number (`555-987-6543`, `(555)`) is not a
-/// continuation, so lists of phones still work.
-fn continues_digit_chain(mut side: impl Iterator<Item = char>) -> bool {
-    match side.next() {
-        None => false,
-        Some(c) if is_word_char(c) => true,
-        Some('-' | '.' | '/' | ':') => side.next().is_some_and(|c| c.is_ascii_digit()),
-        Some(' ') => {
-            let token: String = side.take_while(|c| !c.is_whitespace()).take(64).collect();
-            let group = token.trim_matches(|c: char| matches!(c, ',' | '.' | ';' | ':' | '!' | '?'));
-            group.len() >= 3 && group.bytes().all(|b| b.is_ascii_digit())
-        }
-        Some(_) => false,
-    }
-}
-
-/// Replace every accepted candidate of `re` (its group `m`) with `label`.
-///
-/// `accept(text, start, end)` returns the end of the accepted span (it may shorten the candidate) or `None`.
-/// After a rejected candidate the search resumes one char after its start, so overlapping candidates are
-/// still considered.
-fn replace_validated(
-    text: &str,
-    re: &Regex,
-    label: &str,
-    accept: impl Fn(&str, usize, usize) -> Option<usize>,
-) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut last = 0;
-    let mut pos = 0;
-    while pos < text.len() {
-        let Some(m) = re.captures_at(text, pos).and_then(|caps| caps.name("m")) else { break };
-        match accept(text, m.start(), m.end()) {
-            Some(end) if end > m.start() => {
-                out.push_str(&text[last..m.start()]);
-                out.push_str(label);
-                last = end;
-                pos = end;
-            }
-            _ => pos = m.start() + text[m.start()..].chars().next().map_or(1, char::len_utf8),
-        }
-    }
-    out.push_str(&text[last..]);
-    out
-}
-
-/// IBAN candidate: not glued to a preceding word char; the longest prefix ending at a group boundary that
-/// passes mod-97 wins (a grouped IBAN may be followed by an unrelated 4-letter word).
-fn accept_iban(text: &str, start: usize, end: usize) -> Option<usize> {
-    if char_before(text, start).is_some_and(is_word_char) {
-        return None;
-    }
-    let candidate = &text[start..end];
-    let ends = candidate.match_indices(' ').map(|(i, _)| i).chain(std::iter::once(candidate.len()));
-    let mut ends: Vec<usize> = ends.collect();
-    ends.reverse();
-    ends.into_iter()
-        .find(|&e| {
-            let compact: Vec<u8> = candidate[..e].bytes().filter(|b| *b != b' ').collect();
-            iban_valid(&compact)
-        })
-        .map(|e| start + e)
-}
-
-/// International phone: not glued to word chars on either side.
-fn accept_intl_phone(text: &str, start: usize, end: usize) -> Option<usize> {
-    let glued =
-        char_before(text, start).is_some_and(is_word_char) || text[end..].chars().next().is_some_and(is_word_char);
-    (!glued).then_some(end)
-}
-
-/// National phone: not part of a longer chain of digits (UUIDs, dates, card-shaped numbers, ...).
-fn accept_national_phone(text: &str, start: usize, end: usize) -> Option<usize> {
-    let glued = continues_digit_chain(text[..start].chars().rev()) || continues_digit_chain(text[end..].chars());
-    (!glued).then_some(end)
 }

@@ -433,12 +433,14 @@ fn text_sanitizes_free_text() {
 }
 
 #[test]
-fn numbers_pass_through_unless_keyed() {
+fn numbers_pass_through_unless_keyed_or_cards() {
     let s = Sanitizer::default();
     assert_eq!(
-        s.sanitize(&json!({"amount": 4111111111111111_u64, "ratio": 0.5, "neg": -3})),
-        json!({"amount": 4111111111111111_u64, "ratio": 0.5, "neg": -3})
+        s.sanitize(&json!({"amount": 4111111111111112_u64, "ratio": 0.5, "neg": -3})),
+        json!({"amount": 4111111111111112_u64, "ratio": 0.5, "neg": -3})
     );
+    // A Luhn-valid card number sent as a JSON number is a card, whatever its key.
+    assert_eq!(s.sanitize(&json!({"amount": 4111111111111111_u64})), json!({"amount": "[CARD]"}));
     assert_eq!(s.sanitize(&json!({"card_number": 4111111111111111_u64})), json!({"_dropped": ["card_number"]}));
     assert_eq!(s.sanitize(&json!({"latitude": 51.5})), json!({"latitude": REDACTED}));
 }
