@@ -9,7 +9,7 @@ use std::fmt;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-use super::json::insert_meta;
+use super::meta::insert_meta;
 use super::{Limits, TRUNCATED, TRUNCATED_KEYS_FIELD};
 
 /// Parse `bytes` as one JSON value within `limits`, the top level at `depth`.

@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 
 use super::bounded;
 use super::keys::{KeyClass, classify_key};
+use super::meta::{insert_meta, unique_key};
 use super::patterns::is_card_number;
 use super::{
     Budget, CARD_LABEL, DROPPED_FIELD, MAX_DEPTH, REDACTED, Sanitizer, TRUNCATED, TRUNCATED_KEYS_FIELD,
@@ -185,31 +186,4 @@ fn serialized_len(value: &Value) -> usize {
         // Serializing a `Value` cannot fail; if it ever did, treat the value as too large to store.
         Err(_) => usize::MAX,
     }
-}
-
-/// A key that is not in `map` yet: `base`, else `base#2`, `base#3`, ...
-///
-/// `suffixes` remembers the last suffix tried per base (keys are only added while an object is built), so
-/// many keys collapsing onto one text cost linear time, not quadratic.
-fn unique_key(map: &Map<String, Value>, suffixes: &mut HashMap<String, usize>, base: String) -> String {
-    if !map.contains_key(&base) {
-        return base;
-    }
-    let n = suffixes.entry(base.clone()).or_insert(1);
-    loop {
-        *n += 1;
-        let candidate = format!("{base}#{n}");
-        if !map.contains_key(&candidate) {
-            return candidate;
-        }
-    }
-}
-
-/// Insert one of our metadata fields; an input key of the same name is moved aside, not overwritten.
-pub(super) fn insert_meta(map: &mut Map<String, Value>, name: &str, value: Value) {
-    if let Some(existing) = map.remove(name) {
-        let aside = unique_key(map, &mut HashMap::new(), format!("{name}#2"));
-        map.insert(aside, existing);
-    }
-    map.insert(name.to_owned(), value);
 }

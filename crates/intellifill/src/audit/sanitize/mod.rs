@@ -115,6 +115,7 @@
 mod bounded;
 mod json;
 mod keys;
+mod meta;
 mod pairs;
 mod patterns;
 mod percent;
