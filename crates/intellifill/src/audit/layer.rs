@@ -256,4 +256,16 @@ mod tests {
         assert_eq!(t.query(), Some("q".repeat(MAX_QUERY).as_str()));
         assert_eq!(t.user_agent(), Some("u".repeat(MAX_USER_AGENT).as_str()));
     }
+
+    #[test]
+    fn the_row_keeps_no_personal_data_of_the_path_query_or_user_agent() {
+        let uri = "/api/users/jane.doe@example.com/phones/555-123-4567?to=%2B442079460958&token=abc";
+        let seen =
+            Seen { request_id: None, client_request_id: None, ip: None, is_write: false, max_body_bytes: 1 << 20 };
+        let facts = RequestFacts::of(&parts(uri, Some("agent jane@example.org")), &seen);
+        let event = facts.into_event(&Sanitizer::default());
+        assert_eq!(event.path.as_deref(), Some("/api/users/[EMAIL]/phones/[PHONE]"));
+        assert_eq!(event.metadata["query"], "to=[PHONE]&token=[REDACTED]");
+        assert_eq!(event.user_agent.as_deref(), Some("agent [EMAIL]"));
+    }
 }
