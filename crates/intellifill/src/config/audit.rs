@@ -22,17 +22,9 @@ pub struct AuditConfig {
 impl AuditConfig {
     /// Excluded paths match on the full request path: equal, or a prefix followed by `/`.
     pub fn is_excluded(&self, path: &str) -> bool {
-        self.excluded_by(path).is_some()
-    }
-
-    /// The exclusion entry matching `path` (also a bounded label for metrics).
-    pub fn excluded_by(&self, path: &str) -> Option<&str> {
-        self.exclude_paths
-            .iter()
-            .find(|p| {
-                path == p.as_str() || (path.starts_with(p.as_str()) && path.as_bytes().get(p.len()) == Some(&b'/'))
-            })
-            .map(String::as_str)
+        self.exclude_paths.iter().any(|p| {
+            path == p.as_str() || (path.starts_with(p.as_str()) && path.as_bytes().get(p.len()) == Some(&b'/'))
+        })
     }
 }
 

@@ -215,10 +215,18 @@ fn refusal(d: &Decision, policy: &Policy) -> Response {
     response
 }
 
-/// The tightest allowance a step inside [`per_caller`] was given ([`RateLimits::charge_org`]), for the
+/// The organization policy's allowance given inside [`per_caller`] ([`RateLimits::charge_org`]), for the
 /// response's headers.
 #[derive(Debug, Clone, Default)]
-pub struct Reported(Arc<std::sync::Mutex<Option<(Decision, &'static str)>>>);
+pub struct Reported(Arc<std::sync::Mutex<Option<Decision>>>);
+
+/// `policy`'s headers on `response`, unless an inner, tighter limiter's are already there.
+fn report_if_tighter(response: &mut Response, d: &Decision, policy: &Policy) {
+    let current = response.headers().get(REMAINING).and_then(|v| v.to_str().ok()?.parse::<u32>().ok());
+    if current.is_none_or(|r| d.remaining < r) {
+        set_headers(response.headers_mut(), d, policy);
+    }
+}
 
 /// Check `policies`; refused: 429; allowed: `inner`, with the tightest policy's headers on its response.
 async fn apply<F: Future<Output = Response>>(
@@ -232,11 +240,7 @@ async fn apply<F: Future<Output = Response>>(
         Some((d, policy)) if !d.allowed => refusal(&d, policy),
         Some((d, policy)) => {
             let mut response = inner(request).await;
-            // An inner, tighter limiter's headers stay.
-            let inner = response.headers().get(REMAINING).and_then(|v| v.to_str().ok()?.parse::<u32>().ok());
-            if inner.is_none_or(|r| d.remaining < r) {
-                set_headers(response.headers_mut(), &d, policy);
-            }
+            report_if_tighter(&mut response, &d, policy);
             response
         }
         None => inner(request).await,
@@ -285,13 +289,10 @@ pub async fn per_caller<F: Future<Output = Response>>(
     }
     let mut response = apply(limits, &policies, parts, request, next).await;
     if let Some(r) = reported
-        && let Some((d, name)) = r.0.lock().unwrap_or_else(|p| p.into_inner()).take()
-        && let Some(policy) = limits.policies().find(|p| p.name == name)
+        && let Some(d) = r.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+        && let Some(policy) = &limits.org
     {
-        let current = response.headers().get(REMAINING).and_then(|v| v.to_str().ok()?.parse::<u32>().ok());
-        if current.is_none_or(|r| d.remaining < r) {
-            set_headers(response.headers_mut(), &d, policy);
-        }
+        report_if_tighter(&mut response, &d, policy);
     }
     response
 }
@@ -309,7 +310,7 @@ impl RateLimits {
             return Err(refusal(&d, policy));
         }
         if let Some(r) = reported {
-            *r.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((d, policy.name));
+            *r.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(d);
         }
         Ok(())
     }
