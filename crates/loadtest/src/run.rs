@@ -66,7 +66,7 @@ pub struct RunArgs {
     pub ratio_rounds: usize,
     #[arg(long, default_value_t = 10)]
     pub round_secs: u64,
-    /// Extra server setting, VAR=VALUE (repeatable), e.g. `AUDIT_EXCLUDE_PATHS=/health,/metrics,/api` to
+    /// Extra server setting, VAR=VALUE (repeatable), e.g. `AUDIT_EXCLUDE_PATHS=/health,/health/ready,/metrics,/api/*` to
     /// attribute the cost of one stage.
     #[arg(long = "server-env", value_parser = parse_kv)]
     pub server_env: Vec<(String, String)>,

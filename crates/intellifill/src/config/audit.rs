@@ -12,7 +12,7 @@ const INSERT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pipeline settings.
 #[derive(Debug, Clone)]
 pub struct AuditConfig {
-    pub exclude_paths: Vec<String>,
+    pub exclude_paths: Vec<ExcludedPath>,
     pub queue_capacity: usize,
     pub writer: WriterConfig,
     pub spool_dir: PathBuf,
@@ -20,11 +20,50 @@ pub struct AuditConfig {
 }
 
 impl AuditConfig {
-    /// Excluded paths match on the full request path: equal, or a prefix followed by `/`.
+    /// Whether requests to `path` (the full request path, without the query) are never audited.
     pub fn is_excluded(&self, path: &str) -> bool {
-        self.exclude_paths.iter().any(|p| {
-            path == p.as_str() || (path.starts_with(p.as_str()) && path.as_bytes().get(p.len()) == Some(&b'/'))
-        })
+        self.exclude_paths.iter().any(|p| p.matches(path))
+    }
+}
+
+/// One entry of `AUDIT_EXCLUDE_PATHS`: a path matched exactly, or, written with a trailing `/*`, a subtree.
+///
+/// Exact is the default so that excluding `/health` cannot silently exclude `/health/detailed` (an
+/// authenticated, platform-ADMIN route whose use must be audited): a subtree has to be asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExcludedPath {
+    /// `/health`: that path only.
+    Exact(String),
+    /// `/api/docs/*`: `/api/docs` and every path under `/api/docs/` (the value held is `/api/docs`).
+    Subtree(String),
+}
+
+impl ExcludedPath {
+    /// One entry, or why it is not one.
+    fn parse(entry: &str) -> Result<Self, String> {
+        let (base, subtree) = match entry.strip_suffix("/*") {
+            Some(base) => (base, true),
+            None => (entry, false),
+        };
+        if !base.starts_with('/') {
+            return Err(format!("{entry:?} is not a path (it must start with /)"));
+        }
+        if base.contains('*') {
+            return Err(format!("{entry:?}: `*` is allowed only as a final `/*` (a subtree)"));
+        }
+        if base.contains('?') || base.contains('#') {
+            return Err(format!("{entry:?}: paths are matched without their query; leave out `?` and `#`"));
+        }
+        Ok(if subtree { Self::Subtree(base.to_owned()) } else { Self::Exact(base.to_owned()) })
+    }
+
+    fn matches(&self, path: &str) -> bool {
+        match self {
+            Self::Exact(p) => path == p,
+            Self::Subtree(base) => {
+                path.strip_prefix(base.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            }
+        }
     }
 }
 
@@ -52,12 +91,7 @@ pub struct AnomalyConfig {
 pub(super) fn from_args(args: &ServeArgs) -> Section<AuditConfig> {
     let mut c = Checker::default();
     let audit = AuditConfig {
-        exclude_paths: c
-            .text("AUDIT_EXCLUDE_PATHS", &args.audit_exclude_paths)
-            .split(',')
-            .map(|p| p.trim().trim_end_matches('/').to_owned())
-            .filter(|p| !p.is_empty())
-            .collect(),
+        exclude_paths: exclude_paths(&mut c, args),
         queue_capacity: c.number("AUDIT_QUEUE_CAPACITY", &args.audit_queue_capacity, (1, 10_000_000)),
         writer: WriterConfig {
             batch_size: c.number("AUDIT_BATCH_SIZE", &args.audit_batch_size, (1, 10_000)),
@@ -68,6 +102,19 @@ pub(super) fn from_args(args: &ServeArgs) -> Section<AuditConfig> {
         anomaly: anomaly(&mut c, args),
     };
     c.finish(audit)
+}
+
+/// `AUDIT_EXCLUDE_PATHS`: comma-separated entries, each an exact path or a subtree (`/prefix/*`).
+fn exclude_paths(c: &mut Checker, args: &ServeArgs) -> Vec<ExcludedPath> {
+    let text = c.text("AUDIT_EXCLUDE_PATHS", &args.audit_exclude_paths);
+    let mut paths = Vec::new();
+    for entry in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match ExcludedPath::parse(entry) {
+            Ok(p) => paths.push(p),
+            Err(problem) => c.problem("AUDIT_EXCLUDE_PATHS", problem),
+        }
+    }
+    paths
 }
 
 /// `ANOMALY_*` thresholds and `SECURITY_AUTO_LOCK`.

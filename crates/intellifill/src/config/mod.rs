@@ -145,8 +145,9 @@ pub struct ServeArgs {
     /// Breaker: how long it stays open before one trial call is let through.
     #[arg(long, env = "AUTH_BREAKER_RESET_TIMEOUT_MS", default_value = "30000")]
     pub auth_breaker_reset_timeout_ms: Option<String>,
-    /// Paths never audited: comma-separated, matched on the full path (equal, or as a prefix followed by `/`).
-    #[arg(long, env = "AUDIT_EXCLUDE_PATHS", default_value = "/health,/metrics,/api/docs")]
+    /// Paths never audited: comma-separated, each matched exactly against the full path (no query), or, written
+    /// `/prefix/*`, `/prefix` and everything under it.
+    #[arg(long, env = "AUDIT_EXCLUDE_PATHS", default_value = "/health,/health/ready,/metrics")]
     pub audit_exclude_paths: Option<String>,
     /// In-memory audit queue; when full, events go to the disk spool (never dropped).
     #[arg(long, env = "AUDIT_QUEUE_CAPACITY", default_value = "10000")]

@@ -92,3 +92,34 @@ fn continue_on_rls_failure_is_development_only() {
     args.app_env = Some("development".into());
     assert_eq!(Config::from_args(&args).expect("valid").database.rls_failure_mode, RlsFailureMode::Continue);
 }
+
+#[test]
+fn audit_exclusions_match_exactly_unless_a_subtree_is_asked_for() {
+    let cfg = Config::from_args(&minimal()).expect("valid");
+    for path in ["/health", "/health/ready", "/metrics"] {
+        assert!(cfg.audit.is_excluded(path), "{path} is excluded by default");
+    }
+    for path in ["/health/detailed", "/health/", "/healthz", "/metrics/x", "/api/docs/openapi.json"] {
+        assert!(!cfg.audit.is_excluded(path), "{path} is audited by default");
+    }
+
+    let args = ServeArgs { audit_exclude_paths: Some(" /api/docs/* , /status ".into()), ..minimal() };
+    let cfg = Config::from_args(&args).expect("valid");
+    for path in ["/api/docs", "/api/docs/openapi.json", "/api/docs/a/b", "/status"] {
+        assert!(cfg.audit.is_excluded(path), "{path} is excluded");
+    }
+    for path in ["/api/docsx", "/api/doc", "/status/x", "/health"] {
+        assert!(!cfg.audit.is_excluded(path), "{path} is audited");
+    }
+}
+
+#[test]
+fn audit_exclusions_refuse_patterns_they_cannot_mean() {
+    for bad in ["health", "/*", "/api/*/docs", "/api*", "/health?x=1"] {
+        let args = ServeArgs { audit_exclude_paths: Some(format!("/metrics,{bad}")), ..minimal() };
+        let errs = Config::from_args(&args).expect_err(bad);
+        assert_eq!(errs.0.len(), 1, "{bad}: {errs}");
+        assert_eq!(errs.0[0].variable, "AUDIT_EXCLUDE_PATHS");
+        assert!(errs.0[0].problem.contains(bad), "the problem names the entry: {}", errs.0[0].problem);
+    }
+}

@@ -95,7 +95,7 @@ async fn every_request_shape_makes_exactly_one_row_and_excluded_paths_none() {
         expected.push((id, action, status));
     }
     let mut excluded = Vec::new();
-    for path in ["/health", "/health/ready", "/api/docs/openapi.json"] {
+    for path in ["/health", "/health/ready", "/metrics"] {
         excluded.push(send(h.get(base(path))).await.1);
     }
     app.state.audit.flush().await;
@@ -123,6 +123,23 @@ async fn every_request_shape_makes_exactly_one_row_and_excluded_paths_none() {
 }
 
 #[tokio::test]
+async fn detailed_health_is_audited_while_liveness_and_readiness_are_not() {
+    let (app, admin) = TestApp::with_user().await;
+    app.owner.execute("UPDATE users SET role = 'ADMIN' WHERE id = $1", &[&admin.id]).await.expect("promote");
+    let (status, detailed) = send(app.http.get(app.url("/health/detailed")).bearer_auth(&admin.token)).await;
+    assert_eq!(status, 200);
+    let (_, live) = send(app.http.get(app.url("/health"))).await;
+    let (_, ready) = send(app.http.get(app.url("/health/ready"))).await;
+    let (_, refused) = send(app.http.get(app.url("/health/detailed"))).await;
+    app.state.audit.flush().await;
+    let stored = rows(&app.owner).await;
+    let row = &stored.get(&detailed).expect("a platform admin's /health/detailed has a row")[0];
+    assert_eq!((row.0.as_str(), row.1, row.4), ("health.detailed", Some(200), Some(admin.id)));
+    assert_eq!(stored.get(&refused).expect("a refused /health/detailed has a row")[0].1, Some(401));
+    assert!(!stored.contains_key(&live) && !stored.contains_key(&ready), "liveness and readiness are not audited");
+}
+
+#[tokio::test]
 async fn excluded_paths_match_the_full_path_only() {
     let (app, u) = TestApp::with_user_using(|a| a.audit_exclude_paths = Some("/api/me".into())).await;
     let (_, me) = send(app.http.get(app.url("/api/me")).bearer_auth(&u.token)).await;
@@ -131,6 +148,15 @@ async fn excluded_paths_match_the_full_path_only() {
     let stored = rows(&app.owner).await;
     assert!(!stored.contains_key(&me));
     assert!(stored.contains_key(&meh), "/api/meh is not under /api/me");
+
+    let (app, u, org) =
+        TestApp::with_org_using(|a| a.audit_exclude_paths = Some("/api/organizations/*".into()), "X").await;
+    let (_, under) = send(app.http.get(app.url(&format!("/api/organizations/{org}"))).bearer_auth(&u.token)).await;
+    let (_, me) = send(app.http.get(app.url("/api/me")).bearer_auth(&u.token)).await;
+    app.state.audit.flush().await;
+    let stored = rows(&app.owner).await;
+    assert!(!stored.contains_key(&under), "a subtree entry excludes the paths under it");
+    assert!(stored.contains_key(&me), "and nothing else");
 }
 
 #[tokio::test]
