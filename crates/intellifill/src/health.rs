@@ -5,7 +5,8 @@
 //!   service's health endpoint) and answers 503 when one fails, so a load balancer takes the instance out.
 //!   Redis is checked and reported but does not make the instance unready: every instance shares the same
 //!   Redis and degrades to in-process state without it, so failing readiness there would turn a degraded
-//!   mode into a total outage.
+//!   mode into a total outage. The verdict is at most `HEALTH_READY_CACHE_MS` old and probed once per
+//!   interval however many callers ask ([`crate::readiness`]); `ageMs` says how old it is.
 //! - `/health/detailed` (platform ADMIN) shows every moving part: auth service and its breaker, JWKS age,
 //!   pool and wait times, Redis, token cache, RLS failures, audit pipeline, rate-limit store.
 //! - `/metrics` ([`scrape`]) renders the process's recorder ([`crate::metrics`]) after setting the gauges that
@@ -39,6 +40,9 @@ pub async fn live() -> Json<Live> {
 pub struct Ready {
     pub status: &'static str,
     pub checks: Checks,
+    /// Milliseconds since the probe behind this answer ended (at most `HEALTH_READY_CACHE_MS`).
+    #[serde(rename = "ageMs")]
+    pub age_ms: u64,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -49,7 +53,7 @@ pub struct Checks {
     pub redis: String,
 }
 
-fn outcome<E: std::fmt::Display>(r: &Result<(), E>) -> String {
+fn outcome(r: &Result<(), String>) -> String {
     match r {
         Ok(()) => "ok".to_owned(),
         Err(e) => format!("failing: {e}"),
@@ -61,21 +65,16 @@ fn outcome<E: std::fmt::Display>(r: &Result<(), E>) -> String {
     responses((status = 200, body = Ready), (status = 503, body = Ready)),
     extensions(("x-audit-action" = json!("health.ready")), ("x-rate-limit" = json!("ip"))))]
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Ready>) {
-    let (db, auth, redis) = tokio::join!(state.db.ping(), state.auth.gotrue().health(), redis_check(&state));
-    let ok = db.is_ok() && auth.is_ok();
-    let checks = Checks { database: outcome(&db), auth: outcome(&auth), redis };
+    let verdict = state.readiness.verdict().await;
+    let ok = verdict.is_ready();
+    let checks = Checks {
+        database: outcome(&verdict.database),
+        auth: outcome(&verdict.auth),
+        redis: verdict.redis.as_ref().map_or_else(|| "not configured".to_owned(), outcome),
+    };
+    let age_ms = u64::try_from(verdict.checked_at.elapsed().as_millis()).unwrap_or(u64::MAX);
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(Ready { status: if ok { "ready" } else { "not_ready" }, checks }))
-}
-
-async fn redis_check(state: &AppState) -> String {
-    if !state.kv.is_configured() {
-        return "not configured".to_owned();
-    }
-    match state.kv.ping().await {
-        Ok(_) => "ok".to_owned(),
-        Err(e) => format!("failing: {e}"),
-    }
+    (status, Json(Ready { status: if ok { "ready" } else { "not_ready" }, checks, age_ms }))
 }
 
 /// Every dependency and internal queue, for operators (platform ADMIN).

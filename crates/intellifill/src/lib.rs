@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod org;
 pub mod principal;
 pub mod ratelimit;
+pub mod readiness;
 pub mod router;
 pub mod security;
 pub mod startup;

@@ -18,6 +18,7 @@ use crate::db::{Db, guard};
 const REDIS_START_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 use crate::kv::Kv;
 use crate::ratelimit::RateLimits;
+use crate::readiness::Readiness;
 use crate::state::{App, AppState};
 
 pub struct Application {
@@ -55,8 +56,17 @@ impl Application {
         };
         let audit = Auditor::start(config.audit.clone(), db.clone(), kv.clone())?;
         let rate_limits = RateLimits::new(&config.rate_limit, kv.clone());
-        let state =
-            AppState(Arc::new(App { config, db, auth, kv, audit, rate_limits, http_metrics: Default::default() }));
+        let readiness = Readiness::new(config.health.ready_cache, db.clone(), auth.gotrue().clone(), kv.clone());
+        let state = AppState(Arc::new(App {
+            config,
+            db,
+            auth,
+            kv,
+            audit,
+            rate_limits,
+            http_metrics: Default::default(),
+            readiness,
+        }));
         Ok(Application { listener, metrics_listener, state })
     }
 

@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::kv::Kv;
 use crate::ratelimit::RateLimits;
+use crate::readiness::Readiness;
 
 pub struct App {
     pub config: Config,
@@ -27,6 +28,8 @@ pub struct App {
     pub rate_limits: Arc<RateLimits>,
     /// The per-route request counters and durations.
     pub http_metrics: crate::metrics::HttpMetrics,
+    /// The recent readiness verdict (`/health/ready`).
+    pub readiness: Readiness,
 }
 
 /// Cheap-to-clone handle on the [`App`].

@@ -32,7 +32,7 @@ pub use auth::{AuthConfig, JwtKeys, OutageMode, VerifyMode};
 pub use check::{ConfigErrors, ConfigProblem};
 pub use database::{DatabaseConfig, RlsFailureMode};
 pub use http::{ConnectionLimits, HttpConfig, TrustedProxies};
-pub use observability::MetricsConfig;
+pub use observability::{HealthConfig, MetricsConfig};
 pub use ratelimit::RateLimitConfig;
 pub use redis::RedisConfig;
 
@@ -203,6 +203,9 @@ pub struct ServeArgs {
     /// Require `Authorization: Bearer <token>` on /metrics.
     #[arg(long, env = "METRICS_BEARER_TOKEN", hide_env_values = true)]
     pub metrics_bearer_token: Option<String>,
+    /// How long a `/health/ready` verdict is reused before the dependencies are probed again (1 to 10000).
+    #[arg(long, env = "HEALTH_READY_CACHE_MS", default_value = "2000")]
+    pub health_ready_cache_ms: Option<String>,
     /// Shared store (Redis) URL: L2 token cache, revocations, rate limits. Unset: in-process state only.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
@@ -267,6 +270,7 @@ pub struct Config {
     pub audit: AuditConfig,
     pub rate_limit: RateLimitConfig,
     pub metrics: MetricsConfig,
+    pub health: HealthConfig,
 }
 
 impl Config {
@@ -282,7 +286,8 @@ impl Config {
         let audit = keep(&mut problems, audit::from_args(args));
         let rate_limit = keep(&mut problems, ratelimit::from_args(args));
         let metrics = keep(&mut problems, observability::from_args(args, app_env));
-        match (bind_addr, app_env, database, auth, redis, http, audit, rate_limit, metrics) {
+        let health = keep(&mut problems, observability::health(args));
+        match (bind_addr, app_env, database, auth, redis, http, audit, rate_limit, metrics, health) {
             (
                 Some(bind_addr),
                 Some(app_env),
@@ -293,7 +298,8 @@ impl Config {
                 Some(audit),
                 Some(rate_limit),
                 Some(metrics),
-            ) => Ok(Config { bind_addr, app_env, database, auth, redis, http, audit, rate_limit, metrics }),
+                Some(health),
+            ) => Ok(Config { bind_addr, app_env, database, auth, redis, http, audit, rate_limit, metrics, health }),
             _ => Err(ConfigErrors(problems)),
         }
     }

@@ -1,10 +1,11 @@
-//! The metrics section: `METRICS_BIND_ADDR`, `METRICS_BEARER_TOKEN`.
+//! The observability section: `METRICS_BIND_ADDR`, `METRICS_BEARER_TOKEN`, `HEALTH_READY_CACHE_MS`.
 //!
 //! In production `/metrics` is never open on the API port to anyone: a separate listener (reachable only by
 //! the scraper's network) or a bearer token is required, so an operator cannot expose the pool, the breaker and
 //! the security counters by omission.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use secrecy::SecretString;
 
@@ -16,6 +17,23 @@ pub struct MetricsConfig {
     /// A listener of its own for /metrics; `None`: served on the API port.
     pub bind_addr: Option<SocketAddr>,
     pub bearer_token: Option<SecretString>,
+}
+
+/// Health endpoints.
+#[derive(Debug, Clone)]
+pub struct HealthConfig {
+    /// How long a readiness verdict is answered before the dependencies are probed again.
+    pub ready_cache: Duration,
+}
+
+/// Longest a readiness verdict may be reused: the answer must stay "at most a few seconds old".
+const MAX_READY_CACHE_MS: u64 = 10_000;
+
+/// `HEALTH_READY_CACHE_MS`.
+pub(super) fn health(args: &ServeArgs) -> Section<HealthConfig> {
+    let mut c = Checker::default();
+    let ready_cache = c.millis("HEALTH_READY_CACHE_MS", &args.health_ready_cache_ms, MAX_READY_CACHE_MS);
+    c.finish(HealthConfig { ready_cache })
 }
 
 /// The metrics section.

@@ -41,6 +41,18 @@ fn minimal_configuration_gets_documented_defaults() {
     assert_eq!(connections.keepalive_timeout, Duration::from_secs(75));
     assert_eq!(connections.max_header_bytes, 32_768);
     assert_eq!(connections.max_connections, 4_096);
+    assert_eq!(cfg.health.ready_cache, Duration::from_secs(2));
+}
+
+#[test]
+fn the_readiness_cache_stays_within_a_few_seconds() {
+    for bad in ["0", "10001", "2s"] {
+        let args = ServeArgs { health_ready_cache_ms: Some(bad.into()), ..minimal() };
+        let errs = Config::from_args(&args).expect_err(bad);
+        assert_eq!(errs.0.iter().map(|p| p.variable).collect::<Vec<_>>(), ["HEALTH_READY_CACHE_MS"], "{bad}");
+    }
+    let args = ServeArgs { health_ready_cache_ms: Some("10000".into()), ..minimal() };
+    assert_eq!(Config::from_args(&args).expect("valid").health.ready_cache, Duration::from_secs(10));
 }
 
 #[test]
