@@ -6,7 +6,8 @@
 //! none -> `NOT_ORG_MEMBER` (unknown and foreign organizations look the same, and the attempt is a security
 //! event), membership not ACTIVE -> `NOT_ORG_MEMBER`, organization not ACTIVE -> `ORG_SUSPENDED`, role
 //! below the route's minimum -> `ADMIN_REQUIRED` / `OWNER_REQUIRED` / `FORBIDDEN`. The minimum role is
-//! declared in the handler's signature: `OrgTx<Admin>`.
+//! declared in the handler's signature: `OrgTx<Admin>`. Whatever the answer, the request's audit row names the
+//! organization asked for, so the admins of a probed organization see the attempt in their own audit log.
 //!
 //! The database enforces the same rules again through RLS, so a bug here cannot leak another tenant's rows.
 
@@ -123,8 +124,10 @@ impl<R: MinRole> FromRequestParts<AppState> for OrgTx<R> {
             None => current_org(state, auth).await,
         };
         let (tx, user, rows, org_id) = opened.map_err(IntoResponse::into_response)?;
-        let role = check_access(&rows[0], &user, org_id, R::ROLE).map_err(IntoResponse::into_response)?;
+        // The organization asked for, whatever the answer: a refused request (a cross-tenant attempt by an
+        // outsider, a member short of the role) is on that organization's audit trail, where its admins look.
         crate::audit::note(&parts.extensions, |n| n.organization_id = Some(org_id));
+        let role = check_access(&rows[0], &user, org_id, R::ROLE).map_err(IntoResponse::into_response)?;
         if route.is_some_and(|r| r.facts.rate.charges_org()) {
             let key = KeyParts { user: Some(user.id), org: Some(org_id), ip: context.client_ip() };
             state.rate_limits.charge_org(key, parts.extensions.get::<Reported>()).await?;

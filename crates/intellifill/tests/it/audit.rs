@@ -113,12 +113,11 @@ async fn every_request_shape_makes_exactly_one_row_and_excluded_paths_none() {
     let create = &stored[&expected[2].0][0];
     assert_eq!((create.4, create.5), (Some(a.id), Some(org_a)));
     assert_eq!(stored[&expected[6].0][0].4, None, "a failed authentication has no user");
-    // The cross-tenant attempt is a security event on its own row; the org it targeted is not recorded as
-    // the row's organization (that would show the attempt to the other tenant's admins with our user id).
+    // The cross-tenant attempt is a security event on its own row, recorded against the organization probed.
     let cross = &stored[&expected[7].0][0];
     assert_eq!(cross.2.as_deref(), Some("high"));
     assert_eq!(cross.3["security"]["event"], "cross_tenant_attempt");
-    assert_eq!(cross.5, None);
+    assert_eq!((cross.4, cross.5), (Some(a.id), Some(org_b)));
     assert!(app.state.audit.stats().get(&app.state.audit.stats().dropped) == 0);
 }
 
@@ -427,6 +426,47 @@ async fn org_admins_read_their_log_and_platform_admins_read_all() {
         .filter_map(|e| e["organizationId"].as_str().map(str::to_owned))
         .collect();
     assert!(orgs.contains(&org.to_string()) && orgs.contains(&other_org.to_string()), "{orgs:?}");
+}
+
+#[tokio::test]
+async fn the_probed_organization_sees_a_cross_tenant_attempt_in_its_audit_log() {
+    let (app, attacker, own_org) = TestApp::with_org("Prober").await;
+    let (victim, target) = app.owned_org("Probed").await;
+    let (_, bystander_org) = app.owned_org("Bystander").await;
+    let probe = app.http.get(app.url(&format!("/api/organizations/{target}/knowledge"))).bearer_auth(&attacker.token);
+    let (status, probe_id) = send(probe).await;
+    assert_eq!(status, 403);
+    app.state.audit.flush().await;
+
+    // The target's OWNER finds it through the API, marked as what it is, with who did it.
+    let (s, b) = app.get(&victim, &format!("/api/organizations/{target}/audit?userId={}", attacker.id)).await;
+    assert_eq!(s, 200, "{b}");
+    let data = b["data"].as_array().expect("data");
+    let row = data.iter().find(|e| e["requestId"] == probe_id.as_str()).unwrap_or_else(|| panic!("no row: {b}"));
+    assert_eq!(row["organizationId"], target.to_string());
+    assert_eq!(row["userId"], attacker.id.to_string());
+    assert_eq!((row["status"].as_i64(), row["severity"].as_str()), (Some(403), Some("high")));
+    assert_eq!(row["metadata"]["security"]["event"], "cross_tenant_attempt", "{row}");
+
+    // The prober's own organization does not see it (it happened elsewhere), nor does a third one.
+    let (s, b) = app.get(&attacker, &format!("/api/organizations/{own_org}/audit")).await;
+    assert_eq!(s, 200, "{b}");
+    assert!(b["data"].as_array().expect("data").iter().all(|e| e["requestId"] != probe_id.as_str()), "{b}");
+    let bystander = app.member(bystander_org, "ADMIN").await;
+    let (s, b) = app.get(&bystander, &format!("/api/organizations/{bystander_org}/audit")).await;
+    assert_eq!(s, 200, "{b}");
+    assert!(b["data"].as_array().expect("data").iter().all(|e| e["requestId"] != probe_id.as_str()), "{b}");
+
+    // A member short of the route's role is on its own organization's log too.
+    let viewer = app.member(target, "VIEWER").await;
+    let (s, _) = app
+        .post(&viewer, &format!("/api/organizations/{target}/knowledge"), json!({"title": "t", "content": "c"}))
+        .await;
+    assert_eq!(s, 403);
+    app.state.audit.flush().await;
+    let (_, b) = app.get(&victim, &format!("/api/organizations/{target}/audit?userId={}", viewer.id)).await;
+    let refused = b["data"].as_array().expect("data");
+    assert!(refused.iter().any(|e| e["action"] == "knowledge.create" && e["status"] == 403), "{b}");
 }
 
 /// `intellifill audit prune --older-than AGE` against the app's database.
