@@ -3,8 +3,11 @@
 //! Order: header `alg` must be one of the configured algorithms (`none` never, and HS* never when
 //! asymmetric keys are configured: a token "signed" with the public key as an HMAC secret is refused before
 //! any key is looked at); the key comes from the JWKS by `kid` (and must be of the header's algorithm) or
-//! is the legacy HS256 secret; then signature, `exp` (small leeway), `aud`, `iss`, `sub`. A token failing
-//! here is 401 `TOKEN_INVALID` / `TOKEN_EXPIRED` and never reaches the auth service or the breaker.
+//! is the legacy HS256 secret; then signature, `exp`, `nbf`, `aud`, `iss`, `sub`. A token failing here is 401
+//! `TOKEN_INVALID` / `TOKEN_EXPIRED` and never reaches the auth service or the breaker, in every verify mode.
+//!
+//! Clocks: `AUTH_JWT_LEEWAY_SECONDS` is how far the auth service's clock may run ahead of this server's
+//! (a token the auth service dated a few seconds "in the future" is accepted).
 
 use std::sync::Arc;
 
@@ -95,6 +98,8 @@ impl LocalVerifier {
         let mut validation = Validation::new(alg);
         validation.algorithms = vec![alg];
         validation.leeway = self.leeway;
+        // `nbf` (Supabase does not set it, a custom access token hook may) is checked whenever present.
+        validation.validate_nbf = true;
         validation.set_audience(&[&self.audience]);
         validation.set_issuer(&[&self.issuer]);
         validation.set_required_spec_claims(&["exp", "sub", "aud", "iss"]);
