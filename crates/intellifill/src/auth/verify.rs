@@ -4,9 +4,10 @@
 //!    key is SHA-256 of the exact token bytes and only tokens that passed step 2 are ever put there, so a
 //!    hit is the shape and local check already made (re-verifying an ES256 signature would cost ~100x the
 //!    lookup); on a miss the token's shape is checked first (`bearer::checked`);
-//! 2. local JWT check (no network): algorithm allow-list, signature by `kid` or legacy secret, `exp`, `aud`,
-//!    `iss`. Garbage, forgeries and expired tokens stop here and never reach the auth service or the breaker;
-//!    then the in-process revocation list: a logged-out token is refused in every mode;
+//! 2. local JWT check (no network): algorithm allow-list, signature by `kid` or legacy secret, `exp` (strict),
+//!    `nbf`, `aud`, `iss`. Garbage, forgeries, expired and not-yet-valid tokens stop here, in every mode, and
+//!    never reach the auth service or the breaker; then the in-process revocation list: a logged-out token is
+//!    refused in every mode;
 //! 3. L2 (Redis) lookup together with the shared revocation list, in one round trip each, concurrently
 //!    (an L2 entry is trusted only after step 2 passed for the token in hand);
 //! 4. `local` mode: the local check is the verdict. `remote` mode: `GET /auth/v1/user` through the circuit
