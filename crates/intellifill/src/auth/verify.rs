@@ -14,7 +14,8 @@
 //!    breaker, one call per token (single flight); 2xx is cached, 4xx is cached briefly as a rejection,
 //!    timeouts / connection errors / 5xx / 429 / open breaker are an outage: 503 `AUTH_SERVICE_UNAVAILABLE`,
 //!    or in `AUTH_OUTAGE_MODE=cached` a cache entry up to `AUTH_STALE_MAX_SECONDS` past its TTL (never past
-//!    `exp`, never revoked: steps 1 and 2 ran first).
+//!    `exp`, never revoked: steps 1 and 2 ran first). The gateway refusing our API key is no verdict either:
+//!    503 `AUTH_SERVICE_MISCONFIGURED` (or the same stale entry), never cached, ignored by the breaker.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +27,7 @@ use super::gotrue::{GoTrueClient, GoTrueError};
 use super::jwt::{Claims, LocalVerifier};
 use super::revocation::{Revocation, Revocations};
 use super::singleflight::SingleFlight;
-use super::{AuthUser, rejection, unavailable};
+use super::{AuthUser, misconfigured, rejection, unavailable};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use secrecy::ExposeSecret;
 
@@ -39,8 +40,20 @@ use crate::security::SecurityKind;
 
 /// Why the auth service could not give a verdict.
 #[derive(Debug, Clone, Copy)]
-struct Outage {
-    retry_after: u64,
+enum Outage {
+    /// Timeout, connection error, 5xx, 429, open breaker.
+    Unavailable { retry_after: u64 },
+    /// The gateway refused our API key: nothing is known about the token, nothing is cached.
+    Misconfigured,
+}
+
+impl Outage {
+    fn error(self) -> AppError {
+        match self {
+            Outage::Unavailable { retry_after } => unavailable(retry_after),
+            Outage::Misconfigured => misconfigured(),
+        }
+    }
 }
 
 /// Verifies bearer tokens; one per process, shared by every request.
@@ -215,7 +228,7 @@ impl Authenticator {
                         return accept(&entry, hash);
                     }
                 }
-                Err(unavailable(outage.retry_after))
+                Err(outage.error())
             }
         }
     }
@@ -242,12 +255,15 @@ impl Authenticator {
                     metrics::counter!("auth_upstream_rejections_total", "code" => code.clone()).increment(1);
                     cache.rejection(&code, claims.exp)
                 }
+                // Not a verdict on this token: never cached (the next request asks again), never the user's
+                // failure. Counted and logged by the client.
+                Err(BreakerError::Inner(GoTrueError::KeyRejected { .. })) => return Err(Outage::Misconfigured),
                 Err(e) => return Err(outage_of(&e)),
             };
             cache.put(hash, entry.clone()).await;
             Ok(Arc::new(entry))
         };
-        self.flights.run(hash, call).await.unwrap_or(Err(Outage { retry_after: 5 }))
+        self.flights.run(hash, call).await.unwrap_or(Err(Outage::Unavailable { retry_after: 5 }))
     }
 
     /// Log out at the auth service with the caller's own token, then revoke here on every instance.
@@ -257,7 +273,8 @@ impl Authenticator {
             Ok(()) => {}
             // Already gone upstream (an earlier logout): revoking here is still right.
             Err(BreakerError::Inner(GoTrueError::Rejected { .. })) => {}
-            Err(e) => return Err(unavailable(outage_of(&e).retry_after)),
+            Err(BreakerError::Inner(GoTrueError::KeyRejected { .. })) => return Err(misconfigured()),
+            Err(e) => return Err(outage_of(&e).error()),
         }
         let now_s = now_ms() / 1000;
         let token_revocation = Revocation::Token { hash: user.token_hash.hex(), exp: user.expires_at };
@@ -289,11 +306,14 @@ fn accept(entry: &Entry, hash: TokenHash) -> Result<AuthUser, AppError> {
     }
 }
 
-/// Only the auth service's own trouble counts against the breaker; a 4xx is the caller's fault.
+/// Only the auth service's own trouble counts against the breaker; a 4xx is the caller's fault. A refused
+/// API key is ignored too: the service answered at once, so there is nothing to shed, and an open breaker
+/// would turn the precise `AUTH_SERVICE_MISCONFIGURED` into `AUTH_SERVICE_UNAVAILABLE` with a retry schedule
+/// that no retry can satisfy (and keep refusing for a reset timeout after the key is restored upstream).
 fn classify<T>(result: &Result<T, GoTrueError>) -> Outcome {
     match result {
         Ok(_) => Outcome::Success,
-        Err(GoTrueError::Rejected { .. }) => Outcome::Ignored,
+        Err(GoTrueError::Rejected { .. } | GoTrueError::KeyRejected { .. }) => Outcome::Ignored,
         Err(GoTrueError::Unavailable(_)) => Outcome::Failure,
     }
 }
@@ -308,7 +328,7 @@ fn outage_of(error: &BreakerError<GoTrueError>) -> Outage {
         other => tracing::warn!(error = %other, "auth service unavailable"),
     }
     metrics::counter!("auth_upstream_outages_total").increment(1);
-    Outage { retry_after: retry_after.clamp(1, 60) }
+    Outage::Unavailable { retry_after: retry_after.clamp(1, 60) }
 }
 
 /// Which sessions a logout ends (GoTrue's scopes).

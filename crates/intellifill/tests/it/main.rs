@@ -7,6 +7,7 @@ mod api_errors;
 mod audit;
 mod auth_basic;
 mod auth_clocks;
+mod auth_misconfig;
 mod auth_pipeline;
 mod cli;
 mod contract;
