@@ -92,3 +92,21 @@ fn continue_on_rls_failure_is_development_only() {
     args.app_env = Some("development".into());
     assert_eq!(Config::from_args(&args).expect("valid").database.rls_failure_mode, RlsFailureMode::Continue);
 }
+
+#[test]
+fn the_startup_key_check_is_required_in_production_by_default() {
+    assert_eq!(Config::from_args(&minimal()).expect("valid").auth.startup_key_check, StartupKeyCheck::Require);
+    for env in ["development", "test"] {
+        let args = ServeArgs { app_env: Some(env.into()), ..minimal() };
+        assert_eq!(Config::from_args(&args).expect("valid").auth.startup_key_check, StartupKeyCheck::Warn, "{env}");
+    }
+    for (given, expected) in
+        [("warn", StartupKeyCheck::Warn), ("OFF", StartupKeyCheck::Off), ("require", StartupKeyCheck::Require)]
+    {
+        let args = ServeArgs { auth_startup_key_check: Some(given.into()), ..minimal() };
+        assert_eq!(Config::from_args(&args).expect("valid").auth.startup_key_check, expected, "{given}");
+    }
+    let args = ServeArgs { auth_startup_key_check: Some("strict".into()), ..minimal() };
+    let text = Config::from_args(&args).expect_err("invalid").to_string();
+    assert!(text.contains("AUTH_STARTUP_KEY_CHECK") && text.contains("require | warn | off"), "{text}");
+}
