@@ -53,6 +53,10 @@ fn register() {
     describe_counter!("auth_breaker_transitions_total", "auth-service breaker state entries");
     describe_counter!("auth_token_cache_total", "token cache lookups by result");
     describe_counter!(
+        "auth_token_cache_mismatches_total",
+        "shared (Redis) token cache entries ignored and deleted: they did not match their token's claims"
+    );
+    describe_counter!(
         "auth_upstream_key_rejected_total",
         "calls to the auth service its gateway refused for this server's API key (SUPABASE_ANON_KEY); must stay 0"
     );

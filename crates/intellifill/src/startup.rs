@@ -45,6 +45,8 @@ impl Application {
             );
         }
         let auth = Authenticator::from_config(&config, kv.clone())?;
+        crate::auth::key_check::check_at_start(auth.gotrue(), config.auth.startup_key_check, config.auth.http_timeout)
+            .await?;
         let listener = TcpListener::bind(config.bind_addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.bind_addr))?;

@@ -6,7 +6,8 @@
 //! revocation list -> on an L1 miss: the token's shape, the local JWT check ([`jwt`], keys from [`jwks`] or
 //! the legacy secret), the revocation list in-process then in Redis ([`revocation`]), the L2 cache in Redis
 //! -> in remote mode, `GET /auth/v1/user` through the circuit breaker, one call per token however many
-//! requests wait for it ([`singleflight`]).
+//! requests wait for it ([`singleflight`]). At start, [`key_check`] asks the auth service whether it accepts
+//! this server's own API key.
 //! The verified [`AuthUser`] goes into the request extensions. Loading the `users` row (provisioned?
 //! active?) happens inside the request transaction, in [`crate::principal::UserTx`], so a deactivated user is
 //! locked out on the very next request whatever any cache says.
@@ -16,6 +17,7 @@ pub mod cache;
 pub mod gotrue;
 pub mod jwks;
 pub mod jwt;
+pub mod key_check;
 pub mod middleware;
 pub mod revocation;
 pub mod singleflight;

@@ -9,7 +9,8 @@
 //!    never reach the auth service or the breaker; then the in-process revocation list: a logged-out token is
 //!    refused in every mode;
 //! 3. L2 (Redis) lookup together with the shared revocation list, in one round trip each, concurrently
-//!    (an L2 entry is trusted only after step 2 passed for the token in hand);
+//!    (an L2 entry is trusted only after step 2 passed for the token in hand, and only if it names the
+//!    token's own `sub`, session, `iat` and `exp`: anything else is deleted and the token verified again);
 //! 4. `local` mode: the local check is the verdict. `remote` mode: `GET /auth/v1/user` through the circuit
 //!    breaker, one call per token (single flight); 2xx is cached, 4xx is cached briefly as a rejection,
 //!    timeouts / connection errors / 5xx / 429 / open breaker are an outage: 503 `AUTH_SERVICE_UNAVAILABLE`,
@@ -200,6 +201,7 @@ impl Authenticator {
             self.cache.evict_l1(&hash);
             return Err(revoked());
         }
+        let l2 = self.trusted_l2(&hash, l2, &claimed).await;
         if let Some(entry) = l2.filter(|e| self.cache.is_fresh(e, now)) {
             self.cache.record(LookupResult::L2Hit);
             self.cache.put_l1(hash, entry.clone());
@@ -220,7 +222,10 @@ impl Authenticator {
                     let stale = l1.map(|e| (*e).clone());
                     let stale = match stale {
                         Some(e) => Some(e),
-                        None => self.cache.get_l2(&hash).await,
+                        None => {
+                            let l2 = self.cache.get_l2(&hash).await;
+                            self.trusted_l2(&hash, l2, &claimed).await
+                        }
                     };
                     if let Some(entry) = stale.filter(|e| self.cache.is_usable_stale(e, now_ms())) {
                         self.cache.record(LookupResult::StaleServed);
@@ -230,6 +235,33 @@ impl Authenticator {
                 }
                 Err(outage.error())
             }
+        }
+    }
+
+    /// The L2 entry, if it is about the token in hand. Redis is shared and outside this process: an entry
+    /// that names another user, session or lifetime than the token's own claims (which the local check just
+    /// verified) is not this token's verification, however it got there. It is deleted and the token is
+    /// verified again as if there were no entry. A negative entry names no one and can only refuse: kept.
+    async fn trusted_l2(&self, hash: &TokenHash, entry: Option<Entry>, claimed: &CachedUser) -> Option<Entry> {
+        match entry {
+            Some(Entry::Valid { user, .. })
+                if user.id != claimed.id
+                    || user.session_id != claimed.session_id
+                    || user.issued_at != claimed.issued_at
+                    || user.expires_at != claimed.expires_at =>
+            {
+                tracing::warn!(
+                    event = "auth.l2_entry_mismatch",
+                    token_user = %claimed.id,
+                    entry_user = %user.id,
+                    "a shared (Redis) token cache entry does not match its token's claims: ignored and deleted, \
+                     the token is verified again; something other than this service writes to its keys"
+                );
+                metrics::counter!("auth_token_cache_mismatches_total").increment(1);
+                self.cache.evict(hash).await;
+                None
+            }
+            other => other,
         }
     }
 

@@ -7,14 +7,15 @@ use jsonwebtoken::Algorithm;
 use secrecy::SecretString;
 use url::Url;
 
-use super::ServeArgs;
 use super::check::{Checker, Section, is_http_url};
+use super::{AppEnv, ServeArgs};
 
 #[derive(Debug, Clone)]
 pub struct AuthConfig {
     pub supabase_url: Url,
     pub anon_key: SecretString,
     pub http_timeout: Duration,
+    pub startup_key_check: StartupKeyCheck,
     pub auto_provision: bool,
     pub verify_mode: VerifyMode,
     pub keys: JwtKeys,
@@ -38,6 +39,18 @@ pub enum VerifyMode {
     /// Local check and this service's revocation list only: no call per token, but a session ended
     /// elsewhere than through this service stays usable until the token's `exp`.
     Local,
+}
+
+/// What start-up does when the auth service refuses `SUPABASE_ANON_KEY` (an unreachable auth service is only
+/// ever a warning: it may be back before the first request, and refusing to start would make one outage two).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartupKeyCheck {
+    /// Refuse to start (the production default).
+    Require,
+    /// Log the refusal at ERROR and serve (the default elsewhere).
+    Warn,
+    /// No check.
+    Off,
 }
 
 /// What an outage of the auth service does to tokens that need it.
@@ -64,7 +77,7 @@ pub(super) fn base_url(supabase_url: &Url) -> String {
 }
 
 /// The auth section.
-pub(super) fn from_args(args: &ServeArgs) -> Section<AuthConfig> {
+pub(super) fn from_args(args: &ServeArgs, app_env: Option<AppEnv>) -> Section<AuthConfig> {
     let mut c = Checker::default();
     let supabase_url = c.required("SUPABASE_URL", &args.supabase_url, "https://<project>.supabase.co").and_then(
         |raw| match Url::parse(&raw) {
@@ -85,9 +98,11 @@ pub(super) fn from_args(args: &ServeArgs) -> Section<AuthConfig> {
     let keys = keys(&mut c, args, &auth_base);
     let breaker = circuit_breaker(&mut c, args, http_timeout);
     let cache_ttl = c.seconds("TOKEN_CACHE_TTL_SECONDS", &args.token_cache_ttl_seconds, (0, 86_400));
+    let startup_key_check = startup_key_check(&mut c, args, app_env);
     let auth = AuthConfig {
         anon_key: SecretString::from(anon_key.unwrap_or_default()),
         http_timeout,
+        startup_key_check,
         auto_provision: c.boolean("AUTH_AUTO_PROVISION", &args.auth_auto_provision),
         verify_mode: c.choice(
             "AUTH_VERIFY_MODE",
@@ -111,6 +126,19 @@ pub(super) fn from_args(args: &ServeArgs) -> Section<AuthConfig> {
         supabase_url,
     };
     c.finish(auth)
+}
+
+/// `AUTH_STARTUP_KEY_CHECK`: `require` in production and `warn` elsewhere unless set.
+fn startup_key_check(c: &mut Checker, args: &ServeArgs, app_env: Option<AppEnv>) -> StartupKeyCheck {
+    const VARIABLE: &str = "AUTH_STARTUP_KEY_CHECK";
+    if c.optional(VARIABLE, &args.auth_startup_key_check).is_none() {
+        return if app_env == Some(AppEnv::Production) { StartupKeyCheck::Require } else { StartupKeyCheck::Warn };
+    }
+    c.choice(
+        VARIABLE,
+        &args.auth_startup_key_check,
+        &[("require", StartupKeyCheck::Require), ("warn", StartupKeyCheck::Warn), ("off", StartupKeyCheck::Off)],
+    )
 }
 
 /// The legacy HS256 secret when `AUTH_JWT_SECRET` is set, else the JWKS and its refresh settings.

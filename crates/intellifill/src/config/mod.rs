@@ -28,7 +28,7 @@ use clap::Parser;
 use secrecy::ExposeSecret;
 
 pub use audit::{AnomalyConfig, AuditConfig, WriterConfig};
-pub use auth::{AuthConfig, JwtKeys, OutageMode, VerifyMode};
+pub use auth::{AuthConfig, JwtKeys, OutageMode, StartupKeyCheck, VerifyMode};
 pub use check::{ConfigErrors, ConfigProblem};
 pub use database::{DatabaseConfig, RlsFailureMode};
 pub use http::{ConnectionLimits, HttpConfig, TrustedProxies};
@@ -82,6 +82,10 @@ pub struct ServeArgs {
     /// Timeout of one call to the auth service.
     #[arg(long, env = "AUTH_HTTP_TIMEOUT_MS", default_value = "5000")]
     pub auth_http_timeout_ms: Option<String>,
+    /// At start, check `SUPABASE_ANON_KEY` with `GET /auth/v1/settings`: require (refuse to start when the auth
+    /// service refuses it) | warn (log it and serve) | off. Default: require in production, else warn.
+    #[arg(long, env = "AUTH_STARTUP_KEY_CHECK")]
+    pub auth_startup_key_check: Option<String>,
     /// Create the `users` row on first sight of a verified token instead of answering USER_NOT_PROVISIONED.
     #[arg(long, env = "AUTH_AUTO_PROVISION", default_value = "false")]
     pub auth_auto_provision: Option<String>,
@@ -281,7 +285,7 @@ impl Config {
         let bind_addr = keep(&mut problems, http::bind_addr(args));
         let app_env = keep(&mut problems, app_env(args));
         let database = keep(&mut problems, database::from_args(args, app_env));
-        let auth = keep(&mut problems, auth::from_args(args));
+        let auth = keep(&mut problems, auth::from_args(args, app_env));
         let redis = keep(&mut problems, redis::from_args(args));
         let http = keep(&mut problems, http::from_args(args));
         let audit = keep(&mut problems, audit::from_args(args));

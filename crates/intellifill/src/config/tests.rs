@@ -135,3 +135,21 @@ fn audit_exclusions_refuse_patterns_they_cannot_mean() {
         assert!(errs.0[0].problem.contains(bad), "the problem names the entry: {}", errs.0[0].problem);
     }
 }
+
+#[test]
+fn the_startup_key_check_is_required_in_production_by_default() {
+    assert_eq!(Config::from_args(&minimal()).expect("valid").auth.startup_key_check, StartupKeyCheck::Require);
+    for env in ["development", "test"] {
+        let args = ServeArgs { app_env: Some(env.into()), ..minimal() };
+        assert_eq!(Config::from_args(&args).expect("valid").auth.startup_key_check, StartupKeyCheck::Warn, "{env}");
+    }
+    for (given, expected) in
+        [("warn", StartupKeyCheck::Warn), ("OFF", StartupKeyCheck::Off), ("require", StartupKeyCheck::Require)]
+    {
+        let args = ServeArgs { auth_startup_key_check: Some(given.into()), ..minimal() };
+        assert_eq!(Config::from_args(&args).expect("valid").auth.startup_key_check, expected, "{given}");
+    }
+    let args = ServeArgs { auth_startup_key_check: Some("strict".into()), ..minimal() };
+    let text = Config::from_args(&args).expect_err("invalid").to_string();
+    assert!(text.contains("AUTH_STARTUP_KEY_CHECK") && text.contains("require | warn | off"), "{text}");
+}

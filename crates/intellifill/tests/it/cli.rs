@@ -213,8 +213,9 @@ fn at_level(lines: &[String], level: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// A wrong `SUPABASE_ANON_KEY`, as an operator sees it: every valid user gets 503 AUTH_SERVICE_MISCONFIGURED,
-/// and the log has one ERROR line naming the variable, however many requests hit it.
+/// A wrong `SUPABASE_ANON_KEY`, as an operator sees it outside production (`AUTH_STARTUP_KEY_CHECK=warn`): the
+/// server starts and says so, every valid user gets 503 AUTH_SERVICE_MISCONFIGURED, and the log has one ERROR
+/// line naming the variable, however many requests hit it.
 #[tokio::test]
 async fn serve_with_a_refused_api_key_says_so_once_and_answers_503() {
     let emulator =
@@ -234,10 +235,15 @@ async fn serve_with_a_refused_api_key_says_so_once_and_answers_503() {
     assert_eq!(ready.status().as_u16(), 503);
     let metrics = http.get(format!("{base}/metrics")).send().await.expect("metrics").text().await.expect("text");
     let refused = metrics.lines().find(|l| l.starts_with("auth_upstream_key_rejected_total ")).expect("counter");
-    assert_eq!(refused, "auth_upstream_key_rejected_total 6", "five requests and one readiness check");
+    assert_eq!(refused, "auth_upstream_key_rejected_total 7", "the start-up check, five requests, one readiness check");
 
     let (status, lines) = served.stop().await;
     assert!(status.success(), "{status}");
+    assert_eq!(emulator.stats().settings, 1, "the key was checked at start");
+    assert!(
+        at_level(&lines, "WARN").iter().any(|l| l["message"].as_str().is_some_and(|m| m.contains("starting although"))),
+        "{lines:#?}"
+    );
     let errors = at_level(&lines, "ERROR");
     assert_eq!(errors.len(), 1, "one ERROR line per minute, not one per request: {errors:#?}");
     assert!(errors[0]["message"].as_str().is_some_and(|m| m.contains("SUPABASE_ANON_KEY")), "{}", errors[0]);
@@ -246,4 +252,37 @@ async fn serve_with_a_refused_api_key_says_so_once_and_answers_503() {
         at_level(&lines, "WARN").into_iter().filter(|l| l["code"] == "AUTH_SERVICE_MISCONFIGURED").count();
     assert_eq!(per_request, 5, "each refused request is a WARN line");
     assert!(!lines.iter().any(|l| l.contains("sb_publishable_not_this_projects")), "the key itself is never logged");
+}
+
+/// `APP_ENV=production`: a key the auth service refuses stops `serve` before it listens; the right key, or an
+/// auth service that cannot be reached at start (a warning), does not.
+#[tokio::test]
+async fn production_refuses_to_start_with_a_refused_api_key_but_not_with_an_unreachable_auth_service() {
+    let emulator =
+        gotrue_emulator::Emulator::start(Default::default(), ([127, 0, 0, 1], 0).into()).await.expect("emulator");
+    let production = [("APP_ENV", "production"), ("METRICS_BEARER_TOKEN", "scrape-token")];
+
+    let wrong = [&production[..], &[("SUPABASE_ANON_KEY", "sb_publishable_not_this_projects")]].concat();
+    let served = Served::start(&emulator, &wrong).await;
+    assert!(served.base.is_none(), "serve listened with a refused key");
+    let (status, lines) = served.wait().await;
+    assert!(!status.success());
+    let said = lines.join("\n");
+    assert!(said.contains("refuses SUPABASE_ANON_KEY") && said.contains("AUTH_STARTUP_KEY_CHECK"), "{said}");
+    assert!(!said.contains("sb_publishable_not_this_projects"), "the key itself is never printed");
+    assert_eq!(emulator.stats().settings, 1);
+
+    let served = Served::start(&emulator, &production).await;
+    assert!(served.base.is_some(), "the right key starts");
+    let (_, lines) = served.stop().await;
+    assert!(at_level(&lines, "INFO").iter().any(|l| l["message"] == "the auth service accepts SUPABASE_ANON_KEY"));
+
+    let dead = format!("http://127.0.0.1:{}", testkit::free_port().expect("port"));
+    let unreachable = [&production[..], &[("SUPABASE_URL", dead.as_str())]].concat();
+    let served = Served::start(&emulator, &unreachable).await;
+    assert!(served.base.is_some(), "an unreachable auth service at start is no reason not to start");
+    let (_, lines) = served.stop().await;
+    let warned = at_level(&lines, "WARN");
+    assert!(warned.iter().any(|l| l["message"].as_str().is_some_and(|m| m.contains("cannot be reached at start"))));
+    assert!(at_level(&lines, "ERROR").is_empty(), "{lines:#?}");
 }

@@ -6,6 +6,7 @@ mod helpers;
 mod api_errors;
 mod audit;
 mod auth_basic;
+mod auth_cache_trust;
 mod auth_clocks;
 mod auth_misconfig;
 mod auth_pipeline;
