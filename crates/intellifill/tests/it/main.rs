@@ -14,6 +14,7 @@ mod hostile_http;
 mod isolation;
 mod knowledge;
 mod lifecycle;
+mod logout_skew;
 mod members;
 mod observability;
 mod org_routes;
