@@ -244,7 +244,16 @@ impl Authenticator {
             return accept(&entry, hash);
         }
 
-        match self.ask_upstream(token, hash, &claimed, against).await {
+        let answer = self.ask_upstream(token, hash, &claimed, against).await;
+        if against.is_some() {
+            let result = match answer.as_deref() {
+                Ok(Entry::Valid { .. }) => "alive",
+                Ok(Entry::Rejected { .. }) => "ended",
+                Err(_) => "outage",
+            };
+            metrics::counter!("auth_skew_window_checks_total", "result" => result).increment(1);
+        }
+        match answer {
             Ok(entry) => accept(&entry, hash),
             // A token in a skew window is never served from a cache: it may be of a session the logout ended.
             Err(outage) if against.is_some() => Err(unavailable(outage.retry_after)),

@@ -87,6 +87,11 @@ async fn global_logout_under_skew(skew: i64) {
     assert_eq!(a.emulator.stats().user - calls, 1, "one upstream check for three instances");
     let fresher = a.sign_in_again(&u);
     all_accept(&apps, &[&fresher, &fresh]).await;
+    let metrics = intellifill::health::render(&a.state);
+    for result in ["ended", "alive"] {
+        let series = format!("auth_skew_window_checks_total{{result=\"{result}\"}}");
+        assert!(metrics.contains(&series), "{series} missing from {metrics}");
+    }
 }
 
 #[tokio::test]

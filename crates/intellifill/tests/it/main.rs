@@ -21,5 +21,6 @@ mod org_routes;
 mod organizations;
 mod ratelimit;
 mod scale_out;
+mod session_end;
 mod starvation;
 mod tls;
