@@ -214,3 +214,25 @@ async fn a_skew_bound_of_zero_decides_everything_outside_the_logout_second_local
     let (s, body) = a.get(&behind, "/api/me").await;
     assert_error(s, &body, 401, "SESSION_REVOKED");
 }
+
+#[tokio::test]
+async fn the_latest_cutoff_wins_in_redis_whatever_order_it_arrives_in() {
+    use intellifill::auth::revocation::{Cutoff, Revocation};
+    let a = TestApp::spawn().await;
+    let u = a.user(&email("u")).await;
+    let live = a.sign_in_again(&u);
+    let ten_minutes_old = older_token(&a, &live, 600);
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let cutoff =
+        |at_ms: i64| Revocation::User { id: u.id, cutoff: Cutoff { sent_ms: at_ms, done_ms: at_ms, except: None } };
+    // The later cut-off (now) first, then an earlier one (an hour ago) from a slower instance.
+    a.state.auth.revocations().revoke(cutoff(now_ms)).await;
+    a.state.auth.revocations().revoke(cutoff(now_ms - 3_600_000)).await;
+    // A fresh instance in local mode knows only what Redis says: the later cut-off covers the token.
+    let d = a.peer(|args| args.auth_verify_mode = Some("local".into())).await;
+    let (s, body) = d.get(&ten_minutes_old, "/api/me").await;
+    assert_error(s, &body, 401, "SESSION_REVOKED");
+    // And so does the instance that received both.
+    let (s, body) = a.get(&ten_minutes_old, "/api/me").await;
+    assert_error(s, &body, 401, "SESSION_REVOKED");
+}
