@@ -1,11 +1,15 @@
 //! Fault injection for resilience tests.
 //!
 //! The product must degrade gracefully when Supabase Auth is slow, failing,
-//! hanging or unreachable, and those paths can only be tested against an
-//! upstream that misbehaves on command. Latency, error rate and hang are
-//! applied per request by the gateway middleware ([`Faults::apply`]);
-//! refusing connections is carried out by the accept loop in
-//! [`crate::server`], which this handle drives through a control channel.
+//! hanging, unreachable or on a wrong clock, and those paths can only be
+//! tested against an upstream that misbehaves on command. Latency, error
+//! rate and hang are applied per request by the gateway middleware
+//! ([`Faults::apply`]); refusing connections is carried out by the accept
+//! loop in [`crate::server`], which this handle drives through a control
+//! channel; the clock skew moves the emulator's own clock
+//! ([`crate::state::AppState::now`]), as a GoTrue host whose clock is off
+//! would: `iat`/`exp` of issued tokens, the `exp`/`nbf` check of presented
+//! ones, ban ends and timestamps.
 //!
 //! The in-process setters take effect before they return: in particular
 //! [`Faults::refuse_connections`] and [`Faults::clear`] wait until the socket
@@ -29,6 +33,10 @@ pub(crate) const THREAD_NAME: &str = "gotrue-emulator";
 
 /// Status used by [`Faults::set_error_rate`] callers that want "unavailable".
 pub const DEFAULT_ERROR_STATUS: u16 = 503;
+
+/// The largest clock skew accepted (a year either way): far beyond any real
+/// drift, and well inside `chrono`'s range.
+pub const MAX_CLOCK_SKEW_SECONDS: i64 = 366 * 24 * 3600;
 
 /// How long a setter waits for the accept loop to act on a command.
 const ACK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -60,7 +68,11 @@ pub struct FaultSettings {
     /// The listening socket is closed.
     pub refusing: bool,
     /// Paths the faults apply to (full paths); empty means all of `/auth/v1`.
+    /// The clock skew is not path-bound: the emulator has one clock.
     pub paths: Vec<String>,
+    /// How far the emulator's clock is ahead of real time, in seconds
+    /// (negative: behind).
+    pub clock_skew_seconds: i64,
 }
 
 fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -76,6 +88,7 @@ impl Default for FaultSettings {
             hang: false,
             refusing: false,
             paths: Vec::new(),
+            clock_skew_seconds: 0,
         }
     }
 }
@@ -151,6 +164,20 @@ impl Faults {
             s.error_rate = rate;
             s.error_status = status;
         });
+    }
+
+    /// Runs the emulator's clock `seconds` ahead of real time (negative:
+    /// behind), clamped to [`MAX_CLOCK_SKEW_SECONDS`] either way. Tokens
+    /// issued from now on carry `iat`/`exp` on that clock, and presented
+    /// tokens are checked against it; zero turns it off.
+    pub fn set_clock_skew(&self, seconds: i64) {
+        let seconds = seconds.clamp(-MAX_CLOCK_SKEW_SECONDS, MAX_CLOCK_SKEW_SECONDS);
+        self.shared.settings.send_modify(|s| s.clock_skew_seconds = seconds);
+    }
+
+    /// The emulator's clock offset from real time.
+    pub(crate) fn clock_skew(&self) -> chrono::TimeDelta {
+        chrono::TimeDelta::seconds(self.shared.settings.borrow().clock_skew_seconds)
     }
 
     /// While on, affected requests are held without an answer; requests held
@@ -265,4 +292,5 @@ pub(crate) struct FaultRequest {
     pub(crate) hang: bool,
     pub(crate) refuse_for_ms: Option<u64>,
     pub(crate) paths: Vec<String>,
+    pub(crate) clock_skew_seconds: i64,
 }

@@ -4,7 +4,10 @@
 //! It serves the same paths (`/auth/v1/...`), headers, JSON shapes, error
 //! codes, JWT claims and JWKS as GoTrue behind the Supabase API gateway,
 //! keeps all state in memory, and can be told to misbehave (latency, 5xx,
-//! hangs, refused connections) through [`Faults`] or `POST /__emulator/faults`.
+//! hangs, refused connections, a clock ahead of or behind real time) through
+//! [`Faults`] or `POST /__emulator/faults`. Sessions end the ways they do in
+//! GoTrue: `POST /logout` by scope, `PUT /user` with a new password (every
+//! other session), admin bans and deletes.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -49,7 +52,7 @@ use uuid::Uuid;
 
 pub use config::{EmulatorConfig, Signing};
 pub use errors::ApiError;
-pub use faults::{DEFAULT_ERROR_STATUS, FaultSettings, Faults};
+pub use faults::{DEFAULT_ERROR_STATUS, FaultSettings, Faults, MAX_CLOCK_SKEW_SECONDS};
 pub use stats::Stats;
 
 use auth::{AUTHENTICATED, AdminUserParams, Issued};
@@ -256,7 +259,8 @@ impl Emulator {
             Some(d) => {
                 let delta = chrono::TimeDelta::from_std(d)?;
                 Some(
-                    views::now()
+                    self.state()
+                        .now()
                         .checked_add_signed(delta)
                         .ok_or_else(|| anyhow::anyhow!("ban duration out of range"))?,
                 )

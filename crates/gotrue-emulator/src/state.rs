@@ -7,6 +7,8 @@
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use crate::faults::Faults;
 use crate::keys::Keys;
 use crate::stats::Counters;
@@ -44,6 +46,16 @@ impl AppState {
             stats: Counters::default(),
             store: Mutex::new(Store::default()),
         }
+    }
+
+    /// The emulator's clock: real time plus the clock-skew fault, at
+    /// Postgres' microsecond precision. Everything GoTrue reads its own clock
+    /// for goes through here (token `iat`/`exp`, their verification, bans,
+    /// timestamps), so a skewed emulator behaves like a GoTrue host whose
+    /// clock is off.
+    pub(crate) fn now(&self) -> DateTime<Utc> {
+        let real = crate::views::now();
+        real.checked_add_signed(self.faults.clock_skew()).unwrap_or(real)
     }
 
     /// Locks the store. A panic while holding the lock cannot leave it

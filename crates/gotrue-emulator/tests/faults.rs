@@ -301,3 +301,70 @@ async fn shutdown_closes_the_port() {
     h.emu.faults().refuse_connections(None);
     h.emu.faults().clear();
 }
+
+fn claim(token: &str, name: &str) -> i64 {
+    let payload = token.split('.').nth(1).unwrap();
+    let bytes = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload).unwrap();
+    let claims: Value = serde_json::from_slice(&bytes).unwrap();
+    claims[name].as_i64().unwrap()
+}
+
+fn now_s() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+#[tokio::test]
+async fn clock_skew_moves_iat_exp_and_the_expiry_check() {
+    let h = Harness::start().await;
+    h.emu.create_user("sky@example.com", PASSWORD).unwrap();
+    let faults = h.emu.faults();
+
+    faults.set_clock_skew(20);
+    assert_eq!(faults.settings().clock_skew_seconds, 20);
+    let ahead = h.emu.sign_in("sky@example.com", PASSWORD).unwrap();
+    let iat = claim(&ahead.access_token, "iat");
+    assert!((iat - now_s() - 20).abs() <= 1, "iat {iat} is not 20 s ahead of {}", now_s());
+    assert_eq!(claim(&ahead.access_token, "exp") - iat, 3600);
+    assert_eq!(ahead.expires_in, 3600, "expires_in is on the emulator's own clock");
+
+    faults.set_clock_skew(-20);
+    let over_http: Value = h.password_grant("sky@example.com", PASSWORD).await.json().await.unwrap();
+    let iat = claim(over_http["access_token"].as_str().unwrap(), "iat");
+    assert!((iat - now_s() + 20).abs() <= 1, "iat {iat} is not 20 s behind {}", now_s());
+
+    // The emulator judges `exp` by its own clock: a token that expired 10 s ago by real time is still good to
+    // an emulator running 30 s behind, and refused again once the clock is right.
+    let mut claims = h.emu.claims_for(&ahead);
+    claims["exp"] = json!(now_s() - 10);
+    let expired = h.emu.mint_token(h.emu.token_header(), &claims);
+    faults.set_clock_skew(-30);
+    assert_eq!(h.get_user(&expired).await.status(), 200);
+    faults.clear();
+    assert_eq!(faults.settings().clock_skew_seconds, 0);
+    let (status, code, _) = parts(h.get_user(&expired).await).await;
+    assert_eq!((status, code.as_deref()), (403, Some("bad_jwt")));
+
+    // Bans end on the emulator's clock too.
+    let user = h.emu.create_user("ban@example.com", PASSWORD).unwrap();
+    h.emu.ban_user(user.id, Some(Duration::from_secs(60))).unwrap();
+    faults.set_clock_skew(120);
+    assert_eq!(h.password_grant("ban@example.com", PASSWORD).await.status(), 200, "the ban is over on that clock");
+    faults.clear();
+}
+
+#[tokio::test]
+async fn clock_skew_over_http() {
+    let h = Harness::start().await;
+    let control = format!("{}/__emulator/faults", h.emu.base_url());
+    let set: Value =
+        h.http.post(&control).json(&json!({ "clockSkewSeconds": -45 })).send().await.unwrap().json().await.unwrap();
+    assert_eq!(set["clockSkewSeconds"], -45);
+    assert_eq!(h.emu.faults().settings().clock_skew_seconds, -45);
+    h.emu.create_user("web@example.com", PASSWORD).unwrap();
+    let session = h.emu.sign_in("web@example.com", PASSWORD).unwrap();
+    assert!((claim(&session.access_token, "iat") - now_s() + 45).abs() <= 1);
+    let too_far = h.http.post(&control).json(&json!({ "clockSkewSeconds": 400 * 24 * 3600 })).send().await.unwrap();
+    assert_eq!(too_far.status(), 400);
+    assert_eq!(h.http.delete(&control).send().await.unwrap().status(), 204);
+    assert_eq!(h.emu.faults().settings().clock_skew_seconds, 0);
+}

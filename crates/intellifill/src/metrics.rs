@@ -60,6 +60,22 @@ fn register() {
         "auth_upstream_key_rejected_total",
         "calls to the auth service its gateway refused for this server's API key (SUPABASE_ANON_KEY); must stay 0"
     );
+    describe_counter!(
+        "auth_revalidations_total",
+        "background re-verifications of cached tokens older than AUTH_REVALIDATE_SECONDS, by result (valid, \
+         rejected, outage, shared: another instance's newer verification taken from Redis)"
+    );
+    describe_counter!(
+        "auth_skew_window_checks_total",
+        "tokens issued within AUTH_CLOCK_SKEW_BOUND_SECONDS of their user's global/others logout, checked with \
+         the auth service, by result (alive, ended, outage)"
+    );
+    describe_counter!(
+        "auth_upstream_revocations_total",
+        "sessions and users the auth service reported gone or banned, shared with every instance, by kind \
+         (session, user, evict)"
+    );
+    describe_counter!("auth_logouts_total", "logouts through this server, by scope");
     describe_gauge!("audit_queue_depth", "audit events waiting in memory");
     describe_gauge!("audit_spool_pending", "audit events waiting on disk for the database");
     describe_counter!("audit_events_dropped_total", "audit events lost (must stay 0)");

@@ -1,7 +1,6 @@
 //! Access tokens: GoTrue's claims, signed with the instance's key
 //! (`GenerateAccessToken`), and what a successful grant hands back.
 
-use chrono::Utc;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -47,7 +46,7 @@ impl AppState {
         session: &SessionRecord,
         refresh_token: String,
     ) -> Result<Issued, ApiError> {
-        let iat = Utc::now().timestamp();
+        let iat = self.now().timestamp();
         let ttl = i64::try_from(self.access_token_ttl.as_secs()).unwrap_or(i64::MAX / 2);
         let exp = iat.saturating_add(ttl);
         let claims = AccessTokenClaims {
@@ -70,13 +69,6 @@ impl AppState {
             .keys
             .sign(&self.keys.header(), &claims)
             .map_err(|e| ApiError::internal(format!("error generating jwt token: {e}")))?;
-        Ok(Issued {
-            access_token,
-            refresh_token,
-            expires_in: exp - Utc::now().timestamp(),
-            expires_at: exp,
-            session_id: session.id,
-            user,
-        })
+        Ok(Issued { access_token, refresh_token, expires_in: exp - iat, expires_at: exp, session_id: session.id, user })
     }
 }

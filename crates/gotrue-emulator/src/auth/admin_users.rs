@@ -13,7 +13,6 @@ use crate::errors::ApiError;
 use crate::go_duration;
 use crate::state::AppState;
 use crate::store::{PasswordHash, UserRecord, merge_metadata};
-use crate::views::now;
 
 /// Body of `POST /admin/users` and `PUT /admin/users/{id}`.
 #[derive(Debug, Default, Deserialize)]
@@ -108,7 +107,7 @@ impl AppState {
             }
             id
         };
-        let now = now();
+        let now = self.now();
         let ban = parse_ban_duration(&params.ban_duration, now)?;
         let mut user = NewUser {
             id,
@@ -147,7 +146,7 @@ impl AppState {
     pub(crate) fn admin_update_user(&self, id: Uuid, params: AdminUserParams) -> Result<UserRecord, ApiError> {
         let email = if params.email.is_empty() { None } else { Some(validate_email(&params.email)?) };
         let phone = if params.phone.is_empty() { None } else { Some(validate_phone(&params.phone)?) };
-        let now = now();
+        let now = self.now();
         let ban = parse_ban_duration(&params.ban_duration, now)?;
         if let Some(password) = &params.password {
             check_password_strength(password)?;
@@ -219,7 +218,7 @@ impl AppState {
         let mut store = self.store();
         let user = store.user_mut(id).ok_or_else(ApiError::user_not_found)?;
         user.ban(until);
-        user.updated_at = now();
+        user.updated_at = self.now();
         Ok(())
     }
 }

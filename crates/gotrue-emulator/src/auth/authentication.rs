@@ -3,14 +3,12 @@
 //! (`requireAuthentication`), or checked for an admin role
 //! (`requireAdminCredentials`).
 
-use chrono::Utc;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use crate::errors::ApiError;
 use crate::state::AppState;
 use crate::store::UserRecord;
-use crate::views::now;
 
 /// Roles GoTrue accepts on admin endpoints (`GOTRUE_JWT_ADMIN_ROLES`).
 const ADMIN_ROLES: &[&str] = &["service_role", "supabase_admin"];
@@ -47,7 +45,7 @@ impl AppState {
         if token == self.service_role_key {
             return Ok(role_claims("service_role"));
         }
-        self.keys.verify(token, Utc::now().timestamp()).map_err(ApiError::bad_jwt)
+        self.keys.verify(token, self.now().timestamp()).map_err(ApiError::bad_jwt)
     }
 
     /// `maybeLoadUserOrSession` plus the ban check.
@@ -82,7 +80,7 @@ impl AppState {
             }
         };
         drop(store);
-        if user.is_banned(now()) {
+        if user.is_banned(self.now()) {
             return Err(ApiError::forbidden("user_banned", "User is banned"));
         }
         Ok(Authenticated { user, session_id, claims })

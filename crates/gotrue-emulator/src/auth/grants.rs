@@ -4,13 +4,12 @@ use super::access_token::Issued;
 use super::validation::{EmailOnly, email_only};
 use crate::errors::ApiError;
 use crate::state::AppState;
-use crate::views::now;
 
 impl AppState {
     /// `grant_type=password` (`ResourceOwnerPasswordGrant`).
     pub(crate) fn password_grant(&self, email: &str, phone: &str, password: &str) -> Result<Issued, ApiError> {
         let email = email_only(email, phone, EmailOnly::Login)?;
-        let now = now();
+        let now = self.now();
         let store = self.store();
         let user = store.user_by_email(email).ok_or_else(ApiError::invalid_credentials)?;
         let Some(hash) = &user.password else {
@@ -38,7 +37,7 @@ impl AppState {
             // (the emulator issues none), fail validation.
             return Err(ApiError::validation("Refresh token is not valid"));
         }
-        let (user, session, token) = self.store().refresh(refresh_token, now())?;
+        let (user, session, token) = self.store().refresh(refresh_token, self.now())?;
         self.issue(user, &session, token)
     }
 }

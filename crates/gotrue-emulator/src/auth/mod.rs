@@ -15,6 +15,8 @@
 //! - `authentication`: who a request comes from (bearer tokens, API keys,
 //!   admin credentials);
 //! - `admin_users`: `/admin/users` (create, update, delete, ban);
+//! - `user_update`: `PUT /user` (own password and metadata; a new password
+//!   ends the user's other sessions);
 //!
 //! and the building blocks those flows share:
 //! - `access_token`: the claims and signature of an access token;
@@ -28,11 +30,13 @@ mod grants;
 mod new_user;
 mod sessions;
 mod signup;
+mod user_update;
 mod validation;
 
 pub(crate) use access_token::Issued;
 pub(crate) use admin_users::AdminUserParams;
 pub(crate) use sessions::logout_scope;
+pub(crate) use user_update::UserUpdateParams;
 
 /// The audience and role of every user.
 pub(crate) const AUTHENTICATED: &str = "authenticated";

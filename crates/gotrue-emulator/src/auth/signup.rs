@@ -10,7 +10,6 @@ use super::validation::{EmailOnly, check_password_strength, email_only, validate
 use crate::errors::ApiError;
 use crate::state::AppState;
 use crate::store::PasswordHash;
-use crate::views::now;
 
 impl AppState {
     /// `POST /signup` with email autoconfirm on.
@@ -26,7 +25,7 @@ impl AppState {
         }
         check_password_strength(password)?;
         let email = validate_email(email_only(email, phone, EmailOnly::Signup)?)?;
-        let now = now();
+        let now = self.now();
         let mut store = self.store();
         if store.user_by_email(&email).is_some() {
             return Err(ApiError::unprocessable("user_already_exists", "User already registered"));

@@ -48,8 +48,16 @@ pub(super) async fn set_faults(State(state): State<SharedState>, body: Bytes) ->
             "refuseForMs must be positive: an unlimited refusal could not be cleared over HTTP".to_owned(),
         );
     }
+    if request.clock_skew_seconds.abs() > crate::faults::MAX_CLOCK_SKEW_SECONDS {
+        return bad_request(format!(
+            "clockSkewSeconds must be within ±{}, got {}",
+            crate::faults::MAX_CLOCK_SKEW_SECONDS,
+            request.clock_skew_seconds
+        ));
+    }
     let faults = state.faults.clone();
     faults.reset(false);
+    faults.set_clock_skew(request.clock_skew_seconds);
     faults.only_paths(request.paths);
     faults.set_latency(Duration::from_millis(request.latency_ms));
     faults.set_error_rate(request.error_rate, status);

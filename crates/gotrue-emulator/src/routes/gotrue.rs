@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
 use super::SharedState;
-use crate::auth::{AUTHENTICATED, Issued, logout_scope};
+use crate::auth::{AUTHENTICATED, Issued, UserUpdateParams, logout_scope};
 use crate::errors::ApiError;
 use crate::views::{TokenResponseJson, UserJson};
 
@@ -172,6 +172,18 @@ pub(super) async fn user(State(state): State<SharedState>, headers: HeaderMap) -
         return Err(ApiError::validation("Token audience doesn't match request audience"));
     }
     Ok(Json(UserJson::new(&auth.user)).into_response())
+}
+
+/// `PUT /user`: the caller's own password and metadata.
+pub(super) async fn update_user(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let auth = state.authenticate(authorization(&headers))?;
+    let params: UserUpdateParams = parse_body(&body)?;
+    let user = state.update_user(&auth, params)?;
+    Ok(Json(UserJson::new(&user)).into_response())
 }
 
 pub(super) async fn logout(

@@ -37,7 +37,7 @@ pub(crate) fn router(state: SharedState) -> Router {
         .route("/.well-known/jwks.json", get(gotrue::jwks))
         .route("/token", post(gotrue::token))
         .route("/signup", post(gotrue::signup))
-        .route("/user", get(gotrue::user))
+        .route("/user", get(gotrue::user).put(gotrue::update_user))
         .route("/logout", post(gotrue::logout))
         .route("/admin/users", get(admin::list).post(admin::create))
         .route("/admin/users/{user_id}", get(admin::get).put(admin::update).delete(admin::delete))

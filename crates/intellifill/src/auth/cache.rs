@@ -105,6 +105,17 @@ impl Expiry<TokenHash, Stored> for PerEntry {
     fn expire_after_create(&self, _key: &TokenHash, value: &Stored, _now: Instant) -> Option<Duration> {
         Some(value.keep_for)
     }
+
+    /// A replaced entry (re-verified, or now rejected) is kept for its own time, not its predecessor's.
+    fn expire_after_update(
+        &self,
+        _key: &TokenHash,
+        value: &Stored,
+        _updated_at: Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.keep_for)
+    }
 }
 
 pub struct TokenCache {

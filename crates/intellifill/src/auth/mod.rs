@@ -14,6 +14,7 @@
 
 pub mod bearer;
 pub mod cache;
+pub mod cutoff;
 pub mod gotrue;
 pub mod jwks;
 pub mod jwt;

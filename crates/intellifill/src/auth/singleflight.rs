@@ -39,27 +39,42 @@ where
     where
         F: Future<Output = V> + Send + 'static,
     {
-        let flight = {
-            let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-            match map.get(&key) {
-                Some(flight) => flight.clone(),
-                None => {
-                    let task = tokio::spawn(make());
-                    let map_handle = self.inflight.clone();
-                    let k = key.clone();
-                    let flight = async move {
-                        let result = task.await.ok();
-                        map_handle.lock().unwrap_or_else(|p| p.into_inner()).remove(&k);
-                        result
-                    }
-                    .boxed()
-                    .shared();
-                    map.insert(key, flight.clone());
-                    flight
-                }
-            }
-        };
-        flight.await
+        self.flight(key, make).0.await
+    }
+
+    /// Start `make()` in the background unless a call for `key` is already in flight; the caller does not
+    /// wait for it (background revalidation). Returns whether this call started it.
+    pub fn start<F>(&self, key: K, make: impl FnOnce() -> F) -> bool
+    where
+        F: Future<Output = V> + Send + 'static,
+    {
+        self.flight(key, make).1
+    }
+
+    /// The flight for `key`, registered (and its task spawned) now if there is none: (flight, new). A new
+    /// flight is also awaited by a task of its own, so it leaves the map as soon as it is done even when
+    /// every caller went away (else a later caller would be handed its old result).
+    fn flight<F>(&self, key: K, make: impl FnOnce() -> F) -> (Flight<V>, bool)
+    where
+        F: Future<Output = V> + Send + 'static,
+    {
+        let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(flight) = map.get(&key) {
+            return (flight.clone(), false);
+        }
+        let task = tokio::spawn(make());
+        let map_handle = self.inflight.clone();
+        let k = key.clone();
+        let flight = async move {
+            let result = task.await.ok();
+            map_handle.lock().unwrap_or_else(|p| p.into_inner()).remove(&k);
+            result
+        }
+        .boxed()
+        .shared();
+        map.insert(key, flight.clone());
+        tokio::spawn(flight.clone());
+        (flight, true)
     }
 
     /// Calls currently in flight.
@@ -100,5 +115,26 @@ mod tests {
         // A later call runs again.
         let again = flights.run(7, || async { 43 }).await;
         assert_eq!(again, Some(43));
+    }
+
+    #[tokio::test]
+    async fn a_background_start_is_joined_not_repeated() {
+        let flights: SingleFlight<u32, u32> = SingleFlight::default();
+        let calls = Arc::new(AtomicU32::new(0));
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let counted = calls.clone();
+        assert!(flights.start(1, move || async move {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let _ = released.await;
+            5
+        }));
+        assert_eq!(flights.in_flight(), 1, "registered before start returns");
+        assert!(!flights.start(1, || async { 6 }), "already in flight");
+        let _ = release.send(());
+        assert_eq!(flights.run(1, || async { 7 }).await.map(|v| v == 5 || v == 7), Some(true));
+        while flights.in_flight() > 0 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 }

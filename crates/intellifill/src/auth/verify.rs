@@ -3,7 +3,10 @@
 //! 1. L1 (in-process) cache hit, checked against the in-process revocation list: done, in microseconds. The
 //!    key is SHA-256 of the exact token bytes and only tokens that passed step 2 are ever put there, so a
 //!    hit is the shape and local check already made (re-verifying an ES256 signature would cost ~100x the
-//!    lookup); on a miss the token's shape is checked first (`bearer::checked`);
+//!    lookup); on a miss the token's shape is checked first (`bearer::checked`). A hit older than
+//!    `AUTH_REVALIDATE_SECONDS` is served as it is while one background call re-verifies it with the auth
+//!    service (stale-while-revalidate, single flight, both modes): a session ended elsewhere is refused on
+//!    the next request after that call, on every instance (the refusal is broadcast);
 //! 2. local JWT check (no network): algorithm allow-list, signature by `kid` or legacy secret, `exp` (strict),
 //!    `nbf`, `aud`, `iss`. Garbage, forgeries, expired and not-yet-valid tokens stop here, in every mode, and
 //!    never reach the auth service or the breaker; then the in-process revocation list: a logged-out token is
@@ -12,11 +15,16 @@
 //!    (an L2 entry is trusted only after step 2 passed for the token in hand, and only if it names the
 //!    token's own `sub`, session, `iat` and `exp`: anything else is deleted and the token verified again);
 //! 4. `local` mode: the local check is the verdict. `remote` mode: `GET /auth/v1/user` through the circuit
-//!    breaker, one call per token (single flight); 2xx is cached, 4xx is cached briefly as a rejection,
-//!    timeouts / connection errors / 5xx / 429 / open breaker are an outage: 503 `AUTH_SERVICE_UNAVAILABLE`,
-//!    or in `AUTH_OUTAGE_MODE=cached` a cache entry up to `AUTH_STALE_MAX_SECONDS` past its TTL (never past
+//!    breaker, one call per token (single flight); 2xx is cached, 4xx is cached briefly as a rejection (and
+//!    a session or user the auth service reports gone is revoked on every instance), timeouts / connection
+//!    errors / 5xx / 429 / open breaker are an outage: 503 `AUTH_SERVICE_UNAVAILABLE`, or in
+//!    `AUTH_OUTAGE_MODE=cached` a cache entry up to `AUTH_STALE_MAX_SECONDS` past its TTL (never past
 //!    `exp`, never revoked: steps 1 and 2 ran first). The gateway refusing our API key is no verdict either:
 //!    503 `AUTH_SERVICE_MISCONFIGURED` (or the same stale entry), never cached, ignored by the breaker.
+//!
+//! A token the revocation list cannot decide (issued within the clock-skew window of its user's last global
+//! or `others` logout, see [`super::cutoff`]) skips the caches and goes to step 4 in both modes: the auth
+//! service's answer is cached and remembered for its session; an outage is a 503, never a guess.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +34,7 @@ use breaker::{BreakerError, CircuitBreaker, Outcome};
 use super::cache::{CachedUser, Entry, LookupResult, TokenCache, TokenHash, now_ms};
 use super::gotrue::{GoTrueClient, GoTrueError};
 use super::jwt::{Claims, LocalVerifier};
-use super::revocation::{Revocation, Revocations};
+use super::revocation::{Cutoff, Revocation, Revocations, Verdict};
 use super::singleflight::SingleFlight;
 use super::{AuthUser, misconfigured, rejection, unavailable};
 use jsonwebtoken::{Algorithm, DecodingKey};
@@ -62,11 +70,15 @@ pub struct Authenticator {
     gotrue: GoTrueClient,
     verifier: LocalVerifier,
     cache: Arc<TokenCache>,
-    revocations: Revocations,
+    revocations: Arc<Revocations>,
     breaker: CircuitBreaker,
-    flights: SingleFlight<TokenHash, Result<Arc<Entry>, Outage>>,
+    /// Keyed by token and by the cut-off a check is made against (0: none): a check of a token in a skew
+    /// window must not be answered by a call that may have been sent before the logout.
+    flights: SingleFlight<(TokenHash, i64), Result<Arc<Entry>, Outage>>,
     mode: VerifyMode,
     outage_mode: OutageMode,
+    /// `AUTH_REVALIDATE_SECONDS` in ms; 0: off.
+    revalidate_ms: i64,
 }
 
 impl CachedUser {
@@ -101,16 +113,18 @@ impl Authenticator {
         breaker: CircuitBreaker,
         mode: VerifyMode,
         outage_mode: OutageMode,
+        revalidate_after: Duration,
     ) -> Self {
         Authenticator {
             gotrue,
             verifier,
             cache,
-            revocations,
+            revocations: Arc::new(revocations),
             breaker,
             flights: SingleFlight::default(),
             mode,
             outage_mode,
+            revalidate_ms: i64::try_from(revalidate_after.as_millis()).unwrap_or(i64::MAX),
         }
     }
 
@@ -135,9 +149,18 @@ impl Authenticator {
         let stale_max = if auth.outage_mode == OutageMode::Cached { auth.stale_max } else { Duration::ZERO };
         let cache =
             Arc::new(TokenCache::new(kv.clone(), auth.cache_max_entries, auth.cache_ttl, auth.negative_ttl, stale_max));
-        let revocations = Revocations::new(kv, cache.clone());
+        let revocations = Revocations::new(kv, cache.clone(), auth.clock_skew_bound);
         let breaker = breaker::CircuitBreaker::new("supabase-auth", auth.breaker.clone());
-        Ok(Authenticator::new(gotrue, verifier, cache, revocations, breaker, auth.verify_mode, auth.outage_mode))
+        Ok(Authenticator::new(
+            gotrue,
+            verifier,
+            cache,
+            revocations,
+            breaker,
+            auth.verify_mode,
+            auth.outage_mode,
+            auth.revalidate_after,
+        ))
     }
 
     pub fn gotrue(&self) -> &GoTrueClient {
@@ -180,43 +203,76 @@ impl Authenticator {
         {
             // L1 holds only tokens that passed the local check, keyed by the hash of these exact bytes: the
             // signature, `aud` and `iss` were verified when the entry was made, and freshness includes `exp`.
-            if let Entry::Valid { user, .. } = entry.as_ref()
-                && self.revocations.revoked_locally(&hash, user)
-            {
-                self.cache.evict_l1(&hash);
-                return Err(revoked());
+            match entry.as_ref() {
+                Entry::Valid { user, cached_at } => match self.revocations.check_local(&hash, user) {
+                    Verdict::Revoked => {
+                        self.cache.evict_l1(&hash);
+                        return Err(revoked());
+                    }
+                    Verdict::Clear => {
+                        self.cache.record(LookupResult::L1Hit);
+                        self.revalidate_if_due(token, hash, user, *cached_at, now);
+                        return Ok(auth_user(user, hash));
+                    }
+                    // In a logout's skew window: asked below.
+                    Verdict::Undecided { .. } => {}
+                },
+                Entry::Rejected { .. } => {
+                    self.cache.record(LookupResult::L1Hit);
+                    return accept(entry, hash);
+                }
             }
-            self.cache.record(LookupResult::L1Hit);
-            return accept(entry, hash);
         }
 
         let token = super::bearer::checked(token)?;
         let claims = self.verifier.verify(token).await?;
         let claimed = CachedUser::from_claims(&claims);
-        if self.revocations.revoked_locally(&hash, &claimed) {
+        let local = self.revocations.check_local(&hash, &claimed);
+        if local == Verdict::Revoked {
             return Err(revoked());
         }
-        let (is_revoked, l2) = tokio::join!(self.revocations.revoked_shared(&hash, &claimed), self.cache.get_l2(&hash));
-        if is_revoked {
-            self.cache.evict_l1(&hash);
-            return Err(revoked());
-        }
+        let (verdict, l2) =
+            tokio::join!(self.revocations.check_shared(&hash, &claimed, local), self.cache.get_l2(&hash));
+        let against = match verdict {
+            Verdict::Revoked => {
+                self.cache.evict_l1(&hash);
+                return Err(revoked());
+            }
+            Verdict::Undecided { against } => Some(against),
+            Verdict::Clear => None,
+        };
         let l2 = self.trusted_l2(&hash, l2, &claimed).await;
-        if let Some(entry) = l2.filter(|e| self.cache.is_fresh(e, now)) {
+        if against.is_none()
+            && let Some(entry) = l2.filter(|e| self.cache.is_fresh(e, now))
+        {
             self.cache.record(LookupResult::L2Hit);
             self.cache.put_l1(hash, entry.clone());
+            if let Entry::Valid { user, cached_at } = &entry {
+                self.revalidate_if_due(token.as_bytes(), hash, user, *cached_at, now);
+            }
             return accept(&entry, hash);
         }
         self.cache.record(LookupResult::Miss);
 
-        if self.mode == VerifyMode::Local {
+        if self.mode == VerifyMode::Local && against.is_none() {
             let entry = Entry::Valid { user: claimed, cached_at: now };
             self.cache.put_l1(hash, entry.clone());
             return accept(&entry, hash);
         }
 
-        match self.ask_upstream(token, hash, &claims).await {
+        let answer = self.ask_upstream(token, hash, &claimed, against).await;
+        if against.is_some() {
+            let result = match answer.as_deref() {
+                Ok(Entry::Valid { .. }) => "alive",
+                Ok(Entry::Rejected { .. }) => "ended",
+                Err(_) => "outage",
+            };
+            metrics::counter!("auth_skew_window_checks_total", "result" => result).increment(1);
+        }
+        match answer {
             Ok(entry) => accept(&entry, hash),
+            // A token in a skew window is never served from a cache: it may be of a session the logout ended.
+            Err(outage) if against.is_some() => Err(outage.error()),
             Err(outage) => {
                 if self.outage_mode == OutageMode::Cached {
                     let stale = l1.map(|e| (*e).clone());
@@ -244,12 +300,7 @@ impl Authenticator {
     /// verified again as if there were no entry. A negative entry names no one and can only refuse: kept.
     async fn trusted_l2(&self, hash: &TokenHash, entry: Option<Entry>, claimed: &CachedUser) -> Option<Entry> {
         match entry {
-            Some(Entry::Valid { user, .. })
-                if user.id != claimed.id
-                    || user.session_id != claimed.session_id
-                    || user.issued_at != claimed.issued_at
-                    || user.expires_at != claimed.expires_at =>
-            {
+            Some(Entry::Valid { user, .. }) if !same_token(&user, claimed) => {
                 tracing::warn!(
                     event = "auth.l2_entry_mismatch",
                     token_user = %claimed.id,
@@ -265,27 +316,57 @@ impl Authenticator {
         }
     }
 
-    /// `GET /auth/v1/user` through the breaker, coalesced per token; caches the verdict.
-    async fn ask_upstream(&self, token: &str, hash: TokenHash, claims: &Claims) -> Result<Arc<Entry>, Outage> {
+    /// `GET /auth/v1/user` through the breaker, coalesced per token (and cut-off); caches the verdict.
+    async fn ask_upstream(
+        &self,
+        token: &str,
+        hash: TokenHash,
+        claimed: &CachedUser,
+        against: Option<i64>,
+    ) -> Result<Arc<Entry>, Outage> {
+        let call = self.upstream_call(token.to_owned(), hash, claimed.clone(), against);
+        self.flights
+            .run((hash, against.unwrap_or(0)), move || call)
+            .await
+            .unwrap_or(Err(Outage::Unavailable { retry_after: 5 }))
+    }
+
+    /// The call behind [`Self::ask_upstream`] and background revalidation: what the auth service says about
+    /// the token becomes the cache entry, and what it says about the session or user is shared: a session
+    /// confirmed alive against the cut-off `against`, a session or user reported gone revoked everywhere, a
+    /// banned user's entries dropped everywhere.
+    fn upstream_call(
+        &self,
+        token: String,
+        hash: TokenHash,
+        claimed: CachedUser,
+        against: Option<i64>,
+    ) -> impl Future<Output = Result<Arc<Entry>, Outage>> + Send + 'static {
         let gotrue = self.gotrue.clone();
         let breaker = self.breaker.clone();
         let cache = self.cache.clone();
-        let token = token.to_owned();
-        let claims = claims.clone();
-        let call = move || async move {
+        let revocations = self.revocations.clone();
+        async move {
             let result = breaker.call(gotrue.get_user(&token), classify).await;
             let entry = match result {
-                Ok(user) if user.id == claims.sub => {
-                    let mut cached = CachedUser::from_claims(&claims);
+                Ok(user) if user.id == claimed.id => {
+                    if let (Some(against), Some(session)) = (against, claimed.session_id) {
+                        revocations.confirm_alive(session, against).await;
+                    }
+                    let mut cached = claimed;
                     if let Some(email) = user.email {
                         cached.email = email.into();
                     }
                     Entry::Valid { user: cached, cached_at: now_ms() }
                 }
-                Ok(_) => cache.rejection("sub_mismatch", claims.exp),
+                Ok(_) => cache.rejection("sub_mismatch", claimed.expires_at),
                 Err(BreakerError::Inner(GoTrueError::Rejected { code, .. })) => {
                     metrics::counter!("auth_upstream_rejections_total", "code" => code.clone()).increment(1);
-                    cache.rejection(&code, claims.exp)
+                    if let Some(learned) = learned_from(&code, &claimed) {
+                        metrics::counter!("auth_upstream_revocations_total", "kind" => learned.kind()).increment(1);
+                        revocations.revoke(learned).await;
+                    }
+                    cache.rejection(&code, claimed.expires_at)
                 }
                 // Not a verdict on this token: never cached (the next request asks again), never the user's
                 // failure. Counted and logged by the client.
@@ -294,13 +375,53 @@ impl Authenticator {
             };
             cache.put(hash, entry.clone()).await;
             Ok(Arc::new(entry))
-        };
-        self.flights.run(hash, call).await.unwrap_or(Err(Outage::Unavailable { retry_after: 5 }))
+        }
+    }
+
+    /// Start one background re-verification of a cached entry older than `AUTH_REVALIDATE_SECONDS` (unless
+    /// one is running, or the breaker is open); the request is served from the cache meanwhile. Another
+    /// instance's newer verification in L2 is taken instead of a call.
+    fn revalidate_if_due(&self, token: &[u8], hash: TokenHash, user: &CachedUser, cached_at: i64, now: i64) {
+        if self.revalidate_ms == 0
+            || now.saturating_sub(cached_at) < self.revalidate_ms
+            || self.breaker.state() == breaker::State::Open
+        {
+            return;
+        }
+        let Ok(token) = std::str::from_utf8(token) else { return };
+        let call = self.upstream_call(token.to_owned(), hash, user.clone(), None);
+        let cache = self.cache.clone();
+        let revalidate_ms = self.revalidate_ms;
+        let claimed = user.clone();
+        self.flights.start((hash, 0), move || async move {
+            // An entry that is not this token's (see `trusted_l2`) is no newer verification: the call below
+            // overwrites it.
+            if let Some(newer) = cache.get_l2(&hash).await.filter(|e| match e {
+                Entry::Valid { cached_at: c, user } => {
+                    same_token(user, &claimed) && *c > cached_at && now_ms() - c < revalidate_ms
+                }
+                Entry::Rejected { until, .. } => *until > now_ms(),
+            }) {
+                metrics::counter!("auth_revalidations_total", "result" => "shared").increment(1);
+                cache.put_l1(hash, newer.clone());
+                return Ok(Arc::new(newer));
+            }
+            let result = call.await;
+            let label = match result.as_deref() {
+                Ok(Entry::Valid { .. }) => "valid",
+                Ok(Entry::Rejected { .. }) => "rejected",
+                Err(_) => "outage",
+            };
+            metrics::counter!("auth_revalidations_total", "result" => label).increment(1);
+            result
+        });
     }
 
     /// Log out at the auth service with the caller's own token, then revoke here on every instance.
     /// An unavailable auth service changes nothing (the client may retry with the same token).
     pub async fn logout(&self, token: &str, user: &AuthUser, scope: LogoutScope) -> Result<(), AppError> {
+        // Every session the auth service ends existed when the request left: the start of the cut-off.
+        let sent_ms = now_ms();
         match self.breaker.call(self.gotrue.logout(token, scope.as_str()), classify).await {
             Ok(()) => {}
             // Already gone upstream (an earlier logout): revoking here is still right.
@@ -308,17 +429,17 @@ impl Authenticator {
             Err(BreakerError::Inner(GoTrueError::KeyRejected { .. })) => return Err(misconfigured()),
             Err(e) => return Err(outage_of(&e).error()),
         }
-        let now_s = now_ms() / 1000;
+        let done_ms = now_ms();
+        let cutoff = |except| Revocation::User { id: user.id, cutoff: Cutoff { sent_ms, done_ms, except } };
         let token_revocation = Revocation::Token { hash: user.token_hash.hex(), exp: user.expires_at };
         let revocations = match (scope, user.session_id) {
             (LogoutScope::Local, Some(session)) => vec![token_revocation, Revocation::Session { id: session }],
             (LogoutScope::Local, None) => vec![token_revocation],
-            (LogoutScope::Global, _) => {
-                vec![token_revocation, Revocation::User { id: user.id, before: now_s, except: None }]
+            (LogoutScope::Global, Some(session)) => {
+                vec![token_revocation, Revocation::Session { id: session }, cutoff(None)]
             }
-            (LogoutScope::Others, session) => {
-                vec![Revocation::User { id: user.id, before: now_s, except: session }]
-            }
+            (LogoutScope::Global, None) => vec![token_revocation, cutoff(None)],
+            (LogoutScope::Others, session) => vec![cutoff(session)],
         };
         for r in revocations {
             self.revocations.revoke(r).await;
@@ -328,6 +449,18 @@ impl Authenticator {
         }
         metrics::counter!("auth_logouts_total", "scope" => scope.as_str()).increment(1);
         Ok(())
+    }
+}
+
+/// What an auth-service refusal says beyond the token: a session gone (`session_not_found`) is revoked, a
+/// user gone (`user_not_found`) gets a cut-off now (every session went with it), a banned user's entries are
+/// dropped everywhere (the ban may end, so nothing is revoked).
+fn learned_from(code: &str, user: &CachedUser) -> Option<Revocation> {
+    match (code, user.session_id) {
+        ("session_not_found", Some(id)) => Some(Revocation::Session { id }),
+        ("user_not_found", _) => Some(Revocation::User { id: user.id, cutoff: Cutoff::at(now_ms()) }),
+        ("user_banned", _) => Some(Revocation::Evict { user: user.id }),
+        _ => None,
     }
 }
 
@@ -348,6 +481,14 @@ fn classify<T>(result: &Result<T, GoTrueError>) -> Outcome {
         Err(GoTrueError::Rejected { .. } | GoTrueError::KeyRejected { .. }) => Outcome::Ignored,
         Err(GoTrueError::Unavailable(_)) => Outcome::Failure,
     }
+}
+
+/// Whether a cached verification is about the token whose verified claims are `claimed`.
+fn same_token(user: &CachedUser, claimed: &CachedUser) -> bool {
+    user.id == claimed.id
+        && user.session_id == claimed.session_id
+        && user.issued_at == claimed.issued_at
+        && user.expires_at == claimed.expires_at
 }
 
 fn outage_of(error: &BreakerError<GoTrueError>) -> Outage {

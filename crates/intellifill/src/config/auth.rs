@@ -27,17 +27,24 @@ pub struct AuthConfig {
     pub cache_max_entries: u64,
     pub outage_mode: OutageMode,
     pub stale_max: Duration,
+    /// `AUTH_CLOCK_SKEW_BOUND_SECONDS`: how far the auth service's clock may be from ours.
+    pub clock_skew_bound: Duration,
+    /// `AUTH_REVALIDATE_SECONDS`: age after which a cached verification is re-verified in the background;
+    /// zero: never.
+    pub revalidate_after: Duration,
     pub breaker: breaker::BreakerConfig,
 }
 
 /// How bearer tokens are verified.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VerifyMode {
-    /// Local check, then the token cache, then `GET /auth/v1/user` on a miss: revocations at the auth
-    /// service are seen within `TOKEN_CACHE_TTL_SECONDS`.
+    /// Local check, then the token cache, then `GET /auth/v1/user` on a miss: a session ended at the auth
+    /// service is refused once a cached entry is re-verified (`AUTH_REVALIDATE_SECONDS`, in the background),
+    /// at the latest after `TOKEN_CACHE_TTL_SECONDS`.
     Remote,
-    /// Local check and this service's revocation list only: no call per token, but a session ended
-    /// elsewhere than through this service stays usable until the token's `exp`.
+    /// Local check and this service's revocation list: no call on the request path (except for a token
+    /// issued within `AUTH_CLOCK_SKEW_BOUND_SECONDS` of a global logout); a session ended elsewhere is
+    /// refused after the background re-verification while the auth service answers, else at `exp`.
     Local,
 }
 
@@ -99,6 +106,9 @@ pub(super) fn from_args(args: &ServeArgs, app_env: Option<AppEnv>) -> Section<Au
     let breaker = circuit_breaker(&mut c, args, http_timeout);
     let cache_ttl = c.seconds("TOKEN_CACHE_TTL_SECONDS", &args.token_cache_ttl_seconds, (0, 86_400));
     let startup_key_check = startup_key_check(&mut c, args, app_env);
+    // Above TOKEN_CACHE_TTL_SECONDS it has no effect: entries expire first and are verified again on the
+    // request path.
+    let revalidate_after = c.seconds("AUTH_REVALIDATE_SECONDS", &args.auth_revalidate_seconds, (0, 86_400));
     let auth = AuthConfig {
         anon_key: SecretString::from(anon_key.unwrap_or_default()),
         http_timeout,
@@ -122,6 +132,8 @@ pub(super) fn from_args(args: &ServeArgs, app_env: Option<AppEnv>) -> Section<Au
             &[("closed", OutageMode::Closed), ("cached", OutageMode::Cached)],
         ),
         stale_max: c.seconds("AUTH_STALE_MAX_SECONDS", &args.auth_stale_max_seconds, (0, 86_400)),
+        clock_skew_bound: c.seconds("AUTH_CLOCK_SKEW_BOUND_SECONDS", &args.auth_clock_skew_bound_seconds, (0, 3_600)),
+        revalidate_after,
         breaker,
         supabase_url,
     };

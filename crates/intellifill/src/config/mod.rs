@@ -132,6 +132,15 @@ pub struct ServeArgs {
     /// In `cached` outage mode, how far past its TTL a cache entry may be served (never past `exp`).
     #[arg(long, env = "AUTH_STALE_MAX_SECONDS", default_value = "900")]
     pub auth_stale_max_seconds: Option<String>,
+    /// Largest clock difference assumed between the auth service and this server: a global or `others`
+    /// logout refuses tokens issued more than this before it locally and asks the auth service about tokens
+    /// issued within it.
+    #[arg(long, env = "AUTH_CLOCK_SKEW_BOUND_SECONDS", default_value = "30")]
+    pub auth_clock_skew_bound_seconds: Option<String>,
+    /// A cached verification older than this is served while one background call re-verifies it with the
+    /// auth service (both verify modes); 0 turns revalidation off.
+    #[arg(long, env = "AUTH_REVALIDATE_SECONDS", default_value = "30")]
+    pub auth_revalidate_seconds: Option<String>,
     /// Circuit breaker on the auth service: on | off.
     #[arg(long, env = "AUTH_BREAKER_ENABLED", default_value = "true")]
     pub auth_breaker_enabled: Option<String>,

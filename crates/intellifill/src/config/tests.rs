@@ -56,6 +56,21 @@ fn the_readiness_cache_stays_within_a_few_seconds() {
 }
 
 #[test]
+fn revocation_timing_defaults_and_limits() {
+    let cfg = Config::from_args(&minimal()).expect("valid");
+    assert_eq!(cfg.auth.clock_skew_bound, Duration::from_secs(30));
+    assert_eq!(cfg.auth.revalidate_after, Duration::from_secs(30));
+    let off = ServeArgs { auth_revalidate_seconds: Some("0".into()), ..minimal() };
+    assert_eq!(Config::from_args(&off).expect("valid").auth.revalidate_after, Duration::ZERO);
+    let mut args = minimal();
+    args.auth_revalidate_seconds = Some("-1".into());
+    args.auth_clock_skew_bound_seconds = Some("7200".into());
+    let errs = Config::from_args(&args).expect_err("invalid");
+    let vars: Vec<&str> = errs.0.iter().map(|p| p.variable).collect();
+    assert_eq!(vars, ["AUTH_REVALIDATE_SECONDS", "AUTH_CLOCK_SKEW_BOUND_SECONDS"]);
+}
+
+#[test]
 fn connection_limits_are_range_checked() {
     let mut args = minimal();
     args.http_max_header_bytes = Some("1024".into());

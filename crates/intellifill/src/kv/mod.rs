@@ -30,8 +30,10 @@ pub enum Key<'a> {
     RevokedToken(&'a str),
     /// A revoked session (all its tokens).
     RevokedSession(Uuid),
-    /// A user whose tokens issued before a cut-off are revoked.
+    /// A user's logout cut-off (global and `others` logouts).
     RevokedUser(Uuid),
+    /// A session the auth service confirmed alive after a cut-off of its user (the cut-off's time).
+    SessionAlive(Uuid),
     /// The pub/sub channel of revocations.
     RevocationChannel,
     /// Prefix of the time buckets of one anomaly window (`<kind>:<subject>:`; the bucket number follows).
@@ -49,6 +51,7 @@ impl Key<'_> {
             Key::RevokedToken(hash) => format!("{prefix}auth:revoked:token:{hash}"),
             Key::RevokedSession(id) => format!("{prefix}auth:revoked:session:{id}"),
             Key::RevokedUser(id) => format!("{prefix}auth:revoked:user:{id}"),
+            Key::SessionAlive(id) => format!("{prefix}auth:alive:session:{id}"),
             Key::RevocationChannel => format!("{prefix}auth:revocations"),
             Key::AnomalyWindow(kind, subject) => format!("{prefix}anomaly:w:{kind}:{subject}:"),
             Key::AnomalyReported(kind, subject) => format!("{prefix}anomaly:r:{kind}:{subject}"),

@@ -220,6 +220,27 @@ impl TestApp {
         TestUser { id: created.id, email: email.to_owned(), token: session.access_token }
     }
 
+    /// Another session of `user` (a new sign-in at the auth service, on its clock).
+    pub fn sign_in_again(&self, user: &TestUser) -> TestUser {
+        let session = self.emulator.sign_in(&user.email, "password123").expect("sign in");
+        TestUser { token: session.access_token, ..user.clone() }
+    }
+
+    /// `GET /api/me` as `user` every 10 ms until it is refused with 401 `code`; returns how long that took.
+    /// Panics with the last answer when `limit` passed first.
+    pub async fn refused_within(&self, user: &TestUser, code: &str, limit: std::time::Duration) -> std::time::Duration {
+        let started = tokio::time::Instant::now();
+        loop {
+            let (s, body) = self.get(user, "/api/me").await;
+            if s == 401 {
+                assert_eq!(body["code"], code, "{body}");
+                return started.elapsed();
+            }
+            assert!(started.elapsed() < limit, "{} still answers {s} after {limit:?}: {body}", self.base);
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     /// Create an organization through the API; returns its id.
     pub async fn org(&self, owner: &TestUser, name: &str) -> Uuid {
         let (status, body) = self.post(owner, "/api/organizations", serde_json::json!({ "name": name })).await;
