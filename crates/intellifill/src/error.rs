@@ -45,6 +45,12 @@ pub enum ErrorCode {
     MethodNotAllowed,
     Conflict,
     LastOwner,
+    /// 410: the invitation's `expiresAt` has passed; an admin may invite again.
+    InvitationExpired,
+    /// 409: the caller already holds `ORG_MAX_PER_USER` organizations as OWNER.
+    OrgQuotaExceeded,
+    /// 409: the organization already has `ORG_MAX_PENDING_INVITATIONS` pending invitations.
+    InvitationQuotaExceeded,
     RequestTimeout,
     RateLimited,
     InternalError,
@@ -73,7 +79,8 @@ impl ErrorCode {
             | OrgSuspended => StatusCode::FORBIDDEN,
             NotFound | RouteNotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Conflict | LastOwner => StatusCode::CONFLICT,
+            Conflict | LastOwner | OrgQuotaExceeded | InvitationQuotaExceeded => StatusCode::CONFLICT,
+            InvitationExpired => StatusCode::GONE,
             RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             RateLimited => StatusCode::TOO_MANY_REQUESTS,
             InternalError | RlsContextFailed => StatusCode::INTERNAL_SERVER_ERROR,

@@ -127,7 +127,12 @@ impl<R: MinRole> FromRequestParts<AppState> for OrgTx<R> {
         // The organization asked for, whatever the answer: a refused request (a cross-tenant attempt by an
         // outsider, a member short of the role) is on that organization's audit trail, where its admins look.
         crate::audit::note(&parts.extensions, |n| n.organization_id = Some(org_id));
-        let role = check_access(&rows[0], &user, org_id, R::ROLE).map_err(IntoResponse::into_response)?;
+        let former_member = match rows[0].is_empty() {
+            true => recently_member_of(&tx, org_id, state).await.map_err(IntoResponse::into_response)?,
+            false => false,
+        };
+        let role =
+            check_access(&rows[0], &user, org_id, R::ROLE, former_member).map_err(IntoResponse::into_response)?;
         if route.is_some_and(|r| r.facts.rate.charges_org()) {
             let key = KeyParts { user: Some(user.id), org: Some(org_id), ip: context.client_ip() };
             state.rate_limits.charge_org(key, parts.extensions.get::<Reported>()).await?;
@@ -150,15 +155,36 @@ async fn current_org(
     Ok((tx, user, vec![access], org_id))
 }
 
+/// Whether the caller's membership of `org` ended less than `SECURITY_RECENT_MEMBERSHIP_SECONDS` ago (asked
+/// only when the caller is not a member now).
+async fn recently_member_of(tx: &Tx, org: Uuid, state: &AppState) -> Result<bool, AppError> {
+    let window = i32::try_from(state.config.orgs.recent_membership.as_secs()).unwrap_or(i32::MAX);
+    if window == 0 {
+        return Ok(false);
+    }
+    let row = tx.query_one("SELECT recently_member_of($1, $2)", &[(&org, Type::UUID), (&window, Type::INT4)]).await?;
+    Ok(row.get(0))
+}
+
 /// Map the `org_access` answer to a role or the error the caller gets.
+///
+/// A request for an organization the caller is not a member of is a cross-tenant attempt (a security event,
+/// counted towards `cross_tenant_burst`), unless the caller was a member until recently (`former_member`):
+/// that is a former member's client still polling, and another tenant (the admin who removed them) must not
+/// be able to turn it into an automatic lock of the victim's account.
 fn check_access(
     rows: &[tokio_postgres::Row],
     user: &CurrentUser,
     org_id: Uuid,
     min: OrgRole,
+    former_member: bool,
 ) -> Result<OrgRole, AppError> {
     let not_member = || AppError::new(ErrorCode::NotOrgMember, "you are not a member of this organization");
     let Some(row) = rows.first() else {
+        if former_member {
+            tracing::debug!(user_id = %user.id, org_id = %org_id, "request for an organization the user recently left");
+            return Err(not_member());
+        }
         tracing::debug!(user_id = %user.id, org_id = %org_id, "request for an organization the user does not belong to");
         return Err(not_member().security(SecurityKind::CrossTenantAttempt));
     };

@@ -1,7 +1,10 @@
-//! Organization members: list, add, change role/status, remove, with last-OWNER protection.
+//! Organization members: list, change role/status, remove, with last-OWNER protection. Members join
+//! through invitations (`api::invitations`), never by being added.
 //!
-//! Rules: ADMIN and above manage members; only an OWNER may grant the OWNER role or change or remove an
-//! OWNER; any member may leave (remove themself). The last active OWNER can be neither demoted, suspended
+//! Rules (the database's `membership_guard` trigger enforces them again): ADMIN and above manage members; a
+//! role is granted or changed only by someone whose rank is at least the new role's and above the target's
+//! current one, and an OWNER may change or remove anyone (so only an OWNER grants OWNER or touches an OWNER or
+//! another ADMIN); any member may leave (remove themself). The last active OWNER can be neither demoted, suspended
 //! nor removed: the check locks the organization's OWNER rows (`FOR UPDATE`), so two owners demoting each
 //! other at the same moment cannot both succeed.
 
@@ -48,55 +51,6 @@ fn member(row: &Row) -> Member {
 
 fn parse_role(raw: &str) -> Result<OrgRole, AppError> {
     OrgRole::parse(raw).ok_or_else(|| AppError::validation("role", "role must be one of OWNER, ADMIN, MEMBER, VIEWER"))
-}
-
-/// Who to add: an existing user by e-mail, or by id; exactly one of the two.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(untagged)]
-pub enum AddMember {
-    ByEmail(AddByEmail),
-    ById(AddById),
-}
-
-/// An existing user by e-mail.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AddByEmail {
-    #[schema(min_length = 3, max_length = 320, pattern = "@")]
-    pub email: String,
-    /// Default MEMBER.
-    #[schema(value_type = Option<OrgRole>)]
-    pub role: Option<String>,
-}
-
-/// A user by id.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct AddById {
-    pub user_id: Uuid,
-    /// Default MEMBER.
-    #[schema(value_type = Option<OrgRole>)]
-    pub role: Option<String>,
-}
-
-impl AddMember {
-    fn role(&self) -> Option<&str> {
-        match self {
-            AddMember::ByEmail(b) => b.role.as_deref(),
-            AddMember::ById(b) => b.role.as_deref(),
-        }
-    }
-}
-
-impl Validate for AddMember {
-    fn validate(&mut self) -> Result<(), AppError> {
-        if let AddMember::ByEmail(b) = self
-            && (!b.email.contains('@') || b.email.chars().count() > 320)
-        {
-            return Err(AppError::validation("email", "email is not a valid address"));
-        }
-        self.role().map(parse_role).transpose().map(|_| ())
-    }
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -177,51 +131,17 @@ async fn ensure_other_owner(tx: &Tx, org: Uuid, leaving: Uuid) -> Result<(), App
     Ok(())
 }
 
-fn require_owner_for(caller: &OrgContext, touches_owner: bool) -> Result<(), AppError> {
-    if touches_owner && caller.role < OrgRole::Owner {
-        return Err(OrgRole::Owner.required_error());
+/// The rank rule (the database's `membership_guard` holds it too): an OWNER may change or remove anyone;
+/// otherwise the caller's rank must be at least the new role's and above the target's current role.
+fn require_rank(caller: &OrgContext, current: OrgRole, new: OrgRole) -> Result<(), AppError> {
+    if caller.role == OrgRole::Owner || (new <= caller.role && current < caller.role) {
+        return Ok(());
     }
-    Ok(())
+    // The caller is an ADMIN (the routes' minimum): only an OWNER outranks what it touched.
+    Err(OrgRole::Owner.required_error())
 }
 
-/// Add an existing user to the organization (ADMIN or above; OWNER to add an OWNER).
-#[utoipa::path(post, path = "/api/organizations/{orgId}/members", tag = "members",
-    params(("orgId" = Uuid, Path)), request_body = AddMember,
-    responses((status = 201, body = Member), (status = 409, body = crate::error::ErrorBody)),
-    extensions(("x-audit-action" = json!("members.add")), ("x-audit-entity" = json!("membership")), ("x-rate-limit" = json!("org-write")), ("x-min-role" = json!("ADMIN"))),
-    security(("bearer" = [])))]
-pub async fn add(ctx: OrgTx<Admin>, ApiJson(body): ApiJson<AddMember>) -> Result<(StatusCode, Json<Member>), AppError> {
-    let role = body.role().map(parse_role).transpose()?.unwrap_or(OrgRole::Member);
-    require_owner_for(&ctx.org, role == OrgRole::Owner)?;
-    let user_id = match &body {
-        AddMember::ById(b) => b.user_id,
-        AddMember::ByEmail(b) => ctx
-            .tx
-            .query_one("SELECT find_user_id_by_email($1)", &[(&b.email, Type::TEXT)])
-            .await?
-            .get::<_, Option<Uuid>>(0)
-            .ok_or_else(|| AppError::not_found("user").with_field("email"))?,
-    };
-    let added = ctx
-        .tx
-        .query_opt(
-            "INSERT INTO organization_memberships (user_id, organization_id, role, status, invited_by, joined_at)
-             VALUES ($1, $2, $3, 'ACTIVE', current_user_id(), now())
-             ON CONFLICT (user_id, organization_id) DO UPDATE SET role = EXCLUDED.role, status = 'ACTIVE'
-              WHERE organization_memberships.status = 'LEFT'
-             RETURNING id",
-            &[(&user_id, Type::UUID), (&ctx.org.id, Type::UUID), (&role.as_str(), Type::TEXT)],
-        )
-        .await?;
-    if added.is_none() {
-        return Err(AppError::new(ErrorCode::Conflict, "the user is already a member").with_field("userId"));
-    }
-    let m = load_member(&ctx.tx, ctx.org.id, user_id).await?;
-    ctx.tx.commit().await?;
-    Ok((StatusCode::CREATED, Json(m)))
-}
-
-/// Change a member's role or status (ADMIN or above; OWNER when an OWNER is involved).
+/// Change a member's role or status (ADMIN or above, on a lower-ranked member; OWNER for the rest).
 #[utoipa::path(patch, path = "/api/organizations/{orgId}/members/{userId}", tag = "members",
     params(("orgId" = Uuid, Path), ("userId" = Uuid, Path)), request_body = UpdateMember,
     responses((status = 200, body = Member), (status = 409, body = crate::error::ErrorBody)),
@@ -236,7 +156,7 @@ pub async fn update(
     let target = load_member(&ctx.tx, ctx.org.id, user_id).await?;
     let new_role = body.role.as_deref().map(parse_role).transpose()?.unwrap_or(target.role);
     let new_status = body.status.clone().unwrap_or_else(|| target.status.clone());
-    require_owner_for(&ctx.org, target.role == OrgRole::Owner || new_role == OrgRole::Owner)?;
+    require_rank(&ctx.org, target.role, new_role)?;
     let stops_being_owner = target.role == OrgRole::Owner && (new_role != OrgRole::Owner || new_status != "ACTIVE");
     if stops_being_owner {
         ensure_other_owner(&ctx.tx, ctx.org.id, user_id).await?;
@@ -257,7 +177,7 @@ pub async fn update(
     Ok(Json(m))
 }
 
-/// Remove a member (ADMIN or above; OWNER to remove an OWNER); any member may remove themself.
+/// Remove a member (ADMIN or above, a lower-ranked member; OWNER for the rest); any member may leave.
 #[utoipa::path(delete, path = "/api/organizations/{orgId}/members/{userId}", tag = "members",
     params(("orgId" = Uuid, Path), ("userId" = Uuid, Path)),
     responses((status = 204), (status = 409, body = crate::error::ErrorBody)),
@@ -271,7 +191,7 @@ pub async fn remove(ctx: OrgTx<Viewer>, ids: PathIds) -> Result<StatusCode, AppE
     }
     let target = load_member(&ctx.tx, ctx.org.id, user_id).await?;
     if !leaving_self {
-        require_owner_for(&ctx.org, target.role == OrgRole::Owner)?;
+        require_rank(&ctx.org, target.role, OrgRole::Viewer)?;
     }
     if target.role == OrgRole::Owner && target.status == "ACTIVE" {
         ensure_other_owner(&ctx.tx, ctx.org.id, user_id).await?;

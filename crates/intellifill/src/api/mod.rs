@@ -2,6 +2,7 @@
 //! [`crate::org::OrgTx`]), never the pool, and commit it on success; an error drops (rolls back) it.
 
 pub mod audit;
+pub mod invitations;
 pub mod knowledge;
 pub mod me;
 pub mod members;

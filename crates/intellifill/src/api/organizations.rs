@@ -1,6 +1,8 @@
-//! Organizations: mine, create (the creator becomes OWNER and the new org becomes the current one), read.
+//! Organizations: mine, create (the creator becomes OWNER and the new org becomes the current one; at most
+//! `ORG_MAX_PER_USER` owned per user), read.
 
 use axum::Json;
+use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -9,10 +11,12 @@ use tokio_postgres::types::Type;
 use uuid::Uuid;
 
 use super::pagination::{Page, PageQuery, fetch_page};
-use crate::error::AppError;
+use crate::db::Tx;
+use crate::error::{AppError, ErrorCode};
 use crate::http::extract::{ApiJson, ApiQuery, Validate};
 use crate::org::{OrgRole, OrgTx, Viewer};
 use crate::principal::UserTx;
+use crate::state::AppState;
 
 /// An organization as seen by one of its members.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -138,18 +142,48 @@ pub async fn list(ctx: UserTx, ApiQuery(page): ApiQuery<PageQuery>) -> Result<Js
     extensions(("x-audit-action" = json!("organizations.create")), ("x-audit-entity" = json!("organization")), ("x-rate-limit" = json!("user"))),
     security(("bearer" = [])))]
 pub async fn create(
+    State(state): State<AppState>,
     ctx: UserTx,
     audit: crate::audit::AuditSlot,
     ApiJson(body): ApiJson<CreateOrganization>,
 ) -> Result<(StatusCode, Json<Organization>), AppError> {
     let slug = body.slug.unwrap_or_default();
+    // The caller's row serialises the quota check of concurrent creations.
+    ctx.tx.query("SELECT 1 FROM users WHERE id = current_user_id() FOR UPDATE", &[]).await?;
+    let owned: i64 = ctx
+        .tx
+        .query_one(
+            "SELECT count(*) FROM organization_memberships
+              WHERE user_id = current_user_id() AND role = 'OWNER' AND status = 'ACTIVE'",
+            &[],
+        )
+        .await?
+        .get(0);
+    let max = state.config.orgs.max_per_user;
+    if owned >= max {
+        return Err(AppError::new(
+            ErrorCode::OrgQuotaExceeded,
+            format!("you already own {max} organizations, the most one account may own"),
+        ));
+    }
     let id: Uuid = ctx
         .tx
         .query_one("SELECT create_organization($1, $2)", &[(&body.name, Type::TEXT), (&slug, Type::TEXT)])
         .await?
         .get(0);
-    let row = ctx
-        .tx
+    let created = load_organization(&ctx.tx, id).await?;
+    ctx.tx.commit().await?;
+    tracing::info!(org_id = %id, user_id = %ctx.user.id, "organization created");
+    audit.update(|n| {
+        n.entity_id = Some(id.to_string());
+        n.organization_id = Some(id);
+    });
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// The organization `id` as the caller (a member of it) sees it.
+pub(crate) async fn load_organization(tx: &Tx, id: Uuid) -> Result<Organization, AppError> {
+    let row = tx
         .query_one(
             &format!(
                 "SELECT {COLUMNS} FROM organizations o
@@ -159,13 +193,7 @@ pub async fn create(
             &[(&id, Type::UUID)],
         )
         .await?;
-    ctx.tx.commit().await?;
-    tracing::info!(org_id = %id, user_id = %ctx.user.id, "organization created");
-    audit.update(|n| {
-        n.entity_id = Some(id.to_string());
-        n.organization_id = Some(id);
-    });
-    Ok((StatusCode::CREATED, Json(organization(&row))))
+    Ok(organization(&row))
 }
 
 /// One organization the caller is a member of.

@@ -14,6 +14,7 @@ mod check;
 mod database;
 mod http;
 mod observability;
+mod orgs;
 mod ratelimit;
 mod redis;
 
@@ -33,6 +34,7 @@ pub use check::{ConfigErrors, ConfigProblem};
 pub use database::{DatabaseConfig, RlsFailureMode};
 pub use http::{ConnectionLimits, HttpConfig, TrustedProxies};
 pub use observability::{HealthConfig, MetricsConfig};
+pub use orgs::OrgConfig;
 pub use ratelimit::RateLimitConfig;
 pub use redis::RedisConfig;
 
@@ -193,6 +195,19 @@ pub struct ServeArgs {
     /// Anomaly: distinct client ips per user per 5 minutes.
     #[arg(long, env = "ANOMALY_IPS_PER_USER_PER_5_MINUTES", default_value = "5")]
     pub anomaly_ips_per_user_per_5_minutes: Option<String>,
+    /// A refused request to an organization the caller was a member of less than this many seconds ago is
+    /// not a cross-tenant attempt (a former member's stale client); 0 counts every one.
+    #[arg(long, env = "SECURITY_RECENT_MEMBERSHIP_SECONDS", default_value = "604800")]
+    pub security_recent_membership_seconds: Option<String>,
+    /// How long an organization invitation can be accepted, in seconds.
+    #[arg(long, env = "ORG_INVITATION_TTL_SECONDS", default_value = "604800")]
+    pub org_invitation_ttl_seconds: Option<String>,
+    /// Organizations one user may hold as an active OWNER.
+    #[arg(long, env = "ORG_MAX_PER_USER", default_value = "20")]
+    pub org_max_per_user: Option<String>,
+    /// Pending invitations one organization may have.
+    #[arg(long, env = "ORG_MAX_PENDING_INVITATIONS", default_value = "200")]
+    pub org_max_pending_invitations: Option<String>,
     /// Proxies whose X-Forwarded-For is believed (comma-separated ips or CIDRs); empty: none.
     #[arg(long, env = "TRUSTED_PROXIES")]
     pub trusted_proxies: Option<String>,
@@ -285,6 +300,7 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     pub metrics: MetricsConfig,
     pub health: HealthConfig,
+    pub orgs: OrgConfig,
 }
 
 impl Config {
@@ -301,7 +317,8 @@ impl Config {
         let rate_limit = keep(&mut problems, ratelimit::from_args(args));
         let metrics = keep(&mut problems, observability::from_args(args, app_env));
         let health = keep(&mut problems, observability::health(args));
-        match (bind_addr, app_env, database, auth, redis, http, audit, rate_limit, metrics, health) {
+        let orgs = keep(&mut problems, orgs::from_args(args));
+        match (bind_addr, app_env, database, auth, redis, http, audit, rate_limit, metrics, health, orgs) {
             (
                 Some(bind_addr),
                 Some(app_env),
@@ -313,7 +330,10 @@ impl Config {
                 Some(rate_limit),
                 Some(metrics),
                 Some(health),
-            ) => Ok(Config { bind_addr, app_env, database, auth, redis, http, audit, rate_limit, metrics, health }),
+                Some(orgs),
+            ) => {
+                Ok(Config { bind_addr, app_env, database, auth, redis, http, audit, rate_limit, metrics, health, orgs })
+            }
             _ => Err(ConfigErrors(problems)),
         }
     }

@@ -13,6 +13,16 @@ pub fn map_db_error(e: tokio_postgres::Error) -> AppError {
             .with_source(e);
     };
     let code = db.code();
+    // Raised by the migrations' own functions and triggers (0004): the rule that refused, no more.
+    match code.code() {
+        "IFI01" => return AppError::not_found("invitation"),
+        "IFI02" => return AppError::new(ErrorCode::InvitationExpired, "this invitation has expired"),
+        "IFI03" => return AppError::new(ErrorCode::Conflict, "you are already a member of this organization"),
+        "IFL01" => {
+            return AppError::new(ErrorCode::LastOwner, "an organization must keep at least one active OWNER");
+        }
+        _ => {}
+    }
     if *code == SqlState::UNIQUE_VIOLATION {
         let field = db.constraint().map(constraint_field).unwrap_or("id");
         return AppError::new(ErrorCode::Conflict, format!("{field} is already taken")).with_field(field);
@@ -47,6 +57,7 @@ fn constraint_field(constraint: &str) -> &str {
         "organizations_slug_key" => "slug",
         "users_email_key" => "email",
         "organization_memberships_user_id_organization_id_key" => "userId",
+        "organization_invitations_pending_key" => "email",
         other => other,
     }
 }

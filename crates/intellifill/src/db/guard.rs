@@ -8,8 +8,15 @@ use super::{Db, map_db_error};
 use crate::db::migrate;
 
 /// Tables that must be protected by row-level security.
-pub const TENANT_TABLES: &[&str] =
-    &["organizations", "users", "organization_memberships", "knowledge_sources", "audit_log"];
+pub const TENANT_TABLES: &[&str] = &[
+    "organizations",
+    "users",
+    "organization_memberships",
+    "knowledge_sources",
+    "audit_log",
+    "organization_invitations",
+    "membership_departures",
+];
 
 const CHECK: &str = "
 SELECT r.rolname::text,

@@ -21,6 +21,11 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "init", sql: include_str!("../../migrations/0001_init.sql") },
     Migration { version: 2, name: "audit", sql: include_str!("../../migrations/0002_audit.sql") },
     Migration { version: 3, name: "plan_cache", sql: include_str!("../../migrations/0003_plan_cache.sql") },
+    Migration {
+        version: 4,
+        name: "invitations_roles",
+        sql: include_str!("../../migrations/0004_invitations_roles.sql"),
+    },
 ];
 
 /// The newest schema version this binary knows.

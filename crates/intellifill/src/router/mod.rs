@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 
 mod openapi;
 
-use crate::api::{audit, knowledge, me, members, organizations, session};
+use crate::api::{audit, invitations, knowledge, me, members, organizations, session};
 use crate::error::{AppError, ErrorCode};
 use crate::health;
 use crate::http::middleware::{self, Served};
@@ -32,9 +32,14 @@ fn declarations() -> OpenApiRouter<AppState> {
         .routes(routes!(organizations::create))
         .routes(routes!(organizations::get))
         .routes(routes!(members::list))
-        .routes(routes!(members::add))
         .routes(routes!(members::update))
         .routes(routes!(members::remove))
+        .routes(routes!(invitations::create))
+        .routes(routes!(invitations::list))
+        .routes(routes!(invitations::revoke))
+        .routes(routes!(invitations::mine))
+        .routes(routes!(invitations::accept))
+        .routes(routes!(invitations::decline))
         .routes(routes!(audit::org_log))
         .routes(routes!(audit::all))
         .routes(routes!(knowledge::list))

@@ -18,7 +18,7 @@ use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Content, RefOr, Required};
 
-use crate::api::{audit, knowledge, me, members, organizations, pagination, session};
+use crate::api::{audit, invitations, knowledge, me, members, organizations, pagination, session};
 use crate::error::{ErrorBody, ErrorCode};
 
 /// The document's own parts; the paths are added by `super::declarations`.
@@ -31,7 +31,9 @@ use crate::error::{ErrorBody, ErrorCode};
     components(schemas(
         ErrorBody, ErrorCode, me::Me, me::Membership, session::Session,
         organizations::Organization, organizations::CreateOrganization,
-        members::Member, members::AddMember, members::AddByEmail, members::AddById, members::UpdateMember,
+        members::Member, members::UpdateMember,
+        invitations::Invitation, invitations::CreateInvitation, invitations::MyInvitation, invitations::MyInvitations,
+        pagination::Page<invitations::Invitation>,
         knowledge::Knowledge, knowledge::KnowledgeSummary, knowledge::CreateKnowledge, knowledge::UpdateKnowledge,
         pagination::Page<knowledge::KnowledgeSummary>, audit::AuditEntry, pagination::Page<audit::AuditEntry>,
     )),

@@ -248,7 +248,35 @@ impl TestApp {
         body["id"].as_str().and_then(|s| s.parse().ok()).expect("org id")
     }
 
-    /// Add `user` to `org` with `role` directly in the database.
+    /// `inviter` invites `user` to `org` with `role` through the API; returns the invitation's id.
+    pub async fn invite(&self, inviter: &TestUser, org: Uuid, email: &str, role: &str) -> Uuid {
+        let (status, body) = self
+            .post(
+                inviter,
+                &format!("/api/organizations/{org}/invitations"),
+                serde_json::json!({"email": email, "role": role}),
+            )
+            .await;
+        assert_eq!(status, 201, "invite: {body}");
+        body["id"].as_str().and_then(|s| s.parse().ok()).expect("invitation id")
+    }
+
+    /// `user` accepts the invitation `id` through the API; returns the organization it answers.
+    pub async fn accept(&self, user: &TestUser, id: Uuid) -> Value {
+        let (status, body) = self.post(user, &format!("/api/invitations/{id}/accept"), serde_json::json!({})).await;
+        assert_eq!(status, 200, "accept: {body}");
+        body
+    }
+
+    /// Joining the way users do: `inviter` invites `user` with `role`, `user` accepts.
+    pub async fn join(&self, inviter: &TestUser, org: Uuid, user: &TestUser, role: &str) {
+        let id = self.invite(inviter, org, &user.email, role).await;
+        self.accept(user, id).await;
+    }
+
+    /// Add `user` to `org` with `role` directly in the database, through the owner connection (the runtime
+    /// role cannot insert memberships: users join by accepting an invitation, see [`TestApp::join`]). For
+    /// tests about what a member can do, not about how they joined.
     pub async fn add_member(&self, org: Uuid, user: &TestUser, role: &str) {
         self.owner
             .execute(

@@ -1,4 +1,5 @@
-//! Members: roles, who may change what, last-OWNER protection, removal closes access.
+//! Members: roles, who may change what (through the API; `roles_sql` holds the database to the same rules),
+//! last-OWNER protection, removal closes access.
 
 use crate::helpers::{TestApp, assert_error, assert_field_error, email, scalar};
 
@@ -9,24 +10,28 @@ async fn admins_manage_members_and_only_owners_touch_owners() {
     let member = app.user(&email("member")).await;
     let newbie = app.user(&email("newbie")).await;
     let members = format!("/api/organizations/{org}/members");
+    let invitations = format!("/api/organizations/{org}/invitations");
 
-    let (s, b) = app.post(&owner, &members, serde_json::json!({"email": admin.email, "role": "ADMIN"})).await;
+    let (s, b) = app.post(&owner, &invitations, serde_json::json!({"email": admin.email, "role": "ADMIN"})).await;
     assert_eq!(s, 201, "{b}");
     assert_eq!(b["role"], "ADMIN");
-    let (s, b) = app.post(&admin, &members, serde_json::json!({"userId": member.id, "role": "MEMBER"})).await;
-    assert_eq!(s, 201, "{b}");
-    let (s, b) = app.post(&admin, &members, serde_json::json!({"userId": member.id})).await;
-    assert_error(s, &b, 409, "CONFLICT");
+    let id = b["id"].as_str().expect("id").to_owned();
+    let (s, b) = app.post(&admin, &format!("/api/invitations/{id}/accept"), serde_json::json!({})).await;
+    assert_eq!((s, &b["role"]), (200, &serde_json::json!("ADMIN")), "{b}");
+    app.join(&admin, org, &member, "MEMBER").await;
+    let (s, b) = app.post(&admin, &invitations, serde_json::json!({"email": member.email})).await;
+    assert_field_error(s, &b, 409, "CONFLICT", "email");
 
-    let (s, b) = app.post(&member, &members, serde_json::json!({"userId": newbie.id})).await;
+    let (s, b) = app.post(&member, &invitations, serde_json::json!({"email": newbie.email})).await;
     assert_error(s, &b, 403, "ADMIN_REQUIRED");
-    let (s, b) = app.post(&admin, &members, serde_json::json!({"userId": newbie.id, "role": "OWNER"})).await;
+    let (s, b) = app.post(&admin, &invitations, serde_json::json!({"email": newbie.email, "role": "OWNER"})).await;
     assert_error(s, &b, 403, "OWNER_REQUIRED");
     let (s, b) = app.patch(&admin, &format!("{members}/{}", owner.id), serde_json::json!({"role": "MEMBER"})).await;
     assert_error(s, &b, 403, "OWNER_REQUIRED");
-    let (s, b) = app.post(&admin, &members, serde_json::json!({"email": "nobody@nowhere.test"})).await;
-    assert_error(s, &b, 404, "NOT_FOUND");
-    let (s, b) = app.post(&admin, &members, serde_json::json!({"userId": newbie.id, "role": "KING"})).await;
+    // The old forced-membership body is no longer a way in.
+    let (s, b) = app.post(&admin, &invitations, serde_json::json!({"userId": newbie.id})).await;
+    assert_error(s, &b, 400, "VALIDATION_ERROR");
+    let (s, b) = app.post(&admin, &invitations, serde_json::json!({"email": newbie.email, "role": "KING"})).await;
     assert_field_error(s, &b, 400, "VALIDATION_ERROR", "role");
 
     let (s, list) = app.get(&member, &members).await;
@@ -41,6 +46,29 @@ async fn admins_manage_members_and_only_owners_touch_owners() {
         .post(&member, &format!("/api/organizations/{org}/knowledge"), serde_json::json!({"title":"t","content":"c"}))
         .await;
     assert_error(s, &b, 403, "FORBIDDEN");
+}
+
+#[tokio::test]
+async fn an_admin_changes_only_lower_ranks_and_grants_at_most_admin() {
+    let (app, owner, org) = TestApp::with_org("Ranks").await;
+    let admin = app.member(org, "ADMIN").await;
+    let other_admin = app.member(org, "ADMIN").await;
+    let viewer = app.member(org, "VIEWER").await;
+    let path = |u: &crate::helpers::TestUser| format!("/api/organizations/{org}/members/{}", u.id);
+
+    let (s, b) = app.patch(&admin, &path(&viewer), serde_json::json!({"role": "ADMIN"})).await;
+    assert_eq!((s, &b["role"]), (200, &serde_json::json!("ADMIN")), "an admin may grant up to its own rank");
+    for body in [serde_json::json!({"role": "MEMBER"}), serde_json::json!({"status": "SUSPENDED"})] {
+        let (s, b) = app.patch(&admin, &path(&other_admin), body).await;
+        assert_error(s, &b, 403, "OWNER_REQUIRED");
+    }
+    let (s, b) = app.delete(&admin, &path(&other_admin)).await;
+    assert_error(s, &b, 403, "OWNER_REQUIRED");
+    let (s, b) = app.patch(&admin, &path(&admin), serde_json::json!({"role": "OWNER"})).await;
+    assert_error(s, &b, 403, "OWNER_REQUIRED");
+    let (s, b) = app.patch(&owner, &path(&other_admin), serde_json::json!({"status": "SUSPENDED"})).await;
+    assert_eq!((s, &b["status"]), (200, &serde_json::json!("SUSPENDED")), "{b}");
+    assert_eq!(app.delete(&owner, &path(&other_admin)).await.0, 204);
 }
 
 #[tokio::test]
