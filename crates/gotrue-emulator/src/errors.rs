@@ -185,7 +185,23 @@ pub(crate) fn render_for_version(response: Response, new_format: bool) -> Respon
     }
 }
 
-/// The API gateway's rejection of a request without a usable `apikey`.
-pub(crate) fn gateway_error(message: &'static str) -> Response {
-    (StatusCode::UNAUTHORIZED, Json(serde_json::json!({ "message": message }))).into_response()
+/// Why the API gateway refused a request before it reached GoTrue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GatewayRefusal {
+    /// No `apikey` header and no `?apikey=` parameter.
+    NoKey,
+    /// A key that is not one of the project's.
+    UnknownKey,
+}
+
+/// The API gateway's rejection of a request without a usable `apikey`, as the hosted platform answers it:
+/// 401, a body of `message` and `hint` only (no GoTrue error code, no `x-sb-error-code` header).
+pub(crate) fn gateway_error(refusal: GatewayRefusal) -> Response {
+    let (message, hint) = match refusal {
+        GatewayRefusal::NoKey => ("No API key found in request", "No `apikey` request header or url param was found."),
+        GatewayRefusal::UnknownKey => {
+            ("Invalid API key", "Double check your Supabase `anon` or `service_role` API key.")
+        }
+    };
+    (StatusCode::UNAUTHORIZED, Json(serde_json::json!({ "message": message, "hint": hint }))).into_response()
 }

@@ -27,6 +27,8 @@ pub struct Stats {
     pub admin: u64,
     /// `/auth/v1/signup`
     pub signup: u64,
+    /// `/auth/v1/settings`
+    pub settings: u64,
     /// Any other path under `/auth/v1`.
     pub other: u64,
 }
@@ -34,7 +36,15 @@ pub struct Stats {
 impl Stats {
     /// All counted requests.
     pub fn total(&self) -> u64 {
-        self.user + self.token + self.logout + self.jwks + self.health + self.admin + self.signup + self.other
+        self.user
+            + self.token
+            + self.logout
+            + self.jwks
+            + self.health
+            + self.admin
+            + self.signup
+            + self.settings
+            + self.other
     }
 }
 
@@ -48,6 +58,7 @@ pub(crate) struct Counters {
     health: AtomicU64,
     admin: AtomicU64,
     signup: AtomicU64,
+    settings: AtomicU64,
     other: AtomicU64,
 }
 
@@ -65,6 +76,7 @@ impl Counters {
             "/.well-known/jwks.json" => &self.jwks,
             "/health" => &self.health,
             "/signup" => &self.signup,
+            "/settings" => &self.settings,
             r if r == "/admin" || r.starts_with("/admin/") => &self.admin,
             _ => &self.other,
         };
@@ -81,14 +93,23 @@ impl Counters {
             health: get(&self.health),
             admin: get(&self.admin),
             signup: get(&self.signup),
+            settings: get(&self.settings),
             other: get(&self.other),
         }
     }
 
     pub(crate) fn reset(&self) {
-        for c in
-            [&self.user, &self.token, &self.logout, &self.jwks, &self.health, &self.admin, &self.signup, &self.other]
-        {
+        for c in [
+            &self.user,
+            &self.token,
+            &self.logout,
+            &self.jwks,
+            &self.health,
+            &self.admin,
+            &self.signup,
+            &self.settings,
+            &self.other,
+        ] {
             c.store(0, Ordering::Relaxed);
         }
     }

@@ -29,12 +29,19 @@ async fn gateway_requires_a_known_apikey_except_for_jwks() {
     let (status, code, body) = parts(missing).await;
     assert_eq!(status, 401);
     assert_eq!(code, None);
-    assert_eq!(body, json!({ "message": "No API key found in request" }));
+    assert_eq!(
+        body,
+        json!({ "message": "No API key found in request", "hint": "No `apikey` request header or url param was found." })
+    );
 
     let wrong = h.http.get(h.url("/health")).header("apikey", "sb_publishable_nope").send().await.unwrap();
-    let (status, _, body) = parts(wrong).await;
+    let (status, code, body) = parts(wrong).await;
     assert_eq!(status, 401);
-    assert_eq!(body, json!({ "message": "Invalid API key" }));
+    assert_eq!(code, None, "the gateway's refusal carries no GoTrue error code");
+    assert_eq!(
+        body,
+        json!({ "message": "Invalid API key", "hint": "Double check your Supabase `anon` or `service_role` API key." })
+    );
 
     // The gateway rejects before GoTrue looks at anything else.
     let token_without_key = h
@@ -67,6 +74,24 @@ async fn gateway_requires_a_known_apikey_except_for_jwks() {
     // Unknown paths behind a valid key: chi's plain 404.
     let unknown = h.anon(Method::GET, "/nope").send().await.unwrap();
     assert_eq!(unknown.status(), 404);
+}
+
+#[tokio::test]
+async fn settings_need_only_the_apikey() {
+    let h = Harness::start().await;
+    let (status, code, body) = parts(h.anon(Method::GET, "/settings").send().await.unwrap()).await;
+    assert_eq!((status, code), (200, None));
+    assert_eq!(body["external"]["email"], true);
+    assert_eq!(body["external"]["phone"], false);
+    assert_eq!(body["external"].as_object().unwrap().len(), 25, "GoTrue's provider list: {body}");
+    assert_eq!(body["disable_signup"], false);
+    assert_eq!(body["mailer_autoconfirm"], true);
+    assert!(body["sms_provider"].is_string() && body["saml_enabled"].is_boolean(), "{body}");
+
+    let (status, code, body) =
+        parts(h.http.get(h.url("/settings")).header("apikey", "sb_publishable_rotated").send().await.unwrap()).await;
+    assert_eq!((status, code), (401, None));
+    assert_eq!(body["message"], "Invalid API key");
 }
 
 #[tokio::test]

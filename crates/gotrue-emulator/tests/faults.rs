@@ -260,17 +260,22 @@ async fn stats_count_upstream_calls_per_endpoint() {
     // Rejected by the gateway: still a call that reached "Supabase".
     h.http.get(h.url("/user")).send().await.unwrap();
     h.anon(Method::GET, "/settings").send().await.unwrap();
+    h.anon(Method::GET, "/otp").send().await.unwrap();
 
     // The control plane is not counted.
     let over_http: Value =
         h.http.get(format!("{}/__emulator/stats", h.emu.base_url())).send().await.unwrap().json().await.unwrap();
 
     let stats = h.emu.stats();
-    assert_eq!(stats, Stats { user: 2, token: 1, logout: 1, jwks: 1, health: 2, admin: 2, signup: 1, other: 1 });
-    assert_eq!(stats.total(), 11);
+    assert_eq!(
+        stats,
+        Stats { user: 2, token: 1, logout: 1, jwks: 1, health: 2, admin: 2, signup: 1, settings: 1, other: 1 }
+    );
+    assert_eq!(stats.total(), 12);
     assert_eq!(over_http["user"], 2);
     assert_eq!(over_http["admin"], 2);
-    assert_eq!(over_http["total"], 11);
+    assert_eq!(over_http["settings"], 1);
+    assert_eq!(over_http["total"], 12);
 
     // Faulted requests still count: they reached the upstream.
     h.emu.faults().set_error_rate(1.0, 503);

@@ -49,7 +49,12 @@ pub enum ErrorCode {
     RateLimited,
     InternalError,
     RlsContextFailed,
+    /// 503: the auth service cannot give a verdict (down, slow, 5xx, 429, breaker open), with `Retry-After`.
     AuthServiceUnavailable,
+    /// 503: the auth service refuses this server's own API key (`SUPABASE_ANON_KEY`): an operator's
+    /// misconfiguration, never a verdict on the caller's token. Reported once a minute at ERROR, counted in
+    /// `auth_upstream_key_rejected_total`.
+    AuthServiceMisconfigured,
     DatabaseUnavailable,
     TooManyConnections,
 }
@@ -72,7 +77,9 @@ impl ErrorCode {
             RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             RateLimited => StatusCode::TOO_MANY_REQUESTS,
             InternalError | RlsContextFailed => StatusCode::INTERNAL_SERVER_ERROR,
-            AuthServiceUnavailable | DatabaseUnavailable | TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
+            AuthServiceUnavailable | AuthServiceMisconfigured | DatabaseUnavailable | TooManyConnections => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -191,7 +198,10 @@ impl ErrorPayload {
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() {
+        if self.code == ErrorCode::AuthServiceMisconfigured {
+            // Its cause has an ERROR line of its own, once a minute (`auth::gotrue`): one per request would bury it.
+            tracing::warn!(code = self.code.as_str(), message = %self.message, "request failed");
+        } else if status.is_server_error() {
             match &self.source {
                 Some(source) => {
                     tracing::error!(code = self.code.as_str(), error = format!("{source:#}"), "request failed")

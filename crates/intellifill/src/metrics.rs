@@ -52,6 +52,10 @@ fn register() {
     describe_gauge!("auth_breaker_state", "auth-service circuit breaker: 0 closed, 1 half-open, 2 open");
     describe_counter!("auth_breaker_transitions_total", "auth-service breaker state entries");
     describe_counter!("auth_token_cache_total", "token cache lookups by result");
+    describe_counter!(
+        "auth_upstream_key_rejected_total",
+        "calls to the auth service its gateway refused for this server's API key (SUPABASE_ANON_KEY); must stay 0"
+    );
     describe_gauge!("audit_queue_depth", "audit events waiting in memory");
     describe_gauge!("audit_spool_pending", "audit events waiting on disk for the database");
     describe_counter!("audit_events_dropped_total", "audit events lost (must stay 0)");
@@ -66,6 +70,7 @@ fn register() {
     for name in [
         "rls_context_failures_total",
         "db_pool_acquire_timeouts_total",
+        "auth_upstream_key_rejected_total",
         "audit_events_dropped_total",
         "audit_events_spooled_total",
         "audit_events_replayed_total",

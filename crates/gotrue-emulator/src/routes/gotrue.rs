@@ -56,6 +56,50 @@ pub(super) async fn health() -> Json<Value> {
     }))
 }
 
+/// `GET /settings`: the project's public auth settings, as this emulator behaves (email sign-in with
+/// autoconfirm, no phone, no external providers, signup open). Behind the gateway it needs only the `apikey`,
+/// which makes it the call that checks a key without any user token.
+pub(super) async fn settings() -> Json<Value> {
+    let external: Map<String, Value> = [
+        "anonymous_users",
+        "apple",
+        "azure",
+        "bitbucket",
+        "discord",
+        "facebook",
+        "figma",
+        "fly",
+        "github",
+        "gitlab",
+        "google",
+        "keycloak",
+        "kakao",
+        "linkedin",
+        "linkedin_oidc",
+        "notion",
+        "spotify",
+        "slack",
+        "slack_oidc",
+        "workos",
+        "twitch",
+        "twitter",
+        "email",
+        "phone",
+        "zoom",
+    ]
+    .into_iter()
+    .map(|provider| (provider.to_owned(), Value::Bool(provider == "email")))
+    .collect();
+    Json(json!({
+        "external": external,
+        "disable_signup": false,
+        "mailer_autoconfirm": true,
+        "phone_autoconfirm": false,
+        "sms_provider": "",
+        "saml_enabled": false,
+    }))
+}
+
 pub(super) async fn jwks(State(state): State<SharedState>) -> Response {
     let mut response = Json(state.keys.jwks()).into_response();
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=600"));

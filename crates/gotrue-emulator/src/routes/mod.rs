@@ -20,7 +20,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
-use crate::errors::{gateway_error, render_for_version, wants_new_format};
+use crate::errors::{GatewayRefusal, gateway_error, render_for_version, wants_new_format};
 use crate::faults::is_auth_path;
 use crate::state::AppState;
 
@@ -33,6 +33,7 @@ pub(crate) type SharedState = Arc<AppState>;
 pub(crate) fn router(state: SharedState) -> Router {
     let auth = Router::new()
         .route("/health", get(gotrue::health))
+        .route("/settings", get(gotrue::settings))
         .route("/.well-known/jwks.json", get(gotrue::jwks))
         .route("/token", post(gotrue::token))
         .route("/signup", post(gotrue::signup))
@@ -86,9 +87,9 @@ async fn gateway(State(state): State<SharedState>, request: Request, next: Next)
     }
     if path != JWKS_PATH {
         match apikey(request.headers(), request.uri().query()) {
-            None => return gateway_error("No API key found in request"),
+            None => return gateway_error(GatewayRefusal::NoKey),
             Some(key) if key != state.anon_key && key != state.service_role_key => {
-                return gateway_error("Invalid API key");
+                return gateway_error(GatewayRefusal::UnknownKey);
             }
             Some(_) => {}
         }

@@ -3,8 +3,15 @@
 //! Order: header `alg` must be one of the configured algorithms (`none` never, and HS* never when
 //! asymmetric keys are configured: a token "signed" with the public key as an HMAC secret is refused before
 //! any key is looked at); the key comes from the JWKS by `kid` (and must be of the header's algorithm) or
-//! is the legacy HS256 secret; then signature, `exp` (small leeway), `aud`, `iss`, `sub`. A token failing
-//! here is 401 `TOKEN_INVALID` / `TOKEN_EXPIRED` and never reaches the auth service or the breaker.
+//! is the legacy HS256 secret; then signature, `exp`, `nbf`, `aud`, `iss`, `sub`. A token failing here is 401
+//! `TOKEN_INVALID` / `TOKEN_EXPIRED` and never reaches the auth service or the breaker, in every verify mode.
+//!
+//! Clocks: `AUTH_JWT_LEEWAY_SECONDS` is how far the auth service's clock may run ahead of this server's. It
+//! widens `nbf` only (a token the auth service dated a few seconds "in the future" is accepted). `exp` is
+//! strict, to the second: the auth service itself gives `exp` no leeway, so a leeway here would only accept
+//! tokens that `GET /auth/v1/user` refuses (in remote mode one upstream call per request, answered 401
+//! `TOKEN_INVALID`); a clock of ours ahead of the issuer's shortens each token by that skew, which clients
+//! absorb because they refresh ahead of `exp` (supabase-js: 90 s).
 
 use std::sync::Arc;
 
@@ -94,14 +101,17 @@ impl LocalVerifier {
         };
         let mut validation = Validation::new(alg);
         validation.algorithms = vec![alg];
+        // The library applies one leeway to both `exp` and `nbf`: `exp` is checked strictly below.
         validation.leeway = self.leeway;
+        // `nbf` (Supabase does not set it, a custom access token hook may) is checked whenever present.
+        validation.validate_nbf = true;
         validation.set_audience(&[&self.audience]);
         validation.set_issuer(&[&self.issuer]);
         validation.set_required_spec_claims(&["exp", "sub", "aud", "iss"]);
         match jsonwebtoken::decode::<Claims>(token, &key, &validation) {
-            // RFC 7519: `exp` is the time *on or after which* the token must not be accepted; the library
-            // accepts the `exp` second itself, so the boundary is checked here.
-            Ok(data) if chrono::Utc::now().timestamp() >= data.claims.exp.saturating_add(self.leeway as i64) => {
+            // RFC 7519: `exp` is the time *on or after which* the token must not be accepted; no leeway (see
+            // the module documentation).
+            Ok(data) if chrono::Utc::now().timestamp() >= data.claims.exp => {
                 Err(AppError::new(ErrorCode::TokenExpired, "the token has expired"))
             }
             Ok(data) => Ok(data.claims),

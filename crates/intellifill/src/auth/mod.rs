@@ -56,6 +56,15 @@ pub fn rejection(code: &str) -> AppError {
     }
 }
 
+/// The auth service refuses our API key: this server's misconfiguration, never an invalid token. No
+/// `Retry-After`: it lasts until an operator fixes `SUPABASE_ANON_KEY` (or the key is restored at Supabase).
+pub fn misconfigured() -> AppError {
+    AppError::new(
+        ErrorCode::AuthServiceMisconfigured,
+        "this server cannot use the authentication service (its API key is refused); the operator must fix it",
+    )
+}
+
 /// The auth service cannot answer: an outage, never an invalid token.
 pub fn unavailable(retry_after: u64) -> AppError {
     AppError::new(ErrorCode::AuthServiceUnavailable, "the authentication service is unavailable")

@@ -4,16 +4,18 @@
 //!    key is SHA-256 of the exact token bytes and only tokens that passed step 2 are ever put there, so a
 //!    hit is the shape and local check already made (re-verifying an ES256 signature would cost ~100x the
 //!    lookup); on a miss the token's shape is checked first (`bearer::checked`);
-//! 2. local JWT check (no network): algorithm allow-list, signature by `kid` or legacy secret, `exp`, `aud`,
-//!    `iss`. Garbage, forgeries and expired tokens stop here and never reach the auth service or the breaker;
-//!    then the in-process revocation list: a logged-out token is refused in every mode;
+//! 2. local JWT check (no network): algorithm allow-list, signature by `kid` or legacy secret, `exp` (strict),
+//!    `nbf`, `aud`, `iss`. Garbage, forgeries, expired and not-yet-valid tokens stop here, in every mode, and
+//!    never reach the auth service or the breaker; then the in-process revocation list: a logged-out token is
+//!    refused in every mode;
 //! 3. L2 (Redis) lookup together with the shared revocation list, in one round trip each, concurrently
 //!    (an L2 entry is trusted only after step 2 passed for the token in hand);
 //! 4. `local` mode: the local check is the verdict. `remote` mode: `GET /auth/v1/user` through the circuit
 //!    breaker, one call per token (single flight); 2xx is cached, 4xx is cached briefly as a rejection,
 //!    timeouts / connection errors / 5xx / 429 / open breaker are an outage: 503 `AUTH_SERVICE_UNAVAILABLE`,
 //!    or in `AUTH_OUTAGE_MODE=cached` a cache entry up to `AUTH_STALE_MAX_SECONDS` past its TTL (never past
-//!    `exp`, never revoked: steps 1 and 2 ran first).
+//!    `exp`, never revoked: steps 1 and 2 ran first). The gateway refusing our API key is no verdict either:
+//!    503 `AUTH_SERVICE_MISCONFIGURED` (or the same stale entry), never cached, ignored by the breaker.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +27,7 @@ use super::gotrue::{GoTrueClient, GoTrueError};
 use super::jwt::{Claims, LocalVerifier};
 use super::revocation::{Revocation, Revocations};
 use super::singleflight::SingleFlight;
-use super::{AuthUser, rejection, unavailable};
+use super::{AuthUser, misconfigured, rejection, unavailable};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use secrecy::ExposeSecret;
 
@@ -38,8 +40,20 @@ use crate::security::SecurityKind;
 
 /// Why the auth service could not give a verdict.
 #[derive(Debug, Clone, Copy)]
-struct Outage {
-    retry_after: u64,
+enum Outage {
+    /// Timeout, connection error, 5xx, 429, open breaker.
+    Unavailable { retry_after: u64 },
+    /// The gateway refused our API key: nothing is known about the token, nothing is cached.
+    Misconfigured,
+}
+
+impl Outage {
+    fn error(self) -> AppError {
+        match self {
+            Outage::Unavailable { retry_after } => unavailable(retry_after),
+            Outage::Misconfigured => misconfigured(),
+        }
+    }
 }
 
 /// Verifies bearer tokens; one per process, shared by every request.
@@ -214,7 +228,7 @@ impl Authenticator {
                         return accept(&entry, hash);
                     }
                 }
-                Err(unavailable(outage.retry_after))
+                Err(outage.error())
             }
         }
     }
@@ -241,12 +255,15 @@ impl Authenticator {
                     metrics::counter!("auth_upstream_rejections_total", "code" => code.clone()).increment(1);
                     cache.rejection(&code, claims.exp)
                 }
+                // Not a verdict on this token: never cached (the next request asks again), never the user's
+                // failure. Counted and logged by the client.
+                Err(BreakerError::Inner(GoTrueError::KeyRejected { .. })) => return Err(Outage::Misconfigured),
                 Err(e) => return Err(outage_of(&e)),
             };
             cache.put(hash, entry.clone()).await;
             Ok(Arc::new(entry))
         };
-        self.flights.run(hash, call).await.unwrap_or(Err(Outage { retry_after: 5 }))
+        self.flights.run(hash, call).await.unwrap_or(Err(Outage::Unavailable { retry_after: 5 }))
     }
 
     /// Log out at the auth service with the caller's own token, then revoke here on every instance.
@@ -256,7 +273,8 @@ impl Authenticator {
             Ok(()) => {}
             // Already gone upstream (an earlier logout): revoking here is still right.
             Err(BreakerError::Inner(GoTrueError::Rejected { .. })) => {}
-            Err(e) => return Err(unavailable(outage_of(&e).retry_after)),
+            Err(BreakerError::Inner(GoTrueError::KeyRejected { .. })) => return Err(misconfigured()),
+            Err(e) => return Err(outage_of(&e).error()),
         }
         let now_s = now_ms() / 1000;
         let token_revocation = Revocation::Token { hash: user.token_hash.hex(), exp: user.expires_at };
@@ -288,11 +306,14 @@ fn accept(entry: &Entry, hash: TokenHash) -> Result<AuthUser, AppError> {
     }
 }
 
-/// Only the auth service's own trouble counts against the breaker; a 4xx is the caller's fault.
+/// Only the auth service's own trouble counts against the breaker; a 4xx is the caller's fault. A refused
+/// API key is ignored too: the service answered at once, so there is nothing to shed, and an open breaker
+/// would turn the precise `AUTH_SERVICE_MISCONFIGURED` into `AUTH_SERVICE_UNAVAILABLE` with a retry schedule
+/// that no retry can satisfy (and keep refusing for a reset timeout after the key is restored upstream).
 fn classify<T>(result: &Result<T, GoTrueError>) -> Outcome {
     match result {
         Ok(_) => Outcome::Success,
-        Err(GoTrueError::Rejected { .. }) => Outcome::Ignored,
+        Err(GoTrueError::Rejected { .. } | GoTrueError::KeyRejected { .. }) => Outcome::Ignored,
         Err(GoTrueError::Unavailable(_)) => Outcome::Failure,
     }
 }
@@ -307,7 +328,7 @@ fn outage_of(error: &BreakerError<GoTrueError>) -> Outage {
         other => tracing::warn!(error = %other, "auth service unavailable"),
     }
     metrics::counter!("auth_upstream_outages_total").increment(1);
-    Outage { retry_after: retry_after.clamp(1, 60) }
+    Outage::Unavailable { retry_after: retry_after.clamp(1, 60) }
 }
 
 /// Which sessions a logout ends (GoTrue's scopes).

@@ -109,7 +109,8 @@ pub struct ServeArgs {
     /// Expected `iss` claim (default `<SUPABASE_URL>/auth/v1`).
     #[arg(long, env = "AUTH_JWT_ISSUER")]
     pub auth_jwt_issuer: Option<String>,
-    /// Clock leeway for `exp`/`nbf`, in seconds.
+    /// How far the auth service's clock may run ahead of this server's, in seconds: leeway for `nbf` (`exp` is
+    /// strict, as the auth service checks it).
     #[arg(long, env = "AUTH_JWT_LEEWAY_SECONDS", default_value = "10")]
     pub auth_jwt_leeway_seconds: Option<String>,
     /// How long a verified token is trusted without asking the auth service again (never past its `exp`).

@@ -102,7 +102,8 @@ fn add_errors(op: &mut Operation, in_path: bool, in_query: bool) {
     if authenticated {
         add(
             "503",
-            "auth service or database unavailable (`AUTH_SERVICE_UNAVAILABLE`, `DATABASE_UNAVAILABLE`, with `Retry-After`)",
+            "auth service or database unavailable (`AUTH_SERVICE_UNAVAILABLE`, `DATABASE_UNAVAILABLE`, with \
+             `Retry-After`), or the auth service refuses this server's API key (`AUTH_SERVICE_MISCONFIGURED`)",
         );
     }
     if let Some(body) = &mut op.request_body {

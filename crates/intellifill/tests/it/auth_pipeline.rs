@@ -10,19 +10,23 @@ use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, TestUser, assert_error, email};
 
-fn with_token(user: &TestUser, token: String) -> TestUser {
+pub(crate) fn with_token(user: &TestUser, token: String) -> TestUser {
     TestUser { token, ..user.clone() }
 }
 
 /// A token signed by the emulator's real key with tweaked claims / header.
-fn minted(app: &TestApp, user: &TestUser, tweak: impl FnOnce(&mut Value, &mut jsonwebtoken::Header)) -> String {
+pub(crate) fn minted(
+    app: &TestApp,
+    user: &TestUser,
+    tweak: impl FnOnce(&mut Value, &mut jsonwebtoken::Header),
+) -> String {
     let mut claims = unverified_claims(&user.token);
     let mut header = app.emulator.token_header();
     tweak(&mut claims, &mut header);
     app.emulator.mint_token(header, &claims)
 }
 
-fn unverified_claims(token: &str) -> Value {
+pub(crate) fn unverified_claims(token: &str) -> Value {
     let payload = token.split('.').nth(1).expect("payload");
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64")).expect("json")
 }
@@ -31,7 +35,7 @@ fn b64(v: &Value) -> String {
     URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).expect("json"))
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 

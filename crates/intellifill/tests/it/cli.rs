@@ -120,3 +120,130 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// `intellifill serve` as a child process, against a fresh database and the given emulator, with JSON logs
+/// on stderr (every line kept); `env` adds or overrides variables.
+struct Served {
+    child: tokio::process::Child,
+    /// `http://<addr>` once the server logged `listening`; `None` when it exited first.
+    base: Option<String>,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    reader: tokio::task::JoinHandle<()>,
+    _spool: tempfile::TempDir,
+}
+
+impl Served {
+    async fn start(emulator: &gotrue_emulator::Emulator, env: &[(&str, &str)]) -> Served {
+        use intellifill::db::provision::RUNTIME_ROLE;
+        use tokio::io::{AsyncBufReadExt, BufReader};
+
+        let db = crate::helpers::fresh_database().await;
+        let shared = testkit::Shared::get().await.expect("shared");
+        let spool = tempfile::tempdir().expect("spool dir");
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_intellifill"));
+        command
+            .arg("serve")
+            .env_clear()
+            .env("APP_ENV", "test")
+            .env("BIND_ADDR", "127.0.0.1:0")
+            .env("DATABASE_URL", shared.pg_url(RUNTIME_ROLE, Some(crate::helpers::RUNTIME_PASSWORD), &db))
+            .env("SUPABASE_URL", emulator.base_url())
+            .env("SUPABASE_ANON_KEY", emulator.anon_key())
+            .env("AUTH_HTTP_TIMEOUT_MS", "2000")
+            .env("AUDIT_SPOOL_DIR", spool.path())
+            .env("LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().expect("spawn serve");
+        let mut stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (addr_tx, addr_rx) = tokio::sync::oneshot::channel::<String>();
+        let kept = lines.clone();
+        let reader = tokio::spawn(async move {
+            let mut addr_tx = Some(addr_tx);
+            while let Ok(Some(line)) = stderr.next_line().await {
+                let parsed: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+                if parsed["message"] == "listening"
+                    && let (Some(tx), Some(addr)) = (addr_tx.take(), parsed["addr"].as_str())
+                {
+                    let _ = tx.send(addr.to_owned());
+                }
+                kept.lock().expect("lines").push(line);
+            }
+        });
+        let base = tokio::time::timeout(std::time::Duration::from_secs(60), addr_rx)
+            .await
+            .expect("serve neither listened nor exited within 60 s")
+            .ok()
+            .map(|addr| format!("http://{addr}"));
+        Served { child, base, lines, reader, _spool: spool }
+    }
+
+    /// Stop with SIGINT (graceful), wait for the exit; returns the exit status and every stderr line.
+    async fn stop(self) -> (std::process::ExitStatus, Vec<String>) {
+        if let Some(pid) = self.child.id() {
+            let _ = Command::new("kill").args(["-INT", &pid.to_string()]).status();
+        }
+        self.wait().await
+    }
+
+    /// Wait for the process to end by itself.
+    async fn wait(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let status = tokio::time::timeout(std::time::Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("serve exits")
+            .expect("wait");
+        let _ = self.reader.await;
+        let lines = self.lines.lock().expect("lines").clone();
+        (status, lines)
+    }
+}
+
+/// The JSON log lines at `level`.
+fn at_level(lines: &[String], level: &str) -> Vec<serde_json::Value> {
+    lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["level"] == level)
+        .collect()
+}
+
+/// A wrong `SUPABASE_ANON_KEY`, as an operator sees it: every valid user gets 503 AUTH_SERVICE_MISCONFIGURED,
+/// and the log has one ERROR line naming the variable, however many requests hit it.
+#[tokio::test]
+async fn serve_with_a_refused_api_key_says_so_once_and_answers_503() {
+    let emulator =
+        gotrue_emulator::Emulator::start(Default::default(), ([127, 0, 0, 1], 0).into()).await.expect("emulator");
+    emulator.create_user("ada@example.com", "password123").expect("user");
+    let token = emulator.sign_in("ada@example.com", "password123").expect("sign in").access_token;
+    let served = Served::start(&emulator, &[("SUPABASE_ANON_KEY", "sb_publishable_not_this_projects")]).await;
+    let base = served.base.clone().expect("serve started");
+    let http = reqwest::Client::new();
+    for _ in 0..5 {
+        let response = http.get(format!("{base}/api/me")).bearer_auth(&token).send().await.expect("request");
+        assert_eq!(response.status().as_u16(), 503);
+        let body: serde_json::Value = response.json().await.expect("json");
+        assert_eq!(body["code"], "AUTH_SERVICE_MISCONFIGURED", "{body}");
+    }
+    let ready = http.get(format!("{base}/health/ready")).send().await.expect("ready");
+    assert_eq!(ready.status().as_u16(), 503);
+    let metrics = http.get(format!("{base}/metrics")).send().await.expect("metrics").text().await.expect("text");
+    let refused = metrics.lines().find(|l| l.starts_with("auth_upstream_key_rejected_total ")).expect("counter");
+    assert_eq!(refused, "auth_upstream_key_rejected_total 6", "five requests and one readiness check");
+
+    let (status, lines) = served.stop().await;
+    assert!(status.success(), "{status}");
+    let errors = at_level(&lines, "ERROR");
+    assert_eq!(errors.len(), 1, "one ERROR line per minute, not one per request: {errors:#?}");
+    assert!(errors[0]["message"].as_str().is_some_and(|m| m.contains("SUPABASE_ANON_KEY")), "{}", errors[0]);
+    assert_eq!(errors[0]["gateway_message"], "Invalid API key");
+    let per_request =
+        at_level(&lines, "WARN").into_iter().filter(|l| l["code"] == "AUTH_SERVICE_MISCONFIGURED").count();
+    assert_eq!(per_request, 5, "each refused request is a WARN line");
+    assert!(!lines.iter().any(|l| l.contains("sb_publishable_not_this_projects")), "the key itself is never logged");
+}

@@ -6,6 +6,8 @@ mod helpers;
 mod api_errors;
 mod audit;
 mod auth_basic;
+mod auth_clocks;
+mod auth_misconfig;
 mod auth_pipeline;
 mod cli;
 mod contract;

@@ -4,14 +4,14 @@ use std::time::Duration;
 
 use crate::helpers::{TestApp, assert_error, email, scalar};
 
-async fn metrics(app: &TestApp) -> String {
+pub(crate) async fn metrics(app: &TestApp) -> String {
     let r = app.http.get(app.url("/metrics")).send().await.expect("scrape");
     assert_eq!(r.status().as_u16(), 200);
     r.text().await.expect("text")
 }
 
 /// The value of the first sample whose line starts with `series` (name and labels as rendered).
-fn sample(text: &str, series: &str) -> Option<f64> {
+pub(crate) fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines().filter(|l| !l.starts_with('#')).find(|l| l.starts_with(series))?.rsplit(' ').next()?.parse().ok()
 }
 
