@@ -246,6 +246,8 @@ async fn security_log_lines_carry_values_a_log_pipeline_can_parse() {
     let http = reqwest::Client::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while !http.get(format!("{base}/health")).send().await.is_ok_and(|r| r.status().is_success()) {
+        let exited = child.try_wait().expect("child status");
+        assert!(exited.is_none(), "the server exited ({exited:?}): {:?}", stderr.0.lock());
         assert!(std::time::Instant::now() < deadline, "the server did not come up: {:?}", stderr.0.lock());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
