@@ -2,7 +2,7 @@
 //! after a transport error. Cheaper per request than a pooled client, which matters when the generator and
 //! the server share the same two cores.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::{Result, anyhow};
@@ -11,7 +11,7 @@ use http::{HeaderValue, Method, Request, header};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 /// What the harness keeps of a response.
 #[derive(Debug, Clone)]
@@ -40,6 +40,8 @@ impl Resp {
 
 pub struct Conn {
     addr: SocketAddr,
+    /// The local address connections are made from (a loopback alias: the server sees another client).
+    source: Option<IpAddr>,
     host: HeaderValue,
     sender: Option<SendRequest<Full<Bytes>>>,
     pub connects: u64,
@@ -48,14 +50,28 @@ pub struct Conn {
 impl Conn {
     pub fn new(addr: SocketAddr) -> Conn {
         let host = HeaderValue::from_str(&addr.to_string()).unwrap_or_else(|_| HeaderValue::from_static("localhost"));
-        Conn { addr, host, sender: None, connects: 0 }
+        Conn { addr, source: None, host, sender: None, connects: 0 }
+    }
+
+    /// Connections from `source` (e.g. `127.0.0.12`: every address of 127.0.0.0/8 is local on Linux), so the
+    /// server sees a client address of its own, as it would for another machine.
+    pub fn from_source(addr: SocketAddr, source: IpAddr) -> Conn {
+        Conn { source: Some(source), ..Conn::new(addr) }
     }
 
     /// Open the connection now (with a bound on the time it may take).
     pub async fn connect(&mut self, within: Duration) -> Result<()> {
-        let stream = tokio::time::timeout(within, TcpStream::connect(self.addr))
-            .await
-            .map_err(|_| anyhow!("connect timed out"))??;
+        let connect = async {
+            match self.source {
+                None => TcpStream::connect(self.addr).await,
+                Some(source) => {
+                    let socket = if source.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+                    socket.bind(SocketAddr::new(source, 0))?;
+                    socket.connect(self.addr).await
+                }
+            }
+        };
+        let stream = tokio::time::timeout(within, connect).await.map_err(|_| anyhow!("connect timed out"))??;
         stream.set_nodelay(true)?;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(async move {

@@ -3,8 +3,8 @@
 //! - `loadtest run`: everything embedded (throwaway Postgres, Redis, the GoTrue emulator, the server as a
 //!   child process), seeded through the API, then the mixed workload, a list-only workload, the pgbench
 //!   ceiling of the list transaction and a hello-world HTTP ceiling, at the same concurrency.
-//! - `loadtest chaos <scenario>`: faults injected under load (auth service, Redis, Postgres, pool), with a
-//!   PASS/FAIL verdict per expectation; the exit code is non-zero if any fails.
+//! - `loadtest chaos <scenario>`: faults injected under load (auth service, Redis, Postgres, pool, a body
+//!   flood), with a PASS/FAIL verdict per expectation; the exit code is non-zero if any fails.
 //! - `loadtest overhead`: the per-request cost of the middleware stack, in process.
 //!
 //! Every loop is bounded in requests and in time; everything listens on loopback only.

@@ -83,23 +83,26 @@ impl Stack {
             s.set("REDIS_URL", redis.url());
         }
         s.set("AUDIT_SPOOL_DIR", spool.display().to_string());
-        for var in [
-            "RATE_LIMIT_IP_PER_MINUTE",
-            "RATE_LIMIT_USER_PER_MINUTE",
-            "RATE_LIMIT_ORG_PER_MINUTE",
-            "RATE_LIMIT_AUTH_PER_MINUTE",
-            "ANOMALY_SEARCHES_PER_MINUTE",
-            "ANOMALY_DELETES_PER_MINUTE",
-            "ANOMALY_AUTH_FAILURES_PER_MINUTE",
-            "ANOMALY_CROSS_TENANT_PER_5_MINUTES",
-            "ANOMALY_IPS_PER_USER_PER_5_MINUTES",
-        ] {
+        for var in RAISED_LIMITS {
             s.set(var, "1000000");
         }
         s.set("SHUTDOWN_GRACE_MS", "5000");
         s
     }
 }
+
+/// The limits [`Stack::settings`] raises out of the way of a load run (remove them for production defaults).
+pub const RAISED_LIMITS: [&str; 9] = [
+    "RATE_LIMIT_IP_PER_MINUTE",
+    "RATE_LIMIT_USER_PER_MINUTE",
+    "RATE_LIMIT_ORG_PER_MINUTE",
+    "RATE_LIMIT_AUTH_PER_MINUTE",
+    "ANOMALY_SEARCHES_PER_MINUTE",
+    "ANOMALY_DELETES_PER_MINUTE",
+    "ANOMALY_AUTH_FAILURES_PER_MINUTE",
+    "ANOMALY_CROSS_TENANT_PER_5_MINUTES",
+    "ANOMALY_IPS_PER_USER_PER_5_MINUTES",
+];
 
 /// The scrape token of the harness's servers.
 pub const METRICS_TOKEN: &str = "loadtest-scrape-token";
@@ -264,6 +267,17 @@ pub fn memory_kib(pid: Option<u32>) -> (u64, u64) {
             .unwrap_or(0)
     };
     (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// CPU time a process has used so far (user + system), from `/proc/<pid>/stat`; `None` once it is gone.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count fields after its `)`.
+    let fields: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<u64>().ok();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name; USER_HZ is 100 on Linux.
+    let total = ticks(11)? + ticks(12)?;
+    Some(Duration::from_millis(total * 10))
 }
 
 /// Open file descriptors allowed to this process (soft limit), from `/proc/self/limits`.

@@ -242,7 +242,7 @@ impl Db {
         tracing::error!(
             event = "security.rls_context_failed",
             user_id = %ctx.user_id,
-            org_id = ?ctx.org_id,
+            organization_id = ctx.org_id.map(tracing::field::display),
             error = %error,
             "could not set the RLS context"
         );

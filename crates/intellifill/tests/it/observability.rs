@@ -177,3 +177,154 @@ fn the_alert_rules_pass_their_promtool_tests() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// Lines the server process writes to stderr, collected as they come.
+struct Stderr(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Stderr {
+    fn collect(child: &mut std::process::Child) -> Stderr {
+        use std::io::BufRead;
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let pipe = child.stderr.take().expect("piped stderr");
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                sink.lock().expect("lines").push(line);
+            }
+        });
+        Stderr(lines)
+    }
+
+    /// Every JSON line with `"message": message` (panics on a line that is not JSON).
+    fn json(&self, message: &str) -> Vec<serde_json::Value> {
+        let lines = self.0.lock().expect("lines");
+        let parsed =
+            lines.iter().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")));
+        parsed.filter(|v| v["message"] == message).collect()
+    }
+}
+
+/// Every string anywhere in `v` (keys and values).
+fn strings(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::String(s) => out.push(s.clone()),
+        serde_json::Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
+        serde_json::Value::Object(o) => o.iter().for_each(|(k, x)| {
+            out.push(k.clone());
+            strings(x, out);
+        }),
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn security_log_lines_carry_values_a_log_pipeline_can_parse() {
+    let (app, attacker, own_org) = TestApp::with_org("Logging").await;
+    let (_, target) = app.owned_org("Probed by a logger").await;
+    let port = testkit::free_port().expect("port");
+    let spool = tempfile::tempdir().expect("spool");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_intellifill"))
+        .arg("serve")
+        .env_clear()
+        .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+        .env("APP_ENV", "test")
+        .env("DATABASE_URL", &app.runtime_url)
+        .env("SUPABASE_URL", app.emulator.base_url())
+        .env("SUPABASE_ANON_KEY", app.emulator.anon_key())
+        .env("AUDIT_SPOOL_DIR", spool.path())
+        .env("AUDIT_FLUSH_INTERVAL_MS", "50")
+        .env("ANOMALY_SEARCHES_PER_MINUTE", "2")
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn intellifill serve");
+    let stderr = Stderr::collect(&mut child);
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !http.get(format!("{base}/health")).send().await.is_ok_and(|r| r.status().is_success()) {
+        let exited = child.try_wait().expect("child status");
+        assert!(exited.is_none(), "the server exited ({exited:?}): {:?}", stderr.0.lock());
+        assert!(std::time::Instant::now() < deadline, "the server did not come up: {:?}", stderr.0.lock());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let get = |path: String, token: &str| http.get(format!("{base}{path}")).bearer_auth(token).send();
+
+    // A forged token (no user known: no user_id field at all), a cross-tenant attempt, a search burst.
+    let forged = format!("{}AAAA", &attacker.token[..attacker.token.len() - 4]);
+    assert_eq!(get("/api/me".into(), &forged).await.expect("forged").status(), 401);
+    let probe = get(format!("/api/organizations/{target}/knowledge"), &attacker.token).await.expect("probe");
+    assert_eq!(probe.status(), 403);
+    let probe_id = probe.headers()["x-request-id"].to_str().expect("id").to_owned();
+    for _ in 0..3 {
+        let search = get(format!("/api/organizations/{own_org}/knowledge/search?q=x"), &attacker.token).await;
+        assert_eq!(search.expect("search").status(), 200);
+    }
+    // An RLS context failure for a user without an organization: its ERROR line has no organization_id.
+    app.owner
+        .batch_execute(
+            "REVOKE EXECUTE ON FUNCTION set_org_context(uuid) FROM PUBLIC;
+             REVOKE EXECUTE ON FUNCTION set_org_context(uuid) FROM intellifill_app;",
+        )
+        .await
+        .expect("revoke");
+    let loner = app.user(&email("loner")).await;
+    assert_eq!(get("/api/me".into(), &loner.token).await.expect("me").status(), 500);
+    app.owner.batch_execute("GRANT EXECUTE ON FUNCTION set_org_context(uuid) TO intellifill_app").await.expect("grant");
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let events = loop {
+        let events = stderr.json("security event");
+        let kinds: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+        let wanted = ["security.forged_token", "security.cross_tenant_attempt", "security.anomaly"];
+        if wanted.iter().all(|w| kinds.contains(w)) && !stderr.json("could not set the RLS context").is_empty() {
+            break events;
+        }
+        assert!(std::time::Instant::now() < deadline, "security lines missing: {kinds:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let rls = stderr.json("could not set the RLS context");
+    let lines: Vec<&serde_json::Value> = events.iter().chain(&rls).collect();
+    for line in &lines {
+        let mut found = Vec::new();
+        strings(line, &mut found);
+        for s in found {
+            assert!(!s.starts_with("Some(") && s != "None", "Debug formatting in {line}");
+            assert!(!s.trim_start().starts_with('{'), "JSON inside a string in {line}");
+        }
+    }
+    let of = |kind: &str| events.iter().find(|e| e["event"] == kind).expect("line");
+
+    let cross = of("security.cross_tenant_attempt");
+    assert_eq!(cross["level"], "WARN");
+    assert_eq!(cross["severity"], "high");
+    assert_eq!(cross["user_id"], attacker.id.to_string());
+    assert_eq!(cross["organization_id"], target.to_string(), "the organization asked for");
+    assert_eq!(cross["request_id"], probe_id);
+    assert_eq!(cross["ip"], "127.0.0.1");
+    assert_eq!(cross["action"], "knowledge.list");
+    assert_eq!(cross["details.status"], 403, "a number: {cross}");
+    assert_eq!(cross["details.route"], "/api/organizations/{orgId}/knowledge");
+    assert!(cross.get("details.kind").is_none() && cross.get("details").is_none(), "{cross}");
+
+    let forged = of("security.forged_token");
+    assert!(forged.get("user_id").is_none() && forged.get("organization_id").is_none(), "absent, not null: {forged}");
+    assert_eq!(forged["details.status"], 401);
+
+    let anomaly = of("security.anomaly");
+    assert_eq!(anomaly["details.kind"], "search_burst");
+    assert!(anomaly["details.count"].as_i64().is_some_and(|n| n > 2), "{anomaly}");
+    assert_eq!((anomaly["details.threshold"].as_i64(), anomaly["details.windowSeconds"].as_i64()), (Some(2), Some(60)));
+    assert_eq!(anomaly["details.lastAction"], "knowledge.search");
+    assert_eq!(anomaly["organization_id"], own_org.to_string());
+
+    assert_eq!(rls[0]["user_id"], loner.id.to_string());
+    assert!(rls[0].get("organization_id").is_none(), "{}", rls[0]);
+    assert!(rls[0]["error"].is_string());
+}

@@ -1,6 +1,7 @@
 //! `loadtest chaos <scenario>`: a fault injected under load, with a PASS/FAIL verdict per expectation.
 //!
-//! The server runs in this process (its state is read directly: breaker, stores, pool, audit pipeline).
+//! The server runs in this process (its state is read directly: breaker, stores, pool, audit pipeline), except
+//! in `flood`, whose server is a child process so that its memory and CPU are its own (see `flood`).
 //! The load: `concurrency` workers with cached tokens (each a keep-alive connection, listing knowledge), a
 //! stream of brand-new tokens (a fresh sign-in every 50 ms, each used once: a token-cache miss that needs the
 //! auth service), and for pool starvation, probes of `/health` and `/metrics`. A monitor samples the server's
@@ -11,6 +12,7 @@
 //! verdicts); each scenario's fault and expectations live in its own file.
 
 mod auth;
+mod flood;
 mod pool_starvation;
 mod postgres_restart;
 mod redis_restart;
@@ -40,6 +42,7 @@ pub enum Scenario {
     RedisRestart,
     PostgresRestart,
     PoolStarvation,
+    Flood,
     All,
 }
 
@@ -53,6 +56,7 @@ impl Scenario {
             Scenario::RedisRestart => "redis-restart",
             Scenario::PostgresRestart => "postgres-restart",
             Scenario::PoolStarvation => "pool-starvation",
+            Scenario::Flood => "flood",
             Scenario::All => "all",
         }
     }
@@ -71,6 +75,12 @@ pub struct ChaosArgs {
     /// Bound on the requests of the cached workers, per scenario.
     #[arg(long, default_value_t = 2_000_000)]
     pub max_requests: u64,
+    /// `flood`: loopback addresses the flood comes from (127.0.0.11, .12, ...).
+    #[arg(long, default_value_t = 4)]
+    pub flood_sources: usize,
+    /// `flood`: connections sending ~1 MB bodies back to back, spread over the sources.
+    #[arg(long, default_value_t = 8)]
+    pub flood_connections: usize,
     /// Write the report as JSON here.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
@@ -421,6 +431,7 @@ pub async fn run(args: ChaosArgs, command: String) -> Result<ChaosReport> {
             Scenario::RedisRestart,
             Scenario::PostgresRestart,
             Scenario::PoolStarvation,
+            Scenario::Flood,
         ],
         one => vec![one],
     };
@@ -437,6 +448,7 @@ pub async fn run(args: ChaosArgs, command: String) -> Result<ChaosReport> {
             Scenario::RedisRestart => redis_restart::run(&ctx).await,
             Scenario::PostgresRestart => postgres_restart::run(&ctx).await,
             Scenario::PoolStarvation => pool_starvation::run(&ctx).await,
+            Scenario::Flood => flood::run(&ctx).await,
             other => auth::run(&ctx, other).await,
         };
         let report = report.unwrap_or_else(|e| ScenarioReport {
