@@ -33,6 +33,7 @@ mod validation;
 pub(crate) use access_token::Issued;
 pub(crate) use admin_users::AdminUserParams;
 pub(crate) use sessions::logout_scope;
+pub(crate) use signup::SignedUp;
 
 /// The audience and role of every user.
 pub(crate) const AUTHENTICATED: &str = "authenticated";
