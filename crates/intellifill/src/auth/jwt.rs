@@ -31,6 +31,9 @@ pub struct Claims {
     pub role: Option<String>,
     #[serde(default)]
     pub aal: Option<String>,
+    /// An anonymous sign-in (no email, no phone).
+    #[serde(default)]
+    pub is_anonymous: bool,
 }
 
 /// Where keys come from.

@@ -15,7 +15,10 @@ pub struct AuthConfig {
     pub supabase_url: Url,
     pub anon_key: SecretString,
     pub http_timeout: Duration,
+    /// Provision confirmed users on first sight and keep their e-mail in step (`crate::principal`).
     pub auto_provision: bool,
+    /// Anonymous sign-ins may use the API.
+    pub allow_anonymous: bool,
     pub verify_mode: VerifyMode,
     pub keys: JwtKeys,
     pub audience: String,
@@ -89,6 +92,7 @@ pub(super) fn from_args(args: &ServeArgs) -> Section<AuthConfig> {
         anon_key: SecretString::from(anon_key.unwrap_or_default()),
         http_timeout,
         auto_provision: c.boolean("AUTH_AUTO_PROVISION", &args.auth_auto_provision),
+        allow_anonymous: c.boolean("AUTH_ALLOW_ANONYMOUS", &args.auth_allow_anonymous),
         verify_mode: c.choice(
             "AUTH_VERIFY_MODE",
             &args.auth_verify_mode,

@@ -82,9 +82,13 @@ pub struct ServeArgs {
     /// Timeout of one call to the auth service.
     #[arg(long, env = "AUTH_HTTP_TIMEOUT_MS", default_value = "5000")]
     pub auth_http_timeout_ms: Option<String>,
-    /// Create the `users` row on first sight of a verified token instead of answering USER_NOT_PROVISIONED.
-    #[arg(long, env = "AUTH_AUTO_PROVISION", default_value = "false")]
+    /// Create the `users` row of a verified user with a confirmed e-mail on first sight, and keep its e-mail
+    /// in step with the auth service; `false`: rows are the operator's (USER_NOT_PROVISIONED without one).
+    #[arg(long, env = "AUTH_AUTO_PROVISION", default_value = "true")]
     pub auth_auto_provision: Option<String>,
+    /// Let anonymous sign-ins (`is_anonymous` tokens) use the API; refused with ANONYMOUS_NOT_ALLOWED otherwise.
+    #[arg(long, env = "AUTH_ALLOW_ANONYMOUS", default_value = "false")]
+    pub auth_allow_anonymous: Option<String>,
     /// remote (local check + token cache + `GET /auth/v1/user`) | local (local check + revocation list only).
     #[arg(long, env = "AUTH_VERIFY_MODE", default_value = "remote")]
     pub auth_verify_mode: Option<String>,

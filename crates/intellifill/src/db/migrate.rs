@@ -21,6 +21,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "init", sql: include_str!("../../migrations/0001_init.sql") },
     Migration { version: 2, name: "audit", sql: include_str!("../../migrations/0002_audit.sql") },
     Migration { version: 3, name: "plan_cache", sql: include_str!("../../migrations/0003_plan_cache.sql") },
+    Migration { version: 4, name: "user_lifecycle", sql: include_str!("../../migrations/0004_user_lifecycle.sql") },
 ];
 
 /// The newest schema version this binary knows.

@@ -22,3 +22,4 @@ mod ratelimit;
 mod scale_out;
 mod starvation;
 mod tls;
+mod user_lifecycle;
