@@ -207,8 +207,12 @@ pub struct ServeArgs {
     #[arg(long, env = "METRICS_BEARER_TOKEN", hide_env_values = true)]
     pub metrics_bearer_token: Option<String>,
     /// Shared store (Redis) URL: L2 token cache, revocations, rate limits. Unset: in-process state only.
+    /// `rediss://` for TLS (certificate always verified); `redis[s]://user:password@host` for an ACL user.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+    /// PEM file of CA certificates trusted for TLS to Redis (`rediss://`), besides the system roots.
+    #[arg(long, env = "REDIS_CA_FILE")]
+    pub redis_ca_file: Option<String>,
     /// Prefix of every Redis key (several deployments can share one Redis).
     #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "intellifill:")]
     pub redis_key_prefix: Option<String>,

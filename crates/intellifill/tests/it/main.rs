@@ -19,6 +19,7 @@ mod observability;
 mod org_routes;
 mod organizations;
 mod ratelimit;
+mod redis_tls;
 mod scale_out;
 mod starvation;
 mod tls;
