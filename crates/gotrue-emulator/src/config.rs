@@ -33,6 +33,27 @@ pub struct EmulatorConfig {
     pub service_role_key: String,
     /// Lifetime of issued access tokens (`exp - iat`).
     pub access_token_ttl: Duration,
+    /// How `POST /signup` treats new users.
+    pub signup: SignupSettings,
+}
+
+/// The project's sign-up settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignupSettings {
+    /// `GOTRUE_MAILER_AUTOCONFIRM`: a new email user is confirmed and signed
+    /// in at once (on by default here, so tests need no confirmation step);
+    /// off, sign-up creates the user unconfirmed and starts no session.
+    pub autoconfirm: bool,
+    /// `GOTRUE_EXTERNAL_ANONYMOUS_USERS_ENABLED`: a sign-up with neither
+    /// email nor phone creates an anonymous user (off by default, as in
+    /// GoTrue).
+    pub anonymous: bool,
+}
+
+impl Default for SignupSettings {
+    fn default() -> Self {
+        Self { autoconfirm: true, anonymous: false }
+    }
 }
 
 impl Default for EmulatorConfig {
@@ -42,6 +63,7 @@ impl Default for EmulatorConfig {
             anon_key: format!("sb_publishable_{}", random_token(22)),
             service_role_key: format!("sb_secret_{}", random_token(22)),
             access_token_ttl: Duration::from_secs(3600),
+            signup: SignupSettings::default(),
         }
     }
 }

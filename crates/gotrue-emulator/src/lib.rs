@@ -50,7 +50,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-pub use config::{EmulatorConfig, Signing};
+pub use config::{EmulatorConfig, Signing, SignupSettings};
 pub use errors::ApiError;
 pub use faults::{DEFAULT_ERROR_STATUS, FaultSettings, Faults, MAX_CLOCK_SKEW_SECONDS};
 pub use stats::Stats;
@@ -75,6 +75,10 @@ pub struct User {
     pub user_metadata: Value,
     /// Creation time.
     pub created_at: DateTime<Utc>,
+    /// When the email address was confirmed, if it was.
+    pub email_confirmed_at: Option<DateTime<Utc>>,
+    /// Created by an anonymous sign-in.
+    pub is_anonymous: bool,
     /// End of the current ban, if any was set.
     pub banned_until: Option<DateTime<Utc>>,
 }
@@ -88,6 +92,8 @@ impl From<&UserRecord> for User {
             app_metadata: Value::Object(record.app_metadata.clone()),
             user_metadata: Value::Object(record.user_metadata.clone()),
             created_at: record.created_at,
+            email_confirmed_at: record.email_confirmed_at,
+            is_anonymous: record.is_anonymous,
             banned_until: record.banned_until,
         }
     }
@@ -169,6 +175,7 @@ impl Emulator {
             config.service_role_key,
             config.access_token_ttl,
             format!("{base_url}/auth/v1"),
+            config.signup,
             faults.clone(),
         ));
         let app = routes::router(state.clone());
@@ -228,6 +235,39 @@ impl Emulator {
             ..AdminUserParams::default()
         })?;
         Ok(User::from(&user))
+    }
+
+    /// Creates an email/password user whose address is not confirmed, as
+    /// `POST /admin/users` without `email_confirm` does: the password grant
+    /// refuses it (`email_not_confirmed`) until [`Emulator::confirm_email`].
+    pub fn create_unconfirmed_user(&self, email: &str, password: &str) -> anyhow::Result<User> {
+        let user = self.state().admin_create_user(AdminUserParams {
+            email: email.to_owned(),
+            password: Some(password.to_owned()),
+            ..AdminUserParams::default()
+        })?;
+        Ok(User::from(&user))
+    }
+
+    /// Confirms a user's email address, as its confirmation link does.
+    pub fn confirm_email(&self, id: Uuid) -> anyhow::Result<()> {
+        Ok(self.state().confirm_email(id)?)
+    }
+
+    /// Signs in anonymously, like `POST /signup` with neither email nor
+    /// phone: a new user with `is_anonymous: true`. Fails with
+    /// `anonymous_provider_disabled` unless [`SignupSettings::anonymous`].
+    pub fn sign_in_anonymously(&self) -> anyhow::Result<Session> {
+        Ok(self.state().signup_anonymously(None)?.into())
+    }
+
+    /// A session for the user as a sign-in the emulator does not serve
+    /// (OAuth, magic link) would start it: no password, and no check that
+    /// the address is confirmed (GoTrue's OAuth callback skips it when
+    /// `GOTRUE_MAILER_ALLOW_UNVERIFIED_EMAIL_SIGN_INS` is on). `amr` method
+    /// `oauth`.
+    pub fn start_session(&self, id: Uuid) -> anyhow::Result<Session> {
+        Ok(self.state().start_session(id, "oauth")?.into())
     }
 
     /// Signs in like `POST /token?grant_type=password`, creating a session.

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use crate::config::SignupSettings;
 use crate::faults::Faults;
 use crate::keys::Keys;
 use crate::stats::Counters;
@@ -22,6 +23,7 @@ pub(crate) struct AppState {
     pub(crate) access_token_ttl: Duration,
     /// `<base_url>/auth/v1`, the `iss` of issued tokens.
     pub(crate) issuer: String,
+    pub(crate) signup: SignupSettings,
     pub(crate) faults: Faults,
     pub(crate) stats: Counters,
     store: Mutex<Store>,
@@ -34,6 +36,7 @@ impl AppState {
         service_role_key: String,
         access_token_ttl: Duration,
         issuer: String,
+        signup: SignupSettings,
         faults: Faults,
     ) -> Self {
         Self {
@@ -42,6 +45,7 @@ impl AppState {
             service_role_key,
             access_token_ttl,
             issuer,
+            signup,
             faults,
             stats: Counters::default(),
             store: Mutex::new(Store::default()),

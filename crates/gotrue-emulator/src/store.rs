@@ -76,6 +76,8 @@ pub(crate) struct UserRecord {
     pub(crate) created_at: DateTime<Utc>,
     pub(crate) updated_at: DateTime<Utc>,
     pub(crate) banned_until: Option<DateTime<Utc>>,
+    /// Created by an anonymous sign-in (no email, no phone, no password).
+    pub(crate) is_anonymous: bool,
 }
 
 impl UserRecord {

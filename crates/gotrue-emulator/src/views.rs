@@ -104,7 +104,7 @@ impl<'a> UserJson<'a> {
             created_at: timestamp(user.created_at),
             updated_at: timestamp(user.updated_at),
             banned_until: user.banned_until.map(timestamp),
-            is_anonymous: false,
+            is_anonymous: user.is_anonymous,
         }
     }
 }

@@ -32,8 +32,14 @@ pub enum ErrorCode {
     TokenExpired,
     SessionRevoked,
     UserBanned,
+    /// No `users` row for a verified caller while `AUTH_AUTO_PROVISION=false` (the operator makes rows).
     UserNotProvisioned,
     AccountDeactivated,
+    /// A verified caller without a row whose e-mail the auth service does not report confirmed (or who has
+    /// none): provisioning waits for the confirmation.
+    EmailNotConfirmed,
+    /// An anonymous sign-in while `AUTH_ALLOW_ANONYMOUS=false`.
+    AnonymousNotAllowed,
     Forbidden,
     OrganizationRequired,
     NotOrgMember,
@@ -75,8 +81,8 @@ impl ErrorCode {
             HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             TokenMissing | TokenMalformed | TokenInvalid | TokenExpired | SessionRevoked | UserBanned
             | UserNotProvisioned => StatusCode::UNAUTHORIZED,
-            AccountDeactivated | Forbidden | OrganizationRequired | NotOrgMember | AdminRequired | OwnerRequired
-            | OrgSuspended => StatusCode::FORBIDDEN,
+            AccountDeactivated | EmailNotConfirmed | AnonymousNotAllowed | Forbidden | OrganizationRequired
+            | NotOrgMember | AdminRequired | OwnerRequired | OrgSuspended => StatusCode::FORBIDDEN,
             NotFound | RouteNotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Conflict | LastOwner | OrgQuotaExceeded | InvitationQuotaExceeded => StatusCode::CONFLICT,

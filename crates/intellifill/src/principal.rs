@@ -1,15 +1,16 @@
 //! The current user, loaded inside the request transaction.
 //!
 //! [`UserTx`] opens the request transaction with the user's RLS context and, in the same round trip, reads
-//! the caller's `users` row: no row is `USER_NOT_PROVISIONED` (or an automatic provisioning when
-//! `AUTH_AUTO_PROVISION=true`), `is_active = false` is `ACCOUNT_DEACTIVATED`, on every request, so a
-//! deactivated user is locked out at once whatever any cache says.
+//! the caller's `users` row; a missing row is provisioned (or refused) and the row's e-mail kept in step with
+//! the auth service by the rule of [`lifecycle`]; `is_active = false` is `ACCOUNT_DEACTIVATED`, on every
+//! request, so a deactivated user is locked out at once whatever any cache says.
+
+mod lifecycle;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use serde::Serialize;
 use tokio_postgres::Row;
-use tokio_postgres::types::Type;
 use uuid::Uuid;
 
 use crate::auth::AuthUser;
@@ -40,26 +41,15 @@ impl PlatformRole {
 #[derive(Debug, Clone)]
 pub struct CurrentUser {
     pub id: Uuid,
-    pub email: String,
+    /// None for an anonymous user, and for a row whose address another user claimed since.
+    pub email: Option<String>,
     pub role: PlatformRole,
     pub is_active: bool,
     pub organization_id: Option<Uuid>,
 }
 
-const USER_ROW: &str = "SELECT id, email, role, is_active, organization_id FROM users WHERE id = current_user_id()";
-const PROVISION: &str = "INSERT INTO users (id, email) VALUES (current_user_id(), $1) ON CONFLICT DO NOTHING";
-
-impl CurrentUser {
-    fn from_row(row: &Row) -> CurrentUser {
-        CurrentUser {
-            id: row.get(0),
-            email: row.get(1),
-            role: PlatformRole::parse(row.get(2)),
-            is_active: row.get(3),
-            organization_id: row.get(4),
-        }
-    }
-}
+const USER_ROW: &str = "SELECT id, email, role, is_active, organization_id, extract(epoch FROM email_claimed_at)::int8
+   FROM users WHERE id = current_user_id()";
 
 /// A request transaction for the authenticated user, with no organization context.
 pub struct UserTx {
@@ -85,26 +75,21 @@ pub async fn open(
     org: Option<Uuid>,
     extra: &[(&str, &[Param<'_>])],
 ) -> Result<(Tx, CurrentUser, Vec<Vec<Row>>), AppError> {
+    lifecycle::admit(auth, &state.config.auth)?;
     let mut first: Vec<(&str, &[Param<'_>])> = Vec::with_capacity(1 + extra.len());
     first.push((USER_ROW, &[]));
     first.extend_from_slice(extra);
     let (tx, mut rows) = state.db.begin(RlsContext { user_id: auth.id, org_id: org }, &first).await?;
-    let user_rows = rows.remove(0);
-    let user = match user_rows.first() {
-        Some(row) => CurrentUser::from_row(row),
-        None if state.config.auth.auto_provision => {
-            tx.query(PROVISION, &[(&&*auth.email, Type::TEXT)]).await?;
-            let row = tx.query_opt(USER_ROW, &[]).await?.ok_or_else(|| {
-                AppError::new(ErrorCode::UserNotProvisioned, "the account could not be provisioned (e-mail in use)")
-            })?;
-            tracing::info!(user_id = %auth.id, "user provisioned");
-            CurrentUser::from_row(&row)
-        }
-        None => {
-            return Err(AppError::new(
-                ErrorCode::UserNotProvisioned,
-                "this account has no user record in this service",
-            ));
+    let found = rows.remove(0).first().map(lifecycle::from_row);
+    let user = match lifecycle::settle(&tx, found, auth, &state.config.auth).await {
+        Ok(user) => user,
+        Err(e) => {
+            if e.code == ErrorCode::EmailNotConfirmed {
+                // The verdict came from a cached verification: the next request asks the auth service again, so
+                // a user who confirms the address gets in on the next try rather than after the cache TTL.
+                state.auth.cache().evict(&auth.token_hash).await;
+            }
+            return Err(e);
         }
     };
     if !user.is_active {

@@ -35,10 +35,19 @@ impl Application {
         let db = Db::connect(&config.database, config.database_url())?;
         guard::check_runtime_role(&db).await?;
         let kv = match &config.redis.url {
-            Some(url) => Kv::connect(url.expose_secret(), &config.redis.key_prefix, config.redis.op_timeout)?,
+            Some(url) => Kv::connect(
+                url.expose_secret(),
+                config.redis.ca_file.as_deref(),
+                &config.redis.key_prefix,
+                config.redis.op_timeout,
+            )?,
             None => Kv::disabled(&config.redis.key_prefix),
         };
         if kv.is_configured() && !kv.wait_connected(REDIS_START_WAIT).await {
+            // Down is survivable (in-process state); refused as configured is a deployment error, said at once.
+            if let Some(problem) = kv.misconfiguration() {
+                anyhow::bail!("refusing to start: {problem}");
+            }
             tracing::warn!(
                 "the shared store (Redis) is not reachable at start: token cache, revocations and rate limits \
                  run in process until it is (the connection keeps being retried)"

@@ -6,7 +6,8 @@
 //!
 //! * [`PgCluster`] — a private `initdb` cluster served by `postgres` on 127.0.0.1 (run as the
 //!   `postgres` system user when this process is root, since PostgreSQL refuses to run as root).
-//! * [`RedisServer`] — a `redis-server` without persistence on 127.0.0.1.
+//! * [`RedisServer`] — a `redis-server` without persistence on 127.0.0.1 (optionally TLS-only and/or
+//!   with ACL users).
 //! * [`PgBouncer`] — a `pgbouncer` in transaction pooling mode (SCRAM-SHA-256, given users and
 //!   passwords) on 127.0.0.1 in front of a cluster, to test code against what production may run
 //!   behind: no session state across transactions, no named prepared statements.
@@ -43,5 +44,5 @@ pub use bins::{PG_BIN_DIR_ENV, PGBOUNCER_BIN_ENV, REDIS_SERVER_BIN_ENV};
 pub use pgbouncer::PgBouncer;
 pub use ports::free_port;
 pub use postgres::PgCluster;
-pub use redis::RedisServer;
+pub use redis::{RedisOptions, RedisServer, RedisTls};
 pub use shared::{SHARED_BASE_DIR_NAME, Shared};

@@ -21,6 +21,26 @@ use crate::managed::{ManagedProcess, ServerSpec, Signals};
 #[derive(Debug)]
 pub struct RedisServer {
     process: ManagedProcess,
+    options: RedisOptions,
+}
+
+/// How [`RedisServer::start_with`] sets the server up.
+#[derive(Debug, Clone, Default)]
+pub struct RedisOptions {
+    /// Serve TLS only, with this certificate chain and key (PEM); clients are not asked for one.
+    pub tls: Option<RedisTls>,
+    /// ACL users allowed everything, as `(name, password)`. When given, the default user is off,
+    /// so every client must authenticate as one of them.
+    pub users: Vec<(String, String)>,
+}
+
+/// The server side of TLS.
+#[derive(Debug, Clone)]
+pub struct RedisTls {
+    /// The server's certificate (PEM), followed by any intermediates.
+    pub cert_pem: String,
+    /// Its private key (PEM).
+    pub key_pem: String,
 }
 
 impl RedisServer {
@@ -30,9 +50,23 @@ impl RedisServer {
         Self::start_in(None, false).await
     }
 
+    /// Starts `redis-server` as [`start`](Self::start) does, with TLS and/or ACL users.
+    pub async fn start_with(options: RedisOptions) -> Result<RedisServer> {
+        Self::start_configured(None, false, options).await
+    }
+
     /// As [`start`](Self::start), in a fresh directory under `base_dir` (kept on drop) when given;
     /// `own_process_group` shields the server from signals aimed at our process group.
     pub(crate) async fn start_in(base_dir: Option<&Path>, own_process_group: bool) -> Result<RedisServer> {
+        Self::start_configured(base_dir, own_process_group, RedisOptions::default()).await
+    }
+
+    async fn start_configured(
+        base_dir: Option<&Path>,
+        own_process_group: bool,
+        options: RedisOptions,
+    ) -> Result<RedisServer> {
+        let ready = if options.tls.is_some() { "accept TLS connections" } else { "answer PING" };
         let spec = ServerSpec {
             name: "redis-server",
             program: crate::bins::redis_server()?,
@@ -40,7 +74,7 @@ impl RedisServer {
             log_name: "redis.log",
             run_as: None,
             own_process_group,
-            ready: "answer PING".into(),
+            ready: ready.into(),
             poll_every: Duration::from_millis(20),
             probe_timeout: Duration::from_secs(2),
             signals: Signals {
@@ -50,16 +84,48 @@ impl RedisServer {
                 stop_overrun_is_error: true,
             },
         };
-        let server = RedisServer { process: ManagedProcess::new(spec, base_dir)? };
+        let server = RedisServer { process: ManagedProcess::new(spec, base_dir)?, options };
+        server.write_tls_files()?;
         server.process.start(|cmd, port| server.configure(cmd, port), |pid| server.probe(pid)).await?;
         Ok(server)
     }
 
+    const CERT_FILE: &'static str = "server.crt";
+    const KEY_FILE: &'static str = "server.key";
+
+    /// Puts the TLS certificate and key, if any, into the server's directory.
+    fn write_tls_files(&self) -> Result<()> {
+        if let Some(tls) = &self.options.tls {
+            std::fs::write(self.process.root().join(Self::CERT_FILE), &tls.cert_pem)?;
+            std::fs::write(self.process.root().join(Self::KEY_FILE), &tls.key_pem)?;
+        }
+        Ok(())
+    }
+
     /// The `redis-server` command line for `port`: loopback only, no persistence, in our directory.
     fn configure(&self, cmd: &mut Command, port: u16) -> Result<()> {
-        cmd.arg("--port")
-            .arg(port.to_string())
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"])
+        match &self.options.tls {
+            None => {
+                cmd.arg("--port").arg(port.to_string());
+            }
+            Some(_) => {
+                let root = self.process.root();
+                cmd.args(["--port", "0", "--tls-port"])
+                    .arg(port.to_string())
+                    .arg("--tls-cert-file")
+                    .arg(root.join(Self::CERT_FILE))
+                    .arg("--tls-key-file")
+                    .arg(root.join(Self::KEY_FILE))
+                    .args(["--tls-auth-clients", "no"]);
+            }
+        }
+        if !self.options.users.is_empty() {
+            cmd.args(["--user", "default", "off"]);
+            for (name, password) in &self.options.users {
+                cmd.arg("--user").arg(name).args(["on", &format!(">{password}"), "~*", "&*", "+@all"]);
+            }
+        }
+        cmd.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"])
             .arg("--dir")
             .arg(self.process.root());
         Ok(())
@@ -67,7 +133,18 @@ impl RedisServer {
 
     /// `Ok(true)` if the server answering on our port is the process `pid`.
     async fn probe(&self, pid: u32) -> Result<bool> {
-        Ok(server_pid(self.port()).await? == pid)
+        if self.options.tls.is_none() && self.options.users.is_empty() {
+            return Ok(server_pid(self.port()).await? == pid);
+        }
+        // Not askable over a raw connection: its own log says when it is ready (lines start with its pid).
+        // Not ready yet is an error (retried); `false` would mean another process holds the port.
+        let log = std::fs::read_to_string(self.process.log()).unwrap_or_default();
+        let prefix = format!("{pid}:");
+        if log.lines().any(|l| l.starts_with(&prefix) && l.contains("Ready to accept connections")) {
+            Ok(true)
+        } else {
+            bail!("not ready yet")
+        }
     }
 
     /// The TCP port on 127.0.0.1 (stable across [`restart`](Self::restart)).
@@ -75,9 +152,10 @@ impl RedisServer {
         self.process.port()
     }
 
-    /// `redis://127.0.0.1:port`
+    /// `redis://127.0.0.1:port` (`rediss://` for a TLS server).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port())
+        let scheme = if self.options.tls.is_some() { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port())
     }
 
     /// Stops the server (SIGTERM; no data is kept). A no-op if it is not running.

@@ -43,3 +43,36 @@ async fn two_servers_get_distinct_ports() -> Result<()> {
     ensure!(ping(a.port()).await? == "+PONG\r\n" && ping(b.port()).await? == "+PONG\r\n", "PING");
     Ok(())
 }
+
+/// The replies to `commands` (one line each) over one raw connection.
+async fn replies(port: u16, commands: &[&str]) -> Result<Vec<String>> {
+    let stream = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(("127.0.0.1", port))).await??;
+    let mut stream = BufReader::new(stream);
+    let mut out = Vec::new();
+    for command in commands {
+        stream.get_mut().write_all(format!("{command}\r\n").as_bytes()).await?;
+        let mut line = String::new();
+        tokio::time::timeout(Duration::from_secs(2), stream.read_line(&mut line)).await??;
+        out.push(line.trim_end().to_owned());
+    }
+    Ok(out)
+}
+
+#[tokio::test]
+async fn acl_users_must_authenticate_also_after_a_restart() -> Result<()> {
+    let redis = RedisServer::start_with(testkit::RedisOptions {
+        tls: None,
+        users: vec![("app".to_owned(), "pw-123".to_owned())],
+    })
+    .await?;
+    for round in 0..2 {
+        let anonymous = replies(redis.port(), &["PING"]).await?;
+        ensure!(anonymous[0].starts_with("-NOAUTH"), "round {round}: the default user is on: {anonymous:?}");
+        let wrong = replies(redis.port(), &["AUTH app nope"]).await?;
+        ensure!(wrong[0].starts_with("-WRONGPASS"), "round {round}: {wrong:?}");
+        let ok = replies(redis.port(), &["AUTH app pw-123", "PING"]).await?;
+        ensure!(ok == ["+OK", "+PONG"], "round {round}: {ok:?}");
+        redis.restart().await?;
+    }
+    Ok(())
+}

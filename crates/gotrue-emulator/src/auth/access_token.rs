@@ -63,7 +63,7 @@ impl AppState {
             aal: "aal1",
             amr: &session.amr,
             session_id: session.id.to_string(),
-            is_anonymous: false,
+            is_anonymous: user.is_anonymous,
         };
         let access_token = self
             .keys

@@ -36,6 +36,7 @@ mod validation;
 pub(crate) use access_token::Issued;
 pub(crate) use admin_users::AdminUserParams;
 pub(crate) use sessions::logout_scope;
+pub(crate) use signup::SignedUp;
 pub(crate) use user_update::UserUpdateParams;
 
 /// The audience and role of every user.

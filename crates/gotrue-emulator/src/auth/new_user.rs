@@ -54,6 +54,7 @@ impl NewUser<'_> {
             created_at: now,
             updated_at: now,
             banned_until: None,
+            is_anonymous: false,
         }
     }
 }

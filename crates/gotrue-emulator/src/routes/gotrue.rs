@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
 use super::SharedState;
-use crate::auth::{AUTHENTICATED, Issued, UserUpdateParams, logout_scope};
+use crate::auth::{AUTHENTICATED, Issued, SignedUp, UserUpdateParams, logout_scope};
 use crate::errors::ApiError;
 use crate::views::{TokenResponseJson, UserJson};
 
@@ -155,8 +155,10 @@ struct SignupParams {
 
 pub(super) async fn signup(State(state): State<SharedState>, body: Bytes) -> Result<Response, ApiError> {
     let params: SignupParams = parse_body(&body)?;
-    let issued = state.signup(&params.email, &params.phone, &params.password, params.data)?;
-    Ok(token_response(&issued))
+    match state.signup(&params.email, &params.phone, &params.password, params.data)? {
+        SignedUp::Session(issued) => Ok(token_response(&issued)),
+        SignedUp::Unconfirmed(user) => Ok(Json(UserJson::new(&user)).into_response()),
+    }
 }
 
 pub(super) async fn user(State(state): State<SharedState>, headers: HeaderMap) -> Result<Response, ApiError> {

@@ -13,7 +13,8 @@ use crate::principal::{PlatformRole, UserTx};
 #[serde(rename_all = "camelCase")]
 pub struct Me {
     pub id: Uuid,
-    pub email: String,
+    /// None for an anonymous user, and for an account whose address another user has claimed since.
+    pub email: Option<String>,
     pub role: PlatformRole,
     pub is_active: bool,
     pub current_organization_id: Option<Uuid>,

@@ -27,7 +27,8 @@ use crate::org::{Admin, OrgContext, OrgRole, OrgTx, Viewer};
 #[serde(rename_all = "camelCase")]
 pub struct Member {
     pub user_id: Uuid,
-    pub email: String,
+    /// None for an anonymous user, and for an account whose address another user has claimed since.
+    pub email: Option<String>,
     pub role: OrgRole,
     /// PENDING | ACTIVE | SUSPENDED | LEFT
     pub status: String,

@@ -54,7 +54,8 @@ pub async fn logout(
 #[serde(rename_all = "camelCase")]
 pub struct Session {
     pub user_id: Uuid,
-    pub email: String,
+    /// The e-mail of the caller's `users` row (None: anonymous, or claimed by another user since).
+    pub email: Option<String>,
     pub session_id: Option<Uuid>,
     /// Seconds since the epoch.
     pub issued_at: i64,

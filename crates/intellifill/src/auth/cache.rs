@@ -50,6 +50,13 @@ pub struct CachedUser {
     pub expires_at: i64,
     /// Authenticator assurance level (`aal1`, `aal2`).
     pub aal: Option<Arc<str>>,
+    /// The auth service vouches that `email` is confirmed (what provisioning and the e-mail of the `users`
+    /// row go by: `crate::principal`). An entry without the field reads as unconfirmed.
+    #[serde(default)]
+    pub email_confirmed: bool,
+    /// An anonymous sign-in.
+    #[serde(default)]
+    pub is_anonymous: bool,
 }
 
 /// A cache entry (also the L2 JSON value).

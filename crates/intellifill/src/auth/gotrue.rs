@@ -26,6 +26,11 @@ use uuid::Uuid;
 pub struct GoTrueUser {
     pub id: Uuid,
     pub email: Option<String>,
+    /// Set once the address is confirmed (absent for an unconfirmed or anonymous user).
+    #[serde(default)]
+    pub email_confirmed_at: Option<String>,
+    #[serde(default)]
+    pub is_anonymous: bool,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -38,6 +38,9 @@ pub struct Claims {
     pub role: Option<String>,
     #[serde(default)]
     pub aal: Option<String>,
+    /// An anonymous sign-in (no email, no phone).
+    #[serde(default)]
+    pub is_anonymous: bool,
 }
 
 /// Where keys come from.

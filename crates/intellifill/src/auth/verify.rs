@@ -82,10 +82,18 @@ pub struct Authenticator {
 }
 
 impl CachedUser {
+    /// The caller as the token's claims describe it. The claims carry no confirmation date, so `email` is
+    /// taken as confirmed when the token is not anonymous: GoTrue signs a session for an e-mail user only
+    /// once the address is confirmed (the password grant refuses `email_not_confirmed`; an OAuth sign-in
+    /// with an unverified address is refused unless the project enables "allow unverified e-mail sign-ins",
+    /// docs/DEPLOY.md). In remote mode the auth service's own answer replaces this (`ask_upstream`).
     fn from_claims(claims: &Claims) -> CachedUser {
+        let email = claims.email.as_deref().unwrap_or_default();
         CachedUser {
+            email_confirmed: !claims.is_anonymous && !email.is_empty(),
+            is_anonymous: claims.is_anonymous,
             id: claims.sub,
-            email: claims.email.as_deref().unwrap_or_default().into(),
+            email: email.into(),
             session_id: claims.session_id,
             issued_at: claims.iat,
             expires_at: claims.exp,
@@ -354,9 +362,9 @@ impl Authenticator {
                         revocations.confirm_alive(session, against).await;
                     }
                     let mut cached = claimed;
-                    if let Some(email) = user.email {
-                        cached.email = email.into();
-                    }
+                    cached.email = user.email.unwrap_or_default().into();
+                    cached.email_confirmed = user.email_confirmed_at.is_some() && !cached.email.is_empty();
+                    cached.is_anonymous = user.is_anonymous;
                     Entry::Valid { user: cached, cached_at: now_ms() }
                 }
                 Ok(_) => cache.rejection("sub_mismatch", claimed.expires_at),

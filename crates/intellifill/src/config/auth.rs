@@ -16,7 +16,10 @@ pub struct AuthConfig {
     pub anon_key: SecretString,
     pub http_timeout: Duration,
     pub startup_key_check: StartupKeyCheck,
+    /// Provision confirmed users on first sight and keep their e-mail in step (`crate::principal`).
     pub auto_provision: bool,
+    /// Anonymous sign-ins may use the API.
+    pub allow_anonymous: bool,
     pub verify_mode: VerifyMode,
     pub keys: JwtKeys,
     pub audience: String,
@@ -114,6 +117,7 @@ pub(super) fn from_args(args: &ServeArgs, app_env: Option<AppEnv>) -> Section<Au
         http_timeout,
         startup_key_check,
         auto_provision: c.boolean("AUTH_AUTO_PROVISION", &args.auth_auto_provision),
+        allow_anonymous: c.boolean("AUTH_ALLOW_ANONYMOUS", &args.auth_allow_anonymous),
         verify_mode: c.choice(
             "AUTH_VERIFY_MODE",
             &args.auth_verify_mode,

@@ -88,9 +88,13 @@ pub struct ServeArgs {
     /// service refuses it) | warn (log it and serve) | off. Default: require in production, else warn.
     #[arg(long, env = "AUTH_STARTUP_KEY_CHECK")]
     pub auth_startup_key_check: Option<String>,
-    /// Create the `users` row on first sight of a verified token instead of answering USER_NOT_PROVISIONED.
-    #[arg(long, env = "AUTH_AUTO_PROVISION", default_value = "false")]
+    /// Create the `users` row of a verified user with a confirmed e-mail on first sight, and keep its e-mail
+    /// in step with the auth service; `false`: rows are the operator's (USER_NOT_PROVISIONED without one).
+    #[arg(long, env = "AUTH_AUTO_PROVISION", default_value = "true")]
     pub auth_auto_provision: Option<String>,
+    /// Let anonymous sign-ins (`is_anonymous` tokens) use the API; refused with ANONYMOUS_NOT_ALLOWED otherwise.
+    #[arg(long, env = "AUTH_ALLOW_ANONYMOUS", default_value = "false")]
+    pub auth_allow_anonymous: Option<String>,
     /// remote (local check + token cache + `GET /auth/v1/user`) | local (local check + revocation list only).
     #[arg(long, env = "AUTH_VERIFY_MODE", default_value = "remote")]
     pub auth_verify_mode: Option<String>,
@@ -236,8 +240,12 @@ pub struct ServeArgs {
     #[arg(long, env = "HEALTH_READY_CACHE_MS", default_value = "2000")]
     pub health_ready_cache_ms: Option<String>,
     /// Shared store (Redis) URL: L2 token cache, revocations, rate limits. Unset: in-process state only.
+    /// `rediss://` for TLS (certificate always verified); `redis[s]://user:password@host` for an ACL user.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+    /// PEM file of CA certificates trusted for TLS to Redis (`rediss://`), besides the system roots.
+    #[arg(long, env = "REDIS_CA_FILE")]
+    pub redis_ca_file: Option<String>,
     /// Prefix of every Redis key (several deployments can share one Redis).
     #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "intellifill:")]
     pub redis_key_prefix: Option<String>,

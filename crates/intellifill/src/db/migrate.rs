@@ -26,6 +26,7 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "invitations_roles",
         sql: include_str!("../../migrations/0004_invitations_roles.sql"),
     },
+    Migration { version: 5, name: "user_lifecycle", sql: include_str!("../../migrations/0005_user_lifecycle.sql") },
 ];
 
 /// The newest schema version this binary knows.

@@ -9,8 +9,14 @@
 //!
 //! Keys are typed ([`Key`]) and carry the configured prefix, so several deployments (or tests) can share one
 //! Redis without seeing each other.
+//!
+//! TLS (`rediss://`, certificate verified against the system roots and `REDIS_CA_FILE`) and ACL users are the
+//! client's ([`tls`]); a connection refused for a reason of configuration (certificate, credentials) is kept
+//! as [`Kv::misconfiguration`], which start-up turns into a refusal to start and which is logged as an
+//! error, not as an outage, for as long as it lasts.
 
 pub mod bus;
+mod tls;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -90,6 +96,8 @@ struct Inner {
     conn: RwLock<Option<ConnectionManager>>,
     healthy: AtomicBool,
     stats: KvStats,
+    /// Why the last connection attempt was refused, when the configuration is the reason.
+    misconfigured: std::sync::Mutex<Option<String>>,
 }
 
 /// Handle on the shared store; cheap to clone. `Kv::disabled()` when no Redis is configured.
@@ -104,9 +112,14 @@ impl Kv {
         Kv { inner: None, prefix: prefix.into() }
     }
 
-    /// Configure the store and start connecting in the background.
-    pub fn connect(url: &str, prefix: &str, op_timeout: Duration) -> anyhow::Result<Kv> {
-        let client = Client::open(url).map_err(|_| anyhow::anyhow!("REDIS_URL is not a valid redis:// URL"))?;
+    /// Configure the store and start connecting in the background (`ca_file`: `REDIS_CA_FILE`).
+    pub fn connect(
+        url: &str,
+        ca_file: Option<&std::path::Path>,
+        prefix: &str,
+        op_timeout: Duration,
+    ) -> anyhow::Result<Kv> {
+        let client = tls::client(url, ca_file)?;
         let breaker = breaker::CircuitBreaker::new(
             "redis",
             breaker::BreakerConfig {
@@ -126,14 +139,22 @@ impl Kv {
             conn: RwLock::new(None),
             healthy: AtomicBool::new(false),
             stats: KvStats::default(),
+            misconfigured: std::sync::Mutex::new(None),
         });
-        let background = inner.clone();
+        // The task holds the state weakly: a server that gives up at start (or shuts down) stops retrying.
+        let background = Arc::downgrade(&inner);
         tokio::spawn(async move { connect_until_done(background).await });
         Ok(Kv { inner: Some(inner), prefix: prefix.into() })
     }
 
     pub fn is_configured(&self) -> bool {
         self.inner.is_some()
+    }
+
+    /// Why the store cannot be used as configured (TLS certificate, credentials), while that lasts.
+    pub fn misconfiguration(&self) -> Option<String> {
+        let inner = self.inner.as_ref()?;
+        inner.misconfigured.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Whether the last command (or connection attempt) succeeded.
@@ -159,7 +180,8 @@ impl Kv {
     }
 
     /// Wait until connected, at most `wait` (start-up: a fresh instance should count its first requests'
-    /// rate limits in Redis with the others, not in process while the connection is still being made).
+    /// rate limits in Redis with the others, not in process while the connection is still being made), or
+    /// until the store refuses the configuration ([`Kv::misconfiguration`]).
     pub async fn wait_connected(&self, wait: Duration) -> bool {
         let Some(inner) = &self.inner else { return false };
         let deadline = tokio::time::Instant::now() + wait;
@@ -167,7 +189,7 @@ impl Kv {
             if inner.conn.read().await.is_some() {
                 return true;
             }
-            if tokio::time::Instant::now() >= deadline {
+            if tokio::time::Instant::now() >= deadline || self.misconfiguration().is_some() {
                 return false;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -270,26 +292,45 @@ impl Kv {
     }
 }
 
-async fn connect_until_done(inner: Arc<Inner>) {
+async fn connect_until_done(state: std::sync::Weak<Inner>) {
+    let Some(op_timeout) = state.upgrade().map(|i| i.op_timeout) else { return };
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(inner.op_timeout.max(Duration::from_millis(50))))
+        .set_response_timeout(Some(op_timeout.max(Duration::from_millis(50))))
         .set_number_of_retries(2)
         .set_max_delay(Duration::from_secs(1));
     let mut delay = Duration::from_millis(100);
     loop {
-        match inner.client.get_connection_manager_with_config(config.clone()).await {
+        let Some(inner) = state.upgrade() else { return };
+        let attempt = match inner.client.get_connection_manager_with_config(config.clone()).await {
+            // A server that wants credentials the URL lacks (or an ACL that forbids the basics) accepts the
+            // connection and refuses the first command: ask once before calling the store usable.
+            Ok(mut conn) => match ::redis::cmd("PING").query_async::<String>(&mut conn).await {
+                Ok(_) => Ok(conn),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        match attempt {
             Ok(conn) => {
                 *inner.conn.write().await = Some(conn);
                 inner.healthy.store(true, Ordering::Relaxed);
+                *inner.misconfigured.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 tracing::info!("connected to the shared store (Redis)");
                 return;
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "shared store (Redis) unreachable, retrying; serving from in-process state");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
+            Err(e) => match tls::misconfiguration(&e) {
+                Some(problem) => {
+                    tracing::error!(problem = %problem, "shared store (Redis) refused as configured, retrying; serving from in-process state");
+                    *inner.misconfigured.lock().unwrap_or_else(|p| p.into_inner()) = Some(problem);
+                }
+                None => {
+                    tracing::warn!(error = %e, "shared store (Redis) unreachable, retrying; serving from in-process state")
+                }
+            },
         }
+        drop(inner);
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }

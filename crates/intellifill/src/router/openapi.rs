@@ -91,7 +91,10 @@ fn add_errors(op: &mut Operation, in_path: bool, in_query: bool) {
     }
     if authenticated {
         add("401", "no valid bearer token (`TOKEN_*`, `SESSION_REVOKED`, `USER_BANNED`, `USER_NOT_PROVISIONED`)");
-        add("403", "not allowed (`ACCOUNT_DEACTIVATED`, `NOT_ORG_MEMBER`, `*_REQUIRED`, `ORG_SUSPENDED`, `FORBIDDEN`)");
+        add(
+            "403",
+            "not allowed (`ACCOUNT_DEACTIVATED`, `EMAIL_NOT_CONFIRMED`, `ANONYMOUS_NOT_ALLOWED`, `NOT_ORG_MEMBER`, `*_REQUIRED`, `ORG_SUSPENDED`, `FORBIDDEN`)",
+        );
     }
     if in_path {
         add("404", "no such entity here (`NOT_FOUND`)");

@@ -57,13 +57,8 @@ async fn tokens_the_auth_service_rejects_map_to_clear_codes() {
 }
 
 #[tokio::test]
-async fn unprovisioned_users_are_refused_unless_auto_provisioning_is_on() {
+async fn users_are_provisioned_on_first_sight_unless_auto_provisioning_is_off() {
     let app = TestApp::spawn().await;
-    let ghost = app.auth_only_user(&email("ghost")).await;
-    let (s, b) = app.get(&ghost, "/api/me").await;
-    assert_error(s, &b, 401, "USER_NOT_PROVISIONED");
-
-    let app = TestApp::spawn_with(|a| a.auth_auto_provision = Some("true".into())).await;
     let fresh = app.auth_only_user(&email("fresh")).await;
     let (s, b) = app.get(&fresh, "/api/me").await;
     assert_eq!(s, 200, "{b}");
@@ -71,6 +66,13 @@ async fn unprovisioned_users_are_refused_unless_auto_provisioning_is_on() {
     assert_eq!(b["role"], "USER");
     let rows = app.owner.query("SELECT 1 FROM users WHERE id = $1", &[&fresh.id]).await.expect("select");
     assert_eq!(rows.len(), 1);
+
+    let app = TestApp::spawn_with(|a| a.auth_auto_provision = Some("false".into())).await;
+    let ghost = app.auth_only_user(&email("ghost")).await;
+    let (s, b) = app.get(&ghost, "/api/me").await;
+    assert_error(s, &b, 401, "USER_NOT_PROVISIONED");
+    let rows = app.owner.query("SELECT 1 FROM users WHERE id = $1", &[&ghost.id]).await.expect("select");
+    assert!(rows.is_empty());
 }
 
 #[tokio::test]

@@ -58,7 +58,7 @@ async fn a_broadcast_subscription_ends_with_its_handle_and_a_live_one_reconnects
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     let redis = testkit::RedisServer::start().await.expect("redis");
-    let kv = intellifill::kv::Kv::connect(&redis.url(), "lifecycle:", Duration::from_secs(1)).expect("kv");
+    let kv = intellifill::kv::Kv::connect(&redis.url(), None, "lifecycle:", Duration::from_secs(1)).expect("kv");
     let subscribe = |connects: Arc<AtomicUsize>| {
         intellifill::kv::bus::subscribe(
             &kv,
