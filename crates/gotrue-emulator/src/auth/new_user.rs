@@ -54,6 +54,11 @@ impl NewUser<'_> {
             created_at: now,
             updated_at: now,
             banned_until: None,
+            invited_at: None,
+            confirmation_sent_at: None,
+            recovery_sent_at: None,
+            new_email: String::new(),
+            email_change_sent_at: None,
         }
     }
 }

@@ -36,7 +36,7 @@ pub(super) fn authorization(headers: &HeaderMap) -> Option<&str> {
     headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
 }
 
-fn token_response(issued: &Issued) -> Response {
+pub(super) fn token_response(issued: &Issued) -> Response {
     Json(TokenResponseJson {
         access_token: &issued.access_token,
         token_type: "bearer",
@@ -174,15 +174,17 @@ pub(super) async fn user(State(state): State<SharedState>, headers: HeaderMap) -
     Ok(Json(UserJson::new(&auth.user)).into_response())
 }
 
-/// `PUT /user`: the caller's own password and metadata.
+/// `PUT /user`: the caller's own password, metadata and email address.
 pub(super) async fn update_user(
     State(state): State<SharedState>,
     headers: HeaderMap,
+    RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let auth = state.authenticate(authorization(&headers))?;
     let params: UserUpdateParams = parse_body(&body)?;
-    let user = state.update_user(&auth, params)?;
+    let redirect_to = query_param(query.as_deref(), "redirect_to");
+    let user = state.update_user(&auth, params, redirect_to.as_deref())?;
     Ok(Json(UserJson::new(&user)).into_response())
 }
 
