@@ -118,7 +118,9 @@ impl AppState {
             "signup" | "email_change" => {}
             "sms" | "phone_change" => return Err(phone_disabled()),
             _ => {
-                return Err(ApiError::validation("Missing one of these types: signup, email_change, sms, phone_change"));
+                return Err(ApiError::validation(
+                    "Missing one of these types: signup, email_change, sms, phone_change",
+                ));
             }
         }
         if params.email.is_empty() {
