@@ -9,6 +9,16 @@
 //! GoTrue: `POST /logout` by scope, `PUT /user` with a new password (every
 //! other session), admin bans and deletes.
 //!
+//! The flows that need an email (magic link and code through `POST /otp`,
+//! `POST /recover`, `POST /resend`, an email change through `PUT /user`,
+//! `POST /invite`) put the email in a mailbox instead of sending it
+//! ([`Emulator::mailbox`], `GET /__emulator/mailbox`); its link opens
+//! `GET /verify`, which redirects with the session in the URL fragment as
+//! GoTrue's implicit flow does, and its code goes to `POST /verify`.
+//! `POST /admin/generate_link` hands the same link back without sending.
+//! The project's API keys are accepted in both of Supabase's forms
+//! ([`Emulator::api_keys`]), and browsers may call from any origin (CORS).
+//!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
 //! use gotrue_emulator::{Emulator, EmulatorConfig};
@@ -24,7 +34,8 @@
 //! options), `keys` (signing, JWKS, verification), `store` (users, sessions,
 //! refresh tokens), `auth` (GoTrue's behaviour, a file per flow), `views`
 //! (JSON shapes), `errors` (error bodies), `routes` (HTTP and the gateway),
-//! `faults`, `stats`, `server` (the accept loop).
+//! `faults`, `stats`, `mailbox` (captured emails), `server` (the accept
+//! loop).
 
 #![warn(unreachable_pub)]
 
