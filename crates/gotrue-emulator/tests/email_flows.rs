@@ -298,3 +298,22 @@ async fn generate_link_returns_the_link_without_sending() {
     let anon = anon.json(&json!({ "type": "recovery", "email": "gil@example.com" })).send().await.unwrap();
     assert_error(anon, 403, "not_admin").await;
 }
+
+#[tokio::test]
+async fn a_link_never_redirects_outside_http_urls() {
+    let h = Harness::start().await;
+    h.emu.create_user("ray@example.com", PASSWORD).unwrap();
+    assert_eq!(post(&h, "/recover", json!({ "email": "ray@example.com" })).await.status(), 200);
+    let link = h.emu.mailbox_for("ray@example.com")[0].link.clone();
+    // A tampered redirect_to (script URL) is replaced by the site URL, on success and on error.
+    let hostile = format!("{}&redirect_to=javascript%3Aalert(1)", link.split("&redirect_to=").next().unwrap());
+    let (status, location) = open_link(&hostile).await;
+    assert_eq!(status, 303);
+    assert!(location.starts_with("http://127.0.0.1:3000/#access_token="), "{location}");
+    let (status, location) = open_link(&hostile).await;
+    assert_eq!(status, 303);
+    assert!(location.starts_with("http://127.0.0.1:3000/#error=access_denied"), "{location}");
+    // Missing parameters are a JSON error, not a redirect.
+    let bare = h.http.get(h.url("/verify?type=signup")).send().await.unwrap();
+    assert_error(bare, 400, "validation_failed").await;
+}
