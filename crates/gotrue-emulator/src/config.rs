@@ -35,6 +35,8 @@ pub struct EmulatorConfig {
     pub access_token_ttl: Duration,
     /// How `POST /signup` treats new users.
     pub signup: SignupSettings,
+    /// How emails (confirmation, magic link, recovery, ...) are built.
+    pub mail: MailSettings,
 }
 
 /// The project's sign-up settings.
@@ -56,6 +58,33 @@ impl Default for SignupSettings {
     }
 }
 
+/// The project's email settings, as GoTrue's `GOTRUE_SITE_URL` and
+/// `GOTRUE_MAILER_*` / `GOTRUE_SMTP_MAX_FREQUENCY` set them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailSettings {
+    /// `GOTRUE_SITE_URL`: where a verification link redirects when the
+    /// request named no (valid) `redirect_to`. Default: the Supabase CLI's
+    /// `http://127.0.0.1:3000`.
+    pub site_url: String,
+    /// `GOTRUE_MAILER_OTP_EXP`: how long an emailed link or code stays
+    /// valid (GoTrue's default: one day).
+    pub otp_ttl: Duration,
+    /// `GOTRUE_SMTP_MAX_FREQUENCY`: the least time between two emails of
+    /// the same kind to one user; sooner is 429 `over_email_send_rate_limit`
+    /// (GoTrue's default: 60 s; zero turns the limit off).
+    pub max_frequency: Duration,
+}
+
+impl Default for MailSettings {
+    fn default() -> Self {
+        Self {
+            site_url: "http://127.0.0.1:3000".to_owned(),
+            otp_ttl: Duration::from_secs(86_400),
+            max_frequency: Duration::from_secs(60),
+        }
+    }
+}
+
 impl Default for EmulatorConfig {
     fn default() -> Self {
         Self {
@@ -64,6 +93,7 @@ impl Default for EmulatorConfig {
             service_role_key: format!("sb_secret_{}", random_token(22)),
             access_token_ttl: Duration::from_secs(3600),
             signup: SignupSettings::default(),
+            mail: MailSettings::default(),
         }
     }
 }

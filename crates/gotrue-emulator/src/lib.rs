@@ -9,6 +9,16 @@
 //! GoTrue: `POST /logout` by scope, `PUT /user` with a new password (every
 //! other session), admin bans and deletes.
 //!
+//! The flows that need an email (magic link and code through `POST /otp`,
+//! `POST /recover`, `POST /resend`, an email change through `PUT /user`,
+//! `POST /invite`) put the email in a mailbox instead of sending it
+//! ([`Emulator::mailbox`], `GET /__emulator/mailbox`); its link opens
+//! `GET /verify`, which redirects with the session in the URL fragment as
+//! GoTrue's implicit flow does, and its code goes to `POST /verify`.
+//! `POST /admin/generate_link` hands the same link back without sending.
+//! The project's API keys are accepted in both of Supabase's forms
+//! ([`Emulator::api_keys`]), and browsers may call from any origin (CORS).
+//!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
 //! use gotrue_emulator::{Emulator, EmulatorConfig};
@@ -24,7 +34,8 @@
 //! options), `keys` (signing, JWKS, verification), `store` (users, sessions,
 //! refresh tokens), `auth` (GoTrue's behaviour, a file per flow), `views`
 //! (JSON shapes), `errors` (error bodies), `routes` (HTTP and the gateway),
-//! `faults`, `stats`, `server` (the accept loop).
+//! `faults`, `stats`, `mailbox` (captured emails), `server` (the accept
+//! loop).
 
 #![warn(unreachable_pub)]
 
@@ -34,6 +45,7 @@ mod errors;
 mod faults;
 mod go_duration;
 mod keys;
+mod mailbox;
 mod routes;
 mod server;
 mod state;
@@ -50,9 +62,10 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-pub use config::{EmulatorConfig, Signing, SignupSettings};
+pub use config::{EmulatorConfig, MailSettings, Signing, SignupSettings};
 pub use errors::ApiError;
 pub use faults::{DEFAULT_ERROR_STATUS, FaultSettings, Faults, MAX_CLOCK_SKEW_SECONDS};
+pub use mailbox::{Email, EmailKind, MAILBOX_CAPACITY};
 pub use stats::Stats;
 
 use auth::{AUTHENTICATED, AdminUserParams, Issued};
@@ -169,7 +182,9 @@ impl Emulator {
         let base_url = base_url_for(bound);
         let (control_tx, control_rx) = mpsc::unbounded_channel();
         let faults = Faults::new(control_tx.downgrade());
-        let state = Arc::new(AppState::new(
+        let legacy_anon_key = legacy_api_key(&keys, "anon")?;
+        let legacy_service_role_key = legacy_api_key(&keys, "service_role")?;
+        let mut state = AppState::new(
             keys,
             config.anon_key,
             config.service_role_key,
@@ -177,7 +192,12 @@ impl Emulator {
             format!("{base_url}/auth/v1"),
             config.signup,
             faults.clone(),
-        ));
+        );
+        state.legacy_anon_key = legacy_anon_key;
+        state.legacy_service_role_key = legacy_service_role_key;
+        state.base_url = base_url.clone();
+        state.mail = config.mail;
+        let state = Arc::new(state);
         let app = routes::router(state.clone());
         server::spawn(listener, app, faults, control_rx).await?;
         tracing::info!(%base_url, "gotrue-emulator listening");
@@ -198,14 +218,43 @@ impl Emulator {
         self.state().issuer.clone()
     }
 
-    /// The anon (publishable) API key.
+    /// The anon (publishable) API key as configured: by default the new
+    /// form, `sb_publishable_…`.
     pub fn anon_key(&self) -> &str {
         &self.inner.state.anon_key
     }
 
-    /// The service-role (secret) API key.
+    /// The service-role (secret) API key as configured: by default the new
+    /// form, `sb_secret_…`.
     pub fn service_role_key(&self) -> &str {
         &self.inner.state.service_role_key
+    }
+
+    /// The project's API keys in both of Supabase's forms; every one of them
+    /// is accepted as `apikey` (and as a bearer standing for its role).
+    pub fn api_keys(&self) -> ApiKeys {
+        let state = self.state();
+        ApiKeys {
+            publishable: state.anon_key.clone(),
+            secret: state.service_role_key.clone(),
+            anon: state.legacy_anon_key.clone(),
+            service_role: state.legacy_service_role_key.clone(),
+        }
+    }
+
+    /// Every email captured so far, oldest first (see [`Email`]).
+    pub fn mailbox(&self) -> Vec<Email> {
+        self.state().mailbox.messages(None)
+    }
+
+    /// The captured emails to one address, oldest first.
+    pub fn mailbox_for(&self, to: &str) -> Vec<Email> {
+        self.state().mailbox.messages(Some(to))
+    }
+
+    /// Empties the mailbox.
+    pub fn clear_mailbox(&self) {
+        self.state().mailbox.clear();
     }
 
     /// The document served at `/auth/v1/.well-known/jwks.json`.
@@ -359,6 +408,37 @@ impl Emulator {
             let _ = done.await;
         }
     }
+}
+
+/// The API keys of the emulated project, in both of Supabase's forms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeys {
+    /// The new-style publishable key (`EmulatorConfig::anon_key`).
+    pub publishable: String,
+    /// The new-style secret key (`EmulatorConfig::service_role_key`).
+    pub secret: String,
+    /// The legacy anon key: a JWT with `role: anon`, signed with the
+    /// emulator's key, valid for ten years.
+    pub anon: String,
+    /// The legacy service-role key: a JWT with `role: service_role`.
+    pub service_role: String,
+}
+
+/// Project ref put in the legacy keys' `ref` claim.
+const PROJECT_REF: &str = "emulator";
+
+/// A legacy JWT API key for `role`, shaped like Supabase's (`iss: supabase`,
+/// `ref`, `role`, `iat`, `exp`).
+fn legacy_api_key(keys: &keys::Keys, role: &str) -> anyhow::Result<String> {
+    let iat = Utc::now().timestamp();
+    let claims = serde_json::json!({
+        "iss": "supabase",
+        "ref": PROJECT_REF,
+        "role": role,
+        "iat": iat,
+        "exp": iat + 10 * 365 * 24 * 3600,
+    });
+    Ok(keys.sign(&keys.header(), &claims)?)
 }
 
 /// The audience of every token the emulator issues.

@@ -78,6 +78,16 @@ pub(crate) struct UserRecord {
     pub(crate) banned_until: Option<DateTime<Utc>>,
     /// Created by an anonymous sign-in (no email, no phone, no password).
     pub(crate) is_anonymous: bool,
+    /// When an invitation was sent (`POST /invite`).
+    pub(crate) invited_at: Option<DateTime<Utc>>,
+    /// When the last signup/invite confirmation email was sent.
+    pub(crate) confirmation_sent_at: Option<DateTime<Utc>>,
+    /// When the last recovery or magic-link email was sent.
+    pub(crate) recovery_sent_at: Option<DateTime<Utc>>,
+    /// The address an email change is waiting to switch to, or empty.
+    pub(crate) new_email: String,
+    /// When the email-change emails were sent.
+    pub(crate) email_change_sent_at: Option<DateTime<Utc>>,
 }
 
 impl UserRecord {
@@ -107,6 +117,30 @@ pub(crate) fn merge_metadata(target: &mut Map<String, Value>, updates: &Map<Stri
             target.insert(key.clone(), value.clone());
         }
     }
+}
+
+/// The columns of `auth.users` that hold a one-time token: which emails
+/// and verification types a token answers to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum TokenSlot {
+    /// `confirmation_token`: sign-up and invite confirmation.
+    Confirmation,
+    /// `recovery_token`: password recovery and magic links.
+    Recovery,
+    /// `email_change_token_current`: sent to the address being replaced.
+    EmailChangeCurrent,
+    /// `email_change_token_new`: sent to the new address.
+    EmailChangeNew,
+}
+
+/// A one-time token waiting to be verified: the hash that goes in links
+/// (`sha224(email + otp)`, hex) and when it was sent.
+#[derive(Clone, Debug)]
+pub(crate) struct OneTimeToken {
+    pub(crate) user_id: Uuid,
+    pub(crate) slot: TokenSlot,
+    pub(crate) token_hash: String,
+    pub(crate) sent_at: DateTime<Utc>,
 }
 
 /// One entry of the `amr` claim.
@@ -150,6 +184,9 @@ pub(crate) struct Store {
     sessions: HashMap<Uuid, SessionRecord>,
     refresh_tokens: HashMap<String, RefreshTokenRecord>,
     next_seq: u64,
+    /// At most one token per user and slot: a new email replaces the token
+    /// of the previous one, as the column is overwritten in GoTrue.
+    one_time_tokens: HashMap<(Uuid, TokenSlot), OneTimeToken>,
 }
 
 /// GoTrue's legacy refresh tokens: 12 characters of `[a-z0-9]`.
@@ -198,7 +235,28 @@ impl Store {
         let user = self.users.remove(&id)?;
         self.sessions.retain(|_, s| s.user_id != id);
         self.refresh_tokens.retain(|_, t| t.user_id != id);
+        self.one_time_tokens.retain(|(user_id, _), _| *user_id != id);
         Some(user)
+    }
+
+    /// Stores (replacing) the user's token in `slot`.
+    pub(crate) fn put_token(&mut self, token: OneTimeToken) {
+        self.one_time_tokens.insert((token.user_id, token.slot), token);
+    }
+
+    /// The token of `user_id` in `slot`, if one is pending.
+    pub(crate) fn token(&self, user_id: Uuid, slot: TokenSlot) -> Option<&OneTimeToken> {
+        self.one_time_tokens.get(&(user_id, slot))
+    }
+
+    /// The pending token with this hash in one of `slots`.
+    pub(crate) fn token_by_hash(&self, hash: &str, slots: &[TokenSlot]) -> Option<OneTimeToken> {
+        self.one_time_tokens.values().find(|t| slots.contains(&t.slot) && t.token_hash == hash).cloned()
+    }
+
+    /// Consumes the user's token in `slot` (tokens are single use).
+    pub(crate) fn take_token(&mut self, user_id: Uuid, slot: TokenSlot) -> Option<OneTimeToken> {
+        self.one_time_tokens.remove(&(user_id, slot))
     }
 
     fn issue_refresh_token(&mut self, user_id: Uuid, session_id: Uuid, parent: Option<String>) -> String {

@@ -71,6 +71,16 @@ pub(crate) struct UserJson<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     confirmed_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    invited_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    confirmation_sent_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recovery_sent_at: Option<String>,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    new_email: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email_change_sent_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     last_sign_in_at: Option<String>,
     app_metadata: &'a Map<String, Value>,
     user_metadata: &'a Map<String, Value>,
@@ -97,6 +107,11 @@ impl<'a> UserJson<'a> {
                 (Some(e), Some(p)) => Some(timestamp(e.min(p))),
                 (e, p) => e.or(p).map(timestamp),
             },
+            invited_at: user.invited_at.map(timestamp),
+            confirmation_sent_at: user.confirmation_sent_at.map(timestamp),
+            recovery_sent_at: user.recovery_sent_at.map(timestamp),
+            new_email: &user.new_email,
+            email_change_sent_at: user.email_change_sent_at.map(timestamp),
             last_sign_in_at: user.last_sign_in_at.map(timestamp),
             app_metadata: &user.app_metadata,
             user_metadata: &user.user_metadata,

@@ -96,3 +96,32 @@ fn base64_url_decode(s: &str) -> Vec<u8> {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).unwrap()
 }
+
+#[tokio::test]
+async fn without_autoconfirm_the_confirmation_email_signs_the_user_in() {
+    let h = Harness::with_config(with_signup(SignupSettings { autoconfirm: false, anonymous: false })).await;
+    let settings: Value = h.anon(Method::GET, "/settings").send().await.unwrap().json().await.unwrap();
+    assert_eq!(settings["mailer_autoconfirm"], false, "{settings}");
+
+    let signup = h.anon(Method::POST, "/signup?redirect_to=http://localhost:5173/welcome");
+    let response = signup.json(&json!({ "email": "June@Example.com", "password": PASSWORD })).send().await.unwrap();
+    let user: Value = response.json().await.unwrap();
+    assert!(user["confirmation_sent_at"].is_string(), "{user}");
+    let mail = h.emu.mailbox_for("june@example.com");
+    assert_eq!(mail.len(), 1, "one confirmation email: {mail:?}");
+    assert_eq!(mail[0].kind, gotrue_emulator::EmailKind::Signup);
+    assert!(mail[0].link.contains("type=signup"), "{}", mail[0].link);
+
+    // A registered address signing up again gets no email (the answer is a made-up user).
+    let again = h.anon(Method::POST, "/signup").json(&json!({ "email": "june@example.com", "password": PASSWORD }));
+    assert_eq!(again.send().await.unwrap().status(), 200);
+    assert_eq!(h.emu.mailbox_for("june@example.com").len(), 1);
+
+    let client = reqwest::Client::builder().no_proxy().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let followed = client.get(&mail[0].link).send().await.unwrap();
+    assert_eq!(followed.status(), 303);
+    let location = followed.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.starts_with("http://localhost:5173/welcome#access_token="), "{location}");
+    let token: Value = h.password_grant("june@example.com", PASSWORD).await.json().await.unwrap();
+    assert!(token["user"]["email_confirmed_at"].is_string(), "{token}");
+}

@@ -47,8 +47,8 @@ async fn password_rules_and_metadata() {
     assert_eq!(same.await["msg"], "New password should be different from the old password.");
     let app = put_user(&h, &mine.access_token, json!({ "app_metadata": { "plan": "pro" } })).await;
     assert_eq!(app.status(), 401);
-    let email = put_user(&h, &mine.access_token, json!({ "email": "new@example.com" })).await;
-    assert_error(email, 400, "validation_failed").await;
+    let phone = put_user(&h, &mine.access_token, json!({ "phone": "15550100" })).await;
+    assert_error(phone, 400, "validation_failed").await;
 
     // Metadata alone ends no session.
     let (status, _, body) = parts(put_user(&h, &mine.access_token, json!({ "data": { "theme": "dark" } })).await).await;

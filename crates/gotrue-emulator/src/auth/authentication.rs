@@ -37,13 +37,11 @@ impl AppState {
     }
 
     /// `parseJWTClaims`. The gateway swaps an opaque `sb_…` API key used as a
-    /// bearer for a role token without `sub`, which is what GoTrue then sees.
+    /// bearer for a role token without `sub`, which is what GoTrue then sees;
+    /// a legacy JWT key is such a role token already.
     fn parse_claims(&self, token: &str) -> Result<Map<String, Value>, ApiError> {
-        if token == self.anon_key {
-            return Ok(role_claims("anon"));
-        }
-        if token == self.service_role_key {
-            return Ok(role_claims("service_role"));
+        if let Some(role) = self.api_key_role(token) {
+            return Ok(role_claims(role));
         }
         self.keys.verify(token, self.now().timestamp()).map_err(ApiError::bad_jwt)
     }

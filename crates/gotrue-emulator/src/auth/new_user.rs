@@ -55,6 +55,11 @@ impl NewUser<'_> {
             updated_at: now,
             banned_until: None,
             is_anonymous: false,
+            invited_at: None,
+            confirmation_sent_at: None,
+            recovery_sent_at: None,
+            new_email: String::new(),
+            email_change_sent_at: None,
         }
     }
 }

@@ -4,9 +4,10 @@
 //!
 //! With email autoconfirm on (the emulator's default) the new user is
 //! confirmed and signed in at once. With it off, the user is created
-//! unconfirmed and the answer is the user alone, without a session: the
-//! address must be confirmed (`PUT /admin/users/{id}` with `email_confirm`,
-//! or [`crate::Emulator::confirm_email`]) before a password grant works.
+//! unconfirmed, a confirmation email goes to the mailbox, and the answer is
+//! the user alone, without a session: the address must be confirmed (the
+//! email's link, `PUT /admin/users/{id}` with `email_confirm`, or
+//! [`crate::Emulator::confirm_email`]) before a password grant works.
 
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
@@ -15,8 +16,9 @@ use super::access_token::Issued;
 use super::new_user::NewUser;
 use super::validation::{EmailOnly, check_password_strength, email_only, validate_email};
 use crate::errors::ApiError;
+use crate::mailbox::EmailKind;
 use crate::state::AppState;
-use crate::store::{PasswordHash, UserRecord};
+use crate::store::{PasswordHash, TokenSlot, UserRecord};
 use crate::views::now;
 
 /// What a sign-up hands back.
@@ -37,6 +39,7 @@ impl AppState {
         phone: &str,
         password: &str,
         data: Option<Map<String, Value>>,
+        redirect_to: Option<&str>,
     ) -> Result<SignedUp, ApiError> {
         if email.is_empty() && phone.is_empty() {
             return self.signup_anonymously(data).map(SignedUp::Session);
@@ -66,7 +69,10 @@ impl AppState {
         let id = Uuid::new_v4();
         let mut user = new_user(id).into_record(now);
         if !self.signup.autoconfirm {
-            store.insert_user(user.clone());
+            store.insert_user(user);
+            let redirect_to = self.redirect_target(redirect_to);
+            self.send_email(&mut store, id, TokenSlot::Confirmation, EmailKind::Signup, &email, &redirect_to)?;
+            let user = store.user(id).cloned().ok_or_else(ApiError::user_not_found)?;
             return Ok(SignedUp::Unconfirmed(user));
         }
         user.confirm(now);

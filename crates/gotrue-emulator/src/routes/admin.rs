@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use uuid::Uuid;
@@ -14,7 +14,7 @@ use crate::auth::{AUTHENTICATED, AdminUserParams};
 use crate::errors::ApiError;
 use crate::views::{UserJson, UserListJson};
 
-fn require_admin(state: &SharedState, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(super) fn require_admin(state: &SharedState, headers: &HeaderMap) -> Result<(), ApiError> {
     let apikey = headers.get("apikey").and_then(|v| v.to_str().ok());
     state.require_admin(authorization(headers), apikey)
 }
@@ -40,6 +40,20 @@ fn page_param(query: Option<&str>, name: &str, default: usize) -> Result<usize, 
     }
 }
 
+/// GoTrue's `Link` header: `rel="next"` while there is a next page, then
+/// `rel="last"` always (supabase-js `admin.listUsers()` reads `total` only
+/// when this header is present).
+fn pagination_links(base_url: &str, page: usize, per_page: usize, total: usize) -> String {
+    let last = total.div_ceil(per_page).max(1);
+    let url = format!("{base_url}/auth/v1/admin/users");
+    let mut links = Vec::new();
+    if page < last {
+        links.push(format!("<{url}?page={}&per_page={per_page}>; rel=\"next\"", page + 1));
+    }
+    links.push(format!("<{url}?page={last}&per_page={per_page}>; rel=\"last\""));
+    links.join(", ")
+}
+
 pub(super) async fn list(
     State(state): State<SharedState>,
     headers: HeaderMap,
@@ -61,6 +75,11 @@ pub(super) async fn list(
             .into_response();
     if let Ok(value) = HeaderValue::from_str(&total.to_string()) {
         response.headers_mut().insert("x-total-count", value);
+    }
+    if per_page > 0
+        && let Ok(value) = HeaderValue::from_str(&pagination_links(&state.base_url, page, per_page, total))
+    {
+        response.headers_mut().insert(header::LINK, value);
     }
     Ok(response)
 }

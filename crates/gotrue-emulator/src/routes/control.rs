@@ -1,12 +1,12 @@
-//! `/__emulator`: fault injection and request counters over HTTP, for test
-//! harnesses that run the emulator out of process. Never faulted, never
-//! counted, no API key.
+//! `/__emulator`: fault injection, request counters and the mailbox over
+//! HTTP, for test harnesses and browsers that use the emulator out of
+//! process. Never faulted, never counted, no API key.
 
 use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -89,5 +89,16 @@ pub(super) async fn get_stats(State(state): State<SharedState>) -> Response {
 
 pub(super) async fn reset_stats(State(state): State<SharedState>) -> StatusCode {
     state.stats.reset();
+    StatusCode::NO_CONTENT
+}
+
+/// `GET /__emulator/mailbox[?to=<email>]`: `{"messages": [...]}`, oldest first.
+pub(super) async fn get_mailbox(State(state): State<SharedState>, RawQuery(query): RawQuery) -> Response {
+    let to = super::gotrue::query_param(query.as_deref(), "to");
+    Json(json!({ "messages": state.mailbox.messages(to.as_deref()) })).into_response()
+}
+
+pub(super) async fn clear_mailbox(State(state): State<SharedState>) -> StatusCode {
+    state.mailbox.clear();
     StatusCode::NO_CONTENT
 }

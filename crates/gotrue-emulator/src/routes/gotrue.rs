@@ -36,7 +36,7 @@ pub(super) fn authorization(headers: &HeaderMap) -> Option<&str> {
     headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
 }
 
-fn token_response(issued: &Issued) -> Response {
+pub(super) fn token_response(issued: &Issued) -> Response {
     Json(TokenResponseJson {
         access_token: &issued.access_token,
         token_type: "bearer",
@@ -56,10 +56,11 @@ pub(super) async fn health() -> Json<Value> {
     }))
 }
 
-/// `GET /settings`: the project's public auth settings, as this emulator behaves (email sign-in with
-/// autoconfirm, no phone, no external providers, signup open). Behind the gateway it needs only the `apikey`,
+/// `GET /settings`: the project's public auth settings, as this emulator behaves (email sign-in, autoconfirm
+/// and anonymous sign-ins as configured, no phone, no external providers, signup open). Behind the gateway
+/// it needs only the `apikey`,
 /// which makes it the call that checks a key without any user token.
-pub(super) async fn settings() -> Json<Value> {
+pub(super) async fn settings(State(state): State<SharedState>) -> Json<Value> {
     let external: Map<String, Value> = [
         "anonymous_users",
         "apple",
@@ -88,12 +89,15 @@ pub(super) async fn settings() -> Json<Value> {
         "zoom",
     ]
     .into_iter()
-    .map(|provider| (provider.to_owned(), Value::Bool(provider == "email")))
+    .map(|provider| {
+        let on = provider == "email" || (provider == "anonymous_users" && state.signup.anonymous);
+        (provider.to_owned(), Value::Bool(on))
+    })
     .collect();
     Json(json!({
         "external": external,
         "disable_signup": false,
-        "mailer_autoconfirm": true,
+        "mailer_autoconfirm": state.signup.autoconfirm,
         "phone_autoconfirm": false,
         "sms_provider": "",
         "saml_enabled": false,
@@ -153,9 +157,16 @@ struct SignupParams {
     data: Option<Map<String, Value>>,
 }
 
-pub(super) async fn signup(State(state): State<SharedState>, body: Bytes) -> Result<Response, ApiError> {
+/// supabase-js sends `emailRedirectTo` as the `redirect_to` query parameter: where the confirmation link
+/// leads.
+pub(super) async fn signup(
+    State(state): State<SharedState>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let params: SignupParams = parse_body(&body)?;
-    match state.signup(&params.email, &params.phone, &params.password, params.data)? {
+    let redirect_to = query_param(query.as_deref(), "redirect_to");
+    match state.signup(&params.email, &params.phone, &params.password, params.data, redirect_to.as_deref())? {
         SignedUp::Session(issued) => Ok(token_response(&issued)),
         SignedUp::Unconfirmed(user) => Ok(Json(UserJson::new(&user)).into_response()),
     }
@@ -176,15 +187,17 @@ pub(super) async fn user(State(state): State<SharedState>, headers: HeaderMap) -
     Ok(Json(UserJson::new(&auth.user)).into_response())
 }
 
-/// `PUT /user`: the caller's own password and metadata.
+/// `PUT /user`: the caller's own password, metadata and email address.
 pub(super) async fn update_user(
     State(state): State<SharedState>,
     headers: HeaderMap,
+    RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let auth = state.authenticate(authorization(&headers))?;
     let params: UserUpdateParams = parse_body(&body)?;
-    let user = state.update_user(&auth, params)?;
+    let redirect_to = query_param(query.as_deref(), "redirect_to");
+    let user = state.update_user(&auth, params, redirect_to.as_deref())?;
     Ok(Json(UserJson::new(&user)).into_response())
 }
 

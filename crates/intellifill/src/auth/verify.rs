@@ -491,9 +491,13 @@ fn classify<T>(result: &Result<T, GoTrueError>) -> Outcome {
     }
 }
 
-/// Whether a cached verification is about the token whose verified claims are `claimed`.
+/// Whether a cached verification is about the token whose verified claims are `claimed`. The e-mail is
+/// compared too: provisioning trusts the entry's e-mail and its confirmation, so an entry naming another
+/// address is re-verified rather than believed.
 fn same_token(user: &CachedUser, claimed: &CachedUser) -> bool {
     user.id == claimed.id
+        && user.email == claimed.email
+        && user.is_anonymous == claimed.is_anonymous
         && user.session_id == claimed.session_id
         && user.issued_at == claimed.issued_at
         && user.expires_at == claimed.expires_at

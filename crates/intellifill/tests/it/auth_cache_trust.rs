@@ -32,6 +32,8 @@ fn entry_naming(victim: &TestUser, token: &str, session: Option<uuid::Uuid>) -> 
             issued_at: claims["iat"].as_i64().expect("iat"),
             expires_at: claims["exp"].as_i64().expect("exp"),
             aal: Some("aal1".into()),
+            email_confirmed: true,
+            is_anonymous: false,
         },
         cached_at: chrono::Utc::now().timestamp_millis(),
     }

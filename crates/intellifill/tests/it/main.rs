@@ -4,6 +4,7 @@
 mod helpers;
 
 mod api_errors;
+mod api_key_forms;
 mod audit;
 mod auth_basic;
 mod auth_cache_trust;
