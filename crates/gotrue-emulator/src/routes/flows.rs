@@ -12,26 +12,17 @@ use serde_json::{Map, Value, json};
 
 use super::SharedState;
 use super::admin::require_admin;
-use super::gotrue::{parse_body, query_param, token_response};
+use super::gotrue::{RedirectTo, parse_body, query_param, token_response};
 use crate::auth::{GenerateLinkParams, OTHER_EMAIL_PENDING, OtpParams, ResendParams, Verified, VerifyParams, Via};
 use crate::errors::ApiError;
 use crate::views::UserJson;
-
-fn redirect_param(query: Option<&str>) -> Option<String> {
-    query_param(query, "redirect_to")
-}
 
 fn empty_object() -> Response {
     Json(json!({})).into_response()
 }
 
-pub(super) async fn otp(
-    State(state): State<SharedState>,
-    RawQuery(query): RawQuery,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let params: OtpParams = parse_body(&body)?;
-    state.otp(params, redirect_param(query.as_deref()).as_deref())?;
+pub(super) async fn otp(State(state): State<SharedState>, to: RedirectTo, body: Bytes) -> Result<Response, ApiError> {
+    state.otp(parse_body::<OtpParams>(&body)?, to.as_deref())?;
     Ok(empty_object())
 }
 
@@ -43,21 +34,19 @@ struct RecoverParams {
 
 pub(super) async fn recover(
     State(state): State<SharedState>,
-    RawQuery(query): RawQuery,
+    to: RedirectTo,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let params: RecoverParams = parse_body(&body)?;
-    state.recover(&params.email, redirect_param(query.as_deref()).as_deref())?;
+    state.recover(&parse_body::<RecoverParams>(&body)?.email, to.as_deref())?;
     Ok(empty_object())
 }
 
 pub(super) async fn resend(
     State(state): State<SharedState>,
-    RawQuery(query): RawQuery,
+    to: RedirectTo,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let params: ResendParams = parse_body(&body)?;
-    state.resend(params, redirect_param(query.as_deref()).as_deref())?;
+    state.resend(parse_body::<ResendParams>(&body)?, to.as_deref())?;
     Ok(empty_object())
 }
 
@@ -115,7 +104,7 @@ pub(super) async fn verify_get(
     let params = VerifyParams {
         kind: query_param(q, "type").unwrap_or_default(),
         token: query_param(q, "token").unwrap_or_default(),
-        redirect_to: redirect_param(q).unwrap_or_default(),
+        redirect_to: query_param(q, "redirect_to").unwrap_or_default(),
         ..VerifyParams::default()
     };
     if params.token.is_empty() {
@@ -164,12 +153,12 @@ struct InviteParams {
 pub(super) async fn invite(
     State(state): State<SharedState>,
     headers: HeaderMap,
-    RawQuery(query): RawQuery,
+    to: RedirectTo,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     require_admin(&state, &headers)?;
     let params: InviteParams = parse_body(&body)?;
-    let user = state.invite(&params.email, params.data, redirect_param(query.as_deref()).as_deref())?;
+    let user = state.invite(&params.email, params.data, to.as_deref())?;
     Ok(Json(UserJson::new(&user)).into_response())
 }
 
@@ -179,12 +168,12 @@ pub(super) async fn invite(
 pub(super) async fn generate_link(
     State(state): State<SharedState>,
     headers: HeaderMap,
-    RawQuery(query): RawQuery,
+    to: RedirectTo,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     require_admin(&state, &headers)?;
     let params: GenerateLinkParams = parse_body(&body)?;
-    let generated = state.generate_link(params, redirect_param(query.as_deref()).as_deref())?;
+    let generated = state.generate_link(params, to.as_deref())?;
     let mut body = serde_json::to_value(UserJson::new(&generated.user))
         .map_err(|e| ApiError::internal(format!("error encoding the user: {e}")))?;
     let hashed_token = query_param(generated.email.link.split_once('?').map(|(_, q)| q), "token").unwrap_or_default();

@@ -3,7 +3,8 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{RawQuery, State};
+use axum::extract::{FromRequestParts, RawQuery, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -30,6 +31,24 @@ pub(super) fn query_param(query: Option<&str>, name: &str) -> Option<String> {
         .into_iter()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v)
+}
+
+/// The `redirect_to` query parameter: where an email's link leads (supabase-js sends `emailRedirectTo` /
+/// `redirectTo` this way).
+pub(super) struct RedirectTo(Option<String>);
+
+impl RedirectTo {
+    pub(super) fn as_deref(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for RedirectTo {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(RedirectTo(query_param(parts.uri.query(), "redirect_to")))
+    }
 }
 
 pub(super) fn authorization(headers: &HeaderMap) -> Option<&str> {
@@ -161,12 +180,11 @@ struct SignupParams {
 /// leads.
 pub(super) async fn signup(
     State(state): State<SharedState>,
-    RawQuery(query): RawQuery,
+    to: RedirectTo,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let params: SignupParams = parse_body(&body)?;
-    let redirect_to = query_param(query.as_deref(), "redirect_to");
-    match state.signup(&params.email, &params.phone, &params.password, params.data, redirect_to.as_deref())? {
+    match state.signup(&params.email, &params.phone, &params.password, params.data, to.as_deref())? {
         SignedUp::Session(issued) => Ok(token_response(&issued)),
         SignedUp::Unconfirmed(user) => Ok(Json(UserJson::new(&user)).into_response()),
     }
@@ -191,13 +209,12 @@ pub(super) async fn user(State(state): State<SharedState>, headers: HeaderMap) -
 pub(super) async fn update_user(
     State(state): State<SharedState>,
     headers: HeaderMap,
-    RawQuery(query): RawQuery,
+    to: RedirectTo,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let auth = state.authenticate(authorization(&headers))?;
     let params: UserUpdateParams = parse_body(&body)?;
-    let redirect_to = query_param(query.as_deref(), "redirect_to");
-    let user = state.update_user(&auth, params, redirect_to.as_deref())?;
+    let user = state.update_user(&auth, params, to.as_deref())?;
     Ok(Json(UserJson::new(&user)).into_response())
 }
 
