@@ -10,6 +10,7 @@
 
 mod audit;
 mod auth;
+mod browser;
 mod check;
 mod database;
 mod http;
@@ -29,6 +30,7 @@ use secrecy::ExposeSecret;
 
 pub use audit::{AnomalyConfig, AuditConfig, WriterConfig};
 pub use auth::{AuthConfig, JwtKeys, OutageMode, StartupKeyCheck, VerifyMode};
+pub use browser::{BrowserConfig, CorsConfig, CorsOrigins, parse_origin, parse_origins};
 pub use check::{ConfigErrors, ConfigProblem};
 pub use database::{DatabaseConfig, RlsFailureMode};
 pub use http::{ConnectionLimits, HttpConfig, TrustedProxies};
@@ -193,6 +195,20 @@ pub struct ServeArgs {
     /// Anomaly: distinct client ips per user per 5 minutes.
     #[arg(long, env = "ANOMALY_IPS_PER_USER_PER_5_MINUTES", default_value = "5")]
     pub anomaly_ips_per_user_per_5_minutes: Option<String>,
+    /// Origins allowed to call the API from a browser (CORS): comma-separated exact origins such as
+    /// `https://app.example.com` (scheme://host[:port]), or `*` for any; empty: CORS off.
+    #[arg(long, env = "CORS_ALLOWED_ORIGINS")]
+    pub cors_allowed_origins: Option<String>,
+    /// Answer CORS requests with `Access-Control-Allow-Credentials: true` (only with explicit origins).
+    #[arg(long, env = "CORS_ALLOW_CREDENTIALS", default_value = "false")]
+    pub cors_allow_credentials: Option<String>,
+    /// How long a browser may reuse a preflight answer (`Access-Control-Max-Age`).
+    #[arg(long, env = "CORS_MAX_AGE_SECONDS", default_value = "600")]
+    pub cors_max_age_seconds: Option<String>,
+    /// `Strict-Transport-Security` max-age on every response; 0: not sent (set it only when clients reach the
+    /// API over HTTPS only).
+    #[arg(long, env = "HSTS_MAX_AGE_SECONDS", default_value = "0")]
+    pub hsts_max_age_seconds: Option<String>,
     /// Proxies whose X-Forwarded-For is believed (comma-separated ips or CIDRs); empty: none.
     #[arg(long, env = "TRUSTED_PROXIES")]
     pub trusted_proxies: Option<String>,
@@ -281,6 +297,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub redis: RedisConfig,
     pub http: HttpConfig,
+    pub browser: BrowserConfig,
     pub audit: AuditConfig,
     pub rate_limit: RateLimitConfig,
     pub metrics: MetricsConfig,
@@ -297,11 +314,12 @@ impl Config {
         let auth = keep(&mut problems, auth::from_args(args, app_env));
         let redis = keep(&mut problems, redis::from_args(args));
         let http = keep(&mut problems, http::from_args(args));
+        let browser = keep(&mut problems, browser::from_args(args));
         let audit = keep(&mut problems, audit::from_args(args));
         let rate_limit = keep(&mut problems, ratelimit::from_args(args));
         let metrics = keep(&mut problems, observability::from_args(args, app_env));
         let health = keep(&mut problems, observability::health(args));
-        match (bind_addr, app_env, database, auth, redis, http, audit, rate_limit, metrics, health) {
+        match (bind_addr, app_env, database, auth, redis, http, browser, audit, rate_limit, metrics, health) {
             (
                 Some(bind_addr),
                 Some(app_env),
@@ -309,11 +327,24 @@ impl Config {
                 Some(auth),
                 Some(redis),
                 Some(http),
+                Some(browser),
                 Some(audit),
                 Some(rate_limit),
                 Some(metrics),
                 Some(health),
-            ) => Ok(Config { bind_addr, app_env, database, auth, redis, http, audit, rate_limit, metrics, health }),
+            ) => Ok(Config {
+                bind_addr,
+                app_env,
+                database,
+                auth,
+                redis,
+                http,
+                browser,
+                audit,
+                rate_limit,
+                metrics,
+                health,
+            }),
             _ => Err(ConfigErrors(problems)),
         }
     }
