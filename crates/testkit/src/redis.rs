@@ -27,12 +27,21 @@ impl RedisServer {
     /// Starts `redis-server` on 127.0.0.1 at a free port without persistence, in its own temp
     /// directory, and waits until it answers `PING`.
     pub async fn start() -> Result<RedisServer> {
-        Self::start_in(None, false).await
+        Self::start_in(None, false, None).await
+    }
+
+    /// As [`start`](Self::start), on 127.0.0.1:`port` exactly (an error if it is taken).
+    pub async fn start_on_port(port: u16) -> Result<RedisServer> {
+        Self::start_in(None, false, Some(port)).await
     }
 
     /// As [`start`](Self::start), in a fresh directory under `base_dir` (kept on drop) when given;
     /// `own_process_group` shields the server from signals aimed at our process group.
-    pub(crate) async fn start_in(base_dir: Option<&Path>, own_process_group: bool) -> Result<RedisServer> {
+    pub(crate) async fn start_in(
+        base_dir: Option<&Path>,
+        own_process_group: bool,
+        port: Option<u16>,
+    ) -> Result<RedisServer> {
         let spec = ServerSpec {
             name: "redis-server",
             program: crate::bins::redis_server()?,
@@ -51,7 +60,7 @@ impl RedisServer {
             },
         };
         let server = RedisServer { process: ManagedProcess::new(spec, base_dir)? };
-        server.process.start(|cmd, port| server.configure(cmd, port), |pid| server.probe(pid)).await?;
+        server.process.start(port, |cmd, port| server.configure(cmd, port), |pid| server.probe(pid)).await?;
         Ok(server)
     }
 
