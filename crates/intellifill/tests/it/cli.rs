@@ -95,6 +95,19 @@ async fn dev_mode_serves_the_demo_and_stops_cleanly_on_ctrl_c() {
     let (_, bob) = parse(&curls[4]);
     let response = http.get(&acme_url).bearer_auth(bob.expect("token")).send().await.expect("cross-tenant");
     assert_eq!(response.status().as_u16(), 403);
+    // The demo page at the root, with the vendored supabase-js and its configuration.
+    let base = me_url.trim_end_matches("/api/me");
+    let page = http.get(format!("{base}/")).send().await.expect("demo page");
+    assert_eq!(page.status(), 200);
+    assert!(page.headers()["content-type"].to_str().expect("ascii").starts_with("text/html"));
+    assert!(page.headers()["content-security-policy"].to_str().expect("ascii").contains("script-src 'self'"));
+    assert!(page.text().await.expect("html").contains("IntelliFill dev demo"));
+    let js = http.get(format!("{base}/supabase.js")).send().await.expect("supabase.js").text().await.expect("js");
+    assert!(js.starts_with("var supabase="), "the UMD build");
+    let config: serde_json::Value =
+        http.get(format!("{base}/dev-config.json")).send().await.expect("config").json().await.expect("json");
+    assert_eq!(config["api"], base);
+    assert_eq!(config["demoUsers"][0], "alice@acme.test");
 
     let pid = child.id().expect("pid").to_string();
     assert!(Command::new("kill").args(["-INT", &pid]).status().expect("kill").success());

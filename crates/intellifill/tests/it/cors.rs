@@ -243,3 +243,12 @@ async fn a_bad_origin_list_refuses_to_start_naming_the_variable() {
     let e = intellifill::config::Config::from_args(&args).expect_err("refused").to_string();
     assert!(e.contains("CORS_ALLOWED_ORIGINS") && e.contains("\"https://app.example.com\""), "{e}");
 }
+
+#[tokio::test]
+async fn serve_has_no_demo_page() {
+    let app = TestApp::spawn().await;
+    for path in ["/", "/supabase.js", "/demo.js", "/dev-config.json"] {
+        let (s, b) = app.send(app.http.get(app.url(path))).await;
+        assert_error(s, &b, 404, "ROUTE_NOT_FOUND");
+    }
+}

@@ -8,6 +8,8 @@
 //! free before anything starts.
 //! Ctrl-C stops the server (draining requests), the emulator and the cluster. Also `intellifill emulator`.
 
+mod demo;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -203,9 +205,17 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         ..ServeArgs::default()
     };
     let config = Config::from_args(&serve)?;
-    let app = Application::build(config).await?;
+    let mut app = Application::build(config).await?;
+    let api = format!("http://{}", app.local_addr());
+    app.serve_also(demo::routes(demo::DemoConfig {
+        api: api.clone(),
+        auth: emulator.base_url(),
+        anon_key: emulator.anon_key().to_owned(),
+        acme_id: acme,
+        demo_users: users.iter().map(|u| u.email.to_owned()).collect(),
+    }));
     let printed = Printed {
-        api: format!("http://{}", app.local_addr()),
+        api,
         auth: emulator.base_url(),
         anon_key: emulator.anon_key().to_owned(),
         service_role_key: emulator.service_role_key().to_owned(),
