@@ -26,6 +26,8 @@ pub struct Application {
     /// `/metrics` on a port of its own, when `METRICS_BIND_ADDR` is set.
     metrics_listener: Option<TcpListener>,
     state: AppState,
+    /// Routes served besides the API's (dev mode's demo page), outside the route table and the contract.
+    extra: axum::Router,
 }
 
 impl Application {
@@ -78,7 +80,7 @@ impl Application {
             http_metrics: Default::default(),
             readiness,
         }));
-        Ok(Application { listener, metrics_listener, state })
+        Ok(Application { listener, metrics_listener, state, extra: axum::Router::new() })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -90,13 +92,18 @@ impl Application {
         self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
+    /// Serve `routes` too, behind the same middleware stack (used by `dev` for its demo page).
+    pub fn serve_also(&mut self, routes: axum::Router) {
+        self.extra = std::mem::take(&mut self.extra).merge(routes);
+    }
+
     pub fn state(&self) -> AppState {
         self.state.clone()
     }
 
     /// Serve until `shutdown` resolves; then stop accepting, drain, close the pool.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Application { listener, metrics_listener, state } = self;
+        let Application { listener, metrics_listener, state, extra } = self;
         let limits = state.config.http.connections;
         if let Some(metrics_listener) = metrics_listener {
             let metrics = crate::router::metrics_router(state.clone());
@@ -111,7 +118,7 @@ impl Application {
             tracing::info!("shutdown requested: no new connections, draining in-flight requests");
             let _ = stopping_tx.send(());
         };
-        let app = crate::router::app(state.clone());
+        let app = crate::router::app_with(state.clone(), extra);
         let serve = crate::http::server::serve(listener, app, limits, "api", signal);
         let deadline = async move {
             if stopping_rx.await.is_ok() {

@@ -153,7 +153,8 @@ impl ManagedProcess {
     /// a port (and may write files the server reads); it runs before every spawn, restarts included.
     /// `probe` gets the server's pid and answers `Ok(true)` when our server is ready, `Ok(false)`
     /// when another process answers on our port (ours cannot have bound it).
-    pub(crate) async fn start<C, P, Fut>(&self, configure: C, probe: P) -> Result<()>
+    /// With `fixed = Some(port)`, that port only: taken, it fails at once saying so.
+    pub(crate) async fn start<C, P, Fut>(&self, fixed: Option<u16>, configure: C, probe: P) -> Result<()>
     where
         C: Fn(&mut Command, u16) -> Result<()>,
         P: Fn(u32) -> Fut,
@@ -161,8 +162,11 @@ impl ManagedProcess {
     {
         let _ops = self.ops.lock().await;
         for attempt in 1..=PORT_ATTEMPTS {
-            self.port.store(crate::free_port()?, Ordering::Relaxed);
+            self.port.store(fixed.map_or_else(crate::free_port, Ok)?, Ordering::Relaxed);
             match self.spawn_and_wait(&configure, &probe).await {
+                Err(StartError::PortInUse) if fixed.is_some() => {
+                    bail!("{} cannot listen on 127.0.0.1:{}: the port is taken", self.spec.name, self.port())
+                }
                 Ok(()) => {
                     tracing::debug!(port = self.port(), dir = %self.root.display(), "{} started", self.spec.name);
                     return Ok(());

@@ -120,7 +120,7 @@ impl PgBouncer {
             process,
         };
         bouncer.write_private(&bouncer.userlist, &userlist_txt(users))?;
-        bouncer.process.start(|cmd, port| bouncer.configure(cmd, port), |_| bouncer.probe()).await?;
+        bouncer.process.start(None, |cmd, port| bouncer.configure(cmd, port), |_| bouncer.probe()).await?;
         bouncer.check_upstream().await?;
         Ok(bouncer)
     }

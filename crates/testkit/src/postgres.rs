@@ -43,12 +43,21 @@ impl PgCluster {
     /// With `base_dir = Some(..)` the fresh directory is kept when the cluster is dropped (the
     /// server is still stopped), so it can be inspected; otherwise it is deleted.
     pub async fn start(base_dir: Option<&Path>) -> Result<PgCluster> {
-        Self::start_with(base_dir, false).await
+        Self::start_with(base_dir, false, None).await
+    }
+
+    /// As [`start`](Self::start), on 127.0.0.1:`port` exactly (an error if it is taken).
+    pub async fn start_on_port(base_dir: Option<&Path>, port: u16) -> Result<PgCluster> {
+        Self::start_with(base_dir, false, Some(port)).await
     }
 
     /// As [`start`](Self::start); `own_process_group` puts the server in its own process group so
     /// that signals aimed at the starting process's group (Ctrl-C, test-runner timeouts) miss it.
-    pub(crate) async fn start_with(base_dir: Option<&Path>, own_process_group: bool) -> Result<PgCluster> {
+    pub(crate) async fn start_with(
+        base_dir: Option<&Path>,
+        own_process_group: bool,
+        port: Option<u16>,
+    ) -> Result<PgCluster> {
         let bin_dir = crate::bins::pg_bin_dir()?;
         let spec = ServerSpec {
             name: "postgres",
@@ -81,7 +90,7 @@ impl PgCluster {
                 run_as.chown(sock)?;
             }
         }
-        cluster.process.start(|cmd, port| cluster.configure(cmd, port), |_| cluster.probe()).await?;
+        cluster.process.start(port, |cmd, port| cluster.configure(cmd, port), |_| cluster.probe()).await?;
         Ok(cluster)
     }
 

@@ -47,23 +47,33 @@ impl RedisServer {
     /// Starts `redis-server` on 127.0.0.1 at a free port without persistence, in its own temp
     /// directory, and waits until it answers `PING`.
     pub async fn start() -> Result<RedisServer> {
-        Self::start_in(None, false).await
+        Self::start_in(None, false, None).await
+    }
+
+    /// As [`start`](Self::start), on 127.0.0.1:`port` exactly (an error if it is taken).
+    pub async fn start_on_port(port: u16) -> Result<RedisServer> {
+        Self::start_in(None, false, Some(port)).await
     }
 
     /// Starts `redis-server` as [`start`](Self::start) does, with TLS and/or ACL users.
     pub async fn start_with(options: RedisOptions) -> Result<RedisServer> {
-        Self::start_configured(None, false, options).await
+        Self::start_configured(None, false, None, options).await
     }
 
     /// As [`start`](Self::start), in a fresh directory under `base_dir` (kept on drop) when given;
     /// `own_process_group` shields the server from signals aimed at our process group.
-    pub(crate) async fn start_in(base_dir: Option<&Path>, own_process_group: bool) -> Result<RedisServer> {
-        Self::start_configured(base_dir, own_process_group, RedisOptions::default()).await
+    pub(crate) async fn start_in(
+        base_dir: Option<&Path>,
+        own_process_group: bool,
+        port: Option<u16>,
+    ) -> Result<RedisServer> {
+        Self::start_configured(base_dir, own_process_group, port, RedisOptions::default()).await
     }
 
     async fn start_configured(
         base_dir: Option<&Path>,
         own_process_group: bool,
+        port: Option<u16>,
         options: RedisOptions,
     ) -> Result<RedisServer> {
         let ready = if options.tls.is_some() { "accept TLS connections" } else { "answer PING" };
@@ -86,7 +96,7 @@ impl RedisServer {
         };
         let server = RedisServer { process: ManagedProcess::new(spec, base_dir)?, options };
         server.write_tls_files()?;
-        server.process.start(|cmd, port| server.configure(cmd, port), |pid| server.probe(pid)).await?;
+        server.process.start(port, |cmd, port| server.configure(cmd, port), |pid| server.probe(pid)).await?;
         Ok(server)
     }
 

@@ -333,10 +333,10 @@ async fn init_locked(dir: &Path, owner: u32) -> Result<Shared> {
     }
 
     // Until both servers are detached below, dropping them on an error path stops them.
-    let pg = PgCluster::start_with(Some(dir), true).await?;
+    let pg = PgCluster::start_with(Some(dir), true, None).await?;
     let pg_pid = pg.pid().ok_or_else(|| anyhow!("postgres exited right after starting"))?;
     write_atomically(&dir.join("pg.pid"), &pg_pid.to_string())?;
-    let redis = RedisServer::start_in(Some(dir), true).await?;
+    let redis = RedisServer::start_in(Some(dir), true, None).await?;
     let redis_pid = redis.pid().ok_or_else(|| anyhow!("redis-server exited right after starting"))?;
     write_atomically(&dir.join("redis.pid"), &redis_pid.to_string())?;
     let shared = Shared { dir: dir.to_path_buf(), pg_port: pg.port(), redis_port: redis.port() };

@@ -10,6 +10,7 @@
 
 mod audit;
 mod auth;
+mod browser;
 mod check;
 mod database;
 mod http;
@@ -30,6 +31,7 @@ use secrecy::ExposeSecret;
 
 pub use audit::{AnomalyConfig, AuditConfig, WriterConfig};
 pub use auth::{AuthConfig, JwtKeys, OutageMode, StartupKeyCheck, VerifyMode};
+pub use browser::{BrowserConfig, CorsConfig, CorsOrigins, parse_origin, parse_origins};
 pub use check::{ConfigErrors, ConfigProblem};
 pub use database::{DatabaseConfig, RlsFailureMode};
 pub use http::{ConnectionLimits, HttpConfig, TrustedProxies};
@@ -212,6 +214,20 @@ pub struct ServeArgs {
     /// Pending invitations one organization may have.
     #[arg(long, env = "ORG_MAX_PENDING_INVITATIONS", default_value = "200")]
     pub org_max_pending_invitations: Option<String>,
+    /// Origins allowed to call the API from a browser (CORS): comma-separated exact origins such as
+    /// `https://app.example.com` (scheme://host[:port]), or `*` for any; empty: CORS off.
+    #[arg(long, env = "CORS_ALLOWED_ORIGINS")]
+    pub cors_allowed_origins: Option<String>,
+    /// Answer CORS requests with `Access-Control-Allow-Credentials: true` (only with explicit origins).
+    #[arg(long, env = "CORS_ALLOW_CREDENTIALS", default_value = "false")]
+    pub cors_allow_credentials: Option<String>,
+    /// How long a browser may reuse a preflight answer (`Access-Control-Max-Age`).
+    #[arg(long, env = "CORS_MAX_AGE_SECONDS", default_value = "600")]
+    pub cors_max_age_seconds: Option<String>,
+    /// `Strict-Transport-Security` max-age on every response; 0: not sent (set it only when clients reach the
+    /// API over HTTPS only).
+    #[arg(long, env = "HSTS_MAX_AGE_SECONDS", default_value = "0")]
+    pub hsts_max_age_seconds: Option<String>,
     /// Proxies whose X-Forwarded-For is believed (comma-separated ips or CIDRs); empty: none.
     #[arg(long, env = "TRUSTED_PROXIES")]
     pub trusted_proxies: Option<String>,
@@ -304,6 +320,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub redis: RedisConfig,
     pub http: HttpConfig,
+    pub browser: BrowserConfig,
     pub audit: AuditConfig,
     pub rate_limit: RateLimitConfig,
     pub metrics: MetricsConfig,
@@ -321,12 +338,13 @@ impl Config {
         let auth = keep(&mut problems, auth::from_args(args, app_env));
         let redis = keep(&mut problems, redis::from_args(args));
         let http = keep(&mut problems, http::from_args(args));
+        let browser = keep(&mut problems, browser::from_args(args));
         let audit = keep(&mut problems, audit::from_args(args));
         let rate_limit = keep(&mut problems, ratelimit::from_args(args));
         let metrics = keep(&mut problems, observability::from_args(args, app_env));
         let health = keep(&mut problems, observability::health(args));
         let orgs = keep(&mut problems, orgs::from_args(args));
-        match (bind_addr, app_env, database, auth, redis, http, audit, rate_limit, metrics, health, orgs) {
+        match (bind_addr, app_env, database, auth, redis, http, browser, audit, rate_limit, metrics, health, orgs) {
             (
                 Some(bind_addr),
                 Some(app_env),
@@ -334,14 +352,26 @@ impl Config {
                 Some(auth),
                 Some(redis),
                 Some(http),
+                Some(browser),
                 Some(audit),
                 Some(rate_limit),
                 Some(metrics),
                 Some(health),
                 Some(orgs),
-            ) => {
-                Ok(Config { bind_addr, app_env, database, auth, redis, http, audit, rate_limit, metrics, health, orgs })
-            }
+            ) => Ok(Config {
+                bind_addr,
+                app_env,
+                database,
+                auth,
+                redis,
+                http,
+                browser,
+                audit,
+                rate_limit,
+                metrics,
+                health,
+                orgs,
+            }),
             _ => Err(ConfigErrors(problems)),
         }
     }

@@ -8,10 +8,18 @@
 //! 4. body size limit for every extractor that reads the body: 413 `PAYLOAD_TOO_LARGE`;
 //! 5. [`ResolveRequest`]: the request's facts, once ([`super::context`]: client address, write or not);
 //! 6. [`RecordMetrics`]: `http_requests_total` and the duration histogram, for every response;
-//! 7. [`PerIpLimit`]: the per-ip rate limit ([`crate::ratelimit::per_ip`]), so floods are refused before they
-//!    cost an audit row, a token verification or a database connection;
-//! 8. [`AuditCapture`]: one audit event per request ([`crate::audit::layer::capture`]), before auth so failed
-//!    authentications are audited too.
+//! 7. [`PreflightIpLimit`]: the per-ip rate limit ([`crate::ratelimit::per_ip`]) of CORS preflights, which
+//!    the next layer answers;
+//! 8. CORS ([`super::browser::cors_layer`], when `CORS_ALLOWED_ORIGINS` is set): answers every `OPTIONS`
+//!    itself (a preflight: no audit row, no authentication, so never an auth failure or an anomaly; counted
+//!    by [`RecordMetrics`], limited by [`PreflightIpLimit`]) and adds the CORS headers to every other response;
+//! 9. [`PerIpLimit`]: the per-ip rate limit of every other request, so floods are refused before they cost an
+//!    audit row, a token verification or a database connection (behind CORS: a browser can read the 429);
+//! 10. [`AuditCapture`]: one audit event per request ([`crate::audit::layer::capture`]), before auth so
+//!     failed authentications are audited too.
+//!
+//! Outermost of all, [`super::browser::SecurityHeadersLayer`] gives every response, the error envelope's
+//! included, the security headers of a JSON API.
 //!
 //! Around each declared route ([`route_steps`], a route layer, so unknown routes are 404, not 401):
 //! 1. [`ResolveRoute`]: the route's declared facts and its path parameters, once ([`super::route`]);
@@ -21,8 +29,8 @@
 //!
 //! The stack wraps the router as a whole (tower's `ServiceBuilder::service`), not each route through
 //! `Router::layer`, which boxes every route again and clones that box per request. Each group of steps is one
-//! [`super::step`] service (a tuple of steps runs in one future): a request pays two boxed futures for the
-//! eight steps (docs/PERFORMANCE.md, "Middleware overhead").
+//! [`super::step`] service (a tuple of steps runs in one future): a request pays three boxed futures for the
+//! ten steps (the outer steps are two services so the CORS layer can sit between them) (docs/PERFORMANCE.md, "Middleware overhead").
 
 use std::any::Any;
 use std::convert::Infallible;
@@ -50,7 +58,7 @@ use crate::state::AppState;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layer {
     BodyLimit,
-    /// Steps 5 to 8 of [`stack`].
+    /// Steps 5 to 10 of [`stack`].
     Admission,
 }
 
@@ -88,14 +96,17 @@ pub fn stack(routes: Router, state: &AppState) -> impl Served + use<> {
 pub fn stack_with(routes: Router, state: &AppState, keep: &dyn Fn(Layer) -> bool) -> impl Served + use<> {
     let http = &state.config.http;
     ServiceBuilder::new()
+        .layer(super::browser::SecurityHeadersLayer::new(&state.config.browser))
         .layer(request_id::RequestIdLayer)
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, http.request_timeout))
         .option_layer(keep(Layer::BodyLimit).then(|| DefaultBodyLimit::max(http.max_body_bytes)))
         .option_layer(
             keep(Layer::Admission)
-                .then(|| StepLayer::new((ResolveRequest, RecordMetrics, PerIpLimit, AuditCapture), state.clone())),
+                .then(|| StepLayer::new((ResolveRequest, RecordMetrics, PreflightIpLimit), state.clone())),
         )
+        .option_layer(keep(Layer::Admission).then(|| super::browser::cors_layer(&state.config.browser)).flatten())
+        .option_layer(keep(Layer::Admission).then(|| StepLayer::new((PerIpLimit, AuditCapture), state.clone())))
         .service(routes)
 }
 
@@ -151,6 +162,20 @@ step!(
             state.http_metrics.record(&method, route, response.status().as_u16(), started.elapsed().as_secs_f64());
             response
         }
+    }
+);
+
+step!(
+    /// The per-ip rate limit of the requests the CORS layer answers (preflights), charged before it answers
+    /// them; every other request is charged by [`PerIpLimit`], behind the CORS layer so a refusal carries the
+    /// CORS headers a browser needs to read it.
+    PreflightIpLimit,
+    |state, request, rest| async move {
+        if !super::browser::answered_by_cors(&state.config.browser, request.method()) {
+            return rest(request).await;
+        }
+        let ip = request.extensions().get::<RequestContext>().and_then(RequestContext::client_ip);
+        crate::ratelimit::per_ip(&state.rate_limits, ip, request, rest).await
     }
 );
 

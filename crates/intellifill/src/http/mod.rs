@@ -2,6 +2,7 @@
 //! middleware stack (ordered in one function) and the request context it resolves once, extractors, request
 //! ids. The route list, the router and the OpenAPI document built from it are [`crate::router`].
 
+pub mod browser;
 pub mod client_ip;
 pub mod context;
 pub mod extract;

@@ -196,6 +196,9 @@ const REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
 const RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 const POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 
+/// Every rate-limit header a response may carry (exposed to browsers by the CORS layer).
+pub const RATE_LIMIT_HEADERS: [HeaderName; 4] = [LIMIT, REMAINING, RESET, POLICY];
+
 fn set_headers(headers: &mut HeaderMap, d: &Decision, policy: &Policy) {
     headers.insert(LIMIT, policy.limit_header.clone());
     headers.insert(REMAINING, HeaderValue::from(d.remaining));

@@ -90,7 +90,12 @@ pub fn metrics_router(state: AppState) -> Router {
 
 /// The whole application: the middleware stack around [`routes()`].
 pub fn app(state: AppState) -> impl Served + use<> {
-    middleware::stack(routes(state.clone()), &state)
+    app_with(state, Router::new())
+}
+
+/// [`app`] with `extra` routes besides the API's (dev mode's demo page), behind the same stack.
+pub fn app_with(state: AppState, extra: Router) -> impl Served + use<> {
+    middleware::stack(routes(state.clone()).merge(extra), &state)
 }
 
 /// Every route: the declared ones behind the route steps, `/metrics` (Prometheus text, not part of the

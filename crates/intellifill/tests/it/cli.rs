@@ -60,7 +60,7 @@ async fn dev_mode_serves_the_demo_and_stops_cleanly_on_ctrl_c() {
 
     let dir = std::env::temp_dir().join(format!("intellifill-dev-{}", uuid::Uuid::new_v4().simple()));
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_intellifill"))
-        .args(["dev", "--port", "0", "--data-dir"])
+        .args(["dev", "--port", "0", "--auth-port", "0", "--db-port", "0", "--redis-port", "0", "--data-dir"])
         .arg(&dir)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -95,6 +95,19 @@ async fn dev_mode_serves_the_demo_and_stops_cleanly_on_ctrl_c() {
     let (_, bob) = parse(&curls[4]);
     let response = http.get(&acme_url).bearer_auth(bob.expect("token")).send().await.expect("cross-tenant");
     assert_eq!(response.status().as_u16(), 403);
+    // The demo page at the root, with the vendored supabase-js and its configuration.
+    let base = me_url.trim_end_matches("/api/me");
+    let page = http.get(format!("{base}/")).send().await.expect("demo page");
+    assert_eq!(page.status(), 200);
+    assert!(page.headers()["content-type"].to_str().expect("ascii").starts_with("text/html"));
+    assert!(page.headers()["content-security-policy"].to_str().expect("ascii").contains("script-src 'self'"));
+    assert!(page.text().await.expect("html").contains("IntelliFill dev demo"));
+    let js = http.get(format!("{base}/supabase.js")).send().await.expect("supabase.js").text().await.expect("js");
+    assert!(js.starts_with("var supabase="), "the UMD build");
+    let config: serde_json::Value =
+        http.get(format!("{base}/dev-config.json")).send().await.expect("config").json().await.expect("json");
+    assert_eq!(config["api"], base);
+    assert_eq!(config["demoUsers"][0], "alice@acme.test");
 
     let pid = child.id().expect("pid").to_string();
     assert!(Command::new("kill").args(["-INT", &pid]).status().expect("kill").success());
@@ -104,6 +117,115 @@ async fn dev_mode_serves_the_demo_and_stops_cleanly_on_ctrl_c() {
     let leftover_pid = walk(&dir).into_iter().any(|p| p.ends_with("postmaster.pid"));
     assert!(!leftover_pid, "Postgres was not stopped");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `intellifill dev --env`: stdout is nothing but `KEY="value"` lines, and they are enough for a frontend to
+/// sign in at the auth service and call the API.
+#[tokio::test]
+async fn dev_env_prints_only_the_variables_a_frontend_needs() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let dir = std::env::temp_dir().join(format!("intellifill-dev-{}", uuid::Uuid::new_v4().simple()));
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_intellifill"))
+        .args(["dev", "--env", "--port", "0", "--auth-port", "0", "--db-port", "0", "--redis-port", "0"])
+        .args(["--cors-origin", "http://localhost:4321", "--data-dir"])
+        .arg(&dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn dev");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let logs = tokio::spawn(async move {
+        let mut n = 0;
+        while let Ok(Some(_)) = stderr.next_line().await {
+            n += 1;
+        }
+        n
+    });
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut vars = std::collections::HashMap::new();
+    let collect = async {
+        while let Some(line) = lines.next_line().await.expect("read") {
+            let (key, value) = line.split_once('=').unwrap_or_else(|| panic!("not KEY=value: {line:?}"));
+            assert!(key.chars().all(|c| c.is_ascii_uppercase() || c == '_'), "{line:?}");
+            assert!(value.len() >= 2 && value.starts_with('"') && value.ends_with('"'), "{line:?}");
+            vars.insert(key.to_owned(), value.trim_matches('"').to_owned());
+            if key == "DEMO_ORG_ACME_ID" {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(90), collect).await.expect("dev mode became ready");
+    let var = |k: &str| vars.get(k).unwrap_or_else(|| panic!("{k} missing: {vars:?}")).clone();
+    for k in ["SUPABASE_SERVICE_ROLE_KEY", "DATABASE_URL", "MAILBOX_URL", "DEMO_PAGE_URL"] {
+        assert!(!var(k).is_empty(), "{k}");
+    }
+    assert_eq!(var("NEXT_PUBLIC_SUPABASE_URL"), var("SUPABASE_URL"));
+    assert_eq!(var("VITE_SUPABASE_ANON_KEY"), var("SUPABASE_ANON_KEY"));
+    assert_eq!(var("MAILBOX_URL"), format!("{}/__emulator/mailbox", var("SUPABASE_URL")));
+    let http = reqwest::Client::new();
+    // Sign in the way supabase-js does, with the printed URL, key and demo user.
+    let email = var("DEMO_USERS").split(',').next().expect("a demo user").to_owned();
+    let session: serde_json::Value = http
+        .post(format!("{}/auth/v1/token?grant_type=password", var("SUPABASE_URL")))
+        .header("apikey", var("SUPABASE_ANON_KEY"))
+        .json(&serde_json::json!({ "email": email, "password": var("DEMO_PASSWORD") }))
+        .send()
+        .await
+        .expect("sign in")
+        .json()
+        .await
+        .expect("session");
+    let token = session["access_token"].as_str().unwrap_or_else(|| panic!("{session}"));
+    let api = var("INTELLIFILL_API_URL");
+    let me = http.get(format!("{api}/api/me")).bearer_auth(token).header("origin", "http://localhost:4321");
+    let me = me.send().await.expect("me");
+    assert_eq!(me.status(), 200);
+    assert_eq!(
+        me.headers().get("access-control-allow-origin").expect("CORS for --cors-origin"),
+        "http://localhost:4321"
+    );
+    let me: serde_json::Value = me.json().await.expect("json");
+    assert_eq!(me["email"], email.as_str());
+    let acme = format!("{api}/api/organizations/{}/knowledge", var("DEMO_ORG_ACME_ID"));
+    assert_eq!(http.get(&acme).bearer_auth(token).send().await.expect("knowledge").status(), 200);
+    // The database URL works too.
+    let (db, connection) = tokio_postgres::connect(&var("DATABASE_URL"), tokio_postgres::NoTls).await.expect("db");
+    tokio::spawn(connection);
+    db.simple_query("SELECT 1").await.expect("query");
+
+    let pid = child.id().expect("pid").to_string();
+    assert!(Command::new("kill").args(["-INT", &pid]).status().expect("kill").success());
+    let status =
+        tokio::time::timeout(std::time::Duration::from_secs(30), child.wait()).await.expect("exits").expect("wait");
+    assert!(status.success(), "dev exited with {status}");
+    assert!(lines.next_line().await.expect("read").is_none(), "nothing else on stdout");
+    assert!(logs.await.expect("logs") > 0, "the progress lines went to stderr");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A port already taken stops `dev` before anything starts, naming the flag that moves it.
+#[test]
+fn dev_names_the_flag_of_a_taken_port() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port().to_string();
+    let dir = tempfile::tempdir().expect("dir");
+    for (flag, env) in [("--auth-port", "DEV_AUTH_PORT"), ("--db-port", "DEV_DB_PORT"), ("--port", "DEV_PORT")] {
+        let mut args = vec!["dev", "--port", "0", "--auth-port", "0", "--db-port", "0", "--redis-port", "0"];
+        let at = args.iter().position(|a| *a == flag).expect("flag") + 1;
+        args[at] = &port;
+        let output = Command::new(env!("CARGO_BIN_EXE_intellifill"))
+            .args(&args)
+            .arg("--data-dir")
+            .arg(dir.path().join("dev"))
+            .output()
+            .expect("run dev");
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(&format!("port {port}")) && stderr.contains(flag) && stderr.contains(env), "{stderr}");
+        assert!(!dir.path().join("dev").exists(), "nothing was started");
+    }
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

@@ -13,6 +13,7 @@ mod auth_misconfig;
 mod auth_pipeline;
 mod cli;
 mod contract;
+mod cors;
 mod health;
 mod hostile_http;
 mod invitations;

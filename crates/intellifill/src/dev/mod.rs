@@ -2,8 +2,13 @@
 //!
 //! Starts a throwaway Postgres cluster (under `.dev/`, wiped at each start), creates the owner and runtime
 //! roles, applies the migrations, starts Redis (when installed) and the GoTrue emulator on loopback, seeds two organizations with their
-//! users and knowledge, starts the server as the runtime role, and prints `curl` lines with valid tokens.
+//! users and knowledge, starts the server as the runtime role (CORS open to `--cors-origin`), and prints what a
+//! frontend needs (URLs, keys, database URL, demo users, mailbox; `--env`: only those, as variables) and `curl`
+//! lines with valid tokens. Fixed default ports (API 8080, auth 54321, Postgres 54322, Redis 54380), each checked
+//! free before anything starts.
 //! Ctrl-C stops the server (draining requests), the emulator and the cluster. Also `intellifill emulator`.
+
+mod demo;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,14 +22,72 @@ use crate::db::migrate;
 use crate::db::provision::{self, OWNER_ROLE, RUNTIME_ROLE};
 use crate::startup::{Application, shutdown_signal};
 
+/// The fixed default ports: the auth emulator and Postgres where the Supabase CLI puts its API and database
+/// (54321, 54322), so a frontend's existing `.env` works; Redis next to them.
+pub const DEFAULT_API_PORT: u16 = 8080;
+pub const DEFAULT_AUTH_PORT: u16 = 54321;
+pub const DEFAULT_DB_PORT: u16 = 54322;
+pub const DEFAULT_REDIS_PORT: u16 = 54380;
+
 #[derive(Debug, clap::Args)]
 pub struct DevArgs {
-    /// Port of the API server.
-    #[arg(long, env = "DEV_PORT", default_value_t = 8080)]
+    /// Port of the API server (0: any free port).
+    #[arg(long, env = "DEV_PORT", default_value_t = DEFAULT_API_PORT)]
     pub port: u16,
+    /// Port of the auth emulator, the frontend's SUPABASE_URL (0: any free port).
+    #[arg(long, env = "DEV_AUTH_PORT", default_value_t = DEFAULT_AUTH_PORT)]
+    pub auth_port: u16,
+    /// Port of the throwaway Postgres (0: any free port).
+    #[arg(long, env = "DEV_DB_PORT", default_value_t = DEFAULT_DB_PORT)]
+    pub db_port: u16,
+    /// Port of Redis (0: any free port).
+    #[arg(long, env = "DEV_REDIS_PORT", default_value_t = DEFAULT_REDIS_PORT)]
+    pub redis_port: u16,
+    /// Origins of the frontend allowed to call the API (CORS), comma-separated.
+    #[arg(
+        long = "cors-origin",
+        env = "DEV_CORS_ORIGINS",
+        value_delimiter = ',',
+        default_value = "http://localhost:3000,http://localhost:5173"
+    )]
+    pub cors_origins: Vec<String>,
+    /// Print only the frontend's variables (`KEY="value"` lines, for `>> .env.local`) on stdout; every other
+    /// line goes to stderr.
+    #[arg(long)]
+    pub env: bool,
     /// Folder of the throwaway cluster (wiped at each start).
     #[arg(long, env = "DEV_DATA_DIR", default_value = ".dev")]
     pub data_dir: PathBuf,
+}
+
+impl DevArgs {
+    /// Each fixed port free, checked before anything starts, so a taken one is named with the flag that moves it.
+    fn check_ports(&self) -> anyhow::Result<()> {
+        let ports = [
+            (self.port, "--port", "DEV_PORT", "the API"),
+            (self.auth_port, "--auth-port", "DEV_AUTH_PORT", "the auth emulator"),
+            (self.db_port, "--db-port", "DEV_DB_PORT", "Postgres"),
+            (self.redis_port, "--redis-port", "DEV_REDIS_PORT", "Redis"),
+        ];
+        for (i, (port, flag, env, what)) in ports.iter().enumerate() {
+            if *port == 0 {
+                continue;
+            }
+            if let Some((_, other, _, _)) = ports[..i].iter().find(|(p, ..)| p == port) {
+                anyhow::bail!("{flag} and {other} are both {port}: each service needs its own port");
+            }
+            if let Err(e) = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, *port)) {
+                anyhow::bail!(
+                    "port {port} for {what} is not free ({e}); stop what uses it or pick another port with \
+                     {flag} <port> (or {env}=<port>; 0 picks any free port)"
+                );
+            }
+        }
+        for origin in &self.cors_origins {
+            crate::config::parse_origin(origin).map_err(|e| anyhow::anyhow!("--cors-origin: {e}"))?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -75,12 +138,16 @@ pub async fn run_emulator(args: EmulatorArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The password of every demo user.
+pub const DEMO_PASSWORD: &str = "password123";
+
 struct DemoUser {
     email: &'static str,
     token: String,
 }
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    args.check_ports()?;
     let dir = std::path::absolute(&args.data_dir)?;
     if dir.exists() {
         std::fs::remove_dir_all(&dir)
@@ -88,8 +155,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&dir)?;
 
-    println!("[dev] starting a throwaway Postgres cluster in {} ...", dir.display());
-    let pg = PgCluster::start(Some(&dir)).await?;
+    // Progress on stderr: stdout is the banner, or with --env the variables alone.
+    eprintln!("[dev] starting a throwaway Postgres cluster in {} ...", dir.display());
+    let pg = match args.db_port {
+        0 => PgCluster::start(Some(&dir)).await?,
+        port => PgCluster::start_on_port(Some(&dir), port).await.map_err(|e| anyhow::anyhow!("{e:#} (--db-port)"))?,
+    };
     let owner_password = uuid::Uuid::new_v4().simple().to_string();
     let runtime_password = uuid::Uuid::new_v4().simple().to_string();
     let su = pg.superuser_url("postgres");
@@ -99,45 +170,117 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let mut owner = migrate::connect(&owner_url).await?;
     migrate::run(&mut owner).await?;
 
-    println!("[dev] starting Redis (shared token cache, revocations) ...");
-    let redis = match RedisServer::start().await {
+    eprintln!("[dev] starting Redis (shared token cache, revocations) ...");
+    let started = match args.redis_port {
+        0 => RedisServer::start().await,
+        port => RedisServer::start_on_port(port).await,
+    };
+    let redis = match started {
         Ok(r) => Some(r),
         Err(e) => {
-            println!(
-                "[dev] no Redis ({e:#}); install it with `apt-get install redis-server`. Going on with in-process state only."
-            );
+            // The error says how to install it when it is missing.
+            eprintln!("[dev] no Redis: {e:#}. Going on with in-process state only.");
             None
         }
     };
 
-    println!("[dev] starting the auth emulator ...");
-    let emulator = Emulator::start(EmulatorConfig::default(), SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    eprintln!("[dev] starting the auth emulator ...");
+    let emulator =
+        Emulator::start(EmulatorConfig::default(), SocketAddr::from(([127, 0, 0, 1], args.auth_port))).await.map_err(
+            |e| anyhow::anyhow!("the auth emulator cannot listen on port {}: {e:#} (--auth-port)", args.auth_port),
+        )?;
     let (users, acme) = seed(&owner, &emulator).await?;
 
-    let args = ServeArgs {
+    let database_url = pg.url(RUNTIME_ROLE, Some(&runtime_password), "intellifill");
+    let serve = ServeArgs {
         bind_addr: Some(format!("127.0.0.1:{}", args.port)),
         app_env: Some("development".into()),
-        database_url: Some(pg.url(RUNTIME_ROLE, Some(&runtime_password), "intellifill")),
+        database_url: Some(database_url.clone()),
         supabase_url: Some(emulator.base_url()),
         supabase_anon_key: Some(emulator.anon_key().to_owned()),
         shutdown_grace_ms: Some("5000".into()),
         redis_url: redis.as_ref().map(RedisServer::url),
         audit_spool_dir: Some(dir.join("audit-spool").display().to_string()),
+        cors_allowed_origins: Some(args.cors_origins.join(",")),
         ..ServeArgs::default()
     };
-    let config = Config::from_args(&args)?;
-    let app = Application::build(config).await?;
-    let base = format!("http://{}", app.local_addr());
-    print_banner(&base, &users, acme);
+    let config = Config::from_args(&serve)?;
+    let mut app = Application::build(config).await?;
+    let api = format!("http://{}", app.local_addr());
+    app.serve_also(demo::routes(demo::DemoConfig {
+        api: api.clone(),
+        auth: emulator.base_url(),
+        anon_key: emulator.anon_key().to_owned(),
+        acme_id: acme,
+        demo_users: users.iter().map(|u| u.email.to_owned()).collect(),
+    }));
+    let printed = Printed {
+        api,
+        auth: emulator.base_url(),
+        anon_key: emulator.anon_key().to_owned(),
+        service_role_key: emulator.service_role_key().to_owned(),
+        database_url,
+        users,
+        acme,
+    };
+    if args.env {
+        print!("{}", printed.env());
+    } else {
+        print_banner(&printed);
+    }
+    use std::io::Write as _;
+    std::io::stdout().flush()?;
 
     let served = app.run_until_stopped(shutdown_signal()).await;
-    println!("[dev] stopping the emulator and Postgres ...");
+    eprintln!("[dev] stopping the emulator and Postgres ...");
     emulator.shutdown().await;
     if let Some(r) = &redis {
         r.stop().await?;
     }
     pg.stop().await?;
     served
+}
+
+/// What dev mode tells a frontend and a person.
+struct Printed {
+    api: String,
+    auth: String,
+    anon_key: String,
+    service_role_key: String,
+    database_url: String,
+    users: Vec<DemoUser>,
+    acme: uuid::Uuid,
+}
+
+impl Printed {
+    fn mailbox(&self) -> String {
+        format!("{}/__emulator/mailbox", self.auth)
+    }
+
+    /// The variables, `KEY="value"` lines as `supabase status -o env` prints them, with the names Next.js and
+    /// Vite frontends read.
+    fn env(&self) -> String {
+        let emails: Vec<&str> = self.users.iter().map(|u| u.email).collect();
+        let vars = [
+            ("INTELLIFILL_API_URL", self.api.clone()),
+            ("NEXT_PUBLIC_API_URL", self.api.clone()),
+            ("VITE_API_URL", self.api.clone()),
+            ("SUPABASE_URL", self.auth.clone()),
+            ("NEXT_PUBLIC_SUPABASE_URL", self.auth.clone()),
+            ("VITE_SUPABASE_URL", self.auth.clone()),
+            ("SUPABASE_ANON_KEY", self.anon_key.clone()),
+            ("NEXT_PUBLIC_SUPABASE_ANON_KEY", self.anon_key.clone()),
+            ("VITE_SUPABASE_ANON_KEY", self.anon_key.clone()),
+            ("SUPABASE_SERVICE_ROLE_KEY", self.service_role_key.clone()),
+            ("DATABASE_URL", self.database_url.clone()),
+            ("MAILBOX_URL", self.mailbox()),
+            ("DEMO_PAGE_URL", format!("{}/", self.api)),
+            ("DEMO_USERS", emails.join(",")),
+            ("DEMO_PASSWORD", DEMO_PASSWORD.to_owned()),
+            ("DEMO_ORG_ACME_ID", self.acme.to_string()),
+        ];
+        vars.iter().map(|(k, v)| format!("{k}=\"{v}\"\n")).collect()
+    }
 }
 
 /// Two organizations, three users, a few knowledge sources; returns the users' tokens and Acme's id.
@@ -154,7 +297,7 @@ async fn seed(owner: &tokio_postgres::Client, emulator: &Emulator) -> anyhow::Re
         [("alice@acme.test", acme, "OWNER"), ("carol@acme.test", acme, "MEMBER"), ("bob@globex.test", globex, "OWNER")];
     let mut users = Vec::new();
     for (email, org, role) in people {
-        let password = "password123";
+        let password = DEMO_PASSWORD;
         let user = emulator.create_user(email, password)?;
         owner
             .execute("INSERT INTO users (id, email, organization_id) VALUES ($1, $2, $3)", &[&user.id, &email, &org])
@@ -184,10 +327,19 @@ async fn seed(owner: &tokio_postgres::Client, emulator: &Emulator) -> anyhow::Re
     Ok((users, acme))
 }
 
-fn print_banner(base: &str, users: &[DemoUser], acme: uuid::Uuid) {
+fn print_banner(p: &Printed) {
+    let (base, users, acme) = (&p.api, &p.users, p.acme);
     println!();
-    println!("IntelliFill API (dev) is ready at {base}  (Ctrl-C stops everything)");
-    println!("Demo users (password: password123):");
+    println!("IntelliFill API (dev) is ready  (Ctrl-C stops everything)");
+    println!("  demo page      {base}/");
+    println!("  API            {base}");
+    println!("  auth (SUPABASE_URL)  {}", p.auth);
+    println!("  anon key       {}", p.anon_key);
+    println!("  service key    {}", p.service_role_key);
+    println!("  database       {}", p.database_url);
+    println!("  mailbox        {}  (emails the auth service would send)", p.mailbox());
+    println!("  `intellifill dev --env` prints these as variables for a frontend's .env.local");
+    println!("Demo users (password: {DEMO_PASSWORD}):");
     for u in users {
         println!("  {}", u.email);
     }
