@@ -192,13 +192,7 @@ async fn password_grant_errors_match_gotrue() {
     assert_eq!(body["msg"], "unsupported_grant_type");
 
     // Users created without confirmation cannot sign in.
-    let created = h
-        .service(Method::POST, "/admin/users")
-        .json(&json!({ "email": "unconfirmed@example.com", "password": PASSWORD }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 200);
+    h.create_unconfirmed("unconfirmed@example.com").await;
     let body =
         assert_error(h.password_grant("unconfirmed@example.com", PASSWORD).await, 400, "email_not_confirmed").await;
     assert_eq!(body["msg"], "Email not confirmed");

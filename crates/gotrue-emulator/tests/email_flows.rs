@@ -192,13 +192,7 @@ async fn recovery_by_token_hash_expires_with_the_clock() {
 #[tokio::test]
 async fn resend_confirms_an_unconfirmed_sign_up() {
     let h = Harness::start().await;
-    let created = h
-        .service(Method::POST, "/admin/users")
-        .json(&json!({ "email": "una@example.com", "password": PASSWORD }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 200);
+    h.create_unconfirmed("una@example.com").await;
     assert_error(h.password_grant("una@example.com", PASSWORD).await, 400, "email_not_confirmed").await;
 
     let bad_type = post(&h, "/resend", json!({ "type": "nope", "email": "una@example.com" })).await;

@@ -45,6 +45,13 @@ impl Harness {
             .bearer_auth(self.emu.service_role_key())
     }
 
+    /// An email user with the test password, created through the admin API without confirmation.
+    pub async fn create_unconfirmed(&self, email: &str) {
+        let created = self.service(Method::POST, "/admin/users");
+        let created = created.json(&serde_json::json!({ "email": email, "password": PASSWORD })).send().await.unwrap();
+        assert_eq!(created.status(), 200);
+    }
+
     pub async fn get_user(&self, token: &str) -> Response {
         self.anon(Method::GET, "/user").bearer_auth(token).send().await.unwrap()
     }

@@ -121,16 +121,10 @@ async fn alert_conditions_show_up_in_the_metrics() {
     // CrossTenantAttempts
     assert_eq!(app.get(&u, &format!("/api/organizations/{org}/knowledge")).await.0, 403);
     // RlsContextFailures: the runtime role loses the right to set its context.
-    app.owner
-        .batch_execute(
-            "REVOKE EXECUTE ON FUNCTION set_org_context(uuid) FROM PUBLIC;
-             REVOKE EXECUTE ON FUNCTION set_org_context(uuid) FROM intellifill_app;",
-        )
-        .await
-        .expect("revoke");
+    let restore = deny_org_context(&app).await;
     let (s, b) = app.get(&u, "/api/me").await;
     assert_error(s, &b, 500, "RLS_CONTEXT_FAILED");
-    app.owner.batch_execute("GRANT EXECUTE ON FUNCTION set_org_context(uuid) TO intellifill_app").await.expect("grant");
+    restore.await;
     // AuthBreakerOpen
     app.emulator.faults().set_error_rate(1.0, 503);
     for i in 0..3 {
@@ -264,16 +258,10 @@ async fn security_log_lines_carry_values_a_log_pipeline_can_parse() {
         assert_eq!(search.expect("search").status(), 200);
     }
     // An RLS context failure for a user without an organization: its ERROR line has no organization_id.
-    app.owner
-        .batch_execute(
-            "REVOKE EXECUTE ON FUNCTION set_org_context(uuid) FROM PUBLIC;
-             REVOKE EXECUTE ON FUNCTION set_org_context(uuid) FROM intellifill_app;",
-        )
-        .await
-        .expect("revoke");
+    let restore = deny_org_context(&app).await;
     let loner = app.user(&email("loner")).await;
     assert_eq!(get("/api/me".into(), &loner.token).await.expect("me").status(), 500);
-    app.owner.batch_execute("GRANT EXECUTE ON FUNCTION set_org_context(uuid) TO intellifill_app").await.expect("grant");
+    restore.await;
 
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     let events = loop {
@@ -327,4 +315,22 @@ async fn security_log_lines_carry_values_a_log_pipeline_can_parse() {
     assert_eq!(rls[0]["user_id"], loner.id.to_string());
     assert!(rls[0].get("organization_id").is_none(), "{}", rls[0]);
     assert!(rls[0]["error"].is_string());
+}
+
+/// Takes from the runtime role the right to set its organization context (every request's context statement
+/// then fails: `RLS_CONTEXT_FAILED`); awaiting the returned future gives it back.
+async fn deny_org_context(app: &TestApp) -> impl std::future::Future<Output = ()> + '_ {
+    app.owner
+        .batch_execute(
+            "REVOKE EXECUTE ON FUNCTION set_org_context(uuid) FROM PUBLIC;
+             REVOKE EXECUTE ON FUNCTION set_org_context(uuid) FROM intellifill_app;",
+        )
+        .await
+        .expect("revoke");
+    async move {
+        app.owner
+            .batch_execute("GRANT EXECUTE ON FUNCTION set_org_context(uuid) TO intellifill_app")
+            .await
+            .expect("grant");
+    }
 }
