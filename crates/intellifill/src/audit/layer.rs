@@ -19,13 +19,13 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 
-use super::sanitize::Sanitizer;
+use super::sanitize::{Budget, Sanitizer};
 use super::{AuditEvent, AuditNotes, AuditSlot, Auditor, PathEntity, actions, security, truncated};
 use crate::error::{AppError, ErrorCode, ErrorPayload};
 use crate::security::SecurityKind;
@@ -56,8 +56,8 @@ pub struct RequestFacts {
     ip: Option<IpAddr>,
     method: Method,
     text: Texts,
-    /// A write request's content type and body (already buffered for the handler).
-    body: Option<(Option<HeaderValue>, Bytes)>,
+    /// A write request's body: its content type, size, and the first bytes of it kept for the row.
+    body: Option<CapturedBody>,
     notes: AuditNotes,
     status: u16,
     duration: Duration,
@@ -82,13 +82,26 @@ impl RequestFacts {
         }
     }
 
-    /// Whether a write body came with the request.
+    /// Whether body bytes are kept for the row (they wake the writer at once, to be let go of soon).
     pub fn has_body(&self) -> bool {
-        self.body.as_ref().is_some_and(|(_, bytes)| !bytes.is_empty())
+        self.body.as_ref().is_some_and(|body| !body.kept.is_empty())
     }
 
-    /// The outcome's side, once the response is there.
+    /// The outcome's side, once the response is there. The body of a request that matched no route or whose
+    /// caller was never authenticated is let go of here: its row keeps the body's size and type only.
     pub fn finished(&mut self, notes: AuditNotes, status: u16, duration: Duration, security: Option<SecurityKind>) {
+        if let Some(body) = &mut self.body {
+            let omitted = if notes.route.is_none() {
+                Some(Omitted::Unmatched)
+            } else if notes.user_id.is_none() {
+                Some(Omitted::Unauthenticated)
+            } else {
+                None
+            };
+            if let Some(reason) = omitted {
+                body.omit(reason);
+            }
+        }
         self.notes = notes;
         self.status = status;
         self.duration = duration;
@@ -129,14 +142,94 @@ impl RequestFacts {
             if let Some(q) = self.text.query() {
                 map.insert("query".into(), sanitizer.text_in(q, &mut budget).into());
             }
-            if let Some((content_type, bytes)) = &self.body
-                && !bytes.is_empty()
-            {
-                let content_type = content_type.as_ref().and_then(|v| v.to_str().ok());
-                map.insert("body".into(), sanitizer.body_in(content_type, bytes, &mut budget));
+            if let Some(body) = &self.body {
+                body.describe(map, sanitizer, &mut budget);
             }
         }
         event
+    }
+}
+
+/// What the row keeps of a write request's body: its size and content type always, and unless it was left
+/// out (see [`Omitted`]) its first `AUDIT_MAX_BODY_BYTES` bytes, copied, so the request's buffer is not held
+/// while the event waits for the writer.
+#[derive(Debug)]
+struct CapturedBody {
+    content_type: Option<HeaderValue>,
+    /// The whole body's size (as declared, when it was refused unread).
+    size: usize,
+    kept: Box<[u8]>,
+    omitted: Option<Omitted>,
+}
+
+/// Why a body is not on the row (`metadata.bodyOmitted`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Omitted {
+    /// `AUDIT_MAX_BODY_BYTES=0`.
+    Disabled,
+    /// Over the request size limit: refused without being read.
+    Unread,
+    /// No route matched: nothing could have used it.
+    Unmatched,
+    /// No caller was authenticated: anybody can send it, so it is not worth its room in the queue.
+    Unauthenticated,
+}
+
+impl Omitted {
+    fn as_str(self) -> &'static str {
+        match self {
+            Omitted::Disabled => "disabled",
+            Omitted::Unread => "unread",
+            Omitted::Unmatched => "unmatched",
+            Omitted::Unauthenticated => "unauthenticated",
+        }
+    }
+}
+
+impl CapturedBody {
+    /// The first `keep` bytes of `bytes`, copied.
+    fn of(content_type: Option<HeaderValue>, bytes: &[u8], keep: usize) -> CapturedBody {
+        let kept: Box<[u8]> = bytes.get(..keep).unwrap_or(bytes).into();
+        let omitted = (keep == 0 && !bytes.is_empty()).then_some(Omitted::Disabled);
+        CapturedBody { content_type, size: bytes.len(), kept, omitted }
+    }
+
+    /// A body refused before it was read, of the size its `Content-Length` declared.
+    fn unread(content_type: Option<HeaderValue>, declared: usize) -> CapturedBody {
+        CapturedBody { content_type, size: declared, kept: Box::default(), omitted: Some(Omitted::Unread) }
+    }
+
+    fn omit(&mut self, reason: Omitted) {
+        if self.omitted.is_none() && self.size > 0 {
+            self.omitted = Some(reason);
+        }
+        self.kept = Box::default();
+    }
+
+    /// Into the row's metadata: `bodyBytes`, `contentType`, and `body` (sanitized; cut bodies marked
+    /// `bodyTruncated`) or `bodyOmitted` with the reason.
+    fn describe(
+        &self,
+        map: &mut serde_json::Map<String, serde_json::Value>,
+        sanitizer: &Sanitizer,
+        budget: &mut Budget,
+    ) {
+        if self.size == 0 {
+            return;
+        }
+        let content_type = self.content_type.as_ref().and_then(|v| v.to_str().ok());
+        map.insert("bodyBytes".into(), self.size.into());
+        if let Some(ct) = content_type {
+            map.insert("contentType".into(), sanitizer.text_in(ct, budget).into());
+        }
+        if let Some(reason) = self.omitted {
+            map.insert("bodyOmitted".into(), reason.as_str().into());
+            return;
+        }
+        if self.kept.len() < self.size {
+            map.insert("bodyTruncated".into(), true.into());
+        }
+        map.insert("body".into(), sanitizer.body_prefix_in(content_type, &self.kept, self.size, budget));
     }
 }
 
@@ -195,13 +288,15 @@ pub async fn capture<F: Future<Output = Response>>(
         let content_type = parts.headers.get(header::CONTENT_TYPE).cloned();
         let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
         let limit = seen.max_body_bytes;
-        if declared.is_some_and(|n| n > limit) {
-            // The body limit answers 413 when the handler reads it; not buffered here.
-            Request::from_parts(parts, body)
-        } else {
-            match axum::body::to_bytes(body, limit).await {
+        match declared {
+            Some(n) if n > limit => {
+                // The body limit answers 413 when the handler reads it; not buffered here.
+                facts.body = Some(CapturedBody::unread(content_type, n));
+                Request::from_parts(parts, body)
+            }
+            _ => match axum::body::to_bytes(body, limit).await {
                 Ok(bytes) => {
-                    facts.body = Some((content_type, bytes.clone()));
+                    facts.body = Some(CapturedBody::of(content_type, &bytes, auditor.config().max_body_bytes));
                     Request::from_parts(parts, Body::from(bytes))
                 }
                 Err(_) => {
@@ -211,7 +306,7 @@ pub async fn capture<F: Future<Output = Response>>(
                     finish(auditor, facts, &slot, &response, started);
                     return response;
                 }
-            }
+            },
         }
     } else {
         Request::from_parts(parts, body)
@@ -267,5 +362,57 @@ mod tests {
         assert_eq!(event.path.as_deref(), Some("/api/users/[EMAIL]/phones/[PHONE]"));
         assert_eq!(event.metadata["query"], "to=[PHONE]&token=[REDACTED]");
         assert_eq!(event.user_agent.as_deref(), Some("agent [EMAIL]"));
+    }
+
+    /// The row of a POST with `body` (JSON) kept up to `keep` bytes, as `user` (none: unauthenticated) on
+    /// a matched route (or not).
+    fn row_of_body(body: &str, keep: usize, user: Option<uuid::Uuid>, matched: bool) -> serde_json::Value {
+        let seen =
+            Seen { request_id: None, client_request_id: None, ip: None, is_write: true, max_body_bytes: 1 << 20 };
+        let mut facts = RequestFacts::of(&parts("/api/things", None), &seen);
+        facts.body = Some(CapturedBody::of(Some(HeaderValue::from_static("application/json")), body.as_bytes(), keep));
+        let notes = AuditNotes {
+            route: matched.then_some(actions::RouteNote { path: "/api/things", action: "things.create", entity: None }),
+            user_id: user,
+            ..AuditNotes::default()
+        };
+        facts.finished(notes, 201, Duration::ZERO, None);
+        facts.into_event(&Sanitizer::default()).metadata
+    }
+
+    #[test]
+    fn a_long_body_keeps_its_complete_first_members_sanitized_and_its_size() {
+        let body = r#"{"title":"kept","password":"hunter2","address":{"line":"221B Baker Street","note":"jane@example.org"},"content":"cut here"}"#;
+        let keep = body.find("cut").expect("marker");
+        let meta = row_of_body(body, keep, Some(uuid::Uuid::nil()), true);
+        assert_eq!(meta["bodyTruncated"], true);
+        assert_eq!(meta["bodyBytes"], body.len());
+        assert_eq!(meta["contentType"], "application/json");
+        assert_eq!(meta["body"]["title"], "kept");
+        assert_eq!(meta["body"]["address"], "[REDACTED]", "a personal key's object is redacted whole: {meta}");
+        assert!(meta["body"].get("content").is_none(), "the member cut in the middle is left out: {meta}");
+        let text = meta.to_string();
+        for secret in ["hunter2", "Baker", "jane@example.org", "cut"] {
+            assert!(!text.contains(secret), "{secret} kept: {text}");
+        }
+        let whole = row_of_body(body, body.len(), Some(uuid::Uuid::nil()), true);
+        assert!(whole.get("bodyTruncated").is_none(), "a body that fits is not marked: {whole}");
+        assert_eq!(whole["body"]["content"], "cut here");
+    }
+
+    #[test]
+    fn unauthenticated_unmatched_and_disabled_bodies_keep_size_and_type_only() {
+        let body = r#"{"title":"secret plans"}"#;
+        for (keep, user, matched, reason) in [
+            (1024, None, true, "unauthenticated"),
+            (1024, Some(uuid::Uuid::nil()), false, "unmatched"),
+            (0, Some(uuid::Uuid::nil()), true, "disabled"),
+        ] {
+            let meta = row_of_body(body, keep, user, matched);
+            assert_eq!(meta["bodyOmitted"], reason, "{meta}");
+            assert_eq!(meta["bodyBytes"], body.len());
+            assert_eq!(meta["contentType"], "application/json");
+            assert!(meta.get("body").is_none() && !meta.to_string().contains("secret plans"), "{meta}");
+        }
     }
 }

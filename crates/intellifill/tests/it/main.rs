@@ -5,6 +5,7 @@ mod helpers;
 
 mod api_errors;
 mod audit;
+mod audit_bounds;
 mod auth_basic;
 mod auth_pipeline;
 mod cli;

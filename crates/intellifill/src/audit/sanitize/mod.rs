@@ -120,6 +120,7 @@ mod pairs;
 mod patterns;
 mod percent;
 mod phones;
+mod prefix;
 #[cfg(test)]
 mod proptests;
 mod rewrite;
