@@ -52,6 +52,9 @@ pub enum ErrorCode {
     AuthServiceUnavailable,
     DatabaseUnavailable,
     TooManyConnections,
+    /// The audit trail cannot take the request's event (its in-memory backlog is full, or the server is
+    /// stopping): refused before the handler runs, so nothing is served unaudited. With `Retry-After`.
+    AuditUnavailable,
 }
 
 impl ErrorCode {
@@ -72,7 +75,9 @@ impl ErrorCode {
             RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             RateLimited => StatusCode::TOO_MANY_REQUESTS,
             InternalError | RlsContextFailed => StatusCode::INTERNAL_SERVER_ERROR,
-            AuthServiceUnavailable | DatabaseUnavailable | TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
+            AuthServiceUnavailable | DatabaseUnavailable | TooManyConnections | AuditUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 

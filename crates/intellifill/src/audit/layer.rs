@@ -25,6 +25,7 @@ use axum::http::{HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 
+use super::backlog::{Refusal, Ticket};
 use super::sanitize::{Budget, Sanitizer};
 use super::{AuditEvent, AuditNotes, AuditSlot, Auditor, PathEntity, actions, security, truncated};
 use crate::error::{AppError, ErrorCode, ErrorPayload};
@@ -62,6 +63,9 @@ pub struct RequestFacts {
     status: u16,
     duration: Duration,
     security: Option<SecurityKind>,
+    /// The request's future was dropped before a response (a timeout above this step, or the client went
+    /// away): the row has no status and says so.
+    abandoned: bool,
 }
 
 impl RequestFacts {
@@ -79,7 +83,19 @@ impl RequestFacts {
             status: 0,
             duration: Duration::ZERO,
             security: None,
+            abandoned: false,
         }
+    }
+
+    /// Heap bytes held (its share of the audit backlog, with the size of the queued item).
+    pub fn weight(&self) -> usize {
+        let ids = [&self.request_id, &self.client_request_id].into_iter().flatten().map(|id| id.len()).sum::<usize>();
+        let notes = self.notes.entity_id.as_ref().map_or(0, String::len)
+            + match &self.notes.path_entity_id {
+                Some(PathEntity::Raw(raw)) => raw.len(),
+                _ => 0,
+            };
+        self.text.buf.capacity() + self.body.as_ref().map_or(0, CapturedBody::weight) + ids + notes
     }
 
     /// Whether body bytes are kept for the row (they wake the writer at once, to be let go of soon).
@@ -126,7 +142,7 @@ impl RequestFacts {
         event.path = Some(sanitizer.path_in(self.text.path(), &mut budget).into());
         event.user_agent = self.text.user_agent().map(|ua| sanitizer.text_in(ua, &mut budget));
         event.method = Some(self.method.as_str().into());
-        event.status = Some(i32::from(self.status));
+        event.status = (!self.abandoned).then_some(i32::from(self.status));
         event.duration_ms = Some(self.duration.as_millis().min(i32::MAX as u128) as i32);
         if let Some(kind) = self.security {
             let details = serde_json::json!({ "status": event.status, "route": route });
@@ -135,6 +151,9 @@ impl RequestFacts {
         if let serde_json::Value::Object(map) = &mut event.metadata {
             if let Some(route) = route {
                 map.insert("route".into(), route.into());
+            }
+            if self.abandoned {
+                map.insert("abandoned".into(), true.into());
             }
             if let Some(client) = &self.client_request_id {
                 map.insert("clientRequestId".into(), (**client).into());
@@ -197,6 +216,11 @@ impl CapturedBody {
     /// A body refused before it was read, of the size its `Content-Length` declared.
     fn unread(content_type: Option<HeaderValue>, declared: usize) -> CapturedBody {
         CapturedBody { content_type, size: declared, kept: Box::default(), omitted: Some(Omitted::Unread) }
+    }
+
+    /// Heap bytes held.
+    fn weight(&self) -> usize {
+        self.kept.len() + self.content_type.as_ref().map_or(0, HeaderValue::len)
     }
 
     fn omit(&mut self, reason: Omitted) {
@@ -269,7 +293,12 @@ impl Texts {
     }
 }
 
-/// One event for the request `next` (the rest of the stack) answers.
+/// Room reserved in the backlog for what inner steps note (entity ids) beyond the request's own facts.
+const NOTES_ROOM: usize = 512;
+
+/// One event for the request `next` (the rest of the stack) answers, admitted before `next` runs: a request
+/// whose event the audit pipeline has no room for is refused (503 `AUDIT_UNAVAILABLE`) and never reaches a
+/// handler.
 pub async fn capture<F: Future<Output = Response>>(
     auditor: &Auditor,
     seen: Seen<'_>,
@@ -282,28 +311,40 @@ pub async fn capture<F: Future<Output = Response>>(
     }
     let slot = request.extensions().get::<AuditSlot>().cloned().unwrap_or_default();
     let (parts, body) = request.into_parts();
-    let mut facts = RequestFacts::of(&parts, &seen);
+    let facts = RequestFacts::of(&parts, &seen);
+    let content_type = parts.headers.get(header::CONTENT_TYPE).cloned();
+    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    // The most the body can add to the event: the kept prefix (the declared length, when it is smaller).
+    let body_room = if seen.is_write {
+        declared.unwrap_or(usize::MAX).min(auditor.config().max_body_bytes)
+            + content_type.as_ref().map_or(0, |v| v.len())
+    } else {
+        0
+    };
+    let ticket = match auditor.admit(facts.weight() + body_room + NOTES_ROOM) {
+        Ok(ticket) => ticket,
+        Err(refusal) => return refused(refusal),
+    };
+    let mut pending = Pending { auditor, slot, started, facts: Some(facts), ticket: Some(ticket) };
 
     let request = if seen.is_write {
-        let content_type = parts.headers.get(header::CONTENT_TYPE).cloned();
-        let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
         let limit = seen.max_body_bytes;
         match declared {
             Some(n) if n > limit => {
                 // The body limit answers 413 when the handler reads it; not buffered here.
-                facts.body = Some(CapturedBody::unread(content_type, n));
+                pending.set_body(CapturedBody::unread(content_type, n));
                 Request::from_parts(parts, body)
             }
             _ => match axum::body::to_bytes(body, limit).await {
                 Ok(bytes) => {
-                    facts.body = Some(CapturedBody::of(content_type, &bytes, auditor.config().max_body_bytes));
+                    pending.set_body(CapturedBody::of(content_type, &bytes, auditor.config().max_body_bytes));
                     Request::from_parts(parts, Body::from(bytes))
                 }
                 Err(_) => {
                     let response =
                         AppError::new(ErrorCode::PayloadTooLarge, "the request body is too large or unreadable")
                             .into_response();
-                    finish(auditor, facts, &slot, &response, started);
+                    pending.finish(&response);
                     return response;
                 }
             },
@@ -313,16 +354,55 @@ pub async fn capture<F: Future<Output = Response>>(
     };
 
     let response = next(request).await;
-    finish(auditor, facts, &slot, &response, started);
+    pending.finish(&response);
     response
 }
 
-/// The outcome into `facts`, and `facts` to the audit queue.
-fn finish(auditor: &Auditor, mut facts: RequestFacts, slot: &AuditSlot, response: &Response, started: Instant) {
-    let notes = slot.take();
-    let security = response.extensions().get::<ErrorPayload>().and_then(|p| p.security);
-    facts.finished(notes, response.status().as_u16(), started.elapsed(), security);
-    auditor.record_request(facts);
+/// The answer to a request the audit pipeline cannot take.
+fn refused(refusal: Refusal) -> Response {
+    let message = match refusal {
+        Refusal::Stopping => "the server is stopping; retry on another instance",
+        Refusal::QueueFull | Refusal::SpoolFull => {
+            "the audit trail cannot record more requests right now; retry shortly"
+        }
+    };
+    AppError::new(ErrorCode::AuditUnavailable, message).with_retry_after(1).into_response()
+}
+
+/// An admitted request's facts and its room in the backlog, until its event is queued: by [`Pending::finish`]
+/// with the response, or, when the request's future is dropped first (a timeout above this step, a client
+/// gone), on drop, marked abandoned. Either way the request has its row.
+struct Pending<'a> {
+    auditor: &'a Auditor,
+    slot: AuditSlot,
+    started: Instant,
+    facts: Option<RequestFacts>,
+    ticket: Option<Ticket>,
+}
+
+impl Pending<'_> {
+    fn set_body(&mut self, body: CapturedBody) {
+        if let Some(facts) = &mut self.facts {
+            facts.body = Some(body);
+        }
+    }
+
+    /// The outcome into the facts, and the facts to the audit queue.
+    fn finish(mut self, response: &Response) {
+        let (Some(mut facts), Some(ticket)) = (self.facts.take(), self.ticket.take()) else { return };
+        let security = response.extensions().get::<ErrorPayload>().and_then(|p| p.security);
+        facts.finished(self.slot.take(), response.status().as_u16(), self.started.elapsed(), security);
+        self.auditor.record_request(facts, ticket);
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        let (Some(mut facts), Some(ticket)) = (self.facts.take(), self.ticket.take()) else { return };
+        facts.finished(self.slot.take(), 0, self.started.elapsed(), None);
+        facts.abandoned = true;
+        self.auditor.record_request(facts, ticket);
+    }
 }
 
 #[cfg(test)]
