@@ -202,6 +202,29 @@ async fn a_full_backlog_refuses_requests_before_their_handler_and_admitted_event
     assert_eq!(app.state.audit.stats().get(&app.state.audit.stats().dropped), 0);
 }
 
+#[tokio::test]
+async fn a_request_cut_off_by_the_timeout_still_has_its_row_marked_abandoned() {
+    let (app, u, org) = TestApp::with_org_using(|a| a.request_timeout_ms = Some("300".into()), "Slow").await;
+    // The handler's insert waits behind this lock until the whole-request timeout drops the request.
+    let locker = intellifill::db::migrate::connect(&app.owner_url).await.expect("owner connection");
+    locker.batch_execute("BEGIN; LOCK TABLE knowledge_sources IN ACCESS EXCLUSIVE MODE").await.expect("lock");
+    let (status, id, body) = send(create(&app, &u.token, org, "never answered", "x")).await;
+    assert_eq!(status, 408, "{body}");
+    locker.batch_execute("ROLLBACK").await.expect("unlock");
+    app.state.audit.flush().await;
+    let r = app
+        .owner
+        .query_one("SELECT action, status, user_id, metadata FROM audit_log WHERE request_id = $1", &[&id])
+        .await
+        .expect("a row for the abandoned request");
+    assert_eq!(r.get::<_, String>(0), "knowledge.create");
+    assert_eq!(r.get::<_, Option<i32>>(1), None, "no response was produced below the timeout");
+    assert_eq!(r.get::<_, Option<uuid::Uuid>>(2), Some(u.id));
+    let meta: Value = r.get(3);
+    assert_eq!(meta["abandoned"], true, "{meta}");
+    assert_eq!(meta["body"]["title"], "never answered", "{meta}");
+}
+
 /// Bytes of the spool's segment files.
 fn spool_dir_bytes(dir: &std::path::Path) -> u64 {
     std::fs::read_dir(dir)
