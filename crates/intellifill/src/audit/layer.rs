@@ -7,11 +7,18 @@
 //! the only place the route is known), the user (authentication), the organization (org extractor), a
 //! created entity's id (handlers).
 //!
+//! Before the rest of the stack runs, the step asks the audit backlog for room for the request's event
+//! ([`Auditor::admit`], sized by the most the event can hold); without room the request is answered 503
+//! `AUDIT_UNAVAILABLE` and no handler sees it (see [`super::backlog`]).
+//!
 //! On the request path the step only gathers [`RequestFacts`]: small or shared pieces of the request
 //! (request id, address, method, the path, query and user agent truncated and copied in one allocation, so
-//! the connection's read buffer they point into is not kept while the facts wait, and a write request's
-//! buffered body, which wakes the writer at once) and, once the response is there, the notes, status,
-//! duration and security outcome. The audit writer turns them into the row ([`RequestFacts::into_event`]:
+//! the connection's read buffer they point into is not kept while the facts wait, and a copy of the first
+//! `AUDIT_MAX_BODY_BYTES` of a write request's body, which wakes the writer at once) and, once the response is
+//! there, the notes, status, duration and security outcome. The body of a request that matched no route or
+//! whose caller was never authenticated is let go of then (the row keeps its size and content type). A request
+//! whose future is dropped before its response (the whole-request timeout above this step, a client gone)
+//! still gets its row, marked `abandoned`. The audit writer turns them into the row ([`RequestFacts::into_event`]:
 //! action, entity, text truncated and sanitized, body sanitized, metadata) in its batch loop, so no string of
 //! the row is built, no body parsed and no task spawned while a client waits (docs/PERFORMANCE.md, "Audit
 //! path"). A security outcome's counter and log line come with its row (at most one flush interval later).

@@ -1,19 +1,24 @@
 //! The audit pipeline: every API request becomes exactly one audit row, without slowing the request and
-//! without ever losing an event.
+//! without ever losing an event, within bounds on memory and disk.
 //!
 //! - [`layer`] captures the request (one middleware, ordered in `http::middleware`): route, user and
 //!   organization (filled in by the auth layer and the org extractor through an [`AuditNotes`] slot),
-//!   status, duration, client ip, user agent, and for write methods the body, as [`layer::RequestFacts`].
+//!   status, duration, client ip, user agent, and for write methods the first `AUDIT_MAX_BODY_BYTES` of the
+//!   body (let go of when no route matched or nobody was authenticated), as [`layer::RequestFacts`].
+//! - [`backlog`] bounds what waits in memory, in bytes and in events: a request takes its share before its
+//!   handler runs ([`Auditor::admit`]) or is refused (503 `AUDIT_UNAVAILABLE`), so nothing is served
+//!   unaudited and every admitted event has room.
 //! - [`Auditor::record_request`] is a non-blocking `try_send` into a bounded queue (a few hundred
-//!   nanoseconds); a full queue hands the facts to the spooler instead of dropping them.
-//! - [`writer`] makes each request's row (action, sanitized text and body, see [`sanitize`]), hands the
-//!   anomaly detector its observation, and drains the queue in batches (size or time triggered; a request
-//!   with a body at once) into one multi-row `INSERT ... ON CONFLICT (id) DO NOTHING` on at most one pooled
-//!   connection at a time (its share of the pool, so request
-//!   traffic is never starved). When Postgres fails, the batch goes to the disk [`spool`]; the spool is
-//!   replayed in order when the database answers again (and at start-up), and a segment is deleted only after
-//!   its rows are committed. Event ids make the replay idempotent: a crash between commit and delete doubles
-//!   nothing. Shutdown flushes the queue (to the database, or to the spool) before the process exits.
+//!   nanoseconds); a full queue hands the facts to the (bounded) overflow, on its way to the spool.
+//! - [`writer`] makes each request's row (action, sanitized text and body, see [`sanitize`]) on a blocking
+//!   thread, hands the anomaly detector its observation, and drains the queue in batches (size or time
+//!   triggered; a request with a body at once) into one multi-row `INSERT ... ON CONFLICT (id) DO NOTHING` on
+//!   at most one pooled connection at a time (its share of the pool, so request traffic is never starved).
+//!   When Postgres fails, the batch goes to the disk [`spool`] (bounded by `AUDIT_SPOOL_MAX_BYTES`: at the
+//!   bound the writer holds and takes no more, so admission refuses); the spool is replayed in order when the
+//!   database answers again (and at start-up), and a segment is deleted only after its rows are committed.
+//!   Event ids make the replay idempotent: a crash between commit and delete doubles nothing. Shutdown writes
+//!   the queue to the database until the grace deadline and the rest to the spool before the process exits.
 //! - [`security`] turns security-relevant outcomes (forged token, revoked token reuse, cross-tenant attempt,
 //!   RLS context failure, anomalies) into audit rows with a severity, `event=security.*` log lines and
 //!   counters; [`anomaly`] watches sliding windows per user (Redis, shared by every instance, with an
