@@ -2,9 +2,9 @@
 //!
 //! Every event in the queue or the overflow holds a share of two budgets: events (`AUDIT_QUEUE_CAPACITY` in the
 //! queue, as many again in the overflow) and bytes (`AUDIT_QUEUE_MAX_BYTES`, both together). A request takes
-//! its share **before its handler runs** ([`Backlog::admit`]: a [`Ticket`] sized by the most its event can
-//! hold), so a request whose event could not be kept is refused (503 `AUDIT_UNAVAILABLE`) before it can have
-//! any effect, and an event that was admitted always finds room: nothing is served unaudited, nothing admitted
+//! its share **before its handler runs** ([`Backlog::admit`]: a [`Ticket`] for its head, grown by the kept
+//! bytes of its body once read, [`Ticket::grow`]), so a request whose event could not be kept is refused (503
+//! `AUDIT_UNAVAILABLE`) before it can have any effect, and an event that was admitted always finds room: nothing is served unaudited, nothing admitted
 //! is dropped. When its event is queued the ticket is settled to the event's real size ([`Ticket::settle`]);
 //! the writer gives the share back once it has made the event's row ([`Backlog::release`]).
 //!
@@ -56,8 +56,9 @@ pub struct Backlog {
     refusing: AtomicBool,
 }
 
-/// A share of the budgets held for one event. Dropped without [`Ticket::settle`] (a request cancelled
-/// before its event was queued), it gives the share back.
+/// A share of the budgets held for one event: a request's head when it is admitted, its body's prefix
+/// once read ([`Ticket::grow`]). Dropped without [`Ticket::settle`] (a request refused or cancelled before
+/// its event was queued), it gives the share back.
 #[derive(Debug)]
 #[must_use]
 pub struct Ticket {
@@ -82,41 +83,22 @@ impl Backlog {
 
     /// A request's share of `bytes`, or why not.
     pub fn admit(self: &Arc<Self>, bytes: usize) -> Result<Ticket, Refusal> {
-        let refused = if self.closed.load(Ordering::Relaxed) {
-            Some(Refusal::Stopping)
-        } else if self.take(bytes, request_share(self.max_bytes), request_share(self.max_events)) {
-            None
-        } else if self.spool_full.load(Ordering::Relaxed) {
-            Some(Refusal::SpoolFull)
-        } else {
-            Some(Refusal::QueueFull)
-        };
-        match refused {
-            None => {
-                if self.refusing.swap(false, Ordering::Relaxed) {
-                    tracing::info!("audit pipeline has room again: requests are admitted");
-                }
-                Ok(Ticket { backlog: self.clone(), bytes, held: true })
-            }
-            Some(reason) => {
-                metrics::counter!("audit_requests_refused_total", "reason" => reason.as_str()).increment(1);
-                if !self.refusing.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        reason = reason.as_str(),
-                        held_bytes = self.bytes(),
-                        held_events = self.events(),
-                        "audit pipeline full: audited requests are refused (503 AUDIT_UNAVAILABLE) until it has room"
-                    );
-                }
-                Err(reason)
-            }
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(self.refused(Refusal::Stopping));
         }
+        if !self.take(bytes, request_share(self.max_bytes), request_share(self.max_events)) {
+            return Err(self.refused(self.refusal()));
+        }
+        if self.refusing.swap(false, Ordering::Relaxed) {
+            tracing::info!("audit pipeline has room again: requests are admitted");
+        }
+        Ok(Ticket { backlog: self.clone(), bytes, held: true })
     }
 
     /// A share for an event not tied to a request (the detector's), from the whole budgets: `None` while
-    /// they are spent (the caller waits) or the pipeline is stopping.
+    /// they are spent (the caller waits). Admitted while stopping too: the writer's last flush takes it.
     pub fn admit_event(self: &Arc<Self>, bytes: usize) -> Option<Ticket> {
-        if self.closed.load(Ordering::Relaxed) || !self.take(bytes, self.max_bytes, self.max_events) {
+        if !self.take(bytes, self.max_bytes, self.max_events) {
             return None;
         }
         Some(Ticket { backlog: self.clone(), bytes, held: true })
@@ -124,8 +106,7 @@ impl Backlog {
 
     /// Take `bytes` and one event if both stay within the limits.
     fn take(&self, bytes: usize, max_bytes: usize, max_events: usize) -> bool {
-        let fits = |held: usize, n: usize, max: usize| held.checked_add(n).filter(|total| *total <= max);
-        if self.bytes.fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| fits(held, bytes, max_bytes)).is_err() {
+        if !self.take_bytes(bytes, max_bytes) {
             return false;
         }
         if self.events.fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| fits(held, 1, max_events)).is_err() {
@@ -133,6 +114,28 @@ impl Backlog {
             return false;
         }
         true
+    }
+
+    fn take_bytes(&self, bytes: usize, max_bytes: usize) -> bool {
+        self.bytes.fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| fits(held, bytes, max_bytes)).is_ok()
+    }
+
+    /// Why a request is refused when the budgets are spent.
+    fn refusal(&self) -> Refusal {
+        if self.spool_full.load(Ordering::Relaxed) { Refusal::SpoolFull } else { Refusal::QueueFull }
+    }
+
+    fn refused(&self, reason: Refusal) -> Refusal {
+        metrics::counter!("audit_requests_refused_total", "reason" => reason.as_str()).increment(1);
+        if !self.refusing.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                reason = reason.as_str(),
+                held_bytes = self.bytes(),
+                held_events = self.events(),
+                "audit pipeline full: audited requests are refused (503 AUDIT_UNAVAILABLE) until it has room"
+            );
+        }
+        reason
     }
 
     /// The writer has made the row of an event of `bytes`: its share is free again.
@@ -166,7 +169,22 @@ impl Backlog {
     }
 }
 
+/// `held + n` when it stays within `max`.
+fn fits(held: usize, n: usize, max: usize) -> Option<usize> {
+    held.checked_add(n).filter(|total| *total <= max)
+}
+
 impl Ticket {
+    /// `bytes` more for the same event (a request's body, once it is read: a client sending its body slowly
+    /// holds no room for it meanwhile), or why not; the ticket keeps what it had either way.
+    pub fn grow(&mut self, bytes: usize) -> Result<(), Refusal> {
+        if !self.backlog.take_bytes(bytes, request_share(self.backlog.max_bytes)) {
+            return Err(self.backlog.refused(self.backlog.refusal()));
+        }
+        self.bytes += bytes;
+        Ok(())
+    }
+
     /// The event is queued and holds `bytes` (its real size, which replaces the estimate it was admitted with);
     /// the writer releases it.
     pub fn settle(mut self, bytes: usize) {
@@ -213,6 +231,21 @@ mod tests {
     }
 
     #[test]
+    fn a_ticket_grows_by_its_body_within_the_requests_share() {
+        let backlog = Backlog::new(16_000, 100);
+        let mut a = backlog.admit(1_000).expect("room");
+        let b = backlog.admit(1_000).expect("room");
+        a.grow(12_000).expect("room for the body");
+        assert_eq!(backlog.bytes(), 14_000);
+        let mut b = b;
+        assert_eq!(b.grow(2_000), Err(Refusal::QueueFull), "15_000 is the requests' share");
+        assert_eq!((backlog.bytes(), backlog.events()), (14_000, 2), "a refused growth takes nothing");
+        drop(a);
+        drop(b);
+        assert_eq!((backlog.bytes(), backlog.events()), (0, 0), "the grown share is given back whole");
+    }
+
+    #[test]
     fn the_event_budget_bounds_too_and_refusals_say_why() {
         let backlog = Backlog::new(1 << 30, 32);
         let tickets: Vec<Ticket> = (0..30).map(|_| backlog.admit(1).expect("room")).collect();
@@ -223,6 +256,6 @@ mod tests {
         assert!(backlog.admit(1).is_ok(), "room again");
         backlog.close();
         assert_eq!(backlog.admit(1).map(drop), Err(Refusal::Stopping));
-        assert!(backlog.admit_event(1).is_none());
+        assert!(backlog.admit_event(1).is_some(), "the detector's events still go to the last flush");
     }
 }

@@ -8,7 +8,8 @@
 //! created entity's id (handlers).
 //!
 //! Before the rest of the stack runs, the step asks the audit backlog for room for the request's event
-//! ([`Auditor::admit`], sized by the most the event can hold); without room the request is answered 503
+//! ([`Auditor::admit`]: its head's share when it arrives, its body's kept bytes once the body is read, so a
+//! client trickling a body holds no room for it); without room the request is answered 503
 //! `AUDIT_UNAVAILABLE` and no handler sees it (see [`super::backlog`]).
 //!
 //! On the request path the step only gathers [`RequestFacts`]: small or shared pieces of the request
@@ -181,7 +182,8 @@ impl RequestFacts {
 /// while the event waits for the writer.
 #[derive(Debug)]
 struct CapturedBody {
-    content_type: Option<HeaderValue>,
+    /// Copied and truncated: a header value points into the connection's read buffer.
+    content_type: Option<Box<str>>,
     /// The whole body's size (as declared, when it was refused unread).
     size: usize,
     kept: Box<[u8]>,
@@ -212,22 +214,30 @@ impl Omitted {
     }
 }
 
+/// Longest content type kept (real ones are a few dozen characters).
+const MAX_CONTENT_TYPE: usize = 128;
+
+fn content_type_text(value: Option<&HeaderValue>) -> Option<Box<str>> {
+    value.and_then(|v| v.to_str().ok()).map(|ct| truncated(ct, MAX_CONTENT_TYPE).into())
+}
+
 impl CapturedBody {
     /// The first `keep` bytes of `bytes`, copied.
-    fn of(content_type: Option<HeaderValue>, bytes: &[u8], keep: usize) -> CapturedBody {
+    fn of(content_type: Option<&HeaderValue>, bytes: &[u8], keep: usize) -> CapturedBody {
         let kept: Box<[u8]> = bytes.get(..keep).unwrap_or(bytes).into();
         let omitted = (keep == 0 && !bytes.is_empty()).then_some(Omitted::Disabled);
-        CapturedBody { content_type, size: bytes.len(), kept, omitted }
+        CapturedBody { content_type: content_type_text(content_type), size: bytes.len(), kept, omitted }
     }
 
     /// A body refused before it was read, of the size its `Content-Length` declared.
-    fn unread(content_type: Option<HeaderValue>, declared: usize) -> CapturedBody {
+    fn unread(content_type: Option<&HeaderValue>, declared: usize) -> CapturedBody {
+        let content_type = content_type_text(content_type);
         CapturedBody { content_type, size: declared, kept: Box::default(), omitted: Some(Omitted::Unread) }
     }
 
     /// Heap bytes held.
     fn weight(&self) -> usize {
-        self.kept.len() + self.content_type.as_ref().map_or(0, HeaderValue::len)
+        self.kept.len() + self.content_type.as_ref().map_or(0, |ct| ct.len())
     }
 
     fn omit(&mut self, reason: Omitted) {
@@ -248,7 +258,7 @@ impl CapturedBody {
         if self.size == 0 {
             return;
         }
-        let content_type = self.content_type.as_ref().and_then(|v| v.to_str().ok());
+        let content_type = self.content_type.as_deref();
         map.insert("bodyBytes".into(), self.size.into());
         if let Some(ct) = content_type {
             map.insert("contentType".into(), sanitizer.text_in(ct, budget).into());
@@ -304,8 +314,8 @@ impl Texts {
 const NOTES_ROOM: usize = 512;
 
 /// One event for the request `next` (the rest of the stack) answers, admitted before `next` runs: a request
-/// whose event the audit pipeline has no room for is refused (503 `AUDIT_UNAVAILABLE`) and never reaches a
-/// handler.
+/// whose event the audit pipeline has no room for (its head when it arrives, its body's kept bytes once read)
+/// is refused (503 `AUDIT_UNAVAILABLE`) and never reaches a handler.
 pub async fn capture<F: Future<Output = Response>>(
     auditor: &Auditor,
     seen: Seen<'_>,
@@ -319,33 +329,32 @@ pub async fn capture<F: Future<Output = Response>>(
     let slot = request.extensions().get::<AuditSlot>().cloned().unwrap_or_default();
     let (parts, body) = request.into_parts();
     let facts = RequestFacts::of(&parts, &seen);
-    let content_type = parts.headers.get(header::CONTENT_TYPE).cloned();
-    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-    // The most the body can add to the event: the kept prefix (the declared length, when it is smaller).
-    let body_room = if seen.is_write {
-        declared.unwrap_or(usize::MAX).min(auditor.config().max_body_bytes)
-            + content_type.as_ref().map_or(0, |v| v.len())
-    } else {
-        0
-    };
-    let ticket = match auditor.admit(facts.weight() + body_room + NOTES_ROOM) {
+    let content_type = parts.headers.get(header::CONTENT_TYPE);
+    // The head's share first; the body's once it is read, so a client trickling a body holds no room for it.
+    let ticket = match auditor.admit(facts.weight() + NOTES_ROOM) {
         Ok(ticket) => ticket,
         Err(refusal) => return refused(refusal),
     };
     let mut pending = Pending { auditor, slot, started, facts: Some(facts), ticket: Some(ticket) };
 
     let request = if seen.is_write {
+        let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
         let limit = seen.max_body_bytes;
-        match declared {
+        let body = match declared {
             Some(n) if n > limit => {
                 // The body limit answers 413 when the handler reads it; not buffered here.
                 pending.set_body(CapturedBody::unread(content_type, n));
-                Request::from_parts(parts, body)
+                body
             }
             _ => match axum::body::to_bytes(body, limit).await {
                 Ok(bytes) => {
-                    pending.set_body(CapturedBody::of(content_type, &bytes, auditor.config().max_body_bytes));
-                    Request::from_parts(parts, Body::from(bytes))
+                    let captured = CapturedBody::of(content_type, &bytes, auditor.config().max_body_bytes);
+                    if let Err(refusal) = pending.grow(captured.weight()) {
+                        pending.refuse();
+                        return refused(refusal);
+                    }
+                    pending.set_body(captured);
+                    Body::from(bytes)
                 }
                 Err(_) => {
                     let response =
@@ -355,7 +364,8 @@ pub async fn capture<F: Future<Output = Response>>(
                     return response;
                 }
             },
-        }
+        };
+        Request::from_parts(parts, body)
     } else {
         Request::from_parts(parts, body)
     };
@@ -388,6 +398,17 @@ struct Pending<'a> {
 }
 
 impl Pending<'_> {
+    /// Room for the body's kept bytes, once read.
+    fn grow(&mut self, bytes: usize) -> Result<(), Refusal> {
+        self.ticket.as_mut().map_or(Ok(()), |ticket| ticket.grow(bytes))
+    }
+
+    /// The request is refused: no event, its room given back.
+    fn refuse(mut self) {
+        self.facts = None;
+        self.ticket = None;
+    }
+
     fn set_body(&mut self, body: CapturedBody) {
         if let Some(facts) = &mut self.facts {
             facts.body = Some(body);
@@ -457,7 +478,7 @@ mod tests {
         let seen =
             Seen { request_id: None, client_request_id: None, ip: None, is_write: true, max_body_bytes: 1 << 20 };
         let mut facts = RequestFacts::of(&parts("/api/things", None), &seen);
-        facts.body = Some(CapturedBody::of(Some(HeaderValue::from_static("application/json")), body.as_bytes(), keep));
+        facts.body = Some(CapturedBody::of(Some(&HeaderValue::from_static("application/json")), body.as_bytes(), keep));
         let notes = AuditNotes {
             route: matched.then_some(actions::RouteNote { path: "/api/things", action: "things.create", entity: None }),
             user_id: user,

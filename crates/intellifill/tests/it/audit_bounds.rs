@@ -203,6 +203,40 @@ async fn a_full_backlog_refuses_requests_before_their_handler_and_admitted_event
 }
 
 #[tokio::test]
+async fn clients_trickling_their_bodies_hold_no_room_for_them() {
+    let (app, u, org) = TestApp::with_org_using(
+        |a| {
+            a.audit_max_body_bytes = Some("4096".into());
+            a.audit_queue_max_bytes = Some("98304".into());
+        },
+        "Trickle",
+    )
+    .await;
+    // 40 writes whose heads announce 4 KiB bodies that never come: with room for their bodies held, 40 x 4 KiB
+    // would be more than the bound, and every other request would be refused.
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut slow = Vec::new();
+    for _ in 0..40 {
+        use tokio::io::AsyncWriteExt;
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+        let head = format!(
+            "POST /api/organizations/{org}/knowledge HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nContent-Length: 4000\r\n\r\n{{\"title\":",
+            u.token
+        );
+        stream.write_all(head.as_bytes()).await.expect("head");
+        slow.push(stream);
+    }
+    // Each is admitted for its head only (a share of a few hundred bytes).
+    crate::helpers::wait_until(std::time::Duration::from_secs(10), || app.state.audit.queue_bytes() >= 40 * 600).await;
+    assert!(app.state.audit.queue_bytes() < 40 * 4096, "no body room held: {}", app.state.audit.queue_bytes());
+    let content = "a body that arrives at once ".repeat(100);
+    let (status, _, body) = send(create(&app, &u.token, org, "served", &content)).await;
+    assert_eq!(status, 201, "{body}");
+    drop(slow);
+}
+
+#[tokio::test]
 async fn a_request_cut_off_by_the_timeout_still_has_its_row_marked_abandoned() {
     let (app, u, org) = TestApp::with_org_using(|a| a.request_timeout_ms = Some("300".into()), "Slow").await;
     // The handler's insert waits behind this lock until the whole-request timeout drops the request.
