@@ -28,6 +28,8 @@ fn benches(c: &mut Criterion) {
         audit_batch_size: Some("10000".into()),
         audit_flush_interval_ms: Some("600000".into()),
         audit_spool_dir: Some(spool.path().display().to_string()),
+        // Not production: /metrics needs no scrape token here.
+        app_env: Some("test".into()),
         ..ServeArgs::default()
     };
     let config = Config::from_args(&args).expect("configuration");
