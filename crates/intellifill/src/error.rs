@@ -69,6 +69,9 @@ pub enum ErrorCode {
     AuthServiceMisconfigured,
     DatabaseUnavailable,
     TooManyConnections,
+    /// The audit trail cannot take the request's event (its in-memory backlog is full, or the server is
+    /// stopping): refused before the handler runs, so nothing is served unaudited. With `Retry-After`.
+    AuditUnavailable,
 }
 
 impl ErrorCode {
@@ -90,9 +93,11 @@ impl ErrorCode {
             RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             RateLimited => StatusCode::TOO_MANY_REQUESTS,
             InternalError | RlsContextFailed => StatusCode::INTERNAL_SERVER_ERROR,
-            AuthServiceUnavailable | AuthServiceMisconfigured | DatabaseUnavailable | TooManyConnections => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            AuthServiceUnavailable
+            | AuthServiceMisconfigured
+            | DatabaseUnavailable
+            | TooManyConnections
+            | AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 

@@ -140,7 +140,9 @@ pub async fn detailed(State(state): State<AppState>, ctx: UserTx) -> Result<Json
         },
         "audit": {
             "queue": state.audit.queue_depth(),
+            "queueBytes": state.audit.queue_bytes(),
             "spooled": state.audit.spool_pending(),
+            "spoolBytes": state.audit.spool_bytes(),
             "spooledTotal": audit.get(&audit.spooled),
             "replayed": audit.get(&audit.replayed),
             "written": audit.get(&audit.written),
@@ -176,6 +178,8 @@ fn refresh(state: &AppState) {
     metrics::gauge!("auth_token_cache_entries").set(state.auth.cache().entries() as f64);
     metrics::gauge!("audit_queue_depth").set(state.audit.queue_depth() as f64);
     metrics::gauge!("audit_spool_pending").set(state.audit.spool_pending() as f64);
+    metrics::gauge!("audit_queue_bytes").set(state.audit.queue_bytes() as f64);
+    metrics::gauge!("audit_spool_bytes").set(state.audit.spool_bytes() as f64);
     if state.kv.is_configured() {
         metrics::gauge!("redis_up").set(if state.kv.is_healthy() { 1.0 } else { 0.0 });
     }

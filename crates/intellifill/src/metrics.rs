@@ -79,6 +79,19 @@ fn register() {
     describe_gauge!("audit_queue_depth", "audit events waiting in memory");
     describe_gauge!("audit_spool_pending", "audit events waiting on disk for the database");
     describe_counter!("audit_events_dropped_total", "audit events lost (must stay 0)");
+    describe_gauge!("audit_queue_bytes", "bytes of audit events held in memory (queue, overflow, admitted requests)");
+    describe_gauge!("audit_queue_max_bytes", "AUDIT_QUEUE_MAX_BYTES");
+    describe_gauge!("audit_spool_bytes", "bytes of the audit spool on disk");
+    describe_gauge!("audit_spool_max_bytes", "AUDIT_SPOOL_MAX_BYTES");
+    describe_counter!(
+        "audit_requests_refused_total",
+        "requests refused with 503 AUDIT_UNAVAILABLE before their handler, by reason: queue_full, spool_full, stopping"
+    );
+    describe_counter!(
+        "audit_spool_full_total",
+        "times the audit spool reached AUDIT_SPOOL_MAX_BYTES and the writer held events"
+    );
+    describe_counter!("audit_rows_failed_total", "audit rows that could not be made (a placeholder row was stored)");
     describe_counter!("security_events_total", "security events by kind and severity");
     describe_counter!("rate_limit_decisions_total", "rate limit decisions by policy");
     describe_gauge!("http_connections_open", "open client connections, by listener");
@@ -96,11 +109,16 @@ fn register() {
         "audit_events_replayed_total",
         "audit_events_written_total",
         "audit_events_captured_total",
+        "audit_spool_full_total",
+        "audit_rows_failed_total",
     ] {
         metrics::counter!(name).increment(0);
     }
     metrics::counter!("security_events_total", "event" => "cross_tenant_attempt", "severity" => "high").increment(0);
     metrics::counter!("http_connections_refused_total", "listener" => "api").increment(0);
+    for reason in ["queue_full", "spool_full", "stopping"] {
+        metrics::counter!("audit_requests_refused_total", "reason" => reason).increment(0);
+    }
 }
 
 /// `http_requests_total` (method, route, status) and `http_request_duration_seconds` (method, route), with

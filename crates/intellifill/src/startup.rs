@@ -112,26 +112,30 @@ impl Application {
             tokio::spawn(crate::http::server::serve(metrics_listener, metrics, limits, "metrics", never));
         }
         let grace = state.config.http.shutdown_grace;
-        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        // The grace period starts with the stop signal and covers the drain and the audit flush: what the
+        // audit writer has not written to the database by then goes to the spool.
+        let (stopping_tx, stopping_rx) = tokio::sync::watch::channel::<Option<tokio::time::Instant>>(None);
         let signal = async move {
             shutdown.await;
             tracing::info!("shutdown requested: no new connections, draining in-flight requests");
-            let _ = stopping_tx.send(());
+            let _ = stopping_tx.send(Some(tokio::time::Instant::now() + grace));
         };
         let app = crate::router::app_with(state.clone(), extra);
         let serve = crate::http::server::serve(listener, app, limits, "api", signal);
+        let mut deadline_rx = stopping_rx.clone();
         let deadline = async move {
-            if stopping_rx.await.is_ok() {
-                tokio::time::sleep(grace).await;
-            } else {
-                std::future::pending::<()>().await;
+            match deadline_rx.wait_for(Option::is_some).await.map(|d| *d) {
+                Ok(Some(deadline)) => tokio::time::sleep_until(deadline).await,
+                _ => std::future::pending::<()>().await,
             }
         };
         tokio::select! {
             () = serve => {}
             () = deadline => tracing::warn!(grace_ms = grace.as_millis() as u64, "drain grace period over: abandoning open requests"),
         }
-        state.audit.shutdown().await;
+        // Serving also ends when the listener fails: then the flush gets the whole grace period.
+        let audit_deadline = stopping_rx.borrow().unwrap_or_else(|| tokio::time::Instant::now() + grace);
+        state.audit.shutdown(audit_deadline).await;
         state.db.close();
         tracing::info!("server stopped");
         Ok(())

@@ -255,7 +255,7 @@ impl Detector {
             "lastAction": e.action,
         });
         security::mark(&mut event, SecurityKind::Anomaly, kind.severity(), details);
-        self.recorder.record(event);
+        self.recorder.record(event).await;
         if self.config.auto_lock
             && kind.severity() == Severity::Critical
             && let Some(user) = e.user_id

@@ -7,11 +7,19 @@
 //! the only place the route is known), the user (authentication), the organization (org extractor), a
 //! created entity's id (handlers).
 //!
+//! Before the rest of the stack runs, the step asks the audit backlog for room for the request's event
+//! ([`Auditor::admit`]: its head's share when it arrives, its body's kept bytes once the body is read, so a
+//! client trickling a body holds no room for it); without room the request is answered 503
+//! `AUDIT_UNAVAILABLE` and no handler sees it (see [`super::backlog`]).
+//!
 //! On the request path the step only gathers [`RequestFacts`]: small or shared pieces of the request
 //! (request id, address, method, the path, query and user agent truncated and copied in one allocation, so
-//! the connection's read buffer they point into is not kept while the facts wait, and a write request's
-//! buffered body, which wakes the writer at once) and, once the response is there, the notes, status,
-//! duration and security outcome. The audit writer turns them into the row ([`RequestFacts::into_event`]:
+//! the connection's read buffer they point into is not kept while the facts wait, and a copy of the first
+//! `AUDIT_MAX_BODY_BYTES` of a write request's body, which wakes the writer at once) and, once the response is
+//! there, the notes, status, duration and security outcome. The body of a request that matched no route or
+//! whose caller was never authenticated is let go of then (the row keeps its size and content type). A request
+//! whose future is dropped before its response (the whole-request timeout above this step, a client gone)
+//! still gets its row, marked `abandoned`. The audit writer turns them into the row ([`RequestFacts::into_event`]:
 //! action, entity, text truncated and sanitized, body sanitized, metadata) in its batch loop, so no string of
 //! the row is built, no body parsed and no task spawned while a client waits (docs/PERFORMANCE.md, "Audit
 //! path"). A security outcome's counter and log line come with its row (at most one flush interval later).
@@ -19,13 +27,14 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 
-use super::sanitize::Sanitizer;
+use super::backlog::{Refusal, Ticket};
+use super::sanitize::{Budget, Sanitizer};
 use super::{AuditEvent, AuditNotes, AuditSlot, Auditor, PathEntity, actions, security, truncated};
 use crate::error::{AppError, ErrorCode, ErrorPayload};
 use crate::security::SecurityKind;
@@ -56,12 +65,15 @@ pub struct RequestFacts {
     ip: Option<IpAddr>,
     method: Method,
     text: Texts,
-    /// A write request's content type and body (already buffered for the handler).
-    body: Option<(Option<HeaderValue>, Bytes)>,
+    /// A write request's body: its content type, size, and the first bytes of it kept for the row.
+    body: Option<CapturedBody>,
     notes: AuditNotes,
     status: u16,
     duration: Duration,
     security: Option<SecurityKind>,
+    /// The request's future was dropped before a response (a timeout above this step, or the client went
+    /// away): the row has no status and says so.
+    abandoned: bool,
 }
 
 impl RequestFacts {
@@ -79,16 +91,41 @@ impl RequestFacts {
             status: 0,
             duration: Duration::ZERO,
             security: None,
+            abandoned: false,
         }
     }
 
-    /// Whether a write body came with the request.
-    pub fn has_body(&self) -> bool {
-        self.body.as_ref().is_some_and(|(_, bytes)| !bytes.is_empty())
+    /// Heap bytes held (its share of the audit backlog, with the size of the queued item).
+    pub fn weight(&self) -> usize {
+        let ids = [&self.request_id, &self.client_request_id].into_iter().flatten().map(|id| id.len()).sum::<usize>();
+        let notes = self.notes.entity_id.as_ref().map_or(0, String::len)
+            + match &self.notes.path_entity_id {
+                Some(PathEntity::Raw(raw)) => raw.len(),
+                _ => 0,
+            };
+        self.text.buf.capacity() + self.body.as_ref().map_or(0, CapturedBody::weight) + ids + notes
     }
 
-    /// The outcome's side, once the response is there.
+    /// Whether body bytes are kept for the row (they wake the writer at once, to be let go of soon).
+    pub fn has_body(&self) -> bool {
+        self.body.as_ref().is_some_and(|body| !body.kept.is_empty())
+    }
+
+    /// The outcome's side, once the response is there. The body of a request that matched no route or whose
+    /// caller was never authenticated is let go of here: its row keeps the body's size and type only.
     pub fn finished(&mut self, notes: AuditNotes, status: u16, duration: Duration, security: Option<SecurityKind>) {
+        if let Some(body) = &mut self.body {
+            let omitted = if notes.route.is_none() {
+                Some(Omitted::Unmatched)
+            } else if notes.user_id.is_none() {
+                Some(Omitted::Unauthenticated)
+            } else {
+                None
+            };
+            if let Some(reason) = omitted {
+                body.omit(reason);
+            }
+        }
         self.notes = notes;
         self.status = status;
         self.duration = duration;
@@ -113,7 +150,7 @@ impl RequestFacts {
         event.path = Some(sanitizer.path_in(self.text.path(), &mut budget).into());
         event.user_agent = self.text.user_agent().map(|ua| sanitizer.text_in(ua, &mut budget));
         event.method = Some(self.method.as_str().into());
-        event.status = Some(i32::from(self.status));
+        event.status = (!self.abandoned).then_some(i32::from(self.status));
         event.duration_ms = Some(self.duration.as_millis().min(i32::MAX as u128) as i32);
         if let Some(kind) = self.security {
             let details = serde_json::json!({ "status": event.status, "route": route });
@@ -123,20 +160,117 @@ impl RequestFacts {
             if let Some(route) = route {
                 map.insert("route".into(), route.into());
             }
+            if self.abandoned {
+                map.insert("abandoned".into(), true.into());
+            }
             if let Some(client) = &self.client_request_id {
                 map.insert("clientRequestId".into(), (**client).into());
             }
             if let Some(q) = self.text.query() {
                 map.insert("query".into(), sanitizer.text_in(q, &mut budget).into());
             }
-            if let Some((content_type, bytes)) = &self.body
-                && !bytes.is_empty()
-            {
-                let content_type = content_type.as_ref().and_then(|v| v.to_str().ok());
-                map.insert("body".into(), sanitizer.body_in(content_type, bytes, &mut budget));
+            if let Some(body) = &self.body {
+                body.describe(map, sanitizer, &mut budget);
             }
         }
         event
+    }
+}
+
+/// What the row keeps of a write request's body: its size and content type always, and unless it was left
+/// out (see [`Omitted`]) its first `AUDIT_MAX_BODY_BYTES` bytes, copied, so the request's buffer is not held
+/// while the event waits for the writer.
+#[derive(Debug)]
+struct CapturedBody {
+    /// Copied and truncated: a header value points into the connection's read buffer.
+    content_type: Option<Box<str>>,
+    /// The whole body's size (as declared, when it was refused unread).
+    size: usize,
+    kept: Box<[u8]>,
+    omitted: Option<Omitted>,
+}
+
+/// Why a body is not on the row (`metadata.bodyOmitted`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Omitted {
+    /// `AUDIT_MAX_BODY_BYTES=0`.
+    Disabled,
+    /// Over the request size limit: refused without being read.
+    Unread,
+    /// No route matched: nothing could have used it.
+    Unmatched,
+    /// No caller was authenticated: anybody can send it, so it is not worth its room in the queue.
+    Unauthenticated,
+}
+
+impl Omitted {
+    fn as_str(self) -> &'static str {
+        match self {
+            Omitted::Disabled => "disabled",
+            Omitted::Unread => "unread",
+            Omitted::Unmatched => "unmatched",
+            Omitted::Unauthenticated => "unauthenticated",
+        }
+    }
+}
+
+/// Longest content type kept (real ones are a few dozen characters).
+const MAX_CONTENT_TYPE: usize = 128;
+
+fn content_type_text(value: Option<&HeaderValue>) -> Option<Box<str>> {
+    value.and_then(|v| v.to_str().ok()).map(|ct| truncated(ct, MAX_CONTENT_TYPE).into())
+}
+
+impl CapturedBody {
+    /// The first `keep` bytes of `bytes`, copied.
+    fn of(content_type: Option<&HeaderValue>, bytes: &[u8], keep: usize) -> CapturedBody {
+        let kept: Box<[u8]> = bytes.get(..keep).unwrap_or(bytes).into();
+        let omitted = (keep == 0 && !bytes.is_empty()).then_some(Omitted::Disabled);
+        CapturedBody { content_type: content_type_text(content_type), size: bytes.len(), kept, omitted }
+    }
+
+    /// A body refused before it was read, of the size its `Content-Length` declared.
+    fn unread(content_type: Option<&HeaderValue>, declared: usize) -> CapturedBody {
+        let content_type = content_type_text(content_type);
+        CapturedBody { content_type, size: declared, kept: Box::default(), omitted: Some(Omitted::Unread) }
+    }
+
+    /// Heap bytes held.
+    fn weight(&self) -> usize {
+        self.kept.len() + self.content_type.as_ref().map_or(0, |ct| ct.len())
+    }
+
+    fn omit(&mut self, reason: Omitted) {
+        if self.omitted.is_none() && self.size > 0 {
+            self.omitted = Some(reason);
+        }
+        self.kept = Box::default();
+    }
+
+    /// Into the row's metadata: `bodyBytes`, `contentType`, and `body` (sanitized; cut bodies marked
+    /// `bodyTruncated`) or `bodyOmitted` with the reason.
+    fn describe(
+        &self,
+        map: &mut serde_json::Map<String, serde_json::Value>,
+        sanitizer: &Sanitizer,
+        budget: &mut Budget,
+    ) {
+        if self.size == 0 {
+            return;
+        }
+        let content_type = self.content_type.as_deref();
+        map.insert("bodyBytes".into(), self.size.into());
+        if let Some(ct) = content_type {
+            map.insert("contentType".into(), sanitizer.text_in(ct, budget).into());
+        }
+        if let Some(reason) = self.omitted {
+            map.insert("bodyOmitted".into(), reason.as_str().into());
+            return;
+        }
+        if self.kept.len() < self.size {
+            map.insert("bodyTruncated".into(), true.into());
+        }
+        map.insert("body".into(), sanitizer.body_prefix_in(content_type, &self.kept, self.size, budget));
     }
 }
 
@@ -176,7 +310,12 @@ impl Texts {
     }
 }
 
-/// One event for the request `next` (the rest of the stack) answers.
+/// Room reserved in the backlog for what inner steps note (entity ids) beyond the request's own facts.
+const NOTES_ROOM: usize = 512;
+
+/// One event for the request `next` (the rest of the stack) answers, admitted before `next` runs: a request
+/// whose event the audit pipeline has no room for (its head when it arrives, its body's kept bytes once read)
+/// is refused (503 `AUDIT_UNAVAILABLE`) and never reaches a handler.
 pub async fn capture<F: Future<Output = Response>>(
     auditor: &Auditor,
     seen: Seen<'_>,
@@ -189,45 +328,109 @@ pub async fn capture<F: Future<Output = Response>>(
     }
     let slot = request.extensions().get::<AuditSlot>().cloned().unwrap_or_default();
     let (parts, body) = request.into_parts();
-    let mut facts = RequestFacts::of(&parts, &seen);
+    let facts = RequestFacts::of(&parts, &seen);
+    let content_type = parts.headers.get(header::CONTENT_TYPE);
+    // The head's share first; the body's once it is read, so a client trickling a body holds no room for it.
+    let ticket = match auditor.admit(facts.weight() + NOTES_ROOM) {
+        Ok(ticket) => ticket,
+        Err(refusal) => return refused(refusal),
+    };
+    let mut pending = Pending { auditor, slot, started, facts: Some(facts), ticket: Some(ticket) };
 
     let request = if seen.is_write {
-        let content_type = parts.headers.get(header::CONTENT_TYPE).cloned();
         let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
         let limit = seen.max_body_bytes;
-        if declared.is_some_and(|n| n > limit) {
-            // The body limit answers 413 when the handler reads it; not buffered here.
-            Request::from_parts(parts, body)
-        } else {
-            match axum::body::to_bytes(body, limit).await {
+        let body = match declared {
+            Some(n) if n > limit => {
+                // The body limit answers 413 when the handler reads it; not buffered here.
+                pending.set_body(CapturedBody::unread(content_type, n));
+                body
+            }
+            _ => match axum::body::to_bytes(body, limit).await {
                 Ok(bytes) => {
-                    facts.body = Some((content_type, bytes.clone()));
-                    Request::from_parts(parts, Body::from(bytes))
+                    let captured = CapturedBody::of(content_type, &bytes, auditor.config().max_body_bytes);
+                    if let Err(refusal) = pending.grow(captured.weight()) {
+                        pending.refuse();
+                        return refused(refusal);
+                    }
+                    pending.set_body(captured);
+                    Body::from(bytes)
                 }
                 Err(_) => {
                     let response =
                         AppError::new(ErrorCode::PayloadTooLarge, "the request body is too large or unreadable")
                             .into_response();
-                    finish(auditor, facts, &slot, &response, started);
+                    pending.finish(&response);
                     return response;
                 }
-            }
-        }
+            },
+        };
+        Request::from_parts(parts, body)
     } else {
         Request::from_parts(parts, body)
     };
 
     let response = next(request).await;
-    finish(auditor, facts, &slot, &response, started);
+    pending.finish(&response);
     response
 }
 
-/// The outcome into `facts`, and `facts` to the audit queue.
-fn finish(auditor: &Auditor, mut facts: RequestFacts, slot: &AuditSlot, response: &Response, started: Instant) {
-    let notes = slot.take();
-    let security = response.extensions().get::<ErrorPayload>().and_then(|p| p.security);
-    facts.finished(notes, response.status().as_u16(), started.elapsed(), security);
-    auditor.record_request(facts);
+/// The answer to a request the audit pipeline cannot take.
+fn refused(refusal: Refusal) -> Response {
+    let message = match refusal {
+        Refusal::Stopping => "the server is stopping; retry on another instance",
+        Refusal::QueueFull | Refusal::SpoolFull => {
+            "the audit trail cannot record more requests right now; retry shortly"
+        }
+    };
+    AppError::new(ErrorCode::AuditUnavailable, message).with_retry_after(1).into_response()
+}
+
+/// An admitted request's facts and its room in the backlog, until its event is queued: by [`Pending::finish`]
+/// with the response, or, when the request's future is dropped first (a timeout above this step, a client
+/// gone), on drop, marked abandoned. Either way the request has its row.
+struct Pending<'a> {
+    auditor: &'a Auditor,
+    slot: AuditSlot,
+    started: Instant,
+    facts: Option<RequestFacts>,
+    ticket: Option<Ticket>,
+}
+
+impl Pending<'_> {
+    /// Room for the body's kept bytes, once read.
+    fn grow(&mut self, bytes: usize) -> Result<(), Refusal> {
+        self.ticket.as_mut().map_or(Ok(()), |ticket| ticket.grow(bytes))
+    }
+
+    /// The request is refused: no event, its room given back.
+    fn refuse(mut self) {
+        self.facts = None;
+        self.ticket = None;
+    }
+
+    fn set_body(&mut self, body: CapturedBody) {
+        if let Some(facts) = &mut self.facts {
+            facts.body = Some(body);
+        }
+    }
+
+    /// The outcome into the facts, and the facts to the audit queue.
+    fn finish(mut self, response: &Response) {
+        let (Some(mut facts), Some(ticket)) = (self.facts.take(), self.ticket.take()) else { return };
+        let security = response.extensions().get::<ErrorPayload>().and_then(|p| p.security);
+        facts.finished(self.slot.take(), response.status().as_u16(), self.started.elapsed(), security);
+        self.auditor.record_request(facts, ticket);
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        let (Some(mut facts), Some(ticket)) = (self.facts.take(), self.ticket.take()) else { return };
+        facts.finished(self.slot.take(), 0, self.started.elapsed(), None);
+        facts.abandoned = true;
+        self.auditor.record_request(facts, ticket);
+    }
 }
 
 #[cfg(test)]
@@ -267,5 +470,57 @@ mod tests {
         assert_eq!(event.path.as_deref(), Some("/api/users/[EMAIL]/phones/[PHONE]"));
         assert_eq!(event.metadata["query"], "to=[PHONE]&token=[REDACTED]");
         assert_eq!(event.user_agent.as_deref(), Some("agent [EMAIL]"));
+    }
+
+    /// The row of a POST with `body` (JSON) kept up to `keep` bytes, as `user` (none: unauthenticated) on
+    /// a matched route (or not).
+    fn row_of_body(body: &str, keep: usize, user: Option<uuid::Uuid>, matched: bool) -> serde_json::Value {
+        let seen =
+            Seen { request_id: None, client_request_id: None, ip: None, is_write: true, max_body_bytes: 1 << 20 };
+        let mut facts = RequestFacts::of(&parts("/api/things", None), &seen);
+        facts.body = Some(CapturedBody::of(Some(&HeaderValue::from_static("application/json")), body.as_bytes(), keep));
+        let notes = AuditNotes {
+            route: matched.then_some(actions::RouteNote { path: "/api/things", action: "things.create", entity: None }),
+            user_id: user,
+            ..AuditNotes::default()
+        };
+        facts.finished(notes, 201, Duration::ZERO, None);
+        facts.into_event(&Sanitizer::default()).metadata
+    }
+
+    #[test]
+    fn a_long_body_keeps_its_complete_first_members_sanitized_and_its_size() {
+        let body = r#"{"title":"kept","password":"hunter2","address":{"line":"221B Baker Street","note":"jane@example.org"},"content":"cut here"}"#;
+        let keep = body.find("cut").expect("marker");
+        let meta = row_of_body(body, keep, Some(uuid::Uuid::nil()), true);
+        assert_eq!(meta["bodyTruncated"], true);
+        assert_eq!(meta["bodyBytes"], body.len());
+        assert_eq!(meta["contentType"], "application/json");
+        assert_eq!(meta["body"]["title"], "kept");
+        assert_eq!(meta["body"]["address"], "[REDACTED]", "a personal key's object is redacted whole: {meta}");
+        assert!(meta["body"].get("content").is_none(), "the member cut in the middle is left out: {meta}");
+        let text = meta.to_string();
+        for secret in ["hunter2", "Baker", "jane@example.org", "cut"] {
+            assert!(!text.contains(secret), "{secret} kept: {text}");
+        }
+        let whole = row_of_body(body, body.len(), Some(uuid::Uuid::nil()), true);
+        assert!(whole.get("bodyTruncated").is_none(), "a body that fits is not marked: {whole}");
+        assert_eq!(whole["body"]["content"], "cut here");
+    }
+
+    #[test]
+    fn unauthenticated_unmatched_and_disabled_bodies_keep_size_and_type_only() {
+        let body = r#"{"title":"secret plans"}"#;
+        for (keep, user, matched, reason) in [
+            (1024, None, true, "unauthenticated"),
+            (1024, Some(uuid::Uuid::nil()), false, "unmatched"),
+            (0, Some(uuid::Uuid::nil()), true, "disabled"),
+        ] {
+            let meta = row_of_body(body, keep, user, matched);
+            assert_eq!(meta["bodyOmitted"], reason, "{meta}");
+            assert_eq!(meta["bodyBytes"], body.len());
+            assert_eq!(meta["contentType"], "application/json");
+            assert!(meta.get("body").is_none() && !meta.to_string().contains("secret plans"), "{meta}");
+        }
     }
 }

@@ -1,19 +1,24 @@
 //! The audit pipeline: every API request becomes exactly one audit row, without slowing the request and
-//! without ever losing an event.
+//! without ever losing an event, within bounds on memory and disk.
 //!
 //! - [`layer`] captures the request (one middleware, ordered in `http::middleware`): route, user and
 //!   organization (filled in by the auth layer and the org extractor through an [`AuditNotes`] slot),
-//!   status, duration, client ip, user agent, and for write methods the body, as [`layer::RequestFacts`].
+//!   status, duration, client ip, user agent, and for write methods the first `AUDIT_MAX_BODY_BYTES` of the
+//!   body (let go of when no route matched or nobody was authenticated), as [`layer::RequestFacts`].
+//! - [`backlog`] bounds what waits in memory, in bytes and in events: a request takes its share before its
+//!   handler runs ([`Auditor::admit`]) or is refused (503 `AUDIT_UNAVAILABLE`), so nothing is served
+//!   unaudited and every admitted event has room.
 //! - [`Auditor::record_request`] is a non-blocking `try_send` into a bounded queue (a few hundred
-//!   nanoseconds); a full queue hands the facts to the spooler instead of dropping them.
-//! - [`writer`] makes each request's row (action, sanitized text and body, see [`sanitize`]), hands the
-//!   anomaly detector its observation, and drains the queue in batches (size or time triggered; a request
-//!   with a body at once) into one multi-row `INSERT ... ON CONFLICT (id) DO NOTHING` on at most one pooled
-//!   connection at a time (its share of the pool, so request
-//!   traffic is never starved). When Postgres fails, the batch goes to the disk [`spool`]; the spool is
-//!   replayed in order when the database answers again (and at start-up), and a segment is deleted only after
-//!   its rows are committed. Event ids make the replay idempotent: a crash between commit and delete doubles
-//!   nothing. Shutdown flushes the queue (to the database, or to the spool) before the process exits.
+//!   nanoseconds); a full queue hands the facts to the (bounded) overflow, on its way to the spool.
+//! - [`writer`] makes each request's row (action, sanitized text and body, see [`sanitize`]) on a blocking
+//!   thread, hands the anomaly detector its observation, and drains the queue in batches (size or time
+//!   triggered; a request with a body at once) into one multi-row `INSERT ... ON CONFLICT (id) DO NOTHING` on
+//!   at most one pooled connection at a time (its share of the pool, so request traffic is never starved).
+//!   When Postgres fails, the batch goes to the disk [`spool`] (bounded by `AUDIT_SPOOL_MAX_BYTES`: at the
+//!   bound the writer holds and takes no more, so admission refuses); the spool is replayed in order when the
+//!   database answers again (and at start-up), and a segment is deleted only after its rows are committed.
+//!   Event ids make the replay idempotent: a crash between commit and delete doubles nothing. Shutdown writes
+//!   the queue to the database until the grace deadline and the rest to the spool before the process exits.
 //! - [`security`] turns security-relevant outcomes (forged token, revoked token reuse, cross-tenant attempt,
 //!   RLS context failure, anomalies) into audit rows with a severity, `event=security.*` log lines and
 //!   counters; [`anomaly`] watches sliding windows per user (Redis, shared by every instance, with an
@@ -21,6 +26,7 @@
 
 pub mod actions;
 pub mod anomaly;
+pub mod backlog;
 pub mod layer;
 pub mod prune;
 pub mod queue;
@@ -72,6 +78,26 @@ pub struct AuditEvent {
 }
 
 impl AuditEvent {
+    /// Roughly the heap bytes the event holds (its share of the in-memory backlog): its text and metadata.
+    pub(crate) fn weight(&self) -> usize {
+        fn json(v: &serde_json::Value) -> usize {
+            use serde_json::Value;
+            16 + match v {
+                Value::String(s) => s.len(),
+                Value::Array(items) => items.iter().map(json).sum(),
+                Value::Object(map) => map.iter().map(|(k, v)| k.len() + json(v)).sum(),
+                _ => 0,
+            }
+        }
+        let text = [self.entity_id.as_deref(), self.user_agent.as_deref(), self.request_id.as_deref()]
+            .into_iter()
+            .chain([self.method.as_deref(), self.path.as_deref()])
+            .flatten()
+            .map(str::len)
+            .sum::<usize>();
+        text + json(&self.metadata)
+    }
+
     pub fn new(action: impl Into<Cow<'static, str>>) -> AuditEvent {
         AuditEvent {
             id: Uuid::now_v7(),
@@ -192,26 +218,58 @@ pub enum Queued {
     Request(layer::RequestFacts),
 }
 
+impl Queued {
+    /// Its share of the in-memory backlog, in bytes: the same from when it is queued until the writer has
+    /// made its row (nothing changes it in between).
+    pub(crate) fn weight(&self) -> usize {
+        std::mem::size_of::<Queued>()
+            + match self {
+                Queued::Event(event) => event.weight(),
+                Queued::Request(facts) => facts.weight(),
+            }
+    }
+}
+
 /// Puts events on the write path; never waits. Cloned into the anomaly detector (whose own events must not
 /// be fed back to it).
 #[derive(Clone)]
 pub struct Recorder {
     queue: queue::Sender<Queued>,
-    overflow: mpsc::UnboundedSender<Queued>,
+    /// As many events again as the queue, on their way to the spool; the backlog's event budget guarantees
+    /// room in one of the two for every event it admitted.
+    overflow: mpsc::Sender<Queued>,
+    backlog: Arc<backlog::Backlog>,
     stats: Arc<AuditStats>,
     /// `audit_events_captured_total`, registered once.
     captured: metrics::Counter,
 }
 
+/// How long the detector waits before it asks the backlog for room again.
+const EVENT_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+
 impl Recorder {
-    /// Queue full (or shutting down): the event goes to the disk spool instead.
-    pub fn record(&self, event: AuditEvent) {
-        self.push(Queued::Event(event));
+    /// Record an event not tied to a request (the detector's): it waits for room in the backlog (the detector
+    /// falls behind, its own input is best effort), and is lost (counted) only once the pipeline has stopped.
+    pub async fn record(&self, event: AuditEvent) {
+        let event = Queued::Event(event);
+        let weight = event.weight();
+        loop {
+            if let Some(ticket) = self.backlog.admit_event(weight) {
+                return self.push(event, ticket);
+            }
+            if self.queue.is_closed() {
+                return self.lost();
+            }
+            tokio::time::sleep(EVENT_RETRY).await;
+        }
     }
 
-    fn push(&self, event: Queued) {
+    /// `event`, admitted with `ticket`, into the queue, or the overflow when the queue is full.
+    fn push(&self, event: Queued, ticket: backlog::Ticket) {
         self.stats.captured.fetch_add(1, Ordering::Relaxed);
         self.captured.increment(1);
+        let weight = event.weight();
+        ticket.settle(weight);
         // A request body waits for no batch: the writer sanitizes it and lets go of it at once.
         let urgent = matches!(&event, Queued::Request(facts) if facts.has_body());
         let overflowed = match self.queue.try_send(event) {
@@ -227,11 +285,16 @@ impl Recorder {
             }
             Err(queue::TrySendError::Closed(event)) => event,
         };
-        if self.overflow.send(overflowed).is_err() {
-            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("audit_events_dropped_total").increment(1);
-            tracing::error!("audit event lost: the writer has stopped");
+        if self.overflow.try_send(overflowed).is_err() {
+            self.backlog.release(weight);
+            self.lost();
         }
+    }
+
+    fn lost(&self) {
+        self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("audit_events_dropped_total").increment(1);
+        tracing::error!("audit event lost: the writer has stopped");
     }
 }
 
@@ -252,13 +315,17 @@ impl Auditor {
         // The writer wakes for a full batch or when its flush interval elapses, not for each event.
         let (queue, queue_rx) =
             queue::channel(config.queue_capacity, config.writer.batch_size, config.writer.flush_interval);
-        let (overflow, overflow_rx) = mpsc::unbounded_channel();
+        let (overflow, overflow_rx) = mpsc::channel(config.queue_capacity);
+        let backlog = backlog::Backlog::new(config.queue_max_bytes, 2 * config.queue_capacity);
         let recorder = Recorder {
             queue,
             overflow,
+            backlog: backlog.clone(),
             stats: stats.clone(),
             captured: metrics::counter!("audit_events_captured_total"),
         };
+        metrics::gauge!("audit_queue_max_bytes").set(config.queue_max_bytes as f64);
+        metrics::gauge!("audit_spool_max_bytes").set(config.writer.spool_max_bytes as f64);
         let sanitizer = Arc::new(sanitize::Sanitizer::default());
         let detector = anomaly::Detector::spawn(kv, db.clone(), recorder.clone(), config.anomaly.clone());
         let writer = writer::spawn(
@@ -267,15 +334,20 @@ impl Auditor {
             stats,
             config.writer.clone(),
             writer::Finishing { sanitizer: sanitizer.clone(), detector },
-            queue_rx,
-            overflow_rx,
+            writer::Channels { queue: queue_rx, overflow: overflow_rx, backlog },
         );
         Ok(Auditor { recorder, sanitizer, writer, config })
     }
 
-    /// Record a request's audit row (made by the writer); never waits.
-    pub fn record_request(&self, facts: layer::RequestFacts) {
-        self.recorder.push(Queued::Request(facts));
+    /// Room for the event of a request whose facts (body excluded) hold `bytes`, before its handler runs;
+    /// refused while the backlog is full (see [`backlog`]).
+    pub fn admit(&self, bytes: usize) -> Result<backlog::Ticket, backlog::Refusal> {
+        self.recorder.backlog.admit(bytes + std::mem::size_of::<Queued>())
+    }
+
+    /// Record a request's audit row (made by the writer), in the room `ticket` holds; never waits.
+    pub fn record_request(&self, facts: layer::RequestFacts, ticket: backlog::Ticket) {
+        self.recorder.push(Queued::Request(facts), ticket);
     }
 
     pub fn config(&self) -> &AuditConfig {
@@ -295,6 +367,16 @@ impl Auditor {
         self.recorder.queue.len()
     }
 
+    /// Bytes held in memory for the writer (queue, overflow, and requests admitted but not finished).
+    pub fn queue_bytes(&self) -> usize {
+        self.recorder.backlog.bytes()
+    }
+
+    /// Bytes of the disk spool.
+    pub fn spool_bytes(&self) -> u64 {
+        self.writer.spool_bytes()
+    }
+
     /// Records waiting in the disk spool.
     pub fn spool_pending(&self) -> u64 {
         self.writer.spool_pending()
@@ -305,8 +387,10 @@ impl Auditor {
         self.writer.flush().await;
     }
 
-    /// Stop: flush the queue (to the database, or to the spool) and wait for the writer to finish.
-    pub async fn shutdown(&self) {
-        self.writer.shutdown().await;
+    /// Stop: admit nothing more, write what is queued to the database until `deadline` and the rest to the
+    /// spool, and wait for the writer to finish.
+    pub async fn shutdown(&self, deadline: tokio::time::Instant) {
+        self.recorder.backlog.close();
+        self.writer.shutdown(deadline).await;
     }
 }

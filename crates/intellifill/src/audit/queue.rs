@@ -77,6 +77,11 @@ impl<T> Sender<T> {
         self.tx.max_capacity() - self.tx.capacity()
     }
 
+    /// The consumer is gone.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -94,6 +99,15 @@ impl<T> Receiver<T> {
     /// Every sender is gone (items may still wait: take them first).
     pub fn is_closed(&self) -> bool {
         self.rx.is_closed()
+    }
+
+    /// Items waiting.
+    pub fn len(&self) -> usize {
+        self.rx.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rx.is_empty()
     }
 
     /// The next waiting item, if any.

@@ -13,11 +13,20 @@ const INSERT_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub struct AuditConfig {
     pub exclude_paths: Vec<ExcludedPath>,
+    /// Bytes of a request body kept for its row (`AUDIT_MAX_BODY_BYTES`); 0 keeps none.
+    pub max_body_bytes: usize,
+    /// Events in the in-memory queue; as many again may wait in the overflow on their way to the spool.
     pub queue_capacity: usize,
+    /// Bytes the events waiting in memory (queue and overflow together) may take (`AUDIT_QUEUE_MAX_BYTES`).
+    pub queue_max_bytes: usize,
     pub writer: WriterConfig,
     pub spool_dir: PathBuf,
     pub anomaly: AnomalyConfig,
 }
+
+/// Smallest `AUDIT_QUEUE_MAX_BYTES` beyond room for bodies: the rest of a request's event (path, query, user
+/// agent, ids) is at most a few KiB.
+const MIN_QUEUE_BYTES: usize = 64 * 1024;
 
 impl AuditConfig {
     /// Whether requests to `path` (the full request path, without the query) are never audited.
@@ -74,6 +83,8 @@ pub struct WriterConfig {
     pub flush_interval: Duration,
     /// Longest one insert may take before the batch is spooled instead.
     pub insert_timeout: Duration,
+    /// Bytes the disk spool may take (`AUDIT_SPOOL_MAX_BYTES`): at it the writer holds events in memory.
+    pub spool_max_bytes: u64,
 }
 
 /// Anomaly thresholds (events per window).
@@ -92,15 +103,30 @@ pub(super) fn from_args(args: &ServeArgs) -> Section<AuditConfig> {
     let mut c = Checker::default();
     let audit = AuditConfig {
         exclude_paths: exclude_paths(&mut c, args),
+        max_body_bytes: c.number("AUDIT_MAX_BODY_BYTES", &args.audit_max_body_bytes, (0, 1_048_576)),
         queue_capacity: c.number("AUDIT_QUEUE_CAPACITY", &args.audit_queue_capacity, (1, 10_000_000)),
+        queue_max_bytes: c.number("AUDIT_QUEUE_MAX_BYTES", &args.audit_queue_max_bytes, (MIN_QUEUE_BYTES, 1 << 40)),
         writer: WriterConfig {
             batch_size: c.number("AUDIT_BATCH_SIZE", &args.audit_batch_size, (1, 10_000)),
             flush_interval: c.millis("AUDIT_FLUSH_INTERVAL_MS", &args.audit_flush_interval_ms, 600_000),
             insert_timeout: INSERT_TIMEOUT,
+            spool_max_bytes: c.number("AUDIT_SPOOL_MAX_BYTES", &args.audit_spool_max_bytes, (65_536, 1 << 50)),
         },
         spool_dir: c.text("AUDIT_SPOOL_DIR", &args.audit_spool_dir).into(),
         anomaly: anomaly(&mut c, args),
     };
+    // A request's event must fit, with room for a few more: else every request with a body is refused.
+    if audit.queue_max_bytes < 4 * audit.max_body_bytes + MIN_QUEUE_BYTES {
+        c.problem(
+            "AUDIT_QUEUE_MAX_BYTES",
+            format!(
+                "must be at least 4 x AUDIT_MAX_BODY_BYTES + {MIN_QUEUE_BYTES} ({} with AUDIT_MAX_BODY_BYTES={}), got {}",
+                4 * audit.max_body_bytes + MIN_QUEUE_BYTES,
+                audit.max_body_bytes,
+                audit.queue_max_bytes
+            ),
+        );
+    }
     c.finish(audit)
 }
 

@@ -174,6 +174,17 @@ pub struct ServeArgs {
     /// In-memory audit queue; when full, events go to the disk spool (never dropped).
     #[arg(long, env = "AUDIT_QUEUE_CAPACITY", default_value = "10000")]
     pub audit_queue_capacity: Option<String>,
+    /// Bytes of a request body kept for its audit row (a longer body: its first bytes, marked truncated with
+    /// its size); 0 keeps no body.
+    #[arg(long, env = "AUDIT_MAX_BODY_BYTES", default_value = "32768")]
+    pub audit_max_body_bytes: Option<String>,
+    /// Bytes the audit events waiting in memory (queue and overflow) may take; over it, audited requests are
+    /// refused with 503 AUDIT_UNAVAILABLE before their handler runs.
+    #[arg(long, env = "AUDIT_QUEUE_MAX_BYTES", default_value = "33554432")]
+    pub audit_queue_max_bytes: Option<String>,
+    /// Bytes the audit spool may take on disk; at it, the writer holds events in memory (see AUDIT_QUEUE_MAX_BYTES).
+    #[arg(long, env = "AUDIT_SPOOL_MAX_BYTES", default_value = "1073741824")]
+    pub audit_spool_max_bytes: Option<String>,
     /// Audit rows per insert.
     #[arg(long, env = "AUDIT_BATCH_SIZE", default_value = "200")]
     pub audit_batch_size: Option<String>,

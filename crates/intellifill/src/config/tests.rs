@@ -168,3 +168,24 @@ fn the_startup_key_check_is_required_in_production_by_default() {
     let text = Config::from_args(&args).expect_err("invalid").to_string();
     assert!(text.contains("AUTH_STARTUP_KEY_CHECK") && text.contains("require | warn | off"), "{text}");
 }
+
+#[test]
+fn audit_bounds_have_production_defaults_and_the_queue_must_hold_a_few_bodies() {
+    let cfg = Config::from_args(&minimal()).expect("valid");
+    assert_eq!(cfg.audit.max_body_bytes, 32 * 1024);
+    assert_eq!(cfg.audit.queue_max_bytes, 32 * 1024 * 1024);
+    assert_eq!(cfg.audit.writer.spool_max_bytes, 1 << 30);
+    let args = ServeArgs {
+        audit_max_body_bytes: Some("65536".into()),
+        audit_queue_max_bytes: Some("131072".into()),
+        audit_spool_max_bytes: Some("1000".into()),
+        ..minimal()
+    };
+    let errs = Config::from_args(&args).expect_err("too small");
+    let text = errs.to_string();
+    assert!(text.contains("AUDIT_QUEUE_MAX_BYTES: must be at least 4 x AUDIT_MAX_BODY_BYTES + 65536"), "{text}");
+    assert!(text.contains("AUDIT_SPOOL_MAX_BYTES: expected a whole number from 65536"), "{text}");
+    let none =
+        ServeArgs { audit_max_body_bytes: Some("0".into()), audit_queue_max_bytes: Some("65536".into()), ..minimal() };
+    assert_eq!(Config::from_args(&none).expect("no bodies kept").audit.max_body_bytes, 0);
+}

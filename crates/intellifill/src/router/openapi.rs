@@ -5,7 +5,8 @@
 //! | status | declared on |
 //! | --- | --- |
 //! | 400 | operations with path or query parameters or a request body |
-//! | 401, 403, 503 | authenticated operations (token refused; account deactivated, role or membership missing; auth service or database unavailable) |
+//! | 401, 403 | authenticated operations (token refused; account deactivated, role or membership missing) |
+//! | 503 | every operation (the audit trail cannot record the request); authenticated ones also: auth service or database unavailable |
 //! | 404 | operations with path parameters (an unknown or foreign id) |
 //! | 413, 415 | operations with a request body |
 //! | 429 | every operation (the per-ip limit applies to every request) |
@@ -107,9 +108,12 @@ fn add_errors(op: &mut Operation, in_path: bool, in_query: bool) {
     if authenticated {
         add(
             "503",
-            "auth service or database unavailable (`AUTH_SERVICE_UNAVAILABLE`, `DATABASE_UNAVAILABLE`, with \
-             `Retry-After`), or the auth service refuses this server's API key (`AUTH_SERVICE_MISCONFIGURED`)",
+            "auth service, database or audit trail unavailable (`AUTH_SERVICE_UNAVAILABLE`, `DATABASE_UNAVAILABLE`, \
+             `AUDIT_UNAVAILABLE`, with `Retry-After`), or the auth service refuses this server's API key \
+             (`AUTH_SERVICE_MISCONFIGURED`)",
         );
+    } else {
+        add("503", "the audit trail cannot record the request (`AUDIT_UNAVAILABLE`, with `Retry-After`)");
     }
     if let Some(body) = &mut op.request_body {
         body.required = Some(Required::True);

@@ -292,11 +292,18 @@ async fn stopping_with_a_full_queue_loses_nothing() {
     })
     .await;
     let requests = (0..40).map(|_| send(app.http.get(app.url("/api/me")).bearer_auth(&u.token)));
-    let ids: Vec<String> = futures::future::join_all(requests).await.into_iter().map(|(_, id)| id).collect();
+    let answered = futures::future::join_all(requests).await;
     app.stop().await.expect("graceful stop");
     let stored = rows(&app.owner).await;
-    for id in &ids {
+    // The queue (4) and the overflow (4 more) hold 8 events: past them requests are refused, unserved.
+    let served: Vec<&String> = answered.iter().filter(|(status, _)| *status == 200).map(|(_, id)| id).collect();
+    assert!(served.len() > 4, "the overflow took events past the queue: {} served", served.len());
+    assert!(answered.iter().all(|(status, _)| [200, 503].contains(status)), "{answered:?}");
+    for id in served {
         assert_eq!(stored.get(id).map(Vec::len), Some(1), "request {id} stored exactly once");
+    }
+    for (_, id) in answered.iter().filter(|(status, _)| *status == 503) {
+        assert!(!stored.contains_key(id), "a refused request has no row: it was not served");
     }
 }
 

@@ -67,10 +67,34 @@ impl Sanitizer {
                 return self.finish_value(self.walk(&value, 0, Widths::Applied, budget));
             }
         }
+        self.opaque_body(content_type, body.len(), budget)
+    }
+
+    /// What is stored of a body of `size` bytes of which only the first ones, `prefix`, were kept
+    /// (`AUDIT_MAX_BODY_BYTES`): the whole body when nothing was cut ([`Sanitizer::body_in`]); a JSON body cut
+    /// back to its last complete member, its open containers closed (see `prefix.rs`), then sanitized like
+    /// any body, so a member whose value was cut is left out whole; anything else (or a JSON prefix that
+    /// cannot be closed) → `{"contentType", "size"}` with the size of the whole body (never the bytes).
+    pub fn body_prefix_in(&self, content_type: Option<&str>, prefix: &[u8], size: usize, budget: &mut Budget) -> Value {
+        if prefix.len() >= size {
+            return self.body_in(content_type, prefix, budget);
+        }
+        if content_type.is_some_and(is_json_content_type) {
+            let json = prefix.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(prefix);
+            if let Some(value) = super::prefix::close(json).and_then(|closed| bounded::parse(&closed, &self.limits, 0))
+            {
+                return self.finish_value(self.walk(&value, 0, Widths::Applied, budget));
+            }
+        }
+        self.opaque_body(content_type, size, budget)
+    }
+
+    /// A body stored as its content type and size only.
+    fn opaque_body(&self, content_type: Option<&str>, size: usize, budget: &mut Budget) -> Value {
         let mut m = Map::new();
         let content_type = content_type.map_or(Value::Null, |ct| Value::String(self.text_in(ct, budget)));
         m.insert("contentType".to_owned(), content_type);
-        m.insert("size".to_owned(), Value::from(body.len()));
+        m.insert("size".to_owned(), Value::from(size));
         Value::Object(m)
     }
 

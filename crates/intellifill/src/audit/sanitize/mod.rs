@@ -73,6 +73,10 @@
 //!    `&` or a line break) whose key is secret or personal get their value replaced by `[REDACTED]`;
 //! 4. the length limit (after sanitization, so a cut never exposes part of a pattern).
 //!
+//! A body of which only the first bytes were kept (`AUDIT_MAX_BODY_BYTES`, [`Sanitizer::body_prefix_in`]) is,
+//! when JSON, cut back to its last complete member and closed (`prefix.rs`), then sanitized like a whole body,
+//! so the key rules still apply to what is kept and a member cut in the middle is left out whole.
+//!
 //! A string holding percent-escapes (`555%20123%204567`) is also scanned decoded; when that view finds more,
 //! the decoded, sanitized text is stored. [`Sanitizer::path_in`] applies steps 2–3 to each path segment on
 //! its own, without the length limit.
@@ -120,6 +124,7 @@ mod pairs;
 mod patterns;
 mod percent;
 mod phones;
+mod prefix;
 #[cfg(test)]
 mod proptests;
 mod rewrite;

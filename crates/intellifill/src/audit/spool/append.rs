@@ -21,22 +21,42 @@ impl Spool {
     /// of `records` counts as appended, though some may survive on disk (a retry then duplicates them, which
     /// the idempotent replay absorbs).
     pub fn append<T: Serialize>(&self, records: &[T]) -> io::Result<u64> {
+        self.append_within(records, None).map(|(_, bytes)| bytes)
+    }
+
+    /// [`Spool::append`] of the longest prefix of `records` that keeps the bytes on disk
+    /// ([`Spool::pending_bytes`]) within `max_bytes` (`None`: all of them). Returns how many records were
+    /// appended and their bytes: `(0, 0)` when not even the first fits, and nothing is written then.
+    pub fn append_within<T: Serialize>(&self, records: &[T], max_bytes: Option<u64>) -> io::Result<(usize, u64)> {
         if records.is_empty() {
-            return Ok(0);
+            return Ok((0, 0));
         }
         let mut buf = Vec::with_capacity(records.len().saturating_mul(256));
+        // End of each record's line in `buf`.
+        let mut ends = Vec::with_capacity(records.len());
         for (i, record) in records.iter().enumerate() {
             serde_json::to_writer(&mut buf, record).map_err(|e| {
                 io::Error::new(io::ErrorKind::InvalidInput, format!("spool: record {i} does not serialize: {e}"))
             })?;
             // Compact JSON never contains a raw newline (strings escape it), so this ends exactly one line.
             buf.push(b'\n');
+            ends.push(buf.len());
         }
-        let count = records.len() as u64;
-        let bytes = buf.len() as u64;
 
         let mut guard = self.lock_state();
         let state = &mut *guard;
+        let count = match max_bytes {
+            None => records.len(),
+            Some(max) => {
+                let room = max.saturating_sub(self.pending_bytes.load(Ordering::Relaxed));
+                ends.iter().take_while(|&&end| end as u64 <= room).count()
+            }
+        };
+        if count == 0 {
+            return Ok((0, 0));
+        }
+        let buf = &buf[..ends[count - 1]];
+        let bytes = buf.len() as u64;
         let segment = match &mut state.open {
             Some(segment) => segment,
             slot @ None => {
@@ -56,13 +76,13 @@ impl Spool {
             }
         };
 
-        match segment.file.write_all(&buf).and_then(|()| segment.file.sync_data()) {
+        match segment.file.write_all(buf).and_then(|()| segment.file.sync_data()) {
             Ok(()) => {
                 segment.len += bytes;
-                segment.records += count;
-                self.pending_records.fetch_add(count, Ordering::Relaxed);
+                segment.records += count as u64;
+                self.pending_records.fetch_add(count as u64, Ordering::Relaxed);
                 self.pending_bytes.fetch_add(bytes, Ordering::Relaxed);
-                Ok(bytes)
+                Ok((count, bytes))
             }
             Err(e) => {
                 if let Some(segment) = state.open.take() {

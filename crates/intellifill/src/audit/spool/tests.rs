@@ -478,3 +478,31 @@ fn poisoned_lock_is_recovered() {
     assert!(spool.seal().expect("seal"));
     assert_eq!(read_all(&spool), evs(0..2));
 }
+
+/// Bytes of all segment files in the spool directory (what is on disk, not what the spool counts).
+fn bytes_on_disk(dir: &Path) -> u64 {
+    list_segments(dir).expect("list").into_iter().map(|seq| file_len(&segment_path(dir, seq))).sum()
+}
+
+#[test]
+fn a_bounded_append_takes_the_records_that_fit_whole_and_never_goes_past_the_bound() {
+    let dir = tmp();
+    let spool = open(dir.path());
+    let line = serde_json::to_vec(&ev(0)).expect("json").len() as u64 + 1;
+    let max = 3 * line + line / 2;
+    assert_eq!(spool.append_within(&evs(0..2), Some(max)).expect("append"), (2, 2 * line));
+    assert_eq!(spool.append_within(&evs(2..5), Some(max)).expect("append"), (1, line), "one more fits whole");
+    assert_eq!(spool.append_within(&evs(3..5), Some(max)).expect("append"), (0, 0), "none fits: nothing written");
+    assert!(bytes_on_disk(dir.path()) <= max && spool.pending_bytes() == bytes_on_disk(dir.path()));
+    // Replay frees room; the next bounded append uses it.
+    spool.seal().expect("seal");
+    let sealed = spool.sealed().expect("sealed");
+    assert_eq!(sealed.iter().map(|id| spool.read::<Event>(*id).expect("read").len()).sum::<usize>(), 3);
+    for id in sealed {
+        spool.remove(id).expect("remove");
+    }
+    assert_eq!(spool.append_within(&evs(3..5), Some(max)).expect("append"), (2, 2 * line));
+    assert_eq!(spool.append_within(&evs(5..9), None).expect("append").0, 4, "unbounded takes everything");
+    spool.seal().expect("seal");
+    assert_eq!(read_all(&spool), evs(3..9));
+}
