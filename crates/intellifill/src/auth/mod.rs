@@ -45,9 +45,14 @@ impl std::ops::Deref for AuthUser {
     }
 }
 
+/// The rejection code kept for a token the auth service found expired by its own clock (a `bad_jwt` whose
+/// message says so) while this server's clock had it still valid.
+pub(crate) const EXPIRED_UPSTREAM: &str = "token_expired";
+
 /// Map an auth-service error code to ours. Unknown codes are an invalid token: never an accept.
 pub fn rejection(code: &str) -> AppError {
     match code {
+        EXPIRED_UPSTREAM => AppError::new(ErrorCode::TokenExpired, "the token has expired"),
         "session_not_found" | "session_expired" | "refresh_token_not_found" | "revoked" => {
             AppError::new(ErrorCode::SessionRevoked, "the session has ended, sign in again")
         }

@@ -36,7 +36,7 @@ use super::gotrue::{GoTrueClient, GoTrueError};
 use super::jwt::{Claims, LocalVerifier};
 use super::revocation::{Cutoff, Revocation, Revocations, Verdict};
 use super::singleflight::SingleFlight;
-use super::{AuthUser, misconfigured, rejection, unavailable};
+use super::{AuthUser, EXPIRED_UPSTREAM, misconfigured, rejection, unavailable};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use secrecy::ExposeSecret;
 
@@ -368,7 +368,14 @@ impl Authenticator {
                     Entry::Valid { user: cached, cached_at: now_ms() }
                 }
                 Ok(_) => cache.rejection("sub_mismatch", claimed.expires_at),
-                Err(BreakerError::Inner(GoTrueError::Rejected { code, .. })) => {
+                Err(BreakerError::Inner(GoTrueError::Rejected { code, message, .. })) => {
+                    // The auth service's clock ahead of ours: a token still valid here has expired there. It
+                    // is what it says, expired (the client refreshes), not an invalid token.
+                    let code = if code == "bad_jwt" && message.contains("expired") {
+                        EXPIRED_UPSTREAM.to_owned()
+                    } else {
+                        code
+                    };
                     metrics::counter!("auth_upstream_rejections_total", "code" => code.clone()).increment(1);
                     if let Some(learned) = learned_from(&code, &claimed) {
                         metrics::counter!("auth_upstream_revocations_total", "kind" => learned.kind()).increment(1);

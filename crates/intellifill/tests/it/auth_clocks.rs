@@ -89,3 +89,23 @@ async fn a_token_that_expires_while_cached_is_token_expired_on_every_instance_fr
     }
     assert_eq!(app.emulator.stats().user, calls, "no upstream call for an expired token");
 }
+
+#[tokio::test]
+async fn a_token_the_auth_service_finds_expired_by_its_clock_is_token_expired_asked_once() {
+    // Remote mode, the auth service's clock 30 s ahead of ours: a token with 10 s left here has expired there.
+    let (app, u) = TestApp::with_user_using(|a| a.auth_verify_mode = Some("remote".into())).await;
+    let ending = with_token(&u, minted(&app, &u, |c, _| c["exp"] = json!(now() + 10)));
+    app.emulator.faults().set_clock_skew(30);
+    let calls = app.emulator.stats().user;
+    for _ in 0..3 {
+        let (s, b) = app.get(&ending, "/api/me").await;
+        assert_error(s, &b, 401, "TOKEN_EXPIRED");
+    }
+    assert_eq!(app.emulator.stats().user, calls + 1, "asked once, the answer remembered");
+    app.emulator.faults().set_clock_skew(0);
+    // Any other refusal keeps its own code.
+    let forged = with_token(&u, minted(&app, &u, |c, _| c["session_id"] = json!(uuid::Uuid::new_v4())));
+    let (s, b) = app.get(&forged, "/api/me").await;
+    assert_eq!(s, 401, "{b}");
+    assert_ne!(b["code"], "TOKEN_EXPIRED", "{b}");
+}
