@@ -1,11 +1,12 @@
 //! `intellifill dev`: the whole product on one machine with nothing but the system binaries.
 //!
 //! Starts a throwaway Postgres cluster (under `.dev/`, wiped at each start), creates the owner and runtime
-//! roles, applies the migrations, starts Redis (when installed) and the GoTrue emulator on loopback, seeds two organizations with their
-//! users and knowledge, starts the server as the runtime role (CORS open to `--cors-origin`), and prints what a
-//! frontend needs (URLs, keys, database URL, demo users, mailbox; `--env`: only those, as variables) and `curl`
-//! lines with valid tokens. Fixed default ports (API 8080, auth 54321, Postgres 54322, Redis 54380), each checked
-//! free before anything starts.
+//! roles, applies the migrations, starts Redis (when installed) and the GoTrue emulator on loopback (sign-ups
+//! confirmed through its mailbox), seeds two organizations with their users and knowledge, starts the server as
+//! the runtime role (CORS open to `--cors-origin`), and prints what a frontend needs (URLs, both key forms,
+//! database URL, demo users, mailbox; `--env`: only those, as variables) and `curl` lines with valid tokens.
+//! Fixed default ports (API 8080, auth 54321, Postgres 54322, Redis 54380), each checked free before anything
+//! starts.
 //! Ctrl-C stops the server (draining requests), the emulator and the cluster. Also `intellifill emulator`.
 
 pub mod demo;
