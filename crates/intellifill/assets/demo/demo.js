@@ -21,16 +21,20 @@ async function api(path, options = {}) {
   return { status: response.status, body, requestId: response.headers.get('X-Request-ID') };
 }
 
-function list(element, items) {
-  element.replaceChildren(...items.map((k) => {
+// A page of knowledge summaries (`{ data: [{ id, title, excerpt, ... }], nextCursor }`).
+function list(element, page) {
+  element.replaceChildren(...page.data.map((k) => {
     const li = document.createElement('li');
-    li.textContent = k.title + ': ' + k.content;
+    li.textContent = k.title + ': ' + k.excerpt;
     return li;
   }));
+  if (page.data.length === 0) element.textContent = '(nothing)';
 }
 
 async function showApp(session) {
   token = session.access_token;
+  fail('');
+  $('after-signout').textContent = '';
   $('signin').hidden = true;
   $('app').hidden = false;
   $('who').textContent = session.user.email;
@@ -39,19 +43,19 @@ async function showApp(session) {
   if (me.status !== 200) return fail('/api/me answered ' + me.status);
   const org = me.body.organizations.find((o) => o.organizationId === me.body.currentOrganizationId)
     || me.body.organizations[0];
-  if (!org) {
-    $('org-name').textContent = '(no organization yet)';
-    return;
-  }
+  // A user who just signed up belongs to no organization yet: the page offers to create one.
+  $('new-org').hidden = Boolean(org);
+  $('org').hidden = !org;
+  if (!org) return;
   config.orgId = org.organizationId;
-  $('org-name').textContent = org.name || org.organizationId;
+  $('org-name').textContent = org.name;
   await refresh();
 }
 
 async function refresh() {
   const r = await api('/api/organizations/' + config.orgId + '/knowledge');
-  if (r.status !== 200) return fail('list answered ' + r.status);
-  list($('knowledge'), r.body.items || r.body.data || r.body);
+  if (r.status !== 200) return fail('list answered ' + r.status + ': ' + JSON.stringify(r.body));
+  list($('knowledge'), r.body);
 }
 
 async function main() {
@@ -82,6 +86,13 @@ async function main() {
     if (!message) return fail('no email for ' + email + ' in the mailbox yet');
     window.location.href = message.link;
   });
+  $('new-org-form').addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const r = await api('/api/organizations', { method: 'POST', body: JSON.stringify({ name: $('org-input').value }) });
+    if (r.status !== 201) return fail('create organization answered ' + r.status + ': ' + JSON.stringify(r.body));
+    const { data } = await client.auth.getSession();
+    await showApp(data.session);
+  });
   $('create-form').addEventListener('submit', async (e) => {
     e.preventDefault();
     const r = await api('/api/organizations/' + config.orgId + '/knowledge', {
@@ -93,8 +104,8 @@ async function main() {
   $('search-form').addEventListener('submit', async (e) => {
     e.preventDefault();
     const r = await api('/api/organizations/' + config.orgId + '/knowledge/search?q=' + encodeURIComponent($('query').value));
-    if (r.status !== 200) return fail('search answered ' + r.status);
-    list($('results'), r.body.items || r.body.data || r.body);
+    if (r.status !== 200) return fail('search answered ' + r.status + ': ' + JSON.stringify(r.body));
+    list($('results'), r.body);
   });
   $('foreign-button').addEventListener('click', async () => {
     const r = await api('/api/organizations/' + config.acmeId + '/knowledge');
@@ -114,7 +125,12 @@ async function main() {
       + again.status + ' ' + (again.body && again.body.code);
   });
 
-  const { data } = await client.auth.getSession();
+  // Back from an email link: supabase-js has taken the session from the URL fragment, or the fragment
+  // carries the auth service's error.
+  const hash = new URLSearchParams(window.location.hash.slice(1));
+  if (hash.get('error_description')) fail('email link: ' + hash.get('error_description'));
+  const { data, error } = await client.auth.getSession();
+  if (error) fail('session: ' + error.message);
   $('status').textContent = 'ready';
   if (data.session) await showApp(data.session);
 }

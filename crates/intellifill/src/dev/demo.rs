@@ -30,14 +30,16 @@ fn asset(content_type: &'static str, body: &'static str, csp: Option<HeaderValue
     response
 }
 
-/// The page's routes, merged into the dev server's router.
+/// The page's routes, merged into the dev server's router (or served on their own, from another origin than
+/// the API, by the browser test).
 pub fn routes(config: DemoConfig) -> Router {
     // The page's own policy (the API's is `default-src 'none'`): its scripts from here, calls to the API and
-    // the auth service only.
+    // the auth service only (the API is named: the page may be served from another origin, as the browser
+    // test does).
     let csp = format!(
-        "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; connect-src 'self' {}; \
+        "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; connect-src 'self' {} {}; \
          form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        config.auth
+        config.api, config.auth
     );
     let csp = HeaderValue::from_str(&csp).expect("ascii urls");
     let json = serde_json::to_string(&config).expect("serializable");

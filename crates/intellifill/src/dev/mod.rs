@@ -1,20 +1,21 @@
 //! `intellifill dev`: the whole product on one machine with nothing but the system binaries.
 //!
 //! Starts a throwaway Postgres cluster (under `.dev/`, wiped at each start), creates the owner and runtime
-//! roles, applies the migrations, starts Redis (when installed) and the GoTrue emulator on loopback, seeds two organizations with their
-//! users and knowledge, starts the server as the runtime role (CORS open to `--cors-origin`), and prints what a
-//! frontend needs (URLs, keys, database URL, demo users, mailbox; `--env`: only those, as variables) and `curl`
-//! lines with valid tokens. Fixed default ports (API 8080, auth 54321, Postgres 54322, Redis 54380), each checked
-//! free before anything starts.
+//! roles, applies the migrations, starts Redis (when installed) and the GoTrue emulator on loopback (sign-ups
+//! confirmed through its mailbox), seeds two organizations with their users and knowledge, starts the server as
+//! the runtime role (CORS open to `--cors-origin`), and prints what a frontend needs (URLs, both key forms,
+//! database URL, demo users, mailbox; `--env`: only those, as variables) and `curl` lines with valid tokens.
+//! Fixed default ports (API 8080, auth 54321, Postgres 54322, Redis 54380), each checked free before anything
+//! starts.
 //! Ctrl-C stops the server (draining requests), the emulator and the cluster. Also `intellifill emulator`.
 
-mod demo;
+pub mod demo;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use gotrue_emulator::{Emulator, EmulatorConfig, Signing};
+use gotrue_emulator::{ApiKeys, Emulator, EmulatorConfig, Signing};
 use testkit::{PgCluster, RedisServer};
 
 use crate::config::{Config, ServeArgs};
@@ -138,6 +139,20 @@ pub async fn run_emulator(args: EmulatorArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The auth emulator as dev mode runs it: sign-up needs the email confirmed (the link in the mailbox), as a
+/// Supabase project with confirmations on, so a frontend's sign-up flow is the real one; no pause between two
+/// emails (GoTrue's 60 s would stall a developer trying things); links with no `redirect_to` lead to the demo
+/// page (when the API port is fixed).
+fn emulator_config(api_port: u16) -> EmulatorConfig {
+    let mut cfg = EmulatorConfig::default();
+    cfg.signup.autoconfirm = false;
+    cfg.mail.max_frequency = Duration::ZERO;
+    if api_port != 0 {
+        cfg.mail.site_url = format!("http://127.0.0.1:{api_port}/");
+    }
+    cfg
+}
+
 /// The password of every demo user.
 pub const DEMO_PASSWORD: &str = "password123";
 
@@ -186,7 +201,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 
     eprintln!("[dev] starting the auth emulator ...");
     let emulator =
-        Emulator::start(EmulatorConfig::default(), SocketAddr::from(([127, 0, 0, 1], args.auth_port))).await.map_err(
+        Emulator::start(emulator_config(args.port), SocketAddr::from(([127, 0, 0, 1], args.auth_port))).await.map_err(
             |e| anyhow::anyhow!("the auth emulator cannot listen on port {}: {e:#} (--auth-port)", args.auth_port),
         )?;
     let (users, acme) = seed(&owner, &emulator).await?;
@@ -214,15 +229,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         acme_id: acme,
         demo_users: users.iter().map(|u| u.email.to_owned()).collect(),
     }));
-    let printed = Printed {
-        api,
-        auth: emulator.base_url(),
-        anon_key: emulator.anon_key().to_owned(),
-        service_role_key: emulator.service_role_key().to_owned(),
-        database_url,
-        users,
-        acme,
-    };
+    let printed = Printed { api, auth: emulator.base_url(), keys: emulator.api_keys(), database_url, users, acme };
     if args.env {
         print!("{}", printed.env());
     } else {
@@ -245,8 +252,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 struct Printed {
     api: String,
     auth: String,
-    anon_key: String,
-    service_role_key: String,
+    keys: ApiKeys,
     database_url: String,
     users: Vec<DemoUser>,
     acme: uuid::Uuid,
@@ -258,9 +264,13 @@ impl Printed {
     }
 
     /// The variables, `KEY="value"` lines as `supabase status -o env` prints them, with the names Next.js and
-    /// Vite frontends read.
+    /// Vite frontends read. Both key forms: `*_ANON_KEY` / `*_SERVICE_ROLE_KEY` named as frontends read them
+    /// carry the new-style `sb_publishable_` / `sb_secret_` keys (supabase-js takes either form), and the
+    /// Supabase CLI's own names carry what it puts there: `ANON_KEY` / `SERVICE_ROLE_KEY` the legacy JWT keys,
+    /// `PUBLISHABLE_KEY` / `SECRET_KEY` the new ones.
     fn env(&self) -> String {
         let emails: Vec<&str> = self.users.iter().map(|u| u.email).collect();
+        let k = &self.keys;
         let vars = [
             ("INTELLIFILL_API_URL", self.api.clone()),
             ("NEXT_PUBLIC_API_URL", self.api.clone()),
@@ -268,10 +278,18 @@ impl Printed {
             ("SUPABASE_URL", self.auth.clone()),
             ("NEXT_PUBLIC_SUPABASE_URL", self.auth.clone()),
             ("VITE_SUPABASE_URL", self.auth.clone()),
-            ("SUPABASE_ANON_KEY", self.anon_key.clone()),
-            ("NEXT_PUBLIC_SUPABASE_ANON_KEY", self.anon_key.clone()),
-            ("VITE_SUPABASE_ANON_KEY", self.anon_key.clone()),
-            ("SUPABASE_SERVICE_ROLE_KEY", self.service_role_key.clone()),
+            ("SUPABASE_ANON_KEY", k.publishable.clone()),
+            ("NEXT_PUBLIC_SUPABASE_ANON_KEY", k.publishable.clone()),
+            ("VITE_SUPABASE_ANON_KEY", k.publishable.clone()),
+            ("SUPABASE_PUBLISHABLE_KEY", k.publishable.clone()),
+            ("NEXT_PUBLIC_SUPABASE_PUBLISHABLE_KEY", k.publishable.clone()),
+            ("VITE_SUPABASE_PUBLISHABLE_KEY", k.publishable.clone()),
+            ("SUPABASE_SERVICE_ROLE_KEY", k.secret.clone()),
+            ("SUPABASE_SECRET_KEY", k.secret.clone()),
+            ("PUBLISHABLE_KEY", k.publishable.clone()),
+            ("SECRET_KEY", k.secret.clone()),
+            ("ANON_KEY", k.anon.clone()),
+            ("SERVICE_ROLE_KEY", k.service_role.clone()),
             ("DATABASE_URL", self.database_url.clone()),
             ("MAILBOX_URL", self.mailbox()),
             ("DEMO_PAGE_URL", format!("{}/", self.api)),
@@ -334,8 +352,10 @@ fn print_banner(p: &Printed) {
     println!("  demo page      {base}/");
     println!("  API            {base}");
     println!("  auth (SUPABASE_URL)  {}", p.auth);
-    println!("  anon key       {}", p.anon_key);
-    println!("  service key    {}", p.service_role_key);
+    println!("  publishable key  {}  (the anon key; legacy JWT form below)", p.keys.publishable);
+    println!("  anon key (JWT)   {}", p.keys.anon);
+    println!("  secret key       {}  (the service-role key; legacy JWT form below)", p.keys.secret);
+    println!("  service_role key (JWT)  {}", p.keys.service_role);
     println!("  database       {}", p.database_url);
     println!("  mailbox        {}  (emails the auth service would send)", p.mailbox());
     println!("  `intellifill dev --env` prints these as variables for a frontend's .env.local");

@@ -190,6 +190,43 @@ async fn dev_env_prints_only_the_variables_a_frontend_needs() {
     assert_eq!(me["email"], email.as_str());
     let acme = format!("{api}/api/organizations/{}/knowledge", var("DEMO_ORG_ACME_ID"));
     assert_eq!(http.get(&acme).bearer_auth(token).send().await.expect("knowledge").status(), 200);
+    // Both key forms, under the Supabase CLI's names as well: the legacy JWT anon key signs in just the same.
+    assert!(var("PUBLISHABLE_KEY").starts_with("sb_publishable_") && var("SECRET_KEY").starts_with("sb_secret_"));
+    assert_eq!(var("PUBLISHABLE_KEY"), var("SUPABASE_ANON_KEY"));
+    assert_eq!(var("SECRET_KEY"), var("SUPABASE_SERVICE_ROLE_KEY"));
+    assert_eq!(var("NEXT_PUBLIC_SUPABASE_PUBLISHABLE_KEY"), var("PUBLISHABLE_KEY"));
+    assert!(var("ANON_KEY").starts_with("eyJ") && var("SERVICE_ROLE_KEY").starts_with("eyJ"));
+    let legacy = http
+        .post(format!("{}/auth/v1/token?grant_type=password", var("SUPABASE_URL")))
+        .header("apikey", var("ANON_KEY"))
+        .json(&serde_json::json!({ "email": email, "password": var("DEMO_PASSWORD") }))
+        .send()
+        .await
+        .expect("sign in with the legacy key");
+    assert_eq!(legacy.status(), 200);
+    // Sign-up as dev mode runs it: no session until the emailed link is followed; the email is in the mailbox.
+    let newcomer = format!("new-{}@example.test", uuid::Uuid::new_v4().simple());
+    let signup: serde_json::Value = http
+        .post(format!("{}/auth/v1/signup", var("SUPABASE_URL")))
+        .header("apikey", var("PUBLISHABLE_KEY"))
+        .json(&serde_json::json!({ "email": newcomer, "password": "a long enough password" }))
+        .send()
+        .await
+        .expect("sign up")
+        .json()
+        .await
+        .expect("json");
+    assert!(signup.get("access_token").is_none() && signup["confirmation_sent_at"].is_string(), "{signup}");
+    let mailbox: serde_json::Value = http
+        .get(var("MAILBOX_URL"))
+        .query(&[("to", &newcomer)])
+        .send()
+        .await
+        .expect("mailbox")
+        .json()
+        .await
+        .expect("json");
+    assert!(mailbox["messages"][0]["link"].as_str().is_some_and(|l| l.contains("/verify")), "{mailbox}");
     // The database URL works too.
     let (db, connection) = tokio_postgres::connect(&var("DATABASE_URL"), tokio_postgres::NoTls).await.expect("db");
     tokio::spawn(connection);

@@ -12,6 +12,7 @@ mod auth_cache_trust;
 mod auth_clocks;
 mod auth_misconfig;
 mod auth_pipeline;
+mod browser;
 mod cli;
 mod contract;
 mod cors;
