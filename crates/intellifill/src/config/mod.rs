@@ -31,7 +31,7 @@ use secrecy::ExposeSecret;
 pub use audit::{AnomalyConfig, AuditConfig, WriterConfig};
 pub use auth::{AuthConfig, JwtKeys, OutageMode, StartupKeyCheck, VerifyMode};
 pub use check::{ConfigErrors, ConfigProblem};
-pub use database::{DatabaseConfig, RlsFailureMode};
+pub use database::{DatabaseConfig, RlsFailureMode, StatementMode};
 pub use http::{ConnectionLimits, HttpConfig, TrustedProxies};
 pub use observability::{HealthConfig, MetricsConfig};
 pub use orgs::OrgConfig;
@@ -72,6 +72,11 @@ pub struct ServeArgs {
     /// Per-transaction statement timeout (set transaction-locally, PgBouncer-safe).
     #[arg(long, env = "DB_STATEMENT_TIMEOUT_MS", default_value = "10000")]
     pub db_statement_timeout_ms: Option<String>,
+    /// How statements are sent: prepared (named, cached per connection) | unnamed (safe behind any transaction
+    /// pooler) | auto (unnamed when DATABASE_URL names a pooler port, 6432 or 6543, or a `pooler.` host; else
+    /// prepared).
+    #[arg(long, env = "DATABASE_STATEMENTS", default_value = "auto")]
+    pub database_statements: Option<String>,
     /// What to do when the RLS context cannot be set: fail (always allowed) | continue (development only).
     #[arg(long, env = "RLS_CONTEXT_FAILURE_MODE", default_value = "fail")]
     pub rls_context_failure_mode: Option<String>,

@@ -2,7 +2,8 @@
 //!
 //! [`Db::begin`] takes a connection and sends, in one round trip, `BEGIN`, the context statement
 //! (`set_user_context`, `set_org_context`, a transaction-local `statement_timeout`) and the caller's first
-//! queries (the user row, the membership check). tokio-postgres writes requests in the order their futures
+//! queries (the user row, the membership check), each as a named cached statement or as the unnamed one
+//! ([`super::statements`]). tokio-postgres writes requests in the order their futures
 //! are first polled, and `join` polls in order, so the server executes them in that order; a context that
 //! fails aborts the transaction, so the queries behind it can never run without it.
 //!
@@ -12,16 +13,14 @@
 
 use futures::future::{join_all, join3};
 use tokio_postgres::Row;
-use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::types::Type;
 use uuid::Uuid;
 
+use super::statements::{self, Param, StatementMode};
 use super::{Db, map_db_error};
 use crate::config::RlsFailureMode;
 use crate::error::{AppError, ErrorCode};
 use crate::security::SecurityKind;
-
-/// A typed statement parameter (the unnamed-statement protocol needs the type up front).
-pub type Param<'a> = (&'a (dyn ToSql + Sync), Type);
 
 /// Who the transaction acts for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +34,7 @@ const SET_CONTEXT: &str = "SELECT set_user_context($1), set_org_context($2), set
 /// An open transaction with the RLS context set.
 pub struct Tx {
     conn: Option<deadpool_postgres::Object>,
+    mode: StatementMode,
 }
 
 impl Db {
@@ -47,16 +47,28 @@ impl Db {
     ) -> Result<(Tx, Vec<Vec<Row>>), AppError> {
         let conn = self.acquire().await?;
         let org = ctx.org_id;
-        let (begun, context, firsts) = join3(
-            conn.batch_execute("BEGIN"),
-            conn.query_typed(
-                SET_CONTEXT,
-                &[(&ctx.user_id, Type::UUID), (&org, Type::UUID), (&self.statement_timeout_ms, Type::TEXT)],
-            ),
-            join_all(first.iter().map(|(sql, params)| conn.query_typed(sql, params))),
-        )
-        .await;
-        let tx = Tx { conn: Some(conn) };
+        let context_params: [Param<'_>; 3] =
+            [(&ctx.user_id, Type::UUID), (&org, Type::UUID), (&self.statement_timeout_ms, Type::TEXT)];
+        let mut all: Vec<(&str, &[Param<'_>])> = Vec::with_capacity(1 + first.len());
+        all.push((SET_CONTEXT, &context_params));
+        all.extend_from_slice(first);
+        // Cache misses are prepared before anything is sent, so the pipeline below keeps its order.
+        let mut prepared = statements::prepare(&conn, self.statements, &all).await.into_iter();
+        let context_ready = prepared.next().expect("the context statement is first");
+        let ready = prepared.collect::<Result<Vec<_>, _>>().map_err(map_db_error)?;
+        let (begun, context, firsts) = match context_ready {
+            Ok(context_ready) => {
+                join3(
+                    conn.batch_execute("BEGIN"),
+                    statements::run(&conn, &context_ready, &context_params),
+                    join_all(first.iter().zip(&ready).map(|((_, params), r)| statements::run(&conn, r, params))),
+                )
+                .await
+            }
+            // The context statement could not even be prepared: nothing behind it is sent.
+            Err(e) => (conn.batch_execute("BEGIN").await, Err(e), Vec::new()),
+        };
+        let tx = Tx { conn: Some(conn), mode: self.statements };
         begun.map_err(map_db_error)?;
         if let Err(e) = context {
             self.record_rls_failure(&e, &ctx);
@@ -90,13 +102,13 @@ impl Tx {
         self.conn().batch_execute("ROLLBACK; BEGIN").await.map_err(map_db_error)?;
         let mut rows = Vec::with_capacity(first.len());
         for (sql, params) in first {
-            rows.push(self.conn().query_typed(sql, params).await.map_err(map_db_error)?);
+            rows.push(self.query(sql, params).await?);
         }
         Ok((self, rows))
     }
 
     pub async fn query(&self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, AppError> {
-        self.conn().query_typed(sql, params).await.map_err(map_db_error)
+        statements::query(self.conn(), self.mode, sql, params).await.map_err(map_db_error)
     }
 
     pub async fn query_opt(&self, sql: &str, params: &[Param<'_>]) -> Result<Option<Row>, AppError> {

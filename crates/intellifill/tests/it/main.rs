@@ -30,5 +30,6 @@ mod roles_sql;
 mod scale_out;
 mod session_end;
 mod starvation;
+mod statements;
 mod tls;
 mod user_lifecycle;
