@@ -60,7 +60,15 @@ pub(crate) async fn run(
         Ready::Unnamed(sql) => conn.query_typed(sql, params).await,
         Ready::Named(statement) => {
             let values: Vec<&(dyn ToSql + Sync)> = params.iter().map(|(v, _)| *v).collect();
-            conn.query(statement, &values).await
+            let result = conn.query(statement, &values).await;
+            if result.as_ref().err().is_some_and(stale_plan) {
+                // A migration changed the type of a column this statement returns, so the named statement can
+                // never run again: forget this connection's statements, the next request prepares them afresh.
+                conn.statement_cache.clear();
+                metrics::counter!("db_statement_cache_resets_total").increment(1);
+                tracing::warn!(event = "db.statement_cache_reset", "a cached statement outlived a schema change");
+            }
+            result
         }
     };
     result.inspect_err(hint)
@@ -75,6 +83,12 @@ pub(crate) async fn query(
 ) -> Result<Vec<Row>, tokio_postgres::Error> {
     let ready = prepare(conn, mode, &[(sql, params)]).await.pop().expect("one statement, one result")?;
     run(conn, &ready, params).await
+}
+
+/// `cached plan must not change result type` (0A000): the statement was prepared before a schema change.
+fn stale_plan(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&SqlState::FEATURE_NOT_SUPPORTED)
+        && e.as_db_error().is_some_and(|d| d.message().contains("cached plan must not change result type"))
 }
 
 /// A named statement the server does not know, or knows twice: the connection goes through a transaction

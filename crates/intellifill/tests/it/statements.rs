@@ -67,3 +67,22 @@ async fn prepared_statements_are_named_once_per_connection_and_keep_every_guaran
 async fn unnamed_statements_leave_nothing_on_the_connection_and_keep_every_guarantee() {
     assert_eq!(exercise("unnamed").await, 0);
 }
+
+#[tokio::test]
+async fn a_schema_change_under_cached_statements_fails_at_most_one_request_per_connection() {
+    if via_pgbouncer() {
+        return;
+    }
+    let (app, user) = TestApp::with_user_using(|a| {
+        a.db_pool_max_size = Some("1".into());
+        a.database_statements = Some("prepared".into());
+    })
+    .await;
+    assert_eq!(app.get(&user, "/api/me").await.0, 200);
+    // A migration step changes the type of a column the cached user-row statement returns.
+    app.owner.batch_execute("ALTER TABLE users ALTER COLUMN role TYPE varchar(16)").await.expect("alter");
+    let (first, body) = app.get(&user, "/api/me").await;
+    assert!(first == 200 || first == 500, "{first} {body}");
+    let (s, b) = app.get(&user, "/api/me").await;
+    assert_eq!(s, 200, "the next request prepares its statements afresh: {b}");
+}
