@@ -241,6 +241,10 @@ pub struct ServeArgs {
     /// Require `Authorization: Bearer <token>` on /metrics.
     #[arg(long, env = "METRICS_BEARER_TOKEN", hide_env_values = true)]
     pub metrics_bearer_token: Option<String>,
+    /// Send a `Server-Timing` header (auth, pool wait, database transaction, the rest, total) on every routed
+    /// response: true | false. It tells any client where the server's time went; keep it off in production.
+    #[arg(long, env = "SERVER_TIMING", default_value = "false")]
+    pub server_timing: Option<String>,
     /// How long a `/health/ready` verdict is reused before the dependencies are probed again (1 to 10000).
     #[arg(long, env = "HEALTH_READY_CACHE_MS", default_value = "2000")]
     pub health_ready_cache_ms: Option<String>,

@@ -228,12 +228,17 @@ impl Db {
     }
 
     async fn acquire(&self) -> Result<deadpool_postgres::Object, AppError> {
+        Ok(self.acquire_timed().await?.0)
+    }
+
+    /// A pooled connection and how long it took to get it.
+    async fn acquire_timed(&self) -> Result<(deadpool_postgres::Object, Duration), AppError> {
         let started = std::time::Instant::now();
         let result = self.pool.get().await;
         let waited = started.elapsed();
         self.stats.record_wait(waited);
         self.pool_wait.record(waited.as_secs_f64());
-        result.map_err(|e| match e {
+        result.map(|conn| (conn, waited)).map_err(|e| match e {
             PoolError::Timeout(_) => {
                 self.stats.acquire_timeouts.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("db_pool_acquire_timeouts_total").increment(1);

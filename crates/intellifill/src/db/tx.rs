@@ -11,6 +11,8 @@
 //! `ROLLBACK` is issued from a spawned task and, should that fail, the connection is discarded instead of
 //! going back to the pool.
 
+use std::time::{Duration, Instant};
+
 use futures::future::{join_all, join3};
 use tokio_postgres::Row;
 use tokio_postgres::types::Type;
@@ -21,6 +23,7 @@ use super::{Db, map_db_error};
 use crate::config::RlsFailureMode;
 use crate::error::{AppError, ErrorCode};
 use crate::security::SecurityKind;
+use crate::timing::Timing;
 
 /// Who the transaction acts for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +38,10 @@ const SET_CONTEXT: &str = "SELECT set_user_context($1), set_org_context($2), set
 pub struct Tx {
     conn: Option<deadpool_postgres::Object>,
     mode: StatementMode,
+    /// How long the request waited for the connection, and when the transaction began (`Server-Timing`).
+    pool_wait: Duration,
+    opened: Instant,
+    timing: Option<Timing>,
 }
 
 impl Db {
@@ -45,7 +52,8 @@ impl Db {
         ctx: RlsContext,
         first: &[(&str, &[Param<'_>])],
     ) -> Result<(Tx, Vec<Vec<Row>>), AppError> {
-        let conn = self.acquire().await?;
+        let (conn, pool_wait) = self.acquire_timed().await?;
+        let opened = Instant::now();
         let org = ctx.org_id;
         let context_params: [Param<'_>; 3] =
             [(&ctx.user_id, Type::UUID), (&org, Type::UUID), (&self.statement_timeout_ms, Type::TEXT)];
@@ -68,7 +76,7 @@ impl Db {
             // The context statement could not even be prepared: nothing behind it is sent.
             Err(e) => (conn.batch_execute("BEGIN").await, Err(e), Vec::new()),
         };
-        let tx = Tx { conn: Some(conn), mode: self.statements };
+        let tx = Tx { conn: Some(conn), mode: self.statements, pool_wait, opened, timing: None };
         begun.map_err(map_db_error)?;
         if let Err(e) = context {
             self.record_rls_failure(&e, &ctx);
@@ -92,6 +100,18 @@ impl Db {
 }
 
 impl Tx {
+    /// Report this transaction's pool wait now, and its duration when it ends, to the request's `Server-Timing`.
+    pub fn time_with(&mut self, timing: &Timing) {
+        timing.pool(self.pool_wait);
+        self.timing = Some(timing.clone());
+    }
+
+    fn finished(&mut self) {
+        if let Some(timing) = self.timing.take() {
+            timing.db(self.opened.elapsed());
+        }
+    }
+
     fn conn(&self) -> &deadpool_postgres::Object {
         self.conn.as_ref().expect("a transaction keeps its connection until commit or drop")
     }
@@ -124,7 +144,9 @@ impl Tx {
     /// Commit; on failure the transaction is rolled back by the server.
     pub async fn commit(mut self) -> Result<(), AppError> {
         let conn = self.conn.take().expect("commit consumes the transaction");
-        match conn.batch_execute("COMMIT").await {
+        let committed = conn.batch_execute("COMMIT").await;
+        self.finished();
+        match committed {
             Ok(()) => Ok(()),
             Err(e) => {
                 // The state of this connection is unknown now: do not give it back to the pool.
@@ -137,6 +159,7 @@ impl Tx {
 
 impl Drop for Tx {
     fn drop(&mut self) {
+        self.finished();
         let Some(conn) = self.conn.take() else { return };
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {

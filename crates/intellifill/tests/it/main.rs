@@ -28,6 +28,7 @@ mod ratelimit;
 mod redis_tls;
 mod roles_sql;
 mod scale_out;
+mod server_timing;
 mod session_end;
 mod starvation;
 mod statements;
