@@ -27,6 +27,7 @@ pub mod security;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
+pub mod timing;
 
 pub use config::Config;
 pub use error::{AppError, ErrorCode};

@@ -123,7 +123,10 @@ impl<R: MinRole> FromRequestParts<AppState> for OrgTx<R> {
                 .map(|(tx, user, rows)| (tx, user, rows, org_id)),
             None => current_org(state, auth).await,
         };
-        let (tx, user, rows, org_id) = opened.map_err(IntoResponse::into_response)?;
+        let (mut tx, user, rows, org_id) = opened.map_err(IntoResponse::into_response)?;
+        if let Some(timing) = parts.extensions.get::<crate::timing::Timing>() {
+            tx.time_with(timing);
+        }
         // The organization asked for, whatever the answer: a refused request (a cross-tenant attempt by an
         // outsider, a member short of the role) is on that organization's audit trail, where its admins look.
         crate::audit::note(&parts.extensions, |n| n.organization_id = Some(org_id));

@@ -103,7 +103,10 @@ impl FromRequestParts<AppState> for UserTx {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let auth = auth_user(parts)?;
-        let (tx, user, _) = open(state, auth, None, &[]).await?;
+        let (mut tx, user, _) = open(state, auth, None, &[]).await?;
+        if let Some(timing) = parts.extensions.get::<crate::timing::Timing>() {
+            tx.time_with(timing);
+        }
         Ok(UserTx { tx, user, auth: auth.clone() })
     }
 }

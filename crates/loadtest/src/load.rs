@@ -164,6 +164,9 @@ pub struct LoadResult {
     pub transport_errors: u64,
     pub timeouts: u64,
     pub connects: u64,
+    /// Requests answered in the warm-up and the measured window together: the denominator of a resource
+    /// sampled around the whole phase (Postgres CPU per request).
+    pub all_requests: u64,
     /// Time to open every worker's connection before the run.
     pub connect_secs: f64,
 }
@@ -215,6 +218,7 @@ struct Shared {
     shards: Vec<Mutex<Shard>>,
     issued: AtomicU64,
     last_end_us: AtomicU64,
+    warmup_requests: AtomicU64,
     ready: AtomicUsize,
 }
 
@@ -254,6 +258,7 @@ pub async fn run(spec: LoadSpec) -> Result<LoadResult> {
         shards,
         issued: AtomicU64::new(0),
         last_end_us: AtomicU64::new(0),
+        warmup_requests: AtomicU64::new(0),
         ready: AtomicUsize::new(0),
     });
 
@@ -340,6 +345,7 @@ pub async fn run(spec: LoadSpec) -> Result<LoadResult> {
         transport_errors: total.transport,
         timeouts: total.timeouts,
         connects: connects.saturating_sub(spec.concurrency as u64),
+        all_requests: responses + total.transport + total.timeouts + shared.warmup_requests.load(Ordering::Relaxed),
         connect_secs: (connect_secs * 1000.0).round() / 1000.0,
     })
 }
@@ -410,6 +416,8 @@ async fn worker(w: usize, shared: &Shared, conn: &mut Conn, start: Instant) {
             shared.record(w, op, micros, outcome);
             let end_us = start.elapsed().as_micros() as u64;
             shared.last_end_us.fetch_max(end_us, Ordering::Relaxed);
+        } else {
+            shared.warmup_requests.fetch_add(1, Ordering::Relaxed);
         }
     }
 }

@@ -24,6 +24,9 @@ pub struct PgbenchResult {
     pub transactions: Option<u64>,
     pub failed: Option<u64>,
     pub command: String,
+    /// CPU the Postgres cluster used during the run divided by the transactions, in microseconds (filled in
+    /// by the caller, which knows the cluster).
+    pub postgres_cpu_us_per_tx: Option<f64>,
 }
 
 /// The pgbench binary: `PG_BIN_DIR`, the newest `/usr/lib/postgresql/*/bin`, else `PATH`.
@@ -141,5 +144,6 @@ pub async fn run(r: PgbenchRun<'_>) -> Result<PgbenchResult> {
         transactions: number(field("number of transactions actually processed: ")).map(|n| n as u64),
         failed: number(field("number of failed transactions: ")).map(|n| n as u64),
         command: shown,
+        postgres_cpu_us_per_tx: None,
     })
 }

@@ -3,7 +3,7 @@
 //! a hello-world axum server (the HTTP ceiling of the machine).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -136,6 +136,17 @@ pub struct Phase {
     pub name: String,
     pub load: LoadResult,
     pub server: Option<ServerStats>,
+    /// CPU the Postgres cluster used during the phase (warm-up included, audit rows written included),
+    /// divided by the requests of the phase, warm-up included; in microseconds.
+    pub postgres_cpu_us_per_request: Option<f64>,
+    /// The same for the server process.
+    pub server_cpu_us_per_request: Option<f64>,
+}
+
+/// CPU per request from two samples of a CPU clock around a phase.
+fn per_request(before: Option<Duration>, after: Option<Duration>, requests: u64) -> Option<f64> {
+    let spent = after?.checked_sub(before?)?;
+    (requests > 0).then(|| (spent.as_secs_f64() * 1e6 / requests as f64).round())
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -143,6 +154,8 @@ pub struct RatioRound {
     pub list_rps: f64,
     pub pgbench_tps: f64,
     pub ratio: f64,
+    pub list_postgres_cpu_us_per_request: Option<f64>,
+    pub pgbench_postgres_cpu_us_per_tx: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -263,7 +276,7 @@ fn counter(v: &Value, path: &[&str]) -> u64 {
     path.iter().fold(v, |v, k| &v[*k]).as_u64().unwrap_or(0)
 }
 
-async fn phase(name: &str, spec: LoadSpec, observer: Option<&Observer>) -> Result<Phase> {
+async fn phase(name: &str, spec: LoadSpec, observer: Option<&Observer>, pg_data: Option<&Path>) -> Result<Phase> {
     eprintln!(
         "[loadtest] phase {name}: {} workers, {}s (+{}s warm-up), mix {}",
         spec.concurrency,
@@ -273,9 +286,17 @@ async fn phase(name: &str, spec: LoadSpec, observer: Option<&Observer>) -> Resul
     );
     let Some(observer) = observer else {
         let load = load::run(spec).await?;
-        return Ok(Phase { name: name.to_owned(), load, server: None });
+        return Ok(Phase {
+            name: name.to_owned(),
+            load,
+            server: None,
+            postgres_cpu_us_per_request: None,
+            server_cpu_us_per_request: None,
+        });
     };
     let before = observer.detailed().await?;
+    let pg_before = pg_data.and_then(stack::postgres_cpu_time);
+    let server_before = observer.pid.and_then(stack::cpu_time);
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = observer.sample(stop.clone());
     let load = load::run(spec).await?;
@@ -305,7 +326,17 @@ async fn phase(name: &str, spec: LoadSpec, observer: Option<&Observer>) -> Resul
         samples: samples.count,
     };
     observer.drain_audit(Duration::from_secs(120)).await?;
-    Ok(Phase { name: name.to_owned(), load, server: Some(server) })
+    let postgres_cpu_us_per_request =
+        per_request(pg_before, pg_data.and_then(stack::postgres_cpu_time), load.all_requests);
+    let server_cpu_us_per_request =
+        per_request(server_before, observer.pid.and_then(stack::cpu_time), load.all_requests);
+    Ok(Phase {
+        name: name.to_owned(),
+        load,
+        server: Some(server),
+        postgres_cpu_us_per_request,
+        server_cpu_us_per_request,
+    })
 }
 
 pub async fn run(args: RunArgs, command: String) -> Result<RunReport> {
@@ -347,18 +378,20 @@ pub async fn run(args: RunArgs, command: String) -> Result<RunReport> {
         request_timeout: Duration::from_secs(args.request_timeout_secs),
     };
 
-    let mixed = phase("mixed", spec(server.addr, args.mix.clone()), Some(&observer)).await?;
+    let pg_data = Some(stack.pg.data_dir());
+    let mixed = phase("mixed", spec(server.addr, args.mix.clone()), Some(&observer), pg_data).await?;
     let list_only = if args.skip_list_only {
         None
     } else {
-        Some(phase("list-only", spec(server.addr, Mix::only(Op::List)), Some(&observer)).await?)
+        Some(phase("list-only", spec(server.addr, Mix::only(Op::List)), Some(&observer), pg_data).await?)
     };
 
     let pairs: Vec<_> = seeded.users.iter().map(|u| (u.id, u.org)).collect();
     let clients = args.concurrency.min(args.pgbench_max_clients).max(1);
-    let run_pgbench = |secs: u64| {
+    let run_pgbench = async |secs: u64| -> Result<PgbenchResult> {
         eprintln!("[loadtest] phase pgbench: {clients} clients, {secs}s");
-        pgbench::run(pgbench::PgbenchRun {
+        let before = stack::postgres_cpu_time(stack.pg.data_dir());
+        let mut result = pgbench::run(pgbench::PgbenchRun {
             dir: stack.dir.path(),
             pairs: &pairs,
             port: stack.pg.port(),
@@ -369,13 +402,17 @@ pub async fn run(args: RunArgs, command: String) -> Result<RunReport> {
             threads: 2,
             duration: Duration::from_secs(secs),
         })
+        .await?;
+        result.postgres_cpu_us_per_tx =
+            per_request(before, stack::postgres_cpu_time(stack.pg.data_dir()), result.transactions.unwrap_or(0));
+        Ok(result)
     };
     let mut rounds = Vec::new();
     for i in 0..args.ratio_rounds {
         let mut round = spec(server.addr, Mix::only(Op::List));
         round.warmup = Duration::from_secs(1);
         round.duration = Duration::from_secs(args.round_secs);
-        let list = phase(&format!("list-only round {}", i + 1), round, Some(&observer)).await?;
+        let list = phase(&format!("list-only round {}", i + 1), round, Some(&observer), pg_data).await?;
         let pg = run_pgbench(args.round_secs).await?;
         let ratio = if pg.tps > 0.0 { list.load.ok_rps / pg.tps } else { 0.0 };
         eprintln!(
@@ -385,7 +422,13 @@ pub async fn run(args: RunArgs, command: String) -> Result<RunReport> {
             pg.tps,
             ratio * 100.0
         );
-        rounds.push(RatioRound { list_rps: list.load.ok_rps, pgbench_tps: pg.tps, ratio });
+        rounds.push(RatioRound {
+            list_rps: list.load.ok_rps,
+            pgbench_tps: pg.tps,
+            ratio,
+            list_postgres_cpu_us_per_request: list.postgres_cpu_us_per_request,
+            pgbench_postgres_cpu_us_per_tx: pg.postgres_cpu_us_per_tx,
+        });
     }
     server.stop().await.context("stopping the server")?;
 
@@ -395,7 +438,7 @@ pub async fn run(args: RunArgs, command: String) -> Result<RunReport> {
         None
     } else {
         let hello = ChildServer::spawn("__hello", &[], &stack.dir.path().join("hello.log")).await?;
-        let phase = phase("hello", spec(hello.addr, Mix::only(Op::Hello)), None).await?;
+        let phase = phase("hello", spec(hello.addr, Mix::only(Op::Hello)), None, None).await?;
         hello.stop().await?;
         Some(phase)
     };
@@ -470,6 +513,14 @@ fn print_phase(p: &Phase) {
             l.shed_503_with_retry_after, l.shed_503_without_retry_after
         );
     }
+    if p.postgres_cpu_us_per_request.is_some() || p.server_cpu_us_per_request.is_some() {
+        let us = |v: Option<f64>| v.map(|v| format!("{v:.0} us")).unwrap_or_else(|| "-".into());
+        println!(
+            "   CPU per request (warm-up included): Postgres {}, server {}",
+            us(p.postgres_cpu_us_per_request),
+            us(p.server_cpu_us_per_request)
+        );
+    }
     if let Some(s) = &p.server {
         println!(
             "   server: pool max {} waiting max {} active max {}, acquire timeouts {}, pool wait {}",
@@ -522,6 +573,9 @@ pub fn print(r: &RunReport) {
             p.latency_avg_ms.map(|v| v.to_string()).unwrap_or_default(),
             p.failed.map(|v| v.to_string()).unwrap_or_default()
         );
+        if let Some(us) = p.postgres_cpu_us_per_tx {
+            println!("   Postgres CPU per transaction {us:.0} us");
+        }
         println!("   {}", p.command);
     }
     if let Some(p) = &r.hello {
@@ -529,12 +583,15 @@ pub fn print(r: &RunReport) {
     }
     let show = |v: Option<f64>| v.map(|v| format!("{:.1} %", v * 100.0)).unwrap_or_else(|| "-".into());
     for (i, round) in r.ratios.list_vs_pgbench_rounds.iter().enumerate() {
+        let us = |v: Option<f64>| v.map(|v| format!("{v:.0} us")).unwrap_or_else(|| "-".into());
         println!(
-            "round {}: list-only {:.0} req/s, pgbench {:.0} tps, ratio {:.1} %",
+            "round {}: list-only {:.0} req/s, pgbench {:.0} tps, ratio {:.1} %; Postgres CPU per request {} (pgbench {})",
             i + 1,
             round.list_rps,
             round.pgbench_tps,
-            round.ratio * 100.0
+            round.ratio * 100.0,
+            us(round.list_postgres_cpu_us_per_request),
+            us(round.pgbench_postgres_cpu_us_per_tx)
         );
     }
     if let Some(m) = r.ratios.list_vs_pgbench_median {

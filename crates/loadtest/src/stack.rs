@@ -286,3 +286,27 @@ pub fn open_files_limit() -> Option<u64> {
     let line = text.lines().find(|l| l.starts_with("Max open files"))?;
     line.split_whitespace().nth(3)?.parse().ok()
 }
+
+/// CPU time the Postgres cluster whose data directory is `data_dir` has used so far: the postmaster (its
+/// own time plus that of its children already reaped, i.e. backends that have exited) and every live child
+/// (backends, the checkpointer, the WAL writer, ...), from `/proc`. `None` if the cluster is not running.
+pub fn postgres_cpu_time(data_dir: &Path) -> Option<Duration> {
+    let pid_file = std::fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
+    let postmaster: u32 = pid_file.lines().next()?.trim().parse().ok()?;
+    // Fields after the `)` of the command name: state is 0, ppid 1, utime 11, stime 12, cutime 13, cstime 14.
+    let stat = |pid: u32| -> Option<Vec<u64>> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let fields: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
+        [1, 11, 12, 13, 14].iter().map(|i| fields.get(*i)?.parse::<u64>().ok()).collect()
+    };
+    let own = stat(postmaster)?;
+    let mut ticks = own[1] + own[2] + own[3] + own[4];
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        if let Some(f) = stat(pid).filter(|f| f[0] == u64::from(postmaster)) {
+            ticks += f[1] + f[2];
+        }
+    }
+    // USER_HZ is 100 on Linux.
+    Some(Duration::from_millis(ticks * 10))
+}

@@ -33,7 +33,7 @@ pub use audit::{AnomalyConfig, AuditConfig, WriterConfig};
 pub use auth::{AuthConfig, JwtKeys, OutageMode, StartupKeyCheck, VerifyMode};
 pub use browser::{BrowserConfig, CorsConfig, CorsOrigins, parse_origin, parse_origins};
 pub use check::{ConfigErrors, ConfigProblem};
-pub use database::{DatabaseConfig, RlsFailureMode};
+pub use database::{DatabaseConfig, RlsFailureMode, StatementMode};
 pub use http::{ConnectionLimits, HttpConfig, TrustedProxies};
 pub use observability::{HealthConfig, MetricsConfig};
 pub use orgs::OrgConfig;
@@ -74,6 +74,11 @@ pub struct ServeArgs {
     /// Per-transaction statement timeout (set transaction-locally, PgBouncer-safe).
     #[arg(long, env = "DB_STATEMENT_TIMEOUT_MS", default_value = "10000")]
     pub db_statement_timeout_ms: Option<String>,
+    /// How statements are sent: prepared (named, cached per connection) | unnamed (safe behind any transaction
+    /// pooler) | auto (unnamed when DATABASE_URL names a pooler port, 6432 or 6543, or a `pooler.` host; else
+    /// prepared).
+    #[arg(long, env = "DATABASE_STATEMENTS", default_value = "auto")]
+    pub database_statements: Option<String>,
     /// What to do when the RLS context cannot be set: fail (always allowed) | continue (development only).
     #[arg(long, env = "RLS_CONTEXT_FAILURE_MODE", default_value = "fail")]
     pub rls_context_failure_mode: Option<String>,
@@ -263,6 +268,10 @@ pub struct ServeArgs {
     /// Require `Authorization: Bearer <token>` on /metrics.
     #[arg(long, env = "METRICS_BEARER_TOKEN", hide_env_values = true)]
     pub metrics_bearer_token: Option<String>,
+    /// Send a `Server-Timing` header (auth, pool wait, database transaction, the rest, total) on every routed
+    /// response: true | false. It tells any client where the server's time went; keep it off in production.
+    #[arg(long, env = "SERVER_TIMING", default_value = "false")]
+    pub server_timing: Option<String>,
     /// How long a `/health/ready` verdict is reused before the dependencies are probed again (1 to 10000).
     #[arg(long, env = "HEALTH_READY_CACHE_MS", default_value = "2000")]
     pub health_ready_cache_ms: Option<String>,

@@ -1,4 +1,4 @@
-//! The observability section: `METRICS_BIND_ADDR`, `METRICS_BEARER_TOKEN`, `HEALTH_READY_CACHE_MS`.
+//! The observability section: `METRICS_BIND_ADDR`, `METRICS_BEARER_TOKEN`, `SERVER_TIMING`, `HEALTH_READY_CACHE_MS`.
 //!
 //! In production `/metrics` is never open on the API port to anyone: a separate listener (reachable only by
 //! the scraper's network) or a bearer token is required, so an operator cannot expose the pool, the breaker and
@@ -17,6 +17,8 @@ pub struct MetricsConfig {
     /// A listener of its own for /metrics; `None`: served on the API port.
     pub bind_addr: Option<SocketAddr>,
     pub bearer_token: Option<SecretString>,
+    /// `SERVER_TIMING`: the `Server-Timing` response header (`http::timing`).
+    pub server_timing: bool,
 }
 
 /// Health endpoints.
@@ -44,6 +46,7 @@ pub(super) fn from_args(args: &ServeArgs, env: Option<AppEnv>) -> Section<Metric
         bearer_token: c
             .optional("METRICS_BEARER_TOKEN", &args.metrics_bearer_token)
             .map(|v| SecretString::from(v.to_owned())),
+        server_timing: c.boolean("SERVER_TIMING", &args.server_timing),
     };
     if env == Some(AppEnv::Production) && metrics.bind_addr.is_none() && args.metrics_bearer_token.is_none() {
         c.problem(

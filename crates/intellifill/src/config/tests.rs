@@ -189,3 +189,28 @@ fn audit_bounds_have_production_defaults_and_the_queue_must_hold_a_few_bodies() 
         ServeArgs { audit_max_body_bytes: Some("0".into()), audit_queue_max_bytes: Some("65536".into()), ..minimal() };
     assert_eq!(Config::from_args(&none).expect("no bodies kept").audit.max_body_bytes, 0);
 }
+
+#[test]
+fn statements_are_prepared_unless_the_url_names_a_pooler_or_the_operator_says_so() {
+    use crate::config::StatementMode::{Prepared, Unnamed};
+    let mode = |url: &str, choice: Option<&str>| {
+        let mut args = minimal();
+        args.database_url = Some(url.into());
+        args.database_statements = choice.map(Into::into);
+        Config::from_args(&args).expect("valid").database.statements
+    };
+    assert_eq!(mode("postgres://app:pw@127.0.0.1:5432/db", None), Prepared);
+    assert_eq!(mode("postgres://app:pw@db.example.internal/db", Some("auto")), Prepared);
+    assert_eq!(mode("postgres://app:pw@127.0.0.1:6432/db", None), Unnamed);
+    assert_eq!(mode("postgres://app:pw@aws-0-eu-west-1.pooler.supabase.com:6543/postgres", None), Unnamed);
+    assert_eq!(mode("postgres://app:pw@aws-0-eu-west-1.pooler.supabase.com:5432/postgres", None), Unnamed);
+    assert_eq!(mode("host=/run/pgbouncer port=6432 user=app dbname=db", None), Unnamed);
+    // The operator's word wins either way.
+    assert_eq!(mode("postgres://app:pw@127.0.0.1:6432/db", Some("prepared")), Prepared);
+    assert_eq!(mode("postgres://app:pw@127.0.0.1:5432/db", Some("UNNAMED")), Unnamed);
+
+    let mut args = minimal();
+    args.database_statements = Some("named".into());
+    let err = Config::from_args(&args).expect_err("refused").to_string();
+    assert!(err.contains("DATABASE_STATEMENTS: expected one of auto | prepared | unnamed, got \"named\""), "{err}");
+}

@@ -3,13 +3,15 @@
 //! [`Db`] owns the process-wide pool and never hands it out: request code gets a [`Tx`] from
 //! [`Db::begin`], a transaction whose first statements set the user/org context with `set_config(..., true)`
 //! (transaction-local, so pooled connections and PgBouncer in transaction mode cannot carry one request's
-//! identity into the next). All statements use the unnamed prepared statement (`query_typed`), so nothing
-//! depends on session state either.
+//! identity into the next). Statements are named and cached per connection, or unnamed where the connection
+//! goes through a pooler that cannot keep them (`DATABASE_STATEMENTS`, [`statements`]); nothing else depends
+//! on session state.
 
 mod error;
 pub mod guard;
 pub mod migrate;
 pub mod provision;
+mod statements;
 pub mod tls;
 mod tx;
 
@@ -24,7 +26,8 @@ use crate::config::{DatabaseConfig, RlsFailureMode};
 use crate::error::{AppError, ErrorCode};
 
 pub use error::map_db_error;
-pub use tx::{Param, RlsContext, Tx};
+pub use statements::{Param, StatementMode};
+pub use tx::{RlsContext, Tx};
 
 /// Counters the health and metrics endpoints read.
 #[derive(Debug, Default)]
@@ -112,13 +115,13 @@ pub struct PoolStatus {
 }
 
 /// A pooled connection kept by a background task (see [`Db::hold`]).
-pub struct HeldConnection(Option<deadpool_postgres::Object>);
+pub struct HeldConnection(Option<deadpool_postgres::Object>, StatementMode);
 
 impl HeldConnection {
     /// One statement without tenant context (same rules as [`Db::unscoped`]).
     pub async fn unscoped(&self, sql: &str, params: &[Param<'_>]) -> Result<Vec<tokio_postgres::Row>, AppError> {
         let conn = self.0.as_ref().ok_or_else(|| AppError::internal(anyhow::anyhow!("connection discarded")))?;
-        conn.query_typed(sql, params).await.map_err(map_db_error)
+        statements::query(conn, self.1, sql, params).await.map_err(map_db_error)
     }
 
     pub fn is_closed(&self) -> bool {
@@ -140,6 +143,7 @@ pub struct Db {
     /// `db_pool_wait_seconds`, registered once.
     pool_wait: metrics::Histogram,
     statement_timeout_ms: String,
+    statements: StatementMode,
     rls_failure_mode: RlsFailureMode,
     stats: Arc<DbStats>,
 }
@@ -165,10 +169,16 @@ impl Db {
             .queue_mode(QueueMode::Lifo)
             .runtime(Runtime::Tokio1)
             .build()?;
+        tracing::info!(
+            statements = cfg.statements.as_str(),
+            "database statements: {} (DATABASE_STATEMENTS)",
+            cfg.statements.as_str()
+        );
         Ok(Db {
             pool,
             pool_wait: metrics::histogram!("db_pool_wait_seconds"),
             statement_timeout_ms: cfg.statement_timeout.as_millis().to_string(),
+            statements: cfg.statements,
             rls_failure_mode: cfg.rls_failure_mode,
             stats: Arc::new(DbStats::default()),
         })
@@ -202,14 +212,14 @@ impl Db {
     /// and allow no write to a tenant table, so this cannot become a back door.
     pub async fn unscoped(&self, sql: &str, params: &[Param<'_>]) -> Result<Vec<tokio_postgres::Row>, AppError> {
         let conn = self.acquire().await?;
-        conn.query_typed(sql, params).await.map_err(map_db_error)
+        statements::query(&conn, self.statements, sql, params).await.map_err(map_db_error)
     }
 
     /// Take a connection out of the pool for a long-lived background task, to keep between uses: the audit
     /// writer's own share of the pool. Once it holds one it never queues behind request traffic again (and
     /// request traffic never queues behind it); the pool lends it like any other and gets it back on drop.
     pub async fn hold(&self) -> Result<HeldConnection, AppError> {
-        Ok(HeldConnection(Some(self.acquire().await?)))
+        Ok(HeldConnection(Some(self.acquire().await?), self.statements))
     }
 
     /// Close the pool: idle connections are dropped now, checked-out ones when they come back.
@@ -218,12 +228,17 @@ impl Db {
     }
 
     async fn acquire(&self) -> Result<deadpool_postgres::Object, AppError> {
+        Ok(self.acquire_timed().await?.0)
+    }
+
+    /// A pooled connection and how long it took to get it.
+    async fn acquire_timed(&self) -> Result<(deadpool_postgres::Object, Duration), AppError> {
         let started = std::time::Instant::now();
         let result = self.pool.get().await;
         let waited = started.elapsed();
         self.stats.record_wait(waited);
         self.pool_wait.record(waited.as_secs_f64());
-        result.map_err(|e| match e {
+        result.map(|conn| (conn, waited)).map_err(|e| match e {
             PoolError::Timeout(_) => {
                 self.stats.acquire_timeouts.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("db_pool_acquire_timeouts_total").increment(1);

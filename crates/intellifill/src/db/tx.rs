@@ -2,7 +2,8 @@
 //!
 //! [`Db::begin`] takes a connection and sends, in one round trip, `BEGIN`, the context statement
 //! (`set_user_context`, `set_org_context`, a transaction-local `statement_timeout`) and the caller's first
-//! queries (the user row, the membership check). tokio-postgres writes requests in the order their futures
+//! queries (the user row, the membership check), each as a named cached statement or as the unnamed one
+//! ([`super::statements`]). tokio-postgres writes requests in the order their futures
 //! are first polled, and `join` polls in order, so the server executes them in that order; a context that
 //! fails aborts the transaction, so the queries behind it can never run without it.
 //!
@@ -10,18 +11,19 @@
 //! `ROLLBACK` is issued from a spawned task and, should that fail, the connection is discarded instead of
 //! going back to the pool.
 
+use std::time::{Duration, Instant};
+
 use futures::future::{join_all, join3};
 use tokio_postgres::Row;
-use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::types::Type;
 use uuid::Uuid;
 
+use super::statements::{self, Param, StatementMode};
 use super::{Db, map_db_error};
 use crate::config::RlsFailureMode;
 use crate::error::{AppError, ErrorCode};
 use crate::security::SecurityKind;
-
-/// A typed statement parameter (the unnamed-statement protocol needs the type up front).
-pub type Param<'a> = (&'a (dyn ToSql + Sync), Type);
+use crate::timing::Timing;
 
 /// Who the transaction acts for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +37,11 @@ const SET_CONTEXT: &str = "SELECT set_user_context($1), set_org_context($2), set
 /// An open transaction with the RLS context set.
 pub struct Tx {
     conn: Option<deadpool_postgres::Object>,
+    mode: StatementMode,
+    /// How long the request waited for the connection, and when the transaction began (`Server-Timing`).
+    pool_wait: Duration,
+    opened: Instant,
+    timing: Option<Timing>,
 }
 
 impl Db {
@@ -45,18 +52,31 @@ impl Db {
         ctx: RlsContext,
         first: &[(&str, &[Param<'_>])],
     ) -> Result<(Tx, Vec<Vec<Row>>), AppError> {
-        let conn = self.acquire().await?;
+        let (conn, pool_wait) = self.acquire_timed().await?;
+        let opened = Instant::now();
         let org = ctx.org_id;
-        let (begun, context, firsts) = join3(
-            conn.batch_execute("BEGIN"),
-            conn.query_typed(
-                SET_CONTEXT,
-                &[(&ctx.user_id, Type::UUID), (&org, Type::UUID), (&self.statement_timeout_ms, Type::TEXT)],
-            ),
-            join_all(first.iter().map(|(sql, params)| conn.query_typed(sql, params))),
-        )
-        .await;
-        let tx = Tx { conn: Some(conn) };
+        let context_params: [Param<'_>; 3] =
+            [(&ctx.user_id, Type::UUID), (&org, Type::UUID), (&self.statement_timeout_ms, Type::TEXT)];
+        let mut all: Vec<(&str, &[Param<'_>])> = Vec::with_capacity(1 + first.len());
+        all.push((SET_CONTEXT, &context_params));
+        all.extend_from_slice(first);
+        // Cache misses are prepared before anything is sent, so the pipeline below keeps its order.
+        let mut prepared = statements::prepare(&conn, self.statements, &all).await.into_iter();
+        let context_ready = prepared.next().expect("the context statement is first");
+        let ready = prepared.collect::<Result<Vec<_>, _>>().map_err(map_db_error)?;
+        let (begun, context, firsts) = match context_ready {
+            Ok(context_ready) => {
+                join3(
+                    conn.batch_execute("BEGIN"),
+                    statements::run(&conn, &context_ready, &context_params),
+                    join_all(first.iter().zip(&ready).map(|((_, params), r)| statements::run(&conn, r, params))),
+                )
+                .await
+            }
+            // The context statement could not even be prepared: nothing behind it is sent.
+            Err(e) => (conn.batch_execute("BEGIN").await, Err(e), Vec::new()),
+        };
+        let tx = Tx { conn: Some(conn), mode: self.statements, pool_wait, opened, timing: None };
         begun.map_err(map_db_error)?;
         if let Err(e) = context {
             self.record_rls_failure(&e, &ctx);
@@ -80,6 +100,18 @@ impl Db {
 }
 
 impl Tx {
+    /// Report this transaction's pool wait now, and its duration when it ends, to the request's `Server-Timing`.
+    pub fn time_with(&mut self, timing: &Timing) {
+        timing.pool(self.pool_wait);
+        self.timing = Some(timing.clone());
+    }
+
+    fn finished(&mut self) {
+        if let Some(timing) = self.timing.take() {
+            timing.db(self.opened.elapsed());
+        }
+    }
+
     fn conn(&self) -> &deadpool_postgres::Object {
         self.conn.as_ref().expect("a transaction keeps its connection until commit or drop")
     }
@@ -90,13 +122,13 @@ impl Tx {
         self.conn().batch_execute("ROLLBACK; BEGIN").await.map_err(map_db_error)?;
         let mut rows = Vec::with_capacity(first.len());
         for (sql, params) in first {
-            rows.push(self.conn().query_typed(sql, params).await.map_err(map_db_error)?);
+            rows.push(self.query(sql, params).await?);
         }
         Ok((self, rows))
     }
 
     pub async fn query(&self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, AppError> {
-        self.conn().query_typed(sql, params).await.map_err(map_db_error)
+        statements::query(self.conn(), self.mode, sql, params).await.map_err(map_db_error)
     }
 
     pub async fn query_opt(&self, sql: &str, params: &[Param<'_>]) -> Result<Option<Row>, AppError> {
@@ -112,7 +144,9 @@ impl Tx {
     /// Commit; on failure the transaction is rolled back by the server.
     pub async fn commit(mut self) -> Result<(), AppError> {
         let conn = self.conn.take().expect("commit consumes the transaction");
-        match conn.batch_execute("COMMIT").await {
+        let committed = conn.batch_execute("COMMIT").await;
+        self.finished();
+        match committed {
             Ok(()) => Ok(()),
             Err(e) => {
                 // The state of this connection is unknown now: do not give it back to the pool.
@@ -125,6 +159,7 @@ impl Tx {
 
 impl Drop for Tx {
     fn drop(&mut self) {
+        self.finished();
         let Some(conn) = self.conn.take() else { return };
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {

@@ -22,6 +22,7 @@
 //! included, the security headers of a JSON API.
 //!
 //! Around each declared route ([`route_steps`], a route layer, so unknown routes are 404, not 401):
+//! 0. [`Timed`]: the `Server-Timing` header, when `SERVER_TIMING` is on ([`crate::timing`]);
 //! 1. [`ResolveRoute`]: the route's declared facts and its path parameters, once ([`super::route`]);
 //! 2. [`Authenticate`]: for routes with a security requirement ([`crate::auth::middleware::authenticate`]);
 //! 3. [`PerCallerLimit`]: the user and auth-endpoint limits of the route's class
@@ -47,11 +48,13 @@ use super::context::{PathParams, RequestContext, Route};
 use super::request_id::{self, RequestId};
 use super::route::RouteTable;
 use super::step::StepLayer;
+use super::timed::Timed;
 use crate::audit::AuditSlot;
 use crate::audit::actions::RouteNote;
 use crate::error::{AppError, ErrorCode};
 use crate::ratelimit::KeyParts;
 use crate::state::AppState;
+use crate::timing::Timing;
 
 /// The layers of [`stack`] the overhead benchmark may leave out (`loadtest overhead --drop-layer`), by name.
 /// (The outer three change the response body type, so they are always there.)
@@ -114,8 +117,8 @@ pub fn stack_with(routes: Router, state: &AppState, keep: &dyn Fn(Layer) -> bool
 pub fn route_steps(
     state: &AppState,
     table: &'static RouteTable,
-) -> StepLayer<(ResolveRoute, Authenticate, PerCallerLimit)> {
-    StepLayer::new((ResolveRoute(table), Authenticate, PerCallerLimit), state.clone())
+) -> StepLayer<(Timed, ResolveRoute, Authenticate, PerCallerLimit)> {
+    StepLayer::new((Timed, ResolveRoute(table), Authenticate, PerCallerLimit), state.clone())
 }
 
 /// Declares a step: a unit struct and its [`Step`] impl, whose body is an async block over `$state`,
@@ -250,7 +253,13 @@ step!(
         if !context.and_then(RequestContext::route).is_some_and(|r| r.facts.authenticated) {
             return rest(request).await;
         }
-        match crate::auth::middleware::authenticate(&state.auth, request).await {
+        let timing = request.extensions().get::<Timing>().cloned();
+        let started = Instant::now();
+        let authenticated = crate::auth::middleware::authenticate(&state.auth, request).await;
+        if let Some(timing) = timing {
+            timing.auth(started.elapsed());
+        }
+        match authenticated {
             Ok(request) => rest(request).await,
             Err(refused) => refused,
         }

@@ -11,3 +11,4 @@ pub mod request_id;
 pub mod route;
 pub(crate) mod server;
 pub mod step;
+pub mod timed;

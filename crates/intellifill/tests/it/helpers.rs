@@ -113,6 +113,12 @@ impl TestApp {
                 .await
                 .expect("pgbouncer");
             let runtime_url = bouncer.url(RUNTIME_ROLE, RUNTIME_PASSWORD, &db);
+            // Debian's PgBouncer (1.18) does not track named statements in transaction mode, and its port is
+            // not the one `auto` recognises: name it, as an operator would.
+            let customize = |args: &mut ServeArgs| {
+                args.database_statements = Some("unnamed".into());
+                customize(args);
+            };
             let mut app = TestApp::spawn_with_urls(db, runtime_url, owner_url, emulator, customize).await;
             app._bouncer = Some(bouncer);
             return app;

@@ -94,6 +94,8 @@ async fn three_instances_share_revocations_limits_memberships_and_audit() {
     .expect("pgbouncer");
     let env = vec![
         ("DATABASE_URL", bouncer.url(RUNTIME_ROLE, RUNTIME_PASSWORD, &app.db)),
+        // Debian's PgBouncer 1.18 cannot keep named statements across transactions.
+        ("DATABASE_STATEMENTS", "unnamed".to_owned()),
         ("DB_POOL_MAX_SIZE", "4".to_owned()),
         ("SUPABASE_URL", app.emulator.base_url()),
         ("SUPABASE_ANON_KEY", app.emulator.anon_key().to_owned()),

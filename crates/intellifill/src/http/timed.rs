@@ -1,0 +1,23 @@
+//! The route step of the `Server-Timing` header ([`crate::timing`]).
+
+use std::time::Instant;
+
+use super::step::impl_step;
+use crate::timing::Timing;
+
+/// The first route step: a [`Timing`] for the request when `SERVER_TIMING` is on, and the header on the way out.
+#[derive(Debug, Clone, Copy)]
+pub struct Timed;
+
+impl_step!([] Timed as Timed, |state, request, rest| async move {
+    if !state.config.metrics.server_timing {
+        return rest(request).await;
+    }
+    let started = Instant::now();
+    let timing = Timing::default();
+    let mut request = request;
+    request.extensions_mut().insert(timing.clone());
+    let mut response = rest(request).await;
+    response.headers_mut().insert("server-timing", timing.header(started.elapsed()));
+    response
+});
