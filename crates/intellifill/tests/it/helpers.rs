@@ -205,6 +205,12 @@ impl TestApp {
         }
     }
 
+    /// `DATABASE_STATEMENTS` for a server process a test starts itself on `runtime_url`: `unnamed` behind the
+    /// PgBouncer of the suite's second run (it keeps no named statements), else the default.
+    pub fn statements(&self) -> &'static str {
+        if self._bouncer.is_some() { "unnamed" } else { "auto" }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }

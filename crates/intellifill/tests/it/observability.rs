@@ -223,6 +223,7 @@ async fn security_log_lines_carry_values_a_log_pipeline_can_parse() {
         .env("BIND_ADDR", format!("127.0.0.1:{port}"))
         .env("APP_ENV", "test")
         .env("DATABASE_URL", &app.runtime_url)
+        .env("DATABASE_STATEMENTS", app.statements())
         .env("SUPABASE_URL", app.emulator.base_url())
         .env("SUPABASE_ANON_KEY", app.emulator.anon_key())
         .env("AUDIT_SPOOL_DIR", spool.path())
