@@ -79,6 +79,12 @@ fn toml_list(items: impl IntoIterator<Item = String>) -> String {
 /// "exactly one of `email`, `userId`" of a new member.
 ///
 /// No state is kept between runs (no example database, no cache); reports go to the run's own directory.
+///
+/// No links are inferred for the stateful phase: schemathesis 4.32's inference, depending on the data earlier
+/// phases left, builds a link from `GET /api/admin/audit` to `PATCH …/members/{userId}` naming a parameter
+/// `id` that operation does not have ("Invalid OpenAPI Links Definition"), which skips the stateful phase or
+/// fails the run for a reason outside the server. The document declares no links of its own yet, so the
+/// stateful phase has nothing to chain until it does.
 fn config(dir: &Path, fixture: &Fixture) -> PathBuf {
     let path = dir.join("schemathesis.toml");
     let text = format!(
@@ -96,6 +102,9 @@ values = {members}
 
 # A body over MAX_BODY_BYTES is refused by its size (413) before it is parsed: a correct rejection of a
 # request the schema forbids (a `content` near its 1,000,000-character limit can exceed 1 MiB on the wire).
+[phases.stateful.inference]
+algorithms = []
+
 [checks.negative_data_rejection]
 expected-statuses = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429", "5xx"]
 
