@@ -251,14 +251,14 @@ impl Authenticator {
         };
         let l2 = self.trusted_l2(&hash, l2, &claimed).await;
         if against.is_none()
-            && let Some(entry) = l2.filter(|e| self.cache.is_fresh(e, now))
+            && let Some(entry) = l2.as_ref().filter(|e| self.cache.is_fresh(e, now))
         {
             self.cache.record(LookupResult::L2Hit);
             self.cache.put_l1(hash, entry.clone());
-            if let Entry::Valid { user, cached_at } = &entry {
+            if let Entry::Valid { user, cached_at } = entry {
                 self.revalidate_if_due(token.as_bytes(), hash, user, *cached_at, now);
             }
-            return accept(&entry, hash);
+            return accept(entry, hash);
         }
         self.cache.record(LookupResult::Miss);
 
@@ -283,14 +283,8 @@ impl Authenticator {
             Err(outage) if against.is_some() => Err(outage.error()),
             Err(outage) => {
                 if self.outage_mode == OutageMode::Cached {
-                    let stale = l1.map(|e| (*e).clone());
-                    let stale = match stale {
-                        Some(e) => Some(e),
-                        None => {
-                            let l2 = self.cache.get_l2(&hash).await;
-                            self.trusted_l2(&hash, l2, &claimed).await
-                        }
-                    };
+                    // The entries read before the call: L1's, else the (trusted) L2 entry.
+                    let stale = l1.map(|e| (*e).clone()).or(l2);
                     if let Some(entry) = stale.filter(|e| self.cache.is_usable_stale(e, now_ms())) {
                         self.cache.record(LookupResult::StaleServed);
                         tracing::info!("auth service unavailable: serving a cached verification past its TTL");
