@@ -75,6 +75,10 @@ struct ProcSample {
     at: Duration,
     rss_kib: u64,
     cpu: Duration,
+    /// This harness's own CPU time (the flood generator and the legitimate client).
+    harness_cpu: Duration,
+    /// CPU time every process of the machine used (all cores), from `/proc/stat`.
+    machine_cpu: Duration,
 }
 
 #[derive(Default)]
@@ -336,7 +340,10 @@ async fn monitor(pid: u32, t0: Instant, stop: Arc<AtomicBool>, out: Arc<Mutex<Ve
         if rss_kib > ABORT_RSS_MIB * 1024 && !guard.flood_stop.swap(true, Ordering::Relaxed) {
             guard.cut_short.store(true, Ordering::Relaxed);
         }
-        out.lock().unwrap_or_else(|p| p.into_inner()).push(ProcSample { at: t0.elapsed(), rss_kib, cpu });
+        let harness_cpu = stack::cpu_time(std::process::id()).unwrap_or_default();
+        let machine_cpu = machine_cpu_time().unwrap_or_default();
+        let sample = ProcSample { at: t0.elapsed(), rss_kib, cpu, harness_cpu, machine_cpu };
+        out.lock().unwrap_or_else(|p| p.into_inner()).push(sample);
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
@@ -362,6 +369,15 @@ async fn auditor(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// The busy CPU time of the whole machine (every core, every process), from the first line of `/proc/stat`.
+fn machine_cpu_time() -> Option<Duration> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<u64> = text.lines().next()?.split_whitespace().skip(1).filter_map(|t| t.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal: busy is all but idle and iowait (USER_HZ = 100).
+    let busy = ticks.iter().take(8).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, t)| t).sum::<u64>();
+    Some(Duration::from_millis(busy * 10))
 }
 
 /// The first instant after `from` when the server used less than [`IDLE_CORE_SHARE`] of a core over one second.
@@ -390,6 +406,10 @@ async fn audit_metrics(addr: std::net::SocketAddr) -> Result<BTreeMap<String, f6
         .collect())
 }
 
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
 /// Percentile `p` (0..=1) of sorted milliseconds.
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 * p).ceil() as usize).saturating_sub(1);
@@ -413,6 +433,8 @@ struct Judged {
     rss_end_mib: f64,
     cpu_baseline_share: f64,
     cpu_flood_secs: f64,
+    /// Cores used during the flood, on average: the server, this harness, the whole machine.
+    cores_during_flood: (f64, f64, f64),
     idle_after: Option<Duration>,
     rows_missing: usize,
     lag_p50: Duration,
@@ -443,7 +465,12 @@ impl Judged {
             _ => (0.0, 0.0),
         };
         let (base_cpu, base_secs) = cpu_between(Duration::from_secs(1), flood_start);
-        let (flood_cpu, _) = cpu_between(flood_start, flood_end);
+        let (flood_cpu, flood_secs) = cpu_between(flood_start, flood_end);
+        let cores = |f: fn(&ProcSample) -> Duration| match (at_or_before(flood_start), at_or_before(flood_end)) {
+            (Some(x), Some(y)) if flood_secs > 0.0 => (f(y).saturating_sub(f(x))).as_secs_f64() / flood_secs,
+            _ => 0.0,
+        };
+        let cores_during_flood = (cores(|s| s.cpu), cores(|s| s.harness_cpu), cores(|s| s.machine_cpu));
         let mut lags: Vec<Duration> = Vec::new();
         let mut rows_missing = 0;
         for e in legit.iter().filter(|e| e.request_id.is_some()) {
@@ -463,6 +490,7 @@ impl Judged {
             rss_end_mib: mib(samples.last().map_or(0, |s| s.rss_kib)),
             cpu_baseline_share: if base_secs > 0.0 { base_cpu / base_secs } else { 0.0 },
             cpu_flood_secs: flood_cpu,
+            cores_during_flood,
             idle_after: idle_at.map(|t| t.saturating_sub(flood_end)),
             rows_missing,
             lag_p50: lags.get(lags.len() / 2).copied().unwrap_or_default(),
@@ -539,6 +567,11 @@ impl Judged {
             "rssMiB": {"beforeFlood": self.rss_baseline_mib, "peak": self.rss_peak_mib, "end": self.rss_end_mib},
             "auditLagMs": {"p50": ms(self.lag_p50), "max": ms(self.lag_max), "rowsMissing": self.rows_missing},
             "idleAfterFloodMs": self.idle_after.map(ms),
+            "coresDuringFlood": {
+                "server": round2(self.cores_during_flood.0),
+                "harness": round2(self.cores_during_flood.1),
+                "machine": round2(self.cores_during_flood.2),
+            },
         })
     }
 }
