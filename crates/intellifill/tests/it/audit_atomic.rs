@@ -24,7 +24,12 @@ async fn send(request: reqwest::RequestBuilder) -> (u16, String, Value) {
 
 /// Whether the audit row of request `request_id` was committed by the same transaction as the row of `table`
 /// with id `id` (the same `xmin`), and the audit row's (status, entity id).
-async fn same_transaction(app: &TestApp, request_id: &str, table: &str, id: Uuid) -> (bool, Option<i32>, Option<String>) {
+async fn same_transaction(
+    app: &TestApp,
+    request_id: &str,
+    table: &str,
+    id: Uuid,
+) -> (bool, Option<i32>, Option<String>) {
     let row = app
         .owner
         .query_one(
@@ -54,7 +59,8 @@ async fn a_committed_write_has_its_row_in_the_same_transaction_and_a_read_waits_
     let owner = app.user(&email("owner")).await;
     let h = &app.http;
 
-    let (s, org_req, org) = send(h.post(app.url("/api/organizations")).bearer_auth(&owner.token).json(&json!({"name": "Atomic"}))).await;
+    let (s, org_req, org) =
+        send(h.post(app.url("/api/organizations")).bearer_auth(&owner.token).json(&json!({"name": "Atomic"}))).await;
     assert_eq!(s, 201, "{org}");
     let org = uuid_of(&org);
     let (same, status, entity) = same_transaction(&app, &org_req, "organizations", org).await;
@@ -70,19 +76,20 @@ async fn a_committed_write_has_its_row_in_the_same_transaction_and_a_read_waits_
     assert!(same, "the knowledge row and its audit row commit together");
     assert_eq!((status, entity), (Some(201), Some(kid.to_string())));
     // Sanitized as on the asynchronous path.
-    let meta: Value =
-        scalar(&app.owner, "SELECT metadata FROM audit_log WHERE request_id = $1", &[&created_req]).await;
+    let meta: Value = scalar(&app.owner, "SELECT metadata FROM audit_log WHERE request_id = $1", &[&created_req]).await;
     let text = meta.to_string();
     assert!(meta["body"]["title"].as_str().is_some_and(|t| t.contains("[EMAIL]")), "{meta}");
     assert!(!text.contains("jane@example.org") && !text.contains("4111 1111"), "{meta}");
     assert_eq!(meta["route"], "/api/organizations/{orgId}/knowledge");
 
-    let (s, updated_req, _) = send(
-        h.patch(app.url(&format!("{knowledge}/{kid}"))).bearer_auth(&owner.token).json(&json!({"title": "t2"})),
-    )
-    .await;
+    let (s, updated_req, _) =
+        send(h.patch(app.url(&format!("{knowledge}/{kid}"))).bearer_auth(&owner.token).json(&json!({"title": "t2"})))
+            .await;
     assert_eq!(s, 200);
-    assert_eq!(same_transaction(&app, &updated_req, "knowledge_sources", kid).await, (true, Some(200), Some(kid.to_string())));
+    assert_eq!(
+        same_transaction(&app, &updated_req, "knowledge_sources", kid).await,
+        (true, Some(200), Some(kid.to_string()))
+    );
 
     let invite = json!({"email": email("invitee"), "role": "MEMBER"});
     let invitations = format!("/api/organizations/{org}/invitations");
@@ -246,7 +253,8 @@ async fn sigkill_under_load_leaves_no_committed_write_without_its_row() {
     let mut clients = Vec::new();
     // Three writers creating and deleting (every other one created is deleted), three readers listing.
     for (i, user) in writers.iter().chain(writers.iter()).enumerate() {
-        let (http, base, stop, seen, token) = (reqwest::Client::new(), base.clone(), stop.clone(), seen.clone(), user.token.clone());
+        let (http, base, stop, seen, token) =
+            (reqwest::Client::new(), base.clone(), stop.clone(), seen.clone(), user.token.clone());
         let writes = i < writers.len();
         clients.push(tokio::spawn(async move {
             let knowledge = format!("{base}/api/organizations/{org}/knowledge");
@@ -263,7 +271,9 @@ async fn sigkill_under_load_leaves_no_committed_write_without_its_row() {
                     let id = uuid_of(&created);
                     seen.lock().expect("seen").created.push(id);
                     if n % 2 == 0 {
-                        let Ok(r) = http.delete(format!("{knowledge}/{id}")).bearer_auth(&token).send().await else { break };
+                        let Ok(r) = http.delete(format!("{knowledge}/{id}")).bearer_auth(&token).send().await else {
+                            break;
+                        };
                         if r.status() == 204 {
                             seen.lock().expect("seen").deleted.push(id);
                         }
@@ -284,9 +294,9 @@ async fn sigkill_under_load_leaves_no_committed_write_without_its_row() {
         assert!(std::time::Instant::now() < deadline, "the load did not get going");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let Server { mut child, .. } = server;
-    child.kill().expect("SIGKILL");
-    let _ = child.wait();
+    let mut server = server;
+    server.child.kill().expect("SIGKILL");
+    let _ = server.child.wait();
     stop.store(true, Ordering::Relaxed);
     for c in clients {
         let _ = c.await;
@@ -294,10 +304,14 @@ async fn sigkill_under_load_leaves_no_committed_write_without_its_row() {
 
     // What the database holds: knowledge rows of the organization, and the audit rows by entity.
     let present: HashSet<Uuid> =
-        column(&app.owner, "SELECT id FROM knowledge_sources WHERE organization_id = $1", &[&org]).await.into_iter().collect();
+        column(&app.owner, "SELECT id FROM knowledge_sources WHERE organization_id = $1", &[&org])
+            .await
+            .into_iter()
+            .collect();
+    let db = &app.owner;
     let audited = |action: &'static str| async move {
         column::<String>(
-            &app.owner,
+            db,
             "SELECT entity_id FROM audit_log WHERE organization_id = $1 AND action = $2 AND status BETWEEN 200 AND 299",
             &[&org, &action],
         )

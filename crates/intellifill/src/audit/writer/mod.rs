@@ -43,7 +43,8 @@ use columns::Columns;
 
 /// `audit_append` (SECURITY DEFINER, migration 0002) inserts with `ON CONFLICT (id) DO NOTHING`: under RLS an
 /// `ON CONFLICT` insert must also pass SELECT policies, which a context-free writer must not have.
-pub(crate) const INSERT: &str = "SELECT audit_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)";
+pub(crate) const INSERT: &str =
+    "SELECT audit_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)";
 
 /// Below this pool size the writer does not keep a connection between batches.
 const MIN_POOL_TO_HOLD: usize = 4;
