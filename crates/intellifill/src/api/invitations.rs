@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 use super::organizations::{Organization, load_organization};
 use super::pagination::{Page, PageQuery, fetch_page};
+use crate::audit::in_tx::AuditedWrite;
 use crate::error::{AppError, ErrorCode};
 use crate::http::extract::{ApiJson, ApiQuery, PathIds, Validate};
 use crate::org::{Admin, OrgRole, OrgTx};
@@ -104,6 +105,7 @@ pub async fn create(
     State(state): State<AppState>,
     ctx: OrgTx<Admin>,
     audit: crate::audit::AuditSlot,
+    write: AuditedWrite,
     ApiJson(body): ApiJson<CreateInvitation>,
 ) -> Result<(StatusCode, Json<Invitation>), AppError> {
     let role = body.role.as_deref().map(parse_role).transpose()?.unwrap_or(OrgRole::Member);
@@ -154,9 +156,9 @@ pub async fn create(
             &[(&ctx.org.id, Type::UUID), (&body.email, Type::TEXT), (&role.as_str(), Type::TEXT), (&ttl, Type::FLOAT8)],
         )
         .await?;
-    ctx.tx.commit().await?;
     let made = invitation(&row);
     audit.update(|n| n.entity_id = Some(made.id.to_string()));
+    write.commit(ctx.tx, StatusCode::CREATED).await?;
     Ok((StatusCode::CREATED, Json(made)))
 }
 
@@ -189,7 +191,7 @@ pub async fn list(ctx: OrgTx<Admin>, ApiQuery(page): ApiQuery<PageQuery>) -> Res
     params(("orgId" = Uuid, Path), ("id" = Uuid, Path)), responses((status = 204)),
     extensions(("x-audit-action" = json!("invitations.revoke")), ("x-audit-entity" = json!("invitation")), ("x-rate-limit" = json!("org-write")), ("x-min-role" = json!("ADMIN"))),
     security(("bearer" = [])))]
-pub async fn revoke(ctx: OrgTx<Admin>, ids: PathIds) -> Result<StatusCode, AppError> {
+pub async fn revoke(ctx: OrgTx<Admin>, ids: PathIds, write: AuditedWrite) -> Result<StatusCode, AppError> {
     let id = ids.uuid("id")?;
     let role = ctx
         .tx
@@ -212,7 +214,7 @@ pub async fn revoke(ctx: OrgTx<Admin>, ids: PathIds) -> Result<StatusCode, AppEr
         )
         .await?
         .ok_or_else(|| AppError::not_found("invitation"))?;
-    ctx.tx.commit().await?;
+    write.commit(ctx.tx, StatusCode::NO_CONTENT).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -275,7 +277,12 @@ pub async fn mine(ctx: UserTx) -> Result<Json<MyInvitations>, AppError> {
         (status = 410, body = crate::error::ErrorBody, description = "`INVITATION_EXPIRED`")),
     extensions(("x-audit-action" = json!("invitations.accept")), ("x-audit-entity" = json!("invitation")), ("x-rate-limit" = json!("user"))),
     security(("bearer" = [])))]
-pub async fn accept(ctx: UserTx, ids: PathIds, audit: crate::audit::AuditSlot) -> Result<Json<Organization>, AppError> {
+pub async fn accept(
+    ctx: UserTx,
+    ids: PathIds,
+    audit: crate::audit::AuditSlot,
+    write: AuditedWrite,
+) -> Result<Json<Organization>, AppError> {
     let id = ids.uuid("id")?;
     let org: Uuid = ctx.tx.query_one("SELECT accept_invitation($1)", &[(&id, Type::UUID)]).await?.get(0);
     ctx.tx
@@ -285,9 +292,9 @@ pub async fn accept(ctx: UserTx, ids: PathIds, audit: crate::audit::AuditSlot) -
         )
         .await?;
     let joined = load_organization(&ctx.tx, org).await?;
-    ctx.tx.commit().await?;
-    tracing::info!(org_id = %org, user_id = %ctx.user.id, "invitation accepted");
     audit.update(|n| n.organization_id = Some(org));
+    write.commit(ctx.tx, StatusCode::OK).await?;
+    tracing::info!(org_id = %org, user_id = %ctx.user.id, "invitation accepted");
     Ok(Json(joined))
 }
 
@@ -296,10 +303,10 @@ pub async fn accept(ctx: UserTx, ids: PathIds, audit: crate::audit::AuditSlot) -
     params(("id" = Uuid, Path)), responses((status = 204)),
     extensions(("x-audit-action" = json!("invitations.decline")), ("x-audit-entity" = json!("invitation")), ("x-rate-limit" = json!("user"))),
     security(("bearer" = [])))]
-pub async fn decline(ctx: UserTx, ids: PathIds) -> Result<StatusCode, AppError> {
+pub async fn decline(ctx: UserTx, ids: PathIds, write: AuditedWrite) -> Result<StatusCode, AppError> {
     let id = ids.uuid("id")?;
     ctx.tx.query("SELECT decline_invitation($1)", &[(&id, Type::UUID)]).await?;
-    ctx.tx.commit().await?;
+    write.commit(ctx.tx, StatusCode::NO_CONTENT).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -12,6 +12,7 @@ use tokio_postgres::types::Type;
 use uuid::Uuid;
 
 use super::pagination::{Page, PageQuery, fetch_page};
+use crate::audit::in_tx::AuditedWrite;
 use crate::error::AppError;
 use crate::http::extract::{ApiJson, ApiQuery, PathIds, Validate};
 use crate::org::{Member, OrgTx, Viewer};
@@ -184,6 +185,7 @@ pub async fn list(
 pub async fn create(
     ctx: OrgTx<Member>,
     audit: crate::audit::AuditSlot,
+    write: AuditedWrite,
     ApiJson(body): ApiJson<CreateKnowledge>,
 ) -> Result<(StatusCode, Json<Knowledge>), AppError> {
     let row = ctx
@@ -196,9 +198,9 @@ pub async fn create(
             &[(&ctx.org.id, Type::UUID), (&body.title, Type::TEXT), (&body.content, Type::TEXT)],
         )
         .await?;
-    ctx.tx.commit().await?;
     let created = full(&row);
     audit.update(|n| n.entity_id = Some(created.id.to_string()));
+    write.commit(ctx.tx, StatusCode::CREATED).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -231,6 +233,7 @@ pub async fn get(ctx: OrgTx<Viewer>, ids: PathIds) -> Result<Json<Knowledge>, Ap
 pub async fn update(
     ctx: OrgTx<Member>,
     ids: PathIds,
+    write: AuditedWrite,
     ApiJson(body): ApiJson<UpdateKnowledge>,
 ) -> Result<Json<Knowledge>, AppError> {
     let id = ids.uuid("id")?;
@@ -245,7 +248,7 @@ pub async fn update(
         )
         .await?
         .ok_or_else(|| AppError::not_found("knowledge source"))?;
-    ctx.tx.commit().await?;
+    write.commit(ctx.tx, StatusCode::OK).await?;
     Ok(Json(full(&row)))
 }
 
@@ -255,7 +258,7 @@ pub async fn update(
     responses((status = 204)),
     extensions(("x-audit-action" = json!("knowledge.delete")), ("x-audit-entity" = json!("knowledge_source")), ("x-rate-limit" = json!("org-write")), ("x-min-role" = json!("MEMBER"))),
     security(("bearer" = [])))]
-pub async fn delete(ctx: OrgTx<Member>, ids: PathIds) -> Result<StatusCode, AppError> {
+pub async fn delete(ctx: OrgTx<Member>, ids: PathIds, write: AuditedWrite) -> Result<StatusCode, AppError> {
     let id = ids.uuid("id")?;
     ctx.tx
         .query_opt(
@@ -264,7 +267,7 @@ pub async fn delete(ctx: OrgTx<Member>, ids: PathIds) -> Result<StatusCode, AppE
         )
         .await?
         .ok_or_else(|| AppError::not_found("knowledge source"))?;
-    ctx.tx.commit().await?;
+    write.commit(ctx.tx, StatusCode::NO_CONTENT).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

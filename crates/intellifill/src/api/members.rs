@@ -17,6 +17,7 @@ use tokio_postgres::types::Type;
 use uuid::Uuid;
 
 use super::pagination::{Page, PageQuery, fetch_page};
+use crate::audit::in_tx::AuditedWrite;
 use crate::db::Tx;
 use crate::error::{AppError, ErrorCode};
 use crate::http::extract::{ApiJson, ApiQuery, PathIds, Validate};
@@ -151,6 +152,7 @@ fn require_rank(caller: &OrgContext, current: OrgRole, new: OrgRole) -> Result<(
 pub async fn update(
     ctx: OrgTx<Admin>,
     ids: PathIds,
+    write: AuditedWrite,
     ApiJson(body): ApiJson<UpdateMember>,
 ) -> Result<Json<Member>, AppError> {
     let user_id = ids.uuid("userId")?;
@@ -174,7 +176,7 @@ pub async fn update(
         )
         .await?;
     let m = load_member(&ctx.tx, ctx.org.id, user_id).await?;
-    ctx.tx.commit().await?;
+    write.commit(ctx.tx, StatusCode::OK).await?;
     Ok(Json(m))
 }
 
@@ -184,7 +186,7 @@ pub async fn update(
     responses((status = 204), (status = 409, body = crate::error::ErrorBody)),
     extensions(("x-audit-action" = json!("members.remove")), ("x-audit-entity" = json!("membership")), ("x-rate-limit" = json!("org-write")), ("x-min-role" = json!("VIEWER"))),
     security(("bearer" = [])))]
-pub async fn remove(ctx: OrgTx<Viewer>, ids: PathIds) -> Result<StatusCode, AppError> {
+pub async fn remove(ctx: OrgTx<Viewer>, ids: PathIds, write: AuditedWrite) -> Result<StatusCode, AppError> {
     let user_id = ids.uuid("userId")?;
     let leaving_self = user_id == ctx.user.id;
     if !leaving_self && ctx.org.role < OrgRole::Admin {
@@ -203,6 +205,6 @@ pub async fn remove(ctx: OrgTx<Viewer>, ids: PathIds) -> Result<StatusCode, AppE
             &[(&ctx.org.id, Type::UUID), (&user_id, Type::UUID)],
         )
         .await?;
-    ctx.tx.commit().await?;
+    write.commit(ctx.tx, StatusCode::NO_CONTENT).await?;
     Ok(StatusCode::NO_CONTENT)
 }

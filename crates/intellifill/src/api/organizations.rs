@@ -145,6 +145,7 @@ pub async fn create(
     State(state): State<AppState>,
     ctx: UserTx,
     audit: crate::audit::AuditSlot,
+    write: crate::audit::in_tx::AuditedWrite,
     ApiJson(body): ApiJson<CreateOrganization>,
 ) -> Result<(StatusCode, Json<Organization>), AppError> {
     let slug = body.slug.unwrap_or_default();
@@ -172,12 +173,12 @@ pub async fn create(
         .await?
         .get(0);
     let created = load_organization(&ctx.tx, id).await?;
-    ctx.tx.commit().await?;
-    tracing::info!(org_id = %id, user_id = %ctx.user.id, "organization created");
     audit.update(|n| {
         n.entity_id = Some(id.to_string());
         n.organization_id = Some(id);
     });
+    write.commit(ctx.tx, StatusCode::CREATED).await?;
+    tracing::info!(org_id = %id, user_id = %ctx.user.id, "organization created");
     Ok((StatusCode::CREATED, Json(created)))
 }
 

@@ -56,9 +56,15 @@ pub struct Seen<'a> {
     pub max_body_bytes: usize,
 }
 
-/// What the request path knows about a request, for the writer to make its audit row of.
-#[derive(Debug)]
+/// What the request path knows about a request, for the writer to make its audit row of. Cheap to clone (the
+/// kept body is shared): a write committed with its row ([`super::in_tx`]) makes the row from a copy, so the
+/// facts stay for the asynchronous path until the commit has succeeded.
+#[derive(Debug, Clone)]
 pub struct RequestFacts {
+    /// The event's id, chosen up front: the row made in a request's transaction and the one the writer may
+    /// make of the same facts afterwards (the commit failed, or its outcome is unknown) are one event, stored
+    /// once (`audit_append` inserts `ON CONFLICT DO NOTHING`).
+    id: uuid::Uuid,
     created_at: DateTime<Utc>,
     request_id: Option<std::sync::Arc<str>>,
     client_request_id: Option<std::sync::Arc<str>>,
@@ -80,6 +86,7 @@ impl RequestFacts {
     /// The request's side, before the handler runs.
     pub fn of(parts: &http::request::Parts, seen: &Seen<'_>) -> RequestFacts {
         RequestFacts {
+            id: uuid::Uuid::now_v7(),
             created_at: Utc::now(),
             request_id: seen.request_id.cloned(),
             client_request_id: seen.client_request_id.cloned(),
@@ -111,6 +118,11 @@ impl RequestFacts {
         self.body.as_ref().is_some_and(|body| !body.kept.is_empty())
     }
 
+    /// Body bytes kept for the row (what sanitizing the row costs, roughly).
+    pub fn body_bytes(&self) -> usize {
+        self.body.as_ref().map_or(0, |body| body.kept.len())
+    }
+
     /// The outcome's side, once the response is there. The body of a request that matched no route or whose
     /// caller was never authenticated is let go of here: its row keeps the body's size and type only.
     pub fn finished(&mut self, notes: AuditNotes, status: u16, duration: Duration, security: Option<SecurityKind>) {
@@ -140,6 +152,7 @@ impl RequestFacts {
         let route = self.notes.route.as_ref().map(|r| r.path);
         let (action, entity_type) = actions::classify(self.notes.route.as_ref());
         let mut event = AuditEvent::new(action);
+        event.id = self.id;
         event.created_at = self.created_at;
         event.entity_type = entity_type.map(Into::into);
         event.entity_id = self.notes.entity_id.take().or(self.notes.path_entity_id.take().map(PathEntity::into_string));
@@ -180,13 +193,14 @@ impl RequestFacts {
 /// What the row keeps of a write request's body: its size and content type always, and unless it was left
 /// out (see [`Omitted`]) its first `AUDIT_MAX_BODY_BYTES` bytes, copied, so the request's buffer is not held
 /// while the event waits for the writer.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct CapturedBody {
     /// Copied and truncated: a header value points into the connection's read buffer.
     content_type: Option<Box<str>>,
     /// The whole body's size (as declared, when it was refused unread).
     size: usize,
-    kept: Box<[u8]>,
+    /// A copy (not a slice of the request's buffer), shared by the facts' clones.
+    kept: bytes::Bytes,
     omitted: Option<Omitted>,
 }
 
@@ -224,7 +238,7 @@ fn content_type_text(value: Option<&HeaderValue>) -> Option<Box<str>> {
 impl CapturedBody {
     /// The first `keep` bytes of `bytes`, copied.
     fn of(content_type: Option<&HeaderValue>, bytes: &[u8], keep: usize) -> CapturedBody {
-        let kept: Box<[u8]> = bytes.get(..keep).unwrap_or(bytes).into();
+        let kept = bytes::Bytes::copy_from_slice(bytes.get(..keep).unwrap_or(bytes));
         let omitted = (keep == 0 && !bytes.is_empty()).then_some(Omitted::Disabled);
         CapturedBody { content_type: content_type_text(content_type), size: bytes.len(), kept, omitted }
     }
@@ -232,7 +246,7 @@ impl CapturedBody {
     /// A body refused before it was read, of the size its `Content-Length` declared.
     fn unread(content_type: Option<&HeaderValue>, declared: usize) -> CapturedBody {
         let content_type = content_type_text(content_type);
-        CapturedBody { content_type, size: declared, kept: Box::default(), omitted: Some(Omitted::Unread) }
+        CapturedBody { content_type, size: declared, kept: bytes::Bytes::new(), omitted: Some(Omitted::Unread) }
     }
 
     /// Heap bytes held.
@@ -244,7 +258,7 @@ impl CapturedBody {
         if self.omitted.is_none() && self.size > 0 {
             self.omitted = Some(reason);
         }
-        self.kept = Box::default();
+        self.kept = bytes::Bytes::new();
     }
 
     /// Into the row's metadata: `bodyBytes`, `contentType`, and `body` (sanitized; cut bodies marked
@@ -275,7 +289,7 @@ impl CapturedBody {
 }
 
 /// The request's path, query and user agent, truncated, in one string.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Texts {
     buf: String,
     path: usize,
@@ -335,7 +349,7 @@ pub async fn capture<F: Future<Output = Response>>(
         Ok(ticket) => ticket,
         Err(refusal) => return refused(refusal),
     };
-    let mut pending = Pending { auditor, slot, started, facts: Some(facts), ticket: Some(ticket) };
+    let mut pending = Pending { auditor, slot, started, facts: Some(facts), cell: None, ticket: Some(ticket) };
 
     let request = if seen.is_write {
         let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
@@ -370,6 +384,12 @@ pub async fn capture<F: Future<Output = Response>>(
         Request::from_parts(parts, body)
     };
 
+    let mut request = request;
+    if seen.is_write
+        && let Some(cell) = pending.share(auditor)
+    {
+        request.extensions_mut().insert(cell);
+    }
     let response = next(request).await;
     pending.finish(&response);
     response
@@ -394,6 +414,8 @@ struct Pending<'a> {
     slot: AuditSlot,
     started: Instant,
     facts: Option<RequestFacts>,
+    /// A write request's facts while its handler runs (shared with the handler's commit).
+    cell: Option<WriteCell>,
     ticket: Option<Ticket>,
 }
 
@@ -415,8 +437,43 @@ impl Pending<'_> {
         }
     }
 
+    /// The facts into a cell the handler's commit can make the row from ([`super::in_tx`]).
+    fn share(&mut self, auditor: &Auditor) -> Option<WriteCell> {
+        let facts = self.facts.take()?;
+        let shared = WriteShared {
+            state: std::sync::Mutex::new(CellState::Open(facts)),
+            started: self.started,
+            slot: self.slot.clone(),
+            finishing: auditor.finishing().clone(),
+        };
+        let cell = WriteCell(std::sync::Arc::new(shared));
+        self.cell = Some(cell.clone());
+        Some(cell)
+    }
+
+    /// The facts back from the cell; or, when the handler committed the row with its write, the status that
+    /// row holds (nothing is queued then: the event is in the table).
+    fn reclaim(&mut self) -> Option<u16> {
+        let cell = self.cell.take()?;
+        match std::mem::replace(&mut *cell.state(), CellState::Empty) {
+            CellState::Open(facts) => {
+                self.facts = Some(facts);
+                None
+            }
+            CellState::Committed(status) => {
+                // Its room in the backlog goes back: the row needs none.
+                self.ticket = None;
+                Some(status)
+            }
+            CellState::Empty => None,
+        }
+    }
+
     /// The outcome into the facts, and the facts to the audit queue.
     fn finish(mut self, response: &Response) {
+        if let Some(committed) = self.reclaim() {
+            return self.auditor.recorded_in_tx(committed, Some(response.status().as_u16()));
+        }
         let (Some(mut facts), Some(ticket)) = (self.facts.take(), self.ticket.take()) else { return };
         let security = response.extensions().get::<ErrorPayload>().and_then(|p| p.security);
         facts.finished(self.slot.take(), response.status().as_u16(), self.started.elapsed(), security);
@@ -426,10 +483,69 @@ impl Pending<'_> {
 
 impl Drop for Pending<'_> {
     fn drop(&mut self) {
+        if let Some(committed) = self.reclaim() {
+            return self.auditor.recorded_in_tx(committed, None);
+        }
         let (Some(mut facts), Some(ticket)) = (self.facts.take(), self.ticket.take()) else { return };
         facts.finished(self.slot.take(), 0, self.started.elapsed(), None);
         facts.abandoned = true;
         self.auditor.record_request(facts, ticket);
+    }
+}
+
+/// A write request's facts while its handler runs, in the request extensions: a handler that commits its
+/// change with the request's row ([`super::in_tx::AuditedWrite`]) makes the row from a copy of them
+/// ([`WriteCell::provisional`]) and, once committed, marks the cell ([`WriteCell::committed`]); the audit step
+/// then queues nothing. Otherwise (no such commit, or it failed) the step takes the facts back and queues them
+/// as for any request, under the same event id.
+#[derive(Clone)]
+pub struct WriteCell(std::sync::Arc<WriteShared>);
+
+struct WriteShared {
+    state: std::sync::Mutex<CellState>,
+    started: Instant,
+    slot: AuditSlot,
+    finishing: std::sync::Arc<super::writer::Finishing>,
+}
+
+enum CellState {
+    Open(RequestFacts),
+    /// The row is committed, holding this status.
+    Committed(u16),
+    Empty,
+}
+
+impl WriteCell {
+    fn state(&self) -> std::sync::MutexGuard<'_, CellState> {
+        self.0.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The facts as they would be if the handler answered `status` now: the notes so far (user, organization,
+    /// entity: a handler notes a created entity's id before it commits), the duration until now. None once
+    /// committed.
+    pub(crate) fn provisional(&self, status: u16) -> Option<RequestFacts> {
+        let mut facts = match &*self.state() {
+            CellState::Open(facts) => facts.clone(),
+            CellState::Committed(_) | CellState::Empty => return None,
+        };
+        facts.finished(self.0.slot.snapshot(), status, self.0.started.elapsed(), None);
+        Some(facts)
+    }
+
+    /// What makes the row: the sanitizer, and the anomaly detector's queue.
+    pub(crate) fn finishing(&self) -> &super::writer::Finishing {
+        &self.0.finishing
+    }
+
+    /// `event`, holding `status`, is committed with the request's write: the facts are let go of, and the
+    /// anomaly detector sees the row.
+    pub(crate) fn committed(&self, status: u16, event: &AuditEvent) {
+        let mut state = self.state();
+        if matches!(*state, CellState::Open(_)) {
+            *state = CellState::Committed(status);
+            drop(state);
+            self.0.finishing.observe(event);
+        }
     }
 }
 

@@ -27,6 +27,7 @@
 pub mod actions;
 pub mod anomaly;
 pub mod backlog;
+pub mod in_tx;
 pub mod layer;
 pub mod prune;
 pub mod queue;
@@ -170,6 +171,11 @@ impl AuditSlot {
         f(&mut notes);
     }
 
+    /// A copy of the notes so far (a write's row made before its commit, [`in_tx`]).
+    pub fn snapshot(&self) -> AuditNotes {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// The notes, taken out of the slot (the audit layer, once the response is there).
     pub fn take(&self) -> AuditNotes {
         std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
@@ -302,8 +308,13 @@ impl Recorder {
 pub struct Auditor {
     recorder: Recorder,
     sanitizer: Arc<sanitize::Sanitizer>,
+    /// What makes rows (sanitizer, detector queue): the writer's, and a write's own in its transaction.
+    finishing: Arc<writer::Finishing>,
     writer: writer::WriterHandle,
     config: AuditConfig,
+    /// `audit_events_written_total` and `audit_events_in_tx_total`, registered once.
+    written: metrics::Counter,
+    in_tx: metrics::Counter,
 }
 
 impl Auditor {
@@ -328,15 +339,38 @@ impl Auditor {
         metrics::gauge!("audit_spool_max_bytes").set(config.writer.spool_max_bytes as f64);
         let sanitizer = Arc::new(sanitize::Sanitizer::default());
         let detector = anomaly::Detector::spawn(kv, db.clone(), recorder.clone(), config.anomaly.clone());
+        let finishing = Arc::new(writer::Finishing { sanitizer: sanitizer.clone(), detector });
         let writer = writer::spawn(
             db,
             Arc::new(spool),
             stats,
             config.writer.clone(),
-            writer::Finishing { sanitizer: sanitizer.clone(), detector },
+            finishing.clone(),
             writer::Channels { queue: queue_rx, overflow: overflow_rx, backlog },
         );
-        Ok(Auditor { recorder, sanitizer, writer, config })
+        let written = metrics::counter!("audit_events_written_total");
+        let in_tx = metrics::counter!("audit_events_in_tx_total");
+        Ok(Auditor { recorder, sanitizer, finishing, writer, config, written, in_tx })
+    }
+
+    pub(crate) fn finishing(&self) -> &Arc<writer::Finishing> {
+        &self.finishing
+    }
+
+    /// A request's row was committed with its write, holding status `committed`; the response said `answered`
+    /// (None: the request's future was dropped after the commit). Counted as captured and written.
+    pub(crate) fn recorded_in_tx(&self, committed: u16, answered: Option<u16>) {
+        let stats = &self.recorder.stats;
+        stats.captured.fetch_add(1, Ordering::Relaxed);
+        stats.written.fetch_add(1, Ordering::Relaxed);
+        self.recorder.captured.increment(1);
+        self.written.increment(1);
+        self.in_tx.increment(1);
+        if answered != Some(committed) {
+            // A handler commits as its last fallible step; this says one does not.
+            metrics::counter!("audit_in_tx_status_mismatch_total").increment(1);
+            tracing::warn!(committed, answered, "a write's audit row holds another status than its response");
+        }
     }
 
     /// Room for the event of a request whose facts (body excluded) hold `bytes`, before its handler runs;

@@ -13,7 +13,7 @@
 
 use std::time::{Duration, Instant};
 
-use futures::future::{join_all, join3};
+use futures::future::{join, join_all, join3};
 use tokio_postgres::Row;
 use tokio_postgres::types::Type;
 use uuid::Uuid;
@@ -139,6 +139,30 @@ impl Tx {
         self.query_opt(sql, params)
             .await?
             .ok_or_else(|| AppError::internal(anyhow::anyhow!("query returned no row: {sql}")))
+    }
+
+    /// Commit with `sql` as the transaction's last statement, sent in the same round trip as `COMMIT` (its
+    /// request written first, then `COMMIT`'s: tokio-postgres writes them in the order they are polled). Both
+    /// take effect or neither: a failing `sql` aborts the transaction, the `COMMIT` behind it then rolls back,
+    /// and `sql`'s error is returned. Returns `sql`'s rows.
+    pub async fn commit_with(mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, AppError> {
+        // A cache miss is prepared first, while the transaction still owns the connection (a failure here is
+        // rolled back on drop, like any other).
+        let ready = statements::prepare(self.conn(), self.mode, &[(sql, params)]).await.pop();
+        let ready = ready.expect("one statement, one result").map_err(map_db_error)?;
+        let conn = self.conn.take().expect("commit consumes the transaction");
+        let (rows, committed) = join(statements::run(&conn, &ready, params), conn.batch_execute("COMMIT")).await;
+        self.finished();
+        match (rows, committed) {
+            (Ok(rows), Ok(())) => Ok(rows),
+            // The connection is idle again: the COMMIT ended the aborted transaction (as a rollback).
+            (Err(e), Ok(())) => Err(map_db_error(e)),
+            (_, Err(e)) => {
+                // The state of this connection is unknown now: do not give it back to the pool.
+                let _ = deadpool_postgres::Object::take(conn);
+                Err(map_db_error(e))
+            }
+        }
     }
 
     /// Commit; on failure the transaction is rolled back by the server.

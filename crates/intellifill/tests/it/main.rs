@@ -6,6 +6,7 @@ mod helpers;
 mod api_errors;
 mod api_key_forms;
 mod audit;
+mod audit_atomic;
 mod audit_bounds;
 mod auth_basic;
 mod auth_cache_trust;

@@ -9,7 +9,7 @@ use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use crate::audit::AuditEvent;
 
 /// A batch as column arrays for `unnest`, borrowing the events' text (a copy only where a NUL had to go).
-pub(super) struct Columns<'a> {
+pub(crate) struct Columns<'a> {
     id: Vec<uuid::Uuid>,
     created_at: Vec<chrono::DateTime<chrono::Utc>>,
     user_id: Vec<Option<uuid::Uuid>>,
@@ -80,7 +80,7 @@ impl ToSql for Jsonb<'_> {
 }
 
 impl<'a> Columns<'a> {
-    pub(super) fn of(batch: &'a [AuditEvent]) -> Columns<'a> {
+    pub(crate) fn of(batch: &'a [AuditEvent]) -> Columns<'a> {
         Columns {
             id: batch.iter().map(|e| e.id).collect(),
             created_at: batch.iter().map(|e| e.created_at).collect(),
@@ -101,7 +101,7 @@ impl<'a> Columns<'a> {
         }
     }
 
-    pub(super) fn params(&self) -> Vec<crate::db::Param<'_>> {
+    pub(crate) fn params(&self) -> Vec<crate::db::Param<'_>> {
         vec![
             (&self.id, Type::UUID_ARRAY),
             (&self.created_at, Type::TIMESTAMPTZ_ARRAY),

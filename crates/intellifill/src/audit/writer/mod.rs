@@ -22,7 +22,7 @@
 //! that do not fit and takes nothing more from its queues until replay frees room, so the queues fill and the
 //! admission control ([`super::backlog`]) refuses new requests.
 
-mod columns;
+pub(crate) mod columns;
 mod rows;
 mod spooling;
 
@@ -43,7 +43,8 @@ use columns::Columns;
 
 /// `audit_append` (SECURITY DEFINER, migration 0002) inserts with `ON CONFLICT (id) DO NOTHING`: under RLS an
 /// `ON CONFLICT` insert must also pass SELECT policies, which a context-free writer must not have.
-const INSERT: &str = "SELECT audit_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)";
+pub(crate) const INSERT: &str =
+    "SELECT audit_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)";
 
 /// Below this pool size the writer does not keep a connection between batches.
 const MIN_POOL_TO_HOLD: usize = 4;
@@ -153,7 +154,7 @@ pub fn spawn(
     spool: Arc<Spool>,
     stats: Arc<AuditStats>,
     config: WriterConfig,
-    finishing: Finishing,
+    finishing: Arc<Finishing>,
     channels: Channels,
 ) -> WriterHandle {
     let (control_tx, control_rx) = mpsc::channel(8);
@@ -173,7 +174,7 @@ pub fn spawn(
         unbounded: false,
         replaying: false,
         conn: None,
-        finishing: Arc::new(finishing),
+        finishing,
         stopping: Stopping(deadline_rx),
     };
     tokio::spawn(writer.run(control_rx));

@@ -24,11 +24,16 @@ impl Finishing {
             Queued::Event(event) => event,
             Queued::Request(facts) => {
                 let event = facts.into_event(&self.sanitizer);
-                // Best effort: anomaly detection may skip events under overload; the audit row may not.
-                let _ = self.detector.try_send(Observation::of(&event));
+                self.observe(&event);
                 event
             }
         }
+    }
+
+    /// Show the anomaly detector a request's finished row.
+    pub(crate) fn observe(&self, event: &AuditEvent) {
+        // Best effort: anomaly detection may skip events under overload; the audit row may not.
+        let _ = self.detector.try_send(Observation::of(event));
     }
 
     /// The rows of `items`, in order, made on a blocking thread; each item's share of the backlog is given
