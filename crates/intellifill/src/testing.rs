@@ -1,7 +1,7 @@
 //! What the integration tests (`tests/it`) and the load harness (`crates/loadtest`) drive besides the HTTP API:
 //! the schema and its roles, the route table, the token cache and revocations, the Redis bus, the metrics text
-//! and a few handlers and layers to mount on routers of their own. Everything else in the library is private;
-//! this is no stable API (the server is the `intellifill` binary).
+//! and a few handlers and layers to mount on routers of their own. Tests and the harness name nothing else of the
+//! library; this is no stable API (the server is the `intellifill` binary).
 
 pub use crate::api::session::session as session_handler;
 pub use crate::audit::AuditEvent;
