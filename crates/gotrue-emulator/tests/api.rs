@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Harness, PASSWORD, assert_error, parts};
+use common::{Harness, PASSWORD, assert_error, json_of, parts};
 use gotrue_emulator::{EmulatorConfig, Signing};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
@@ -674,15 +674,8 @@ async fn admin_user_lifecycle() {
     let body = assert_error(bad_duration, 400, "validation_failed").await;
     assert_eq!(body["msg"], "invalid format for ban duration: time: unknown unit \"d\" in duration \"1d\"");
 
-    let unbanned: Value = h
-        .service(Method::PUT, &format!("/admin/users/{id}"))
-        .json(&json!({ "ban_duration": "none" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let unbanned: Value =
+        json_of(h.service(Method::PUT, &format!("/admin/users/{id}")).json(&json!({ "ban_duration": "none" }))).await;
     assert!(unbanned.get("banned_until").is_none());
     assert_eq!(h.get_user(&session.access_token).await.status(), 200);
 

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Harness, PASSWORD, assert_error, parts};
+use common::{Harness, PASSWORD, assert_error, json_of, parts};
 use gotrue_emulator::EmailKind;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -49,15 +49,8 @@ async fn invite_link_confirms_and_signs_in_through_the_redirect_fragment() {
     assert!(user.get("email_confirmed_at").is_none());
 
     // The mailbox over HTTP, in the agreed shape.
-    let mailbox: Value = h
-        .http
-        .get(format!("{}/__emulator/mailbox?to=newbie@example.com", h.emu.base_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let mailbox: Value =
+        json_of(h.http.get(format!("{}/__emulator/mailbox?to=newbie@example.com", h.emu.base_url()))).await;
     let messages = mailbox["messages"].as_array().unwrap();
     assert_eq!(messages.len(), 1, "{mailbox}");
     let message = &messages[0];

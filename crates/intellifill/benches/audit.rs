@@ -10,11 +10,11 @@
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use intellifill::audit::layer::RequestFacts;
-use intellifill::audit::{AuditNotes, Auditor};
-use intellifill::config::{Config, ServeArgs};
-use intellifill::db::Db;
-use intellifill::kv::Kv;
+use intellifill::bench::RequestFacts;
+use intellifill::bench::{AuditNotes, Auditor};
+use intellifill::testing::Db;
+use intellifill::testing::Kv;
+use intellifill::{Config, ServeArgs};
 
 fn benches(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
@@ -48,14 +48,14 @@ fn benches(c: &mut Criterion) {
         .expect("request")
         .into_parts();
     let request_id: std::sync::Arc<str> = "01a2139f-4a08-7491-a483-59f8366712f9".into();
-    let seen = intellifill::audit::layer::Seen {
+    let seen = intellifill::bench::Seen {
         request_id: Some(&request_id),
         client_request_id: None,
         ip: Some([127, 0, 0, 1].into()),
         is_write: false,
         max_body_bytes: 1 << 20,
     };
-    let route = intellifill::audit::actions::RouteNote {
+    let route = intellifill::bench::RouteNote {
         path: "/api/organizations/{orgId}/knowledge/search",
         action: "knowledge.search",
         entity: Some("knowledge_source"),

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use gotrue_emulator::{Emulator, EmulatorConfig, Signing};
-use intellifill::auth::Authenticator;
-use intellifill::config::{Config, ServeArgs};
-use intellifill::kv::Kv;
+use intellifill::bench::Authenticator;
+use intellifill::testing::Kv;
+use intellifill::{Config, ServeArgs};
 
 const HS_SECRET: &str = "bench-legacy-secret-bench-legacy-secret";
 

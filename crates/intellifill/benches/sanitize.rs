@@ -11,7 +11,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use intellifill::audit::sanitize::{Limits, Sanitizer};
+use intellifill::bench::{Limits, Sanitizer};
 
 const MIB: usize = 1 << 20;
 

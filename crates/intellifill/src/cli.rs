@@ -77,7 +77,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Serve(args) => {
             telemetry::init(telemetry::format_from_env(LogFormat::Json), "info");
             let config = Config::from_args(&args)?;
-            let app = crate::Application::build(config).await?;
+            let app = crate::startup::Application::build(config).await?;
             tracing::info!(addr = %app.local_addr(), "listening");
             app.run_until_stopped(crate::startup::shutdown_signal()).await
         }

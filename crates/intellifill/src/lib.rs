@@ -29,7 +29,12 @@ pub mod state;
 pub mod telemetry;
 pub mod timing;
 
-pub use config::Config;
+#[cfg(feature = "bench")]
+pub mod bench;
+pub mod testing;
+
+pub use cli::main as run;
+pub use config::{Config, ServeArgs};
 pub use error::{AppError, ErrorCode};
 pub use startup::Application;
 pub use state::AppState;

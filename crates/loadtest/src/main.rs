@@ -22,7 +22,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use intellifill::config::ServeArgs;
+use intellifill::ServeArgs;
 
 /// The server's allocator (see the `intellifill` binary), so the server measured here is the one shipped;
 /// counted, so `loadtest overhead` can report allocations per request.
@@ -135,13 +135,13 @@ async fn parent_gone() {
     };
     tokio::select! {
         () = stdin => {},
-        () = intellifill::startup::shutdown_signal() => {},
+        () = intellifill::testing::shutdown_signal() => {},
     }
 }
 
 async fn serve_child(args: ServeArgs) -> Result<()> {
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
-    intellifill::telemetry::init(intellifill::telemetry::LogFormat::Pretty, &filter);
+    intellifill::testing::init_tracing(intellifill::testing::LogFormat::Pretty, &filter);
     let config = intellifill::Config::from_args(&args).map_err(|e| anyhow::anyhow!("{e}"))?;
     let app = intellifill::Application::build(config).await?;
     println!("LISTENING {}", app.local_addr());

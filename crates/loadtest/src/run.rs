@@ -395,7 +395,7 @@ pub async fn run(args: RunArgs, command: String) -> Result<RunReport> {
             dir: stack.dir.path(),
             pairs: &pairs,
             port: stack.pg.port(),
-            user: intellifill::db::provision::RUNTIME_ROLE,
+            user: intellifill::testing::schema::RUNTIME_ROLE,
             password: &stack.runtime_password,
             database: stack::DATABASE,
             clients,

@@ -31,6 +31,7 @@
 //! ```
 
 mod bins;
+#[macro_use]
 mod managed;
 mod pgbouncer;
 mod ports;

@@ -12,6 +12,35 @@
 //! outlives the tokio runtime that started it (each `#[tokio::test]` has its own runtime, while shared
 //! servers live for the whole run).
 
+/// The methods a server of the kit delegates to its `process` ([`ManagedProcess`]) field: `stop` (documented
+/// by the text given), `log_tail`, and with `detachable` also `pid` and `detach`.
+macro_rules! delegate_to_process {
+    (stop: $stop:literal $(, $detachable:ident)?) => {
+        #[doc = $stop]
+        pub async fn stop(&self) -> anyhow::Result<()> {
+            self.process.stop().await
+        }
+
+        /// The last `lines` lines of the server's log, for error messages.
+        pub fn log_tail(&self, lines: usize) -> String {
+            self.process.log_tail(lines)
+        }
+        $(delegate_to_process!(@ $detachable);)?
+    };
+    (@ detachable) => {
+        /// The server's pid, if it is running.
+        pub(crate) fn pid(&self) -> Option<u32> {
+            self.process.pid()
+        }
+
+        /// Leaves the server running and its directory in place when `self` is dropped; whoever calls this
+        /// takes over responsibility for stopping it. Returns its pid.
+        pub(crate) fn detach(mut self) -> Option<u32> {
+            self.process.detach()
+        }
+    };
+}
+
 use std::fs::OpenOptions;
 use std::future::Future;
 use std::os::unix::process::CommandExt;

@@ -266,21 +266,15 @@ impl PgBouncer {
         crate::postgres::url(self.port(), user, Some(password), db)
     }
 
-    /// Stops pgbouncer (SIGTERM, then SIGKILL after a few seconds), which drops all client and
-    /// server connections. A no-op if it is not running.
-    pub async fn stop(&self) -> Result<()> {
-        self.process.stop().await
-    }
+    delegate_to_process!(
+        stop: "Stops pgbouncer (SIGTERM, then SIGKILL after a few seconds), which drops all client and \
+        server connections. A no-op if it is not running."
+    );
 
     /// Starts pgbouncer again on the same port with the same configuration (stopping it first if
     /// it is running). Fails if another process took the port in the meantime.
     pub async fn restart(&self) -> Result<()> {
         self.process.restart(|cmd, port| self.configure(cmd, port), |_| self.probe()).await
-    }
-
-    /// The last `lines` lines of pgbouncer's log, for error messages.
-    pub fn log_tail(&self, lines: usize) -> String {
-        self.process.log_tail(lines)
     }
 }
 

@@ -175,31 +175,14 @@ impl PgCluster {
         self.url("postgres", None, db)
     }
 
-    /// Fast shutdown (disconnects clients, keeps the data). A no-op if it is not running.
-    pub async fn stop(&self) -> Result<()> {
-        self.process.stop().await
-    }
+    delegate_to_process!(
+        stop: "Fast shutdown (disconnects clients, keeps the data). A no-op if it is not running.", detachable
+    );
 
     /// Starts the server again on the same port and data directory (stopping it first if it is
     /// running). Fails if another process took the port in the meantime.
     pub async fn restart(&self) -> Result<()> {
         self.process.restart(|cmd, port| self.configure(cmd, port), |_| self.probe()).await
-    }
-
-    /// The last `lines` lines of the server log, for error messages.
-    pub fn log_tail(&self, lines: usize) -> String {
-        self.process.log_tail(lines)
-    }
-
-    /// The server's pid, if it is running.
-    pub(crate) fn pid(&self) -> Option<u32> {
-        self.process.pid()
-    }
-
-    /// Leaves the server running and its directory in place when `self` is dropped; whoever
-    /// calls this takes over responsibility for stopping it. Returns its pid.
-    pub(crate) fn detach(mut self) -> Option<u32> {
-        self.process.detach()
     }
 }
 

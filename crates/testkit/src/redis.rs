@@ -168,29 +168,13 @@ impl RedisServer {
         format!("{scheme}://127.0.0.1:{}", self.port())
     }
 
-    /// Stops the server (SIGTERM; no data is kept). A no-op if it is not running.
-    pub async fn stop(&self) -> Result<()> {
-        self.process.stop().await
-    }
+    delegate_to_process!(
+        stop: "Stops the server (SIGTERM; no data is kept). A no-op if it is not running.", detachable
+    );
 
     /// Starts the server again (empty) on the same port, stopping it first if it is running.
     pub async fn restart(&self) -> Result<()> {
         self.process.restart(|cmd, port| self.configure(cmd, port), |pid| self.probe(pid)).await
-    }
-
-    /// The last `lines` lines of the server log.
-    pub fn log_tail(&self, lines: usize) -> String {
-        self.process.log_tail(lines)
-    }
-
-    /// The server's pid, if it is running.
-    pub(crate) fn pid(&self) -> Option<u32> {
-        self.process.pid()
-    }
-
-    /// Leaves the server running and its directory in place when `self` is dropped. Returns its pid.
-    pub(crate) fn detach(mut self) -> Option<u32> {
-        self.process.detach()
     }
 }
 

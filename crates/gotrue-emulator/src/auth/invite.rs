@@ -86,7 +86,14 @@ impl AppState {
         let redirect_to = self.redirect_target(redirect_to);
         let mut store = self.store();
         let id = self.invitee(&mut store, &email, data)?;
-        self.send_email(&mut store, id, TokenSlot::Confirmation, EmailKind::Invite, &email, &redirect_to)?;
+        self.deliver(self.issue_email(
+            &mut store,
+            id,
+            TokenSlot::Confirmation,
+            EmailKind::Invite,
+            &email,
+            &redirect_to,
+        )?)?;
         store.user(id).cloned().ok_or_else(ApiError::user_not_found)
     }
 

@@ -114,17 +114,8 @@ impl AppState {
         })
     }
 
-    /// [`AppState::issue_email`], then into the mailbox.
-    pub(super) fn send_email(
-        &self,
-        store: &mut Store,
-        user_id: Uuid,
-        slot: TokenSlot,
-        kind: EmailKind,
-        to: &str,
-        redirect_to: &str,
-    ) -> Result<(), ApiError> {
-        let email = self.issue_email(store, user_id, slot, kind, to, redirect_to)?;
+    /// Puts an email made by [`AppState::issue_email`] into the mailbox.
+    pub(super) fn deliver(&self, email: Email) -> Result<(), ApiError> {
         self.mailbox.deliver(email);
         Ok(())
     }

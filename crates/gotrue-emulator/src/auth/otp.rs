@@ -91,7 +91,7 @@ impl AppState {
             (TokenSlot::Confirmation, EmailKind::Signup)
         };
         self.check_email_frequency(user, slot, now)?;
-        self.send_email(&mut store, user_id, slot, kind, &email, &redirect_to)
+        self.deliver(self.issue_email(&mut store, user_id, slot, kind, &email, &redirect_to)?)
     }
 
     /// `POST /recover`: a recovery email to a known address; `{}` for an
@@ -107,7 +107,14 @@ impl AppState {
         let Some(user) = store.user_by_email(&email) else { return Ok(()) };
         let user_id = user.id;
         self.check_email_frequency(user, TokenSlot::Recovery, now)?;
-        self.send_email(&mut store, user_id, TokenSlot::Recovery, EmailKind::Recovery, &email, &redirect_to)
+        self.deliver(self.issue_email(
+            &mut store,
+            user_id,
+            TokenSlot::Recovery,
+            EmailKind::Recovery,
+            &email,
+            &redirect_to,
+        )?)
     }
 
     /// `POST /resend`: the sign-up confirmation again (nothing for a
@@ -138,7 +145,14 @@ impl AppState {
             }
             self.check_email_frequency(user, TokenSlot::Confirmation, now)?;
             let kind = if user.invited_at.is_some() { EmailKind::Invite } else { EmailKind::Signup };
-            return self.send_email(&mut store, user_id, TokenSlot::Confirmation, kind, &email, &redirect_to);
+            return self.deliver(self.issue_email(
+                &mut store,
+                user_id,
+                TokenSlot::Confirmation,
+                kind,
+                &email,
+                &redirect_to,
+            )?);
         }
         if user.new_email.is_empty() {
             return Ok(());

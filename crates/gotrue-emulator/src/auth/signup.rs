@@ -71,7 +71,14 @@ impl AppState {
         if !self.signup.autoconfirm {
             store.insert_user(user);
             let redirect_to = self.redirect_target(redirect_to);
-            self.send_email(&mut store, id, TokenSlot::Confirmation, EmailKind::Signup, &email, &redirect_to)?;
+            self.deliver(self.issue_email(
+                &mut store,
+                id,
+                TokenSlot::Confirmation,
+                EmailKind::Signup,
+                &email,
+                &redirect_to,
+            )?)?;
             let user = store.user(id).cloned().ok_or_else(ApiError::user_not_found)?;
             return Ok(SignedUp::Unconfirmed(user));
         }

@@ -100,3 +100,8 @@ pub async fn assert_error(response: Response, status: u16, code: &str) -> Value 
     assert!(body["msg"].is_string(), "body.msg: {body}");
     body
 }
+
+/// Sends `request` and reads the response body as JSON (any status).
+pub async fn json_of(request: RequestBuilder) -> Value {
+    request.send().await.unwrap().json().await.unwrap()
+}

@@ -48,7 +48,7 @@ pub(crate) fn new_id() -> Arc<str> {
 
 /// The answer to a request the server refuses before the stack sees it (`crate::http::server`: a head over
 /// the size limit): the same error body, `X-Request-ID` and access log line as any other error.
-pub(crate) fn refuse(method: &Method, uri: &Uri, error: crate::AppError) -> Response {
+pub(crate) fn refuse(method: &Method, uri: &Uri, error: crate::error::AppError) -> Response {
     use axum::response::IntoResponse;
     let log = AccessLog { started: Instant::now(), id: new_id(), method: method.clone(), uri: uri.clone() };
     log.finish(error.into_response())

@@ -103,7 +103,7 @@ async fn a_panicking_handler_is_a_500_in_the_error_body_and_the_server_lives_on(
         panic!("secret detail")
     }
     let routes = axum::Router::new().route("/boom", axum::routing::get(boom)).with_state(app.state.clone());
-    let router = intellifill::http::middleware::stack(routes, &app.state);
+    let router = intellifill::testing::stack(routes, &app.state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let service =

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use intellifill::db::migrate;
+use intellifill::testing::schema as migrate;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -233,11 +233,13 @@ async fn personal_data_and_secrets_never_reach_the_table() {
 async fn a_database_outage_spools_events_and_the_replay_stores_each_exactly_once() {
     let (pg, runtime_url, owner_url) = crate::helpers::own_cluster("audit_outage").await;
     let emulator = gotrue_emulator::Emulator::start(Default::default(), ([127, 0, 0, 1], 0).into()).await.expect("emu");
-    let app = TestApp::spawn_with_urls("audit_outage".into(), runtime_url, owner_url.clone(), emulator, |a| {
-        a.audit_flush_interval_ms = Some("100".into());
-        a.db_pool_wait_timeout_ms = Some("500".into());
-        a.db_connect_timeout_ms = Some("500".into());
-    })
+    let app = TestApp::spawn_with_urls(
+        "audit_outage".into(),
+        runtime_url,
+        owner_url.clone(),
+        emulator,
+        settings!(audit_flush_interval_ms = "100", db_pool_wait_timeout_ms = "500", db_connect_timeout_ms = "500"),
+    )
     .await;
     let u = app.user(&email("u")).await;
     let mut ids = Vec::new();
@@ -285,11 +287,11 @@ async fn a_database_outage_spools_events_and_the_replay_stores_each_exactly_once
 
 #[tokio::test]
 async fn stopping_with_a_full_queue_loses_nothing() {
-    let (mut app, u) = TestApp::with_user_using(|a| {
-        a.audit_queue_capacity = Some("4".into());
-        a.audit_batch_size = Some("1000".into());
-        a.audit_flush_interval_ms = Some("600000".into());
-    })
+    let (mut app, u) = TestApp::with_user_using(settings!(
+        audit_queue_capacity = "4",
+        audit_batch_size = "1000",
+        audit_flush_interval_ms = "600000"
+    ))
     .await;
     let requests = (0..40).map(|_| send(app.http.get(app.url("/api/me")).bearer_auth(&u.token)));
     let answered = futures::future::join_all(requests).await;
@@ -315,8 +317,9 @@ async fn a_restart_replays_what_the_previous_run_left_in_the_spool() {
     let emulator = gotrue_emulator::Emulator::start(Default::default(), ([127, 0, 0, 1], 0).into()).await.expect("emu");
     // Events of a "crashed" run, written straight into the spool.
     {
-        let spool = intellifill::audit::spool::Spool::open(spool.path()).expect("open");
-        let events: Vec<_> = (0..3).map(|i| intellifill::audit::AuditEvent::new(format!("test.crashed{i}"))).collect();
+        let spool = intellifill::testing::Spool::open(spool.path()).expect("open");
+        let events: Vec<_> =
+            (0..3).map(|i| intellifill::testing::AuditEvent::new(format!("test.crashed{i}"))).collect();
         spool.append(&events).expect("append");
     }
     let app = TestApp::spawn_on(db, emulator, move |a| a.audit_spool_dir = Some(dir)).await;
@@ -368,11 +371,8 @@ async fn forged_tokens_and_search_bursts_are_security_events() {
 
 #[tokio::test]
 async fn repeated_cross_tenant_attempts_lock_the_user_out_when_auto_lock_is_on() {
-    let app = TestApp::spawn_with(|a| {
-        a.security_auto_lock = Some("true".into());
-        a.anomaly_cross_tenant_per_5_minutes = Some("2".into());
-    })
-    .await;
+    let app =
+        TestApp::spawn_with(settings!(security_auto_lock = "true", anomaly_cross_tenant_per_5_minutes = "2")).await;
     let (victim, other_org) = app.owned_org("Victim Org").await;
     let attacker = app.user(&email("attacker")).await;
     assert_eq!(app.get(&attacker, "/api/me").await.0, 200);

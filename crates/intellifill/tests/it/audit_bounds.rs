@@ -127,7 +127,7 @@ fn sample(text: &str, series: &str) -> f64 {
 /// A second owner connection holding `ACCESS EXCLUSIVE` on `audit_log` until it is dropped or rolled back:
 /// every audit insert waits behind it (a database that hangs for the writer only).
 async fn lock_audit_log(app: &TestApp) -> tokio_postgres::Client {
-    let locker = intellifill::db::migrate::connect(&app.owner_url).await.expect("owner connection");
+    let locker = intellifill::testing::schema::connect(&app.owner_url).await.expect("owner connection");
     locker.batch_execute("BEGIN; LOCK TABLE audit_log IN ACCESS EXCLUSIVE MODE").await.expect("lock");
     locker
 }
@@ -216,14 +216,9 @@ async fn a_full_backlog_refuses_requests_before_their_handler_and_admitted_event
 
 #[tokio::test]
 async fn clients_trickling_their_bodies_hold_no_room_for_them() {
-    let (app, u, org) = TestApp::with_org_using(
-        |a| {
-            a.audit_max_body_bytes = Some("4096".into());
-            a.audit_queue_max_bytes = Some("98304".into());
-        },
-        "Trickle",
-    )
-    .await;
+    let (app, u, org) =
+        TestApp::with_org_using(settings!(audit_max_body_bytes = "4096", audit_queue_max_bytes = "98304"), "Trickle")
+            .await;
     // 40 writes whose heads announce 4 KiB bodies that never come: with room for their bodies held, 40 x 4 KiB
     // would be more than the bound, and every other request would be refused.
     let addr = app.base.trim_start_matches("http://").to_owned();
@@ -252,7 +247,7 @@ async fn clients_trickling_their_bodies_hold_no_room_for_them() {
 async fn a_request_cut_off_by_the_timeout_still_has_its_row_marked_abandoned() {
     let (app, u, org) = TestApp::with_org_using(|a| a.request_timeout_ms = Some("300".into()), "Slow").await;
     // The handler's insert waits behind this lock until the whole-request timeout drops the request.
-    let locker = intellifill::db::migrate::connect(&app.owner_url).await.expect("owner connection");
+    let locker = intellifill::testing::schema::connect(&app.owner_url).await.expect("owner connection");
     locker.batch_execute("BEGIN; LOCK TABLE knowledge_sources IN ACCESS EXCLUSIVE MODE").await.expect("lock");
     let (status, id, body) = send(create(&app, &u.token, org, "never answered", "x")).await;
     assert_eq!(status, 408, "{body}");
@@ -287,13 +282,13 @@ const AUDIT_APPEND: &str = "audit_append(uuid[], timestamptz[], uuid[], uuid[], 
 #[tokio::test]
 async fn the_spool_never_grows_past_its_bound_the_writer_holds_and_requests_are_refused() {
     let (app, u, org) = TestApp::with_org_using(
-        |a| {
-            a.audit_spool_max_bytes = Some("65536".into());
-            a.audit_max_body_bytes = Some("2048".into());
-            a.audit_queue_max_bytes = Some("131072".into());
-            a.audit_flush_interval_ms = Some("50".into());
-            a.audit_batch_size = Some("10".into());
-        },
+        settings!(
+            audit_spool_max_bytes = "65536",
+            audit_max_body_bytes = "2048",
+            audit_queue_max_bytes = "131072",
+            audit_flush_interval_ms = "50",
+            audit_batch_size = "10"
+        ),
         "Spooled",
     )
     .await;

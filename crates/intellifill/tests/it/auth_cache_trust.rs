@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use intellifill::auth::TokenHash;
-use intellifill::auth::cache::{CachedUser, Entry};
-use intellifill::kv::Key;
+use intellifill::testing::Key;
+use intellifill::testing::TokenHash;
+use intellifill::testing::{CachedUser, Entry};
 use serde_json::Value;
 
 use crate::auth_pipeline::unverified_claims;

@@ -35,11 +35,8 @@ async fn a_token_not_valid_yet_is_refused_locally_in_every_mode() {
 async fn nbf_within_the_leeway_is_accepted_and_beyond_it_refused() {
     // Local mode: the local check is the whole verdict (in remote mode the auth service judges `nbf` by its own
     // clock as well).
-    let (app, u) = TestApp::with_user_using(|a| {
-        a.auth_verify_mode = Some("local".into());
-        a.auth_jwt_leeway_seconds = Some("30".into());
-    })
-    .await;
+    let (app, u) =
+        TestApp::with_user_using(settings!(auth_verify_mode = "local", auth_jwt_leeway_seconds = "30")).await;
     let inside = with_token(&u, minted(&app, &u, |c, _| c["nbf"] = json!(now() + 20)));
     assert_eq!(app.get(&inside, "/api/me").await.0, 200, "the auth service's clock 20 s ahead: within the leeway");
     let beyond = with_token(&u, minted(&app, &u, |c, _| c["nbf"] = json!(now() + 45)));

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use breaker::State;
-use intellifill::auth::TokenHash;
+use intellifill::testing::TokenHash;
 use serde_json::Value;
 
 use crate::helpers::{TestApp, assert_error, email, scalar};
@@ -100,11 +100,7 @@ async fn a_refused_api_key_is_503_misconfigured_and_never_the_users_fault() {
 #[tokio::test]
 async fn logout_with_a_refused_api_key_is_503_misconfigured_and_revokes_nothing() {
     // Local mode verifies without the auth service, so the request gets as far as the logout call.
-    let (app, u) = TestApp::with_user_using(|a| {
-        a.supabase_anon_key = Some(WRONG_KEY.into());
-        a.auth_verify_mode = Some("local".into());
-    })
-    .await;
+    let (app, u) = TestApp::with_user_using(settings!(supabase_anon_key = WRONG_KEY, auth_verify_mode = "local")).await;
     assert_eq!(app.get(&u, "/api/me").await.0, 200, "local verification needs no API key");
     let (s, b) = app.send(app.http.post(app.url("/api/auth/logout")).bearer_auth(&u.token)).await;
     assert_error(s, &b, 503, "AUTH_SERVICE_MISCONFIGURED");
@@ -120,11 +116,7 @@ async fn in_cached_outage_mode_known_users_stay_in_while_the_key_is_refused() {
     // An instance deployed with a wrong key, sharing the cache: fresh entries are served, stale ones too in
     // `cached` mode, since the auth service gives no verdict on them.
     let wrong = good
-        .peer(|a| {
-            a.supabase_anon_key = Some(WRONG_KEY.into());
-            a.auth_outage_mode = Some("cached".into());
-            a.token_cache_ttl_seconds = Some("1".into());
-        })
+        .peer(settings!(supabase_anon_key = WRONG_KEY, auth_outage_mode = "cached", token_cache_ttl_seconds = "1"))
         .await;
     assert_eq!(wrong.get(&u, "/api/me").await.0, 200);
     tokio::time::sleep(Duration::from_millis(1_100)).await;

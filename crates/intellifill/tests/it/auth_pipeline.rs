@@ -8,7 +8,7 @@ use breaker::State;
 use gotrue_emulator::{Emulator, EmulatorConfig, Signing};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestUser, assert_error, email};
+use crate::helpers::{TestApp, TestUser, assert_error, email, until_revoked};
 
 pub(crate) fn with_token(user: &TestUser, token: String) -> TestUser {
     TestUser { token, ..user.clone() }
@@ -76,7 +76,7 @@ async fn cache_entries_never_outlive_the_token() {
     let (app, u) = TestApp::with_user_using(|a| a.auth_jwt_leeway_seconds = Some("0".into())).await;
     let short = with_token(&u, minted(&app, &u, |c, _| c["exp"] = json!(now() + 2)));
     assert_eq!(app.get(&short, "/api/me").await.0, 200);
-    let hash = intellifill::auth::TokenHash::of(&short.token);
+    let hash = intellifill::testing::TokenHash::of(&short.token);
     assert!(app.state.auth.cache().get_l1(&hash).is_some(), "cached while the token lives");
     tokio::time::sleep(Duration::from_millis(2_600)).await;
     assert!(app.state.auth.cache().get_l1(&hash).is_none(), "the L1 entry expired with the token");
@@ -164,11 +164,9 @@ async fn legacy_hs256_projects_verify_with_the_shared_secret() {
 
 #[tokio::test]
 async fn client_errors_from_the_auth_service_never_open_the_breaker() {
-    let app = TestApp::spawn_with(|a| {
-        a.auth_breaker_volume_threshold = Some("3".into());
-        a.token_cache_negative_ttl_seconds = Some("0".into());
-    })
-    .await;
+    let app =
+        TestApp::spawn_with(settings!(auth_breaker_volume_threshold = "3", token_cache_negative_ttl_seconds = "0"))
+            .await;
     for i in 0..8 {
         let u = app.user(&email(&format!("banned{i}"))).await;
         app.emulator.ban_user(u.id, Some(Duration::from_secs(3600))).expect("ban");
@@ -195,14 +193,14 @@ async fn negative_results_are_cached_briefly() {
 
 #[tokio::test]
 async fn an_outage_opens_the_breaker_and_cached_mode_keeps_known_users_in() {
-    let app = TestApp::spawn_with(|a| {
-        a.auth_http_timeout_ms = Some("300".into());
-        a.auth_breaker_volume_threshold = Some("3".into());
-        a.auth_breaker_reset_timeout_ms = Some("700".into());
-        a.auth_outage_mode = Some("cached".into());
-        a.token_cache_ttl_seconds = Some("1".into());
-        a.auth_stale_max_seconds = Some("60".into());
-    })
+    let app = TestApp::spawn_with(settings!(
+        auth_http_timeout_ms = "300",
+        auth_breaker_volume_threshold = "3",
+        auth_breaker_reset_timeout_ms = "700",
+        auth_outage_mode = "cached",
+        token_cache_ttl_seconds = "1",
+        auth_stale_max_seconds = "60"
+    ))
     .await;
     let known = app.user(&email("known")).await;
     assert_eq!(app.get(&known, "/api/me").await.0, 200);
@@ -239,11 +237,8 @@ async fn an_outage_opens_the_breaker_and_cached_mode_keeps_known_users_in() {
 
 #[tokio::test]
 async fn closed_outage_mode_refuses_stale_entries() {
-    let (app, u) = TestApp::with_user_using(|a| {
-        a.token_cache_ttl_seconds = Some("1".into());
-        a.auth_http_timeout_ms = Some("300".into());
-    })
-    .await;
+    let (app, u) =
+        TestApp::with_user_using(settings!(token_cache_ttl_seconds = "1", auth_http_timeout_ms = "300")).await;
     assert_eq!(app.get(&u, "/api/me").await.0, 200);
     app.emulator.faults().refuse_connections(None);
     tokio::time::sleep(Duration::from_millis(1_100)).await;
@@ -255,10 +250,10 @@ async fn closed_outage_mode_refuses_stale_entries() {
 #[tokio::test]
 async fn a_redis_outage_degrades_to_the_in_process_cache_without_errors() {
     let dead = testkit::free_port().expect("port");
-    let (app, u) = TestApp::with_user_using(|a| {
-        a.redis_url = Some(format!("redis://127.0.0.1:{dead}"));
-        a.redis_op_timeout_ms = Some("50".into());
-    })
+    let (app, u) = TestApp::with_user_using(settings!(
+        redis_url = format!("redis://127.0.0.1:{dead}"),
+        redis_op_timeout_ms = "50"
+    ))
     .await;
     let before = app.emulator.stats().user;
     for _ in 0..3 {
@@ -284,15 +279,7 @@ async fn logout_on_one_instance_is_refused_on_every_instance_within_a_second() {
     assert_eq!(s, 204, "{body}");
     let logged_out = Instant::now();
     for app in [&b, &c] {
-        loop {
-            let (s, body) = app.get(&u, "/api/me").await;
-            if s == 401 {
-                assert_eq!(body["code"], "SESSION_REVOKED");
-                break;
-            }
-            assert!(logged_out.elapsed() < Duration::from_secs(1), "still accepted after 1 s: {body}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        until_revoked(app, &u, logged_out).await;
     }
     let (s, body) = a.get(&u, "/api/me").await;
     assert_error(s, &body, 401, "SESSION_REVOKED");
@@ -406,12 +393,7 @@ async fn a_logout_during_a_redis_outage_reaches_the_other_instances_when_redis_r
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let url_c = redis.url();
-    let c = a
-        .peer(|args| {
-            args.redis_url = Some(url_c);
-            args.auth_verify_mode = Some("local".into());
-        })
-        .await;
+    let c = a.peer(settings!(redis_url = url_c, auth_verify_mode = "local")).await;
     let (s, body) = c.get(&u, "/api/me").await;
     assert_error(s, &body, 401, "SESSION_REVOKED");
 }

@@ -69,7 +69,7 @@ async fn the_demo_page_works_in_headless_chromium_from_another_origin() {
     let (acme_owner, acme) = app.owned_org("Acme Corp").await;
     app.knowledge(&acme_owner, acme, "Acme only", "Nobody outside Acme reads this.").await;
 
-    let demo = intellifill::dev::demo::routes(intellifill::dev::demo::DemoConfig {
+    let demo = intellifill::testing::demo_routes(intellifill::testing::DemoConfig {
         api: app.base.clone(),
         auth: app.emulator.base_url(),
         anon_key: app.emulator.anon_key().to_owned(),

@@ -31,8 +31,8 @@ fn migrate_needs_its_url() {
 async fn migrate_applies_every_migration_exactly_once() {
     crate::helpers::fresh_database().await; // makes sure the roles exist
     let shared = testkit::Shared::get().await.expect("shared");
-    let db = shared.create_database(None, Some(intellifill::db::provision::OWNER_ROLE)).await.expect("empty db");
-    let url = shared.pg_url(intellifill::db::provision::OWNER_ROLE, Some(crate::helpers::OWNER_PASSWORD), &db);
+    let db = shared.create_database(None, Some(intellifill::testing::schema::OWNER_ROLE)).await.expect("empty db");
+    let url = shared.pg_url(intellifill::testing::schema::OWNER_ROLE, Some(crate::helpers::OWNER_PASSWORD), &db);
     let run = || {
         Command::new(env!("CARGO_BIN_EXE_intellifill"))
             .arg("migrate")
@@ -43,9 +43,11 @@ async fn migrate_applies_every_migration_exactly_once() {
     };
     let first = run();
     assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
-    let latest = intellifill::db::migrate::latest_version();
-    let expected =
-        format!("schema at version {latest} ({} migration(s) applied now)", intellifill::db::migrate::MIGRATIONS.len());
+    let latest = intellifill::testing::schema::latest_version();
+    let expected = format!(
+        "schema at version {latest} ({} migration(s) applied now)",
+        intellifill::testing::schema::MIGRATIONS.len()
+    );
     assert!(String::from_utf8_lossy(&first.stdout).contains(&expected));
     let second = run();
     assert!(second.status.success());
@@ -293,7 +295,7 @@ struct Served {
 
 impl Served {
     async fn start(emulator: &gotrue_emulator::Emulator, env: &[(&str, &str)]) -> Served {
-        use intellifill::db::provision::RUNTIME_ROLE;
+        use intellifill::testing::schema::RUNTIME_ROLE;
         use tokio::io::{AsyncBufReadExt, BufReader};
 
         let db = crate::helpers::fresh_database().await;

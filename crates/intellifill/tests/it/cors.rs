@@ -11,7 +11,7 @@ use crate::helpers::*;
 
 const FRONTEND: &str = "http://localhost:5173";
 
-fn cors(args: &mut intellifill::config::ServeArgs) {
+fn cors(args: &mut intellifill::ServeArgs) {
     args.cors_allowed_origins = Some(format!("{FRONTEND}, https://app.example.com"));
 }
 
@@ -235,12 +235,12 @@ async fn hsts_is_sent_only_when_configured() {
 
 #[tokio::test]
 async fn a_bad_origin_list_refuses_to_start_naming_the_variable() {
-    let args = intellifill::config::ServeArgs {
+    let args = intellifill::ServeArgs {
         cors_allowed_origins: Some("https://app.example.com/".into()),
         cors_allow_credentials: Some("true".into()),
-        ..intellifill::config::ServeArgs::default()
+        ..intellifill::ServeArgs::default()
     };
-    let e = intellifill::config::Config::from_args(&args).expect_err("refused").to_string();
+    let e = intellifill::Config::from_args(&args).expect_err("refused").to_string();
     assert!(e.contains("CORS_ALLOWED_ORIGINS") && e.contains("\"https://app.example.com\""), "{e}");
 }
 

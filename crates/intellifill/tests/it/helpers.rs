@@ -4,16 +4,26 @@
 use std::net::SocketAddr;
 
 use gotrue_emulator::{Emulator, EmulatorConfig};
-use intellifill::config::{Config, ServeArgs};
-use intellifill::db::migrate;
-use intellifill::db::provision::{self, OWNER_ROLE, RUNTIME_ROLE};
+use intellifill::testing::schema as migrate;
+use intellifill::testing::schema::{self as provision, OWNER_ROLE, RUNTIME_ROLE};
 use intellifill::{AppState, Application};
+use intellifill::{Config, ServeArgs};
 use serde_json::Value;
 use testkit::Shared;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_postgres::types::{FromSqlOwned, ToSql};
 use uuid::Uuid;
+
+/// A configuration tweak for [`TestApp::spawn_with`] and its kin: each named `ServeArgs` field set to the value
+/// given, as `serve` would read it from the environment (`settings!(rate_limit_ip_per_minute = "2")`).
+macro_rules! settings {
+    ($($field:ident = $value:expr),+ $(,)?) => {
+        move |args: &mut intellifill::ServeArgs| {
+            $(args.$field = Some($value.into());)+
+        }
+    };
+}
 
 pub const OWNER_PASSWORD: &str = "owner-test-password";
 pub const RUNTIME_PASSWORD: &str = "app-test-password";
@@ -136,7 +146,7 @@ impl TestApp {
         customize: impl FnOnce(&mut ServeArgs),
     ) -> TestApp {
         if let Ok(filter) = std::env::var("TEST_LOG") {
-            intellifill::telemetry::init(intellifill::telemetry::LogFormat::Pretty, &filter);
+            intellifill::testing::init_tracing(intellifill::testing::LogFormat::Pretty, &filter);
         }
         let shared = Shared::get().await.expect("shared servers");
         let mut args = ServeArgs {
@@ -457,4 +467,29 @@ pub async fn wait_until(timeout: std::time::Duration, done: impl Fn() -> bool) {
         assert!(tokio::time::Instant::now() < deadline, "condition not reached within {timeout:?}");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+/// Polls `app` as `user` until it refuses the token with 401 `SESSION_REVOKED`, failing if it still accepts it a
+/// second after `since` (a revocation published on another instance).
+pub async fn until_revoked(app: &TestApp, user: &TestUser, since: std::time::Instant) {
+    loop {
+        let (s, body) = app.get(user, "/api/me").await;
+        if s == 401 {
+            assert_eq!(body["code"], "SESSION_REVOKED");
+            return;
+        }
+        assert!(since.elapsed() < std::time::Duration::from_secs(1), "still accepted after 1 s: {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// A new MEMBER of `org` reads its knowledge, `owner` removes them, and their next read is refused.
+pub async fn member_removal_revokes_access(app: &TestApp, owner: &TestUser, org: Uuid) {
+    let gone = app.member(org, "MEMBER").await;
+    let path = format!("/api/organizations/{org}/knowledge");
+    assert_eq!(app.get(&gone, &path).await.0, 200);
+    let (s, _) = app.delete(owner, &format!("/api/organizations/{org}/members/{}", gone.id)).await;
+    assert_eq!(s, 204);
+    let (s, b) = app.get(&gone, &path).await;
+    assert_error(s, &b, 403, "NOT_ORG_MEMBER");
 }

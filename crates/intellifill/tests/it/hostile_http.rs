@@ -83,7 +83,7 @@ async fn get(stream: &mut TcpStream, path: &str, extra_headers: &str) -> Raw {
 
 /// The value of a series (name and labels as rendered) in this process's metrics; 0 when absent.
 fn metric(app: &TestApp, series: &str) -> f64 {
-    let text = intellifill::health::render(&app.state);
+    let text = intellifill::testing::render_metrics(&app.state);
     let value = text.lines().filter(|l| !l.starts_with('#')).find(|l| l.starts_with(series));
     value.and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok()).unwrap_or(0.0)
 }
@@ -136,11 +136,8 @@ async fn silent_connections_are_closed_after_the_header_timeout() {
 
 #[tokio::test]
 async fn an_idle_keep_alive_connection_lives_past_the_header_timeout_and_closes_at_the_keepalive_timeout() {
-    let app = TestApp::spawn_with(|args| {
-        args.http_header_read_timeout_ms = Some("200".into());
-        args.http_keepalive_timeout_ms = Some("800".into());
-    })
-    .await;
+    let app =
+        TestApp::spawn_with(settings!(http_header_read_timeout_ms = "200", http_keepalive_timeout_ms = "800")).await;
     let mut stream = connect(&app).await;
     assert_eq!(get(&mut stream, "/health", "").await.status, 200);
     // Idle for longer than the header timeout: still open, the next request is served on it.

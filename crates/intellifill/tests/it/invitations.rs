@@ -212,14 +212,9 @@ async fn an_accept_racing_a_revoke_has_exactly_one_winner() {
 
 #[tokio::test]
 async fn quotas_refuse_with_clear_codes() {
-    let (app, owner, org) = TestApp::with_org_using(
-        |a| {
-            a.org_max_per_user = Some("2".into());
-            a.org_max_pending_invitations = Some("2".into());
-        },
-        "Quota One",
-    )
-    .await;
+    let (app, owner, org) =
+        TestApp::with_org_using(settings!(org_max_per_user = "2", org_max_pending_invitations = "2"), "Quota One")
+            .await;
     app.org(&owner, "Quota Two").await;
     let (s, b) = app.post(&owner, "/api/organizations", json!({"name": "Quota Three"})).await;
     assert_error(s, &b, 409, "ORG_QUOTA_EXCEEDED");
@@ -238,11 +233,8 @@ async fn quotas_refuse_with_clear_codes() {
 
 #[tokio::test]
 async fn a_removed_members_polling_does_not_lock_their_account() {
-    let app = TestApp::spawn_with(|a| {
-        a.security_auto_lock = Some("true".into());
-        a.anomaly_cross_tenant_per_5_minutes = Some("2".into());
-    })
-    .await;
+    let app =
+        TestApp::spawn_with(settings!(security_auto_lock = "true", anomaly_cross_tenant_per_5_minutes = "2")).await;
     let (owner, org) = app.owned_org("Hostile Owner").await;
     let victim = app.user(&email("victim")).await;
     app.join(&owner, org, &victim, "MEMBER").await;

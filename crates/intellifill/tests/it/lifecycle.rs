@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use intellifill::Application;
-use intellifill::config::{Config, ServeArgs};
+use intellifill::{Config, ServeArgs};
 
 use crate::helpers::TestApp;
 
@@ -26,7 +26,7 @@ async fn startup_refuses_the_owner_role_and_a_missing_schema() {
     let empty = shared.create_database(None, None).await.expect("empty db");
     let args = ServeArgs {
         database_url: Some(shared.pg_url(
-            intellifill::db::provision::RUNTIME_ROLE,
+            intellifill::testing::schema::RUNTIME_ROLE,
             Some(crate::helpers::RUNTIME_PASSWORD),
             &empty,
         )),
@@ -58,9 +58,9 @@ async fn a_broadcast_subscription_ends_with_its_handle_and_a_live_one_reconnects
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     let redis = testkit::RedisServer::start().await.expect("redis");
-    let kv = intellifill::kv::Kv::connect(&redis.url(), None, "lifecycle:", Duration::from_secs(1)).expect("kv");
+    let kv = intellifill::testing::Kv::connect(&redis.url(), None, "lifecycle:", Duration::from_secs(1)).expect("kv");
     let subscribe = |connects: Arc<AtomicUsize>| {
-        intellifill::kv::bus::subscribe(
+        intellifill::testing::subscribe(
             &kv,
             "lifecycle:channel".into(),
             move || {
@@ -73,7 +73,7 @@ async fn a_broadcast_subscription_ends_with_its_handle_and_a_live_one_reconnects
     let (kept_connects, dropped_connects) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let kept = subscribe(kept_connects.clone());
     let dropped = subscribe(dropped_connects.clone());
-    let listening = |s: &intellifill::kv::bus::Subscription| s.is_listening();
+    let listening = |s: &intellifill::testing::Subscription| s.is_listening();
     crate::helpers::wait_until(Duration::from_secs(5), || listening(&kept) && listening(&dropped)).await;
     drop(dropped);
 

@@ -87,7 +87,7 @@ async fn global_logout_under_skew(skew: i64) {
     assert_eq!(a.emulator.stats().user - calls, 1, "one upstream check for three instances");
     let fresher = a.sign_in_again(&u);
     all_accept(&apps, &[&fresher, &fresh]).await;
-    let metrics = intellifill::health::render(&a.state);
+    let metrics = intellifill::testing::render_metrics(&a.state);
     for result in ["ended", "alive"] {
         let series = format!("auth_skew_window_checks_total{{result=\"{result}\"}}");
         assert!(metrics.contains(&series), "{series} missing from {metrics}");
@@ -143,10 +143,7 @@ async fn others_and_local_scopes_under_skew() {
 #[tokio::test]
 async fn remote_mode_nothing_verified_before_a_global_logout_survives_it() {
     // Long cache TTL and no background revalidation: only the logout can make the instances look again.
-    let ttl = |args: &mut intellifill::config::ServeArgs| {
-        args.token_cache_ttl_seconds = Some("3600".into());
-        args.auth_revalidate_seconds = Some("0".into());
-    };
+    let ttl = settings!(token_cache_ttl_seconds = "3600", auth_revalidate_seconds = "0");
     let a = TestApp::spawn_with(ttl).await;
     let b = a.peer(ttl).await;
     // The auth clock ahead: the tokens' iat is after the logout by our clock (what a cut-off at the logout
@@ -197,7 +194,7 @@ async fn a_token_in_the_skew_window_is_never_guessed_during_an_auth_outage() {
 
 #[tokio::test]
 async fn a_skew_bound_of_zero_decides_everything_outside_the_logout_second_locally() {
-    let zero = |args: &mut intellifill::config::ServeArgs| args.auth_clock_skew_bound_seconds = Some("0".into());
+    let zero = |args: &mut intellifill::ServeArgs| args.auth_clock_skew_bound_seconds = Some("0".into());
     let a = TestApp::spawn_with(zero).await;
     let u = a.user(&email("u")).await;
     let old = older_token(&a, &a.sign_in_again(&u), 2);
@@ -217,7 +214,7 @@ async fn a_skew_bound_of_zero_decides_everything_outside_the_logout_second_local
 
 #[tokio::test]
 async fn the_latest_cutoff_wins_in_redis_whatever_order_it_arrives_in() {
-    use intellifill::auth::revocation::{Cutoff, Revocation};
+    use intellifill::testing::{Cutoff, Revocation};
     let a = TestApp::spawn().await;
     let u = a.user(&email("u")).await;
     let live = a.sign_in_again(&u);

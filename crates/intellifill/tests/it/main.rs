@@ -1,6 +1,7 @@
 //! The one integration test binary: every test drives the real HTTP server against real Postgres
 //! and Redis started by the test kit, with the GoTrue emulator as the auth service.
 
+#[macro_use]
 mod helpers;
 
 mod api_errors;

@@ -1,7 +1,7 @@
 //! Members: roles, who may change what (through the API; `roles_sql` holds the database to the same rules),
 //! last-OWNER protection, removal closes access.
 
-use crate::helpers::{TestApp, assert_error, assert_field_error, email, scalar};
+use crate::helpers::{TestApp, assert_error, assert_field_error, email, member_removal_revokes_access, scalar};
 
 #[tokio::test]
 async fn admins_manage_members_and_only_owners_touch_owners() {
@@ -113,13 +113,7 @@ async fn two_owners_demoting_each_other_at_once_leave_one_owner() {
 #[tokio::test]
 async fn a_removed_member_loses_access_at_once() {
     let (app, owner, org) = TestApp::with_org("Removal").await;
-    let gone = app.member(org, "MEMBER").await;
-    let path = format!("/api/organizations/{org}/knowledge");
-    assert_eq!(app.get(&gone, &path).await.0, 200);
-    let (s, _) = app.delete(&owner, &format!("/api/organizations/{org}/members/{}", gone.id)).await;
-    assert_eq!(s, 204);
-    let (s, b) = app.get(&gone, &path).await;
-    assert_error(s, &b, 403, "NOT_ORG_MEMBER");
+    member_removal_revokes_access(&app, &owner, org).await;
 
     // A member may leave by themself.
     let leaver = app.member(org, "VIEWER").await;

@@ -111,11 +111,8 @@ async fn metrics_can_require_a_token_or_live_on_their_own_port() {
 /// (`deploy/prometheus/alerts_test.yml` proves, with promtool, that such series fire the alerts).
 #[tokio::test]
 async fn alert_conditions_show_up_in_the_metrics() {
-    let (app, u) = TestApp::with_user_using(|a| {
-        a.auth_http_timeout_ms = Some("300".into());
-        a.auth_breaker_volume_threshold = Some("2".into());
-    })
-    .await;
+    let (app, u) =
+        TestApp::with_user_using(settings!(auth_http_timeout_ms = "300", auth_breaker_volume_threshold = "2")).await;
     let (other, org) = app.owned_org("Target").await;
 
     // CrossTenantAttempts

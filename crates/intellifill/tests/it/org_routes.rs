@@ -13,7 +13,7 @@ async fn a_member_of_one_org_gets_403_on_every_route_of_another() {
     let kid = k["id"].as_str().expect("id").to_owned();
 
     let mut org_paths: Vec<String> =
-        intellifill::router::table().iter().filter(|r| r.org_scoped()).map(|r| r.path.to_owned()).collect();
+        intellifill::testing::table().iter().filter(|r| r.org_scoped()).map(|r| r.path.to_owned()).collect();
     org_paths.dedup();
     assert!(org_paths.len() >= 7, "the route table lists the org routes: {org_paths:?}");
     let mut served = 0;
@@ -88,7 +88,7 @@ async fn a_removed_member_loses_access_on_the_next_request() {
 /// a request without a token: walked from the route table, so a new route is covered by its declaration.
 #[tokio::test]
 async fn every_declared_minimum_role_and_security_requirement_is_enforced() {
-    use intellifill::http::route::MinRole;
+    use intellifill::testing::MinRole;
     let app = TestApp::spawn().await;
     let owner = app.user(&email("owner")).await;
     let org = app.org(&owner, "Role walk").await;
@@ -106,7 +106,7 @@ async fn every_declared_minimum_role_and_security_requirement_is_enforced() {
     }
     let outsider = app.user(&email("platform-user")).await;
     let (mut checked_roles, mut checked_auth) = (0, 0);
-    for route in intellifill::router::table().iter() {
+    for route in intellifill::testing::table().iter() {
         let path = route
             .path
             .replace("{orgId}", &org.to_string())

@@ -51,11 +51,8 @@ async fn forwarded_addresses_count_only_behind_trusted_proxies() {
         let (s, _) = untrusted.send(untrusted.http.get(untrusted.url("/health")).header("x-forwarded-for", *ip)).await;
         assert_eq!(s, if i < 2 { 200 } else { 429 }, "spoofed X-Forwarded-For is ignored");
     }
-    let trusted = TestApp::spawn_with(|a| {
-        a.rate_limit_ip_per_minute = Some("2".into());
-        a.trusted_proxies = Some("127.0.0.1/32, ::1".into());
-    })
-    .await;
+    let trusted =
+        TestApp::spawn_with(settings!(rate_limit_ip_per_minute = "2", trusted_proxies = "127.0.0.1/32, ::1")).await;
     for ip in ["198.51.100.1", "198.51.100.2", "198.51.100.3"] {
         for _ in 0..2 {
             let (s, _) = trusted.send(trusted.http.get(trusted.url("/health")).header("x-forwarded-for", ip)).await;
@@ -140,11 +137,8 @@ async fn leased_cells_never_admit_more_than_the_limit_across_instances() {
 #[tokio::test]
 async fn a_concurrent_burst_under_the_limit_is_never_refused() {
     // Concurrent misses must not each take a lease: 250 at once against a limit of 300 all pass.
-    let (app, u) = TestApp::with_user_using(|args| {
-        args.rate_limit_user_per_minute = Some("300".into());
-        args.rate_limit_ip_per_minute = Some("300".into());
-    })
-    .await;
+    let (app, u) =
+        TestApp::with_user_using(settings!(rate_limit_user_per_minute = "300", rate_limit_ip_per_minute = "300")).await;
     let limits = &app.state.rate_limits;
     let (decisions, trips) = (limits.decisions(), limits.round_trips());
     let statuses = futures::future::join_all((0..250).map(|_| app.get(&u, "/api/me"))).await;
@@ -158,11 +152,9 @@ async fn a_concurrent_burst_under_the_limit_is_never_refused() {
 
 #[tokio::test]
 async fn a_busy_key_costs_a_fraction_of_a_round_trip_per_request() {
-    let (app, u) = TestApp::with_user_using(|args| {
-        args.rate_limit_user_per_minute = Some("100000".into());
-        args.rate_limit_ip_per_minute = Some("100000".into());
-    })
-    .await;
+    let (app, u) =
+        TestApp::with_user_using(settings!(rate_limit_user_per_minute = "100000", rate_limit_ip_per_minute = "100000"))
+            .await;
     let limits = &app.state.rate_limits;
     let (decisions, trips) = (limits.decisions(), limits.round_trips());
     let mut remaining = Vec::new();
@@ -183,10 +175,10 @@ async fn a_busy_key_costs_a_fraction_of_a_round_trip_per_request() {
 #[tokio::test]
 async fn without_redis_limits_fall_back_to_the_process() {
     let dead = testkit::free_port().expect("port");
-    let (app, u) = TestApp::with_user_using(|a| {
-        a.redis_url = Some(format!("redis://127.0.0.1:{dead}"));
-        a.rate_limit_user_per_minute = Some("3".into());
-    })
+    let (app, u) = TestApp::with_user_using(settings!(
+        redis_url = format!("redis://127.0.0.1:{dead}"),
+        rate_limit_user_per_minute = "3"
+    ))
     .await;
     let statuses: Vec<u16> =
         futures::future::join_all((0..4).map(|_| app.get(&u, "/api/me"))).await.iter().map(|r| r.0).collect();
@@ -197,11 +189,8 @@ async fn without_redis_limits_fall_back_to_the_process() {
 
 #[tokio::test]
 async fn hostile_forwarded_for_entries_cannot_choose_or_share_a_bucket() {
-    let app = TestApp::spawn_with(|a| {
-        a.rate_limit_ip_per_minute = Some("2".into());
-        a.trusted_proxies = Some("127.0.0.1/32, ::1".into());
-    })
-    .await;
+    let app =
+        TestApp::spawn_with(settings!(rate_limit_ip_per_minute = "2", trusted_proxies = "127.0.0.1/32, ::1")).await;
     let get = |xff: &str| app.http.get(app.url("/health")).header("x-forwarded-for", xff.to_owned());
     // Whatever the client prepends, the right-most untrusted address is its bucket.
     for hostile in ["garbage, 198.51.100.7", "unknown, 198.51.100.7:4711"] {
@@ -245,11 +234,9 @@ async fn outsiders_cannot_spend_an_organizations_limit() {
 #[tokio::test]
 async fn per_ip_refusals_are_counted_in_the_request_metrics() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
-    let app = TestApp::spawn_with(|a| {
-        a.rate_limit_ip_per_minute = Some("2".into());
-        a.metrics_bind_addr = Some(format!("127.0.0.1:{port}"));
-    })
-    .await;
+    let app =
+        TestApp::spawn_with(settings!(rate_limit_ip_per_minute = "2", metrics_bind_addr = format!("127.0.0.1:{port}")))
+            .await;
     let statuses: Vec<u16> =
         futures::future::join_all((0..4).map(|_| async { app.send(app.http.get(app.url("/health"))).await.0 })).await;
     assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 2, "{statuses:?}");

@@ -3,13 +3,13 @@
 //! getting the configuration wrong refuses to start with an error that names what to fix, while Redis
 //! merely being down does not.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use intellifill::Application;
-use intellifill::config::{Config, ServeArgs};
+use intellifill::{Config, ServeArgs};
 use testkit::{RedisOptions, RedisServer, RedisTls};
 
-use crate::helpers::{TestApp, email};
+use crate::helpers::{TestApp, email, until_revoked};
 
 const USER: &str = "intellifill";
 const PASSWORD: &str = "s3cret-acl-password";
@@ -68,17 +68,8 @@ async fn the_token_cache_and_revocations_work_across_instances_through_tls_redis
     let url = url_with(&redis, USER, PASSWORD);
     let ca = ca_file.path().display().to_string();
     let (url_a, ca_a) = (url.clone(), ca.clone());
-    let a = TestApp::spawn_with(move |args| {
-        args.redis_url = Some(url_a);
-        args.redis_ca_file = Some(ca_a);
-    })
-    .await;
-    let b = a
-        .peer(move |args| {
-            args.redis_url = Some(url);
-            args.redis_ca_file = Some(ca);
-        })
-        .await;
+    let a = TestApp::spawn_with(settings!(redis_url = url_a, redis_ca_file = ca_a)).await;
+    let b = a.peer(settings!(redis_url = url, redis_ca_file = ca)).await;
     assert!(a.state.kv.is_healthy() && b.state.kv.is_healthy(), "both instances reach Redis over TLS");
 
     // L2: a token verified by one instance is not verified again upstream by the other.
@@ -92,15 +83,7 @@ async fn the_token_cache_and_revocations_work_across_instances_through_tls_redis
     let r = a.http.post(a.url("/api/auth/logout")).bearer_auth(&u.token).send().await.expect("logout");
     assert_eq!(r.status().as_u16(), 204);
     let logged_out = Instant::now();
-    loop {
-        let (s, body) = b.get(&u, "/api/me").await;
-        if s == 401 {
-            assert_eq!(body["code"], "SESSION_REVOKED");
-            break;
-        }
-        assert!(logged_out.elapsed() < Duration::from_secs(1), "the other instance still accepts the token: {body}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_revoked(&b, &u, logged_out).await;
     // The server has no plain-text port: everything above went over TLS.
     assert!(redis.url().starts_with("rediss://"));
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::helpers::{OWNER_PASSWORD, RUNTIME_PASSWORD, TestApp, column, email};
-use intellifill::db::provision::RUNTIME_ROLE;
+use intellifill::testing::schema::RUNTIME_ROLE;
 
 /// One `intellifill serve` process.
 struct Instance {
@@ -87,7 +87,7 @@ async fn three_instances_share_revocations_limits_memberships_and_audit() {
     let shared = testkit::Shared::get().await.expect("shared");
     let bouncer = testkit::PgBouncer::start(
         shared.pg_port(),
-        &[(RUNTIME_ROLE, RUNTIME_PASSWORD), (intellifill::db::provision::OWNER_ROLE, OWNER_PASSWORD)],
+        &[(RUNTIME_ROLE, RUNTIME_PASSWORD), (intellifill::testing::schema::OWNER_ROLE, OWNER_PASSWORD)],
         4,
     )
     .await

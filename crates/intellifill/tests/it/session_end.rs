@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use intellifill::auth::TokenHash;
-use intellifill::auth::cache::Entry;
+use intellifill::testing::Entry;
+use intellifill::testing::TokenHash;
 use serde_json::json;
 
 use crate::helpers::{TestApp, TestUser, email};
@@ -15,7 +15,7 @@ const REVALIDATE: Duration = Duration::from_secs(2);
 
 const MODES: [&str; 3] = ["a (remote)", "b (remote)", "c (local)"];
 
-fn settings(args: &mut intellifill::config::ServeArgs) {
+fn settings(args: &mut intellifill::ServeArgs) {
     args.auth_revalidate_seconds = Some(REVALIDATE.as_secs().to_string());
     // Polled every 10 ms below: not a client to limit.
     args.rate_limit_user_per_minute = Some("0".into());
@@ -128,7 +128,7 @@ async fn a_password_change_elsewhere_is_refused_within_the_interval() {
 #[tokio::test]
 async fn a_stale_entry_is_served_from_the_cache_while_one_background_call_checks_it() {
     // A long call timeout: the held call below must not time out while the test looks.
-    let slow = |args: &mut intellifill::config::ServeArgs| {
+    let slow = |args: &mut intellifill::ServeArgs| {
         settings(args);
         args.auth_http_timeout_ms = Some("20000".into());
     };
@@ -168,7 +168,7 @@ async fn a_stale_entry_is_served_from_the_cache_while_one_background_call_checks
     for app in [&a, &c] {
         app.refused_within(&u, "SESSION_REVOKED", Duration::from_secs(1)).await;
     }
-    let metrics = intellifill::health::render(&a.state);
+    let metrics = intellifill::testing::render_metrics(&a.state);
     assert!(metrics.contains(r#"auth_revalidations_total{result="rejected"}"#), "{metrics}");
     assert!(metrics.contains(r#"auth_upstream_revocations_total{kind="session"}"#), "{metrics}");
 }

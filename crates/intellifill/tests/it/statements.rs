@@ -2,7 +2,7 @@
 //! guarantees either way (RLS context, tenant isolation, a removed member refused on the next request).
 //! The PgBouncer run of the suite (`TEST_DB_VIA_PGBOUNCER=1`) runs every test with `unnamed`.
 
-use crate::helpers::{TestApp, assert_error};
+use crate::helpers::{TestApp, member_removal_revokes_access};
 
 fn via_pgbouncer() -> bool {
     std::env::var("TEST_DB_VIA_PGBOUNCER").is_ok_and(|v| v == "1")
@@ -23,10 +23,7 @@ async fn named_statements(app: &TestApp) -> i64 {
 /// what the connection holds afterwards (named statements, or none).
 async fn exercise(mode: &str) -> i64 {
     let (app, owner, org) = TestApp::with_org_using(
-        |a| {
-            a.db_pool_max_size = Some("1".into());
-            a.database_statements = Some(mode.into());
-        },
+        settings!(db_pool_max_size = "1", database_statements = mode),
         &format!("Statements {mode}"),
     )
     .await;
@@ -42,13 +39,7 @@ async fn exercise(mode: &str) -> i64 {
             assert_eq!(titles, [title], "{mode}: {b}");
         }
     }
-    let gone = app.member(org, "MEMBER").await;
-    let path = format!("/api/organizations/{org}/knowledge");
-    assert_eq!(app.get(&gone, &path).await.0, 200);
-    let (s, _) = app.delete(&owner, &format!("/api/organizations/{org}/members/{}", gone.id)).await;
-    assert_eq!(s, 204);
-    let (s, b) = app.get(&gone, &path).await;
-    assert_error(s, &b, 403, "NOT_ORG_MEMBER");
+    member_removal_revokes_access(&app, &owner, org).await;
     named_statements(&app).await
 }
 
@@ -73,11 +64,8 @@ async fn a_schema_change_under_cached_statements_fails_at_most_one_request_per_c
     if via_pgbouncer() {
         return;
     }
-    let (app, user) = TestApp::with_user_using(|a| {
-        a.db_pool_max_size = Some("1".into());
-        a.database_statements = Some("prepared".into());
-    })
-    .await;
+    let (app, user) =
+        TestApp::with_user_using(settings!(db_pool_max_size = "1", database_statements = "prepared")).await;
     assert_eq!(app.get(&user, "/api/me").await.0, 200);
     // A migration step changes the type of a column the cached user-row statement returns.
     app.owner.batch_execute("ALTER TABLE users ALTER COLUMN role TYPE varchar(16)").await.expect("alter");

@@ -1,6 +1,6 @@
 //! TLS to Postgres: `sslmode=require` with a certificate verified against `DATABASE_CA_FILE`.
 
-use intellifill::config::{Config, ServeArgs};
+use intellifill::{Config, ServeArgs};
 
 use crate::helpers::{TestApp, email, own_cluster};
 
@@ -58,9 +58,7 @@ async fn the_server_talks_to_postgres_over_verified_tls() {
         format!("{runtime_url}?sslmode=require"),
         owner_plain,
         emulator,
-        |a| {
-            a.database_ca_file = Some(ca_path);
-        },
+        settings!(database_ca_file = ca_path),
     )
     .await;
     let u = app.user(&email("tls")).await;

@@ -16,7 +16,7 @@ const PASSWORD: &str = "password123";
 const MODES: [&str; 2] = ["remote", "local"];
 
 /// A server in `mode` against an emulator with the given sign-up settings.
-async fn app_with(signup: SignupSettings, customize: impl FnOnce(&mut intellifill::config::ServeArgs)) -> TestApp {
+async fn app_with(signup: SignupSettings, customize: impl FnOnce(&mut intellifill::ServeArgs)) -> TestApp {
     let emulator =
         Emulator::start(EmulatorConfig { signup, ..EmulatorConfig::default() }, SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
@@ -24,7 +24,7 @@ async fn app_with(signup: SignupSettings, customize: impl FnOnce(&mut intellifil
     TestApp::spawn_on(fresh_database().await, emulator, customize).await
 }
 
-fn in_mode(mode: &'static str) -> impl FnOnce(&mut intellifill::config::ServeArgs) {
+fn in_mode(mode: &'static str) -> impl FnOnce(&mut intellifill::ServeArgs) {
     move |a| a.auth_verify_mode = Some(mode.into())
 }
 
@@ -138,12 +138,7 @@ async fn anonymous_users_are_refused_unless_allowed() {
         assert_error(s, &b, 403, "ANONYMOUS_NOT_ALLOWED");
         assert_eq!(rows_of(&app, anon.id).await, 0, "{mode}: a refused anonymous user got a row");
 
-        let allowing = app
-            .peer(move |a| {
-                a.auth_verify_mode = Some(mode.into());
-                a.auth_allow_anonymous = Some("true".into());
-            })
-            .await;
+        let allowing = app.peer(settings!(auth_verify_mode = mode, auth_allow_anonymous = "true")).await;
         let (s, b) = allowing.get(&anon, "/api/me").await;
         assert_eq!(s, 200, "{mode}: {b}");
         assert_eq!(b["email"], Value::Null);

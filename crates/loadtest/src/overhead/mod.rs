@@ -1,6 +1,6 @@
 //! `loadtest overhead`: what the middleware stack costs per request, measured in process.
 //!
-//! Method: the server's own router (`intellifill::router::app`, the same function the server
+//! Method: the server's own router (`intellifill::testing::app`, the same function the server
 //! serves) is driven with `tower::ServiceExt::oneshot`, sequentially, so no socket, no HTTP parsing and no
 //! queueing are measured. Against it, the same database work is timed alone on a dedicated connection of the
 //! runtime role, with the same statements sent the same way (unnamed statements, the first round trip

@@ -10,7 +10,7 @@ use axum::extract::ConnectInfo;
 use futures::future::{join_all, join3};
 use http::Request;
 use http_body_util::BodyExt;
-use intellifill::state::AppState;
+use intellifill::AppState;
 use tokio_postgres::types::Type;
 use tower::ServiceExt;
 use uuid::Uuid;
@@ -220,7 +220,7 @@ pub(super) struct Target<'a> {
     router: Service,
     routed_db: Service,
     clients: Arc<Clients>,
-    db: intellifill::db::Db,
+    db: intellifill::testing::Db,
     user: &'a seed::SeedUser,
     list_path: String,
     org_noop_path: String,
@@ -249,17 +249,14 @@ impl<'a> Target<'a> {
                 let pass = |request: axum::extract::Request, next: axum::middleware::Next| next.run(request);
                 Service::new(axum::middleware::from_fn(pass).layer(inner))
             }),
-            router: Service::new(intellifill::router::app(state.clone())),
+            router: Service::new(intellifill::testing::app(state.clone())),
             handler: Service::new({
                 let caller = caller.clone();
-                axum::Router::new()
-                    .route("/api/auth/session", axum::routing::get(intellifill::api::session::session))
-                    .route("/api/organizations/{orgId}", axum::routing::get(org_noop))
-                    // The route's facts and path parameters, which the org extractor reads.
-                    .route_layer(intellifill::http::step::StepLayer::new(
-                        intellifill::http::middleware::ResolveRoute(intellifill::router::table()),
-                        state.clone(),
-                    ))
+                let routes = axum::Router::new()
+                    .route("/api/auth/session", axum::routing::get(intellifill::testing::session_handler))
+                    .route("/api/organizations/{orgId}", axum::routing::get(org_noop));
+                // The route's facts and path parameters, which the org extractor reads.
+                intellifill::bench::with_route_facts(routes, &state)
                     .layer(axum::middleware::from_fn(
                         move |mut request: axum::extract::Request, next: axum::middleware::Next| {
                             request.extensions_mut().insert(caller.clone());
@@ -297,7 +294,7 @@ impl Target<'_> {
             Probe::SessionPool => {
                 let (db, user) = (self.db.clone(), self.user.id);
                 return tokio::spawn(async move {
-                    let ctx = intellifill::db::RlsContext { user_id: user, org_id: None };
+                    let ctx = intellifill::testing::RlsContext { user_id: user, org_id: None };
                     let (tx, _) = db.begin(ctx, &[(USER_ROW, &[])]).await.map_err(|e| anyhow!("{e}"))?;
                     tx.commit().await.map_err(|e| anyhow!("{e}"))
                 })
@@ -377,8 +374,8 @@ pub(super) fn parse_pair(s: &str) -> Result<String, String> {
 
 /// A handler that needs the organization context and does nothing with it.
 pub(super) async fn org_noop(
-    ctx: intellifill::org::OrgTx,
-) -> Result<axum::Json<serde_json::Value>, intellifill::error::AppError> {
+    ctx: intellifill::testing::OrgTx,
+) -> Result<axum::Json<serde_json::Value>, intellifill::AppError> {
     ctx.tx.commit().await?;
     Ok(axum::Json(serde_json::json!({"status": "ok"})))
 }
@@ -402,10 +399,7 @@ fn routed_db(clients: Arc<Clients>, user: &seed::SeedUser) -> axum::Router {
 
 /// What `--drop-layer` accepts: the server's optional outer layers (`http::middleware::Layer`) and the `/api`
 /// route layer.
-pub(super) const LAYERS: [&str; 3] = {
-    use intellifill::http::middleware::Layer;
-    [Layer::BodyLimit.name(), Layer::Admission.name(), ROUTE_STEPS]
-};
+pub(super) const LAYERS: [&str; 3] = [intellifill::bench::LAYERS[0], intellifill::bench::LAYERS[1], ROUTE_STEPS];
 const ROUTE_STEPS: &str = "route-steps";
 
 /// The no-op routes behind the server's stack (`http::middleware::stack_with` and `router::with_route_steps`,
@@ -413,12 +407,12 @@ const ROUTE_STEPS: &str = "route-steps";
 pub(super) fn stacked(
     api: axum::Router<AppState>,
     state: &AppState,
-    caller: &intellifill::auth::AuthUser,
+    caller: &intellifill::testing::AuthUser,
     dropped: &[String],
-) -> impl intellifill::http::middleware::Served + use<> {
+) -> impl intellifill::testing::Served + use<> {
     let keep = |layer: &str| !dropped.iter().any(|d| d == layer);
     let api = if keep(ROUTE_STEPS) {
-        intellifill::router::with_route_steps(api, state)
+        intellifill::bench::with_route_steps(api, state)
     } else {
         let caller = caller.clone();
         api.route_layer(axum::middleware::from_fn(
@@ -429,9 +423,9 @@ pub(super) fn stacked(
         ))
     };
     let routes = axum::Router::new().merge(api).with_state(state.clone());
-    intellifill::http::middleware::stack_with(routes, state, &|layer| keep(layer.name()))
+    intellifill::bench::stack_with(routes, state, &|layer| keep(layer))
 }
 
-pub(super) fn tiny_json() -> axum::routing::MethodRouter<intellifill::state::AppState> {
+pub(super) fn tiny_json() -> axum::routing::MethodRouter<intellifill::AppState> {
     axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "ok"})) })
 }
