@@ -508,6 +508,8 @@ struct WriteShared {
     finishing: std::sync::Arc<super::writer::Finishing>,
 }
 
+// Held once per write request, inside the cell's `Arc`: boxing the facts would cost an allocation for nothing.
+#[allow(clippy::large_enum_variant)]
 enum CellState {
     Open(RequestFacts),
     /// The row is committed, holding this status.

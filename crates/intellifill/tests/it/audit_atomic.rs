@@ -270,7 +270,7 @@ async fn sigkill_under_load_leaves_no_committed_write_without_its_row() {
                     let Ok(created) = r.json::<Value>().await else { break };
                     let id = uuid_of(&created);
                     seen.lock().expect("seen").created.push(id);
-                    if n % 2 == 0 {
+                    if n.is_multiple_of(2) {
                         let Ok(r) = http.delete(format!("{knowledge}/{id}")).bearer_auth(&token).send().await else {
                             break;
                         };
