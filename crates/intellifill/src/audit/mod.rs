@@ -23,12 +23,16 @@
 //!   RLS context failure, anomalies) into audit rows with a severity, `event=security.*` log lines and
 //!   counters; [`anomaly`] watches sliding windows per user (Redis, shared by every instance, with an
 //!   in-process fallback).
+//! - [`partitions`] keeps the months of `audit_log`'s partitions created ahead (every instance, under a
+//!   transaction-level advisory lock); [`retention`] drops expired months by class (owner only, the
+//!   `audit retention` command).
 
 pub mod actions;
 pub mod anomaly;
 pub mod backlog;
 pub mod layer;
-pub mod prune;
+pub mod partitions;
+pub mod retention;
 pub mod queue;
 pub mod sanitize;
 pub mod security;
@@ -298,11 +302,19 @@ impl Recorder {
     }
 }
 
+impl Drop for Auditor {
+    fn drop(&mut self) {
+        self.maintenance.abort();
+    }
+}
+
 /// Handle on the pipeline, held in the app state.
 pub struct Auditor {
     recorder: Recorder,
     sanitizer: Arc<sanitize::Sanitizer>,
     writer: writer::WriterHandle,
+    /// The partition maintenance task, stopped with the pipeline.
+    maintenance: tokio::task::JoinHandle<()>,
     config: AuditConfig,
 }
 
@@ -328,6 +340,7 @@ impl Auditor {
         metrics::gauge!("audit_spool_max_bytes").set(config.writer.spool_max_bytes as f64);
         let sanitizer = Arc::new(sanitize::Sanitizer::default());
         let detector = anomaly::Detector::spawn(kv, db.clone(), recorder.clone(), config.anomaly.clone());
+        let maintenance = partitions::spawn(db.clone(), config.partitions.clone());
         let writer = writer::spawn(
             db,
             Arc::new(spool),
@@ -336,7 +349,7 @@ impl Auditor {
             writer::Finishing { sanitizer: sanitizer.clone(), detector },
             writer::Channels { queue: queue_rx, overflow: overflow_rx, backlog },
         );
-        Ok(Auditor { recorder, sanitizer, writer, config })
+        Ok(Auditor { recorder, sanitizer, writer, maintenance, config })
     }
 
     /// Room for the event of a request whose facts (body excluded) hold `bytes`, before its handler runs;
@@ -391,6 +404,7 @@ impl Auditor {
     /// spool, and wait for the writer to finish.
     pub async fn shutdown(&self, deadline: tokio::time::Instant) {
         self.recorder.backlog.close();
+        self.maintenance.abort();
         self.writer.shutdown(deadline).await;
     }
 }

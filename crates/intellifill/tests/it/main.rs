@@ -7,6 +7,7 @@ mod api_errors;
 mod api_key_forms;
 mod audit;
 mod audit_bounds;
+mod audit_partitions;
 mod auth_basic;
 mod auth_cache_trust;
 mod auth_clocks;
