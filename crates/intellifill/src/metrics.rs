@@ -92,7 +92,7 @@ fn register() {
         "times the audit spool reached AUDIT_SPOOL_MAX_BYTES and the writer held events"
     );
     describe_counter!("audit_rows_failed_total", "audit rows that could not be made (a placeholder row was stored)");
-    describe_gauge!("audit_partitions_covered_seconds", "seconds until the end of the last audit partition of the least-covered class");
+    describe_gauge!("audit_partitions_covered_until_seconds", "unix time of the end of the last audit partition of the least-covered class");
     describe_gauge!("audit_partition_default_rows", "audit rows waiting in DEFAULT partitions after the last maintenance run");
     describe_counter!("audit_partitions_created_total", "audit partitions this instance created");
     describe_counter!("audit_partition_maintenance_failures_total", "audit partition maintenance runs that failed");

@@ -8,7 +8,7 @@
 //! the month made for them, so the runtime role may run it; dropping partitions is retention's, owner only
 //! ([`super::retention`]). An insert no month covers is never refused: it lands in the DEFAULT partition.
 //!
-//! Metrics: `audit_partitions_covered_seconds` (how far ahead every class is covered),
+//! Metrics: `audit_partitions_covered_until_seconds` (unix time up to which every class is covered),
 //! `audit_partition_default_rows` (rows waiting in DEFAULT partitions), `audit_partitions_created_total`,
 //! `audit_partition_maintenance_failures_total` and `audit_partition_maintenance_last_success_seconds`.
 
@@ -43,7 +43,7 @@ pub async fn maintain(db: &Db, ahead_months: i32) -> Result<Maintained, AppError
             metrics::counter!("audit_partitions_created_total").increment(done.created.max(0) as u64);
             metrics::gauge!("audit_partition_default_rows").set(done.default_rows as f64);
             if let Some(until) = done.covered_until {
-                metrics::gauge!("audit_partitions_covered_seconds").set((until - Utc::now()).num_seconds() as f64);
+                metrics::gauge!("audit_partitions_covered_until_seconds").set(until.timestamp() as f64);
             }
             metrics::gauge!("audit_partition_maintenance_last_success_seconds").set(Utc::now().timestamp() as f64);
             if done.created > 0 {
