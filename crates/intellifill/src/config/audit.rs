@@ -126,7 +126,11 @@ pub(super) fn from_args(args: &ServeArgs) -> Section<AuditConfig> {
         anomaly: anomaly(&mut c, args),
         partitions: PartitionConfig {
             ahead_months: c.number("AUDIT_PARTITIONS_AHEAD_MONTHS", &args.audit_partitions_ahead_months, (1, 24)),
-            check_interval: c.seconds("AUDIT_PARTITION_CHECK_SECONDS", &args.audit_partition_check_seconds, (1, 86_400)),
+            check_interval: c.seconds(
+                "AUDIT_PARTITION_CHECK_SECONDS",
+                &args.audit_partition_check_seconds,
+                (1, 86_400),
+            ),
         },
     };
     // A request's event must fit, with room for a few more: else every request with a body is refused.

@@ -17,11 +17,8 @@ use crate::helpers::{TestApp, column, scalar};
 fn month_partition(class: &str, months: i32) -> String {
     let now = Utc::now();
     let first = Utc.with_ymd_and_hms(now.year(), now.month(), 1, 0, 0, 0).single().expect("month start");
-    let month = if months >= 0 {
-        first + Months::new(months as u32)
-    } else {
-        first - Months::new(months.unsigned_abs())
-    };
+    let month =
+        if months >= 0 { first + Months::new(months as u32) } else { first - Months::new(months.unsigned_abs()) };
     format!("audit_log_{class}_{}", month.format("%Y%m"))
 }
 
@@ -125,12 +122,11 @@ async fn request_rows_land_in_the_partition_of_their_class_and_month() {
 #[tokio::test]
 async fn two_instances_starting_together_create_the_months_ahead_once() {
     let db = crate::helpers::fresh_database().await;
-    let emulator = gotrue_emulator::Emulator::start(Default::default(), ([127, 0, 0, 1], 0).into()).await.expect("emulator");
+    let emulator =
+        gotrue_emulator::Emulator::start(Default::default(), ([127, 0, 0, 1], 0).into()).await.expect("emulator");
     let ahead = |a: &mut intellifill::config::ServeArgs| a.audit_partitions_ahead_months = Some("7".into());
-    let (first, second) = tokio::join!(
-        TestApp::spawn_on(db.clone(), emulator.clone(), ahead),
-        TestApp::spawn_on(db, emulator, ahead)
-    );
+    let (first, second) =
+        tokio::join!(TestApp::spawn_on(db.clone(), emulator.clone(), ahead), TestApp::spawn_on(db, emulator, ahead));
     for class in ["security", "write", "read"] {
         wait_for_partition(&first, class, 7).await;
         let names = partitions(&second, class).await;
@@ -261,14 +257,11 @@ async fn retention_drops_only_expired_months_of_each_class_and_records_them() {
     )
     .await;
     assert_eq!(archived, [write_month.clone()]);
-    let archived_rows: i64 = scalar(&app.owner, &format!("SELECT count(*) FROM audit_archive.{write_month}"), &[]).await;
+    let archived_rows: i64 =
+        scalar(&app.owner, &format!("SELECT count(*) FROM audit_archive.{write_month}"), &[]).await;
     assert_eq!(archived_rows, 1);
-    let disposition: String = scalar(
-        &app.owner,
-        "SELECT disposition FROM audit_retention_log WHERE class = 'write'",
-        &[],
-    )
-    .await;
+    let disposition: String =
+        scalar(&app.owner, "SELECT disposition FROM audit_retention_log WHERE class = 'write'", &[]).await;
     assert_eq!(disposition, "detached");
 
     // Too short a retention is refused before anything is touched.
@@ -301,9 +294,12 @@ async fn the_runtime_role_stays_append_only_on_every_partition_and_cannot_run_re
         assert_eq!(err.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{sql}: {err}");
     }
     // Still FORCE row-level security on the partitioned table, and no policy opens a partition.
-    let forced: bool =
-        scalar(&app.owner, "SELECT relrowsecurity AND relforcerowsecurity FROM pg_class WHERE relname = 'audit_log'", &[])
-            .await;
+    let forced: bool = scalar(
+        &app.owner,
+        "SELECT relrowsecurity AND relforcerowsecurity FROM pg_class WHERE relname = 'audit_log'",
+        &[],
+    )
+    .await;
     assert!(forced);
     let partition_grants: i64 = scalar(
         &app.owner,
