@@ -231,7 +231,7 @@ async fn retention_drops_only_expired_months_of_each_class_and_records_them() {
     assert_eq!(log[0].get::<_, String>(0), "read");
     assert_eq!(log[0].get::<_, DateTime<Utc>>(1), expected_cutoff);
     assert_eq!(log[0].get::<_, i64>(2), 1);
-    assert_eq!(log[0].get::<_, Vec<String>>(3), [old_read_month.clone()]);
+    assert_eq!(log[0].get::<_, Vec<String>>(3), std::slice::from_ref(&old_read_month));
     assert_eq!(log[0].get::<_, String>(4), "dropped");
 
     // A late replay of an expired read event is kept (never refused), in the DEFAULT partition, which the
@@ -256,7 +256,7 @@ async fn retention_drops_only_expired_months_of_each_class_and_records_them() {
         &[],
     )
     .await;
-    assert_eq!(archived, [write_month.clone()]);
+    assert_eq!(archived, std::slice::from_ref(&write_month));
     let archived_rows: i64 =
         scalar(&app.owner, &format!("SELECT count(*) FROM audit_archive.{write_month}"), &[]).await;
     assert_eq!(archived_rows, 1);
