@@ -1,4 +1,4 @@
-//! The command line: `serve`, `migrate`, `audit prune`, and with the `dev` feature (on by default) `dev` and
+//! The command line: `serve`, `migrate`, `audit retention`, and with the `dev` feature (on by default) `dev` and
 //! `emulator`.
 
 use std::process::ExitCode;
@@ -35,15 +35,31 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Delete audit rows older than an age (as the owner role; the server itself can never delete them).
-    Prune {
-        /// Age such as 90d, 12h, 30m.
-        #[arg(long, value_parser = crate::audit::prune::parse_age)]
-        older_than: std::time::Duration,
-        /// Direct (not pooled) connection string of the schema owner role.
-        #[arg(long, env = "DATABASE_MIGRATION_URL", hide_env_values = true)]
-        database_migration_url: String,
-    },
+    /// Drop the audit partitions older than their class's retention, recording each drop in
+    /// audit_retention_log (as the owner role; the server itself can never delete audit rows).
+    Retention(RetentionArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RetentionArgs {
+    /// Days the security class keeps (auth.*, security.*, user.*, audit.* and every event with a severity).
+    #[arg(long, env = "AUDIT_RETENTION_SECURITY_DAYS", default_value = "2557", value_parser = clap::value_parser!(i32).range(30..=36_500))]
+    pub security_days: i32,
+    /// Days the write class keeps (data changes: POST, PUT, PATCH, DELETE).
+    #[arg(long, env = "AUDIT_RETENTION_WRITE_DAYS", default_value = "1096", value_parser = clap::value_parser!(i32).range(30..=36_500))]
+    pub write_days: i32,
+    /// Days the read class keeps (GET, HEAD, OPTIONS).
+    #[arg(long, env = "AUDIT_RETENTION_READ_DAYS", default_value = "400", value_parser = clap::value_parser!(i32).range(30..=36_500))]
+    pub read_days: i32,
+    /// Move expired partitions to schema audit_archive (to archive, then drop by hand) instead of dropping them.
+    #[arg(long)]
+    pub keep_detached: bool,
+    /// Print what would be removed; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Direct (not pooled) connection string of the schema owner role.
+    #[arg(long, env = "DATABASE_MIGRATION_URL", hide_env_values = true)]
+    pub database_migration_url: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -97,11 +113,15 @@ async fn run(command: Command) -> anyhow::Result<()> {
             telemetry::init(telemetry::format_from_env(LogFormat::Pretty), "info,intellifill=info");
             crate::dev::run(args).await
         }
-        Command::Audit(AuditCommand::Prune { older_than, database_migration_url }) => {
+        Command::Audit(AuditCommand::Retention(args)) => {
+            use crate::audit::retention::{self, Retention, Run};
             telemetry::init(telemetry::format_from_env(LogFormat::Pretty), "info");
-            let client = crate::db::migrate::connect(&database_migration_url).await?;
-            let (deleted, cutoff) = crate::audit::prune::prune(&client, older_than).await?;
-            println!("deleted {deleted} audit row(s) created before {}", cutoff.to_rfc3339());
+            let client = crate::db::migrate::connect(&args.database_migration_url).await?;
+            let policy =
+                Retention { security_days: args.security_days, write_days: args.write_days, read_days: args.read_days };
+            let run = Run { keep_detached: args.keep_detached, dry_run: args.dry_run };
+            let removed = retention::apply(&client, policy, run).await?;
+            print!("{}", retention::report(&removed, policy, run));
             Ok(())
         }
         #[cfg(feature = "dev")]

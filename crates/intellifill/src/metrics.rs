@@ -92,6 +92,20 @@ fn register() {
         "times the audit spool reached AUDIT_SPOOL_MAX_BYTES and the writer held events"
     );
     describe_counter!("audit_rows_failed_total", "audit rows that could not be made (a placeholder row was stored)");
+    describe_gauge!(
+        "audit_partitions_covered_until_seconds",
+        "unix time of the end of the last audit partition of the least-covered class"
+    );
+    describe_gauge!(
+        "audit_partition_default_rows",
+        "audit rows waiting in DEFAULT partitions after the last maintenance run"
+    );
+    describe_counter!("audit_partitions_created_total", "audit partitions this instance created");
+    describe_counter!("audit_partition_maintenance_failures_total", "audit partition maintenance runs that failed");
+    describe_gauge!(
+        "audit_partition_maintenance_last_success_seconds",
+        "unix time of the last successful audit partition maintenance"
+    );
     describe_counter!("security_events_total", "security events by kind and severity");
     describe_counter!("rate_limit_decisions_total", "rate limit decisions by policy");
     describe_gauge!("http_connections_open", "open client connections, by listener");

@@ -23,14 +23,18 @@
 //!   RLS context failure, anomalies) into audit rows with a severity, `event=security.*` log lines and
 //!   counters; [`anomaly`] watches sliding windows per user (Redis, shared by every instance, with an
 //!   in-process fallback).
+//! - [`partitions`] keeps the months of `audit_log`'s partitions created ahead (every instance, under a
+//!   transaction-level advisory lock); [`retention`] drops expired months by class (owner only, the
+//!   `audit retention` command).
 
 pub mod actions;
 pub mod anomaly;
 pub mod backlog;
 pub mod in_tx;
 pub mod layer;
-pub mod prune;
+pub mod partitions;
 pub mod queue;
+pub mod retention;
 pub mod sanitize;
 pub mod security;
 pub mod spool;
@@ -304,6 +308,12 @@ impl Recorder {
     }
 }
 
+impl Drop for Auditor {
+    fn drop(&mut self) {
+        self.maintenance.abort();
+    }
+}
+
 /// Handle on the pipeline, held in the app state.
 pub struct Auditor {
     recorder: Recorder,
@@ -311,6 +321,8 @@ pub struct Auditor {
     /// What makes rows (sanitizer, detector queue): the writer's, and a write's own in its transaction.
     finishing: Arc<writer::Finishing>,
     writer: writer::WriterHandle,
+    /// The partition maintenance task, stopped with the pipeline.
+    maintenance: tokio::task::JoinHandle<()>,
     config: AuditConfig,
     /// `audit_events_written_total` and `audit_events_in_tx_total`, registered once.
     written: metrics::Counter,
@@ -340,6 +352,7 @@ impl Auditor {
         let sanitizer = Arc::new(sanitize::Sanitizer::default());
         let detector = anomaly::Detector::spawn(kv, db.clone(), recorder.clone(), config.anomaly.clone());
         let finishing = Arc::new(writer::Finishing { sanitizer: sanitizer.clone(), detector });
+        let maintenance = partitions::spawn(db.clone(), config.partitions.clone());
         let writer = writer::spawn(
             db,
             Arc::new(spool),
@@ -350,7 +363,7 @@ impl Auditor {
         );
         let written = metrics::counter!("audit_events_written_total");
         let in_tx = metrics::counter!("audit_events_in_tx_total");
-        Ok(Auditor { recorder, sanitizer, finishing, writer, config, written, in_tx })
+        Ok(Auditor { recorder, sanitizer, finishing, writer, maintenance, config, written, in_tx })
     }
 
     pub(crate) fn finishing(&self) -> &Arc<writer::Finishing> {
@@ -425,6 +438,7 @@ impl Auditor {
     /// spool, and wait for the writer to finish.
     pub async fn shutdown(&self, deadline: tokio::time::Instant) {
         self.recorder.backlog.close();
+        self.maintenance.abort();
         self.writer.shutdown(deadline).await;
     }
 }

@@ -22,6 +22,16 @@ pub struct AuditConfig {
     pub writer: WriterConfig,
     pub spool_dir: PathBuf,
     pub anomaly: AnomalyConfig,
+    pub partitions: PartitionConfig,
+}
+
+/// Audit partition maintenance (`audit::partitions`).
+#[derive(Debug, Clone)]
+pub struct PartitionConfig {
+    /// Months created ahead of the current one (`AUDIT_PARTITIONS_AHEAD_MONTHS`).
+    pub ahead_months: i32,
+    /// Between two maintenance runs (`AUDIT_PARTITION_CHECK_SECONDS`).
+    pub check_interval: Duration,
 }
 
 /// Smallest `AUDIT_QUEUE_MAX_BYTES` beyond room for bodies: the rest of a request's event (path, query, user
@@ -114,6 +124,14 @@ pub(super) fn from_args(args: &ServeArgs) -> Section<AuditConfig> {
         },
         spool_dir: c.text("AUDIT_SPOOL_DIR", &args.audit_spool_dir).into(),
         anomaly: anomaly(&mut c, args),
+        partitions: PartitionConfig {
+            ahead_months: c.number("AUDIT_PARTITIONS_AHEAD_MONTHS", &args.audit_partitions_ahead_months, (1, 24)),
+            check_interval: c.seconds(
+                "AUDIT_PARTITION_CHECK_SECONDS",
+                &args.audit_partition_check_seconds,
+                (1, 86_400),
+            ),
+        },
     };
     // A request's event must fit, with room for a few more: else every request with a body is refused.
     if audit.queue_max_bytes < 4 * audit.max_body_bytes + MIN_QUEUE_BYTES {

@@ -14,7 +14,14 @@ use clap::CommandFactory;
 use super::{Config, ServeArgs};
 
 /// Variables read by other commands or by the logger, documented in the same places.
-const READ_ELSEWHERE: &[&str] = &["DATABASE_MIGRATION_URL", "LOG_FORMAT", "RUST_LOG"];
+const READ_ELSEWHERE: &[&str] = &[
+    "DATABASE_MIGRATION_URL",
+    "LOG_FORMAT",
+    "RUST_LOG",
+    "AUDIT_RETENTION_SECURITY_DAYS",
+    "AUDIT_RETENTION_WRITE_DAYS",
+    "AUDIT_RETENTION_READ_DAYS",
+];
 
 /// One variable of the clap definition.
 struct Variable {

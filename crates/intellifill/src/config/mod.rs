@@ -29,7 +29,7 @@ use std::net::SocketAddr;
 use clap::Parser;
 use secrecy::ExposeSecret;
 
-pub use audit::{AnomalyConfig, AuditConfig, WriterConfig};
+pub use audit::{AnomalyConfig, AuditConfig, PartitionConfig, WriterConfig};
 pub use auth::{AuthConfig, JwtKeys, OutageMode, StartupKeyCheck, VerifyMode};
 pub use browser::{BrowserConfig, CorsConfig, CorsOrigins, parse_origin, parse_origins};
 pub use check::{ConfigErrors, ConfigProblem};
@@ -199,6 +199,12 @@ pub struct ServeArgs {
     /// Directory of the audit spool (events kept on disk while the database is unavailable).
     #[arg(long, env = "AUDIT_SPOOL_DIR", default_value = "audit-spool")]
     pub audit_spool_dir: Option<String>,
+    /// Months of audit partitions the server keeps created ahead of the current one (1 to 24).
+    #[arg(long, env = "AUDIT_PARTITIONS_AHEAD_MONTHS", default_value = "3")]
+    pub audit_partitions_ahead_months: Option<String>,
+    /// How often the server runs audit partition maintenance (once at start, then at this interval).
+    #[arg(long, env = "AUDIT_PARTITION_CHECK_SECONDS", default_value = "3600")]
+    pub audit_partition_check_seconds: Option<String>,
     /// Deactivate a user on a critical security event (mass delete, cross-tenant burst).
     #[arg(long, env = "SECURITY_AUTO_LOCK", default_value = "false")]
     pub security_auto_lock: Option<String>,

@@ -1,5 +1,5 @@
 //! The audit pipeline through the real server: one row per request, PII-free, nothing lost when the
-//! database goes away or the process stops, security events and anomalies, the query API, retention.
+//! database goes away or the process stops, security events and anomalies, the query API (retention: `audit_partitions`).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -474,37 +474,6 @@ async fn the_probed_organization_sees_a_cross_tenant_attempt_in_its_audit_log() 
     let (_, b) = app.get(&victim, &format!("/api/organizations/{target}/audit?userId={}", viewer.id)).await;
     let refused = b["data"].as_array().expect("data");
     assert!(refused.iter().any(|e| e["action"] == "knowledge.create" && e["status"] == 403), "{b}");
-}
-
-/// `intellifill audit prune --older-than AGE` against the app's database.
-fn prune(app: &TestApp, age: &str) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_intellifill"))
-        .args(["audit", "prune", "--older-than", age])
-        .env_clear()
-        .env("DATABASE_MIGRATION_URL", &app.owner_url)
-        .output()
-        .expect("run")
-}
-
-#[tokio::test]
-async fn prune_deletes_only_rows_older_than_the_age() {
-    let app = TestApp::spawn().await;
-    app.owner
-        .execute(
-            "INSERT INTO audit_log (action, created_at) VALUES ('test.old', now() - interval '100 days'),
-                    ('test.recent', now() - interval '1 day')",
-            &[],
-        )
-        .await
-        .expect("rows");
-    let output = prune(&app, "90d");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    assert!(String::from_utf8_lossy(&output.stdout).contains("deleted 1 audit row"));
-    let left: Vec<String> = column(&app.owner, "SELECT action FROM audit_log WHERE action LIKE 'test.%'", &[]).await;
-    assert_eq!(left, ["test.recent"]);
-    let bad = prune(&app, "ninety");
-    assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("expected a number"));
 }
 
 #[tokio::test]

@@ -9,6 +9,7 @@ mod api_key_forms;
 mod audit;
 mod audit_atomic;
 mod audit_bounds;
+mod audit_partitions;
 mod auth_basic;
 mod auth_cache_trust;
 mod auth_clocks;
