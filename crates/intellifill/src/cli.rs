@@ -1,4 +1,4 @@
-//! The command line: `serve`, `migrate`, `audit prune`, and with the `dev` feature (on by default) `dev` and
+//! The command line: `serve`, `migrate`, `audit prune | verify | export | public-key | generate-key`, and with the `dev` feature (on by default) `dev` and
 //! `emulator`.
 
 use std::process::ExitCode;
@@ -44,6 +44,16 @@ pub enum AuditCommand {
         #[arg(long, env = "DATABASE_MIGRATION_URL", hide_env_values = true)]
         database_migration_url: String,
     },
+    /// Check the audit trail against its signed digests: every modified, deleted, inserted or reordered row,
+    /// every missing or forged digest. Exit 0: verifies; 1: does not; 2: could not be checked.
+    Verify(crate::audit::seal::commands::VerifyArgs),
+    /// Write an organization's sealed rows of a time range, with the digests that prove them, as JSON lines
+    /// (check it offline with `audit verify --file`).
+    Export(crate::audit::seal::commands::ExportArgs),
+    /// Print the public key (PEM) of AUDIT_SIGNING_KEY / AUDIT_SIGNING_KEY_FILE, for auditors.
+    PublicKey,
+    /// Print a new Ed25519 signing key (PKCS#8 PEM) for AUDIT_SIGNING_KEY.
+    GenerateKey,
 }
 
 #[derive(Debug, clap::Args)]
@@ -62,6 +72,9 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Command::Audit(AuditCommand::Verify(args)) = cli.command {
+        return runtime.block_on(crate::audit::seal::commands::verify(args));
+    }
     let result = runtime.block_on(run(cli.command));
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -104,6 +117,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
             println!("deleted {deleted} audit row(s) created before {}", cutoff.to_rfc3339());
             Ok(())
         }
+        Command::Audit(AuditCommand::Verify(args)) => {
+            let _ = crate::audit::seal::commands::verify(args).await;
+            Ok(())
+        }
+        Command::Audit(AuditCommand::Export(args)) => crate::audit::seal::commands::export(args).await,
+        Command::Audit(AuditCommand::PublicKey) => crate::audit::seal::commands::public_key(),
+        Command::Audit(AuditCommand::GenerateKey) => crate::audit::seal::commands::generate_key(),
         #[cfg(feature = "dev")]
         Command::Emulator(args) => {
             telemetry::init(telemetry::format_from_env(LogFormat::Pretty), "info");

@@ -30,6 +30,7 @@ pub mod backlog;
 pub mod layer;
 pub mod prune;
 pub mod queue;
+pub mod seal;
 pub mod sanitize;
 pub mod security;
 pub mod spool;

@@ -27,6 +27,7 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/0004_invitations_roles.sql"),
     },
     Migration { version: 5, name: "user_lifecycle", sql: include_str!("../../migrations/0005_user_lifecycle.sql") },
+    Migration { version: 7, name: "audit_digests", sql: include_str!("../../migrations/0007_audit_digests.sql") },
 ];
 
 /// The newest schema version this binary knows.

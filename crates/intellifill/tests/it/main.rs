@@ -7,6 +7,8 @@ mod api_errors;
 mod api_key_forms;
 mod audit;
 mod audit_bounds;
+mod audit_seal;
+mod audit_seal_restarts;
 mod auth_basic;
 mod auth_cache_trust;
 mod auth_clocks;
