@@ -207,8 +207,7 @@ pub fn parse_signing_key(text: &str) -> Result<SigningKey, String> {
     let seed = base64::engine::general_purpose::STANDARD
         .decode(text)
         .map_err(|_| "expected PKCS#8 PEM or a base64 32-byte seed".to_owned())?;
-    let seed: [u8; 32] =
-        seed.try_into().map_err(|_| "a base64 seed must decode to exactly 32 bytes".to_owned())?;
+    let seed: [u8; 32] = seed.try_into().map_err(|_| "a base64 seed must decode to exactly 32 bytes".to_owned())?;
     Ok(SigningKey::from_bytes(&seed))
 }
 

@@ -139,7 +139,8 @@ async fn verify_names_exactly_what_a_superuser_changed() {
     let (missing, forged) = (2i64, 3i64);
     let usable: Vec<_> = rows.iter().filter(|r| r.2 != missing).collect();
     assert!(usable.len() >= 8, "enough rows outside the removed digest: {}", usable.len());
-    let (modified, deleted, d, e, g, h) = (usable[0].0, usable[1].0, usable[2].0, usable[usable.len() - 1].0, usable[3].0, usable[usable.len() - 2].0);
+    let (modified, deleted, d, e, g, h) =
+        (usable[0].0, usable[1].0, usable[2].0, usable[usable.len() - 1].0, usable[3].0, usable[usable.len() - 2].0);
     let forged_row = Uuid::new_v4();
     su.batch_execute(&format!(
         "UPDATE audit_log SET status = 599 WHERE id = '{modified}';
@@ -182,11 +183,22 @@ async fn verify_names_exactly_what_a_superuser_changed() {
     let from = chrono::Utc::now() - chrono::TimeDelta::minutes(30);
     let (code, scoped) = audit_cli(
         &app,
-        &["verify", "--public-key", keys.public_pem.to_str().expect("path"), "--org", &org.to_string(), "--from", &from.to_rfc3339()],
+        &[
+            "verify",
+            "--public-key",
+            keys.public_pem.to_str().expect("path"),
+            "--org",
+            &org.to_string(),
+            "--from",
+            &from.to_rfc3339(),
+        ],
     );
     assert_eq!(code, 1);
     let scoped = findings(&scoped);
-    assert!(!scoped.contains(&("INSERTED".to_owned(), forged_row.to_string())), "the forged row is an hour old: {scoped:?}");
+    assert!(
+        !scoped.contains(&("INSERTED".to_owned(), forged_row.to_string())),
+        "the forged row is an hour old: {scoped:?}"
+    );
     assert!(scoped.contains(&("DIGEST-FORGED".to_owned(), forged.to_string())), "{scoped:?}");
 }
 

@@ -117,7 +117,8 @@ async fn a_trail_verifies_after_a_spool_replay_of_old_events() {
     app.state.audit.flush().await;
     assert_eq!(app.state.audit.spool_pending(), 0, "replayed");
     let replayed: i64 =
-        crate::helpers::scalar(&app.owner, "SELECT count(*) FROM audit_log WHERE action LIKE 'test.replayed%'", &[]).await;
+        crate::helpers::scalar(&app.owner, "SELECT count(*) FROM audit_log WHERE action LIKE 'test.replayed%'", &[])
+            .await;
     assert_eq!(replayed, 5);
     wait_sealed(&app).await;
     assert_verifies(&app, &keys);

@@ -43,11 +43,8 @@ pub fn hash_row_json(doc: &str) -> Result<CanonicalRow, String> {
 pub fn hash_row(value: Value) -> Result<CanonicalRow, String> {
     let Value::Object(mut map) = value else { return Err("row is not a JSON object".into()) };
     map.retain(|_, v| !v.is_null());
-    let id = map
-        .get("id")
-        .and_then(Value::as_str)
-        .and_then(|s| s.parse::<Uuid>().ok())
-        .ok_or("row has no uuid `id`")?;
+    let id =
+        map.get("id").and_then(Value::as_str).and_then(|s| s.parse::<Uuid>().ok()).ok_or("row has no uuid `id`")?;
     let created_at = map
         .get("created_at")
         .and_then(Value::as_str)
@@ -127,7 +124,10 @@ mod tests {
             r#"{"action":"knowledge.create","created_at":"2026-12-02T16:43:14.123456Z","id":"0190a1b2-0000-7000-8000-000000000001","metadata":{"a":{"b":null,"y":[1,2.5,"x"]},"z":1},"organization_id":"0190a1b2-0000-7000-8000-0000000000aa","status":201}"#
         );
         assert_eq!(row.facts.created_at.to_rfc3339(), "2026-12-02T16:43:14.123456+00:00");
-        assert_eq!(row.facts.organization_id.map(|o| o.to_string()).as_deref(), Some("0190a1b2-0000-7000-8000-0000000000aa"));
+        assert_eq!(
+            row.facts.organization_id.map(|o| o.to_string()).as_deref(),
+            Some("0190a1b2-0000-7000-8000-0000000000aa")
+        );
         assert_eq!(row.facts.retention_class, None);
     }
 

@@ -90,7 +90,9 @@ fn env_signing_key() -> anyhow::Result<Option<SigningKey>> {
     let file = std::env::var("AUDIT_SIGNING_KEY_FILE").ok().filter(|v| !v.trim().is_empty());
     let text = match (inline, file) {
         (Some(text), _) => text,
-        (None, Some(path)) => std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("cannot read {path:?}: {e}"))?,
+        (None, Some(path)) => {
+            std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("cannot read {path:?}: {e}"))?
+        }
         (None, None) => return Ok(None),
     };
     crate::config::parse_signing_key(&text).map(Some).map_err(|p| anyhow::anyhow!("audit signing key {p}"))
@@ -111,7 +113,10 @@ pub fn generate_key() -> anyhow::Result<()> {
     let key = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
     let pem = key.to_pkcs8_pem(LineEnding::LF).map_err(|e| anyhow::anyhow!("encoding the key: {e}"))?;
     print!("{}", pem.as_str());
-    eprintln!("key id {} (publish its public half: `intellifill audit public-key`)", digest::key_id(&key.verifying_key()));
+    eprintln!(
+        "key id {} (publish its public half: `intellifill audit public-key`)",
+        digest::key_id(&key.verifying_key())
+    );
     Ok(())
 }
 
@@ -155,8 +160,11 @@ async fn verify_inner(args: &VerifyArgs) -> anyhow::Result<Report> {
     let grace = TimeDelta::seconds(i64::from(args.grace_secs));
     if let Some(path) = &args.file {
         let file = std::fs::File::open(path).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
-        let (scope, report) =
-            export::verify_file(std::io::BufReader::new(file), |scope| Verifier::new(keys, scope, grace), &args.anchors)?;
+        let (scope, report) = export::verify_file(
+            std::io::BufReader::new(file),
+            |scope| Verifier::new(keys, scope, grace),
+            &args.anchors,
+        )?;
         println!(
             "export of organization {} from {} to {}",
             scope.org.map_or("-".into(), |o| o.to_string()),
@@ -184,7 +192,8 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<()> {
     let scope = Scope { org: Some(args.org), from: Some(args.from), to: Some(args.to) };
     let written = match &args.out {
         Some(path) => {
-            let file = std::fs::File::create(path).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
+            let file =
+                std::fs::File::create(path).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
             let mut out = std::io::BufWriter::new(file);
             export::export(&client, &scope, &mut out).await?
         }

@@ -257,7 +257,13 @@ mod tests {
     fn entries_round_trip_and_truncation_is_an_error() {
         let t = DateTime::from_timestamp_micros(1_764_000_000_123_456).expect("time");
         let entries = vec![
-            Entry { id: Uuid::new_v4(), created_at: t, org_tag: org_tag(Some(Uuid::new_v4())), retention_class: Some("security".into()), hash: [1; 32] },
+            Entry {
+                id: Uuid::new_v4(),
+                created_at: t,
+                org_tag: org_tag(Some(Uuid::new_v4())),
+                retention_class: Some("security".into()),
+                hash: [1; 32],
+            },
             Entry { id: Uuid::new_v4(), created_at: t, org_tag: org_tag(None), retention_class: None, hash: [2; 32] },
         ];
         let mut blob = Vec::new();
@@ -282,6 +288,8 @@ mod tests {
         assert_eq!(crate::config::parse_signing_key(&seed).expect("seed").verifying_key(), signer.verifying_key());
         let short = base64::engine::general_purpose::STANDARD.encode([5u8; 31]);
         assert!(crate::config::parse_signing_key(&short).expect_err("31 bytes").contains("32 bytes"));
-        assert!(crate::config::parse_signing_key("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----").is_err());
+        assert!(
+            crate::config::parse_signing_key("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----").is_err()
+        );
     }
 }

@@ -38,8 +38,11 @@ pub struct Written {
 pub async fn export(client: &Client, scope: &Scope, out: &mut dyn Write) -> anyhow::Result<Written> {
     source::begin(client).await?;
     let headers = source::headers(client).await?;
-    let overlapping: Vec<i64> =
-        headers.iter().filter(|d| scope.overlaps(d.header.first_created, d.header.last_created)).map(|d| d.header.seq).collect();
+    let overlapping: Vec<i64> = headers
+        .iter()
+        .filter(|d| scope.overlaps(d.header.first_created, d.header.last_created))
+        .map(|d| d.header.seq)
+        .collect();
     let tag = digest::org_tag(scope.org);
     let mut relevant: Vec<(i64, Vec<u8>)> = Vec::new();
     source::entries(client, &overlapping, |seq, blob| {
@@ -60,7 +63,8 @@ pub async fn export(client: &Client, scope: &Scope, out: &mut dyn Write) -> anyh
         _ => None,
     };
     let sealed_to = headers.last().map(|d| d.header.to_xid).unwrap_or(0);
-    let mut key_ids: Vec<String> = headers.iter().map(|d| d.header.key_id.clone()).collect::<HashSet<_>>().into_iter().collect();
+    let mut key_ids: Vec<String> =
+        headers.iter().map(|d| d.header.key_id.clone()).collect::<HashSet<_>>().into_iter().collect();
     key_ids.sort();
     let line = json!({
         "type": "export",
@@ -163,10 +167,13 @@ pub fn verify_file(
     if head["type"] != "export" || head["format"] != FORMAT {
         anyhow::bail!("not an audit export ({FORMAT})");
     }
-    let time = |k: &str| head[k].as_str().and_then(|s| DateTime::parse_from_rfc3339(s).ok()).map(|t| t.with_timezone(&Utc));
-    let scope = Scope { org: head["organizationId"].as_str().and_then(|s| s.parse().ok()), from: time("from"), to: time("to") };
+    let time =
+        |k: &str| head[k].as_str().and_then(|s| DateTime::parse_from_rfc3339(s).ok()).map(|t| t.with_timezone(&Utc));
+    let scope =
+        Scope { org: head["organizationId"].as_str().and_then(|s| s.parse().ok()), from: time("from"), to: time("to") };
     let mut verifier = make(scope.clone());
-    let (mut digests, mut blobs, mut rows, mut retention, mut end) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), None);
+    let (mut digests, mut blobs, mut rows, mut retention, mut end) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), None);
     for (n, line) in lines.enumerate() {
         let line = line?;
         let v: Value = serde_json::from_str(&line).map_err(|e| anyhow::anyhow!("line {}: {e}", n + 2))?;
@@ -203,9 +210,14 @@ pub fn verify_file(
     }
     match end {
         None => verifier.problem(Finding::Truncated { why: "no end line".into() }),
-        Some(end) if end["digests"].as_u64() != Some(counts.0 as u64) || end["rows"].as_u64() != Some(counts.1 as u64) => {
+        Some(end)
+            if end["digests"].as_u64() != Some(counts.0 as u64) || end["rows"].as_u64() != Some(counts.1 as u64) =>
+        {
             verifier.problem(Finding::Truncated {
-                why: format!("the end line counts {} digest(s) and {} row(s), the file has {} and {}", end["digests"], end["rows"], counts.0, counts.1),
+                why: format!(
+                    "the end line counts {} digest(s) and {} row(s), the file has {} and {}",
+                    end["digests"], end["rows"], counts.0, counts.1
+                ),
             })
         }
         Some(_) => {}

@@ -212,7 +212,10 @@ async fn seal_in(conn: &HeldConnection, key: &SigningKey, known: &mut Option<Kno
 fn check_head(head: Option<&Signed>, key: &SigningKey, known: Option<Known>) -> Result<(), SealError> {
     if let Some(known) = known {
         let Some(head) = head else {
-            return Err(SealError { reason: "head_missing", message: format!("digest {} and every other digest are gone", known.seq) });
+            return Err(SealError {
+                reason: "head_missing",
+                message: format!("digest {} and every other digest are gone", known.seq),
+            });
         };
         if head.header.seq < known.seq || (head.header.seq == known.seq && head.header.hash() != known.hash) {
             return Err(SealError {
@@ -236,7 +239,11 @@ fn check_head(head: Option<&Signed>, key: &SigningKey, known: Option<Known>) -> 
 
 /// The rows of the next digest and the end of its range: at most [`MAX_ROWS`] rows, never splitting one
 /// transaction's rows; `None` when no row is left below the horizon.
-async fn next_chunk(conn: &HeldConnection, from: i64, horizon: i64) -> Result<Option<(Vec<(i64, String)>, i64)>, SealError> {
+async fn next_chunk(
+    conn: &HeldConnection,
+    from: i64,
+    horizon: i64,
+) -> Result<Option<(Vec<(i64, String)>, i64)>, SealError> {
     let limit = MAX_ROWS as i32;
     let mut rows = fetch(conn, from, horizon, limit).await?;
     if rows.is_empty() {

@@ -20,9 +20,7 @@ const BATCH: usize = 4096;
 
 /// Open the snapshot every read below shares.
 pub async fn begin(client: &Client) -> anyhow::Result<()> {
-    client
-        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL \"TimeZone\" = 'UTC'")
-        .await?;
+    client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL \"TimeZone\" = 'UTC'").await?;
     Ok(())
 }
 
@@ -36,7 +34,8 @@ pub async fn headers(client: &Client) -> anyhow::Result<Vec<Signed>> {
 /// The entries of the digests `seqs`, a few at a time; `each` sees (seq, blob).
 pub async fn entries(client: &Client, seqs: &[i64], mut each: impl FnMut(i64, &[u8])) -> anyhow::Result<()> {
     for chunk in seqs.chunks(64) {
-        let rows = client.query("SELECT seq, entries FROM audit_digests WHERE seq = ANY($1) ORDER BY seq", &[&chunk]).await?;
+        let rows =
+            client.query("SELECT seq, entries FROM audit_digests WHERE seq = ANY($1) ORDER BY seq", &[&chunk]).await?;
         for row in rows {
             let blob: Vec<u8> = row.get(1);
             each(row.get(0), &blob);
@@ -47,8 +46,7 @@ pub async fn entries(client: &Client, seqs: &[i64], mut each: impl FnMut(i64, &[
 
 /// Retention drops (`audit_retention_log`), when the table exists: (class, cutoff).
 pub async fn retention(client: &Client) -> anyhow::Result<Vec<(String, DateTime<Utc>)>> {
-    let exists: bool =
-        client.query_one("SELECT to_regclass('audit_retention_log') IS NOT NULL", &[]).await?.get(0);
+    let exists: bool = client.query_one("SELECT to_regclass('audit_retention_log') IS NOT NULL", &[]).await?.get(0);
     if !exists {
         return Ok(Vec::new());
     }

@@ -59,7 +59,11 @@ impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Modified { id, created_at, seq } => {
-                write!(f, "MODIFIED row {id} created {} (digest {seq}): its content differs from the sealed hash", timestamp(*created_at))
+                write!(
+                    f,
+                    "MODIFIED row {id} created {} (digest {seq}): its content differs from the sealed hash",
+                    timestamp(*created_at)
+                )
             }
             Self::Reordered { id, sealed, now, seq } => write!(
                 f,
@@ -79,7 +83,10 @@ impl fmt::Display for Finding {
             Self::DigestMissing { first, last, from_xid, to_xid, rows } => {
                 let seqs = if first == last { format!("{first}") } else { format!("{first}..{last}") };
                 let to = to_xid.map_or("?".to_owned(), |t| t.to_string());
-                write!(f, "DIGEST-MISSING seq {seqs} (transactions {from_xid}..{to}): {rows} row(s) there cannot be checked")
+                write!(
+                    f,
+                    "DIGEST-MISSING seq {seqs} (transactions {from_xid}..{to}): {rows} row(s) there cannot be checked"
+                )
             }
             Self::DigestForged { seq, why } => write!(f, "DIGEST-FORGED seq {seq}: {why}"),
             Self::UnknownKey { seq, key_id } => {
@@ -207,7 +214,13 @@ impl Verifier {
             match prev {
                 None if from_start && h.seq != 1 => {
                     self.missing.push((0, Some(h.from_xid), findings.len()));
-                    findings.push(Finding::DigestMissing { first: 1, last: h.seq - 1, from_xid: 0, to_xid: Some(h.from_xid), rows: 0 });
+                    findings.push(Finding::DigestMissing {
+                        first: 1,
+                        last: h.seq - 1,
+                        from_xid: 0,
+                        to_xid: Some(h.from_xid),
+                        rows: 0,
+                    });
                 }
                 Some((p, _)) if h.seq != p.header.seq + 1 => {
                     self.missing.push((p.header.to_xid, Some(h.from_xid), findings.len()));
@@ -263,18 +276,29 @@ impl Verifier {
         let entries = match digest::decode_entries(blob) {
             Ok(e) => e,
             Err(why) => {
-                self.report.findings.push(Finding::DigestForged { seq, why: format!("its entries cannot be read: {why}") });
+                self.report
+                    .findings
+                    .push(Finding::DigestForged { seq, why: format!("its entries cannot be read: {why}") });
                 return;
             }
         };
         if entries.len() != d.header.row_count as usize {
-            self.report.findings.push(Finding::DigestForged { seq, why: "its entry count is not the signed one".into() });
+            self.report
+                .findings
+                .push(Finding::DigestForged { seq, why: "its entry count is not the signed one".into() });
         }
         for e in entries {
             let in_scope = self.scope.has_time(e.created_at) && self.org_tag.is_none_or(|t| t == e.org_tag);
             self.listed.insert(
                 e.id,
-                Listed { seq, created_at: e.created_at, class: e.retention_class, hash: e.hash, in_scope, matched: false },
+                Listed {
+                    seq,
+                    created_at: e.created_at,
+                    class: e.retention_class,
+                    hash: e.hash,
+                    in_scope,
+                    matched: false,
+                },
             );
         }
     }
@@ -334,11 +358,19 @@ impl Verifier {
         let mut gone: Vec<(&Uuid, &Listed)> = self.listed.iter().filter(|(_, l)| l.in_scope && !l.matched).collect();
         gone.sort_by_key(|(id, l)| (l.created_at, **id));
         for (id, l) in gone {
-            let expired = l.class.as_ref().is_some_and(|c| retention.iter().any(|(rc, cutoff)| rc == c && *cutoff > l.created_at));
+            let expired = l
+                .class
+                .as_ref()
+                .is_some_and(|c| retention.iter().any(|(rc, cutoff)| rc == c && *cutoff > l.created_at));
             if expired {
                 *self.report.expired.entry(l.class.clone().unwrap_or_default()).or_default() += 1;
             } else {
-                self.report.findings.push(Finding::Deleted { id: *id, created_at: l.created_at, class: l.class.clone(), seq: l.seq });
+                self.report.findings.push(Finding::Deleted {
+                    id: *id,
+                    created_at: l.created_at,
+                    class: l.class.clone(),
+                    seq: l.seq,
+                });
             }
         }
         self.report
