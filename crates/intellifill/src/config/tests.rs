@@ -106,6 +106,7 @@ fn every_problem_is_reported_once_with_its_variable() {
         auth_auto_provision: Some("maybe".into()),
         bind_addr: Some("localhost".into()),
         metrics_bearer_token: Some("scrape".into()),
+        audit_signing_key: minimal().audit_signing_key,
         ..ServeArgs::default()
     };
     let errs = Config::from_args(&args).expect_err("invalid");
