@@ -1,4 +1,5 @@
-//! The command line: `serve`, `migrate`, `audit retention`, and with the `dev` feature (on by default) `dev` and
+//! The command line: `serve`, `migrate`, `audit retention | verify | export | public-key | generate-key`, and with
+//! the `dev` feature (on by default) `dev` and
 //! `emulator`.
 
 use std::process::ExitCode;
@@ -38,6 +39,16 @@ pub enum AuditCommand {
     /// Drop the audit partitions older than their class's retention, recording each drop in
     /// audit_retention_log (as the owner role; the server itself can never delete audit rows).
     Retention(RetentionArgs),
+    /// Check the audit trail against its signed digests: every modified, deleted, inserted or reordered row,
+    /// every missing or forged digest. Exit 0: verifies; 1: does not; 2: could not be checked.
+    Verify(crate::audit::seal::commands::VerifyArgs),
+    /// Write an organization's sealed rows of a time range, with the digests that prove them, as JSON lines
+    /// (check it offline with `audit verify --file`).
+    Export(crate::audit::seal::commands::ExportArgs),
+    /// Print the public key (PEM) of AUDIT_SIGNING_KEY / AUDIT_SIGNING_KEY_FILE, for auditors.
+    PublicKey,
+    /// Print a new Ed25519 signing key (PKCS#8 PEM) for AUDIT_SIGNING_KEY.
+    GenerateKey,
 }
 
 #[derive(Debug, clap::Args)]
@@ -78,6 +89,9 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Command::Audit(AuditCommand::Verify(args)) = cli.command {
+        return runtime.block_on(crate::audit::seal::commands::verify(args));
+    }
     let result = runtime.block_on(run(cli.command));
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -124,6 +138,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
             print!("{}", retention::report(&removed, policy, run));
             Ok(())
         }
+        Command::Audit(AuditCommand::Verify(args)) => {
+            let _ = crate::audit::seal::commands::verify(args).await;
+            Ok(())
+        }
+        Command::Audit(AuditCommand::Export(args)) => crate::audit::seal::commands::export(args).await,
+        Command::Audit(AuditCommand::PublicKey) => crate::audit::seal::commands::public_key(),
+        Command::Audit(AuditCommand::GenerateKey) => crate::audit::seal::commands::generate_key(),
         #[cfg(feature = "dev")]
         Command::Emulator(args) => {
             telemetry::init(telemetry::format_from_env(LogFormat::Pretty), "info");

@@ -10,6 +10,7 @@ use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 
 use crate::audit::Auditor;
+use crate::audit::seal::Sealer;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::db::{Db, guard};
@@ -26,6 +27,8 @@ pub struct Application {
     /// `/metrics` on a port of its own, when `METRICS_BIND_ADDR` is set.
     metrics_listener: Option<TcpListener>,
     state: AppState,
+    /// Seals the audit trail in signed digests (`audit::seal`), when a key is configured.
+    sealer: Sealer,
     /// Routes served besides the API's (dev mode's demo page), outside the route table and the contract.
     extra: axum::Router,
 }
@@ -68,6 +71,7 @@ impl Application {
             None => None,
         };
         let audit = Auditor::start(config.audit.clone(), db.clone(), kv.clone())?;
+        let sealer = Sealer::start(&config.audit.seal, db.clone());
         let rate_limits = RateLimits::new(&config.rate_limit, kv.clone());
         let readiness = Readiness::new(config.health.ready_cache, db.clone(), auth.gotrue().clone(), kv.clone());
         let state = AppState(Arc::new(App {
@@ -80,7 +84,7 @@ impl Application {
             http_metrics: Default::default(),
             readiness,
         }));
-        Ok(Application { listener, metrics_listener, state, extra: axum::Router::new() })
+        Ok(Application { listener, metrics_listener, state, sealer, extra: axum::Router::new() })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -103,7 +107,7 @@ impl Application {
 
     /// Serve until `shutdown` resolves; then stop accepting, drain, close the pool.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Application { listener, metrics_listener, state, extra } = self;
+        let Application { listener, metrics_listener, state, sealer, extra } = self;
         let limits = state.config.http.connections;
         if let Some(metrics_listener) = metrics_listener {
             let metrics = crate::router::metrics_router(state.clone());
@@ -136,6 +140,7 @@ impl Application {
         // Serving also ends when the listener fails: then the flush gets the whole grace period.
         let audit_deadline = stopping_rx.borrow().unwrap_or_else(|| tokio::time::Instant::now() + grace);
         state.audit.shutdown(audit_deadline).await;
+        sealer.stop().await;
         state.db.close();
         tracing::info!("server stopped");
         Ok(())

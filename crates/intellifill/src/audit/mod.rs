@@ -36,6 +36,7 @@ pub mod partitions;
 pub mod queue;
 pub mod retention;
 pub mod sanitize;
+pub mod seal;
 pub mod security;
 pub mod spool;
 pub mod writer;

@@ -3,8 +3,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::ServeArgs;
+use ed25519_dalek::SigningKey;
+use ed25519_dalek::pkcs8::DecodePrivateKey;
+
 use super::check::{Checker, Section};
+use super::{AppEnv, ServeArgs};
 
 /// Longest one audit insert may take before its batch is spooled instead (not configurable).
 const INSERT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -23,6 +26,7 @@ pub struct AuditConfig {
     pub spool_dir: PathBuf,
     pub anomaly: AnomalyConfig,
     pub partitions: PartitionConfig,
+    pub seal: SealConfig,
 }
 
 /// Audit partition maintenance (`audit::partitions`).
@@ -32,6 +36,15 @@ pub struct PartitionConfig {
     pub ahead_months: i32,
     /// Between two maintenance runs (`AUDIT_PARTITION_CHECK_SECONDS`).
     pub check_interval: Duration,
+}
+
+/// Sealing: digests of the audit rows, signed with a key the database never holds (`audit::seal`).
+#[derive(Debug, Clone)]
+pub struct SealConfig {
+    /// The signing key (`AUDIT_SIGNING_KEY` or `AUDIT_SIGNING_KEY_FILE`); `None`: this instance does not seal.
+    pub key: Option<SigningKey>,
+    /// How often the sealer looks for finished rows (`AUDIT_SEAL_INTERVAL_SECS`).
+    pub interval: Duration,
 }
 
 /// Smallest `AUDIT_QUEUE_MAX_BYTES` beyond room for bodies: the rest of a request's event (path, query, user
@@ -109,7 +122,7 @@ pub struct AnomalyConfig {
 }
 
 /// The audit section.
-pub(super) fn from_args(args: &ServeArgs) -> Section<AuditConfig> {
+pub(super) fn from_args(args: &ServeArgs, app_env: Option<AppEnv>) -> Section<AuditConfig> {
     let mut c = Checker::default();
     let audit = AuditConfig {
         exclude_paths: exclude_paths(&mut c, args),
@@ -132,6 +145,7 @@ pub(super) fn from_args(args: &ServeArgs) -> Section<AuditConfig> {
                 (1, 86_400),
             ),
         },
+        seal: seal(&mut c, args, app_env),
     };
     // A request's event must fit, with room for a few more: else every request with a body is refused.
     if audit.queue_max_bytes < 4 * audit.max_body_bytes + MIN_QUEUE_BYTES {
@@ -159,6 +173,60 @@ fn exclude_paths(c: &mut Checker, args: &ServeArgs) -> Vec<ExcludedPath> {
         }
     }
     paths
+}
+
+/// `AUDIT_SEALING`, `AUDIT_SIGNING_KEY` / `AUDIT_SIGNING_KEY_FILE`, `AUDIT_SEAL_INTERVAL_SECS`.
+///
+/// Production without a key refuses to start unless sealing is turned off explicitly (`AUDIT_SEALING=off`):
+/// an unsealed trail must be a decision written in the deployment, never an accident. Development and test
+/// run without sealing when no key is given.
+fn seal(c: &mut Checker, args: &ServeArgs, app_env: Option<AppEnv>) -> SealConfig {
+    let on = c.choice("AUDIT_SEALING", &args.audit_sealing, &[("on", true), ("off", false)]);
+    let interval = c.seconds("AUDIT_SEAL_INTERVAL_SECS", &args.audit_seal_interval_secs, (1, 86_400));
+    let inline = c.optional("AUDIT_SIGNING_KEY", &args.audit_signing_key);
+    let file = c.optional("AUDIT_SIGNING_KEY_FILE", &args.audit_signing_key_file);
+    let key = match (inline, file) {
+        (Some(_), Some(_)) => {
+            c.problem("AUDIT_SIGNING_KEY", "set AUDIT_SIGNING_KEY or AUDIT_SIGNING_KEY_FILE, not both");
+            None
+        }
+        (Some(text), None) => parse_signing_key(text).map_err(|p| c.problem("AUDIT_SIGNING_KEY", p)).ok(),
+        (None, Some(path)) => match std::fs::read_to_string(path) {
+            Ok(text) => parse_signing_key(&text).map_err(|p| c.problem("AUDIT_SIGNING_KEY_FILE", p)).ok(),
+            Err(e) => {
+                c.problem("AUDIT_SIGNING_KEY_FILE", format!("cannot read {path:?}: {e}"));
+                None
+            }
+        },
+        (None, None) => {
+            if on && app_env == Some(AppEnv::Production) {
+                c.problem(
+                    "AUDIT_SIGNING_KEY",
+                    "production seals the audit trail: set AUDIT_SIGNING_KEY or AUDIT_SIGNING_KEY_FILE (generate \
+                     one with `intellifill audit generate-key`), or run unsealed on purpose with AUDIT_SEALING=off",
+                );
+            }
+            None
+        }
+    };
+    SealConfig { key: if on { key } else { None }, interval }
+}
+
+/// An Ed25519 signing key: PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`, as `openssl genpkey -algorithm ed25519`
+/// and `intellifill audit generate-key` write it) or the 32-byte seed in base64. The problem never quotes the
+/// text.
+pub fn parse_signing_key(text: &str) -> Result<SigningKey, String> {
+    let text = text.trim();
+    if text.starts_with("-----BEGIN") {
+        return SigningKey::from_pkcs8_pem(text)
+            .map_err(|_| "is not an Ed25519 private key in PKCS#8 PEM (BEGIN PRIVATE KEY)".to_owned());
+    }
+    use base64::Engine as _;
+    let seed = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|_| "expected PKCS#8 PEM or a base64 32-byte seed".to_owned())?;
+    let seed: [u8; 32] = seed.try_into().map_err(|_| "a base64 seed must decode to exactly 32 bytes".to_owned())?;
+    Ok(SigningKey::from_bytes(&seed))
 }
 
 /// `ANOMALY_*` thresholds and `SECURITY_AUTO_LOCK`.

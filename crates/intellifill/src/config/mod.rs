@@ -29,7 +29,7 @@ use std::net::SocketAddr;
 use clap::Parser;
 use secrecy::ExposeSecret;
 
-pub use audit::{AnomalyConfig, AuditConfig, PartitionConfig, WriterConfig};
+pub use audit::{AnomalyConfig, AuditConfig, PartitionConfig, SealConfig, WriterConfig, parse_signing_key};
 pub use auth::{AuthConfig, JwtKeys, OutageMode, StartupKeyCheck, VerifyMode};
 pub use browser::{BrowserConfig, CorsConfig, CorsOrigins, parse_origin, parse_origins};
 pub use check::{ConfigErrors, ConfigProblem};
@@ -205,6 +205,20 @@ pub struct ServeArgs {
     /// How often the server runs audit partition maintenance (once at start, then at this interval).
     #[arg(long, env = "AUDIT_PARTITION_CHECK_SECONDS", default_value = "3600")]
     pub audit_partition_check_seconds: Option<String>,
+    /// Seal the audit trail in signed digests: on | off. On needs a signing key in production (start is
+    /// refused without one); elsewhere no key means no sealing.
+    #[arg(long, env = "AUDIT_SEALING", default_value = "on")]
+    pub audit_sealing: Option<String>,
+    /// Ed25519 key that signs audit digests: PKCS#8 PEM or a base64 32-byte seed (`intellifill audit
+    /// generate-key`). The database never sees it.
+    #[arg(long, env = "AUDIT_SIGNING_KEY", hide_env_values = true)]
+    pub audit_signing_key: Option<String>,
+    /// File holding the audit signing key (instead of AUDIT_SIGNING_KEY).
+    #[arg(long, env = "AUDIT_SIGNING_KEY_FILE")]
+    pub audit_signing_key_file: Option<String>,
+    /// How often finished audit rows are sealed into a signed digest, in seconds.
+    #[arg(long, env = "AUDIT_SEAL_INTERVAL_SECS", default_value = "60")]
+    pub audit_seal_interval_secs: Option<String>,
     /// Deactivate a user on a critical security event (mass delete, cross-tenant burst).
     #[arg(long, env = "SECURITY_AUTO_LOCK", default_value = "false")]
     pub security_auto_lock: Option<String>,
@@ -365,7 +379,7 @@ impl Config {
         let redis = keep(&mut problems, redis::from_args(args));
         let http = keep(&mut problems, http::from_args(args));
         let browser = keep(&mut problems, browser::from_args(args));
-        let audit = keep(&mut problems, audit::from_args(args));
+        let audit = keep(&mut problems, audit::from_args(args, app_env));
         let rate_limit = keep(&mut problems, ratelimit::from_args(args));
         let metrics = keep(&mut problems, observability::from_args(args, app_env));
         let health = keep(&mut problems, observability::health(args));

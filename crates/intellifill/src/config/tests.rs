@@ -10,8 +10,26 @@ fn minimal() -> ServeArgs {
         supabase_url: Some("http://127.0.0.1:9999".into()),
         supabase_anon_key: Some("anon".into()),
         metrics_bearer_token: Some("scrape".into()),
+        audit_signing_key: Some("BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=".into()),
         ..ServeArgs::default()
     }
+}
+
+#[test]
+fn production_seals_the_audit_trail_unless_told_otherwise() {
+    assert!(Config::from_args(&minimal()).expect("valid").audit.seal.key.is_some());
+    let keyless = ServeArgs { audit_signing_key: None, ..minimal() };
+    let text = Config::from_args(&keyless).expect_err("no key in production").to_string();
+    assert!(text.contains("AUDIT_SIGNING_KEY") && text.contains("AUDIT_SEALING=off"), "{text}");
+    let off = ServeArgs { audit_sealing: Some("off".into()), ..keyless.clone() };
+    assert!(Config::from_args(&off).expect("unsealed on purpose").audit.seal.key.is_none());
+    let dev = ServeArgs { app_env: Some("development".into()), ..keyless.clone() };
+    assert!(Config::from_args(&dev).expect("dev runs unsealed").audit.seal.key.is_none());
+    let bad = ServeArgs { audit_signing_key: Some("not-a-key-secret".into()), ..minimal() };
+    let text = Config::from_args(&bad).expect_err("bad key").to_string();
+    assert!(text.contains("AUDIT_SIGNING_KEY") && !text.contains("not-a-key-secret"), "{text}");
+    let both = ServeArgs { audit_signing_key_file: Some("/nonexistent".into()), ..minimal() };
+    assert!(Config::from_args(&both).expect_err("both").to_string().contains("not both"));
 }
 
 #[test]
@@ -88,6 +106,7 @@ fn every_problem_is_reported_once_with_its_variable() {
         auth_auto_provision: Some("maybe".into()),
         bind_addr: Some("localhost".into()),
         metrics_bearer_token: Some("scrape".into()),
+        audit_signing_key: minimal().audit_signing_key,
         ..ServeArgs::default()
     };
     let errs = Config::from_args(&args).expect_err("invalid");

@@ -421,7 +421,11 @@ async fn serve_with_a_refused_api_key_says_so_once_and_answers_503() {
 async fn production_refuses_to_start_with_a_refused_api_key_but_not_with_an_unreachable_auth_service() {
     let emulator =
         gotrue_emulator::Emulator::start(Default::default(), ([127, 0, 0, 1], 0).into()).await.expect("emulator");
-    let production = [("APP_ENV", "production"), ("METRICS_BEARER_TOKEN", "scrape-token")];
+    let production = [
+        ("APP_ENV", "production"),
+        ("METRICS_BEARER_TOKEN", "scrape-token"),
+        ("AUDIT_SIGNING_KEY", "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc="),
+    ];
 
     let wrong = [&production[..], &[("SUPABASE_ANON_KEY", "sb_publishable_not_this_projects")]].concat();
     let served = Served::start(&emulator, &wrong).await;

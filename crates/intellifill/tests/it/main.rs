@@ -10,6 +10,8 @@ mod audit;
 mod audit_atomic;
 mod audit_bounds;
 mod audit_partitions;
+mod audit_seal;
+mod audit_seal_restarts;
 mod auth_basic;
 mod auth_cache_trust;
 mod auth_clocks;
