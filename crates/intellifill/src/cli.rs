@@ -1,6 +1,5 @@
 //! The command line: `serve`, `migrate`, `audit retention | verify | export | public-key | generate-key`, and with
-//! the `dev` feature (on by default) `dev` and
-//! `emulator`.
+//! the `dev` feature (on by default) `dev` and `emulator`.
 
 use std::process::ExitCode;
 

@@ -230,7 +230,8 @@ mod tests {
         let h = header(&signer);
         let signed = Signed { signature: h.sign(&signer).to_vec(), header: h.clone() };
         assert_eq!(signed.check(&keys), Ok(()));
-        let changes: Vec<Box<dyn Fn(&mut Header)>> = vec![
+        type Change = Box<dyn Fn(&mut Header)>;
+        let changes: Vec<Change> = vec![
             Box::new(|h| h.seq += 1),
             Box::new(|h| h.prev_hash[0] ^= 1),
             Box::new(|h| h.from_xid -= 1),

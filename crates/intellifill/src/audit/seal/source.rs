@@ -15,6 +15,9 @@ use super::digest::Signed;
 use super::store;
 use super::verify::{Report, Scope, Verifier};
 
+/// A batch of rows being hashed on a blocking thread: each canonical row with its size.
+type Hashing = tokio::task::JoinHandle<Result<Vec<(CanonicalRow, i64)>, String>>;
+
 /// Rows hashed per batch (handed to a blocking thread while the next batch streams in).
 const BATCH: usize = 4096;
 
@@ -78,7 +81,7 @@ pub async fn rows(
     let stream = client.query_raw(&sql, params).await?;
     let mut stream = pin!(stream);
     let mut batch: Vec<(i64, String)> = Vec::with_capacity(BATCH);
-    let mut hashing: Option<tokio::task::JoinHandle<Result<Vec<(CanonicalRow, i64)>, String>>> = None;
+    let mut hashing: Option<Hashing> = None;
     loop {
         let next = stream.next().await.transpose()?;
         let done = next.is_none();
