@@ -4,7 +4,7 @@
 //! with SIGKILL under load.
 
 use std::collections::HashSet;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -190,20 +190,10 @@ impl Server {
     async fn start(app: &TestApp, env: &[(&str, &str)]) -> Server {
         let port = testkit::free_port().expect("port");
         let spool = tempfile::tempdir().expect("spool");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_intellifill"));
-        cmd.arg("serve")
-            .env_clear()
-            .env("BIND_ADDR", format!("127.0.0.1:{port}"))
-            .env("APP_ENV", "test")
-            .env("DATABASE_URL", &app.runtime_url)
-            .env("DATABASE_STATEMENTS", app.statements())
-            .env("SUPABASE_URL", app.emulator.base_url())
-            .env("SUPABASE_ANON_KEY", app.emulator.anon_key())
-            .env("AUDIT_SPOOL_DIR", spool.path())
+        let mut cmd = app.serve_command(spool.path());
+        cmd.env("BIND_ADDR", format!("127.0.0.1:{port}"))
             .env("RATE_LIMIT_ENABLED", "false")
-            .env("LOG_FORMAT", "json")
             .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         for (k, v) in env {

@@ -10,25 +10,16 @@ use crate::helpers::TestApp;
 async fn a_trail_verifies_after_the_server_is_killed_mid_load() {
     let keys = Keys::new(11);
     let (mut app, owner, org) = TestApp::with_org_using(|a| keys.apply(a), "Killed").await;
-    let runtime_url = app.runtime_url.clone();
-    let statements = app.statements();
     app.stop().await.expect("stop");
     let spool = tempfile::tempdir().expect("spool");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_intellifill"))
-        .arg("serve")
-        .env_clear()
-        .env("APP_ENV", "test")
+    let mut serve = app.serve_command(spool.path());
+    serve
         .env("BIND_ADDR", "127.0.0.1:0")
-        .env("DATABASE_URL", &runtime_url)
-        .env("DATABASE_STATEMENTS", statements)
-        .env("SUPABASE_URL", app.emulator.base_url())
-        .env("SUPABASE_ANON_KEY", app.emulator.anon_key())
-        .env("AUDIT_SPOOL_DIR", spool.path())
         .env("AUDIT_SIGNING_KEY", &keys.seed)
         .env("AUDIT_SEAL_INTERVAL_SECS", "1")
         .env("AUDIT_FLUSH_INTERVAL_MS", "50")
-        .env("LOG_FORMAT", "json")
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", "info");
+    let mut child = tokio::process::Command::from(serve)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)

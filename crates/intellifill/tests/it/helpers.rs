@@ -221,6 +221,24 @@ impl TestApp {
         if self._bouncer.is_some() { "unnamed" } else { "auto" }
     }
 
+    /// `intellifill serve` as a child process against this app's database (as the runtime role, in the
+    /// suite's statement mode), auth emulator and `spool`, with JSON logs and no stdin: the caller adds its
+    /// address, log level, output and settings.
+    pub fn serve_command(&self, spool: &std::path::Path) -> std::process::Command {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_intellifill"));
+        cmd.arg("serve")
+            .env_clear()
+            .env("APP_ENV", "test")
+            .env("DATABASE_URL", &self.runtime_url)
+            .env("DATABASE_STATEMENTS", self.statements())
+            .env("SUPABASE_URL", self.emulator.base_url())
+            .env("SUPABASE_ANON_KEY", self.emulator.anon_key())
+            .env("AUDIT_SPOOL_DIR", spool)
+            .env("LOG_FORMAT", "json")
+            .stdin(std::process::Stdio::null());
+        cmd
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }

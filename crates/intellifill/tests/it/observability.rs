@@ -214,21 +214,12 @@ async fn security_log_lines_carry_values_a_log_pipeline_can_parse() {
     let (_, target) = app.owned_org("Probed by a logger").await;
     let port = testkit::free_port().expect("port");
     let spool = tempfile::tempdir().expect("spool");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_intellifill"))
-        .arg("serve")
-        .env_clear()
+    let mut child = app
+        .serve_command(spool.path())
         .env("BIND_ADDR", format!("127.0.0.1:{port}"))
-        .env("APP_ENV", "test")
-        .env("DATABASE_URL", &app.runtime_url)
-        .env("DATABASE_STATEMENTS", app.statements())
-        .env("SUPABASE_URL", app.emulator.base_url())
-        .env("SUPABASE_ANON_KEY", app.emulator.anon_key())
-        .env("AUDIT_SPOOL_DIR", spool.path())
         .env("AUDIT_FLUSH_INTERVAL_MS", "50")
         .env("ANOMALY_SEARCHES_PER_MINUTE", "2")
-        .env("LOG_FORMAT", "json")
         .env("RUST_LOG", "info")
-        .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
