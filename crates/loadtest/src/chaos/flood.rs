@@ -460,16 +460,20 @@ impl Judged {
         }
         let mib = |kib: u64| (kib as f64 / 1024.0 * 10.0).round() / 10.0;
         let at_or_before = |t: Duration| samples.iter().rev().find(|s| s.at <= t).or(samples.first());
-        let cpu_between = |a: Duration, b: Duration| match (at_or_before(a), at_or_before(b)) {
-            (Some(x), Some(y)) if y.at > x.at => ((y.cpu - x.cpu).as_secs_f64(), (y.at - x.at).as_secs_f64()),
-            _ => (0.0, 0.0),
-        };
-        let (base_cpu, base_secs) = cpu_between(Duration::from_secs(1), flood_start);
-        let (flood_cpu, flood_secs) = cpu_between(flood_start, flood_end);
-        let cores = |f: fn(&ProcSample) -> Duration| match (at_or_before(flood_start), at_or_before(flood_end)) {
-            (Some(x), Some(y)) if flood_secs > 0.0 => (f(y).saturating_sub(f(x))).as_secs_f64() / flood_secs,
+        // CPU seconds one of the sample's clocks advanced between two instants, and the seconds between them.
+        let cpu_between =
+            |a: Duration, b: Duration, clock: fn(&ProcSample) -> Duration| match (at_or_before(a), at_or_before(b)) {
+                (Some(x), Some(y)) if y.at > x.at => {
+                    (clock(y).saturating_sub(clock(x)).as_secs_f64(), (y.at - x.at).as_secs_f64())
+                }
+                _ => (0.0, 0.0),
+            };
+        let (base_cpu, base_secs) = cpu_between(Duration::from_secs(1), flood_start, |s| s.cpu);
+        let cores = |clock: fn(&ProcSample) -> Duration| match cpu_between(flood_start, flood_end, clock) {
+            (cpu, secs) if secs > 0.0 => cpu / secs,
             _ => 0.0,
         };
+        let (flood_cpu, _) = cpu_between(flood_start, flood_end, |s| s.cpu);
         let cores_during_flood = (cores(|s| s.cpu), cores(|s| s.harness_cpu), cores(|s| s.machine_cpu));
         let mut lags: Vec<Duration> = Vec::new();
         let mut rows_missing = 0;
