@@ -106,6 +106,16 @@ fn register() {
         "audit_partition_maintenance_last_success_seconds",
         "unix time of the last successful audit partition maintenance"
     );
+    describe_counter!("audit_seal_digests_total", "audit digests this instance sealed");
+    describe_counter!("audit_seal_rows_total", "audit rows this instance sealed");
+    describe_counter!(
+        "audit_seal_failures_total",
+        "sealer runs that failed: database (retried next interval), head_missing or head_forged (refused)"
+    );
+    describe_gauge!(
+        "audit_seal_last_success_seconds",
+        "unix time of this instance's last sealer run that committed (with or without rows to seal)"
+    );
     describe_counter!("security_events_total", "security events by kind and severity");
     describe_counter!("rate_limit_decisions_total", "rate limit decisions by policy");
     describe_gauge!("http_connections_open", "open client connections, by listener");

@@ -59,11 +59,16 @@ pub async fn wait_sealed(app: &TestApp) -> i64 {
 /// `intellifill audit <args>` as the database superuser; (exit code, stdout lines).
 pub fn audit_cli(app: &TestApp, args: &[&str]) -> (i32, Vec<String>) {
     let shared = futures::executor::block_on(testkit::Shared::get()).expect("shared");
+    audit_cli_at(&shared.pg_superuser_url(&app.db), args)
+}
+
+/// `intellifill audit <args>` against the database at `url`; (exit code, stdout lines).
+pub fn audit_cli_at(url: &str, args: &[&str]) -> (i32, Vec<String>) {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_intellifill"))
         .arg("audit")
         .args(args)
         .env_clear()
-        .env("DATABASE_MIGRATION_URL", shared.pg_superuser_url(&app.db))
+        .env("DATABASE_MIGRATION_URL", url)
         .output()
         .expect("run audit");
     let stdout = String::from_utf8_lossy(&output.stdout).lines().map(str::to_owned).collect::<Vec<_>>();
@@ -273,4 +278,50 @@ async fn an_export_verifies_offline_and_a_changed_or_missing_line_does_not() {
     let found = findings(&lines);
     assert!(found.contains(&("DELETED".to_owned(), id)), "{lines:#?}");
     assert!(found.iter().any(|(k, _)| k == "EXPORT-TRUNCATED:"), "the end line's count no longer matches: {lines:#?}");
+}
+
+#[tokio::test]
+async fn a_truncated_month_is_deleted_rows_unless_the_retention_log_records_its_drop() {
+    let keys = Keys::new(10);
+    let (mut app, owner, org) = TestApp::with_org_using(|a| keys.apply(a), "Truncated").await;
+    traffic(&app, &owner, org, 3).await;
+    wait_sealed(&app).await;
+    app.stop().await.expect("stop");
+    assert_verifies(&app, &keys);
+
+    let shared = testkit::Shared::get().await.expect("shared");
+    let su = shared.superuser_client(&app.db).await.expect("superuser");
+    let month: String = su
+        .query_one("SELECT 'audit_log_read_' || to_char(now() AT TIME ZONE 'UTC', 'YYYYMM')", &[])
+        .await
+        .expect("partition name")
+        .get(0);
+    let gone: BTreeSet<(String, String)> = su
+        .query(&format!("SELECT id FROM {month} WHERE txid < (SELECT max(to_xid) FROM audit_digests)::text::xid8"), &[])
+        .await
+        .expect("the month's rows")
+        .iter()
+        .map(|r| ("DELETED".to_owned(), r.get::<_, Uuid>(0).to_string()))
+        .collect();
+    assert!(gone.len() >= 3, "sealed reads of this month are there to lose: {gone:?}");
+    su.batch_execute(&format!("TRUNCATE {month}")).await.expect("truncate");
+
+    let (code, lines) = verify(&app, &keys);
+    assert_eq!(code, 1, "{lines:#?}");
+    assert_eq!(findings(&lines), gone, "every sealed row of the month, and nothing else: {lines:#?}");
+
+    // The same rows removed by policy: a retention drop of the class covering the month is recorded.
+    su.batch_execute(&format!(
+        "INSERT INTO audit_retention_log (class, cutoff, rows, partitions)
+         VALUES ('read', date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' + interval '1 month',
+                 {}, ARRAY['{month}'])",
+        gone.len()
+    ))
+    .await
+    .expect("record the drop");
+    let (code, lines) = verify(&app, &keys);
+    assert_eq!(code, 0, "rows expired by retention are not problems: {lines:#?}");
+    let summary = lines.last().expect("summary");
+    let n = gone.len();
+    assert!(summary.contains(&format!("{n} (read {n}) expired by retention")), "{summary}");
 }

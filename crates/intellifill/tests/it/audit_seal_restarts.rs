@@ -1,10 +1,12 @@
 //! A clean trail stays verifiable through what a deployment goes through: a SIGKILL of the binary, a spool
-//! replay of old events, and three instances writing and sealing at once, stopped and started again.
+//! replay of old events, three instances writing and sealing at once, stopped and started again, and a
+//! database outage under the sealer.
 
 use std::time::Duration;
 
-use crate::audit_seal::{Keys, assert_verifies, wait_sealed};
-use crate::helpers::TestApp;
+use crate::audit_seal::{Keys, assert_verifies, audit_cli_at, wait_sealed};
+use crate::helpers::{TestApp, own_cluster, scalar};
+use crate::observability::{metrics, sample};
 
 #[tokio::test]
 async fn a_trail_verifies_after_the_server_is_killed_mid_load() {
@@ -146,4 +148,67 @@ async fn three_instances_write_and_seal_one_chain_and_it_verifies_after_they_res
     }
     let seqs: Vec<i64> = crate::helpers::column(&first.owner, "SELECT seq FROM audit_digests ORDER BY seq", &[]).await;
     assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "one chain without gaps");
+}
+
+#[tokio::test]
+async fn the_sealer_survives_a_database_outage_and_seals_the_backlog_when_it_returns() {
+    let keys = Keys::new(14);
+    let (pg, runtime_url, owner_url) = own_cluster("seal_outage").await;
+    let emulator = gotrue_emulator::Emulator::start(Default::default(), ([127, 0, 0, 1], 0).into()).await.expect("emu");
+    let app = TestApp::spawn_with_urls("seal_outage".into(), runtime_url, owner_url.clone(), emulator, |a| {
+        keys.apply(a);
+        a.db_pool_wait_timeout_ms = Some("500".into());
+        a.db_connect_timeout_ms = Some("500".into());
+    })
+    .await;
+    let (owner, org) = app.owned_org("Outage").await;
+    app.knowledge(&owner, org, "before", "sealed first").await;
+    let before = wait_sealed(&app).await;
+    let failed = |text: &str| sample(text, r#"audit_seal_failures_total{reason="database"}"#).unwrap_or(0.0);
+    assert_eq!(failed(&metrics(&app).await), 0.0);
+
+    pg.stop().await.expect("stop postgres");
+    let down = tokio::time::Instant::now() + Duration::from_secs(20);
+    while failed(&metrics(&app).await) < 2.0 {
+        assert!(tokio::time::Instant::now() < down, "the sealer retries at each interval while Postgres is down");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    pg.restart().await.expect("restart postgres");
+    let su = intellifill::testing::schema::connect(&owner_url).await.expect("owner again");
+    // Written once the pool reconnects; the events of the outage come back from the spool.
+    let up = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = app.http.post(app.url(&format!("/api/organizations/{org}/knowledge"))).bearer_auth(&owner.token);
+        let s = r.json(&serde_json::json!({"title": "after", "content": "x"})).send().await.expect("send").status();
+        if s.is_success() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < up, "writes succeed again after the restart ({s})");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    app.state.audit.flush().await;
+    let sealed = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let unsealed: i64 = scalar(
+            &su,
+            "SELECT count(*) FROM audit_log WHERE txid >= coalesce((SELECT max(to_xid) FROM audit_digests), 0)::text::xid8",
+            &[],
+        )
+        .await;
+        if unsealed == 0 && app.state.audit.spool_pending() == 0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < sealed, "{unsealed} row(s) still unsealed after the outage");
+        app.state.audit.flush().await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let after: i64 = scalar(&su, "SELECT count(*) FROM audit_digests", &[]).await;
+    assert!(after > before, "the backlog was sealed after the outage ({before} -> {after} digests)");
+    let writes: i64 = scalar(&su, "SELECT count(*) FROM audit_log WHERE action = 'knowledge.create'", &[]).await;
+    assert_eq!(writes, 2, "both writes have their row");
+    let (code, lines) = audit_cli_at(&owner_url, &["verify", "--public-key", keys.public_pem.to_str().expect("path")]);
+    assert_eq!(code, 0, "the trail verifies after the outage: {lines:#?}");
+    assert!(lines.last().is_some_and(|l| l.contains("0 problem(s)")), "{lines:#?}");
+    drop(app);
+    pg.stop().await.expect("stop");
 }

@@ -15,6 +15,10 @@
 //! process last wrote (a digest was removed) or is signed with this key but does not verify, it refuses,
 //! logs `event=security.audit_chain_broken` and counts `audit_seal_failures_total{reason}` until an operator
 //! looks (`intellifill audit verify`).
+//!
+//! Metrics: `audit_seal_digests_total`, `audit_seal_rows_total`, `audit_seal_failures_total{reason}` and
+//! `audit_seal_last_success_seconds` (unix time of this instance's last run that held the lock and committed,
+//! whether or not there was anything to seal; alerts `AuditSealingStale`, `AuditChainBroken`).
 
 use std::time::Duration;
 
@@ -91,6 +95,9 @@ async fn run(key: SigningKey, interval: Duration, db: Db, mut stopped: watch::Re
     let mut known = None;
     loop {
         let outcome = seal_once(&db, &key, &mut known).await;
+        if matches!(outcome, Ok(Outcome::Sealed { .. })) {
+            metrics::gauge!("audit_seal_last_success_seconds").set(Utc::now().timestamp() as f64);
+        }
         let again = match outcome {
             Ok(Outcome::Sealed { more: true, .. }) => Duration::ZERO,
             Ok(_) => interval,
