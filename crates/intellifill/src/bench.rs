@@ -4,10 +4,10 @@
 use axum::Router;
 
 pub use crate::audit::actions::RouteNote;
-pub use crate::audit::layer::{RequestFacts, Seen};
+pub use crate::audit::layer::facts::{RequestFacts, Seen};
 pub use crate::audit::sanitize::{Limits, Sanitizer};
 pub use crate::audit::{AuditNotes, Auditor};
-pub use crate::auth::Authenticator;
+pub use crate::auth::verify::Authenticator;
 use crate::http::middleware::{self, Layer, ResolveRoute, Served};
 use crate::http::step::StepLayer;
 use crate::state::AppState;

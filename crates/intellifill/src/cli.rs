@@ -10,14 +10,14 @@ use crate::telemetry::{self, LogFormat};
 
 #[derive(Debug, Parser)]
 #[command(name = "intellifill", version, about = "IntelliFill API server")]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 #[allow(clippy::large_enum_variant, reason = "parsed once at start-up")]
-pub enum Command {
+pub(crate) enum Command {
     /// Run the API server (configuration from flags or environment; see .env.example).
     Serve(ServeArgs),
     /// Everything embedded: throwaway Postgres, auth emulator, demo data, server; prints curl lines.
@@ -34,7 +34,7 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum AuditCommand {
+pub(crate) enum AuditCommand {
     /// Drop the audit partitions older than their class's retention, recording each drop in
     /// audit_retention_log (as the owner role; the server itself can never delete audit rows).
     Retention(RetentionArgs),
@@ -51,7 +51,7 @@ pub enum AuditCommand {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct RetentionArgs {
+pub(crate) struct RetentionArgs {
     /// Days the security class keeps (auth.*, security.*, user.*, audit.* and every event with a severity).
     #[arg(long, env = "AUDIT_RETENTION_SECURITY_DAYS", default_value = "2557", value_parser = clap::value_parser!(i32).range(30..=36_500))]
     pub security_days: i32,
@@ -73,7 +73,7 @@ pub struct RetentionArgs {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct MigrateArgs {
+pub(crate) struct MigrateArgs {
     /// Direct (not pooled) connection string of the schema owner role.
     #[arg(long, env = "DATABASE_MIGRATION_URL", hide_env_values = true)]
     pub database_migration_url: String,

@@ -177,7 +177,7 @@ impl std::fmt::Display for AppError {
 
 /// What the request-id middleware renders into the body.
 #[derive(Debug, Clone)]
-pub struct ErrorPayload {
+pub(crate) struct ErrorPayload {
     pub code: ErrorCode,
     pub message: Cow<'static, str>,
     pub field: Option<String>,
@@ -188,7 +188,7 @@ pub struct ErrorPayload {
 /// The one JSON error body.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct ErrorBody {
+pub(crate) struct ErrorBody {
     /// HTTP reason phrase, e.g. "Not Found".
     pub error: String,
     pub message: String,
@@ -201,7 +201,7 @@ pub struct ErrorBody {
 }
 
 impl ErrorPayload {
-    pub fn body(&self, request_id: &str) -> ErrorBody {
+    pub(crate) fn body(&self, request_id: &str) -> ErrorBody {
         let status = self.code.status();
         ErrorBody {
             error: status.canonical_reason().unwrap_or("Error").to_owned(),

@@ -25,19 +25,19 @@ use crate::principal::{PlatformRole, UserTx};
 use crate::state::AppState;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Live {
+pub(crate) struct Live {
     pub status: &'static str,
 }
 
 /// Liveness.
 #[utoipa::path(get, path = "/health", tag = "health", responses((status = 200, body = Live)),
     extensions(("x-audit-action" = json!("health.live")), ("x-rate-limit" = json!("ip"))))]
-pub async fn live() -> Json<Live> {
+pub(crate) async fn live() -> Json<Live> {
     Json(Live { status: "ok" })
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Ready {
+pub(crate) struct Ready {
     pub status: &'static str,
     pub checks: Checks,
     /// Milliseconds since the probe behind this answer ended (at most `HEALTH_READY_CACHE_MS`).
@@ -46,7 +46,7 @@ pub struct Ready {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Checks {
+pub(crate) struct Checks {
     pub database: String,
     pub auth: String,
     /// `not configured`, `ok` or `failing: ...` (never makes the instance unready).
@@ -64,7 +64,7 @@ fn outcome(r: &Result<(), String>) -> String {
 #[utoipa::path(get, path = "/health/ready", tag = "health",
     responses((status = 200, body = Ready), (status = 503, body = Ready)),
     extensions(("x-audit-action" = json!("health.ready")), ("x-rate-limit" = json!("ip"))))]
-pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Ready>) {
+pub(crate) async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Ready>) {
     let verdict = state.readiness.verdict().await;
     let ok = verdict.is_ready();
     let checks = Checks {
@@ -82,7 +82,7 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Ready>) {
     responses((status = 200, body = Object)),
     extensions(("x-audit-action" = json!("health.detailed")), ("x-rate-limit" = json!("user")), ("x-min-role" = json!("PLATFORM_ADMIN"))),
     security(("bearer" = [])))]
-pub async fn detailed(State(state): State<AppState>, ctx: UserTx) -> Result<Json<Value>, AppError> {
+pub(crate) async fn detailed(State(state): State<AppState>, ctx: UserTx) -> Result<Json<Value>, AppError> {
     if ctx.user.role != PlatformRole::Admin {
         return Err(AppError::new(ErrorCode::Forbidden, "platform administrators only"));
     }
@@ -195,7 +195,7 @@ pub fn render(state: &AppState) -> String {
 }
 
 /// `GET /metrics` (Prometheus text; bearer token when `METRICS_BEARER_TOKEN` is set).
-pub async fn scrape(State(state): State<AppState>, headers: HeaderMap) -> Response {
+pub(crate) async fn scrape(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if let Some(expected) = &state.config.metrics.bearer_token {
         let given = headers
             .get(header::AUTHORIZATION)

@@ -1,33 +1,38 @@
 //! IntelliFill API core: a Supabase-authenticated, multi-tenant HTTP API over Postgres with enforced
 //! row-level security.
 //!
-//! Every request flows through one pipeline, ordered in [`http::middleware`]:
+//! Every request flows through one pipeline, ordered in `http::middleware`:
 //! `request id -> (rate limit) -> (audit) -> auth -> organization context -> handler -> Postgres (RLS)`.
 //! See `docs/ARCHITECTURE.md` for the map of modules and failure modes.
+//!
+//! The library's surface is the re-exports below, [`testing`] (what the integration tests and the load harness
+//! drive) and `bench` (criterion benches, behind the `bench` feature); everything else is `pub(crate)`.
 
-pub mod api;
-pub mod audit;
-pub mod auth;
-pub mod cli;
-pub mod config;
-pub mod db;
+#![warn(unreachable_pub)]
+
+pub(crate) mod api;
+pub(crate) mod audit;
+pub(crate) mod auth;
+pub(crate) mod cli;
+pub(crate) mod config;
+pub(crate) mod db;
 #[cfg(feature = "dev")]
-pub mod dev;
-pub mod error;
-pub mod health;
-pub mod http;
-pub mod kv;
-pub mod metrics;
-pub mod org;
-pub mod principal;
-pub mod ratelimit;
-pub mod readiness;
-pub mod router;
-pub mod security;
-pub mod startup;
-pub mod state;
-pub mod telemetry;
-pub mod timing;
+pub(crate) mod dev;
+pub(crate) mod error;
+pub(crate) mod health;
+pub(crate) mod http;
+pub(crate) mod kv;
+pub(crate) mod metrics;
+pub(crate) mod org;
+pub(crate) mod principal;
+pub(crate) mod ratelimit;
+pub(crate) mod readiness;
+pub(crate) mod router;
+pub(crate) mod security;
+pub(crate) mod startup;
+pub(crate) mod state;
+pub(crate) mod telemetry;
+pub(crate) mod timing;
 
 #[cfg(feature = "bench")]
 pub mod bench;

@@ -75,9 +75,8 @@ pub trait MinRole: Send + Sync + 'static {
     const ROLE: OrgRole;
 }
 pub struct Viewer;
-pub struct Member;
-pub struct Admin;
-pub struct Owner;
+pub(crate) struct Member;
+pub(crate) struct Admin;
 impl MinRole for Viewer {
     const ROLE: OrgRole = OrgRole::Viewer;
 }
@@ -86,9 +85,6 @@ impl MinRole for Member {
 }
 impl MinRole for Admin {
     const ROLE: OrgRole = OrgRole::Admin;
-}
-impl MinRole for Owner {
-    const ROLE: OrgRole = OrgRole::Owner;
 }
 
 /// The organization a request acts in.

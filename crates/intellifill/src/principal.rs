@@ -60,7 +60,7 @@ pub struct UserTx {
 }
 
 /// The verified caller, from the auth layer.
-pub fn auth_user(parts: &Parts) -> Result<&AuthUser, AppError> {
+pub(crate) fn auth_user(parts: &Parts) -> Result<&AuthUser, AppError> {
     parts
         .extensions
         .get::<AuthUser>()
@@ -69,7 +69,7 @@ pub fn auth_user(parts: &Parts) -> Result<&AuthUser, AppError> {
 
 /// Open the request transaction for `auth` (and `org`), load and check the user row, and run `extra`
 /// queries in the same round trip; returns their rows.
-pub async fn open(
+pub(crate) async fn open(
     state: &AppState,
     auth: &AuthUser,
     org: Option<Uuid>,

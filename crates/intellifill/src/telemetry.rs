@@ -19,7 +19,7 @@ pub fn init(format: LogFormat, default_filter: &str) {
 }
 
 /// `LOG_FORMAT=json|pretty`, else the given default.
-pub fn format_from_env(default: LogFormat) -> LogFormat {
+pub(crate) fn format_from_env(default: LogFormat) -> LogFormat {
     match std::env::var("LOG_FORMAT").ok().as_deref() {
         Some("json") => LogFormat::Json,
         Some("pretty") | Some("text") => LogFormat::Pretty,

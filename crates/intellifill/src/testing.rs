@@ -5,11 +5,16 @@
 
 pub use crate::api::session::session as session_handler;
 pub use crate::audit::AuditEvent;
+pub use crate::audit::seal::digest::public_key_pem;
 pub use crate::audit::spool::Spool;
+pub use crate::auth::AuthUser;
+pub use crate::auth::cache::TokenHash;
 pub use crate::auth::cache::{CachedUser, Entry};
-pub use crate::auth::revocation::{Cutoff, Revocation};
-pub use crate::auth::{AuthUser, TokenHash};
-pub use crate::db::{Db, RlsContext};
+pub use crate::auth::cutoff::Cutoff;
+pub use crate::auth::revocation::Revocation;
+pub use crate::config::audit::parse_signing_key;
+pub use crate::db::Db;
+pub use crate::db::tx::RlsContext;
 #[cfg(feature = "dev")]
 pub use crate::dev::demo::{DemoConfig, routes as demo_routes};
 pub use crate::health::render as render_metrics;

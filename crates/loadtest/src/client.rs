@@ -15,7 +15,7 @@ use tokio::net::{TcpSocket, TcpStream};
 
 /// What the harness keeps of a response.
 #[derive(Debug, Clone)]
-pub struct Resp {
+pub(crate) struct Resp {
     pub status: u16,
     pub retry_after: bool,
     pub request_id: Option<String>,
@@ -24,7 +24,7 @@ pub struct Resp {
 
 impl Resp {
     /// The `code` of the standard error body, if any.
-    pub fn code(&self) -> Option<String> {
+    pub(crate) fn code(&self) -> Option<String> {
         if self.status < 400 {
             return None;
         }
@@ -33,12 +33,12 @@ impl Resp {
             .and_then(|v| v.get("code").and_then(|c| c.as_str()).map(str::to_owned))
     }
 
-    pub fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
     }
 }
 
-pub struct Conn {
+pub(crate) struct Conn {
     addr: SocketAddr,
     /// The local address connections are made from (a loopback alias: the server sees another client).
     source: Option<IpAddr>,
@@ -48,19 +48,19 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(addr: SocketAddr) -> Conn {
+    pub(crate) fn new(addr: SocketAddr) -> Conn {
         let host = HeaderValue::from_str(&addr.to_string()).unwrap_or_else(|_| HeaderValue::from_static("localhost"));
         Conn { addr, source: None, host, sender: None, connects: 0 }
     }
 
     /// Connections from `source` (e.g. `127.0.0.12`: every address of 127.0.0.0/8 is local on Linux), so the
     /// server sees a client address of its own, as it would for another machine.
-    pub fn from_source(addr: SocketAddr, source: IpAddr) -> Conn {
+    pub(crate) fn from_source(addr: SocketAddr, source: IpAddr) -> Conn {
         Conn { source: Some(source), ..Conn::new(addr) }
     }
 
     /// Open the connection now (with a bound on the time it may take).
-    pub async fn connect(&mut self, within: Duration) -> Result<()> {
+    pub(crate) async fn connect(&mut self, within: Duration) -> Result<()> {
         let connect = async {
             match self.source {
                 None => TcpStream::connect(self.addr).await,
@@ -82,12 +82,12 @@ impl Conn {
         Ok(())
     }
 
-    pub fn is_connected(&self) -> bool {
+    pub(crate) fn is_connected(&self) -> bool {
         self.sender.as_ref().is_some_and(|s| !s.is_closed())
     }
 
     /// Send one request; a transport error drops the connection (the next call reconnects).
-    pub async fn send(
+    pub(crate) async fn send(
         &mut self,
         method: Method,
         path: &str,
@@ -127,12 +127,12 @@ impl Conn {
     }
 
     /// Forget the connection (after a client-side timeout the connection's state is unknown).
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.sender = None;
     }
 }
 
 /// `Bearer <token>` as a header value.
-pub fn bearer(token: &str) -> HeaderValue {
+pub(crate) fn bearer(token: &str) -> HeaderValue {
     HeaderValue::from_str(&format!("Bearer {token}")).unwrap_or_else(|_| HeaderValue::from_static("Bearer invalid"))
 }

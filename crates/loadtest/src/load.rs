@@ -24,7 +24,7 @@ use crate::seed::{WORDS, content};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Op {
+pub(crate) enum Op {
     List,
     Search,
     Create,
@@ -46,7 +46,7 @@ impl Op {
 
 /// Weighted operations, e.g. `list=70,search=15,create=10,delete=5`.
 #[derive(Debug, Clone)]
-pub struct Mix(Vec<(Op, u32)>);
+pub(crate) struct Mix(Vec<(Op, u32)>);
 
 impl FromStr for Mix {
     type Err = anyhow::Error;
@@ -82,7 +82,7 @@ impl std::fmt::Display for Mix {
 }
 
 impl Mix {
-    pub fn only(op: Op) -> Mix {
+    pub(crate) fn only(op: Op) -> Mix {
         Mix(vec![(op, 1)])
     }
 
@@ -101,13 +101,13 @@ impl Mix {
 
 /// Who a worker acts as.
 #[derive(Debug, Clone)]
-pub struct Actor {
+pub(crate) struct Actor {
     pub org: Uuid,
     pub auth: HeaderValue,
 }
 
 #[derive(Debug, Clone)]
-pub struct LoadSpec {
+pub(crate) struct LoadSpec {
     pub addr: SocketAddr,
     pub concurrency: usize,
     pub warmup: Duration,
@@ -119,7 +119,7 @@ pub struct LoadSpec {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Latency {
+pub(crate) struct Latency {
     pub count: u64,
     pub mean_us: f64,
     pub p50_us: u64,
@@ -130,7 +130,7 @@ pub struct Latency {
 }
 
 impl Latency {
-    pub fn of(h: &Histogram<u64>) -> Latency {
+    pub(crate) fn of(h: &Histogram<u64>) -> Latency {
         Latency {
             count: h.len(),
             mean_us: (h.mean() * 10.0).round() / 10.0,
@@ -144,7 +144,7 @@ impl Latency {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct LoadResult {
+pub(crate) struct LoadResult {
     pub concurrency: usize,
     pub mix: String,
     pub measured_secs: f64,
@@ -172,7 +172,7 @@ pub struct LoadResult {
 }
 
 impl LoadResult {
-    pub fn server_errors(&self) -> u64 {
+    pub(crate) fn server_errors(&self) -> u64 {
         self.statuses.iter().filter(|(s, _)| **s >= 500).map(|(_, n)| n).sum()
     }
 }
@@ -248,7 +248,7 @@ impl Shared {
 }
 
 /// Run the load described by `spec`.
-pub async fn run(spec: LoadSpec) -> Result<LoadResult> {
+pub(crate) async fn run(spec: LoadSpec) -> Result<LoadResult> {
     if spec.actors.is_empty() && spec.mix.0.iter().any(|(op, _)| *op != Op::Hello) {
         bail!("no actors to send API requests as");
     }

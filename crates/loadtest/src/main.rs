@@ -9,6 +9,8 @@
 //!
 //! Every loop is bounded in requests and in time; everything listens on loopback only.
 
+#![warn(unreachable_pub)]
+
 mod chaos;
 mod client;
 mod load;

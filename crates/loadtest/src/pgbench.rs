@@ -15,7 +15,7 @@ use uuid::Uuid;
 const MAX_SCRIPTS: usize = 128;
 
 #[derive(Debug, Clone, Serialize)]
-pub struct PgbenchResult {
+pub(crate) struct PgbenchResult {
     pub clients: usize,
     pub threads: usize,
     pub duration_secs: u64,
@@ -30,7 +30,7 @@ pub struct PgbenchResult {
 }
 
 /// The pgbench binary: `PG_BIN_DIR`, the newest `/usr/lib/postgresql/*/bin`, else `PATH`.
-pub fn binary() -> PathBuf {
+pub(crate) fn binary() -> PathBuf {
     if let Ok(dir) = std::env::var("PG_BIN_DIR") {
         let p = Path::new(&dir).join("pgbench");
         if p.exists() {
@@ -45,7 +45,7 @@ pub fn binary() -> PathBuf {
 }
 
 /// The script of one (user, org) pair.
-pub fn script(user: Uuid, org: Uuid, statement_timeout_ms: u64) -> String {
+pub(crate) fn script(user: Uuid, org: Uuid, statement_timeout_ms: u64) -> String {
     format!(
         "\\startpipeline
 BEGIN;
@@ -59,7 +59,7 @@ COMMIT;
     )
 }
 
-pub struct PgbenchRun<'a> {
+pub(crate) struct PgbenchRun<'a> {
     pub dir: &'a Path,
     pub pairs: &'a [(Uuid, Uuid)],
     pub port: u16,
@@ -71,7 +71,7 @@ pub struct PgbenchRun<'a> {
     pub duration: Duration,
 }
 
-pub async fn run(r: PgbenchRun<'_>) -> Result<PgbenchResult> {
+pub(crate) async fn run(r: PgbenchRun<'_>) -> Result<PgbenchResult> {
     if r.pairs.is_empty() {
         bail!("no (user, org) pairs for pgbench");
     }

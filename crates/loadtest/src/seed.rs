@@ -13,10 +13,10 @@ use uuid::Uuid;
 use crate::client::{Conn, bearer};
 use crate::stack::Stack;
 
-pub const PASSWORD: &str = "load-password-123";
+pub(crate) const PASSWORD: &str = "load-password-123";
 
 /// Words the seeded and created knowledge is made of (searches pick from them).
-pub const WORDS: &[&str] = &[
+pub(crate) const WORDS: &[&str] = &[
     "invoice",
     "contract",
     "onboarding",
@@ -36,7 +36,7 @@ pub const WORDS: &[&str] = &[
 ];
 
 #[derive(Debug, Clone)]
-pub struct SeedUser {
+pub(crate) struct SeedUser {
     pub id: Uuid,
     pub email: String,
     pub org: Uuid,
@@ -45,14 +45,14 @@ pub struct SeedUser {
 }
 
 #[derive(Debug, Clone)]
-pub struct Seeded {
+pub(crate) struct Seeded {
     pub users: Vec<SeedUser>,
     /// A platform ADMIN (reads `/health/detailed`).
     pub admin: SeedUser,
 }
 
 /// Some text made of [`WORDS`].
-pub fn content(seed: usize, words: usize) -> String {
+pub(crate) fn content(seed: usize, words: usize) -> String {
     (0..words).map(|i| WORDS[(seed * 7 + i * 3) % WORDS.len()]).collect::<Vec<_>>().join(" ")
 }
 
@@ -71,7 +71,7 @@ async fn expect(
 }
 
 /// A user in the emulator with a `users` row; returns it signed in.
-pub async fn user(stack: &Stack, owner: &tokio_postgres::Client, email: &str) -> Result<SeedUser> {
+pub(crate) async fn user(stack: &Stack, owner: &tokio_postgres::Client, email: &str) -> Result<SeedUser> {
     let created = stack.emulator.create_user(email, PASSWORD)?;
     owner
         .execute("INSERT INTO users (id, email) VALUES ($1, $2)", &[&created.id, &email])
@@ -89,7 +89,7 @@ pub async fn user(stack: &Stack, owner: &tokio_postgres::Client, email: &str) ->
 
 /// `orgs` organizations of `users_per_org` users each (the first is OWNER, the others MEMBER), `knowledge`
 /// sources per organization, and a platform ADMIN.
-pub async fn seed(
+pub(crate) async fn seed(
     stack: &Stack,
     addr: SocketAddr,
     orgs: usize,

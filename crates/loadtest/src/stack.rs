@@ -22,10 +22,10 @@ use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub const DATABASE: &str = "intellifill";
+pub(crate) const DATABASE: &str = "intellifill";
 
 /// Everything but the server.
-pub struct Stack {
+pub(crate) struct Stack {
     pub dir: tempfile::TempDir,
     pub pg: PgCluster,
     pub redis: Option<RedisServer>,
@@ -37,7 +37,7 @@ pub struct Stack {
 
 impl Stack {
     /// Start Postgres (roles, database, migrations), Redis (when `with_redis`) and the emulator.
-    pub async fn start(with_redis: bool) -> Result<Stack> {
+    pub(crate) async fn start(with_redis: bool) -> Result<Stack> {
         let dir = tempfile::Builder::new().prefix("loadtest-").tempdir().context("temp dir")?;
         let pg = PgCluster::start(None).await.context("starting the throwaway Postgres cluster")?;
         let owner_password = uuid::Uuid::new_v4().simple().to_string();
@@ -63,12 +63,12 @@ impl Stack {
     }
 
     /// A fresh owner-role connection (the owner has a maintenance policy on every table).
-    pub async fn owner(&self) -> Result<tokio_postgres::Client> {
+    pub(crate) async fn owner(&self) -> Result<tokio_postgres::Client> {
         migrate::connect(&self.owner_url).await
     }
 
     /// The server's settings for a load run: real stack, limits raised so they never interfere.
-    pub fn settings(&self, pool_size: usize) -> Settings {
+    pub(crate) fn settings(&self, pool_size: usize) -> Settings {
         let spool = self.dir.path().join(format!("audit-spool-{}", uuid::Uuid::new_v4().simple()));
         let mut s = Settings::default();
         s.set("BIND_ADDR", "127.0.0.1:0");
@@ -94,7 +94,7 @@ impl Stack {
 }
 
 /// The limits [`Stack::settings`] raises out of the way of a load run (remove them for production defaults).
-pub const RAISED_LIMITS: [&str; 9] = [
+pub(crate) const RAISED_LIMITS: [&str; 9] = [
     "RATE_LIMIT_IP_PER_MINUTE",
     "RATE_LIMIT_USER_PER_MINUTE",
     "RATE_LIMIT_ORG_PER_MINUTE",
@@ -107,11 +107,11 @@ pub const RAISED_LIMITS: [&str; 9] = [
 ];
 
 /// The scrape token of the harness's servers.
-pub const METRICS_TOKEN: &str = "loadtest-scrape-token";
+pub(crate) const METRICS_TOKEN: &str = "loadtest-scrape-token";
 
 /// Server settings as environment variables (the names `.env.example` documents).
 #[derive(Debug, Clone, Default)]
-pub struct Settings(Vec<(String, String)>);
+pub(crate) struct Settings(Vec<(String, String)>);
 
 #[derive(Parser)]
 struct ServeOnly {
@@ -120,7 +120,7 @@ struct ServeOnly {
 }
 
 impl Settings {
-    pub fn set(&mut self, var: &str, value: impl Into<String>) {
+    pub(crate) fn set(&mut self, var: &str, value: impl Into<String>) {
         let value = value.into();
         match self.0.iter_mut().find(|(k, _)| k == var) {
             Some(slot) => slot.1 = value,
@@ -128,16 +128,16 @@ impl Settings {
         }
     }
 
-    pub fn remove(&mut self, var: &str) {
+    pub(crate) fn remove(&mut self, var: &str) {
         self.0.retain(|(k, _)| k != var);
     }
 
-    pub fn vars(&self) -> &[(String, String)] {
+    pub(crate) fn vars(&self) -> &[(String, String)] {
         &self.0
     }
 
     /// The same settings as `ServeArgs`, through clap (flag names looked up from each variable's `env`).
-    pub fn serve_args(&self) -> Result<ServeArgs> {
+    pub(crate) fn serve_args(&self) -> Result<ServeArgs> {
         let command = ServeArgs::augment_args(clap::Command::new("serve"));
         let mut argv = vec!["serve".to_owned()];
         for (var, value) in &self.0 {
@@ -153,7 +153,7 @@ impl Settings {
 }
 
 /// The server running inside this process.
-pub struct InProcess {
+pub(crate) struct InProcess {
     pub state: AppState,
     pub addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
@@ -161,7 +161,7 @@ pub struct InProcess {
 }
 
 impl InProcess {
-    pub async fn start(settings: &Settings) -> Result<InProcess> {
+    pub(crate) async fn start(settings: &Settings) -> Result<InProcess> {
         let config = Config::from_args(&settings.serve_args()?).map_err(|e| anyhow!("{e}"))?;
         let app = Application::build(config).await?;
         let addr = app.local_addr();
@@ -173,7 +173,7 @@ impl InProcess {
         Ok(InProcess { state, addr, shutdown: Some(tx), handle: Some(handle) })
     }
 
-    pub async fn stop(mut self) -> Result<()> {
+    pub(crate) async fn stop(mut self) -> Result<()> {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -189,7 +189,7 @@ impl InProcess {
 
 /// A child process of this binary (`__serve` or `__hello`) that prints `LISTENING <addr>` and stops when its
 /// standard input closes.
-pub struct ChildServer {
+pub(crate) struct ChildServer {
     pub addr: SocketAddr,
     pub pid: u32,
     child: Child,
@@ -198,7 +198,7 @@ pub struct ChildServer {
 }
 
 impl ChildServer {
-    pub async fn spawn(subcommand: &str, env: &[(String, String)], log: &Path) -> Result<ChildServer> {
+    pub(crate) async fn spawn(subcommand: &str, env: &[(String, String)], log: &Path) -> Result<ChildServer> {
         let exe = std::env::current_exe().context("path of this binary")?;
         let log_file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let mut cmd = Command::new(exe);
@@ -236,7 +236,7 @@ impl ChildServer {
     }
 
     /// Close its standard input (graceful stop), wait up to 30 s, then kill.
-    pub async fn stop(mut self) -> Result<()> {
+    pub(crate) async fn stop(mut self) -> Result<()> {
         drop(self.stdin.take());
         match tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await {
             Ok(status) => {
@@ -255,7 +255,7 @@ impl ChildServer {
 }
 
 /// `VmRSS` and `VmHWM` of a process, in KiB.
-pub fn memory_kib(pid: Option<u32>) -> (u64, u64) {
+pub(crate) fn memory_kib(pid: Option<u32>) -> (u64, u64) {
     let path = match pid {
         Some(pid) => format!("/proc/{pid}/status"),
         None => "/proc/self/status".to_owned(),
@@ -272,7 +272,7 @@ pub fn memory_kib(pid: Option<u32>) -> (u64, u64) {
 }
 
 /// CPU time a process has used so far (user + system), from `/proc/<pid>/stat`; `None` once it is gone.
-pub fn cpu_time(pid: u32) -> Option<Duration> {
+pub(crate) fn cpu_time(pid: u32) -> Option<Duration> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) is in parentheses and may hold spaces: count fields after its `)`.
     let fields: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
@@ -283,7 +283,7 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
 }
 
 /// Open file descriptors allowed to this process (soft limit), from `/proc/self/limits`.
-pub fn open_files_limit() -> Option<u64> {
+pub(crate) fn open_files_limit() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/self/limits").ok()?;
     let line = text.lines().find(|l| l.starts_with("Max open files"))?;
     line.split_whitespace().nth(3)?.parse().ok()
@@ -292,7 +292,7 @@ pub fn open_files_limit() -> Option<u64> {
 /// CPU time the Postgres cluster whose data directory is `data_dir` has used so far: the postmaster (its
 /// own time plus that of its children already reaped, i.e. backends that have exited) and every live child
 /// (backends, the checkpointer, the WAL writer, ...), from `/proc`. `None` if the cluster is not running.
-pub fn postgres_cpu_time(data_dir: &Path) -> Option<Duration> {
+pub(crate) fn postgres_cpu_time(data_dir: &Path) -> Option<Duration> {
     let pid_file = std::fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
     let postmaster: u32 = pid_file.lines().next()?.trim().parse().ok()?;
     // Fields after the `)` of the command name: state is 0, ppid 1, utime 11, stime 12, cutime 13, cstime 14.

@@ -20,7 +20,7 @@ use crate::principal::{PlatformRole, UserTx};
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct AuditQuery {
+pub(crate) struct AuditQuery {
     /// Only this user's events.
     #[param(nullable = false)]
     pub user_id: Option<Uuid>,
@@ -62,7 +62,7 @@ impl Validate for AuditQuery {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct AuditEntry {
+pub(crate) struct AuditEntry {
     pub id: Uuid,
     pub created_at: DateTime<Utc>,
     pub user_id: Option<Uuid>,
@@ -204,7 +204,10 @@ async fn page(tx: &Tx, org: Option<Uuid>, q: &AuditQuery) -> Result<Page<AuditEn
     responses((status = 200, body = Page<AuditEntry>)),
     extensions(("x-audit-action" = json!("audit.list")), ("x-audit-entity" = json!("audit_log")), ("x-rate-limit" = json!("user")), ("x-min-role" = json!("ADMIN"))),
     security(("bearer" = [])))]
-pub async fn org_log(ctx: OrgTx<Admin>, ApiQuery(q): ApiQuery<AuditQuery>) -> Result<Json<Page<AuditEntry>>, AppError> {
+pub(crate) async fn org_log(
+    ctx: OrgTx<Admin>,
+    ApiQuery(q): ApiQuery<AuditQuery>,
+) -> Result<Json<Page<AuditEntry>>, AppError> {
     let result = page(&ctx.tx, Some(ctx.org.id), &q).await?;
     ctx.tx.commit().await?;
     Ok(Json(result))
@@ -215,7 +218,7 @@ pub async fn org_log(ctx: OrgTx<Admin>, ApiQuery(q): ApiQuery<AuditQuery>) -> Re
     responses((status = 200, body = Page<AuditEntry>)),
     extensions(("x-audit-action" = json!("audit.list_all")), ("x-audit-entity" = json!("audit_log")), ("x-rate-limit" = json!("user")), ("x-min-role" = json!("PLATFORM_ADMIN"))),
     security(("bearer" = [])))]
-pub async fn all(ctx: UserTx, ApiQuery(q): ApiQuery<AuditQuery>) -> Result<Json<Page<AuditEntry>>, AppError> {
+pub(crate) async fn all(ctx: UserTx, ApiQuery(q): ApiQuery<AuditQuery>) -> Result<Json<Page<AuditEntry>>, AppError> {
     if ctx.user.role != PlatformRole::Admin {
         return Err(AppError::new(ErrorCode::Forbidden, "platform administrators only"));
     }

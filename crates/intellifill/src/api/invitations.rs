@@ -31,7 +31,7 @@ use crate::state::AppState;
 /// An invitation, as its organization's admins see it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct Invitation {
+pub(crate) struct Invitation {
     pub id: Uuid,
     pub organization_id: Uuid,
     pub email: String,
@@ -61,7 +61,7 @@ fn invitation(row: &Row) -> Invitation {
 /// Whom to invite.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CreateInvitation {
+pub(crate) struct CreateInvitation {
     #[schema(min_length = 3, max_length = 320, pattern = "^[^@\\s]+@[^@\\s]+$")]
     pub email: String,
     /// Default MEMBER.
@@ -101,7 +101,7 @@ impl Validate for CreateInvitation {
         description = "already a member (`CONFLICT`), or `INVITATION_QUOTA_EXCEEDED`")),
     extensions(("x-audit-action" = json!("invitations.create")), ("x-audit-entity" = json!("invitation")), ("x-rate-limit" = json!("org-write")), ("x-min-role" = json!("ADMIN"))),
     security(("bearer" = [])))]
-pub async fn create(
+pub(crate) async fn create(
     State(state): State<AppState>,
     ctx: OrgTx<Admin>,
     audit: crate::audit::AuditSlot,
@@ -167,7 +167,10 @@ pub async fn create(
     params(("orgId" = Uuid, Path), PageQuery), responses((status = 200, body = Page<Invitation>)),
     extensions(("x-audit-action" = json!("invitations.list")), ("x-audit-entity" = json!("invitation")), ("x-rate-limit" = json!("user")), ("x-min-role" = json!("ADMIN"))),
     security(("bearer" = [])))]
-pub async fn list(ctx: OrgTx<Admin>, ApiQuery(page): ApiQuery<PageQuery>) -> Result<Json<Page<Invitation>>, AppError> {
+pub(crate) async fn list(
+    ctx: OrgTx<Admin>,
+    ApiQuery(page): ApiQuery<PageQuery>,
+) -> Result<Json<Page<Invitation>>, AppError> {
     let result = fetch_page(
         &ctx.tx,
         &format!(
@@ -191,7 +194,7 @@ pub async fn list(ctx: OrgTx<Admin>, ApiQuery(page): ApiQuery<PageQuery>) -> Res
     params(("orgId" = Uuid, Path), ("id" = Uuid, Path)), responses((status = 204)),
     extensions(("x-audit-action" = json!("invitations.revoke")), ("x-audit-entity" = json!("invitation")), ("x-rate-limit" = json!("org-write")), ("x-min-role" = json!("ADMIN"))),
     security(("bearer" = [])))]
-pub async fn revoke(ctx: OrgTx<Admin>, ids: PathIds, write: AuditedWrite) -> Result<StatusCode, AppError> {
+pub(crate) async fn revoke(ctx: OrgTx<Admin>, ids: PathIds, write: AuditedWrite) -> Result<StatusCode, AppError> {
     let id = ids.uuid("id")?;
     let role = ctx
         .tx
@@ -221,7 +224,7 @@ pub async fn revoke(ctx: OrgTx<Admin>, ids: PathIds, write: AuditedWrite) -> Res
 /// An invitation addressed to the caller.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct MyInvitation {
+pub(crate) struct MyInvitation {
     pub id: Uuid,
     pub organization_id: Uuid,
     pub organization_name: String,
@@ -233,7 +236,7 @@ pub struct MyInvitation {
 
 /// The caller's pending invitations.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct MyInvitations {
+pub(crate) struct MyInvitations {
     /// Oldest first, at most 100.
     pub data: Vec<MyInvitation>,
 }
@@ -243,7 +246,7 @@ pub struct MyInvitations {
     responses((status = 200, body = MyInvitations)),
     extensions(("x-audit-action" = json!("invitations.mine")), ("x-audit-entity" = json!("invitation")), ("x-rate-limit" = json!("user"))),
     security(("bearer" = [])))]
-pub async fn mine(ctx: UserTx) -> Result<Json<MyInvitations>, AppError> {
+pub(crate) async fn mine(ctx: UserTx) -> Result<Json<MyInvitations>, AppError> {
     let rows = ctx
         .tx
         .query(
@@ -277,7 +280,7 @@ pub async fn mine(ctx: UserTx) -> Result<Json<MyInvitations>, AppError> {
         (status = 410, body = crate::error::ErrorBody, description = "`INVITATION_EXPIRED`")),
     extensions(("x-audit-action" = json!("invitations.accept")), ("x-audit-entity" = json!("invitation")), ("x-rate-limit" = json!("user"))),
     security(("bearer" = [])))]
-pub async fn accept(
+pub(crate) async fn accept(
     ctx: UserTx,
     ids: PathIds,
     audit: crate::audit::AuditSlot,
@@ -303,7 +306,7 @@ pub async fn accept(
     params(("id" = Uuid, Path)), responses((status = 204)),
     extensions(("x-audit-action" = json!("invitations.decline")), ("x-audit-entity" = json!("invitation")), ("x-rate-limit" = json!("user"))),
     security(("bearer" = [])))]
-pub async fn decline(ctx: UserTx, ids: PathIds, write: AuditedWrite) -> Result<StatusCode, AppError> {
+pub(crate) async fn decline(ctx: UserTx, ids: PathIds, write: AuditedWrite) -> Result<StatusCode, AppError> {
     let id = ids.uuid("id")?;
     ctx.tx.query("SELECT decline_invitation($1)", &[(&id, Type::UUID)]).await?;
     write.commit(ctx.tx, StatusCode::NO_CONTENT).await?;

@@ -17,14 +17,14 @@ use crate::error::AppError;
 use crate::http::extract::{ApiJson, ApiQuery, PathIds, Validate};
 use crate::org::{Member, OrgTx, Viewer};
 
-pub const MAX_TITLE: usize = 500;
-pub const MAX_CONTENT: usize = 1_000_000;
-pub const EXCERPT_CHARS: i32 = 280;
+pub(crate) const MAX_TITLE: usize = 500;
+pub(crate) const MAX_CONTENT: usize = 1_000_000;
+pub(crate) const EXCERPT_CHARS: i32 = 280;
 
 /// A knowledge source.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct Knowledge {
+pub(crate) struct Knowledge {
     pub id: Uuid,
     pub organization_id: Uuid,
     pub created_by: Option<Uuid>,
@@ -37,7 +37,7 @@ pub struct Knowledge {
 /// A knowledge source in a list: the content is shortened to an excerpt.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct KnowledgeSummary {
+pub(crate) struct KnowledgeSummary {
     pub id: Uuid,
     pub title: String,
     pub excerpt: String,
@@ -77,7 +77,7 @@ fn summary(row: &Row) -> KnowledgeSummary {
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CreateKnowledge {
+pub(crate) struct CreateKnowledge {
     #[schema(min_length = 1, max_length = 500, pattern = "[^ \t\n\r]")]
     pub title: String,
     #[schema(max_length = 1_000_000)]
@@ -105,7 +105,7 @@ impl Validate for CreateKnowledge {
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct UpdateKnowledge {
+pub(crate) struct UpdateKnowledge {
     #[schema(min_length = 1, max_length = 500, pattern = "[^ \t\n\r]")]
     pub title: Option<String>,
     #[schema(max_length = 1_000_000)]
@@ -127,7 +127,7 @@ impl Validate for UpdateKnowledge {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-pub struct SearchQuery {
+pub(crate) struct SearchQuery {
     /// Search terms (web-search syntax: words, "phrases", -exclusions, or).
     #[param(required = true, nullable = false, min_length = 1, max_length = 200, pattern = "[^ \t\n\r]")]
     pub q: Option<String>,
@@ -154,7 +154,7 @@ impl Validate for SearchQuery {
     responses((status = 200, body = Page<KnowledgeSummary>)),
     extensions(("x-audit-action" = json!("knowledge.list")), ("x-audit-entity" = json!("knowledge_source")), ("x-rate-limit" = json!("user")), ("x-min-role" = json!("VIEWER"))),
     security(("bearer" = [])))]
-pub async fn list(
+pub(crate) async fn list(
     ctx: OrgTx<Viewer>,
     ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<Json<Page<KnowledgeSummary>>, AppError> {
@@ -182,7 +182,7 @@ pub async fn list(
     responses((status = 201, body = Knowledge)),
     extensions(("x-audit-action" = json!("knowledge.create")), ("x-audit-entity" = json!("knowledge_source")), ("x-rate-limit" = json!("org-write")), ("x-min-role" = json!("MEMBER"))),
     security(("bearer" = [])))]
-pub async fn create(
+pub(crate) async fn create(
     ctx: OrgTx<Member>,
     audit: crate::audit::AuditSlot,
     write: AuditedWrite,
@@ -210,7 +210,7 @@ pub async fn create(
     responses((status = 200, body = Knowledge)),
     extensions(("x-audit-action" = json!("knowledge.read")), ("x-audit-entity" = json!("knowledge_source")), ("x-rate-limit" = json!("user")), ("x-min-role" = json!("VIEWER"))),
     security(("bearer" = [])))]
-pub async fn get(ctx: OrgTx<Viewer>, ids: PathIds) -> Result<Json<Knowledge>, AppError> {
+pub(crate) async fn get(ctx: OrgTx<Viewer>, ids: PathIds) -> Result<Json<Knowledge>, AppError> {
     let id = ids.uuid("id")?;
     let row = ctx
         .tx
@@ -230,7 +230,7 @@ pub async fn get(ctx: OrgTx<Viewer>, ids: PathIds) -> Result<Json<Knowledge>, Ap
     responses((status = 200, body = Knowledge)),
     extensions(("x-audit-action" = json!("knowledge.update")), ("x-audit-entity" = json!("knowledge_source")), ("x-rate-limit" = json!("org-write")), ("x-min-role" = json!("MEMBER"))),
     security(("bearer" = [])))]
-pub async fn update(
+pub(crate) async fn update(
     ctx: OrgTx<Member>,
     ids: PathIds,
     write: AuditedWrite,
@@ -258,7 +258,7 @@ pub async fn update(
     responses((status = 204)),
     extensions(("x-audit-action" = json!("knowledge.delete")), ("x-audit-entity" = json!("knowledge_source")), ("x-rate-limit" = json!("org-write")), ("x-min-role" = json!("MEMBER"))),
     security(("bearer" = [])))]
-pub async fn delete(ctx: OrgTx<Member>, ids: PathIds, write: AuditedWrite) -> Result<StatusCode, AppError> {
+pub(crate) async fn delete(ctx: OrgTx<Member>, ids: PathIds, write: AuditedWrite) -> Result<StatusCode, AppError> {
     let id = ids.uuid("id")?;
     ctx.tx
         .query_opt(
@@ -277,7 +277,7 @@ pub async fn delete(ctx: OrgTx<Member>, ids: PathIds, write: AuditedWrite) -> Re
     responses((status = 200, body = Page<KnowledgeSummary>)),
     extensions(("x-audit-action" = json!("knowledge.search")), ("x-audit-entity" = json!("knowledge_source")), ("x-rate-limit" = json!("org-read")), ("x-min-role" = json!("VIEWER"))),
     security(("bearer" = [])))]
-pub async fn search(
+pub(crate) async fn search(
     ctx: OrgTx<Viewer>,
     ApiQuery(q): ApiQuery<SearchQuery>,
 ) -> Result<Json<Page<KnowledgeSummary>>, AppError> {

@@ -11,7 +11,7 @@ use crate::principal::{PlatformRole, UserTx};
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct Me {
+pub(crate) struct Me {
     pub id: Uuid,
     /// None for an anonymous user, and for an account whose address another user has claimed since.
     pub email: Option<String>,
@@ -23,7 +23,7 @@ pub struct Me {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct Membership {
+pub(crate) struct Membership {
     pub organization_id: Uuid,
     pub name: String,
     pub slug: String,
@@ -37,7 +37,7 @@ pub struct Membership {
     responses((status = 200, body = Me)),
     extensions(("x-audit-action" = json!("me.read")), ("x-audit-entity" = json!("user")), ("x-rate-limit" = json!("user"))),
     security(("bearer" = [])))]
-pub async fn get(ctx: UserTx) -> Result<Json<Me>, AppError> {
+pub(crate) async fn get(ctx: UserTx) -> Result<Json<Me>, AppError> {
     let rows = ctx
         .tx
         .query(

@@ -26,7 +26,7 @@ use crate::org::{Admin, OrgContext, OrgRole, OrgTx, Viewer};
 /// A member of an organization.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct Member {
+pub(crate) struct Member {
     pub user_id: Uuid,
     /// None for an anonymous user, and for an account whose address another user has claimed since.
     pub email: Option<String>,
@@ -57,7 +57,7 @@ fn parse_role(raw: &str) -> Result<OrgRole, AppError> {
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct UpdateMember {
+pub(crate) struct UpdateMember {
     #[schema(value_type = Option<OrgRole>)]
     pub role: Option<String>,
     /// ACTIVE | SUSPENDED
@@ -84,7 +84,10 @@ impl Validate for UpdateMember {
     params(("orgId" = Uuid, Path), PageQuery), responses((status = 200, body = Page<Member>)),
     extensions(("x-audit-action" = json!("members.list")), ("x-audit-entity" = json!("membership")), ("x-rate-limit" = json!("user")), ("x-min-role" = json!("VIEWER"))),
     security(("bearer" = [])))]
-pub async fn list(ctx: OrgTx<Viewer>, ApiQuery(page): ApiQuery<PageQuery>) -> Result<Json<Page<Member>>, AppError> {
+pub(crate) async fn list(
+    ctx: OrgTx<Viewer>,
+    ApiQuery(page): ApiQuery<PageQuery>,
+) -> Result<Json<Page<Member>>, AppError> {
     let result = fetch_page(
         &ctx.tx,
         &format!(
@@ -149,7 +152,7 @@ fn require_rank(caller: &OrgContext, current: OrgRole, new: OrgRole) -> Result<(
     responses((status = 200, body = Member), (status = 409, body = crate::error::ErrorBody)),
     extensions(("x-audit-action" = json!("members.update")), ("x-audit-entity" = json!("membership")), ("x-rate-limit" = json!("org-write")), ("x-min-role" = json!("ADMIN"))),
     security(("bearer" = [])))]
-pub async fn update(
+pub(crate) async fn update(
     ctx: OrgTx<Admin>,
     ids: PathIds,
     write: AuditedWrite,
@@ -186,7 +189,7 @@ pub async fn update(
     responses((status = 204), (status = 409, body = crate::error::ErrorBody)),
     extensions(("x-audit-action" = json!("members.remove")), ("x-audit-entity" = json!("membership")), ("x-rate-limit" = json!("org-write")), ("x-min-role" = json!("VIEWER"))),
     security(("bearer" = [])))]
-pub async fn remove(ctx: OrgTx<Viewer>, ids: PathIds, write: AuditedWrite) -> Result<StatusCode, AppError> {
+pub(crate) async fn remove(ctx: OrgTx<Viewer>, ids: PathIds, write: AuditedWrite) -> Result<StatusCode, AppError> {
     let user_id = ids.uuid("userId")?;
     let leaving_self = user_id == ctx.user.id;
     if !leaving_self && ctx.org.role < OrgRole::Admin {

@@ -1,11 +1,11 @@
 //! The JSON API under `/api`. Handlers take a request transaction ([`crate::principal::UserTx`] or
 //! [`crate::org::OrgTx`]), never the pool, and commit it on success; an error drops (rolls back) it.
 
-pub mod audit;
-pub mod invitations;
-pub mod knowledge;
-pub mod me;
-pub mod members;
-pub mod organizations;
-pub mod pagination;
-pub mod session;
+pub(crate) mod audit;
+pub(crate) mod invitations;
+pub(crate) mod knowledge;
+pub(crate) mod me;
+pub(crate) mod members;
+pub(crate) mod organizations;
+pub(crate) mod pagination;
+pub(crate) mod session;

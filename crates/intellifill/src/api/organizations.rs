@@ -21,7 +21,7 @@ use crate::state::AppState;
 /// An organization as seen by one of its members.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct Organization {
+pub(crate) struct Organization {
     pub id: Uuid,
     pub name: String,
     pub slug: String,
@@ -57,7 +57,7 @@ fn organization(row: &Row) -> Organization {
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CreateOrganization {
+pub(crate) struct CreateOrganization {
     #[schema(min_length = 1, max_length = 200, pattern = "[^ \t\n\r]")]
     pub name: String,
     /// Lower-case letters, digits and single hyphens; derived from the name when absent.
@@ -86,7 +86,7 @@ impl Validate for CreateOrganization {
     }
 }
 
-pub fn valid_slug(slug: &str) -> bool {
+pub(crate) fn valid_slug(slug: &str) -> bool {
     !slug.is_empty()
         && slug.len() <= 64
         && slug
@@ -94,7 +94,7 @@ pub fn valid_slug(slug: &str) -> bool {
             .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
 }
 
-pub fn slugify(name: &str) -> String {
+pub(crate) fn slugify(name: &str) -> String {
     let mut slug = String::new();
     for c in name.chars().flat_map(char::to_lowercase) {
         if c.is_ascii_alphanumeric() {
@@ -115,7 +115,10 @@ pub fn slugify(name: &str) -> String {
     responses((status = 200, body = Page<Organization>)),
     extensions(("x-audit-action" = json!("organizations.list")), ("x-audit-entity" = json!("organization")), ("x-rate-limit" = json!("user"))),
     security(("bearer" = [])))]
-pub async fn list(ctx: UserTx, ApiQuery(page): ApiQuery<PageQuery>) -> Result<Json<Page<Organization>>, AppError> {
+pub(crate) async fn list(
+    ctx: UserTx,
+    ApiQuery(page): ApiQuery<PageQuery>,
+) -> Result<Json<Page<Organization>>, AppError> {
     let result = fetch_page(
         &ctx.tx,
         &format!(
@@ -141,7 +144,7 @@ pub async fn list(ctx: UserTx, ApiQuery(page): ApiQuery<PageQuery>) -> Result<Js
     responses((status = 201, body = Organization), (status = 409, body = crate::error::ErrorBody)),
     extensions(("x-audit-action" = json!("organizations.create")), ("x-audit-entity" = json!("organization")), ("x-rate-limit" = json!("user"))),
     security(("bearer" = [])))]
-pub async fn create(
+pub(crate) async fn create(
     State(state): State<AppState>,
     ctx: UserTx,
     audit: crate::audit::AuditSlot,
@@ -202,7 +205,7 @@ pub(crate) async fn load_organization(tx: &Tx, id: Uuid) -> Result<Organization,
     responses((status = 200, body = Organization)),
     extensions(("x-audit-action" = json!("organizations.read")), ("x-audit-entity" = json!("organization")), ("x-rate-limit" = json!("user")), ("x-min-role" = json!("VIEWER"))),
     security(("bearer" = [])))]
-pub async fn get(ctx: OrgTx<Viewer>) -> Result<Json<Organization>, AppError> {
+pub(crate) async fn get(ctx: OrgTx<Viewer>) -> Result<Json<Organization>, AppError> {
     let row = ctx
         .tx
         .query_one(

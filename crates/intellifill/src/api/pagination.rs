@@ -16,14 +16,14 @@ use crate::db::{Param, Tx};
 use crate::error::AppError;
 use crate::http::extract::Validate;
 
-pub const DEFAULT_LIMIT: i64 = 20;
-pub const MAX_LIMIT: i64 = 100;
+pub(crate) const DEFAULT_LIMIT: i64 = 20;
+pub(crate) const MAX_LIMIT: i64 = 100;
 
 /// `?limit=&cursor=`
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-pub struct PageQuery {
+pub(crate) struct PageQuery {
     /// Page size, 1 to 100 (default 20).
     #[param(nullable = false, minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
@@ -43,7 +43,7 @@ impl Validate for PageQuery {
 }
 
 /// A page's `limit` (1 to [`MAX_LIMIT`]) and `cursor` checked: the key to continue after.
-pub fn checked(limit: Option<i64>, cursor: Option<&str>) -> Result<Option<(DateTime<Utc>, Uuid)>, AppError> {
+pub(crate) fn checked(limit: Option<i64>, cursor: Option<&str>) -> Result<Option<(DateTime<Utc>, Uuid)>, AppError> {
     if let Some(limit) = limit
         && !(1..=MAX_LIMIT).contains(&limit)
     {
@@ -53,7 +53,7 @@ pub fn checked(limit: Option<i64>, cursor: Option<&str>) -> Result<Option<(DateT
 }
 
 impl PageQuery {
-    pub fn limit(&self) -> i64 {
+    pub(crate) fn limit(&self) -> i64 {
         self.limit.unwrap_or(DEFAULT_LIMIT)
     }
 
@@ -94,7 +94,7 @@ pub(crate) async fn fetch_page<T>(
 /// A page of results.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct Page<T> {
+pub(crate) struct Page<T> {
     pub data: Vec<T>,
     /// Pass as `cursor` for the next page; absent on the last page.
     pub next_cursor: Option<String>,
@@ -102,7 +102,7 @@ pub struct Page<T> {
 
 impl<T> Page<T> {
     /// `items` were fetched with `limit + 1`: the extra row only says there is more.
-    pub fn from_items(mut items: Vec<T>, limit: i64, key: impl Fn(&T) -> (DateTime<Utc>, Uuid)) -> Page<T> {
+    pub(crate) fn from_items(mut items: Vec<T>, limit: i64, key: impl Fn(&T) -> (DateTime<Utc>, Uuid)) -> Page<T> {
         let more = items.len() as i64 > limit;
         items.truncate(limit as usize);
         let next_cursor = if more { items.last().map(|last| encode_cursor(key(last))) } else { None };
@@ -110,12 +110,12 @@ impl<T> Page<T> {
     }
 }
 
-pub fn encode_cursor((ts, id): (DateTime<Utc>, Uuid)) -> String {
+pub(crate) fn encode_cursor((ts, id): (DateTime<Utc>, Uuid)) -> String {
     format!("{}_{}", ts.timestamp_micros(), id.simple())
 }
 
 /// The key a cursor encodes; `None` for anything [`encode_cursor`] cannot have produced.
-pub fn decode_cursor(cursor: &str) -> Option<(DateTime<Utc>, Uuid)> {
+pub(crate) fn decode_cursor(cursor: &str) -> Option<(DateTime<Utc>, Uuid)> {
     let (micros, id) = cursor.split_once('_')?;
     let valid = (1..=17).contains(&micros.len())
         && micros.bytes().all(|b| b.is_ascii_digit())

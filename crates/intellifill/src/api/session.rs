@@ -20,7 +20,7 @@ use crate::state::AppState;
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-pub struct LogoutParams {
+pub(crate) struct LogoutParams {
     /// `local` (this session), `global` (every session, the default, as in GoTrue) or `others`.
     #[param(value_type = String, required = false, pattern = "^(local|global|others)$")]
     pub scope: Option<LogoutScope>,
@@ -37,7 +37,7 @@ impl Validate for LogoutParams {
     responses((status = 204, description = "logged out")),
     extensions(("x-audit-action" = json!("auth.logout")), ("x-rate-limit" = json!("auth"))),
     security(("bearer" = [])))]
-pub async fn logout(
+pub(crate) async fn logout(
     State(state): State<AppState>,
     headers: HeaderMap,
     ApiQuery(params): ApiQuery<LogoutParams>,

@@ -14,15 +14,15 @@ pub struct RouteNote {
 }
 
 /// The action of a request that matched no route.
-pub const UNMATCHED: &str = "http.unmatched";
+pub(crate) const UNMATCHED: &str = "http.unmatched";
 
 /// Action and entity type of a request to `route` (`None` when no route matched).
-pub fn classify(route: Option<&RouteNote>) -> (&'static str, Option<&'static str>) {
+pub(crate) fn classify(route: Option<&RouteNote>) -> (&'static str, Option<&'static str>) {
     route.map_or((UNMATCHED, None), |r| (r.action, r.entity))
 }
 
 /// Whether the action deletes something (mass-delete detection).
-pub fn is_delete(action: &str) -> bool {
+pub(crate) fn is_delete(action: &str) -> bool {
     action.ends_with(".delete") || action.ends_with(".remove")
 }
 

@@ -26,7 +26,7 @@ use crate::security::{SecurityKind, Severity};
 const BUCKETS: u64 = 6;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AnomalyKind {
+pub(crate) enum AnomalyKind {
     SearchBurst,
     MassDelete,
     AuthFailureBurst,
@@ -35,7 +35,7 @@ pub enum AnomalyKind {
 }
 
 impl AnomalyKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             AnomalyKind::SearchBurst => "search_burst",
             AnomalyKind::MassDelete => "mass_delete",
@@ -116,7 +116,7 @@ impl Local {
 
 /// What the detector needs of an audit event (not its body or metadata: no copy of those per request).
 #[derive(Debug, Clone)]
-pub struct Observation {
+pub(crate) struct Observation {
     pub user_id: Option<uuid::Uuid>,
     pub organization_id: Option<uuid::Uuid>,
     pub action: std::borrow::Cow<'static, str>,
@@ -129,7 +129,7 @@ pub struct Observation {
 }
 
 impl Observation {
-    pub fn of(e: &AuditEvent) -> Observation {
+    pub(crate) fn of(e: &AuditEvent) -> Observation {
         Observation {
             user_id: e.user_id,
             organization_id: e.organization_id,
@@ -149,7 +149,7 @@ impl Observation {
 const OBSERVE_INTERVAL: Duration = Duration::from_millis(100);
 const OBSERVE_BURST: usize = 256;
 
-pub struct Detector {
+pub(crate) struct Detector {
     kv: Kv,
     db: Db,
     recorder: Recorder,
@@ -164,7 +164,7 @@ pub struct Detector {
 }
 
 impl Detector {
-    pub fn spawn(kv: Kv, db: Db, recorder: Recorder, config: AnomalyConfig) -> queue::Sender<Observation> {
+    pub(crate) fn spawn(kv: Kv, db: Db, recorder: Recorder, config: AnomalyConfig) -> queue::Sender<Observation> {
         // Woken every OBSERVE_INTERVAL or for a burst, not for each request (see `audit::queue`).
         let (tx, mut rx) = queue::channel::<Observation>(10_000, OBSERVE_BURST, OBSERVE_INTERVAL);
         let detector = Detector {

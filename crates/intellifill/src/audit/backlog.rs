@@ -43,7 +43,7 @@ impl Refusal {
 
 /// The two budgets and what is currently held of them.
 #[derive(Debug)]
-pub struct Backlog {
+pub(crate) struct Backlog {
     bytes: AtomicUsize,
     events: AtomicUsize,
     max_bytes: usize,
@@ -69,7 +69,7 @@ pub struct Ticket {
 }
 
 impl Backlog {
-    pub fn new(max_bytes: usize, max_events: usize) -> Arc<Backlog> {
+    pub(crate) fn new(max_bytes: usize, max_events: usize) -> Arc<Backlog> {
         Arc::new(Backlog {
             bytes: AtomicUsize::new(0),
             events: AtomicUsize::new(0),
@@ -82,7 +82,7 @@ impl Backlog {
     }
 
     /// A request's share of `bytes`, or why not.
-    pub fn admit(self: &Arc<Self>, bytes: usize) -> Result<Ticket, Refusal> {
+    pub(crate) fn admit(self: &Arc<Self>, bytes: usize) -> Result<Ticket, Refusal> {
         if self.closed.load(Ordering::Relaxed) {
             return Err(self.refused(Refusal::Stopping));
         }
@@ -97,7 +97,7 @@ impl Backlog {
 
     /// A share for an event not tied to a request (the detector's), from the whole budgets: `None` while
     /// they are spent (the caller waits). Admitted while stopping too: the writer's last flush takes it.
-    pub fn admit_event(self: &Arc<Self>, bytes: usize) -> Option<Ticket> {
+    pub(crate) fn admit_event(self: &Arc<Self>, bytes: usize) -> Option<Ticket> {
         if !self.take(bytes, self.max_bytes, self.max_events) {
             return None;
         }
@@ -139,33 +139,29 @@ impl Backlog {
     }
 
     /// The writer has made the row of an event of `bytes`: its share is free again.
-    pub fn release(&self, bytes: usize) {
+    pub(crate) fn release(&self, bytes: usize) {
         let _ = self.bytes.fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| Some(held.saturating_sub(bytes)));
         let _ = self.events.fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| Some(held.saturating_sub(1)));
     }
 
     /// The writer holds rows because the spool is at its bound (or no longer).
-    pub fn set_spool_full(&self, full: bool) {
+    pub(crate) fn set_spool_full(&self, full: bool) {
         self.spool_full.store(full, Ordering::Relaxed);
     }
 
     /// Admit nothing more (shutdown).
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);
     }
 
     /// Bytes held (queued events and admitted requests whose events are not queued yet).
-    pub fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         self.bytes.load(Ordering::Relaxed)
     }
 
     /// Events held, likewise.
-    pub fn events(&self) -> usize {
+    pub(crate) fn events(&self) -> usize {
         self.events.load(Ordering::Relaxed)
-    }
-
-    pub fn max_bytes(&self) -> usize {
-        self.max_bytes
     }
 }
 

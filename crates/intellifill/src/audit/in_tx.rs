@@ -43,7 +43,7 @@ const INLINE_BODY_BYTES: usize = 1024;
 
 /// A write handler's commit: its change with the request's audit row. Without the audit step (an excluded
 /// path, a test router without it) it is a plain commit.
-pub struct AuditedWrite(Option<WriteCell>);
+pub(crate) struct AuditedWrite(Option<WriteCell>);
 
 impl<S: Send + Sync> FromRequestParts<S> for AuditedWrite {
     type Rejection = std::convert::Infallible;
@@ -56,7 +56,7 @@ impl<S: Send + Sync> FromRequestParts<S> for AuditedWrite {
 impl AuditedWrite {
     /// Commit `tx` with the request's audit row, made now as the row of a `status` answer. Call it as the
     /// handler's last fallible step, with the status it answers on success.
-    pub async fn commit(&self, tx: Tx, status: StatusCode) -> Result<(), AppError> {
+    pub(crate) async fn commit(&self, tx: Tx, status: StatusCode) -> Result<(), AppError> {
         let Some(cell) = &self.0 else { return tx.commit().await };
         let Some(facts) = cell.provisional(status.as_u16()) else { return tx.commit().await };
         let event = row(facts, cell).await?;

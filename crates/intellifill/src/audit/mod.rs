@@ -27,19 +27,19 @@
 //!   transaction-level advisory lock); [`retention`] drops expired months by class (owner only, the
 //!   `audit retention` command).
 
-pub mod actions;
-pub mod anomaly;
-pub mod backlog;
-pub mod in_tx;
-pub mod layer;
-pub mod partitions;
-pub mod queue;
-pub mod retention;
-pub mod sanitize;
-pub mod seal;
-pub mod security;
-pub mod spool;
-pub mod writer;
+pub(crate) mod actions;
+pub(crate) mod anomaly;
+pub(crate) mod backlog;
+pub(crate) mod in_tx;
+pub(crate) mod layer;
+pub(crate) mod partitions;
+pub(crate) mod queue;
+pub(crate) mod retention;
+pub(crate) mod sanitize;
+pub(crate) mod seal;
+pub(crate) mod security;
+pub(crate) mod spool;
+pub(crate) mod writer;
 
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -168,21 +168,21 @@ impl PathEntity {
 
 /// The shared slot in the request extensions.
 #[derive(Debug, Clone, Default)]
-pub struct AuditSlot(pub Arc<Mutex<AuditNotes>>);
+pub(crate) struct AuditSlot(pub Arc<Mutex<AuditNotes>>);
 
 impl AuditSlot {
-    pub fn update(&self, f: impl FnOnce(&mut AuditNotes)) {
+    pub(crate) fn update(&self, f: impl FnOnce(&mut AuditNotes)) {
         let mut notes = self.0.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut notes);
     }
 
     /// A copy of the notes so far (a write's row made before its commit, [`in_tx`]).
-    pub fn snapshot(&self) -> AuditNotes {
+    pub(crate) fn snapshot(&self) -> AuditNotes {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The notes, taken out of the slot (the audit layer, once the response is there).
-    pub fn take(&self) -> AuditNotes {
+    pub(crate) fn take(&self) -> AuditNotes {
         std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
@@ -197,7 +197,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for AuditSlot {
 }
 
 /// Note something about the current request for its audit row (no-op outside the audit layer).
-pub fn note(extensions: &http::Extensions, f: impl FnOnce(&mut AuditNotes)) {
+pub(crate) fn note(extensions: &http::Extensions, f: impl FnOnce(&mut AuditNotes)) {
     if let Some(slot) = extensions.get::<AuditSlot>() {
         slot.update(f);
     }
@@ -224,7 +224,7 @@ impl AuditStats {
 /// What the write path takes: a finished event (the anomaly detector's), or a request's facts, which the
 /// writer makes the row of (and shows the detector).
 #[derive(Debug)]
-pub enum Queued {
+pub(crate) enum Queued {
     Event(AuditEvent),
     Request(layer::RequestFacts),
 }
@@ -244,7 +244,7 @@ impl Queued {
 /// Puts events on the write path; never waits. Cloned into the anomaly detector (whose own events must not
 /// be fed back to it).
 #[derive(Clone)]
-pub struct Recorder {
+pub(crate) struct Recorder {
     queue: queue::Sender<Queued>,
     /// As many events again as the queue, on their way to the spool; the backlog's event budget guarantees
     /// room in one of the two for every event it admitted.
@@ -261,7 +261,7 @@ const EVENT_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
 impl Recorder {
     /// Record an event not tied to a request (the detector's): it waits for room in the backlog (the detector
     /// falls behind, its own input is best effort), and is lost (counted) only once the pipeline has stopped.
-    pub async fn record(&self, event: AuditEvent) {
+    pub(crate) async fn record(&self, event: AuditEvent) {
         let event = Queued::Event(event);
         let weight = event.weight();
         loop {

@@ -23,7 +23,7 @@ const ENSURE: &str = "SELECT created, default_rows, covered_until FROM audit_par
 
 /// What one maintenance run found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Maintained {
+pub(crate) struct Maintained {
     /// Partitions this run created (0 when another instance had already made them).
     pub created: i32,
     /// Rows in the DEFAULT partitions after the run: rows no month could take (expired by retention).
@@ -33,7 +33,7 @@ pub struct Maintained {
 }
 
 /// One maintenance run (creates what is missing, moves what waits in DEFAULT partitions), with metrics.
-pub async fn maintain(db: &Db, ahead_months: i32) -> Result<Maintained, AppError> {
+pub(crate) async fn maintain(db: &Db, ahead_months: i32) -> Result<Maintained, AppError> {
     let result = db.unscoped(ENSURE, &[(&ahead_months, Type::INT4)]).await.and_then(|rows| {
         let row = rows.first().ok_or_else(|| AppError::internal(anyhow::anyhow!("no maintenance row")))?;
         Ok(Maintained { created: row.get(0), default_rows: row.get(1), covered_until: row.get(2) })
@@ -66,7 +66,7 @@ pub async fn maintain(db: &Db, ahead_months: i32) -> Result<Maintained, AppError
 }
 
 /// Run [`maintain`] now and then every `check_interval`, until the returned handle is aborted.
-pub fn spawn(db: Db, config: PartitionConfig) -> tokio::task::JoinHandle<()> {
+pub(crate) fn spawn(db: Db, config: PartitionConfig) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut every = tokio::time::interval(config.check_interval);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

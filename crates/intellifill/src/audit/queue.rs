@@ -13,11 +13,11 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc};
 
-pub use tokio::sync::mpsc::error::TrySendError;
+pub(crate) use tokio::sync::mpsc::error::TrySendError;
 
 /// The producing side; cheap to clone.
 #[derive(Debug)]
-pub struct Sender<T> {
+pub(crate) struct Sender<T> {
     tx: mpsc::Sender<T>,
     ready: Arc<Notify>,
     wake_at: usize,
@@ -31,7 +31,7 @@ impl<T> Clone for Sender<T> {
 
 /// Why [`Receiver::ready`] returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Wake {
+pub(crate) enum Wake {
     /// The interval elapsed: take everything, however little.
     Interval,
     /// The volume mark was reached: enough waits for a full batch.
@@ -40,14 +40,14 @@ pub enum Wake {
 
 /// The consuming side: wait with [`Receiver::ready`], then take everything with [`Receiver::try_recv`].
 #[derive(Debug)]
-pub struct Receiver<T> {
+pub(crate) struct Receiver<T> {
     rx: mpsc::Receiver<T>,
     ready: Arc<Notify>,
     tick: tokio::time::Interval,
 }
 
 /// A queue of `capacity` items whose consumer wakes every `interval`, or as soon as `wake_at` items wait.
-pub fn channel<T>(capacity: usize, wake_at: usize, interval: Duration) -> (Sender<T>, Receiver<T>) {
+pub(crate) fn channel<T>(capacity: usize, wake_at: usize, interval: Duration) -> (Sender<T>, Receiver<T>) {
     let (tx, rx) = mpsc::channel(capacity);
     let ready = Arc::new(Notify::new());
     let mut tick = tokio::time::interval(interval);
@@ -58,7 +58,7 @@ pub fn channel<T>(capacity: usize, wake_at: usize, interval: Duration) -> (Sende
 
 impl<T> Sender<T> {
     /// Queue `item` without waiting; wakes the consumer only when the queue reaches its volume mark.
-    pub fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
+    pub(crate) fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
         self.tx.try_send(item)?;
         if self.len() >= self.wake_at {
             // Stores a permit when the consumer is busy, so the wake is never lost; repeated calls are free.
@@ -68,28 +68,29 @@ impl<T> Sender<T> {
     }
 
     /// Wake the consumer now, whatever the volume (for an item that should not wait for the interval).
-    pub fn wake(&self) {
+    pub(crate) fn wake(&self) {
         self.ready.notify_one();
     }
 
     /// Items waiting.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.tx.max_capacity() - self.tx.capacity()
     }
 
     /// The consumer is gone.
-    pub fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.tx.is_closed()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }
 
 impl<T> Receiver<T> {
     /// Until the interval elapses or the volume mark is reached (cancel-safe: usable in `select!`).
-    pub async fn ready(&mut self) -> Wake {
+    pub(crate) async fn ready(&mut self) -> Wake {
         tokio::select! {
             _ = self.tick.tick() => Wake::Interval,
             _ = self.ready.notified() => Wake::Volume,
@@ -97,21 +98,21 @@ impl<T> Receiver<T> {
     }
 
     /// Every sender is gone (items may still wait: take them first).
-    pub fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.rx.is_closed()
     }
 
     /// Items waiting.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.rx.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.rx.is_empty()
     }
 
     /// The next waiting item, if any.
-    pub fn try_recv(&mut self) -> Option<T> {
+    pub(crate) fn try_recv(&mut self) -> Option<T> {
         self.rx.try_recv().ok()
     }
 }

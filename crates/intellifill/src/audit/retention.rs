@@ -11,11 +11,11 @@
 use chrono::{DateTime, Utc};
 
 /// The retention classes, longest-kept first.
-pub const CLASSES: [&str; 3] = ["security", "write", "read"];
+pub(crate) const CLASSES: [&str; 3] = ["security", "write", "read"];
 
 /// Days kept per class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Retention {
+pub(crate) struct Retention {
     pub security_days: i32,
     pub write_days: i32,
     pub read_days: i32,
@@ -23,7 +23,7 @@ pub struct Retention {
 
 impl Retention {
     /// The days `class` keeps.
-    pub fn days(&self, class: &str) -> i32 {
+    pub(crate) fn days(&self, class: &str) -> i32 {
         match class {
             "security" => self.security_days,
             "write" => self.write_days,
@@ -34,7 +34,7 @@ impl Retention {
 
 /// One partition (or the expired rows of a DEFAULT partition) removed, or to be removed in a dry run.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Removed {
+pub(crate) struct Removed {
     pub class: &'static str,
     pub partition: String,
     pub rows: i64,
@@ -44,7 +44,7 @@ pub struct Removed {
 
 /// Options of one run.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Run {
+pub(crate) struct Run {
     /// Move detached partitions to schema `audit_archive` instead of dropping them.
     pub keep_detached: bool,
     /// Report what would go; change nothing.
@@ -52,7 +52,11 @@ pub struct Run {
 }
 
 /// Apply `retention` to every class (one transaction per class); returns what was (or would be) removed.
-pub async fn apply(client: &tokio_postgres::Client, retention: Retention, run: Run) -> anyhow::Result<Vec<Removed>> {
+pub(crate) async fn apply(
+    client: &tokio_postgres::Client,
+    retention: Retention,
+    run: Run,
+) -> anyhow::Result<Vec<Removed>> {
     let mut removed = Vec::new();
     for class in CLASSES {
         let rows = client
@@ -72,7 +76,7 @@ fn message(e: &tokio_postgres::Error) -> String {
 }
 
 /// The report the command prints: one line per partition, then one per class.
-pub fn report(removed: &[Removed], retention: Retention, run: Run) -> String {
+pub(crate) fn report(removed: &[Removed], retention: Retention, run: Run) -> String {
     let verb = match (run.dry_run, run.keep_detached) {
         (true, _) => "would remove",
         (false, true) => "detached to audit_archive",

@@ -22,7 +22,7 @@ const LOGGED_DETAILS: &[&str] = &["status", "route", "kind", "count", "threshold
 /// The log line's fields are values a log pipeline can parse: ids and addresses as strings, counts as
 /// numbers, an absent value left out (never `None` or `Some(...)`), and the details as fields of their own
 /// (`details.route`, `details.count`, ...), not JSON inside a string.
-pub fn mark(event: &mut AuditEvent, kind: SecurityKind, severity: Severity, details: Value) {
+pub(crate) fn mark(event: &mut AuditEvent, kind: SecurityKind, severity: Severity, details: Value) {
     event.severity = Some(severity);
     debug_assert!(
         details.as_object().is_none_or(|d| d.keys().all(|k| LOGGED_DETAILS.contains(&k.as_str()))),

@@ -11,18 +11,18 @@ use axum::http::{HeaderMap, header};
 
 use crate::error::{AppError, ErrorCode};
 
-pub const MIN_LEN: usize = 20;
-pub const MAX_LEN: usize = 4096;
+pub(crate) const MIN_LEN: usize = 20;
+pub(crate) const MAX_LEN: usize = 4096;
 
 /// The token in the `Authorization` header, checked: scheme, length bounds and shape.
-pub fn from_headers(headers: &HeaderMap) -> Result<&str, AppError> {
+pub(crate) fn from_headers(headers: &HeaderMap) -> Result<&str, AppError> {
     checked(token_bytes(headers)?)
 }
 
 /// The token's bytes in the `Authorization` header: scheme and length bounds checked, not yet its shape.
 /// For the token cache, whose hit needs no shape check: its key is the hash of bytes that passed it
 /// (`auth::verify`; the check is a pass over ~1 KB on every request otherwise).
-pub fn token_bytes(headers: &HeaderMap) -> Result<&[u8], AppError> {
+pub(crate) fn token_bytes(headers: &HeaderMap) -> Result<&[u8], AppError> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Err(AppError::new(ErrorCode::TokenMissing, "an Authorization: Bearer token is required"));
     };
@@ -44,7 +44,7 @@ pub fn token_bytes(headers: &HeaderMap) -> Result<&[u8], AppError> {
 }
 
 /// `token` as text once its shape is checked.
-pub fn checked(token: &[u8]) -> Result<&str, AppError> {
+pub(crate) fn checked(token: &[u8]) -> Result<&str, AppError> {
     check_shape_bytes(token)?;
     // The shape check admits ASCII only, so this cannot fail; it costs one vectorized pass.
     std::str::from_utf8(token).map_err(|_| malformed("the token is not a JWT"))

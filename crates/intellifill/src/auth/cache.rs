@@ -69,7 +69,7 @@ pub enum Entry {
     Rejected { code: String, until: i64 },
 }
 
-pub fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 

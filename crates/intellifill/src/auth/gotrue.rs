@@ -44,7 +44,7 @@ pub enum GoTrueError {
 }
 
 /// How often, at most, a refused API key is logged at ERROR (every refusal is counted).
-pub const KEY_ALARM_INTERVAL: Duration = Duration::from_secs(60);
+pub(crate) const KEY_ALARM_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Reports the gateway refusing our API key: a counter for every refusal, an ERROR line per interval.
 struct KeyAlarm {

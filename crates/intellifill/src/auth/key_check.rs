@@ -13,7 +13,11 @@ use super::gotrue::{GoTrueClient, GoTrueError};
 use crate::config::StartupKeyCheck;
 
 /// Check the key; `Err` only when `policy` is `Require` and the auth service refuses it.
-pub async fn check_at_start(gotrue: &GoTrueClient, policy: StartupKeyCheck, timeout: Duration) -> anyhow::Result<()> {
+pub(crate) async fn check_at_start(
+    gotrue: &GoTrueClient,
+    policy: StartupKeyCheck,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     if policy == StartupKeyCheck::Off {
         tracing::info!("start-up check of SUPABASE_ANON_KEY skipped (AUTH_STARTUP_KEY_CHECK=off)");
         return Ok(());

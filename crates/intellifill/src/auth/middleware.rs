@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use super::{AuthUser, Authenticator, bearer};
 
 /// The request with its verified caller, or the error response.
-pub async fn authenticate(auth: &Authenticator, mut request: Request) -> Result<Request, Response> {
+pub(crate) async fn authenticate(auth: &Authenticator, mut request: Request) -> Result<Request, Response> {
     let verified = match bearer::token_bytes(request.headers()) {
         Ok(token) => auth.verify_bytes(token).await,
         Err(e) => return Err(e.into_response()),

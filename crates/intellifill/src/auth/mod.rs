@@ -12,21 +12,21 @@
 //! active?) happens inside the request transaction, in [`crate::principal::UserTx`], so a deactivated user is
 //! locked out on the very next request whatever any cache says.
 
-pub mod bearer;
-pub mod cache;
-pub mod cutoff;
-pub mod gotrue;
-pub mod jwks;
-pub mod jwt;
-pub mod key_check;
-pub mod middleware;
-pub mod revocation;
-pub mod singleflight;
-pub mod verify;
+pub(crate) mod bearer;
+pub(crate) mod cache;
+pub(crate) mod cutoff;
+pub(crate) mod gotrue;
+pub(crate) mod jwks;
+pub(crate) mod jwt;
+pub(crate) mod key_check;
+pub(crate) mod middleware;
+pub(crate) mod revocation;
+pub(crate) mod singleflight;
+pub(crate) mod verify;
 
 use crate::error::{AppError, ErrorCode};
-pub use cache::{CachedUser, TokenHash};
-pub use verify::Authenticator;
+pub(crate) use cache::{CachedUser, TokenHash};
+pub(crate) use verify::Authenticator;
 
 /// A caller whose token passed the pipeline: who the token belongs to (as the cache keeps it; its fields read
 /// through `Deref`) and the token's hash.
@@ -50,7 +50,7 @@ impl std::ops::Deref for AuthUser {
 pub(crate) const EXPIRED_UPSTREAM: &str = "token_expired";
 
 /// Map an auth-service error code to ours. Unknown codes are an invalid token: never an accept.
-pub fn rejection(code: &str) -> AppError {
+pub(crate) fn rejection(code: &str) -> AppError {
     match code {
         EXPIRED_UPSTREAM => AppError::new(ErrorCode::TokenExpired, "the token has expired"),
         "session_not_found" | "session_expired" | "refresh_token_not_found" | "revoked" => {
@@ -66,7 +66,7 @@ pub fn rejection(code: &str) -> AppError {
 
 /// The auth service refuses our API key: this server's misconfiguration, never an invalid token. No
 /// `Retry-After`: it lasts until an operator fixes `SUPABASE_ANON_KEY` (or the key is restored at Supabase).
-pub fn misconfigured() -> AppError {
+pub(crate) fn misconfigured() -> AppError {
     AppError::new(
         ErrorCode::AuthServiceMisconfigured,
         "this server cannot use the authentication service (its API key is refused); the operator must fix it",
@@ -74,7 +74,7 @@ pub fn misconfigured() -> AppError {
 }
 
 /// The auth service cannot answer: an outage, never an invalid token.
-pub fn unavailable(retry_after: u64) -> AppError {
+pub(crate) fn unavailable(retry_after: u64) -> AppError {
     AppError::new(ErrorCode::AuthServiceUnavailable, "the authentication service is unavailable")
         .with_retry_after(retry_after.max(1))
 }

@@ -27,12 +27,12 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::cache::{CachedUser, TokenCache, TokenHash, now_ms};
-pub use super::cutoff::{Cutoff, Verdict};
+pub(crate) use super::cutoff::{Cutoff, Verdict};
 use crate::kv::bus::{self, Subscription};
 use crate::kv::{Key, Kv};
 
 /// How long session and user revocations are kept: longer than any access token lives.
-pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "camelCase")]

@@ -15,7 +15,7 @@ use futures::future::{BoxFuture, Shared};
 
 type Flight<V> = Shared<BoxFuture<'static, Option<V>>>;
 
-pub struct SingleFlight<K, V: Clone> {
+pub(crate) struct SingleFlight<K, V: Clone> {
     inflight: Arc<Mutex<HashMap<K, Flight<V>>>>,
 }
 
@@ -35,7 +35,7 @@ where
 {
     /// Run `make()` unless a call for `key` is already in flight; either way return its result.
     /// `None` only if the task panicked.
-    pub async fn run<F>(&self, key: K, make: impl FnOnce() -> F) -> Option<V>
+    pub(crate) async fn run<F>(&self, key: K, make: impl FnOnce() -> F) -> Option<V>
     where
         F: Future<Output = V> + Send + 'static,
     {
@@ -44,7 +44,7 @@ where
 
     /// Start `make()` in the background unless a call for `key` is already in flight; the caller does not
     /// wait for it (background revalidation). Returns whether this call started it.
-    pub fn start<F>(&self, key: K, make: impl FnOnce() -> F) -> bool
+    pub(crate) fn start<F>(&self, key: K, make: impl FnOnce() -> F) -> bool
     where
         F: Future<Output = V> + Send + 'static,
     {
@@ -78,7 +78,8 @@ where
     }
 
     /// Calls currently in flight.
-    pub fn in_flight(&self) -> usize {
+    #[cfg(test)]
+    fn in_flight(&self) -> usize {
         self.inflight.lock().map(|m| m.len()).unwrap_or(0)
     }
 }

@@ -540,6 +540,6 @@ impl LogoutScope {
 }
 
 /// How long a breaker rejection asks clients to wait, at least a second.
-pub fn retry_after_secs(d: Duration) -> u64 {
+pub(crate) fn retry_after_secs(d: Duration) -> u64 {
     (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
 }

@@ -36,7 +36,7 @@ pub enum CorsOrigins {
 
 /// One origin as a browser writes it in `Origin`: `http(s)://host[:port]`, lowercase host, no default port, no
 /// path, query, fragment or user info. Anything else could never match, so it is refused with the form to use.
-pub fn parse_origin(raw: &str) -> Result<String, String> {
+pub(crate) fn parse_origin(raw: &str) -> Result<String, String> {
     let url =
         url::Url::parse(raw).map_err(|e| format!("{raw:?} is not an origin ({e}); expected scheme://host[:port]"))?;
     if !matches!(url.scheme(), "http" | "https") {
@@ -53,7 +53,7 @@ pub fn parse_origin(raw: &str) -> Result<String, String> {
 }
 
 /// Parses `CORS_ALLOWED_ORIGINS`: a comma list of exact origins, or `*` alone; empty: `None`.
-pub fn parse_origins(raw: &str) -> Result<Option<CorsOrigins>, String> {
+pub(crate) fn parse_origins(raw: &str) -> Result<Option<CorsOrigins>, String> {
     let items: Vec<&str> = raw.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
     if items.is_empty() {
         return Ok(None);

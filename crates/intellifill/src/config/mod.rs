@@ -8,7 +8,7 @@
 //! The configuration types are owned here and depend on no other module of the crate; the modules that use
 //! them import them from here.
 
-mod audit;
+pub(crate) mod audit;
 mod auth;
 mod browser;
 mod check;
@@ -29,16 +29,18 @@ use std::net::SocketAddr;
 use clap::Parser;
 use secrecy::ExposeSecret;
 
-pub use audit::{AnomalyConfig, AuditConfig, PartitionConfig, SealConfig, WriterConfig, parse_signing_key};
-pub use auth::{AuthConfig, JwtKeys, OutageMode, StartupKeyCheck, VerifyMode};
-pub use browser::{BrowserConfig, CorsConfig, CorsOrigins, parse_origin, parse_origins};
-pub use check::{ConfigErrors, ConfigProblem};
-pub use database::{DatabaseConfig, RlsFailureMode, StatementMode};
-pub use http::{ConnectionLimits, HttpConfig, TrustedProxies};
-pub use observability::{HealthConfig, MetricsConfig};
-pub use orgs::OrgConfig;
-pub use ratelimit::RateLimitConfig;
-pub use redis::RedisConfig;
+pub(crate) use audit::{AnomalyConfig, AuditConfig, PartitionConfig, SealConfig, WriterConfig, parse_signing_key};
+pub(crate) use auth::{AuthConfig, JwtKeys, OutageMode, StartupKeyCheck, VerifyMode};
+#[cfg(feature = "dev")]
+pub(crate) use browser::parse_origin;
+pub(crate) use browser::{BrowserConfig, CorsConfig, CorsOrigins};
+pub(crate) use check::{ConfigErrors, ConfigProblem};
+pub(crate) use database::{DatabaseConfig, RlsFailureMode, StatementMode};
+pub(crate) use http::{ConnectionLimits, HttpConfig, TrustedProxies};
+pub(crate) use observability::{HealthConfig, MetricsConfig};
+pub(crate) use orgs::OrgConfig;
+pub(crate) use ratelimit::RateLimitConfig;
+pub(crate) use redis::RedisConfig;
 
 use check::{Checker, Section};
 

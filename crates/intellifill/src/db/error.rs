@@ -5,7 +5,7 @@ use tokio_postgres::error::SqlState;
 
 use crate::error::{AppError, ErrorCode};
 
-pub fn map_db_error(e: tokio_postgres::Error) -> AppError {
+pub(crate) fn map_db_error(e: tokio_postgres::Error) -> AppError {
     let Some(db) = e.as_db_error() else {
         // No server answer: the connection is gone or could not be opened.
         return AppError::new(ErrorCode::DatabaseUnavailable, "the database is unavailable")

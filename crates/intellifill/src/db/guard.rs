@@ -8,7 +8,7 @@ use super::{Db, map_db_error};
 use crate::db::migrate;
 
 /// Tables that must be protected by row-level security.
-pub const TENANT_TABLES: &[&str] = &[
+pub(crate) const TENANT_TABLES: &[&str] = &[
     "organizations",
     "users",
     "organization_memberships",
@@ -36,7 +36,7 @@ SELECT r.rolname::text,
   FROM pg_roles r WHERE r.rolname = current_user";
 
 /// Fail with a clear message when the runtime role could read around RLS or the schema is not ready.
-pub async fn check_runtime_role(db: &Db) -> anyhow::Result<()> {
+pub(crate) async fn check_runtime_role(db: &Db) -> anyhow::Result<()> {
     let conn = db.acquire().await.map_err(|e| match &e.source {
         Some(cause) => anyhow::anyhow!(
             "cannot connect with DATABASE_URL: {} ({cause:#}){}",

@@ -8,12 +8,12 @@
 //! on session state.
 
 mod error;
-pub mod guard;
-pub mod migrate;
-pub mod provision;
+pub(crate) mod guard;
+pub(crate) mod migrate;
+pub(crate) mod provision;
 mod statements;
-pub mod tls;
-mod tx;
+pub(crate) mod tls;
+pub(crate) mod tx;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -25,9 +25,9 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, QueueMode, Recy
 use crate::config::{DatabaseConfig, RlsFailureMode};
 use crate::error::{AppError, ErrorCode};
 
-pub use error::map_db_error;
-pub use statements::{Param, StatementMode};
-pub use tx::{RlsContext, Tx};
+pub(crate) use error::map_db_error;
+pub(crate) use statements::{Param, StatementMode};
+pub(crate) use tx::{RlsContext, Tx};
 
 /// Counters the health and metrics endpoints read.
 #[derive(Debug, Default)]

@@ -18,11 +18,11 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Row, Statement};
 
-pub use crate::config::StatementMode;
+pub(crate) use crate::config::StatementMode;
 
 /// A typed statement parameter (the unnamed-statement protocol needs the type up front; a named one is
 /// prepared with it).
-pub type Param<'a> = (&'a (dyn ToSql + Sync), Type);
+pub(crate) type Param<'a> = (&'a (dyn ToSql + Sync), Type);
 
 /// A statement ready to execute on one connection.
 pub(crate) enum Ready<'a> {

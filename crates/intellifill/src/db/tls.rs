@@ -15,7 +15,7 @@ use rustls::pki_types::pem::PemObject;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// The connector for `extra_ca` (a PEM file with one or more CA certificates) and the public roots.
-pub fn connector(extra_ca: Option<&Path>) -> anyhow::Result<MakeRustlsConnect> {
+pub(crate) fn connector(extra_ca: Option<&Path>) -> anyhow::Result<MakeRustlsConnect> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = extra_ca {

@@ -9,7 +9,7 @@
 //! starts.
 //! Ctrl-C stops the server (draining requests), the emulator and the cluster. Also `intellifill emulator`.
 
-pub mod demo;
+pub(crate) mod demo;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,13 +25,13 @@ use crate::startup::{Application, shutdown_signal};
 
 /// The fixed default ports: the auth emulator and Postgres where the Supabase CLI puts its API and database
 /// (54321, 54322), so a frontend's existing `.env` works; Redis next to them.
-pub const DEFAULT_API_PORT: u16 = 8080;
-pub const DEFAULT_AUTH_PORT: u16 = 54321;
-pub const DEFAULT_DB_PORT: u16 = 54322;
-pub const DEFAULT_REDIS_PORT: u16 = 54380;
+pub(crate) const DEFAULT_API_PORT: u16 = 8080;
+pub(crate) const DEFAULT_AUTH_PORT: u16 = 54321;
+pub(crate) const DEFAULT_DB_PORT: u16 = 54322;
+pub(crate) const DEFAULT_REDIS_PORT: u16 = 54380;
 
 #[derive(Debug, clap::Args)]
-pub struct DevArgs {
+pub(crate) struct DevArgs {
     /// Port of the API server (0: any free port).
     #[arg(long, env = "DEV_PORT", default_value_t = DEFAULT_API_PORT)]
     pub port: u16,
@@ -92,7 +92,7 @@ impl DevArgs {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct EmulatorArgs {
+pub(crate) struct EmulatorArgs {
     /// Address to listen on.
     #[arg(long, env = "EMULATOR_BIND", default_value = "127.0.0.1:54321")]
     pub bind: SocketAddr,
@@ -127,7 +127,7 @@ impl EmulatorArgs {
     }
 }
 
-pub async fn run_emulator(args: EmulatorArgs) -> anyhow::Result<()> {
+pub(crate) async fn run_emulator(args: EmulatorArgs) -> anyhow::Result<()> {
     let emulator = Emulator::start(args.config(), args.bind).await?;
     println!("GoTrue emulator listening");
     println!("  SUPABASE_URL={}", emulator.base_url());
@@ -154,14 +154,14 @@ fn emulator_config(api_port: u16) -> EmulatorConfig {
 }
 
 /// The password of every demo user.
-pub const DEMO_PASSWORD: &str = "password123";
+pub(crate) const DEMO_PASSWORD: &str = "password123";
 
 struct DemoUser {
     email: &'static str,
     token: String,
 }
 
-pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
     args.check_ports()?;
     let dir = std::path::absolute(&args.data_dir)?;
     if dir.exists() {

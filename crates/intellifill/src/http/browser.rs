@@ -38,7 +38,7 @@ const ALLOWED_METHODS: [Method; 5] = [Method::GET, Method::POST, Method::PUT, Me
 /// (a preflight, 200 with no body), so it sits after the per-ip limit and before audit and authentication
 /// (`super::middleware::stack`). Responses expose the headers a client reads: the request id, the rate-limit
 /// headers and `Retry-After`.
-pub fn cors_layer(config: &BrowserConfig) -> Option<CorsLayer> {
+pub(crate) fn cors_layer(config: &BrowserConfig) -> Option<CorsLayer> {
     let CorsConfig { origins, allow_credentials, max_age } = config.cors.as_ref()?;
     let allow_origin = match origins {
         CorsOrigins::Any => AllowOrigin::any(),
@@ -60,16 +60,16 @@ pub fn cors_layer(config: &BrowserConfig) -> Option<CorsLayer> {
 }
 
 /// Whether the CORS layer will answer this request itself (every `OPTIONS` while CORS is on).
-pub fn answered_by_cors(config: &BrowserConfig, method: &Method) -> bool {
+pub(crate) fn answered_by_cors(config: &BrowserConfig, method: &Method) -> bool {
     config.cors.is_some() && method == Method::OPTIONS
 }
 
 /// The security headers of every response (see the module docs), added unless the response has its own.
 #[derive(Debug, Clone)]
-pub struct SecurityHeadersLayer(Arc<HeaderMap>);
+pub(crate) struct SecurityHeadersLayer(Arc<HeaderMap>);
 
 impl SecurityHeadersLayer {
-    pub fn new(config: &BrowserConfig) -> SecurityHeadersLayer {
+    pub(crate) fn new(config: &BrowserConfig) -> SecurityHeadersLayer {
         let mut headers = HeaderMap::new();
         let fixed = [
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
@@ -99,7 +99,7 @@ impl<S> tower::Layer<S> for SecurityHeadersLayer {
 }
 
 #[derive(Debug, Clone)]
-pub struct SecurityHeaders<S> {
+pub(crate) struct SecurityHeaders<S> {
     inner: S,
     headers: Arc<HeaderMap>,
 }

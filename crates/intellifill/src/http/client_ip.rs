@@ -16,12 +16,12 @@ use axum::http::request::Parts;
 use crate::config::TrustedProxies;
 
 /// The client address of a request.
-pub fn client_ip(parts: &Parts, trusted: &TrustedProxies) -> Option<IpAddr> {
+pub(crate) fn client_ip(parts: &Parts, trusted: &TrustedProxies) -> Option<IpAddr> {
     let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     resolve(peer, &parts.headers, trusted)
 }
 
-pub fn resolve(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &TrustedProxies) -> Option<IpAddr> {
+pub(crate) fn resolve(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &TrustedProxies) -> Option<IpAddr> {
     let peer = peer?;
     if !trusted.contains(peer) {
         return Some(peer);

@@ -21,13 +21,13 @@ use crate::config::TrustedProxies;
 use crate::error::{AppError, ErrorCode};
 
 /// Whether a method changes something: the one definition (audit body capture, rate-limit classes).
-pub fn is_write(method: &Method) -> bool {
+pub(crate) fn is_write(method: &Method) -> bool {
     matches!(*method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE)
 }
 
 /// The facts of one request.
 #[derive(Debug, Clone)]
-pub struct RequestContext(Arc<Facts>);
+pub(crate) struct RequestContext(Arc<Facts>);
 
 #[derive(Debug)]
 struct Facts {
@@ -38,14 +38,14 @@ struct Facts {
 
 /// The matched route: its declaration and its path parameters.
 #[derive(Debug)]
-pub struct Route {
+pub(crate) struct Route {
     pub facts: &'static RouteFacts,
     pub params: PathParams,
 }
 
 impl RequestContext {
     /// Resolved from the request's head.
-    pub fn resolve(parts: &Parts, trusted: &TrustedProxies) -> RequestContext {
+    pub(crate) fn resolve(parts: &Parts, trusted: &TrustedProxies) -> RequestContext {
         RequestContext(Arc::new(Facts {
             client_ip: client_ip(parts, trusted),
             is_write: is_write(&parts.method),
@@ -55,27 +55,27 @@ impl RequestContext {
 
     /// The context of a request (an empty one, with no address, if the stack did not resolve it: a handler
     /// mounted outside the stack, in a benchmark).
-    pub fn of(extensions: &Extensions) -> RequestContext {
+    pub(crate) fn of(extensions: &Extensions) -> RequestContext {
         extensions.get::<RequestContext>().cloned().unwrap_or_else(|| {
             RequestContext(Arc::new(Facts { client_ip: None, is_write: false, route: OnceLock::new() }))
         })
     }
 
-    pub fn client_ip(&self) -> Option<IpAddr> {
+    pub(crate) fn client_ip(&self) -> Option<IpAddr> {
         self.0.client_ip
     }
 
-    pub fn is_write(&self) -> bool {
+    pub(crate) fn is_write(&self) -> bool {
         self.0.is_write
     }
 
     /// The matched route, once routing is done (`None` for unmatched requests and before the route step).
-    pub fn route(&self) -> Option<&Route> {
+    pub(crate) fn route(&self) -> Option<&Route> {
         self.0.route.get()
     }
 
     /// Set by the route step, once.
-    pub fn set_route(&self, route: Route) {
+    pub(crate) fn set_route(&self, route: Route) {
         let _ = self.0.route.set(route);
     }
 }
@@ -84,7 +84,7 @@ impl RequestContext {
 /// or `id` (the route table refuses a declaration with any other), so they are kept in fixed places: no
 /// allocation for a valid id.
 #[derive(Debug, Default)]
-pub struct PathParams {
+pub(crate) struct PathParams {
     org_id: Option<ParamValue>,
     user_id: Option<ParamValue>,
     id: Option<ParamValue>,
@@ -95,7 +95,7 @@ type ParamValue = Result<Uuid, Box<str>>;
 
 impl PathParams {
     /// The parameters axum matched.
-    pub fn of(raw: &RawPathParams) -> PathParams {
+    pub(crate) fn of(raw: &RawPathParams) -> PathParams {
         let mut params = PathParams::default();
         for (name, value) in raw.iter() {
             let parsed = Uuid::parse_str(value).map_err(|_| value.into());
@@ -119,7 +119,7 @@ impl PathParams {
     }
 
     /// The parameter `name` as a UUID: 400 `INVALID_ID` when it is not one.
-    pub fn uuid(&self, name: &str) -> Result<Option<Uuid>, AppError> {
+    pub(crate) fn uuid(&self, name: &str) -> Result<Option<Uuid>, AppError> {
         match self.slot(name) {
             None => Ok(None),
             Some(Ok(id)) => Ok(Some(*id)),
@@ -131,7 +131,7 @@ impl PathParams {
     }
 
     /// The most specific entity the path names (`id`, else `userId`, else `orgId`), for the audit row.
-    pub fn entity(&self) -> Option<PathEntity> {
+    pub(crate) fn entity(&self) -> Option<PathEntity> {
         [&self.id, &self.user_id, &self.org_id].into_iter().flatten().next().map(|v| match v {
             Ok(id) => PathEntity::Id(*id),
             Err(raw) => PathEntity::Raw(crate::audit::truncated(raw, 64).into()),
@@ -139,4 +139,4 @@ impl PathParams {
     }
 }
 
-pub use crate::audit::PathEntity;
+pub(crate) use crate::audit::PathEntity;

@@ -14,12 +14,12 @@ use uuid::Uuid;
 use crate::error::{AppError, ErrorCode};
 
 /// Validation after deserialisation; the error names the field.
-pub trait Validate {
+pub(crate) trait Validate {
     fn validate(&mut self) -> Result<(), AppError>;
 }
 
 /// A JSON request body, deserialised and validated.
-pub struct ApiJson<T>(pub T);
+pub(crate) struct ApiJson<T>(pub T);
 
 impl<S, T> FromRequest<S> for ApiJson<T>
 where
@@ -52,7 +52,7 @@ where
 }
 
 /// Deserialize, naming the failing field.
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
+pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
     // Every request body of the API is an object (serde would also read a struct from an array).
     if bytes.iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|b| *b != b'{') {
         return Err(AppError::validation("body", "the body must be a JSON object"));
@@ -78,7 +78,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
 /// A required text field as its schema declares it (`maxLength` = `max_chars`, pattern `[^ \t\n\r]`): at most
 /// `max_chars` characters as sent, not blank; the value kept is trimmed of ASCII spaces, tabs and line breaks
 /// (the same characters the pattern names, so the document and the check agree in every regex dialect).
-pub fn text_field(field: &str, value: &str, max_chars: usize) -> Result<String, AppError> {
+pub(crate) fn text_field(field: &str, value: &str, max_chars: usize) -> Result<String, AppError> {
     let trimmed = value.trim_matches([' ', '\t', '\n', '\r']);
     if trimmed.is_empty() || value.chars().count() > max_chars {
         return Err(AppError::validation(field, format!("{field} must be 1 to {max_chars} characters, not blank")));
@@ -86,7 +86,7 @@ pub fn text_field(field: &str, value: &str, max_chars: usize) -> Result<String, 
     Ok(trimmed.to_owned())
 }
 
-pub struct ApiQuery<T>(pub T);
+pub(crate) struct ApiQuery<T>(pub T);
 
 impl<S, T> FromRequestParts<S> for ApiQuery<T>
 where
@@ -112,11 +112,11 @@ where
 }
 
 /// Path parameters, read by name as UUIDs.
-pub struct PathIds(crate::http::context::RequestContext);
+pub(crate) struct PathIds(crate::http::context::RequestContext);
 
 impl PathIds {
     /// The path parameter `name` as a UUID: 400 `INVALID_ID` when it is not one.
-    pub fn uuid(&self, name: &str) -> Result<Uuid, AppError> {
+    pub(crate) fn uuid(&self, name: &str) -> Result<Uuid, AppError> {
         self.0
             .route()
             .map(|r| r.params.uuid(name))
@@ -137,12 +137,12 @@ impl<S: Send + Sync> FromRequestParts<S> for PathIds {
 mod nul {
     use crate::error::AppError;
 
-    pub fn refused(field: String) -> AppError {
+    pub(super) fn refused(field: String) -> AppError {
         AppError::validation(field.clone(), format!("{field}: NUL characters (U+0000) are not allowed"))
     }
 
     /// The path (`a.b[0]`, as the other field errors name it) of the first string or key holding a NUL.
-    pub fn json_field(bytes: &[u8]) -> Option<String> {
+    pub(super) fn json_field(bytes: &[u8]) -> Option<String> {
         if !escapes_nul(bytes) {
             return None;
         }
@@ -184,7 +184,7 @@ mod nul {
     }
 
     /// The first query parameter whose name or value decodes to a NUL.
-    pub fn query_field(query: &str) -> Option<String> {
+    pub(super) fn query_field(query: &str) -> Option<String> {
         if !query.contains("%00") {
             return None;
         }
@@ -216,7 +216,7 @@ mod nul {
 
 /// `application/json` and `application/<x>+json`, with parameters.
 mod mime_type {
-    pub struct Essence(String);
+    pub(super) struct Essence(String);
 
     impl std::str::FromStr for Essence {
         type Err = ();
@@ -227,7 +227,7 @@ mod mime_type {
     }
 
     impl Essence {
-        pub fn is_json(&self) -> bool {
+        pub(super) fn is_json(&self) -> bool {
             self.0 == "application/json" || (self.0.starts_with("application/") && self.0.ends_with("+json"))
         }
     }

@@ -59,14 +59,15 @@ use crate::timing::Timing;
 /// The layers of [`stack`] the overhead benchmark may leave out (`loadtest overhead --drop-layer`), by name.
 /// (The outer three change the response body type, so they are always there.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Layer {
+pub(crate) enum Layer {
     BodyLimit,
     /// Steps 5 to 10 of [`stack`].
     Admission,
 }
 
 impl Layer {
-    pub const fn name(self) -> &'static str {
+    #[cfg(feature = "bench")]
+    pub(crate) const fn name(self) -> &'static str {
         match self {
             Layer::BodyLimit => "body-limit",
             Layer::Admission => "admission",
@@ -96,7 +97,7 @@ pub fn stack(routes: Router, state: &AppState) -> impl Served + use<> {
 
 /// [`stack`] with only the layers `keep` accepts, in the same order: the one place the order is written,
 /// shared with the overhead benchmark.
-pub fn stack_with(routes: Router, state: &AppState, keep: &dyn Fn(Layer) -> bool) -> impl Served + use<> {
+pub(crate) fn stack_with(routes: Router, state: &AppState, keep: &dyn Fn(Layer) -> bool) -> impl Served + use<> {
     let http = &state.config.http;
     ServiceBuilder::new()
         .layer(super::browser::SecurityHeadersLayer::new(&state.config.browser))
@@ -114,7 +115,7 @@ pub fn stack_with(routes: Router, state: &AppState, keep: &dyn Fn(Layer) -> bool
 }
 
 /// The steps around each route of `table` (the declared routes).
-pub fn route_steps(
+pub(crate) fn route_steps(
     state: &AppState,
     table: &'static RouteTable,
 ) -> StepLayer<(Timed, ResolveRoute, Authenticate, PerCallerLimit)> {
@@ -127,14 +128,14 @@ macro_rules! step {
     ($(#[$doc:meta])* $name:ident, |$state:ident, $request:ident, $rest:ident| $body:expr) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy)]
-        pub struct $name;
+        pub(crate) struct $name;
 
         super::step::impl_step!([] $name as _, |$state, $request, $rest| $body);
     };
     ($(#[$doc:meta])* $name:ident($field:ty), |$step:pat, $state:ident, $request:ident, $rest:ident| $body:expr) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy)]
-        pub struct $name(pub $field);
+        pub(crate) struct $name(pub(crate) $field);
 
         super::step::impl_step!([] $name as $step, |$state, $request, $rest| $body);
     };

@@ -2,13 +2,13 @@
 //! middleware stack (ordered in one function) and the request context it resolves once, extractors, request
 //! ids. The route list, the router and the OpenAPI document built from it are [`crate::router`].
 
-pub mod browser;
-pub mod client_ip;
-pub mod context;
-pub mod extract;
-pub mod middleware;
-pub mod request_id;
-pub mod route;
+pub(crate) mod browser;
+pub(crate) mod client_ip;
+pub(crate) mod context;
+pub(crate) mod extract;
+pub(crate) mod middleware;
+pub(crate) mod request_id;
+pub(crate) mod route;
 pub(crate) mod server;
-pub mod step;
-pub mod timed;
+pub(crate) mod step;
+pub(crate) mod timed;

@@ -23,16 +23,16 @@ use axum::response::Response;
 use crate::error::{ErrorCode, ErrorPayload};
 
 /// `X-Request-ID`, as a constant: inserting under a `&str` would build and allocate the name per response.
-pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The id of the current request: minted by the server (UUIDv7), returned in `X-Request-ID`.
 #[derive(Debug, Clone)]
-pub struct RequestId(pub Arc<str>);
+pub(crate) struct RequestId(pub Arc<str>);
 
 /// A sane `X-Request-ID` the client sent (1-128 characters of `[A-Za-z0-9._:-]`): kept beside the server's id
 /// (in the access log and the audit row's metadata) so the client's own correlation still finds the request.
 #[derive(Debug, Clone)]
-pub struct ClientRequestId(pub Arc<str>);
+pub(crate) struct ClientRequestId(pub Arc<str>);
 
 fn acceptable(id: &str) -> bool {
     (1..=128).contains(&id.len())
@@ -56,7 +56,7 @@ pub(crate) fn refuse(method: &Method, uri: &Uri, error: crate::error::AppError) 
 
 /// The layer: [`RequestIdService`] around the rest of the stack.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct RequestIdLayer;
+pub(crate) struct RequestIdLayer;
 
 impl<S> tower::Layer<S> for RequestIdLayer {
     type Service = RequestIdService<S>;
@@ -67,7 +67,7 @@ impl<S> tower::Layer<S> for RequestIdLayer {
 }
 
 #[derive(Debug, Clone)]
-pub struct RequestIdService<S> {
+pub(crate) struct RequestIdService<S> {
     inner: S,
 }
 

@@ -21,7 +21,7 @@ use axum::http::Method;
 use utoipa::openapi::OpenApi;
 use utoipa::openapi::path::{HttpMethod, Operation};
 
-pub use crate::ratelimit::RateClass;
+pub(crate) use crate::ratelimit::RateClass;
 
 pub(crate) const AUDIT_ACTION: &str = "x-audit-action";
 pub(crate) const AUDIT_ENTITY: &str = "x-audit-entity";

@@ -20,7 +20,7 @@ use crate::state::AppState;
 
 /// One step: runs before `rest` (the inner service), decides whether to call it, and may change the request
 /// on the way in and the response on the way out.
-pub trait Step: Copy + Send + Sync + 'static {
+pub(crate) trait Step: Copy + Send + Sync + 'static {
     fn run<F>(
         self,
         state: &AppState,
@@ -65,13 +65,13 @@ impl_step!([A, B, C, D](A, B, C, D) as (a, b, c, d), |state, request, rest| {
 
 /// The layer of `step`.
 #[derive(Clone)]
-pub struct StepLayer<K> {
+pub(crate) struct StepLayer<K> {
     step: K,
     state: AppState,
 }
 
 impl<K: Step> StepLayer<K> {
-    pub fn new(step: K, state: AppState) -> Self {
+    pub(crate) fn new(step: K, state: AppState) -> Self {
         StepLayer { step, state }
     }
 }
@@ -86,14 +86,14 @@ impl<K: Step, S> tower::Layer<S> for StepLayer<K> {
 
 /// `step` around `inner`.
 #[derive(Clone)]
-pub struct StepService<K, S> {
+pub(crate) struct StepService<K, S> {
     step: K,
     state: AppState,
     inner: S,
 }
 
 /// The step's future (boxed: it is an `async fn`'s).
-pub type StepFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+pub(crate) type StepFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
 impl<K, S> tower::Service<Request> for StepService<K, S>
 where

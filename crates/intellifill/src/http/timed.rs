@@ -7,7 +7,7 @@ use crate::timing::Timing;
 
 /// The first route step: a [`Timing`] for the request when `SERVER_TIMING` is on, and the header on the way out.
 #[derive(Debug, Clone, Copy)]
-pub struct Timed;
+pub(crate) struct Timed;
 
 impl_step!([] Timed as Timed, |state, request, rest| async move {
     if !state.config.metrics.server_timing {

@@ -15,7 +15,7 @@
 //! as [`Kv::misconfiguration`], which start-up turns into a refusal to start and which is logged as an
 //! error, not as an outage, for as long as it lasts.
 
-pub mod bus;
+pub(crate) mod bus;
 mod tls;
 
 use std::sync::Arc;

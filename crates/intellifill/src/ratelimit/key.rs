@@ -1,6 +1,6 @@
-//! The one key function of every limiter: `rate_limit_key(parts, scope)`.
+//! The one key function of every limiter: [`write_key`]`(out, parts, scope)`.
 //!
-//! Scopes: `user`, `org`, `ip`, `user-ip`, `org-ip`. Parts are validated (a `user` scope with no
+//! Scopes: `user`, `org`, `ip`, `user-ip`. Parts are validated (a `user` scope with no
 //! authenticated user cannot key on a missing id) and normalised: ids in their canonical lowercase form,
 //! IPv4-mapped IPv6 addresses as IPv4, other IPv6 addresses by their /64 (one host usually owns a whole /64,
 //! so keying on full addresses would let it rotate through 2^64 keys). A missing part falls back to the ip
@@ -13,22 +13,20 @@ use uuid::Uuid;
 
 /// What a limiter keys on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Scope {
+pub(crate) enum Scope {
     User,
     Org,
     Ip,
     UserIp,
-    OrgIp,
 }
 
 impl Scope {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Scope::User => "user",
             Scope::Org => "org",
             Scope::Ip => "ip",
             Scope::UserIp => "user-ip",
-            Scope::OrgIp => "org-ip",
         }
     }
 }
@@ -42,14 +40,16 @@ pub struct KeyParts {
 }
 
 /// The key of `parts` under `scope` (without the policy name and store prefix).
-pub fn rate_limit_key(parts: &KeyParts, scope: Scope) -> String {
+#[cfg(test)]
+fn rate_limit_key(parts: &KeyParts, scope: Scope) -> String {
     let mut key = String::with_capacity(64);
     write_key(&mut key, parts, scope);
     key
 }
 
-/// [`rate_limit_key`] appended to `out` (the limiter prefixes it with its policy name without a second string).
-pub fn write_key(out: &mut String, parts: &KeyParts, scope: Scope) {
+/// The key of `parts` under `scope`, appended to `out` (the limiter prefixes it with its policy name, so no
+/// second string is made).
+pub(crate) fn write_key(out: &mut String, parts: &KeyParts, scope: Scope) {
     use std::fmt::Write as _;
     let ip = parts.ip.map(KeyIp);
     // Writing to a String cannot fail.
@@ -57,7 +57,6 @@ pub fn write_key(out: &mut String, parts: &KeyParts, scope: Scope) {
         (Scope::User, Some(u), _, _) => write!(out, "user:{u}"),
         (Scope::Org, _, Some(o), _) => write!(out, "org:{o}"),
         (Scope::UserIp, Some(u), _, Some(ip)) => write!(out, "user-ip:{u}:{ip}"),
-        (Scope::OrgIp, _, Some(o), Some(ip)) => write!(out, "org-ip:{o}:{ip}"),
         (Scope::Ip, _, _, Some(ip)) => write!(out, "ip:{ip}"),
         (_, _, _, ip) => {
             if scope != Scope::Ip {
@@ -115,10 +114,9 @@ mod tests {
         assert_eq!(rate_limit_key(&parts, Scope::User), "user:6f9619ff-8b86-d011-b42d-00cf4fc964ff");
         assert_eq!(rate_limit_key(&parts, Scope::Org), format!("org:{org}"));
         assert_eq!(rate_limit_key(&parts, Scope::UserIp), format!("user-ip:{user}:203.0.113.7"));
-        assert_eq!(rate_limit_key(&parts, Scope::OrgIp), format!("org-ip:{org}:203.0.113.7"));
         let anonymous = KeyParts { ip: Some(v4), ..KeyParts::default() };
         assert_eq!(rate_limit_key(&anonymous, Scope::User), "ip:203.0.113.7");
-        assert_eq!(rate_limit_key(&anonymous, Scope::OrgIp), "ip:203.0.113.7");
+        assert_eq!(rate_limit_key(&anonymous, Scope::UserIp), "ip:203.0.113.7");
         assert_eq!(rate_limit_key(&KeyParts::default(), Scope::Ip), "ip:unknown");
     }
 

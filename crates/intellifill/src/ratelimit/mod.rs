@@ -15,8 +15,8 @@
 //! instances, taken in small leases so a busy key does not cost a round trip per request; see [`store`]
 //! for both and for the fallback.
 
-pub mod key;
-pub mod store;
+pub(crate) mod key;
+pub(crate) mod store;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -26,7 +26,7 @@ use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
-pub use key::{KeyParts, Scope, rate_limit_key};
+pub(crate) use key::{KeyParts, Scope};
 use store::{Decision, Store};
 
 use crate::config::RateLimitConfig;
@@ -69,11 +69,9 @@ impl RateClass {
 }
 
 /// One named limit.
-pub struct Policy {
-    pub name: &'static str,
-    pub scope: Scope,
-    pub limit: u32,
-    pub window: Duration,
+pub(crate) struct Policy {
+    pub(crate) name: &'static str,
+    pub(crate) scope: Scope,
     /// Its `RateLimit-Policy` value (e.g. `300;w=60`), its `RateLimit-Limit` value and its decision counters:
     /// built once, not per request.
     header: HeaderValue,
@@ -91,8 +89,6 @@ impl Policy {
         Some(Policy {
             name,
             scope,
-            limit: limit.get(),
-            window,
             header: HeaderValue::from_str(&format!("{};w={}", limit, window.as_secs()))
                 .expect("digits and ';w=' are a valid header value"),
             limit_header: HeaderValue::from(limit.get()),
@@ -197,7 +193,7 @@ const RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 const POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 
 /// Every rate-limit header a response may carry (exposed to browsers by the CORS layer).
-pub const RATE_LIMIT_HEADERS: [HeaderName; 4] = [LIMIT, REMAINING, RESET, POLICY];
+pub(crate) const RATE_LIMIT_HEADERS: [HeaderName; 4] = [LIMIT, REMAINING, RESET, POLICY];
 
 fn set_headers(headers: &mut HeaderMap, d: &Decision, policy: &Policy) {
     headers.insert(LIMIT, policy.limit_header.clone());
@@ -252,7 +248,7 @@ async fn apply<F: Future<Output = Response>>(
 
 /// The per-ip limit on every request, then `inner` (a step of the outer stack, before audit and auth:
 /// see `http::middleware`).
-pub async fn per_ip<F: Future<Output = Response>>(
+pub(crate) async fn per_ip<F: Future<Output = Response>>(
     limits: &RateLimits,
     ip: Option<std::net::IpAddr>,
     request: Request,
@@ -267,7 +263,7 @@ pub async fn per_ip<F: Future<Output = Response>>(
 /// The user and auth-endpoint limits of a request of `class` by the caller in `parts`, then `next` (a step
 /// of the route steps, after auth, so the user is known). The organization's limit is charged later, by the
 /// org extractor ([`RateLimits::charge_org`]); its allowance, when tighter, is reported on the response.
-pub async fn per_caller<F: Future<Output = Response>>(
+pub(crate) async fn per_caller<F: Future<Output = Response>>(
     limits: &RateLimits,
     class: RateClass,
     parts: KeyParts,

@@ -36,7 +36,7 @@ use crate::kv::Kv;
 
 /// The outcome of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Decision {
+pub(crate) struct Decision {
     pub allowed: bool,
     pub remaining: u32,
     /// Seconds until the bucket is full again.
@@ -80,9 +80,9 @@ return {1, grant, available - grant, math.ceil((new_tat - now) / 1000), 0}
 });
 
 /// Longest time leased cells may be spent locally.
-pub const LEASE_TTL: Duration = Duration::from_secs(1);
+pub(crate) const LEASE_TTL: Duration = Duration::from_secs(1);
 /// Most cells one lease may hold.
-pub const MAX_LEASE: u32 = 64;
+pub(crate) const MAX_LEASE: u32 = 64;
 
 type Local = RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
 
@@ -136,7 +136,7 @@ impl Drop for Waiting<'_> {
 const REFILL_WAIT: Duration = Duration::from_secs(2);
 
 /// One policy's store.
-pub struct Store {
+pub(crate) struct Store {
     kv: Kv,
     local: Local,
     clock: DefaultClock,
@@ -150,7 +150,7 @@ pub struct Store {
 }
 
 impl Store {
-    pub fn new(kv: Kv, limit: NonZeroU32, period: Duration) -> Store {
+    pub(crate) fn new(kv: Kv, limit: NonZeroU32, period: Duration) -> Store {
         let interval = (period / limit.get()).max(Duration::from_micros(1));
         let quota = Quota::with_period(interval).unwrap_or_else(|| Quota::per_second(limit)).allow_burst(limit);
         Store {
@@ -167,12 +167,12 @@ impl Store {
     }
 
     /// Whether this store answers from process memory right now.
-    pub fn is_local(&self) -> bool {
+    pub(crate) fn is_local(&self) -> bool {
         !self.kv.is_configured() || self.using_fallback.load(Ordering::Relaxed)
     }
 
     /// Forget idle in-process keys (called periodically).
-    pub fn shrink(&self) {
+    pub(crate) fn shrink(&self) {
         self.local.retain_recent();
         self.local.shrink_to_fit();
         self.leases.run_pending_tasks();
@@ -180,7 +180,7 @@ impl Store {
 
     /// A decision for `key`; Redis (when configured) is asked only when this instance's lease of the key is
     /// spent.
-    pub async fn check(&self, key: String) -> Decision {
+    pub(crate) async fn check(&self, key: String) -> Decision {
         if !self.kv.is_configured() {
             return self.check_local(&key);
         }

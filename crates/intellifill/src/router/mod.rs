@@ -55,7 +55,7 @@ fn declarations() -> OpenApiRouter<AppState> {
 }
 
 /// What the declarations give: the router (without state), the route table, the served document.
-pub struct Declared {
+pub(crate) struct Declared {
     router: Router<AppState>,
     table: RouteTable,
     document: Bytes,
@@ -84,7 +84,7 @@ pub(crate) async fn document() -> impl axum::response::IntoResponse {
 }
 
 /// `/metrics` alone, for `METRICS_BIND_ADDR`.
-pub fn metrics_router(state: AppState) -> Router {
+pub(crate) fn metrics_router(state: AppState) -> Router {
     Router::new().route("/metrics", get(health::scrape)).with_state(state)
 }
 
@@ -94,13 +94,13 @@ pub fn app(state: AppState) -> impl Served + use<> {
 }
 
 /// [`app`] with `extra` routes besides the API's (dev mode's demo page), behind the same stack.
-pub fn app_with(state: AppState, extra: Router) -> impl Served + use<> {
+pub(crate) fn app_with(state: AppState, extra: Router) -> impl Served + use<> {
     middleware::stack(routes(state.clone()).merge(extra), &state)
 }
 
 /// Every route: the declared ones behind the route steps, `/metrics` (Prometheus text, not part of the
 /// API contract; on a listener of its own when `METRICS_BIND_ADDR` is set) and the fallback.
-pub fn routes(state: AppState) -> Router {
+pub(crate) fn routes(state: AppState) -> Router {
     with_route_steps(DECLARED.router.clone(), &state)
         .merge(match state.config.metrics.bind_addr {
             Some(_) => Router::new(),
@@ -112,7 +112,7 @@ pub fn routes(state: AppState) -> Router {
 
 /// `routes` behind the route steps of [`middleware::route_steps`], over the declared routes' [`table`]. Public
 /// so the overhead benchmark can wrap a no-op route in exactly these steps.
-pub fn with_route_steps(routes: Router<AppState>, state: &AppState) -> Router<AppState> {
+pub(crate) fn with_route_steps(routes: Router<AppState>, state: &AppState) -> Router<AppState> {
     routes.route_layer(middleware::route_steps(state, table()))
 }
 

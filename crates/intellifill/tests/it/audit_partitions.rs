@@ -124,7 +124,7 @@ async fn two_instances_starting_together_create_the_months_ahead_once() {
     let db = crate::helpers::fresh_database().await;
     let emulator =
         gotrue_emulator::Emulator::start(Default::default(), ([127, 0, 0, 1], 0).into()).await.expect("emulator");
-    let ahead = |a: &mut intellifill::config::ServeArgs| a.audit_partitions_ahead_months = Some("7".into());
+    let ahead = |a: &mut intellifill::ServeArgs| a.audit_partitions_ahead_months = Some("7".into());
     let (first, second) =
         tokio::join!(TestApp::spawn_on(db.clone(), emulator.clone(), ahead), TestApp::spawn_on(db, emulator, ahead));
     for class in ["security", "write", "read"] {

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use intellifill::config::ServeArgs;
+use intellifill::ServeArgs;
 use uuid::Uuid;
 
 use crate::helpers::{TestApp, TestUser, scalar};
@@ -21,11 +21,10 @@ impl Keys {
     pub fn new(n: u8) -> Keys {
         use base64::Engine as _;
         let seed = base64::engine::general_purpose::STANDARD.encode([n; 32]);
-        let key = intellifill::config::parse_signing_key(&seed).expect("seed");
+        let key = intellifill::testing::parse_signing_key(&seed).expect("seed");
         let dir = tempfile::tempdir().expect("dir");
         let public_pem = dir.path().join("audit-public.pem");
-        std::fs::write(&public_pem, intellifill::audit::seal::digest::public_key_pem(&key.verifying_key()))
-            .expect("write pem");
+        std::fs::write(&public_pem, intellifill::testing::public_key_pem(&key.verifying_key())).expect("write pem");
         Keys { seed, public_pem, _dir: dir }
     }
 
@@ -213,7 +212,7 @@ async fn the_runtime_role_can_append_digests_but_never_change_or_remove_one() {
     let (app, owner, org) = TestApp::with_org_using(|a| keys.apply(a), "Append only").await;
     traffic(&app, &owner, org, 1).await;
     assert!(wait_sealed(&app).await >= 1);
-    let runtime = intellifill::db::migrate::connect(&app.runtime_url).await.expect("runtime");
+    let runtime = intellifill::testing::schema::connect(&app.runtime_url).await.expect("runtime");
     for sql in ["UPDATE audit_digests SET key_id = 'x'", "DELETE FROM audit_digests", "TRUNCATE audit_digests"] {
         let e = runtime.simple_query(sql).await.expect_err(sql);
         assert_eq!(e.code(), Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE), "{sql}: {e}");

@@ -90,10 +90,10 @@ async fn a_trail_verifies_after_a_spool_replay_of_old_events() {
     // What a run that lost its database an hour ago left on disk.
     let spool = tempfile::tempdir().expect("dir");
     {
-        let spool = intellifill::audit::spool::Spool::open(spool.path()).expect("open");
+        let spool = intellifill::testing::Spool::open(spool.path()).expect("open");
         let events: Vec<_> = (0..5)
             .map(|i| {
-                let mut e = intellifill::audit::AuditEvent::new(format!("test.replayed{i}"));
+                let mut e = intellifill::testing::AuditEvent::new(format!("test.replayed{i}"));
                 e.created_at = chrono::Utc::now() - chrono::TimeDelta::hours(1);
                 e.organization_id = Some(org);
                 e

@@ -41,13 +41,13 @@ use crate::seed::{self, SeedUser};
 use crate::stack::{self, ChildServer, METRICS_TOKEN};
 
 /// The server's resident memory must stay under this (MiB), whatever the flood sends.
-pub const RSS_BOUND_MIB: u64 = 300;
+pub(super) const RSS_BOUND_MIB: u64 = 300;
 /// Longest a legitimate request's audit row may take to appear after its answer.
-pub const AUDIT_LAG_BOUND: Duration = Duration::from_secs(5);
+pub(super) const AUDIT_LAG_BOUND: Duration = Duration::from_secs(5);
 /// The server counts as idle under this share of one core (its background tasks tick, the load is gone).
-pub const IDLE_CORE_SHARE: f64 = 0.05;
+pub(super) const IDLE_CORE_SHARE: f64 = 0.05;
 /// How soon after the flood the server must be idle.
-pub const IDLE_BOUND: Duration = Duration::from_secs(5);
+pub(super) const IDLE_BOUND: Duration = Duration::from_secs(5);
 /// The flood is cut short when the server's RSS passes this (MiB): the verdict is lost anyway, the machine is
 /// shared.
 const ABORT_RSS_MIB: u64 = 2048;

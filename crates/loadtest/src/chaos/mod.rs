@@ -34,7 +34,7 @@ use crate::stack::{InProcess, Settings, Stack};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Scenario {
+pub(crate) enum Scenario {
     AuthKilled,
     AuthSlow,
     AuthFlaky,
@@ -63,7 +63,7 @@ impl Scenario {
 }
 
 #[derive(Debug, Clone, clap::Args)]
-pub struct ChaosArgs {
+pub(crate) struct ChaosArgs {
     #[arg(value_enum)]
     pub scenario: Scenario,
     /// Healthy + fault time of each scenario (recovery comes on top, bounded).
@@ -87,14 +87,14 @@ pub struct ChaosArgs {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Verdict {
+pub(crate) struct Verdict {
     pub expectation: String,
     pub passed: bool,
     pub detail: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct ScenarioReport {
+pub(crate) struct ScenarioReport {
     pub scenario: String,
     pub passed: bool,
     pub verdicts: Vec<Verdict>,
@@ -102,7 +102,7 @@ pub struct ScenarioReport {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct ChaosReport {
+pub(crate) struct ChaosReport {
     pub date: String,
     pub command: String,
     pub machine: crate::run::Machine,
@@ -419,7 +419,7 @@ fn report(scenario: Scenario, verdicts: Vec<Verdict>, facts: Value) -> ScenarioR
     ScenarioReport { scenario: scenario.name().to_owned(), passed: verdicts.iter().all(|v| v.passed), verdicts, facts }
 }
 
-pub async fn run(args: ChaosArgs, command: String) -> Result<ChaosReport> {
+pub(crate) async fn run(args: ChaosArgs, command: String) -> Result<ChaosReport> {
     let machine = crate::run::machine();
     let date = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let scenarios = match args.scenario {
@@ -470,7 +470,7 @@ fn print_scenario(r: &ScenarioReport) {
     }
 }
 
-pub fn print(r: &ChaosReport) {
+pub(crate) fn print(r: &ChaosReport) {
     println!(
         "chaos summary ({}): {} -- {}",
         r.date,

@@ -27,7 +27,7 @@ use crate::stack::{InProcess, Stack};
 use probes::{LAYERS, Probe, Target};
 
 #[derive(Debug, Clone, clap::Args)]
-pub struct OverheadArgs {
+pub(crate) struct OverheadArgs {
     /// Rounds: each round is one block of every probe the chosen pairs need, in rotating order.
     #[arg(long, default_value_t = 20)]
     pub rounds: u64,
@@ -87,14 +87,14 @@ pub struct OverheadArgs {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Series {
+pub(crate) struct Series {
     pub name: String,
     pub latency: Latency,
 }
 
 /// One pair's difference (with the stack minus without it), from alternating blocks.
 #[derive(Debug, Clone, Serialize)]
-pub struct Difference {
+pub(crate) struct Difference {
     pub route: String,
     pub rounds: u64,
     /// Timed requests of each side.
@@ -125,7 +125,7 @@ pub struct Difference {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Variant {
+pub(crate) struct Variant {
     pub name: String,
     /// Every probe's latency over all its timed blocks.
     pub series: Vec<Series>,
@@ -133,7 +133,7 @@ pub struct Variant {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct OverheadReport {
+pub(crate) struct OverheadReport {
     pub date: String,
     pub command: String,
     pub machine: crate::run::Machine,
@@ -179,7 +179,7 @@ async fn variant(stack: &Stack, args: &OverheadArgs, with_redis: bool, deadline:
     })
 }
 
-pub async fn run(args: OverheadArgs, command: String) -> Result<OverheadReport> {
+pub(crate) async fn run(args: OverheadArgs, command: String) -> Result<OverheadReport> {
     let machine = crate::run::machine();
     let date = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let deadline = Instant::now() + Duration::from_secs(args.max_secs);
@@ -220,7 +220,7 @@ fn pin_process(cpu: usize) -> Result<()> {
     Ok(())
 }
 
-pub fn print(r: &OverheadReport) {
+pub(crate) fn print(r: &OverheadReport) {
     println!("loadtest overhead, {} ({})", r.date, r.command);
     println!("method: {}", r.method);
     for v in &r.variants {

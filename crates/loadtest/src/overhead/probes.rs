@@ -127,7 +127,7 @@ impl Clients {
 
 /// One kind of timed request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Probe {
+pub(crate) enum Probe {
     /// A bare router answering a tiny JSON: the floor of any request.
     Hello,
     /// `/health`: request id, panic catcher, timeout, body limit, per-ip limit (not audited).

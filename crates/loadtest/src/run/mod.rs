@@ -21,10 +21,10 @@ use crate::stack::{self, ChildServer, Stack};
 
 mod print;
 
-pub use print::print;
+pub(crate) use print::print;
 
 #[derive(Debug, Clone, clap::Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// Organizations to seed.
     #[arg(long, default_value_t = 10)]
     pub orgs: usize,
@@ -79,13 +79,13 @@ pub struct RunArgs {
     pub json: Option<PathBuf>,
 }
 
-pub fn parse_kv(s: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_kv(s: &str) -> Result<(String, String), String> {
     let (k, v) = s.split_once('=').ok_or_else(|| format!("expected VAR=VALUE, got {s:?}"))?;
     Ok((k.trim().to_owned(), v.to_owned()))
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Machine {
+pub(crate) struct Machine {
     pub nproc: usize,
     pub cpu: String,
     pub mem_total_kib: u64,
@@ -93,7 +93,7 @@ pub struct Machine {
     pub note: &'static str,
 }
 
-pub fn machine() -> Machine {
+pub(crate) fn machine() -> Machine {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cpu = cpuinfo
         .lines()
@@ -115,7 +115,7 @@ pub fn machine() -> Machine {
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct ServerStats {
+pub(crate) struct ServerStats {
     pub pool_max: u64,
     pub pool_waiting_max: u64,
     pub pool_active_max: u64,
@@ -136,7 +136,7 @@ pub struct ServerStats {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Phase {
+pub(crate) struct Phase {
     pub name: String,
     pub load: LoadResult,
     pub server: Option<ServerStats>,
@@ -154,7 +154,7 @@ fn per_request(before: Option<Duration>, after: Option<Duration>, requests: u64)
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct RatioRound {
+pub(crate) struct RatioRound {
     pub list_rps: f64,
     pub pgbench_tps: f64,
     pub ratio: f64,
@@ -163,7 +163,7 @@ pub struct RatioRound {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Ratios {
+pub(crate) struct Ratios {
     /// list-only server throughput / pgbench tps of the same transaction.
     pub list_vs_pgbench: Option<f64>,
     /// list-only server throughput / hello-world throughput.
@@ -175,7 +175,7 @@ pub struct Ratios {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct RunReport {
+pub(crate) struct RunReport {
     pub date: String,
     pub command: String,
     pub machine: Machine,
@@ -196,7 +196,7 @@ pub struct RunReport {
 }
 
 /// Reads the server's own figures over HTTP (`/health/detailed` as the platform ADMIN, `/metrics`).
-pub struct Observer {
+pub(crate) struct Observer {
     addr: SocketAddr,
     admin: HeaderValue,
     pid: Option<u32>,
@@ -218,7 +218,7 @@ fn metric(text: &str, series: &str) -> Option<f64> {
 }
 
 impl Observer {
-    pub async fn detailed(&self) -> Result<Value> {
+    pub(crate) async fn detailed(&self) -> Result<Value> {
         let mut conn = Conn::new(self.addr);
         let mut last = String::new();
         for _ in 0..20 {
@@ -233,7 +233,7 @@ impl Observer {
     }
 
     /// Wait until the audit queue and spool are empty (bounded).
-    pub async fn drain_audit(&self, within: Duration) -> Result<()> {
+    pub(crate) async fn drain_audit(&self, within: Duration) -> Result<()> {
         let deadline = Instant::now() + within;
         loop {
             let d = self.detailed().await?;
@@ -343,7 +343,7 @@ async fn phase(name: &str, spec: LoadSpec, observer: Option<&Observer>, pg_data:
     })
 }
 
-pub async fn run(args: RunArgs, command: String) -> Result<RunReport> {
+pub(crate) async fn run(args: RunArgs, command: String) -> Result<RunReport> {
     let machine = machine();
     let date = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let limit = stack::open_files_limit();

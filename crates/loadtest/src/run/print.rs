@@ -72,7 +72,7 @@ fn print_phase(p: &Phase) {
     }
 }
 
-pub fn print(r: &RunReport) {
+pub(crate) fn print(r: &RunReport) {
     println!("loadtest run, {} ({})", r.date, r.command);
     println!(
         "machine: {} cores ({}), {} MiB; {}",

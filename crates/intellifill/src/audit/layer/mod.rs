@@ -24,7 +24,7 @@
 //! the row is built, no body parsed and no task spawned while a client waits (docs/PERFORMANCE.md, "Audit
 //! path"). A security outcome's counter and log line come with its row (at most one flush interval later).
 
-mod facts;
+pub(crate) mod facts;
 
 use std::time::Instant;
 
@@ -37,7 +37,7 @@ use super::backlog::{Refusal, Ticket};
 use super::{AuditEvent, AuditSlot, Auditor};
 use crate::error::{AppError, ErrorCode, ErrorPayload};
 use facts::CapturedBody;
-pub use facts::{RequestFacts, Seen};
+pub(crate) use facts::{RequestFacts, Seen};
 
 /// Room reserved in the backlog for what inner steps note (entity ids) beyond the request's own facts.
 const NOTES_ROOM: usize = 512;
@@ -45,7 +45,7 @@ const NOTES_ROOM: usize = 512;
 /// One event for the request `next` (the rest of the stack) answers, admitted before `next` runs: a request
 /// whose event the audit pipeline has no room for (its head when it arrives, its body's kept bytes once read)
 /// is refused (503 `AUDIT_UNAVAILABLE`) and never reaches a handler.
-pub async fn capture<F: Future<Output = Response>>(
+pub(crate) async fn capture<F: Future<Output = Response>>(
     auditor: &Auditor,
     seen: Seen<'_>,
     request: Request,
@@ -214,7 +214,7 @@ impl Drop for Pending<'_> {
 /// then queues nothing. Otherwise (no such commit, or it failed) the step takes the facts back and queues them
 /// as for any request, under the same event id.
 #[derive(Clone)]
-pub struct WriteCell(std::sync::Arc<WriteShared>);
+pub(crate) struct WriteCell(std::sync::Arc<WriteShared>);
 
 struct WriteShared {
     state: std::sync::Mutex<CellState>,

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 /// What the digest keeps of a row besides its hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RowFacts {
+pub(crate) struct RowFacts {
     pub id: Uuid,
     pub created_at: DateTime<Utc>,
     pub organization_id: Option<Uuid>,
@@ -25,7 +25,7 @@ pub struct RowFacts {
 
 /// A row as hashed: its facts, canonical text and hash.
 #[derive(Debug, Clone)]
-pub struct CanonicalRow {
+pub(crate) struct CanonicalRow {
     pub facts: RowFacts,
     pub canonical: String,
     pub hash: [u8; 32],
@@ -34,13 +34,13 @@ pub struct CanonicalRow {
 const DOMAIN: &[u8] = b"intellifill-audit-row-v1\n";
 
 /// Canonicalize and hash one row given as a JSON object (`to_jsonb` text, or an export's row object).
-pub fn hash_row_json(doc: &str) -> Result<CanonicalRow, String> {
+pub(crate) fn hash_row_json(doc: &str) -> Result<CanonicalRow, String> {
     let value: Value = serde_json::from_str(doc).map_err(|e| format!("row is not JSON: {e}"))?;
     hash_row(value)
 }
 
 /// [`hash_row_json`] over a parsed value.
-pub fn hash_row(value: Value) -> Result<CanonicalRow, String> {
+pub(crate) fn hash_row(value: Value) -> Result<CanonicalRow, String> {
     let Value::Object(mut map) = value else { return Err("row is not a JSON object".into()) };
     map.retain(|_, v| !v.is_null());
     let id =
@@ -61,7 +61,7 @@ pub fn hash_row(value: Value) -> Result<CanonicalRow, String> {
 }
 
 /// SHA-256 of a canonical row text.
-pub fn row_hash(canonical: &str) -> [u8; 32] {
+pub(crate) fn row_hash(canonical: &str) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(DOMAIN);
     h.update(canonical.as_bytes());
@@ -69,7 +69,7 @@ pub fn row_hash(canonical: &str) -> [u8; 32] {
 }
 
 /// `created_at` as canonical text: UTC, microseconds, `Z` (Postgres keeps microseconds).
-pub fn timestamp(t: DateTime<Utc>) -> String {
+pub(crate) fn timestamp(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 

@@ -19,7 +19,7 @@ const NOT_VERIFIED: u8 = 1;
 const COULD_NOT_VERIFY: u8 = 2;
 
 /// `--from` / `--to`: RFC 3339 (`2026-12-01T00:00:00Z`) or a date (`2026-12-01`, midnight UTC).
-pub fn parse_time(raw: &str) -> Result<DateTime<Utc>, String> {
+pub(crate) fn parse_time(raw: &str) -> Result<DateTime<Utc>, String> {
     if let Ok(t) = DateTime::parse_from_rfc3339(raw) {
         return Ok(t.with_timezone(&Utc));
     }
@@ -31,7 +31,7 @@ pub fn parse_time(raw: &str) -> Result<DateTime<Utc>, String> {
 }
 
 /// `--anchor SEQ:HASH`: a digest head kept outside the database (the sealer's `audit.sealed` log lines).
-pub fn parse_anchor(raw: &str) -> Result<(i64, String), String> {
+pub(crate) fn parse_anchor(raw: &str) -> Result<(i64, String), String> {
     let (seq, hash) = raw.split_once(':').ok_or("expected SEQ:HASH (from an `audit.sealed` log line)")?;
     let seq = seq.parse().map_err(|_| format!("{seq:?} is not a digest sequence number"))?;
     if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -41,7 +41,7 @@ pub fn parse_anchor(raw: &str) -> Result<(i64, String), String> {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct VerifyArgs {
+pub(crate) struct VerifyArgs {
     /// Only the rows of this organization (digests are always checked whole).
     #[arg(long, value_parser = source::parse_org)]
     pub org: Option<Uuid>,
@@ -70,7 +70,7 @@ pub struct VerifyArgs {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct ExportArgs {
+pub(crate) struct ExportArgs {
     #[arg(long, value_parser = source::parse_org)]
     pub org: Uuid,
     #[arg(long, value_parser = parse_time)]
@@ -99,7 +99,7 @@ fn env_signing_key() -> anyhow::Result<Option<SigningKey>> {
 }
 
 /// `audit public-key`: the public key (PEM) and key id of the configured signing key.
-pub fn public_key() -> anyhow::Result<()> {
+pub(crate) fn public_key() -> anyhow::Result<()> {
     let key = env_signing_key()?
         .ok_or_else(|| anyhow::anyhow!("set AUDIT_SIGNING_KEY or AUDIT_SIGNING_KEY_FILE to the signing key"))?;
     let public = key.verifying_key();
@@ -109,7 +109,7 @@ pub fn public_key() -> anyhow::Result<()> {
 }
 
 /// `audit generate-key`: a new signing key as PKCS#8 PEM on standard output; its key id on standard error.
-pub fn generate_key() -> anyhow::Result<()> {
+pub(crate) fn generate_key() -> anyhow::Result<()> {
     let key = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
     let pem = key.to_pkcs8_pem(LineEnding::LF).map_err(|e| anyhow::anyhow!("encoding the key: {e}"))?;
     print!("{}", pem.as_str());
@@ -138,7 +138,7 @@ fn public_keys(args: &VerifyArgs) -> anyhow::Result<PublicKeys> {
 }
 
 /// `audit verify`: exit 0 when the trail verifies, 1 when it does not, 2 when it could not be checked.
-pub async fn verify(args: VerifyArgs) -> ExitCode {
+pub(crate) async fn verify(args: VerifyArgs) -> ExitCode {
     match verify_inner(&args).await {
         Ok(report) => {
             let mut out = std::io::stdout().lock();
@@ -187,7 +187,7 @@ async fn verify_inner(args: &VerifyArgs) -> anyhow::Result<Report> {
 }
 
 /// `audit export`.
-pub async fn export(args: ExportArgs) -> anyhow::Result<()> {
+pub(crate) async fn export(args: ExportArgs) -> anyhow::Result<()> {
     let client = crate::db::migrate::connect(&args.database_migration_url).await?;
     let scope = Scope { org: Some(args.org), from: Some(args.from), to: Some(args.to) };
     let written = match &args.out {

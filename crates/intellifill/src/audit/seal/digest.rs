@@ -23,7 +23,7 @@ const ORG_DOMAIN: &[u8] = b"intellifill-audit-org-v1\n";
 
 /// One row as a digest lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
+pub(crate) struct Entry {
     pub id: Uuid,
     pub created_at: DateTime<Utc>,
     pub org_tag: [u8; 16],
@@ -32,7 +32,7 @@ pub struct Entry {
 }
 
 /// The tag that stands for an organization in entries (zeros for a row without one).
-pub fn org_tag(org: Option<Uuid>) -> [u8; 16] {
+pub(crate) fn org_tag(org: Option<Uuid>) -> [u8; 16] {
     match org {
         None => [0; 16],
         Some(org) => {
@@ -46,7 +46,7 @@ pub fn org_tag(org: Option<Uuid>) -> [u8; 16] {
 }
 
 /// Append `entry` to an entries blob.
-pub fn encode_entry(entry: &Entry, out: &mut Vec<u8>) {
+pub(crate) fn encode_entry(entry: &Entry, out: &mut Vec<u8>) {
     out.extend_from_slice(entry.id.as_bytes());
     out.extend_from_slice(&entry.created_at.timestamp_micros().to_be_bytes());
     out.extend_from_slice(&entry.org_tag);
@@ -58,7 +58,7 @@ pub fn encode_entry(entry: &Entry, out: &mut Vec<u8>) {
 }
 
 /// Every entry of a blob, or where it stops making sense.
-pub fn decode_entries(mut blob: &[u8]) -> Result<Vec<Entry>, String> {
+pub(crate) fn decode_entries(mut blob: &[u8]) -> Result<Vec<Entry>, String> {
     let mut entries = Vec::with_capacity(blob.len() / 73);
     while !blob.is_empty() {
         let take = |blob: &mut &[u8], n: usize| -> Result<Vec<u8>, String> {
@@ -83,13 +83,13 @@ pub fn decode_entries(mut blob: &[u8]) -> Result<Vec<Entry>, String> {
 }
 
 /// SHA-256 of an entries blob (signed in the payload).
-pub fn entries_hash(blob: &[u8]) -> [u8; 32] {
+pub(crate) fn entries_hash(blob: &[u8]) -> [u8; 32] {
     Sha256::digest(blob).into()
 }
 
 /// What a digest says, all of it signed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Header {
+pub(crate) struct Header {
     pub seq: i64,
     pub prev_hash: [u8; 32],
     pub from_xid: i64,
@@ -104,7 +104,7 @@ pub struct Header {
 
 impl Header {
     /// The bytes the signature covers.
-    pub fn payload(&self) -> Vec<u8> {
+    pub(crate) fn payload(&self) -> Vec<u8> {
         let mut p = Vec::with_capacity(200);
         p.extend_from_slice(PAYLOAD_DOMAIN);
         p.extend_from_slice(&self.seq.to_be_bytes());
@@ -121,25 +121,25 @@ impl Header {
     }
 
     /// The hash the next digest names.
-    pub fn hash(&self) -> [u8; 32] {
+    pub(crate) fn hash(&self) -> [u8; 32] {
         Sha256::digest(self.payload()).into()
     }
 
-    pub fn sign(&self, key: &SigningKey) -> [u8; 64] {
+    pub(crate) fn sign(&self, key: &SigningKey) -> [u8; 64] {
         key.sign(&self.payload()).to_bytes()
     }
 }
 
 /// A digest as stored: header and signature.
 #[derive(Debug, Clone)]
-pub struct Signed {
+pub(crate) struct Signed {
     pub header: Header,
     pub signature: Vec<u8>,
 }
 
 /// Why a signature does not hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SignatureProblem {
+pub(crate) enum SignatureProblem {
     /// No public key with this id was given.
     UnknownKey,
     /// The signature does not verify the payload.
@@ -147,7 +147,7 @@ pub enum SignatureProblem {
 }
 
 impl Signed {
-    pub fn check(&self, keys: &PublicKeys) -> Result<(), SignatureProblem> {
+    pub(crate) fn check(&self, keys: &PublicKeys) -> Result<(), SignatureProblem> {
         let key = keys.0.get(&self.header.key_id).ok_or(SignatureProblem::UnknownKey)?;
         let signature = Signature::from_slice(&self.signature).map_err(|_| SignatureProblem::Invalid)?;
         key.verify(&self.header.payload(), &signature).map_err(|_| SignatureProblem::Invalid)
@@ -155,7 +155,7 @@ impl Signed {
 }
 
 /// A key's id: the first 16 hex digits of SHA-256 of the raw public key.
-pub fn key_id(key: &VerifyingKey) -> String {
+pub(crate) fn key_id(key: &VerifyingKey) -> String {
     hex::encode(&Sha256::digest(key.as_bytes())[..8])
 }
 
@@ -166,17 +166,17 @@ pub fn public_key_pem(key: &VerifyingKey) -> String {
 
 /// The public keys a verification trusts, by key id.
 #[derive(Debug, Clone, Default)]
-pub struct PublicKeys(pub HashMap<String, VerifyingKey>);
+pub(crate) struct PublicKeys(pub HashMap<String, VerifyingKey>);
 
 impl PublicKeys {
-    pub fn add(&mut self, key: VerifyingKey) -> String {
+    pub(crate) fn add(&mut self, key: VerifyingKey) -> String {
         let id = key_id(&key);
         self.0.insert(id.clone(), key);
         id
     }
 
     /// Every `BEGIN PUBLIC KEY` block of a PEM text.
-    pub fn add_pem(&mut self, text: &str) -> Result<Vec<String>, String> {
+    pub(crate) fn add_pem(&mut self, text: &str) -> Result<Vec<String>, String> {
         let mut ids = Vec::new();
         for block in text.split("-----BEGIN PUBLIC KEY-----").skip(1) {
             let end = block.find("-----END PUBLIC KEY-----").ok_or("a PUBLIC KEY block has no END line")?;
@@ -188,12 +188,6 @@ impl PublicKeys {
             return Err("no `-----BEGIN PUBLIC KEY-----` block".into());
         }
         Ok(ids)
-    }
-
-    pub fn ids(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self.0.keys().cloned().collect();
-        ids.sort();
-        ids
     }
 }
 

@@ -20,7 +20,7 @@ use super::digest::{self, Header, Signed};
 use super::source;
 use super::verify::{Finding, Report, Scope, Verifier};
 
-pub const FORMAT: &str = "intellifill-audit-export-v1";
+pub(crate) const FORMAT: &str = "intellifill-audit-export-v1";
 
 fn b64() -> base64::engine::GeneralPurpose {
     base64::engine::general_purpose::STANDARD
@@ -28,14 +28,14 @@ fn b64() -> base64::engine::GeneralPurpose {
 
 /// What an export wrote.
 #[derive(Debug, Clone, Copy)]
-pub struct Written {
+pub(crate) struct Written {
     pub digests: usize,
     pub rows: u64,
     pub unsealed: i64,
 }
 
 /// Write the export of `scope` (an organization and a time range) to `out`.
-pub async fn export(client: &Client, scope: &Scope, out: &mut dyn Write) -> anyhow::Result<Written> {
+pub(crate) async fn export(client: &Client, scope: &Scope, out: &mut dyn Write) -> anyhow::Result<Written> {
     source::begin(client).await?;
     let headers = source::headers(client).await?;
     let overlapping: Vec<i64> = headers
@@ -156,7 +156,7 @@ fn parse_digest(v: &Value) -> Result<(Signed, Option<Vec<u8>>), String> {
 }
 
 /// Verify an export offline. The scope is the export's own; `verifier` brings the keys and grace.
-pub fn verify_file(
+pub(crate) fn verify_file(
     input: impl BufRead,
     make: impl FnOnce(Scope) -> Verifier,
     anchors: &[(i64, String)],

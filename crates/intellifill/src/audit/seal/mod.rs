@@ -11,13 +11,13 @@
 //! The signing key lives only in the servers' configuration (`AUDIT_SIGNING_KEY`); the database holds the
 //! digests and nothing that could make one. docs/DEPLOY.md, "Audit sealing", is the operator's side.
 
-pub mod canonical;
-pub mod commands;
-pub mod digest;
-pub mod export;
-pub mod sealer;
-pub mod source;
+pub(crate) mod canonical;
+pub(crate) mod commands;
+pub(crate) mod digest;
+pub(crate) mod export;
+pub(crate) mod sealer;
+pub(crate) mod source;
 mod store;
-pub mod verify;
+pub(crate) mod verify;
 
-pub use sealer::Sealer;
+pub(crate) use sealer::Sealer;

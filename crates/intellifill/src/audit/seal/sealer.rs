@@ -36,21 +36,21 @@ use crate::db::{Db, HeldConnection, Param};
 use crate::error::AppError;
 
 /// Rows per digest (a digest's entries take ~75 bytes per row). A single transaction's rows are never split.
-pub const MAX_ROWS: usize = 10_000;
+pub(crate) const MAX_ROWS: usize = 10_000;
 /// Digests written per transaction; a backlog continues in the next transaction at once.
 const MAX_DIGESTS_PER_RUN: usize = 20;
 /// Key of the sealer's transaction-level advisory lock.
-pub const LOCK_KEY: i64 = 0x5ea1_a0d1_7000_0001;
+pub(crate) const LOCK_KEY: i64 = 0x5ea1_a0d1_7000_0001;
 
 /// The running sealer of one instance (or none without a key).
-pub struct Sealer {
+pub(crate) struct Sealer {
     stop: Option<watch::Sender<bool>>,
     task: Option<JoinHandle<()>>,
 }
 
 impl Sealer {
     /// Start sealing every `config.interval` (the first run at once); without a key, nothing.
-    pub fn start(config: &SealConfig, db: Db) -> Sealer {
+    pub(crate) fn start(config: &SealConfig, db: Db) -> Sealer {
         let Some(key) = config.key.clone() else {
             tracing::warn!(
                 event = "audit.sealing_off",
@@ -65,7 +65,7 @@ impl Sealer {
     }
 
     /// Stop after the run in progress, if any (its transaction commits or rolls back as a whole).
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(true);
         }
@@ -77,7 +77,7 @@ impl Sealer {
 
 /// What one run did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Another instance holds the lock.
     Busy,
     /// Digests and rows written; `more`: rows below the horizon remain (a backlog).
@@ -86,7 +86,7 @@ pub enum Outcome {
 
 /// The newest digest this process wrote or checked: the chain must keep containing it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Known {
+pub(crate) struct Known {
     pub seq: i64,
     pub hash: [u8; 32],
 }
@@ -121,7 +121,7 @@ async fn run(key: SigningKey, interval: Duration, db: Db, mut stopped: watch::Re
 
 /// Why a run did not seal.
 #[derive(Debug)]
-pub struct SealError {
+pub(crate) struct SealError {
     /// `database` (retried), `head_missing` or `head_forged` (refused).
     pub reason: &'static str,
     pub message: String,
@@ -134,7 +134,7 @@ impl From<AppError> for SealError {
 }
 
 /// One run: lock, read the head and horizon, seal what is final, commit.
-pub async fn seal_once(db: &Db, key: &SigningKey, known: &mut Option<Known>) -> Result<Outcome, SealError> {
+pub(crate) async fn seal_once(db: &Db, key: &SigningKey, known: &mut Option<Known>) -> Result<Outcome, SealError> {
     let conn = db.hold().await?;
     match seal_in(&conn, key, known).await {
         Ok(outcome) => Ok(outcome),
@@ -280,7 +280,7 @@ async fn fetch(conn: &HeldConnection, from: i64, below: i64, limit: i32) -> Resu
 }
 
 /// Hash the rows and make the digest header (unsigned) and its entries.
-pub fn build(
+pub(crate) fn build(
     rows: Vec<(i64, String)>,
     seq: i64,
     prev_hash: [u8; 32],

@@ -22,20 +22,20 @@ type Hashing = tokio::task::JoinHandle<Result<Vec<(CanonicalRow, i64)>, String>>
 const BATCH: usize = 4096;
 
 /// Open the snapshot every read below shares.
-pub async fn begin(client: &Client) -> anyhow::Result<()> {
+pub(crate) async fn begin(client: &Client) -> anyhow::Result<()> {
     client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL \"TimeZone\" = 'UTC'").await?;
     Ok(())
 }
 
 /// Every digest header, by seq.
-pub async fn headers(client: &Client) -> anyhow::Result<Vec<Signed>> {
+pub(crate) async fn headers(client: &Client) -> anyhow::Result<Vec<Signed>> {
     let sql = format!("SELECT {} FROM audit_digests ORDER BY seq", store::HEADER_COLUMNS);
     let rows = client.query(&sql, &[]).await?;
     Ok(rows.iter().map(store::from_row).collect::<Result<_, _>>()?)
 }
 
 /// The entries of the digests `seqs`, a few at a time; `each` sees (seq, blob).
-pub async fn entries(client: &Client, seqs: &[i64], mut each: impl FnMut(i64, &[u8])) -> anyhow::Result<()> {
+pub(crate) async fn entries(client: &Client, seqs: &[i64], mut each: impl FnMut(i64, &[u8])) -> anyhow::Result<()> {
     for chunk in seqs.chunks(64) {
         let rows =
             client.query("SELECT seq, entries FROM audit_digests WHERE seq = ANY($1) ORDER BY seq", &[&chunk]).await?;
@@ -48,7 +48,7 @@ pub async fn entries(client: &Client, seqs: &[i64], mut each: impl FnMut(i64, &[
 }
 
 /// Retention drops (`audit_retention_log`), when the table exists: (class, cutoff).
-pub async fn retention(client: &Client) -> anyhow::Result<Vec<(String, DateTime<Utc>)>> {
+pub(crate) async fn retention(client: &Client) -> anyhow::Result<Vec<(String, DateTime<Utc>)>> {
     let exists: bool = client.query_one("SELECT to_regclass('audit_retention_log') IS NOT NULL", &[]).await?.get(0);
     if !exists {
         return Ok(Vec::new());
@@ -58,12 +58,12 @@ pub async fn retention(client: &Client) -> anyhow::Result<Vec<(String, DateTime<
 }
 
 /// The snapshot's xmax: no transaction id at or past it had started.
-pub async fn xmax(client: &Client) -> anyhow::Result<i64> {
+pub(crate) async fn xmax(client: &Client) -> anyhow::Result<i64> {
     Ok(client.query_one("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint", &[]).await?.get(0))
 }
 
 /// Stream the rows in `scope` (optionally only those with txid below `below`), hashed, to `each`.
-pub async fn rows(
+pub(crate) async fn rows(
     client: &Client,
     scope: &Scope,
     below: Option<i64>,
@@ -114,7 +114,7 @@ fn hash_batch(rows: Vec<(i64, String)>) -> Result<Vec<(CanonicalRow, i64)>, Stri
 }
 
 /// `intellifill audit verify` against the database.
-pub async fn verify(
+pub(crate) async fn verify(
     client: &Client,
     mut verifier: Verifier,
     scope: &Scope,
@@ -135,6 +135,6 @@ pub async fn verify(
 }
 
 /// Parse `--org`.
-pub fn parse_org(raw: &str) -> Result<Uuid, String> {
+pub(crate) fn parse_org(raw: &str) -> Result<Uuid, String> {
     raw.parse().map_err(|_| format!("expected an organization id (uuid), got {raw:?}"))
 }

@@ -5,7 +5,7 @@ use tokio_postgres::Row;
 use super::digest::{Header, Signed};
 
 /// The columns [`from_row`] reads, in order, without `entries`.
-pub const HEADER_COLUMNS: &str = "seq, prev_hash, from_xid, to_xid, first_created, last_created, row_count, \
+pub(super) const HEADER_COLUMNS: &str = "seq, prev_hash, from_xid, to_xid, first_created, last_created, row_count, \
                                   entries_hash, sealed_at, key_id, signature";
 
 fn hash32(bytes: Vec<u8>) -> [u8; 32] {
@@ -14,7 +14,7 @@ fn hash32(bytes: Vec<u8>) -> [u8; 32] {
 }
 
 /// A digest from a row selected with [`HEADER_COLUMNS`].
-pub fn from_row(row: &Row) -> Result<Signed, tokio_postgres::Error> {
+pub(super) fn from_row(row: &Row) -> Result<Signed, tokio_postgres::Error> {
     Ok(Signed {
         header: Header {
             seq: row.try_get(0)?,

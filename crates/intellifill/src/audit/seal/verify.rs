@@ -23,7 +23,7 @@ use super::digest::{self, PublicKeys, SignatureProblem, Signed};
 
 /// Which rows a verification is about.
 #[derive(Debug, Clone, Default)]
-pub struct Scope {
+pub(crate) struct Scope {
     pub org: Option<Uuid>,
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,
@@ -35,14 +35,14 @@ impl Scope {
     }
 
     /// Whether a digest whose entries span `first..=last` may hold entries in scope.
-    pub fn overlaps(&self, first: DateTime<Utc>, last: DateTime<Utc>) -> bool {
+    pub(crate) fn overlaps(&self, first: DateTime<Utc>, last: DateTime<Utc>) -> bool {
         self.from.is_none_or(|f| last >= f) && self.to.is_none_or(|to| first < to)
     }
 }
 
 /// One difference between the trail and its seals.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Finding {
+pub(crate) enum Finding {
     Modified { id: Uuid, created_at: DateTime<Utc>, seq: i64 },
     Reordered { id: Uuid, sealed: DateTime<Utc>, now: DateTime<Utc>, seq: i64 },
     Deleted { id: Uuid, created_at: DateTime<Utc>, class: Option<String>, seq: i64 },
@@ -107,7 +107,7 @@ impl fmt::Display for Finding {
 
 /// What a verification found, and counts for the summary.
 #[derive(Debug, Default)]
-pub struct Report {
+pub(crate) struct Report {
     pub findings: Vec<Finding>,
     pub digests: usize,
     pub digests_with_entries: usize,
@@ -120,11 +120,11 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn is_clean(&self) -> bool {
+    pub(crate) fn is_clean(&self) -> bool {
         self.findings.is_empty()
     }
 
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         let seqs = match (self.first_seq, self.last_seq) {
             (Some(a), Some(b)) => format!(" (seq {a}..{b})"),
             _ => String::new(),
@@ -157,7 +157,7 @@ struct Listed {
 
 /// A verification in progress: [`Verifier::digests`], then [`Verifier::entries`] for each wanted digest, then
 /// every row, then [`Verifier::finish`].
-pub struct Verifier {
+pub(crate) struct Verifier {
     keys: PublicKeys,
     scope: Scope,
     grace: TimeDelta,
@@ -174,7 +174,7 @@ pub struct Verifier {
 }
 
 impl Verifier {
-    pub fn new(keys: PublicKeys, scope: Scope, grace: TimeDelta) -> Verifier {
+    pub(crate) fn new(keys: PublicKeys, scope: Scope, grace: TimeDelta) -> Verifier {
         let org_tag = scope.org.map(|o| digest::org_tag(Some(o)));
         Verifier {
             keys,
@@ -193,7 +193,12 @@ impl Verifier {
 
     /// Check every digest header (sorted by seq here); returns the seqs whose entries are needed. `from_start`:
     /// the digests should begin at seq 1 (the database), not anywhere (an export).
-    pub fn digests(&mut self, mut digests: Vec<Signed>, from_start: bool, anchors: &[(i64, String)]) -> Vec<i64> {
+    pub(crate) fn digests(
+        &mut self,
+        mut digests: Vec<Signed>,
+        from_start: bool,
+        anchors: &[(i64, String)],
+    ) -> Vec<i64> {
         digests.sort_by_key(|d| d.header.seq);
         let mut wanted = Vec::new();
         let mut prev: Option<(&Signed, bool)> = None;
@@ -267,7 +272,7 @@ impl Verifier {
     }
 
     /// The entries of digest `seq`.
-    pub fn entries(&mut self, seq: i64, blob: &[u8]) {
+    pub(crate) fn entries(&mut self, seq: i64, blob: &[u8]) {
         let Some(d) = self.headers.get(&seq) else { return };
         self.report.digests_with_entries += 1;
         if digest::entries_hash(blob) != d.header.entries_hash {
@@ -304,7 +309,7 @@ impl Verifier {
     }
 
     /// One row, hashed, and the transaction that wrote it.
-    pub fn row(&mut self, row: CanonicalRow, txid: i64) {
+    pub(crate) fn row(&mut self, row: CanonicalRow, txid: i64) {
         self.report.rows += 1;
         match self.listed.get_mut(&row.facts.id) {
             Some(l) if !l.matched && l.hash == row.hash => {
@@ -317,7 +322,7 @@ impl Verifier {
 
     /// Rows not matched at once, after every exact match is known (a forged duplicate of an id must not take
     /// the place of the real row), then deletions and the summary.
-    pub fn finish(mut self, retention: &[(String, DateTime<Utc>)], xmax: Option<i64>) -> Report {
+    pub(crate) fn finish(mut self, retention: &[(String, DateTime<Utc>)], xmax: Option<i64>) -> Report {
         let horizon = self.head_sealed_at.map(|t| t - self.grace);
         for (row, txid) in std::mem::take(&mut self.mismatched) {
             let f = &row.facts;
@@ -377,12 +382,12 @@ impl Verifier {
     }
 
     /// The end of the sealed transaction range (rows at or past it are not sealed yet).
-    pub fn sealed_to(&self) -> Option<i64> {
+    pub(crate) fn sealed_to(&self) -> Option<i64> {
         self.sealed_to
     }
 
     /// Record a problem found outside the engine (an export's structure).
-    pub fn problem(&mut self, finding: Finding) {
+    pub(crate) fn problem(&mut self, finding: Finding) {
         self.report.findings.push(finding);
     }
 }

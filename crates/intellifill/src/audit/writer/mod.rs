@@ -32,7 +32,7 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub use self::rows::Finishing;
+pub(crate) use self::rows::Finishing;
 use super::backlog::Backlog;
 use super::queue::Wake;
 use super::spool::Spool;
@@ -55,23 +55,23 @@ enum Control {
 }
 
 /// Handle on the writer task.
-pub struct WriterHandle {
+pub(crate) struct WriterHandle {
     control: mpsc::Sender<Control>,
     deadline: watch::Sender<Option<tokio::time::Instant>>,
     spool: Arc<Spool>,
 }
 
 impl WriterHandle {
-    pub fn spool_pending(&self) -> u64 {
+    pub(crate) fn spool_pending(&self) -> u64 {
         self.spool.pending_records()
     }
 
-    pub fn spool_bytes(&self) -> u64 {
+    pub(crate) fn spool_bytes(&self) -> u64 {
         self.spool.pending_bytes()
     }
 
     /// Write what is queued (to the database if it answers, else to the spool) and try a replay.
-    pub async fn flush(&self) {
+    pub(crate) async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
         if self.control.send(Control::Flush(tx)).await.is_ok() {
             let _ = rx.await;
@@ -80,7 +80,7 @@ impl WriterHandle {
 
     /// Write everything queued and stop: to the database until `deadline` (an insert still running then is
     /// given up, its batch spooled), the rest to the spool. Idempotent.
-    pub async fn shutdown(&self, deadline: tokio::time::Instant) {
+    pub(crate) async fn shutdown(&self, deadline: tokio::time::Instant) {
         // First, so that an insert already running sees it.
         let _ = self.deadline.send(Some(deadline));
         let (tx, rx) = oneshot::channel();
@@ -143,13 +143,13 @@ struct Writer {
 }
 
 /// What the writer reads from and writes to.
-pub struct Channels {
+pub(crate) struct Channels {
     pub queue: super::queue::Receiver<Queued>,
     pub overflow: mpsc::Receiver<Queued>,
     pub backlog: Arc<Backlog>,
 }
 
-pub fn spawn(
+pub(crate) fn spawn(
     db: Db,
     spool: Arc<Spool>,
     stats: Arc<AuditStats>,

@@ -13,7 +13,7 @@ use super::super::{AuditEvent, Queued};
 /// What turns a request's facts into its row, before the row reaches the table or the spool: the sanitizer
 /// (free text and bodies captured raw, to stay off the request path) and the anomaly detector's queue (the
 /// finished row is what it watches).
-pub struct Finishing {
+pub(crate) struct Finishing {
     pub sanitizer: Arc<Sanitizer>,
     pub detector: queue::Sender<Observation>,
 }

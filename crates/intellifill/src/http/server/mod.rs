@@ -42,7 +42,7 @@ const MIN_READ_BUFFER: usize = 8_192;
 
 /// Serve `app` on `listener` until `stop` resolves, then drain: see the module documentation. `listener_name`
 /// labels the connection metrics (`api`, `metrics`).
-pub async fn serve<S: Served>(
+pub(crate) async fn serve<S: Served>(
     listener: TcpListener,
     app: S,
     limits: ConnectionLimits,
