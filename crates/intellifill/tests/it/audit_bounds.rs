@@ -5,6 +5,7 @@
 use serde_json::Value;
 
 use crate::helpers::{TestApp, scalar};
+use crate::observability::{metrics, sample};
 
 /// Send and return (status, request id, body).
 async fn send(request: reqwest::RequestBuilder) -> (u16, String, Value) {
@@ -108,22 +109,6 @@ async fn bodies_of_unauthenticated_and_unmatched_requests_are_not_kept_but_their
     }
 }
 
-/// `/metrics` as text.
-async fn metrics(app: &TestApp) -> String {
-    let r = app.http.get(app.url("/metrics")).send().await.expect("scrape");
-    assert_eq!(r.status().as_u16(), 200);
-    r.text().await.expect("text")
-}
-
-/// The value of the sample `series` (name and labels as rendered), 0 when absent.
-fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find(|l| l.split(' ').next() == Some(series))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// A second owner connection holding `ACCESS EXCLUSIVE` on `audit_log` until it is dropped or rolled back:
 /// every audit insert waits behind it (a database that hangs for the writer only).
 async fn lock_audit_log(app: &TestApp) -> tokio_postgres::Client {
@@ -196,8 +181,8 @@ async fn a_full_backlog_refuses_requests_before_their_handler_and_admitted_event
     assert!(!exists(&app, "with retry-after").await, "a refused request's handler did not run");
     // Excluded paths are not audited, so not refused: the counter is readable while refusing.
     let text = metrics(&app).await;
-    assert!(sample(&text, r#"audit_requests_refused_total{reason="queue_full"}"#) >= 4.0, "{text}");
-    assert!(sample(&text, "audit_queue_bytes") > 0.0);
+    assert!(sample(&text, r#"audit_requests_refused_total{reason="queue_full"}"#).unwrap_or(0.0) >= 4.0, "{text}");
+    assert!(sample(&text, "audit_queue_bytes").unwrap_or(0.0) > 0.0);
 
     // The database answers again: every admitted event is stored, and requests are admitted again.
     locker.batch_execute("ROLLBACK").await.expect("unlock");
@@ -323,9 +308,12 @@ async fn the_spool_never_grows_past_its_bound_the_writer_holds_and_requests_are_
     assert_eq!(refused.len(), 5, "requests were refused once the spool and memory were full");
     assert!(spool_dir_bytes(&dir) > 65536 / 2, "the spool was filled: {}", spool_dir_bytes(&dir));
     let text = metrics(&app).await;
-    assert!(sample(&text, "audit_spool_full_total") >= 1.0, "{text}");
-    assert!(sample(&text, r#"audit_requests_refused_total{reason="spool_full"}"#) >= 5.0, "{text}");
-    assert!(sample(&text, "audit_spool_bytes") <= 65536.0 && sample(&text, "audit_spool_bytes") > 0.0);
+    assert!(sample(&text, "audit_spool_full_total").unwrap_or(0.0) >= 1.0, "{text}");
+    assert!(sample(&text, r#"audit_requests_refused_total{reason="spool_full"}"#).unwrap_or(0.0) >= 5.0, "{text}");
+    assert!(
+        sample(&text, "audit_spool_bytes").unwrap_or(0.0) <= 65536.0
+            && sample(&text, "audit_spool_bytes").unwrap_or(0.0) > 0.0
+    );
     let (status, _, _) = send(create(&app, &u.token, org, "refused create", &content)).await;
     assert_eq!(status, 503);
     assert!(!exists(&app, "refused create").await, "refused requests were not served");
