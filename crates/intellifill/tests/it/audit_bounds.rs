@@ -377,9 +377,11 @@ async fn a_stop_during_a_flood_keeps_every_admitted_event_and_ends_within_the_gr
     // only reach the spool.
     let locker = lock_audit_log(&app).await;
     let running = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let served_so_far = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut clients = Vec::new();
     for c in 0..6 {
         let (http, base, token, running) = (app.http.clone(), app.base.clone(), u.token.clone(), running.clone());
+        let served_so_far = served_so_far.clone();
         clients.push(tokio::spawn(async move {
             let mut answered = Vec::new();
             let mut i = 0;
@@ -398,12 +400,20 @@ async fn a_stop_during_a_flood_keeps_every_admitted_event_and_ends_within_the_gr
                 let id = response.headers()["x-request-id"].to_str().expect("id").to_owned();
                 let status = response.status().as_u16();
                 let body: Value = response.json().await.unwrap_or(Value::Null);
+                if body["code"] != "AUDIT_UNAVAILABLE" {
+                    served_so_far.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 answered.push((status, id, body["code"].as_str().map(str::to_owned)));
             }
             answered
         }));
     }
-    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    // The stop comes once the flood is under way (at least 60 requests served), however slow the machine.
+    let load = served_so_far.clone();
+    crate::helpers::wait_until(std::time::Duration::from_secs(30), move || {
+        load.load(std::sync::atomic::Ordering::Relaxed) >= 60
+    })
+    .await;
     assert!(app.state.audit.queue_depth() > 0, "events are waiting for the writer when the stop comes");
     let started = std::time::Instant::now();
     app.stop().await.expect("graceful stop");
