@@ -122,10 +122,11 @@ pub async fn list(ctx: UserTx, ApiQuery(page): ApiQuery<PageQuery>) -> Result<Js
             "SELECT {COLUMNS} FROM organization_memberships m
                JOIN organizations o ON o.id = m.organization_id
               WHERE m.user_id = current_user_id() AND m.status = 'ACTIVE'
-                AND ($1::timestamptz IS NULL OR (m.created_at, o.id) > ($1, $2))
+                AND {{after}}
               ORDER BY m.created_at, o.id
-              LIMIT $3"
+              LIMIT {{limit}}"
         ),
+        "(m.created_at, o.id) > ($1, $2)",
         &[],
         page.keyset(),
         organization,

@@ -27,7 +27,7 @@ use crate::error::{AppError, ErrorCode};
 
 pub use error::map_db_error;
 pub use statements::{Param, StatementMode};
-pub use tx::{RlsContext, Tx};
+pub use tx::{FirstRows, MemberAccess, Opened, RlsContext, Statement, Tx};
 
 /// Counters the health and metrics endpoints read.
 #[derive(Debug, Default)]
