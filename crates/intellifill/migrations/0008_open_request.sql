@@ -23,9 +23,10 @@ CREATE FUNCTION open_request(uid uuid, org uuid, timeout text)
                 set_config('app.current_org_id', coalesce(org::text, ''), true),
                 set_config('statement_timeout', timeout, true);
         RETURN QUERY
-            SELECT u.id, u.email, u.role, u.is_active, u.organization_id,
+            -- Cast to the declared result types: a later column type change (text to varchar) keeps working.
+            SELECT u.id::uuid, u.email::text, u.role::text, u.is_active::boolean, u.organization_id::uuid,
                    extract(epoch FROM u.email_claimed_at)::int8,
-                   a.org_status, a.member_role, a.member_status
+                   a.org_status::text, a.member_role::text, a.member_status::text
               FROM (SELECT 1) AS one
               LEFT JOIN users u ON u.id = uid
               LEFT JOIN (SELECT o.status AS org_status, m.role AS member_role, m.status AS member_status

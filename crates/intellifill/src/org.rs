@@ -1,8 +1,10 @@
 //! Organization context: which tenant a request acts in, and with which role.
 //!
-//! [`OrgTx`] is the one extractor of every org-scoped route. The organization comes from the `{orgId}` path
-//! parameter or, for routes without one, from the user's current organization. In the same round trip as the
-//! user row it asks the database (`org_access`) for the caller's membership there, and maps the answer:
+//! [`OrgTx`] is the extractor of every org-scoped route ([`OrgOpen`] for a handler that sends its first query
+//! in the same round trip, with the same checks and answers). The organization comes from the `{orgId}` path
+//! parameter or, for routes without one, from the user's current organization. In the statement that sets the
+//! context and reads the user row (`open_request`) it asks the database for the caller's membership there
+//! (`org_access` for the current organization), and maps the answer:
 //! none -> `NOT_ORG_MEMBER` (unknown and foreign organizations look the same, and the attempt is a security
 //! event), membership not ACTIVE -> `NOT_ORG_MEMBER`, organization not ACTIVE -> `ORG_SUSPENDED`, role
 //! below the route's minimum -> `ADMIN_REQUIRED` / `OWNER_REQUIRED` / `FORBIDDEN`. The minimum role is

@@ -104,20 +104,15 @@ impl Db {
         let org = ctx.org_id;
         let open_params: [Param<'_>; 3] =
             [(&ctx.user_id, Type::UUID), (&org, Type::UUID), (&self.statement_timeout_ms, Type::TEXT)];
-        let mut all: Vec<Statement<'_, '_>> = Vec::with_capacity(2);
-        all.push((OPEN_REQUEST, &open_params));
-        all.extend(first);
-        // Cache misses are prepared before anything is sent, so the pipeline below keeps its order.
-        let mut prepared = statements::prepare(&conn, self.statements, &all).await.into_iter();
-        let open_ready = prepared.next().expect("open_request is first");
-        let first_ready = prepared.next().transpose().map_err(map_db_error)?;
-        let (begun, open, first_rows) = match open_ready {
+        // A cache miss of open_request is prepared before anything is sent, so the pipeline keeps its order.
+        let open_ready = statements::prepare(&conn, self.statements, &[(OPEN_REQUEST, &open_params)]).await.pop();
+        let (begun, open, first_rows) = match open_ready.expect("one statement, one result") {
             Ok(open_ready) => {
                 join3(conn.batch_execute("BEGIN"), statements::run(&conn, &open_ready, &open_params), async {
-                    match (&first_ready, first) {
-                        (Some(ready), Some((_, params))) => Some(statements::run(&conn, ready, params).await),
-                        _ => None,
-                    }
+                    let (sql, params) = first?;
+                    // The first query is prepared (on a cache miss) behind open_request, inside the
+                    // transaction: its parse waits on table locks under the request's statement timeout.
+                    Some(statements::query(&conn, self.statements, sql, params).await)
                 })
                 .await
             }
