@@ -1,8 +1,10 @@
 //! Organization context: which tenant a request acts in, and with which role.
 //!
-//! [`OrgTx`] is the one extractor of every org-scoped route. The organization comes from the `{orgId}` path
-//! parameter or, for routes without one, from the user's current organization. In the same round trip as the
-//! user row it asks the database (`org_access`) for the caller's membership there, and maps the answer:
+//! [`OrgTx`] is the extractor of every org-scoped route ([`OrgOpen`] for a handler that sends its first query
+//! in the same round trip, with the same checks and answers). The organization comes from the `{orgId}` path
+//! parameter or, for routes without one, from the user's current organization. In the statement that sets the
+//! context and reads the user row (`open_request`) it asks the database for the caller's membership there
+//! (`org_access` for the current organization), and maps the answer:
 //! none -> `NOT_ORG_MEMBER` (unknown and foreign organizations look the same, and the attempt is a security
 //! event), membership not ACTIVE -> `NOT_ORG_MEMBER`, organization not ACTIVE -> `ORG_SUSPENDED`, role
 //! below the route's minimum -> `ADMIN_REQUIRED` / `OWNER_REQUIRED` / `FORBIDDEN`. The minimum role is
@@ -12,6 +14,7 @@
 //! The database enforces the same rules again through RLS, so a bug here cannot leak another tenant's rows.
 
 use std::marker::PhantomData;
+use std::net::IpAddr;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -20,13 +23,16 @@ use serde::Serialize;
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
-use crate::db::Tx;
+use crate::audit::AuditSlot;
+use crate::auth::AuthUser;
+use crate::db::{FirstRows, MemberAccess, Statement, Tx};
 use crate::error::{AppError, ErrorCode};
 use crate::http::context::RequestContext;
-use crate::principal::{CurrentUser, auth_user, open};
+use crate::principal::{CurrentUser, Open, auth_user, open};
 use crate::ratelimit::{KeyParts, Reported};
 use crate::security::SecurityKind;
 use crate::state::AppState;
+use crate::timing::Timing;
 
 /// Organization roles, ordered: OWNER > ADMIN > MEMBER > VIEWER.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, utoipa::ToSchema)]
@@ -104,7 +110,22 @@ pub struct OrgTx<R: MinRole = Viewer> {
 
 const ORG_ACCESS: &str = "SELECT org_status, member_role, member_status FROM org_access($1)";
 
-impl<R: MinRole> FromRequestParts<AppState> for OrgTx<R> {
+/// An org-scoped request whose transaction is not open yet, for a handler that sends its first query in the
+/// same round trip as the context and membership check ([`OrgOpen::open_with`]). Everything else, every
+/// answer and every error, is [`OrgTx`]'s: `OrgTx` is `OrgOpen::open` without a first query.
+pub(crate) struct OrgOpen<R: MinRole = Viewer> {
+    state: AppState,
+    auth: AuthUser,
+    path_org: Option<Uuid>,
+    timing: Option<Timing>,
+    audit: Option<AuditSlot>,
+    reported: Option<Reported>,
+    charges_org: bool,
+    ip: Option<IpAddr>,
+    _role: PhantomData<R>,
+}
+
+impl<R: MinRole> FromRequestParts<AppState> for OrgOpen<R> {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
@@ -112,46 +133,94 @@ impl<R: MinRole> FromRequestParts<AppState> for OrgTx<R> {
         let route = context.route();
         let path_org =
             route.map(|r| r.params.uuid("orgId")).transpose().map_err(IntoResponse::into_response)?.flatten();
-        let auth = auth_user(parts).map_err(IntoResponse::into_response)?;
-        let opened = match path_org {
-            Some(org_id) => open(state, auth, Some(org_id), &[(ORG_ACCESS, &[(&org_id, Type::UUID)])])
+        let auth = auth_user(parts).map_err(IntoResponse::into_response)?.clone();
+        Ok(OrgOpen {
+            state: state.clone(),
+            auth,
+            path_org,
+            timing: parts.extensions.get::<Timing>().cloned(),
+            audit: parts.extensions.get::<AuditSlot>().cloned(),
+            reported: parts.extensions.get::<Reported>().cloned(),
+            charges_org: route.is_some_and(|r| r.facts.rate.charges_org()),
+            ip: context.client_ip(),
+            _role: PhantomData,
+        })
+    }
+}
+
+impl<R: MinRole> FromRequestParts<AppState> for OrgTx<R> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        OrgOpen::<R>::from_request_parts(parts, state).await?.open().await
+    }
+}
+
+impl<R: MinRole> OrgOpen<R> {
+    /// The `{orgId}` of the route's path, when it has one.
+    pub(crate) fn path_org(&self) -> Option<Uuid> {
+        self.path_org
+    }
+
+    /// Open the transaction and check the caller, as [`OrgTx`] does.
+    pub(crate) async fn open(self) -> Result<OrgTx<R>, Response> {
+        Ok(self.open_with(None).await?.0)
+    }
+
+    /// Open the transaction with `first` pipelined behind the context and membership statement, check the
+    /// caller, and return `first`'s rows (`Some` whenever `first` was given). The caller's checks come first:
+    /// a refused caller gets the refusal, never `first`'s rows or error. RLS answered `first` with the caller's
+    /// own rights, so it could read nothing the caller may not see even before the check.
+    pub(crate) async fn open_with(self, first: Option<Statement<'_, '_>>) -> Result<(OrgTx<R>, FirstRows), Response> {
+        let opened = match self.path_org {
+            Some(org_id) => open(&self.state, &self.auth, Some(org_id), first)
                 .await
-                .map(|(tx, user, rows)| (tx, user, rows, org_id)),
-            None => current_org(state, auth).await,
+                .map(|o| (o.tx, o.user, o.access, o.first, org_id)),
+            // The organization is known only from the user row: the first query waits for the check.
+            None => current_org(&self.state, &self.auth)
+                .await
+                .map(|(tx, user, access, org_id)| (tx, user, access, None, org_id)),
         };
-        let (mut tx, user, rows, org_id) = opened.map_err(IntoResponse::into_response)?;
-        if let Some(timing) = parts.extensions.get::<crate::timing::Timing>() {
+        let (mut tx, user, access, first_rows, org_id) = opened.map_err(IntoResponse::into_response)?;
+        if let Some(timing) = &self.timing {
             tx.time_with(timing);
         }
         // The organization asked for, whatever the answer: a refused request (a cross-tenant attempt by an
         // outsider, a member short of the role) is on that organization's audit trail, where its admins look.
-        crate::audit::note(&parts.extensions, |n| n.organization_id = Some(org_id));
-        let former_member = match rows[0].is_empty() {
-            true => recently_member_of(&tx, org_id, state).await.map_err(IntoResponse::into_response)?,
-            false => false,
-        };
-        let role =
-            check_access(&rows[0], &user, org_id, R::ROLE, former_member).map_err(IntoResponse::into_response)?;
-        if route.is_some_and(|r| r.facts.rate.charges_org()) {
-            let key = KeyParts { user: Some(user.id), org: Some(org_id), ip: context.client_ip() };
-            state.rate_limits.charge_org(key, parts.extensions.get::<Reported>()).await?;
+        if let Some(slot) = &self.audit {
+            slot.update(|n| n.organization_id = Some(org_id));
         }
-        Ok(OrgTx { tx, user, org: OrgContext { id: org_id, role }, _role: PhantomData })
+        let former_member = match access {
+            None => recently_member_of(&tx, org_id, &self.state).await.map_err(IntoResponse::into_response)?,
+            Some(_) => false,
+        };
+        let role = check_access(access.as_ref(), &user, org_id, R::ROLE, former_member)
+            .map_err(IntoResponse::into_response)?;
+        if self.charges_org {
+            let key = KeyParts { user: Some(user.id), org: Some(org_id), ip: self.ip };
+            self.state.rate_limits.charge_org(key, self.reported.as_ref()).await?;
+        }
+        let first_rows = match (first_rows, first) {
+            (None, Some((sql, params))) => Some(tx.query(sql, params).await),
+            (rows, _) => rows,
+        };
+        Ok((OrgTx { tx, user, org: OrgContext { id: org_id, role }, _role: PhantomData }, first_rows))
     }
 }
 
 /// For routes without `{orgId}`: the user's current organization, set in a second step.
 async fn current_org(
     state: &AppState,
-    auth: &crate::auth::AuthUser,
-) -> Result<(Tx, CurrentUser, Vec<Vec<tokio_postgres::Row>>, Uuid), AppError> {
-    let (tx, user, _) = open(state, auth, None, &[]).await?;
+    auth: &AuthUser,
+) -> Result<(Tx, CurrentUser, Option<MemberAccess>, Uuid), AppError> {
+    let Open { tx, user, .. } = open(state, auth, None, None).await?;
     let org_id = user
         .organization_id
         .ok_or_else(|| AppError::new(ErrorCode::OrganizationRequired, "select or create an organization first"))?;
     tx.query("SELECT set_org_context($1)", &[(&org_id, Type::UUID)]).await?;
     let access = tx.query(ORG_ACCESS, &[(&org_id, Type::UUID)]).await?;
-    Ok((tx, user, vec![access], org_id))
+    let access = access.first().and_then(|row| MemberAccess::from_row(row, 0));
+    Ok((tx, user, access, org_id))
 }
 
 /// Whether the caller's membership of `org` ended less than `SECURITY_RECENT_MEMBERSHIP_SECONDS` ago (asked
@@ -172,14 +241,14 @@ async fn recently_member_of(tx: &Tx, org: Uuid, state: &AppState) -> Result<bool
 /// that is a former member's client still polling, and another tenant (the admin who removed them) must not
 /// be able to turn it into an automatic lock of the victim's account.
 fn check_access(
-    rows: &[tokio_postgres::Row],
+    access: Option<&MemberAccess>,
     user: &CurrentUser,
     org_id: Uuid,
     min: OrgRole,
     former_member: bool,
 ) -> Result<OrgRole, AppError> {
     let not_member = || AppError::new(ErrorCode::NotOrgMember, "you are not a member of this organization");
-    let Some(row) = rows.first() else {
+    let Some(access) = access else {
         if former_member {
             tracing::debug!(user_id = %user.id, org_id = %org_id, "request for an organization the user recently left");
             return Err(not_member());
@@ -187,13 +256,11 @@ fn check_access(
         tracing::debug!(user_id = %user.id, org_id = %org_id, "request for an organization the user does not belong to");
         return Err(not_member().security(SecurityKind::CrossTenantAttempt));
     };
-    let org_status: &str = row.get(0);
-    let role = OrgRole::parse(row.get(1)).ok_or_else(|| AppError::internal(anyhow::anyhow!("unknown org role")))?;
-    let member_status: &str = row.get(2);
-    if member_status != "ACTIVE" {
+    let role = OrgRole::parse(&access.role).ok_or_else(|| AppError::internal(anyhow::anyhow!("unknown org role")))?;
+    if access.member_status != "ACTIVE" {
         return Err(not_member());
     }
-    if org_status != "ACTIVE" {
+    if access.org_status != "ACTIVE" {
         return Err(AppError::new(ErrorCode::OrgSuspended, "this organization is suspended or inactive"));
     }
     if role < min {

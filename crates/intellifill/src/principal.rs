@@ -10,11 +10,10 @@ mod lifecycle;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use serde::Serialize;
-use tokio_postgres::Row;
 use uuid::Uuid;
 
 use crate::auth::AuthUser;
-use crate::db::{Param, RlsContext, Tx};
+use crate::db::{FirstRows, MemberAccess, RlsContext, Statement, Tx};
 use crate::error::{AppError, ErrorCode};
 use crate::state::AppState;
 
@@ -48,9 +47,6 @@ pub struct CurrentUser {
     pub organization_id: Option<Uuid>,
 }
 
-const USER_ROW: &str = "SELECT id, email, role, is_active, organization_id, extract(epoch FROM email_claimed_at)::int8
-   FROM users WHERE id = current_user_id()";
-
 /// A request transaction for the authenticated user, with no organization context.
 pub struct UserTx {
     pub tx: Tx,
@@ -67,20 +63,26 @@ pub(crate) fn auth_user(parts: &Parts) -> Result<&AuthUser, AppError> {
         .ok_or_else(|| AppError::internal(anyhow::anyhow!("route is missing the auth layer")))
 }
 
-/// Open the request transaction for `auth` (and `org`), load and check the user row, and run `extra`
-/// queries in the same round trip; returns their rows.
+/// An opened request transaction: the checked caller, their membership in the organization asked for (when
+/// one was) and the first query's result (looked at only once the caller is known to be allowed).
+pub(crate) struct Open {
+    pub tx: Tx,
+    pub user: CurrentUser,
+    pub access: Option<MemberAccess>,
+    pub first: FirstRows,
+}
+
+/// Open the request transaction for `auth` (and `org`), load and check the user row, and run `first` in the
+/// same round trip.
 pub(crate) async fn open(
     state: &AppState,
     auth: &AuthUser,
     org: Option<Uuid>,
-    extra: &[(&str, &[Param<'_>])],
-) -> Result<(Tx, CurrentUser, Vec<Vec<Row>>), AppError> {
+    first: Option<Statement<'_, '_>>,
+) -> Result<Open, AppError> {
     lifecycle::admit(auth, &state.config.auth)?;
-    let mut first: Vec<(&str, &[Param<'_>])> = Vec::with_capacity(1 + extra.len());
-    first.push((USER_ROW, &[]));
-    first.extend_from_slice(extra);
-    let (tx, mut rows) = state.db.begin(RlsContext { user_id: auth.id, org_id: org }, &first).await?;
-    let found = rows.remove(0).first().map(lifecycle::from_row);
+    let (tx, opened, first) = state.db.begin(RlsContext { user_id: auth.id, org_id: org }, first).await?;
+    let found = opened.user_row().map(lifecycle::from_row);
     let user = match lifecycle::settle(&tx, found, auth, &state.config.auth).await {
         Ok(user) => user,
         Err(e) => {
@@ -95,7 +97,7 @@ pub(crate) async fn open(
     if !user.is_active {
         return Err(AppError::new(ErrorCode::AccountDeactivated, "this account is deactivated"));
     }
-    Ok((tx, user, rows))
+    Ok(Open { tx, user, access: opened.access(), first })
 }
 
 impl FromRequestParts<AppState> for UserTx {
@@ -103,7 +105,7 @@ impl FromRequestParts<AppState> for UserTx {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let auth = auth_user(parts)?;
-        let (mut tx, user, _) = open(state, auth, None, &[]).await?;
+        let Open { mut tx, user, .. } = open(state, auth, None, None).await?;
         if let Some(timing) = parts.extensions.get::<crate::timing::Timing>() {
             tx.time_with(timing);
         }

@@ -110,9 +110,10 @@ const SECURITY_ACTION_PREFIXES: [&str; 4] = ["auth.", "security.", "user.", "aud
 
 /// The page query for the filters `q` sets (and `org`): only the conditions of present filters, so that each
 /// combination is its own statement whose plan, custom or generic, uses the matching index and prunes
-/// partitions by time. The keyset parameters come last (`fetch_page`); `created_at <= cursor` is there so
-/// that the cursor bounds the time index scan and prunes later months (a row comparison does neither).
-fn page_query(org: Option<Uuid>, q: &AuditQuery) -> String {
+/// partitions by time. Returns the [`super::pagination::PageSql`] template and its condition after a cursor,
+/// whose keyset parameters come last; `created_at <= cursor` is there so that the cursor bounds the time index
+/// scan and prunes later months (a row comparison does neither).
+fn page_query(org: Option<Uuid>, q: &AuditQuery) -> (String, String) {
     let mut conditions = Vec::new();
     let mut n = 0;
     let mut next = || {
@@ -140,21 +141,18 @@ fn page_query(org: Option<Uuid>, q: &AuditQuery) -> String {
     if q.to.is_some() {
         conditions.push(format!("created_at < ${}", next()));
     }
-    let (after_ts, after_id, limit) = (next(), next(), next());
-    if q.after.is_some() {
-        conditions.push(format!("created_at <= ${after_ts} AND (created_at, id) < (${after_ts}, ${after_id})"));
-    } else {
-        conditions.push(format!("${after_ts}::timestamptz IS NULL AND ${after_id}::uuid IS NULL"));
-    }
-    format!(
+    let (after_ts, after_id) = (next(), next());
+    conditions.push("{after}".to_owned());
+    let sql = format!(
         "SELECT id, created_at, user_id, organization_id, action, entity_type, entity_id, request_id, method,
                 path, status, duration_ms, host(ip), user_agent, severity, metadata
            FROM audit_log
           WHERE {}
           ORDER BY created_at DESC, id DESC
-          LIMIT ${limit}",
+          LIMIT {{limit}}",
         conditions.join("\n            AND ")
-    )
+    );
+    (sql, format!("created_at <= ${after_ts} AND (created_at, id) < (${after_ts}, ${after_id})"))
 }
 
 async fn page(tx: &Tx, org: Option<Uuid>, q: &AuditQuery) -> Result<Page<AuditEntry>, AppError> {
@@ -162,7 +160,7 @@ async fn page(tx: &Tx, org: Option<Uuid>, q: &AuditQuery) -> Result<Page<AuditEn
         Some(prefix) => format!("{}%", prefix.replace('_', "\\_")),
         None => a.replace('_', "\\_"),
     });
-    let sql = page_query(org, q);
+    let (sql, after) = page_query(org, q);
     // An organization's page is planned with its values, also when statements are named
     // (`DATABASE_STATEMENTS=prepared`): how many rows an organization has in each partition varies by orders of
     // magnitude, and the generic plan, made for the average organization, walks whole partitions by time for one
@@ -190,6 +188,7 @@ async fn page(tx: &Tx, org: Option<Uuid>, q: &AuditQuery) -> Result<Page<AuditEn
     fetch_page(
         tx,
         &sql,
+        &after,
         &params,
         Keyset { after: q.after, limit: q.limit.unwrap_or(DEFAULT_LIMIT) },
         entry,

@@ -176,9 +176,10 @@ pub(crate) async fn list(
         &format!(
             "SELECT {COLUMNS} FROM organization_invitations i
               WHERE i.organization_id = $1 AND i.status = 'PENDING' AND i.expires_at > now()
-                AND ($2::timestamptz IS NULL OR (i.created_at, i.id) > ($2, $3))
-              ORDER BY i.created_at, i.id LIMIT $4"
+                AND {{after}}
+              ORDER BY i.created_at, i.id LIMIT {{limit}}"
         ),
+        "(i.created_at, i.id) > ($2, $3)",
         &[(&ctx.org.id, Type::UUID)],
         page.keyset(),
         invitation,

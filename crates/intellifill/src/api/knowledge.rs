@@ -11,11 +11,13 @@ use tokio_postgres::Row;
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
-use super::pagination::{Page, PageQuery, fetch_page};
+use axum::response::{IntoResponse, Response};
+
+use super::pagination::{Page, PageQuery, PageSql};
 use crate::audit::in_tx::AuditedWrite;
 use crate::error::AppError;
 use crate::http::extract::{ApiJson, ApiQuery, PathIds, Validate};
-use crate::org::{Member, OrgTx, Viewer};
+use crate::org::{Member, OrgOpen, OrgTx, Viewer};
 
 pub(crate) const MAX_TITLE: usize = 500;
 pub(crate) const MAX_CONTENT: usize = 1_000_000;
@@ -155,24 +157,34 @@ impl Validate for SearchQuery {
     extensions(("x-audit-action" = json!("knowledge.list")), ("x-audit-entity" = json!("knowledge_source")), ("x-rate-limit" = json!("user")), ("x-min-role" = json!("VIEWER"))),
     security(("bearer" = [])))]
 pub(crate) async fn list(
-    ctx: OrgTx<Viewer>,
-    ApiQuery(page): ApiQuery<PageQuery>,
-) -> Result<Json<Page<KnowledgeSummary>>, AppError> {
-    let result = fetch_page(
-        &ctx.tx,
+    open: OrgOpen<Viewer>,
+    page: Result<ApiQuery<PageQuery>, AppError>,
+) -> Result<Json<Page<KnowledgeSummary>>, Response> {
+    let page = match page {
+        Ok(ApiQuery(page)) => page,
+        // The caller is checked before the query string, as on every route.
+        Err(e) => {
+            open.open().await?;
+            return Err(e.into_response());
+        }
+    };
+    let org_id =
+        open.path_org().ok_or_else(|| AppError::internal(anyhow::anyhow!("route has no {{orgId}}")).into_response())?;
+    let keyset = page.keyset();
+    let query = PageSql::new(
         "SELECT id, title, left(content, $2), created_by, created_at, updated_at
            FROM knowledge_sources
-          WHERE organization_id = $1
-            AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4))
+          WHERE organization_id = $1 AND {after}
           ORDER BY created_at DESC, id DESC
-          LIMIT $5",
-        &[(&ctx.org.id, Type::UUID), (&EXCERPT_CHARS, Type::INT4)],
-        page.keyset(),
-        summary,
-        |k: &KnowledgeSummary| (k.created_at, k.id),
-    )
-    .await?;
-    ctx.tx.commit().await?;
+          LIMIT {limit}",
+        "(created_at, id) < ($3, $4)",
+        &[(&org_id, Type::UUID), (&EXCERPT_CHARS, Type::INT4)],
+        &keyset,
+    );
+    let (ctx, rows) = open.open_with(Some(query.statement())).await?;
+    let rows = rows.expect("the first query was sent").map_err(IntoResponse::into_response)?;
+    let result = query.page(&rows, summary, |k: &KnowledgeSummary| (k.created_at, k.id));
+    ctx.tx.commit().await.map_err(IntoResponse::into_response)?;
     Ok(Json(result))
 }
 

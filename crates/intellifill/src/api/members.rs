@@ -93,9 +93,10 @@ pub(crate) async fn list(
         &format!(
             "SELECT {COLUMNS} FROM organization_memberships m JOIN users u ON u.id = m.user_id
               WHERE m.organization_id = $1
-                AND ($2::timestamptz IS NULL OR (m.created_at, m.id) > ($2, $3))
-              ORDER BY m.created_at, m.id LIMIT $4"
+                AND {{after}}
+              ORDER BY m.created_at, m.id LIMIT {{limit}}"
         ),
+        "(m.created_at, m.id) > ($2, $3)",
         &[(&ctx.org.id, Type::UUID)],
         page.keyset(),
         member,

@@ -125,10 +125,11 @@ pub(crate) async fn list(
             "SELECT {COLUMNS} FROM organization_memberships m
                JOIN organizations o ON o.id = m.organization_id
               WHERE m.user_id = current_user_id() AND m.status = 'ACTIVE'
-                AND ($1::timestamptz IS NULL OR (m.created_at, o.id) > ($1, $2))
+                AND {{after}}
               ORDER BY m.created_at, o.id
-              LIMIT $3"
+              LIMIT {{limit}}"
         ),
+        "(m.created_at, o.id) > ($1, $2)",
         &[],
         page.keyset(),
         organization,

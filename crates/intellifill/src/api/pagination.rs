@@ -12,7 +12,7 @@ use tokio_postgres::Row;
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
-use crate::db::{Param, Tx};
+use crate::db::{Param, Statement, Tx};
 use crate::error::AppError;
 use crate::http::extract::Validate;
 
@@ -69,26 +69,67 @@ pub(crate) struct Keyset {
     pub(crate) limit: i64,
 }
 
-/// Runs `sql` with `params` followed by three keyset parameters and returns the rows as a [`Page`].
-///
-/// With `n = params.len()`, `sql` refers to `$n+1` (the key's `timestamptz`, NULL on the first page),
-/// `$n+2` (the key's `uuid`) and `$n+3` (the `LIMIT`: one row more than the page, which only says that
-/// there is a next page). `key` gives the `(created_at, id)` of an item, in the order the query sorts by.
+/// A keyset page statement, ready to run: the first page and the pages after a cursor are different
+/// statements, and the `LIMIT` is a literal, so that the generic plan of a named statement is the plan a custom
+/// one would be. A generic plan cannot use `$3 IS NULL OR (created_at, id) < ($3, $4)` as an index condition
+/// (only as a filter), and with `LIMIT $n` it assumes a tenth of the rows are fetched (Postgres's
+/// `preprocess_limit`), which can turn the top-N index scan into a sort of all of an organization's rows.
+/// The limit is a checked integer (2 to 101 rows fetched), so each query has at most 200 statement texts.
+pub(crate) struct PageSql<'p> {
+    sql: String,
+    params: Vec<Param<'p>>,
+    limit: i64,
+}
+
+impl<'p> PageSql<'p> {
+    /// `template` holds `{after}` where the keyset condition goes and `{limit}` for the `LIMIT`'s count.
+    /// With `n = params.len()`, `after` (the condition on pages after a cursor) refers to `$n+1` (the key's
+    /// `timestamptz`) and `$n+2` (its `uuid`); the first page has `TRUE` there and no key parameters. The
+    /// statement fetches one row more than the page, which only says that there is a next page.
+    pub(crate) fn new(template: &str, after: &str, params: &[Param<'p>], keyset: &'p Keyset) -> PageSql<'p> {
+        let mut all = params.to_vec();
+        let condition = match &keyset.after {
+            Some((ts, id)) => {
+                all.push((ts, Type::TIMESTAMPTZ));
+                all.push((id, Type::UUID));
+                after
+            }
+            None => "TRUE",
+        };
+        let sql = template.replace("{after}", condition).replace("{limit}", &(keyset.limit + 1).to_string());
+        PageSql { sql, params: all, limit: keyset.limit }
+    }
+
+    pub(crate) fn statement(&self) -> Statement<'_, 'p> {
+        (&self.sql, &self.params)
+    }
+
+    /// The statement's rows as a [`Page`]; `key` gives the `(created_at, id)` of an item, in the order the
+    /// query sorts by.
+    pub(crate) fn page<T>(
+        &self,
+        rows: &[Row],
+        item: impl Fn(&Row) -> T,
+        key: impl Fn(&T) -> (DateTime<Utc>, Uuid),
+    ) -> Page<T> {
+        Page::from_items(rows.iter().map(item).collect(), self.limit, key)
+    }
+}
+
+/// Runs the [`PageSql`] of `template`, `after`, `params` and `keyset` and returns its rows as a [`Page`].
 pub(crate) async fn fetch_page<T>(
     tx: &Tx,
-    sql: &str,
+    template: &str,
+    after: &str,
     params: &[Param<'_>],
     keyset: Keyset,
     item: impl Fn(&Row) -> T,
     key: impl Fn(&T) -> (DateTime<Utc>, Uuid),
 ) -> Result<Page<T>, AppError> {
-    let (after_ts, after_id) = keyset.after.unzip();
-    let fetch = keyset.limit + 1;
-    let keyset_params: [Param<'_>; 3] = [(&after_ts, Type::TIMESTAMPTZ), (&after_id, Type::UUID), (&fetch, Type::INT8)];
-    let mut all = params.to_vec();
-    all.extend(keyset_params);
-    let rows = tx.query(sql, &all).await?;
-    Ok(Page::from_items(rows.iter().map(item).collect(), keyset.limit, key))
+    let query = PageSql::new(template, after, params, &keyset);
+    let (sql, params) = query.statement();
+    let rows = tx.query(sql, params).await?;
+    Ok(query.page(&rows, item, key))
 }
 
 /// A page of results.

@@ -29,6 +29,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 5, name: "user_lifecycle", sql: include_str!("../../migrations/0005_user_lifecycle.sql") },
     Migration { version: 6, name: "audit_partitions", sql: include_str!("../../migrations/0006_audit_partitions.sql") },
     Migration { version: 7, name: "audit_digests", sql: include_str!("../../migrations/0007_audit_digests.sql") },
+    Migration { version: 8, name: "open_request", sql: include_str!("../../migrations/0008_open_request.sql") },
 ];
 
 /// The newest schema version this binary knows.

@@ -27,7 +27,7 @@ use crate::error::{AppError, ErrorCode};
 
 pub(crate) use error::map_db_error;
 pub(crate) use statements::{Param, StatementMode};
-pub(crate) use tx::{RlsContext, Tx};
+pub(crate) use tx::{FirstRows, MemberAccess, RlsContext, Statement, Tx};
 
 /// Counters the health and metrics endpoints read.
 #[derive(Debug, Default)]

@@ -1,11 +1,13 @@
 //! The request-scoped transaction.
 //!
-//! [`Db::begin`] takes a connection and sends, in one round trip, `BEGIN`, the context statement
-//! (`set_user_context`, `set_org_context`, a transaction-local `statement_timeout`) and the caller's first
-//! queries (the user row, the membership check), each as a named cached statement or as the unnamed one
-//! ([`super::statements`]). tokio-postgres writes requests in the order their futures
-//! are first polled, and `join` polls in order, so the server executes them in that order; a context that
-//! fails aborts the transaction, so the queries behind it can never run without it.
+//! [`Db::begin`] takes a connection and sends, in one round trip, `BEGIN`, `open_request` (migration 0008:
+//! the context of `set_user_context` / `set_org_context` and a transaction-local `statement_timeout`, and in
+//! the same statement the caller's `users` row and membership) and, optionally, the handler's first query,
+//! each as a named cached statement or as the unnamed one ([`super::statements`]). tokio-postgres writes
+//! requests in the order their futures are first polled, and `join3` polls in order, so the server executes
+//! them in that order; a context that fails aborts the transaction, so a query behind it can never run
+//! without it. The first query may run before the caller's membership is checked: RLS answers it with the
+//! caller's own rights, and a refused caller's rows are dropped unread.
 //!
 //! A [`Tx`] that is dropped without [`Tx::commit`] is rolled back before its connection is reused: a
 //! `ROLLBACK` is issued from a spawned task and, should that fail, the connection is discarded instead of
@@ -13,7 +15,7 @@
 
 use std::time::{Duration, Instant};
 
-use futures::future::{join, join_all, join3};
+use futures::future::{join, join3};
 use tokio_postgres::Row;
 use tokio_postgres::types::Type;
 use uuid::Uuid;
@@ -32,7 +34,49 @@ pub struct RlsContext {
     pub org_id: Option<Uuid>,
 }
 
-const SET_CONTEXT: &str = "SELECT set_user_context($1), set_org_context($2), set_config('statement_timeout', $3, true)";
+/// Sets the context and returns one row: the caller's `users` columns (`id, email, role, is_active,
+/// organization_id, email_claimed_at` as epoch seconds; NULL without a row) and the membership in the
+/// context's organization (`org_status, member_role, member_status`; NULL without one).
+const OPEN_REQUEST: &str = "SELECT * FROM open_request($1, $2, $3)";
+
+/// A statement and its parameters.
+pub(crate) type Statement<'a, 'p> = (&'a str, &'a [Param<'p>]);
+
+/// The caller's membership in an organization, as `org_access` and `open_request` answer it.
+#[derive(Debug, Clone)]
+pub struct MemberAccess {
+    pub org_status: String,
+    pub role: String,
+    pub member_status: String,
+}
+
+impl MemberAccess {
+    /// The three columns from `at` on, or `None` when they are NULL (no membership).
+    pub fn from_row(row: &Row, at: usize) -> Option<MemberAccess> {
+        Some(MemberAccess {
+            org_status: row.get::<_, Option<String>>(at)?,
+            role: row.get(at + 1),
+            member_status: row.get(at + 2),
+        })
+    }
+}
+
+/// What `open_request` answered.
+pub struct Opened {
+    row: Option<Row>,
+}
+
+impl Opened {
+    /// The caller's `users` row (columns 0 to 5), when there is one.
+    pub fn user_row(&self) -> Option<&Row> {
+        self.row.as_ref().filter(|r| r.get::<_, Option<Uuid>>(0).is_some())
+    }
+
+    /// The caller's membership in the context's organization.
+    pub fn access(&self) -> Option<MemberAccess> {
+        self.row.as_ref().and_then(|r| MemberAccess::from_row(r, 6))
+    }
+}
 
 /// An open transaction with the RLS context set.
 pub struct Tx {
@@ -44,58 +88,60 @@ pub struct Tx {
     timing: Option<Timing>,
 }
 
+/// The first query's rows, or its error, to be looked at once the caller is known to be allowed.
+pub(crate) type FirstRows = Option<Result<Vec<Row>, AppError>>;
+
 impl Db {
-    /// Open a request transaction for `ctx`, pipelining `first` queries behind the context statement.
-    /// Returns the transaction and the rows of each `first` query, in order.
+    /// Open a request transaction for `ctx`, pipelining the `first` query behind `open_request`. Returns the
+    /// transaction, `open_request`'s answer and the first query's result.
     pub async fn begin(
         &self,
         ctx: RlsContext,
-        first: &[(&str, &[Param<'_>])],
-    ) -> Result<(Tx, Vec<Vec<Row>>), AppError> {
+        first: Option<Statement<'_, '_>>,
+    ) -> Result<(Tx, Opened, FirstRows), AppError> {
         let (conn, pool_wait) = self.acquire_timed().await?;
         let opened = Instant::now();
         let org = ctx.org_id;
-        let context_params: [Param<'_>; 3] =
+        let open_params: [Param<'_>; 3] =
             [(&ctx.user_id, Type::UUID), (&org, Type::UUID), (&self.statement_timeout_ms, Type::TEXT)];
-        let mut all: Vec<(&str, &[Param<'_>])> = Vec::with_capacity(1 + first.len());
-        all.push((SET_CONTEXT, &context_params));
-        all.extend_from_slice(first);
-        // Cache misses are prepared before anything is sent, so the pipeline below keeps its order.
-        let mut prepared = statements::prepare(&conn, self.statements, &all).await.into_iter();
-        let context_ready = prepared.next().expect("the context statement is first");
-        let ready = prepared.collect::<Result<Vec<_>, _>>().map_err(map_db_error)?;
-        let (begun, context, firsts) = match context_ready {
-            Ok(context_ready) => {
-                join3(
-                    conn.batch_execute("BEGIN"),
-                    statements::run(&conn, &context_ready, &context_params),
-                    join_all(first.iter().zip(&ready).map(|((_, params), r)| statements::run(&conn, r, params))),
-                )
+        // A cache miss of open_request is prepared before anything is sent, so the pipeline keeps its order.
+        let open_ready = statements::prepare(&conn, self.statements, &[(OPEN_REQUEST, &open_params)]).await.pop();
+        let (begun, open, first_rows) = match open_ready.expect("one statement, one result") {
+            Ok(open_ready) => {
+                join3(conn.batch_execute("BEGIN"), statements::run(&conn, &open_ready, &open_params), async {
+                    let (sql, params) = first?;
+                    // The first query is prepared (on a cache miss) behind open_request, inside the
+                    // transaction: its parse waits on table locks under the request's statement timeout.
+                    Some(statements::query(&conn, self.statements, sql, params).await)
+                })
                 .await
             }
-            // The context statement could not even be prepared: nothing behind it is sent.
-            Err(e) => (conn.batch_execute("BEGIN").await, Err(e), Vec::new()),
+            // open_request could not even be prepared: nothing behind it is sent.
+            Err(e) => (conn.batch_execute("BEGIN").await, Err(e), None),
         };
         let tx = Tx { conn: Some(conn), mode: self.statements, pool_wait, opened, timing: None };
         begun.map_err(map_db_error)?;
-        if let Err(e) = context {
-            self.record_rls_failure(&e, &ctx);
-            if e.as_db_error().is_none() {
-                // The connection itself failed: an outage, not a context problem.
-                return Err(map_db_error(e));
+        let rows = match open {
+            Ok(rows) => rows,
+            Err(e) => {
+                self.record_rls_failure(&e, &ctx);
+                if e.as_db_error().is_none() {
+                    // The connection itself failed: an outage, not a context problem.
+                    return Err(map_db_error(e));
+                }
+                return match self.rls_failure_mode {
+                    RlsFailureMode::Fail => Err(AppError::new(
+                        ErrorCode::RlsContextFailed,
+                        "the request's security context could not be established",
+                    )
+                    .with_source(e)
+                    .security(SecurityKind::RlsContextFailed)),
+                    RlsFailureMode::Continue => tx.restart_without_context(first).await,
+                };
             }
-            return match self.rls_failure_mode {
-                RlsFailureMode::Fail => Err(AppError::new(
-                    ErrorCode::RlsContextFailed,
-                    "the request's security context could not be established",
-                )
-                .with_source(e)
-                .security(SecurityKind::RlsContextFailed)),
-                RlsFailureMode::Continue => tx.restart_without_context(first).await,
-            };
-        }
-        let rows = firsts.into_iter().collect::<Result<Vec<_>, _>>().map_err(map_db_error)?;
-        Ok((tx, rows))
+        };
+        let first_rows = first_rows.map(|r| r.map_err(map_db_error));
+        Ok((tx, Opened { row: rows.into_iter().next() }, first_rows))
     }
 }
 
@@ -117,14 +163,17 @@ impl Tx {
     }
 
     /// Development-only `continue` mode: a fresh transaction with no tenant context, where RLS shows no rows
-    /// and refuses every write.
-    async fn restart_without_context(self, first: &[(&str, &[Param<'_>])]) -> Result<(Tx, Vec<Vec<Row>>), AppError> {
+    /// and refuses every write: no user row, no membership (what the context-less queries would answer).
+    async fn restart_without_context(
+        self,
+        first: Option<Statement<'_, '_>>,
+    ) -> Result<(Tx, Opened, FirstRows), AppError> {
         self.conn().batch_execute("ROLLBACK; BEGIN").await.map_err(map_db_error)?;
-        let mut rows = Vec::with_capacity(first.len());
-        for (sql, params) in first {
-            rows.push(self.query(sql, params).await?);
-        }
-        Ok((self, rows))
+        let rows = match first {
+            Some((sql, params)) => Some(self.query(sql, params).await),
+            None => None,
+        };
+        Ok((self, Opened { row: None }, rows))
     }
 
     pub async fn query(&self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, AppError> {

@@ -132,7 +132,10 @@ async fn interleaved_tenants_on_a_tiny_pool_never_see_each_other() {
 async fn a_context_that_cannot_be_set_fails_the_request_and_is_counted() {
     let app = TestApp::spawn().await;
     let a = app.user(&email("a")).await;
-    app.owner.batch_execute("REVOKE EXECUTE ON FUNCTION set_user_context(uuid) FROM PUBLIC").await.expect("revoke");
+    app.owner
+        .batch_execute("REVOKE EXECUTE ON FUNCTION open_request(uuid, uuid, text) FROM intellifill_app")
+        .await
+        .expect("revoke");
     let before = app.state.db.stats().rls_failures.load(std::sync::atomic::Ordering::Relaxed);
     let (status, body) = app.get(&a, "/api/me").await;
     assert_error(status, &body, 500, "RLS_CONTEXT_FAILED");

@@ -32,6 +32,7 @@ mod members;
 mod observability;
 mod org_routes;
 mod organizations;
+mod pipelined_open;
 mod ratelimit;
 mod redis_tls;
 mod roles_sql;

@@ -118,7 +118,7 @@ async fn alert_conditions_show_up_in_the_metrics() {
     // CrossTenantAttempts
     assert_eq!(app.get(&u, &format!("/api/organizations/{org}/knowledge")).await.0, 403);
     // RlsContextFailures: the runtime role loses the right to set its context.
-    let restore = deny_org_context(&app).await;
+    let restore = deny_context(&app).await;
     let (s, b) = app.get(&u, "/api/me").await;
     assert_error(s, &b, 500, "RLS_CONTEXT_FAILED");
     restore.await;
@@ -247,7 +247,7 @@ async fn security_log_lines_carry_values_a_log_pipeline_can_parse() {
         assert_eq!(search.expect("search").status(), 200);
     }
     // An RLS context failure for a user without an organization: its ERROR line has no organization_id.
-    let restore = deny_org_context(&app).await;
+    let restore = deny_context(&app).await;
     let loner = app.user(&email("loner")).await;
     assert_eq!(get("/api/me".into(), &loner.token).await.expect("me").status(), 500);
     restore.await;
@@ -306,19 +306,16 @@ async fn security_log_lines_carry_values_a_log_pipeline_can_parse() {
     assert!(rls[0]["error"].is_string());
 }
 
-/// Takes from the runtime role the right to set its organization context (every request's context statement
+/// Takes from the runtime role the right to run `open_request` (every request's context statement
 /// then fails: `RLS_CONTEXT_FAILED`); awaiting the returned future gives it back.
-async fn deny_org_context(app: &TestApp) -> impl std::future::Future<Output = ()> + '_ {
+async fn deny_context(app: &TestApp) -> impl std::future::Future<Output = ()> + '_ {
     app.owner
-        .batch_execute(
-            "REVOKE EXECUTE ON FUNCTION set_org_context(uuid) FROM PUBLIC;
-             REVOKE EXECUTE ON FUNCTION set_org_context(uuid) FROM intellifill_app;",
-        )
+        .batch_execute("REVOKE EXECUTE ON FUNCTION open_request(uuid, uuid, text) FROM intellifill_app")
         .await
         .expect("revoke");
     async move {
         app.owner
-            .batch_execute("GRANT EXECUTE ON FUNCTION set_org_context(uuid) TO intellifill_app")
+            .batch_execute("GRANT EXECUTE ON FUNCTION open_request(uuid, uuid, text) TO intellifill_app")
             .await
             .expect("grant");
     }

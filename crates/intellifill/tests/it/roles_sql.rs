@@ -193,3 +193,116 @@ async fn an_invitation_is_accepted_only_by_its_addressee_and_only_once() {
     .await;
     assert_eq!(role, "ADMIN");
 }
+
+/// `open_request` (migration 0008), the first statement of every request transaction, called as the server
+/// calls it: it sets the same transaction-local context as `set_user_context` / `set_org_context` plus
+/// `statement_timeout`, and answers only about the user whose context it has just set.
+#[tokio::test]
+async fn open_request_sets_the_request_context_and_answers_only_about_its_own_caller() {
+    let (app, owner, org) = TestApp::with_org("SQL Open Request").await;
+    let member = app.member(org, "MEMBER").await;
+    let outsider = app.user(&email("open-outsider")).await;
+    let mut db = runtime_client(&app).await;
+    let search_path: String = db.query_one("SELECT current_setting('search_path')", &[]).await.expect("path").get(0);
+
+    let a = open_request(&mut db, member.id, Some(org)).await;
+    assert_eq!(
+        (a.id, a.member_role.as_deref(), a.member_status.as_deref(), a.org_status.as_deref()),
+        (Some(member.id), Some("MEMBER"), Some("ACTIVE"), Some("ACTIVE"))
+    );
+    assert_eq!((a.user_context, a.org_context), (member.id.to_string(), org.to_string()));
+    assert_eq!(a.statement_timeout, "1234ms");
+    assert_eq!(a.search_path, search_path, "the function's own search_path does not outlive it");
+
+    // An outsider: their own row, no membership; the context is theirs.
+    let a = open_request(&mut db, outsider.id, Some(org)).await;
+    assert_eq!((a.id, a.member_role, a.org_status), (Some(outsider.id), None, None));
+    assert_eq!(a.user_context, outsider.id.to_string());
+    // No organization: the user row, no membership, an empty org context.
+    let a = open_request(&mut db, owner.id, None).await;
+    assert_eq!((a.id, a.member_role, a.org_context.as_str()), (Some(owner.id), None, ""));
+    // An unknown user: one row of NULLs.
+    let a = open_request(&mut db, Uuid::new_v4(), Some(org)).await;
+    assert_eq!((a.id, a.member_role), (None, None));
+
+    // A suspended member is answered as such; a removed member has no membership on the next call.
+    app.owner
+        .execute("UPDATE organization_memberships SET status = 'SUSPENDED' WHERE user_id = $1", &[&member.id])
+        .await
+        .expect("suspend");
+    assert_eq!(open_request(&mut db, member.id, Some(org)).await.member_status.as_deref(), Some("SUSPENDED"));
+    app.owner.execute("DELETE FROM organization_memberships WHERE user_id = $1", &[&member.id]).await.expect("remove");
+    assert_eq!(open_request(&mut db, member.id, Some(org)).await.member_role, None);
+
+    // Owned by the owner, SECURITY DEFINER with a fixed search_path, executable by the runtime role only.
+    let row = app
+        .owner
+        .query_one(
+            "SELECT p.prosecdef, p.proconfig, pg_get_userbyid(p.proowner) = current_user,
+                    has_function_privilege('intellifill_app', p.oid, 'EXECUTE'),
+                    EXISTS (SELECT 1 FROM aclexplode(p.proacl) a WHERE a.grantee = 0)
+               FROM pg_proc p WHERE p.proname = 'open_request'",
+            &[],
+        )
+        .await
+        .expect("pg_proc");
+    let (definer, config, owned, app_may, public_may): (bool, Vec<String>, bool, bool, bool) =
+        (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+    assert!(
+        definer && owned && app_may && !public_may,
+        "definer {definer} owned {owned} app {app_may} public {public_may}"
+    );
+    assert_eq!(config, ["search_path=public, pg_temp"]);
+}
+
+/// What `open_request` answered, and the settings in force right after it.
+struct Opened {
+    id: Option<Uuid>,
+    member_role: Option<String>,
+    member_status: Option<String>,
+    org_status: Option<String>,
+    user_context: String,
+    org_context: String,
+    statement_timeout: String,
+    search_path: String,
+}
+
+/// `open_request(user, org, '1234')` in a transaction of its own, as the server's first statement; checks that
+/// its context ends with the transaction.
+async fn open_request(db: &mut Client, user: Uuid, org: Option<Uuid>) -> Opened {
+    let tx = db.transaction().await.expect("begin");
+    let rows = tx
+        .query(
+            "SELECT r_id, r_member_role, r_member_status, r_org_status FROM open_request($1, $2, '1234')",
+            &[&user, &org],
+        )
+        .await
+        .expect("open_request");
+    assert_eq!(rows.len(), 1, "one row, whoever asks");
+    let settings = tx
+        .query_one(
+            "SELECT current_setting('app.current_user_id'), current_setting('app.current_org_id'),
+                    current_setting('statement_timeout'), current_setting('search_path')",
+            &[],
+        )
+        .await
+        .expect("settings");
+    tx.commit().await.expect("commit");
+    let after = db
+        .query_one("SELECT current_setting('app.current_user_id', true), current_setting('statement_timeout')", &[])
+        .await
+        .expect("after");
+    assert_eq!(after.get::<_, String>(0), "", "the user context ended with the transaction");
+    assert_ne!(after.get::<_, String>(1), "1234ms", "the statement timeout ended with the transaction");
+    let r = &rows[0];
+    Opened {
+        id: r.get(0),
+        member_role: r.get(1),
+        member_status: r.get(2),
+        org_status: r.get(3),
+        user_context: settings.get(0),
+        org_context: settings.get(1),
+        statement_timeout: settings.get(2),
+        search_path: settings.get(3),
+    }
+}

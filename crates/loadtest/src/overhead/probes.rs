@@ -295,7 +295,7 @@ impl Target<'_> {
                 let (db, user) = (self.db.clone(), self.user.id);
                 return tokio::spawn(async move {
                     let ctx = intellifill::testing::RlsContext { user_id: user, org_id: None };
-                    let (tx, _) = db.begin(ctx, &[(USER_ROW, &[])]).await.map_err(|e| anyhow!("{e}"))?;
+                    let (tx, _, _) = db.begin(ctx, None).await.map_err(|e| anyhow!("{e}"))?;
                     tx.commit().await.map_err(|e| anyhow!("{e}"))
                 })
                 .await?;
