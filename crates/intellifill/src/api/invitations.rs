@@ -97,7 +97,11 @@ impl Validate for CreateInvitation {
 /// address has an account.
 #[utoipa::path(post, path = "/api/organizations/{orgId}/invitations", tag = "invitations",
     params(("orgId" = Uuid, Path)), request_body = CreateInvitation,
-    responses((status = 201, body = Invitation), (status = 409, body = crate::error::ErrorBody,
+    responses((status = 201, body = Invitation, links(
+            ("RevokeInvitation" = (operation_ref = super::links::REVOKE_INVITATION, parameters(("path.orgId" = "$response.body#/organizationId"), ("path.id" = "$response.body#/id")))),
+            ("AcceptInvitation" = (operation_ref = super::links::ACCEPT_INVITATION, parameters(("path.id" = "$response.body#/id")))),
+            ("DeclineInvitation" = (operation_ref = super::links::DECLINE_INVITATION, parameters(("path.id" = "$response.body#/id")))))),
+        (status = 409, body = crate::error::ErrorBody,
         description = "already a member (`CONFLICT`), or `INVITATION_QUOTA_EXCEEDED`")),
     extensions(("x-audit-action" = json!("invitations.create")), ("x-audit-entity" = json!("invitation")), ("x-rate-limit" = json!("org-write")), ("x-min-role" = json!("ADMIN"))),
     security(("bearer" = [])))]
@@ -276,7 +280,9 @@ pub(crate) async fn mine(ctx: UserTx) -> Result<Json<MyInvitations>, AppError> {
 /// without a current organization, this one becomes it).
 #[utoipa::path(post, path = "/api/invitations/{id}/accept", tag = "invitations",
     params(("id" = Uuid, Path)),
-    responses((status = 200, body = Organization),
+    responses((status = 200, body = Organization, links(
+            ("GetOrganization" = (operation_ref = super::links::GET_ORGANIZATION, parameters(("path.orgId" = "$response.body#/id")))),
+            ("ListMembers" = (operation_ref = super::links::LIST_MEMBERS, parameters(("path.orgId" = "$response.body#/id")))))),
         (status = 409, body = crate::error::ErrorBody, description = "already a member (`CONFLICT`)"),
         (status = 410, body = crate::error::ErrorBody, description = "`INVITATION_EXPIRED`")),
     extensions(("x-audit-action" = json!("invitations.accept")), ("x-audit-entity" = json!("invitation")), ("x-rate-limit" = json!("user"))),

@@ -191,7 +191,10 @@ pub(crate) async fn list(
 /// Create a knowledge source (MEMBER or above).
 #[utoipa::path(post, path = "/api/organizations/{orgId}/knowledge", tag = "knowledge",
     params(("orgId" = Uuid, Path)), request_body = CreateKnowledge,
-    responses((status = 201, body = Knowledge)),
+    responses((status = 201, body = Knowledge, links(
+            ("GetKnowledge" = (operation_ref = super::links::GET_KNOWLEDGE, parameters(("path.orgId" = "$response.body#/organizationId"), ("path.id" = "$response.body#/id")))),
+            ("UpdateKnowledge" = (operation_ref = super::links::UPDATE_KNOWLEDGE, parameters(("path.orgId" = "$response.body#/organizationId"), ("path.id" = "$response.body#/id")))),
+            ("DeleteKnowledge" = (operation_ref = super::links::DELETE_KNOWLEDGE, parameters(("path.orgId" = "$response.body#/organizationId"), ("path.id" = "$response.body#/id"))))))),
     extensions(("x-audit-action" = json!("knowledge.create")), ("x-audit-entity" = json!("knowledge_source")), ("x-rate-limit" = json!("org-write")), ("x-min-role" = json!("MEMBER"))),
     security(("bearer" = [])))]
 pub(crate) async fn create(

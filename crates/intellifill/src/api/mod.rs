@@ -4,6 +4,7 @@
 pub(crate) mod audit;
 pub(crate) mod invitations;
 pub(crate) mod knowledge;
+pub(crate) mod links;
 pub(crate) mod me;
 pub(crate) mod members;
 pub(crate) mod organizations;

@@ -142,7 +142,15 @@ pub(crate) async fn list(
 
 /// Create an organization; the caller becomes its OWNER and it becomes the current organization.
 #[utoipa::path(post, path = "/api/organizations", tag = "organizations", request_body = CreateOrganization,
-    responses((status = 201, body = Organization), (status = 409, body = crate::error::ErrorBody)),
+    responses((status = 201, body = Organization, links(
+            ("GetOrganization" = (operation_ref = super::links::GET_ORGANIZATION, parameters(("path.orgId" = "$response.body#/id")))),
+            ("ListMembers" = (operation_ref = super::links::LIST_MEMBERS, parameters(("path.orgId" = "$response.body#/id")))),
+            ("ListKnowledge" = (operation_ref = super::links::LIST_KNOWLEDGE, parameters(("path.orgId" = "$response.body#/id")))),
+            ("CreateKnowledge" = (operation_ref = super::links::CREATE_KNOWLEDGE, parameters(("path.orgId" = "$response.body#/id")))),
+            ("ListInvitations" = (operation_ref = super::links::LIST_INVITATIONS, parameters(("path.orgId" = "$response.body#/id")))),
+            ("CreateInvitation" = (operation_ref = super::links::CREATE_INVITATION, parameters(("path.orgId" = "$response.body#/id")))),
+            ("OrganizationAudit" = (operation_ref = super::links::ORG_AUDIT, parameters(("path.orgId" = "$response.body#/id")))))),
+        (status = 409, body = crate::error::ErrorBody)),
     extensions(("x-audit-action" = json!("organizations.create")), ("x-audit-entity" = json!("organization")), ("x-rate-limit" = json!("user"))),
     security(("bearer" = [])))]
 pub(crate) async fn create(

@@ -66,7 +66,7 @@ static DECLARED: LazyLock<Declared> = LazyLock::new(|| {
     let (router, doc) = declarations().split_for_parts();
     let doc = openapi::finish(doc);
     let table = RouteTable::from_openapi(&doc).unwrap_or_else(|problems| panic!("{problems}"));
-    let document = Bytes::from(serde_json::to_vec(&doc).expect("the OpenAPI document serializes"));
+    let document = Bytes::from(openapi::to_json(&doc));
     Declared { router, table, document }
 });
 
@@ -118,4 +118,63 @@ pub(crate) fn with_route_steps(routes: Router<AppState>, state: &AppState) -> Ro
 
 async fn not_found() -> AppError {
     AppError::new(ErrorCode::RouteNotFound, "no such route")
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    /// `in.name` of each parameter an operation of the served document declares.
+    fn parameters(operation: &Value) -> Vec<String> {
+        let name = |p: &Value, key: &str| p[key].as_str().unwrap_or_default().to_owned();
+        operation["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| format!("{}.{}", name(p, "in"), name(p, "name")))
+            .collect()
+    }
+
+    /// Every link of the document points at a declared operation and sets exactly that operation's path
+    /// parameters (and no parameter it does not have), so following it makes a complete call.
+    #[test]
+    fn links_name_declared_operations_and_all_their_path_parameters() {
+        let doc: Value = serde_json::from_slice(&super::DECLARED.document).expect("the document is JSON");
+        let mut links = 0;
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, operation) in item.as_object().expect("a path item") {
+                for (status, response) in operation["responses"].as_object().into_iter().flatten() {
+                    for (name, link) in response["links"].as_object().into_iter().flatten() {
+                        let from = format!("{method} {path} {status} link {name}");
+                        let reference =
+                            link["operationRef"].as_str().unwrap_or_else(|| panic!("{from}: no operationRef"));
+                        let (pointer, target_method) = reference
+                            .strip_prefix("#/paths/")
+                            .and_then(|r| r.rsplit_once('/'))
+                            .unwrap_or_else(|| panic!("{from}: {reference} is not #/paths/<path>/<method>"));
+                        let target_path = pointer.replace("%7B", "{").replace("%7D", "}").replace("~1", "/");
+                        let target = &doc["paths"][&target_path][target_method];
+                        assert!(target.is_object(), "{from}: no operation {target_method} {target_path}");
+                        let declared = parameters(target);
+                        let set: Vec<&String> =
+                            link["parameters"].as_object().into_iter().flatten().map(|(k, _)| k).collect();
+                        for parameter in &set {
+                            assert!(
+                                declared.contains(parameter),
+                                "{from}: {target_method} {target_path} has no {parameter}"
+                            );
+                        }
+                        for parameter in declared.iter().filter(|p| p.starts_with("path.")) {
+                            assert!(
+                                set.contains(&parameter),
+                                "{from}: {parameter} of {target_method} {target_path} unset"
+                            );
+                        }
+                        links += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(links, 15, "the create and accept operations' links");
+    }
 }

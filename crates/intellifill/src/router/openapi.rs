@@ -119,3 +119,32 @@ fn add_errors(op: &mut Operation, in_path: bool, in_query: bool) {
         body.required = Some(Required::True);
     }
 }
+
+/// The document as served. utoipa 5.5 serializes a response link's fields in snake case (`operation_ref`,
+/// `operation_id`, `request_body`) where OpenAPI spells them in camel case; they are renamed here, so clients
+/// (and schemathesis' stateful phase) follow the links.
+pub(crate) fn to_json(doc: &utoipa::openapi::OpenApi) -> Vec<u8> {
+    use serde_json::Value;
+    let mut value = serde_json::to_value(doc).expect("the OpenAPI document serializes");
+    fn entries(v: Option<&mut Value>) -> impl Iterator<Item = &mut Value> {
+        v.and_then(Value::as_object_mut).into_iter().flat_map(|m| m.values_mut())
+    }
+    for item in entries(value.get_mut("paths")) {
+        for operation in entries(Some(item)) {
+            for response in entries(operation.get_mut("responses")) {
+                for link in entries(response.get_mut("links")).filter_map(Value::as_object_mut) {
+                    for (snake, camel) in [
+                        ("operation_ref", "operationRef"),
+                        ("operation_id", "operationId"),
+                        ("request_body", "requestBody"),
+                    ] {
+                        if let Some(field) = link.remove(snake) {
+                            link.insert(camel.into(), field);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    serde_json::to_vec(&value).expect("the OpenAPI document serializes")
+}
