@@ -9,6 +9,9 @@
 //! drive) and `bench` (criterion benches, behind the `bench` feature); everything else is `pub(crate)`.
 
 #![warn(unreachable_pub)]
+// The developer documentation is built with `--document-private-items` (scripts/test), where links from
+// `pub` items to `pub(crate)` ones resolve.
+#![allow(rustdoc::private_intra_doc_links)]
 
 pub(crate) mod api;
 pub(crate) mod audit;

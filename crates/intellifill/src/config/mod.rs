@@ -253,7 +253,7 @@ pub struct ServeArgs {
     #[arg(long, env = "ORG_MAX_PENDING_INVITATIONS", default_value = "200")]
     pub org_max_pending_invitations: Option<String>,
     /// Origins allowed to call the API from a browser (CORS): comma-separated exact origins such as
-    /// `https://app.example.com` (scheme://host[:port]), or `*` for any; empty: CORS off.
+    /// `https://app.example.com` (`scheme://host[:port]`), or `*` for any; empty: CORS off.
     #[arg(long, env = "CORS_ALLOWED_ORIGINS")]
     pub cors_allowed_origins: Option<String>,
     /// Answer CORS requests with `Access-Control-Allow-Credentials: true` (only with explicit origins).

@@ -122,7 +122,7 @@ pub(crate) fn route_steps(
     StepLayer::new((Timed, ResolveRoute(table), Authenticate, PerCallerLimit), state.clone())
 }
 
-/// Declares a step: a unit struct and its [`Step`] impl, whose body is an async block over `$state`,
+/// Declares a step: a unit struct and its [`Step`](crate::http::step::Step) impl, whose body is an async block over `$state`,
 /// `$request` and `$rest`.
 macro_rules! step {
     ($(#[$doc:meta])* $name:ident, |$state:ident, $request:ident, $rest:ident| $body:expr) => {

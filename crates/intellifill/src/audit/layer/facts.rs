@@ -30,7 +30,7 @@ pub struct Seen<'a> {
 }
 
 /// What the request path knows about a request, for the writer to make its audit row of. Cheap to clone (the
-/// kept body is shared): a write committed with its row ([`super::in_tx`]) makes the row from a copy, so the
+/// kept body is shared): a write committed with its row ([`crate::audit::in_tx`]) makes the row from a copy, so the
 /// facts stay for the asynchronous path until the commit has succeeded.
 #[derive(Debug, Clone)]
 pub struct RequestFacts {

@@ -98,7 +98,7 @@ impl Sanitizer {
         Value::Object(m)
     }
 
-    /// The depth limit in force: [`Limits::max_depth`], at most [`MAX_DEPTH`].
+    /// The depth limit in force: [`super::Limits::max_depth`], at most [`MAX_DEPTH`].
     fn max_depth(&self) -> usize {
         self.limits.max_depth.min(MAX_DEPTH)
     }
