@@ -284,6 +284,10 @@ pub struct ServeArgs {
     /// Requests per minute per user and ip on /api/auth/*; 0 disables.
     #[arg(long, env = "RATE_LIMIT_AUTH_PER_MINUTE", default_value = "30")]
     pub rate_limit_auth_per_minute: Option<String>,
+    /// Milliseconds a per-ip refusal (429) waits before it is sent, at most until the address's next allowed
+    /// request; 0 answers at once. A flooding connection then sends one request per wait, not thousands.
+    #[arg(long, env = "RATE_LIMIT_IP_REFUSAL_DELAY_MS", default_value = "1000")]
+    pub rate_limit_ip_refusal_delay_ms: Option<String>,
     /// Serve /metrics on this separate address (e.g. 127.0.0.1:9090) instead of the API port.
     #[arg(long, env = "METRICS_BIND_ADDR")]
     pub metrics_bind_addr: Option<String>,

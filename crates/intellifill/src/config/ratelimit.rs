@@ -1,4 +1,6 @@
-//! The rate limit section: `RATE_LIMIT_ENABLED`, `RATE_LIMIT_*_PER_MINUTE`.
+//! The rate limit section: `RATE_LIMIT_ENABLED`, `RATE_LIMIT_*_PER_MINUTE`, `RATE_LIMIT_IP_REFUSAL_DELAY_MS`.
+
+use std::time::Duration;
 
 use super::ServeArgs;
 use super::check::{Checker, Section};
@@ -11,6 +13,8 @@ pub struct RateLimitConfig {
     pub user_per_minute: u32,
     pub org_per_minute: u32,
     pub auth_per_minute: u32,
+    /// How long a per-ip refusal is held before it is sent (capped by its `Retry-After`).
+    pub ip_refusal_delay: Duration,
 }
 
 /// The rate limit section.
@@ -23,6 +27,11 @@ pub(super) fn from_args(args: &ServeArgs) -> Section<RateLimitConfig> {
         user_per_minute: c.number("RATE_LIMIT_USER_PER_MINUTE", &args.rate_limit_user_per_minute, RANGE),
         org_per_minute: c.number("RATE_LIMIT_ORG_PER_MINUTE", &args.rate_limit_org_per_minute, RANGE),
         auth_per_minute: c.number("RATE_LIMIT_AUTH_PER_MINUTE", &args.rate_limit_auth_per_minute, RANGE),
+        ip_refusal_delay: Duration::from_millis(c.number(
+            "RATE_LIMIT_IP_REFUSAL_DELAY_MS",
+            &args.rate_limit_ip_refusal_delay_ms,
+            (0, 10_000),
+        )),
     };
     c.finish(rate_limit)
 }

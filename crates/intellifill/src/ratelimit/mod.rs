@@ -112,6 +112,7 @@ impl Policy {
 /// Every policy of the process.
 pub struct RateLimits {
     enabled: bool,
+    ip_refusal_delay: Duration,
     decisions: std::sync::atomic::AtomicU64,
     ip: Option<Policy>,
     user: Option<Policy>,
@@ -127,6 +128,7 @@ impl RateLimits {
             org: Policy::new(&kv, "org", Scope::Org, config.org_per_minute),
             auth: Policy::new(&kv, "auth", Scope::UserIp, config.auth_per_minute),
             enabled: config.enabled,
+            ip_refusal_delay: config.ip_refusal_delay,
             decisions: Default::default(),
         });
         let weak = Arc::downgrade(&limits);
@@ -227,16 +229,24 @@ fn report_if_tighter(response: &mut Response, d: &Decision, policy: &Policy) {
     }
 }
 
-/// Check `policies`; refused: 429; allowed: `inner`, with the tightest policy's headers on its response.
+/// Check `policies`; refused: 429, sent after `hold` (at most its `Retry-After`); allowed: `inner`, with the
+/// tightest policy's headers on its response.
 async fn apply<F: Future<Output = Response>>(
     limits: &RateLimits,
     policies: &[&Policy],
     parts: KeyParts,
+    hold: Duration,
     request: Request,
     inner: impl FnOnce(Request) -> F,
 ) -> Response {
     match limits.check_all(policies, &parts).await {
-        Some((d, policy)) if !d.allowed => refusal(&d, policy),
+        Some((d, policy)) if !d.allowed => {
+            let hold = hold.min(Duration::from_secs(d.retry_after_secs));
+            if !hold.is_zero() {
+                tokio::time::sleep(hold).await;
+            }
+            refusal(&d, policy)
+        }
         Some((d, policy)) => {
             let mut response = inner(request).await;
             report_if_tighter(&mut response, &d, policy);
@@ -247,7 +257,10 @@ async fn apply<F: Future<Output = Response>>(
 }
 
 /// The per-ip limit on every request, then `inner` (a step of the outer stack, before audit and auth:
-/// see `http::middleware`).
+/// see `http::middleware`). A refusal is held for `RATE_LIMIT_IP_REFUSAL_DELAY_MS` before it is sent, its
+/// body unread: a client over its limit waits on each connection instead of cycling it, so a flood costs
+/// the server one request per connection per hold rather than its whole TCP rate (docs/PERFORMANCE.md,
+/// "Body flood").
 pub(crate) async fn per_ip<F: Future<Output = Response>>(
     limits: &RateLimits,
     ip: Option<std::net::IpAddr>,
@@ -257,7 +270,8 @@ pub(crate) async fn per_ip<F: Future<Output = Response>>(
     let Some(ip_policy) = limits.ip.as_ref().filter(|_| limits.enabled) else {
         return inner(request).await;
     };
-    apply(limits, &[ip_policy], KeyParts { ip, ..KeyParts::default() }, request, inner).await
+    let parts = KeyParts { ip, ..KeyParts::default() };
+    apply(limits, &[ip_policy], parts, limits.ip_refusal_delay, request, inner).await
 }
 
 /// The user and auth-endpoint limits of a request of `class` by the caller in `parts`, then `next` (a step
@@ -286,7 +300,7 @@ pub(crate) async fn per_caller<F: Future<Output = Response>>(
     if let Some(r) = &reported {
         request.extensions_mut().insert(r.clone());
     }
-    let mut response = apply(limits, &policies, parts, request, next).await;
+    let mut response = apply(limits, &policies, parts, Duration::ZERO, request, next).await;
     if let Some(r) = reported
         && let Some(d) = r.0.lock().unwrap_or_else(|p| p.into_inner()).take()
         && let Some(policy) = &limits.org

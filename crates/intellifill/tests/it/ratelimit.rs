@@ -256,3 +256,26 @@ async fn per_ip_refusals_are_counted_in_the_request_metrics() {
     assert_eq!(count("/health", "429"), None, "a refused request never reached its route: {text}");
     assert_eq!(count("unmatched", "429"), Some(3.0), "every response is counted: {text}");
 }
+
+#[tokio::test]
+async fn a_per_ip_refusal_is_held_while_other_addresses_are_answered() {
+    let hold = std::time::Duration::from_millis(1500);
+    let app = TestApp::spawn_with(settings!(
+        rate_limit_ip_per_minute = "1",
+        rate_limit_ip_refusal_delay_ms = "1500",
+        trusted_proxies = "127.0.0.1/32, ::1"
+    ))
+    .await;
+    let from = |ip: &str| app.http.get(app.url("/health")).header("x-forwarded-for", ip.to_owned());
+    assert_eq!(app.send(from("198.51.100.7")).await.0, 200);
+    let started = std::time::Instant::now();
+    let held = tokio::spawn(from("198.51.100.7").send());
+    assert_eq!(app.send(from("198.51.100.8")).await.0, 200, "another address is answered during the hold");
+    assert!(!held.is_finished(), "the refusal is still held when the other address has its answer");
+    let refused = held.await.expect("task").expect("the held request is answered");
+    assert!(started.elapsed() >= hold, "held {:?}, configured {hold:?}", started.elapsed());
+    assert_eq!(refused.status().as_u16(), 429);
+    assert!(refused.headers().contains_key("retry-after"), "{:?}", refused.headers());
+    let body: serde_json::Value = refused.json().await.expect("json");
+    assert_eq!(body["code"], "RATE_LIMITED", "{body}");
+}
