@@ -380,10 +380,7 @@ async fn user_endpoint_verifies_tokens_sessions_users_and_bans() {
 #[tokio::test]
 async fn logout_scopes_end_the_right_sessions() {
     let h = Harness::start().await;
-    let user = h.emu.create_user("dave@example.com", PASSWORD).unwrap();
-    let a = h.emu.sign_in("dave@example.com", PASSWORD).unwrap();
-    let b = h.emu.sign_in("dave@example.com", PASSWORD).unwrap();
-    let c = h.emu.sign_in("dave@example.com", PASSWORD).unwrap();
+    let (user, [a, b, c]) = h.user_with_sessions("dave@example.com");
     assert_eq!(h.emu.session_count(user.id), 3);
 
     let bad_scope = h.logout(&a.access_token, Some("everywhere")).await;
@@ -537,38 +534,17 @@ async fn admin_endpoints_require_the_service_role() {
     assert_eq!(body["msg"], "User not allowed");
 
     // A user's token is not an admin token, even next to the service key.
-    let user_token = h
-        .http
-        .get(h.url("/admin/users"))
-        .header("apikey", h.emu.service_role_key())
-        .bearer_auth(&session.access_token)
-        .send()
-        .await
-        .unwrap();
+    let user_token = h.list_users(h.emu.service_role_key(), Some(&session.access_token)).await;
     assert_error(user_token, 403, "not_admin").await;
 
     // Garbage bearer.
-    let garbage = h
-        .http
-        .get(h.url("/admin/users"))
-        .header("apikey", h.emu.anon_key())
-        .bearer_auth("garbage")
-        .send()
-        .await
-        .unwrap();
+    let garbage = h.list_users(h.emu.anon_key(), Some("garbage")).await;
     assert_error(garbage, 403, "bad_jwt").await;
 
     // The service key as apikey alone, or as bearer.
-    let as_apikey = h.http.get(h.url("/admin/users")).header("apikey", h.emu.service_role_key()).send().await.unwrap();
+    let as_apikey = h.list_users(h.emu.service_role_key(), None).await;
     assert_eq!(as_apikey.status(), 200);
-    let as_bearer = h
-        .http
-        .get(h.url("/admin/users"))
-        .header("apikey", h.emu.anon_key())
-        .bearer_auth(h.emu.service_role_key())
-        .send()
-        .await
-        .unwrap();
+    let as_bearer = h.list_users(h.emu.anon_key(), Some(h.emu.service_role_key())).await;
     assert_eq!(as_bearer.status(), 200);
 
     // A service_role JWT signed with the project key works too.
@@ -577,14 +553,7 @@ async fn admin_endpoints_require_the_service_role() {
         h.emu.token_header(),
         &json!({ "iss": "supabase", "role": "service_role", "iat": now, "exp": now + 60 }),
     );
-    let as_jwt = h
-        .http
-        .get(h.url("/admin/users"))
-        .header("apikey", h.emu.anon_key())
-        .bearer_auth(service_jwt)
-        .send()
-        .await
-        .unwrap();
+    let as_jwt = h.list_users(h.emu.anon_key(), Some(&service_jwt)).await;
     assert_eq!(as_jwt.status(), 200);
 }
 
