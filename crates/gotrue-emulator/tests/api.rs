@@ -473,15 +473,12 @@ async fn refresh_tokens_rotate_within_the_same_session() {
 async fn signup_autoconfirms_and_signs_in() {
     let h = Harness::start().await;
     let response = h
-        .anon(Method::POST, "/signup")
-        .json(&json!({
+        .signup(json!({
             "email": "Frank@Example.com",
             "password": PASSWORD,
             "data": { "display_name": "Frank" }
         }))
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["token_type"], "bearer");
@@ -492,33 +489,18 @@ async fn signup_autoconfirms_and_signs_in() {
     assert_eq!(me.status(), 200);
     assert!(h.emu.sign_in("frank@example.com", PASSWORD).is_ok());
 
-    let again = h
-        .anon(Method::POST, "/signup")
-        .json(&json!({ "email": "frank@example.com", "password": PASSWORD }))
-        .send()
-        .await
-        .unwrap();
+    let again = h.signup(json!({ "email": "frank@example.com", "password": PASSWORD })).await;
     let body = assert_error(again, 422, "user_already_exists").await;
     assert_eq!(body["msg"], "User already registered");
 
-    let weak = h
-        .anon(Method::POST, "/signup")
-        .json(&json!({ "email": "g@example.com", "password": "12345" }))
-        .send()
-        .await
-        .unwrap();
+    let weak = h.signup(json!({ "email": "g@example.com", "password": "12345" })).await;
     let body = assert_error(weak, 422, "weak_password").await;
     assert_eq!(body["weak_password"]["reasons"], json!(["length"]));
 
-    let no_password = h.anon(Method::POST, "/signup").json(&json!({ "email": "g@example.com" })).send().await.unwrap();
+    let no_password = h.signup(json!({ "email": "g@example.com" })).await;
     assert_error(no_password, 400, "validation_failed").await;
 
-    let bad_email = h
-        .anon(Method::POST, "/signup")
-        .json(&json!({ "email": "not-an-email", "password": PASSWORD }))
-        .send()
-        .await
-        .unwrap();
+    let bad_email = h.signup(json!({ "email": "not-an-email", "password": PASSWORD })).await;
     assert_error(bad_email, 400, "validation_failed").await;
 }
 
@@ -562,17 +544,14 @@ async fn admin_user_lifecycle() {
     let h = Harness::start().await;
 
     let created = h
-        .service(Method::POST, "/admin/users")
-        .json(&json!({
+        .admin_create(json!({
             "email": "Ivy@Example.com",
             "password": PASSWORD,
             "email_confirm": true,
             "user_metadata": { "name": "Ivy" },
             "app_metadata": { "tenant": "t1" }
         }))
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(created.status(), 200);
     let created: Value = created.json().await.unwrap();
     let id = created["id"].as_str().unwrap().to_owned();
@@ -588,17 +567,12 @@ async fn admin_user_lifecycle() {
     let session = h.emu.sign_in("ivy@example.com", PASSWORD).unwrap();
     assert_eq!(h.emu.claims_for(&session)["app_metadata"]["tenant"], "t1");
 
-    let duplicate = h
-        .service(Method::POST, "/admin/users")
-        .json(&json!({ "email": "ivy@example.com", "password": PASSWORD }))
-        .send()
-        .await
-        .unwrap();
+    let duplicate = h.admin_create(json!({ "email": "ivy@example.com", "password": PASSWORD })).await;
     let body = assert_error(duplicate, 422, "email_exists").await;
     assert_eq!(body["msg"], "A user with this email address has already been registered");
     assert!(h.emu.create_user("ivy@example.com", PASSWORD).is_err());
 
-    let nothing = h.service(Method::POST, "/admin/users").json(&json!({})).send().await.unwrap();
+    let nothing = h.admin_create(json!({})).await;
     assert_error(nothing, 400, "validation_failed").await;
 
     h.emu.create_user("jack@example.com", PASSWORD).unwrap();

@@ -45,10 +45,19 @@ impl Harness {
             .bearer_auth(self.emu.service_role_key())
     }
 
+    /// `POST /signup` with `body`, as a client sends it.
+    pub async fn signup(&self, body: Value) -> Response {
+        self.anon(Method::POST, "/signup").json(&body).send().await.unwrap()
+    }
+
+    /// `POST /admin/users` with `body`, as the service role.
+    pub async fn admin_create(&self, body: Value) -> Response {
+        self.service(Method::POST, "/admin/users").json(&body).send().await.unwrap()
+    }
+
     /// An email user with the test password, created through the admin API without confirmation.
     pub async fn create_unconfirmed(&self, email: &str) {
-        let created = self.service(Method::POST, "/admin/users");
-        let created = created.json(&serde_json::json!({ "email": email, "password": PASSWORD })).send().await.unwrap();
+        let created = self.admin_create(serde_json::json!({ "email": email, "password": PASSWORD })).await;
         assert_eq!(created.status(), 200);
     }
 
