@@ -380,10 +380,7 @@ async fn user_endpoint_verifies_tokens_sessions_users_and_bans() {
 #[tokio::test]
 async fn logout_scopes_end_the_right_sessions() {
     let h = Harness::start().await;
-    let user = h.emu.create_user("dave@example.com", PASSWORD).unwrap();
-    let a = h.emu.sign_in("dave@example.com", PASSWORD).unwrap();
-    let b = h.emu.sign_in("dave@example.com", PASSWORD).unwrap();
-    let c = h.emu.sign_in("dave@example.com", PASSWORD).unwrap();
+    let (user, [a, b, c]) = h.user_with_sessions("dave@example.com");
     assert_eq!(h.emu.session_count(user.id), 3);
 
     let bad_scope = h.logout(&a.access_token, Some("everywhere")).await;
@@ -476,15 +473,12 @@ async fn refresh_tokens_rotate_within_the_same_session() {
 async fn signup_autoconfirms_and_signs_in() {
     let h = Harness::start().await;
     let response = h
-        .anon(Method::POST, "/signup")
-        .json(&json!({
+        .signup(json!({
             "email": "Frank@Example.com",
             "password": PASSWORD,
             "data": { "display_name": "Frank" }
         }))
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["token_type"], "bearer");
@@ -495,33 +489,18 @@ async fn signup_autoconfirms_and_signs_in() {
     assert_eq!(me.status(), 200);
     assert!(h.emu.sign_in("frank@example.com", PASSWORD).is_ok());
 
-    let again = h
-        .anon(Method::POST, "/signup")
-        .json(&json!({ "email": "frank@example.com", "password": PASSWORD }))
-        .send()
-        .await
-        .unwrap();
+    let again = h.signup(json!({ "email": "frank@example.com", "password": PASSWORD })).await;
     let body = assert_error(again, 422, "user_already_exists").await;
     assert_eq!(body["msg"], "User already registered");
 
-    let weak = h
-        .anon(Method::POST, "/signup")
-        .json(&json!({ "email": "g@example.com", "password": "12345" }))
-        .send()
-        .await
-        .unwrap();
+    let weak = h.signup(json!({ "email": "g@example.com", "password": "12345" })).await;
     let body = assert_error(weak, 422, "weak_password").await;
     assert_eq!(body["weak_password"]["reasons"], json!(["length"]));
 
-    let no_password = h.anon(Method::POST, "/signup").json(&json!({ "email": "g@example.com" })).send().await.unwrap();
+    let no_password = h.signup(json!({ "email": "g@example.com" })).await;
     assert_error(no_password, 400, "validation_failed").await;
 
-    let bad_email = h
-        .anon(Method::POST, "/signup")
-        .json(&json!({ "email": "not-an-email", "password": PASSWORD }))
-        .send()
-        .await
-        .unwrap();
+    let bad_email = h.signup(json!({ "email": "not-an-email", "password": PASSWORD })).await;
     assert_error(bad_email, 400, "validation_failed").await;
 }
 
@@ -537,38 +516,17 @@ async fn admin_endpoints_require_the_service_role() {
     assert_eq!(body["msg"], "User not allowed");
 
     // A user's token is not an admin token, even next to the service key.
-    let user_token = h
-        .http
-        .get(h.url("/admin/users"))
-        .header("apikey", h.emu.service_role_key())
-        .bearer_auth(&session.access_token)
-        .send()
-        .await
-        .unwrap();
+    let user_token = h.list_users(h.emu.service_role_key(), Some(&session.access_token)).await;
     assert_error(user_token, 403, "not_admin").await;
 
     // Garbage bearer.
-    let garbage = h
-        .http
-        .get(h.url("/admin/users"))
-        .header("apikey", h.emu.anon_key())
-        .bearer_auth("garbage")
-        .send()
-        .await
-        .unwrap();
+    let garbage = h.list_users(h.emu.anon_key(), Some("garbage")).await;
     assert_error(garbage, 403, "bad_jwt").await;
 
     // The service key as apikey alone, or as bearer.
-    let as_apikey = h.http.get(h.url("/admin/users")).header("apikey", h.emu.service_role_key()).send().await.unwrap();
+    let as_apikey = h.list_users(h.emu.service_role_key(), None).await;
     assert_eq!(as_apikey.status(), 200);
-    let as_bearer = h
-        .http
-        .get(h.url("/admin/users"))
-        .header("apikey", h.emu.anon_key())
-        .bearer_auth(h.emu.service_role_key())
-        .send()
-        .await
-        .unwrap();
+    let as_bearer = h.list_users(h.emu.anon_key(), Some(h.emu.service_role_key())).await;
     assert_eq!(as_bearer.status(), 200);
 
     // A service_role JWT signed with the project key works too.
@@ -577,14 +535,7 @@ async fn admin_endpoints_require_the_service_role() {
         h.emu.token_header(),
         &json!({ "iss": "supabase", "role": "service_role", "iat": now, "exp": now + 60 }),
     );
-    let as_jwt = h
-        .http
-        .get(h.url("/admin/users"))
-        .header("apikey", h.emu.anon_key())
-        .bearer_auth(service_jwt)
-        .send()
-        .await
-        .unwrap();
+    let as_jwt = h.list_users(h.emu.anon_key(), Some(&service_jwt)).await;
     assert_eq!(as_jwt.status(), 200);
 }
 
@@ -593,17 +544,14 @@ async fn admin_user_lifecycle() {
     let h = Harness::start().await;
 
     let created = h
-        .service(Method::POST, "/admin/users")
-        .json(&json!({
+        .admin_create(json!({
             "email": "Ivy@Example.com",
             "password": PASSWORD,
             "email_confirm": true,
             "user_metadata": { "name": "Ivy" },
             "app_metadata": { "tenant": "t1" }
         }))
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(created.status(), 200);
     let created: Value = created.json().await.unwrap();
     let id = created["id"].as_str().unwrap().to_owned();
@@ -619,17 +567,12 @@ async fn admin_user_lifecycle() {
     let session = h.emu.sign_in("ivy@example.com", PASSWORD).unwrap();
     assert_eq!(h.emu.claims_for(&session)["app_metadata"]["tenant"], "t1");
 
-    let duplicate = h
-        .service(Method::POST, "/admin/users")
-        .json(&json!({ "email": "ivy@example.com", "password": PASSWORD }))
-        .send()
-        .await
-        .unwrap();
+    let duplicate = h.admin_create(json!({ "email": "ivy@example.com", "password": PASSWORD })).await;
     let body = assert_error(duplicate, 422, "email_exists").await;
     assert_eq!(body["msg"], "A user with this email address has already been registered");
     assert!(h.emu.create_user("ivy@example.com", PASSWORD).is_err());
 
-    let nothing = h.service(Method::POST, "/admin/users").json(&json!({})).send().await.unwrap();
+    let nothing = h.admin_create(json!({})).await;
     assert_error(nothing, 400, "validation_failed").await;
 
     h.emu.create_user("jack@example.com", PASSWORD).unwrap();

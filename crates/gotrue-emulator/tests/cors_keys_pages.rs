@@ -69,19 +69,12 @@ async fn legacy_jwt_keys_work_alongside_the_new_keys() {
         assert_eq!(grant.status(), 200, "apikey {key}");
     }
     // The legacy service-role key is an admin credential, as apikey and bearer.
-    let list = h.http.get(h.url("/admin/users")).header("apikey", keys.service_role.as_str()).send().await.unwrap();
+    let list = h.list_users(&keys.service_role, None).await;
     assert_eq!(list.status(), 200);
-    let list = h
-        .http
-        .get(h.url("/admin/users"))
-        .header("apikey", keys.anon.as_str())
-        .bearer_auth(keys.service_role.as_str())
-        .send()
-        .await
-        .unwrap();
+    let list = h.list_users(&keys.anon, Some(&keys.service_role)).await;
     assert_eq!(list.status(), 200);
     // The legacy anon key is no admin.
-    let anon = h.http.get(h.url("/admin/users")).header("apikey", keys.anon.as_str()).send().await.unwrap();
+    let anon = h.list_users(&keys.anon, None).await;
     assert_error(anon, 403, "not_admin").await;
     // A JWT that merely looks like a key is not one.
     let forged = keys.anon.replace('.', ".x");

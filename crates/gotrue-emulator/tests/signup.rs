@@ -49,7 +49,7 @@ async fn without_autoconfirm_sign_up_starts_no_session_until_the_address_is_conf
 #[tokio::test]
 async fn anonymous_sign_ins_are_refused_unless_enabled() {
     let h = Harness::start().await;
-    let refused = h.anon(Method::POST, "/signup").json(&json!({})).send().await.unwrap();
+    let refused = h.signup(json!({})).await;
     let body = assert_error(refused, 422, "anonymous_provider_disabled").await;
     assert_eq!(body["msg"], "Anonymous sign-ins are disabled");
     assert!(h.emu.sign_in_anonymously().is_err());

@@ -14,10 +14,7 @@ async fn put_user(h: &Harness, token: &str, body: serde_json::Value) -> reqwest:
 #[tokio::test]
 async fn a_new_password_ends_every_other_session() {
     let h = Harness::start().await;
-    let user = h.emu.create_user("pat@example.com", PASSWORD).unwrap();
-    let mine = h.emu.sign_in("pat@example.com", PASSWORD).unwrap();
-    let other = h.emu.sign_in("pat@example.com", PASSWORD).unwrap();
-    let third = h.emu.sign_in("pat@example.com", PASSWORD).unwrap();
+    let (user, [mine, other, third]) = h.user_with_sessions("pat@example.com");
     assert_eq!(h.emu.session_count(user.id), 3);
 
     let (status, _, body) = parts(put_user(&h, &mine.access_token, json!({ "password": "a-new-secret" })).await).await;
@@ -37,9 +34,7 @@ async fn a_new_password_ends_every_other_session() {
 #[tokio::test]
 async fn password_rules_and_metadata() {
     let h = Harness::start().await;
-    let user = h.emu.create_user("kim@example.com", PASSWORD).unwrap();
-    let mine = h.emu.sign_in("kim@example.com", PASSWORD).unwrap();
-    let other = h.emu.sign_in("kim@example.com", PASSWORD).unwrap();
+    let (user, [mine, other]) = h.user_with_sessions("kim@example.com");
 
     assert_error(put_user(&h, &mine.access_token, json!({ "password": "short" })).await, 422, "weak_password").await;
     let same =

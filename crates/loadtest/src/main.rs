@@ -79,37 +79,36 @@ fn main() -> ExitCode {
     }
 }
 
-/// A command's report: printed, and written as JSON when asked.
-fn emit<R: serde::Serialize>(report: &R, print: fn(&R), json: Option<&std::path::Path>) -> Result<()> {
-    print(report);
+/// Runs a command to its report, prints it, and writes it as JSON to `json` when asked.
+async fn report<R: serde::Serialize>(
+    json: Option<std::path::PathBuf>,
+    run: impl Future<Output = Result<R>>,
+    print: fn(&R),
+) -> Result<R> {
+    let report = run.await?;
+    print(&report);
     if let Some(path) = json {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        std::fs::write(path, serde_json::to_string_pretty(report)?)?;
+        std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
         eprintln!("[loadtest] wrote {}", path.display());
     }
-    Ok(())
+    Ok(report)
 }
 
 async fn dispatch(command: Cmd, command_line: String) -> Result<ExitCode> {
     match command {
         Cmd::Run(args) => {
-            let json = args.json.clone();
-            let report = run::run(args, command_line).await?;
-            emit(&report, run::print, json.as_deref())?;
+            report(args.json.clone(), run::run(args, command_line), run::print).await?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Chaos(args) => {
-            let json = args.json.clone();
-            let report = chaos::run(args, command_line).await?;
-            emit(&report, chaos::print, json.as_deref())?;
+            let report = report(args.json.clone(), chaos::run(args, command_line), chaos::print).await?;
             Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Cmd::Overhead(args) => {
-            let json = args.json.clone();
-            let report = overhead::run(args, command_line).await?;
-            emit(&report, overhead::print, json.as_deref())?;
+            report(args.json.clone(), overhead::run(args, command_line), overhead::print).await?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Serve(child) => {

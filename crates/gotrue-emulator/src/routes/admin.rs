@@ -2,9 +2,11 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, RawQuery, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
 use serde_json::json;
 use uuid::Uuid;
 
@@ -19,9 +21,36 @@ pub(super) fn require_admin(state: &SharedState, headers: &HeaderMap) -> Result<
     state.require_admin(authorization(headers), apikey)
 }
 
-/// `requireAdminCredentials`, then `loadUser`: the path segment must be the
-/// UUID of an existing user. Both come before the body is read, so they
-/// decide the error of a bad request to a missing user.
+/// The body of a service-role request, parsed as `T`. `requireAdminCredentials` comes before the
+/// parse, so a bad key decides the error of a request that is also malformed.
+pub(super) struct AdminBody<T>(pub(super) T);
+
+impl<T: DeserializeOwned> FromRequest<SharedState> for AdminBody<T> {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &SharedState) -> Result<Self, Self::Rejection> {
+        let headers = request.headers().clone();
+        let body = Bytes::from_request(request, state).await.map_err(IntoResponse::into_response)?;
+        require_admin(state, &headers).map_err(IntoResponse::into_response)?;
+        Ok(AdminBody(parse_body(&body).map_err(IntoResponse::into_response)?))
+    }
+}
+
+/// `requireAdminCredentials`, then `loadUser`: the `{user_id}` path segment must be the UUID of an
+/// existing user. Both come before the body is read, so they decide the error of a bad request to a
+/// missing user.
+pub(super) struct AdminUserId(Uuid);
+
+impl FromRequestParts<SharedState> for AdminUserId {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, Self::Rejection> {
+        let Path(raw_id) =
+            Path::<String>::from_request_parts(parts, state).await.map_err(IntoResponse::into_response)?;
+        admin_and_user_id(state, &parts.headers, &raw_id).map(AdminUserId).map_err(IntoResponse::into_response)
+    }
+}
+
 fn admin_and_user_id(state: &SharedState, headers: &HeaderMap, raw_id: &str) -> Result<Uuid, ApiError> {
     require_admin(state, headers)?;
     let id =
@@ -86,21 +115,13 @@ pub(super) async fn list(
 
 pub(super) async fn create(
     State(state): State<SharedState>,
-    headers: HeaderMap,
-    body: Bytes,
+    AdminBody(params): AdminBody<AdminUserParams>,
 ) -> Result<Response, ApiError> {
-    require_admin(&state, &headers)?;
-    let params: AdminUserParams = parse_body(&body)?;
     let user = state.admin_create_user(params)?;
     Ok(Json(UserJson::new(&user)).into_response())
 }
 
-pub(super) async fn get(
-    State(state): State<SharedState>,
-    headers: HeaderMap,
-    Path(raw_id): Path<String>,
-) -> Result<Response, ApiError> {
-    let id = admin_and_user_id(&state, &headers, &raw_id)?;
+pub(super) async fn get(State(state): State<SharedState>, AdminUserId(id): AdminUserId) -> Result<Response, ApiError> {
     let store = state.store();
     let user = store.user(id).ok_or_else(ApiError::user_not_found)?;
     Ok(Json(UserJson::new(user)).into_response())
@@ -108,11 +129,9 @@ pub(super) async fn get(
 
 pub(super) async fn update(
     State(state): State<SharedState>,
-    headers: HeaderMap,
-    Path(raw_id): Path<String>,
+    AdminUserId(id): AdminUserId,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let id = admin_and_user_id(&state, &headers, &raw_id)?;
     let params: AdminUserParams = parse_body(&body)?;
     let user = state.admin_update_user(id, params)?;
     Ok(Json(UserJson::new(&user)).into_response())
@@ -120,11 +139,9 @@ pub(super) async fn update(
 
 pub(super) async fn delete(
     State(state): State<SharedState>,
-    headers: HeaderMap,
-    Path(raw_id): Path<String>,
+    AdminUserId(id): AdminUserId,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let id = admin_and_user_id(&state, &headers, &raw_id)?;
     if !body.is_empty() {
         // `{"should_soft_delete": bool}`; the emulator always hard-deletes,
         // but a malformed body is still rejected like GoTrue does.

@@ -5,13 +5,13 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::SharedState;
-use super::admin::require_admin;
+use super::admin::AdminBody;
 use super::gotrue::{RedirectTo, parse_body, query_param, token_response};
 use crate::auth::{GenerateLinkParams, OTHER_EMAIL_PENDING, OtpParams, ResendParams, Verified, VerifyParams, Via};
 use crate::errors::ApiError;
@@ -145,19 +145,16 @@ pub(super) async fn verify_get(
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct InviteParams {
+pub(super) struct InviteParams {
     email: String,
     data: Option<Map<String, Value>>,
 }
 
 pub(super) async fn invite(
     State(state): State<SharedState>,
-    headers: HeaderMap,
     to: RedirectTo,
-    body: Bytes,
+    AdminBody(params): AdminBody<InviteParams>,
 ) -> Result<Response, ApiError> {
-    require_admin(&state, &headers)?;
-    let params: InviteParams = parse_body(&body)?;
     let user = state.invite(&params.email, params.data, to.as_deref())?;
     Ok(Json(UserJson::new(&user)).into_response())
 }
@@ -167,12 +164,9 @@ pub(super) async fn invite(
 /// (GoTrue's `GenerateLinkResponse` embeds the user).
 pub(super) async fn generate_link(
     State(state): State<SharedState>,
-    headers: HeaderMap,
     to: RedirectTo,
-    body: Bytes,
+    AdminBody(params): AdminBody<GenerateLinkParams>,
 ) -> Result<Response, ApiError> {
-    require_admin(&state, &headers)?;
-    let params: GenerateLinkParams = parse_body(&body)?;
     let generated = state.generate_link(params, to.as_deref())?;
     let mut body = serde_json::to_value(UserJson::new(&generated.user))
         .map_err(|e| ApiError::internal(format!("error encoding the user: {e}")))?;

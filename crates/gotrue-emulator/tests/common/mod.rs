@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use gotrue_emulator::{Emulator, EmulatorConfig};
+use gotrue_emulator::{Emulator, EmulatorConfig, Session, User};
 use reqwest::{Client, Method, RequestBuilder, Response};
 use serde_json::Value;
 
@@ -45,11 +45,36 @@ impl Harness {
             .bearer_auth(self.emu.service_role_key())
     }
 
+    /// `POST /signup` with `body`, as a client sends it.
+    pub async fn signup(&self, body: Value) -> Response {
+        self.anon(Method::POST, "/signup").json(&body).send().await.unwrap()
+    }
+
+    /// `POST /admin/users` with `body`, as the service role.
+    pub async fn admin_create(&self, body: Value) -> Response {
+        self.service(Method::POST, "/admin/users").json(&body).send().await.unwrap()
+    }
+
     /// An email user with the test password, created through the admin API without confirmation.
     pub async fn create_unconfirmed(&self, email: &str) {
-        let created = self.service(Method::POST, "/admin/users");
-        let created = created.json(&serde_json::json!({ "email": email, "password": PASSWORD })).send().await.unwrap();
+        let created = self.admin_create(serde_json::json!({ "email": email, "password": PASSWORD })).await;
         assert_eq!(created.status(), 200);
+    }
+
+    /// A confirmed user with the test password, signed in `N` times (its sessions, oldest first).
+    pub fn user_with_sessions<const N: usize>(&self, email: &str) -> (User, [Session; N]) {
+        let user = self.emu.create_user(email, PASSWORD).unwrap();
+        (user, std::array::from_fn(|_| self.emu.sign_in(email, PASSWORD).unwrap()))
+    }
+
+    /// `GET /admin/users` with `apikey` and, when given, `bearer` as the Authorization.
+    pub async fn list_users(&self, apikey: &str, bearer: Option<&str>) -> Response {
+        let request = self.http.get(self.url("/admin/users")).header("apikey", apikey);
+        let request = match bearer {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
+        request.send().await.unwrap()
     }
 
     pub async fn get_user(&self, token: &str) -> Response {

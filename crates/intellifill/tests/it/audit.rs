@@ -371,8 +371,7 @@ async fn forged_tokens_and_search_bursts_are_security_events() {
 
 #[tokio::test]
 async fn repeated_cross_tenant_attempts_lock_the_user_out_when_auto_lock_is_on() {
-    let app =
-        TestApp::spawn_with(settings!(security_auto_lock = "true", anomaly_cross_tenant_per_5_minutes = "2")).await;
+    let app = TestApp::with_auto_lock().await;
     let (victim, other_org) = app.owned_org("Victim Org").await;
     let attacker = app.user(&email("attacker")).await;
     assert_eq!(app.get(&attacker, "/api/me").await.0, 200);

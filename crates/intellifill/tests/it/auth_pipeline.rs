@@ -8,7 +8,7 @@ use breaker::State;
 use gotrue_emulator::{Emulator, EmulatorConfig, Signing};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestUser, assert_error, email, until_revoked};
+use crate::helpers::{TestApp, TestUser, assert_error, dead_redis_url, email, until_revoked};
 
 pub(crate) fn with_token(user: &TestUser, token: String) -> TestUser {
     TestUser { token, ..user.clone() }
@@ -249,12 +249,7 @@ async fn closed_outage_mode_refuses_stale_entries() {
 
 #[tokio::test]
 async fn a_redis_outage_degrades_to_the_in_process_cache_without_errors() {
-    let dead = testkit::free_port().expect("port");
-    let (app, u) = TestApp::with_user_using(settings!(
-        redis_url = format!("redis://127.0.0.1:{dead}"),
-        redis_op_timeout_ms = "50"
-    ))
-    .await;
+    let (app, u) = TestApp::with_user_using(settings!(redis_url = dead_redis_url(), redis_op_timeout_ms = "50")).await;
     let before = app.emulator.stats().user;
     for _ in 0..3 {
         assert_eq!(app.get(&u, "/api/me").await.0, 200);

@@ -54,21 +54,29 @@ async fn migrate_applies_every_migration_exactly_once() {
     assert!(String::from_utf8_lossy(&second.stdout).contains("(0 migration(s) applied now)"));
 }
 
+/// `intellifill dev` with `args`, on free ports, in a new data directory (returned); stdout piped.
+fn spawn_dev(args: &[&str], stderr: std::process::Stdio) -> (std::path::PathBuf, tokio::process::Child) {
+    let dir = std::env::temp_dir().join(format!("intellifill-dev-{}", uuid::Uuid::new_v4().simple()));
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_intellifill"))
+        .args(["dev", "--port", "0", "--auth-port", "0", "--db-port", "0", "--redis-port", "0"])
+        .args(args)
+        .arg("--data-dir")
+        .arg(&dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(stderr)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn dev");
+    (dir, child)
+}
+
 /// The main job, as a newcomer runs it: `intellifill dev` starts everything, prints working curl lines, and
 /// Ctrl-C stops everything cleanly.
 #[tokio::test]
 async fn dev_mode_serves_the_demo_and_stops_cleanly_on_ctrl_c() {
     use tokio::io::{AsyncBufReadExt, BufReader};
 
-    let dir = std::env::temp_dir().join(format!("intellifill-dev-{}", uuid::Uuid::new_v4().simple()));
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_intellifill"))
-        .args(["dev", "--port", "0", "--auth-port", "0", "--db-port", "0", "--redis-port", "0", "--data-dir"])
-        .arg(&dir)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn dev");
+    let (dir, mut child) = spawn_dev(&[], std::process::Stdio::null());
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
     let mut curls = Vec::new();
     let collect = async {
@@ -127,16 +135,8 @@ async fn dev_mode_serves_the_demo_and_stops_cleanly_on_ctrl_c() {
 async fn dev_env_prints_only_the_variables_a_frontend_needs() {
     use tokio::io::{AsyncBufReadExt, BufReader};
 
-    let dir = std::env::temp_dir().join(format!("intellifill-dev-{}", uuid::Uuid::new_v4().simple()));
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_intellifill"))
-        .args(["dev", "--env", "--port", "0", "--auth-port", "0", "--db-port", "0", "--redis-port", "0"])
-        .args(["--cors-origin", "http://localhost:4321", "--data-dir"])
-        .arg(&dir)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn dev");
+    let (dir, mut child) =
+        spawn_dev(&["--env", "--cors-origin", "http://localhost:4321"], std::process::Stdio::piped());
     let mut stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
     let logs = tokio::spawn(async move {
         let mut n = 0;

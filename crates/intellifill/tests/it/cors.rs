@@ -15,6 +15,14 @@ fn cors(args: &mut intellifill::ServeArgs) {
     args.cors_allowed_origins = Some(format!("{FRONTEND}, https://app.example.com"));
 }
 
+/// [`cors`], then `more`.
+fn cors_and(more: impl FnOnce(&mut intellifill::ServeArgs)) -> impl FnOnce(&mut intellifill::ServeArgs) {
+    move |args| {
+        cors(args);
+        more(args);
+    }
+}
+
 async fn preflight(app: &TestApp, path: &str, origin: &str) -> reqwest::Response {
     app.http
         .request(Method::OPTIONS, app.url(path))
@@ -107,11 +115,7 @@ async fn an_actual_request_exposes_the_headers_a_client_reads() {
 
 #[tokio::test]
 async fn credentials_are_allowed_only_when_configured() {
-    let app = TestApp::spawn_with(|a| {
-        cors(a);
-        a.cors_allow_credentials = Some("true".into());
-    })
-    .await;
+    let app = TestApp::spawn_with(cors_and(settings!(cors_allow_credentials = "true"))).await;
     let r = preflight(&app, "/api/me", FRONTEND).await;
     assert_eq!(header(r.headers(), "access-control-allow-credentials"), "true");
     assert_eq!(header(r.headers(), "access-control-allow-origin"), FRONTEND, "never `*` with credentials");
@@ -119,11 +123,7 @@ async fn credentials_are_allowed_only_when_configured() {
 
 #[tokio::test]
 async fn a_preflight_flood_from_one_ip_is_refused() {
-    let (app, u) = TestApp::with_user_using(|a| {
-        cors(a);
-        a.rate_limit_ip_per_minute = Some("5".into());
-    })
-    .await;
+    let (app, u) = TestApp::with_user_using(cors_and(settings!(rate_limit_ip_per_minute = "5"))).await;
     let mut statuses = Vec::new();
     for _ in 0..8 {
         statuses.push(preflight(&app, "/api/me", FRONTEND).await.status().as_u16());
@@ -142,11 +142,7 @@ async fn a_preflight_flood_from_one_ip_is_refused() {
 
 #[tokio::test]
 async fn preflights_are_neither_audited_nor_auth_failures_nor_anomalies() {
-    let app = TestApp::spawn_with(|a| {
-        cors(a);
-        a.anomaly_auth_failures_per_minute = Some("5".into());
-    })
-    .await;
+    let app = TestApp::spawn_with(cors_and(settings!(anomaly_auth_failures_per_minute = "5"))).await;
     for _ in 0..20 {
         assert!(preflight(&app, "/api/me", FRONTEND).await.status().is_success());
     }

@@ -281,23 +281,23 @@ impl TestApp {
         }
     }
 
+    /// `POST path` as `user`, which must answer 201 (`what` names the step in the failure); returns the body.
+    async fn created(&self, user: &TestUser, path: &str, body: Value, what: &str) -> Value {
+        let (status, body) = self.post(user, path, body).await;
+        assert_eq!(status, 201, "{what}: {body}");
+        body
+    }
+
     /// Create an organization through the API; returns its id.
     pub async fn org(&self, owner: &TestUser, name: &str) -> Uuid {
-        let (status, body) = self.post(owner, "/api/organizations", serde_json::json!({ "name": name })).await;
-        assert_eq!(status, 201, "create org: {body}");
+        let body = self.created(owner, "/api/organizations", serde_json::json!({ "name": name }), "create org").await;
         body["id"].as_str().and_then(|s| s.parse().ok()).expect("org id")
     }
 
     /// `inviter` invites `user` to `org` with `role` through the API; returns the invitation's id.
     pub async fn invite(&self, inviter: &TestUser, org: Uuid, email: &str, role: &str) -> Uuid {
-        let (status, body) = self
-            .post(
-                inviter,
-                &format!("/api/organizations/{org}/invitations"),
-                serde_json::json!({"email": email, "role": role}),
-            )
-            .await;
-        assert_eq!(status, 201, "invite: {body}");
+        let path = format!("/api/organizations/{org}/invitations");
+        let body = self.created(inviter, &path, serde_json::json!({"email": email, "role": role}), "invite").await;
         body["id"].as_str().and_then(|s| s.parse().ok()).expect("invitation id")
     }
 
@@ -326,6 +326,11 @@ impl TestApp {
             )
             .await
             .expect("membership");
+    }
+
+    /// A server that deactivates a user after two cross-tenant attempts in five minutes.
+    pub async fn with_auto_lock() -> TestApp {
+        TestApp::spawn_with(settings!(security_auto_lock = "true", anomaly_cross_tenant_per_5_minutes = "2")).await
     }
 
     /// A server and one provisioned user.
@@ -366,16 +371,10 @@ impl TestApp {
         user
     }
 
+    /// `user` creates a knowledge source in `org` through the API; returns it.
     pub async fn knowledge(&self, user: &TestUser, org: Uuid, title: &str, content: &str) -> Value {
-        let (status, body) = self
-            .post(
-                user,
-                &format!("/api/organizations/{org}/knowledge"),
-                serde_json::json!({"title": title, "content": content}),
-            )
-            .await;
-        assert_eq!(status, 201, "create knowledge: {body}");
-        body
+        let path = format!("/api/organizations/{org}/knowledge");
+        self.created(user, &path, serde_json::json!({"title": title, "content": content}), "create knowledge").await
     }
 
     /// `GET path` as `user` every 100 ms until it answers `status`; returns that body. Panics with `what` when
@@ -458,6 +457,11 @@ pub async fn scalar<T: FromSqlOwned>(db: &tokio_postgres::Client, sql: &str, par
 /// The first column of every row `sql` returns.
 pub async fn column<T: FromSqlOwned>(db: &tokio_postgres::Client, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Vec<T> {
     db.query(sql, params).await.unwrap_or_else(|e| panic!("{sql}: {e}")).iter().map(|r| r.get(0)).collect()
+}
+
+/// A Redis URL on a free port, where nothing answers.
+pub fn dead_redis_url() -> String {
+    format!("redis://127.0.0.1:{}", testkit::free_port().expect("port"))
 }
 
 /// Unique e-mail for a test.

@@ -233,8 +233,7 @@ async fn quotas_refuse_with_clear_codes() {
 
 #[tokio::test]
 async fn a_removed_members_polling_does_not_lock_their_account() {
-    let app =
-        TestApp::spawn_with(settings!(security_auto_lock = "true", anomaly_cross_tenant_per_5_minutes = "2")).await;
+    let app = TestApp::with_auto_lock().await;
     let (owner, org) = app.owned_org("Hostile Owner").await;
     let victim = app.user(&email("victim")).await;
     app.join(&owner, org, &victim, "MEMBER").await;

@@ -51,13 +51,20 @@ async fn three() -> (TestApp, TestApp, TestApp) {
     (a, b, c)
 }
 
-async fn global_logout_under_skew(skew: i64) {
+/// [`three`] with the auth service's clock `skew` seconds off ours, and a user signed in three times on `a`
+/// (its sessions, the first one first).
+async fn three_with_skew(skew: i64) -> (TestApp, TestApp, TestApp, [TestUser; 3]) {
     let (a, b, c) = three().await;
-    let apps = [&a, &b, &c];
     a.emulator.faults().set_clock_skew(skew);
     let u = a.user(&email("u")).await;
-    let other = a.sign_in_again(&u);
+    let second = a.sign_in_again(&u);
     let third = a.sign_in_again(&u);
+    (a, b, c, [u, second, third])
+}
+
+async fn global_logout_under_skew(skew: i64) {
+    let (a, b, c, [u, other, third]) = three_with_skew(skew).await;
+    let apps = [&a, &b, &c];
     let old = older_token(&a, &third, 600);
     all_accept(&apps, &[&u, &other, &third, &old]).await;
 
@@ -107,12 +114,8 @@ async fn global_logout_with_the_auth_clock_20_s_behind() {
 #[tokio::test]
 async fn others_and_local_scopes_under_skew() {
     for skew in [20, -20] {
-        let (a, b, c) = three().await;
+        let (a, b, c, [u, second, third]) = three_with_skew(skew).await;
         let apps = [&a, &b, &c];
-        a.emulator.faults().set_clock_skew(skew);
-        let u = a.user(&email("u")).await;
-        let second = a.sign_in_again(&u);
-        let third = a.sign_in_again(&u);
         let old_mine = older_token(&a, &u, 600);
         all_accept(&apps, &[&u, &second, &third, &old_mine]).await;
 

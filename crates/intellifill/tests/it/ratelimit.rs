@@ -1,6 +1,6 @@
 //! Rate limits through the real server: headers, 429 bodies, scopes, proxies, Redis and its fallback.
 
-use crate::helpers::{TestApp, assert_error, email};
+use crate::helpers::{TestApp, assert_error, dead_redis_url, email};
 
 fn header(response: &reqwest::Response, name: &str) -> Option<String> {
     response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
@@ -174,12 +174,8 @@ async fn a_busy_key_costs_a_fraction_of_a_round_trip_per_request() {
 
 #[tokio::test]
 async fn without_redis_limits_fall_back_to_the_process() {
-    let dead = testkit::free_port().expect("port");
-    let (app, u) = TestApp::with_user_using(settings!(
-        redis_url = format!("redis://127.0.0.1:{dead}"),
-        rate_limit_user_per_minute = "3"
-    ))
-    .await;
+    let (app, u) =
+        TestApp::with_user_using(settings!(redis_url = dead_redis_url(), rate_limit_user_per_minute = "3")).await;
     let statuses: Vec<u16> =
         futures::future::join_all((0..4).map(|_| app.get(&u, "/api/me"))).await.iter().map(|r| r.0).collect();
     assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 3, "{statuses:?}");

@@ -15,9 +15,11 @@ async fn release(app: &TestApp) {
     app.owner.batch_execute("COMMIT").await.expect("unlock");
 }
 
-/// A server with `customize` applied, a user, and the path of their organization's knowledge list.
-async fn app_with(customize: impl FnOnce(&mut intellifill::ServeArgs)) -> (TestApp, TestUser, String) {
+/// A server with `customize` applied, a user, and the path of their organization's knowledge list, with the
+/// table of that list locked (see [`lock_knowledge`]).
+async fn locked_app(customize: impl FnOnce(&mut intellifill::ServeArgs)) -> (TestApp, TestUser, String) {
     let (app, u, org) = TestApp::with_org_using(customize, "Locked out").await;
+    lock_knowledge(&app).await;
     (app, u, format!("/api/organizations/{org}/knowledge"))
 }
 
@@ -33,8 +35,7 @@ async fn timed_get(app: &TestApp, user: &TestUser, path: &str) -> (u16, Option<S
 
 #[tokio::test]
 async fn a_starved_pool_sheds_with_503_while_health_and_metrics_answer() {
-    let (app, u, list) = app_with(settings!(db_pool_max_size = "2", db_pool_wait_timeout_ms = "300")).await;
-    lock_knowledge(&app).await;
+    let (app, u, list) = locked_app(settings!(db_pool_max_size = "2", db_pool_wait_timeout_ms = "300")).await;
     // Two requests take both pooled connections and wait for the lock.
     let held: Vec<_> = (0..2)
         .map(|_| {
@@ -72,8 +73,7 @@ async fn a_starved_pool_sheds_with_503_while_health_and_metrics_answer() {
 
 #[tokio::test]
 async fn a_statement_past_the_timeout_is_cancelled_with_503_and_the_connection_reused() {
-    let (app, u, list) = app_with(settings!(db_pool_max_size = "1", db_statement_timeout_ms = "300")).await;
-    lock_knowledge(&app).await;
+    let (app, u, list) = locked_app(settings!(db_pool_max_size = "1", db_statement_timeout_ms = "300")).await;
     let (status, retry_after, body, took) = timed_get(&app, &u, &list).await;
     assert_error(status, &body, 503, "DATABASE_UNAVAILABLE");
     assert!(retry_after.is_some(), "503 carries Retry-After");
@@ -85,8 +85,7 @@ async fn a_statement_past_the_timeout_is_cancelled_with_503_and_the_connection_r
 
 #[tokio::test]
 async fn a_request_past_its_deadline_is_408_and_its_transaction_rolled_back() {
-    let (app, u, list) = app_with(settings!(db_pool_max_size = "1", request_timeout_ms = "300")).await;
-    lock_knowledge(&app).await;
+    let (app, u, list) = locked_app(settings!(db_pool_max_size = "1", request_timeout_ms = "300")).await;
     let (status, _, body, took) = timed_get(&app, &u, &list).await;
     assert_error(status, &body, 408, "REQUEST_TIMEOUT");
     assert!(body["requestId"].is_string(), "{body}");

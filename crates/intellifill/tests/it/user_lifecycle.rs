@@ -12,6 +12,13 @@ use uuid::Uuid;
 
 use crate::helpers::{TestApp, TestUser, assert_error, email, fresh_database, scalar};
 
+/// The `email` that `GET /api/me` shows `user`, which must be answered 200 (`what` names the case).
+async fn me_email(app: &TestApp, user: &TestUser, what: &str) -> Value {
+    let (s, b) = app.get(user, "/api/me").await;
+    assert_eq!(s, 200, "{what}: {b}");
+    b["email"].clone()
+}
+
 const PASSWORD: &str = "password123";
 const MODES: [&str; 2] = ["remote", "local"];
 
@@ -102,9 +109,7 @@ async fn an_unconfirmed_user_is_refused_with_a_clear_code_until_the_address_is_c
 
     // Confirmed: the very next request gets in (the refusal was not kept in the token cache).
     app.emulator.confirm_email(u.id).expect("confirm");
-    let (s, b) = app.get(&u, "/api/me").await;
-    assert_eq!(s, 200, "{b}");
-    assert_eq!(b["email"], address.as_str());
+    assert_eq!(me_email(&app, &u, "confirmed").await, address.as_str());
 }
 
 #[tokio::test]
@@ -139,9 +144,7 @@ async fn anonymous_users_are_refused_unless_allowed() {
         assert_eq!(rows_of(&app, anon.id).await, 0, "{mode}: a refused anonymous user got a row");
 
         let allowing = app.peer(settings!(auth_verify_mode = mode, auth_allow_anonymous = "true")).await;
-        let (s, b) = allowing.get(&anon, "/api/me").await;
-        assert_eq!(s, 200, "{mode}: {b}");
-        assert_eq!(b["email"], Value::Null);
+        assert_eq!(me_email(&allowing, &anon, mode).await, Value::Null);
         let stored: Option<String> = scalar(&app.owner, "SELECT email FROM users WHERE id = $1", &[&anon.id]).await;
         assert_eq!(stored, None);
         // Two anonymous users: no e-mail is not a shared e-mail.
@@ -267,23 +270,17 @@ async fn an_address_follows_its_user_and_a_stale_token_does_not_take_it_back() {
         assert_eq!(moved.status().as_u16(), 200);
         next_second().await;
         let newcomer = app.auth_only_user(&first).await;
-        let (s, b) = app.get(&newcomer, "/api/me").await;
-        assert_eq!(s, 200, "{mode}: {b}");
-        assert_eq!(b["email"], first.as_str());
+        assert_eq!(me_email(&app, &newcomer, mode).await, first.as_str());
 
         // The user's token from before the move still says the first address: it passes, and changes nothing.
-        let (s, b) = app.get(&old, "/api/me").await;
-        assert_eq!(s, 200, "{mode}: {b}");
-        assert_eq!(b["email"], Value::Null, "{mode}: a stale token took the address back");
+        assert_eq!(me_email(&app, &old, mode).await, Value::Null, "{mode}: a stale token took the address back");
         let holder: Uuid = scalar(&app.owner, "SELECT id FROM users WHERE lower(email) = lower($1)", &[&first]).await;
         assert_eq!(holder, newcomer.id);
 
         // A fresh sign-in carries the new address: the row follows.
         let fresh = signed_in(&app, &second).await;
         assert_eq!(fresh.id, old.id);
-        let (s, b) = app.get(&fresh, "/api/me").await;
-        assert_eq!(s, 200, "{mode}: {b}");
-        assert_eq!(b["email"], second.as_str());
+        assert_eq!(me_email(&app, &fresh, mode).await, second.as_str());
     }
 }
 

@@ -103,9 +103,8 @@ pub(crate) struct ScenarioReport {
 
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct ChaosReport {
-    pub date: String,
-    pub command: String,
-    pub machine: crate::run::Machine,
+    #[serde(flatten)]
+    pub provenance: crate::run::Provenance,
     pub passed: bool,
     pub scenarios: Vec<ScenarioReport>,
 }
@@ -420,8 +419,7 @@ fn report(scenario: Scenario, verdicts: Vec<Verdict>, facts: Value) -> ScenarioR
 }
 
 pub(crate) async fn run(args: ChaosArgs, command: String) -> Result<ChaosReport> {
-    let machine = crate::run::machine();
-    let date = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let provenance = crate::run::Provenance::now(command);
     let scenarios = match args.scenario {
         Scenario::All => vec![
             Scenario::AuthKilled,
@@ -460,7 +458,7 @@ pub(crate) async fn run(args: ChaosArgs, command: String) -> Result<ChaosReport>
         print_scenario(&report);
         reports.push(report);
     }
-    Ok(ChaosReport { date, command, machine, passed: reports.iter().all(|r| r.passed), scenarios: reports })
+    Ok(ChaosReport { provenance, passed: reports.iter().all(|r| r.passed), scenarios: reports })
 }
 
 fn print_scenario(r: &ScenarioReport) {
@@ -473,7 +471,7 @@ fn print_scenario(r: &ScenarioReport) {
 pub(crate) fn print(r: &ChaosReport) {
     println!(
         "chaos summary ({}): {} -- {}",
-        r.date,
+        r.provenance.date,
         if r.passed { "PASS" } else { "FAIL" },
         r.scenarios
             .iter()

@@ -134,9 +134,8 @@ pub(crate) struct Variant {
 
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct OverheadReport {
-    pub date: String,
-    pub command: String,
-    pub machine: crate::run::Machine,
+    #[serde(flatten)]
+    pub provenance: crate::run::Provenance,
     pub method: &'static str,
     pub target_us: u64,
     pub variants: Vec<Variant>,
@@ -180,8 +179,7 @@ async fn variant(stack: &Stack, args: &OverheadArgs, with_redis: bool, deadline:
 }
 
 pub(crate) async fn run(args: OverheadArgs, command: String) -> Result<OverheadReport> {
-    let machine = crate::run::machine();
-    let date = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let provenance = crate::run::Provenance::now(command);
     let deadline = Instant::now() + Duration::from_secs(args.max_secs);
     eprintln!("[overhead] starting Postgres, Redis, the auth emulator ...");
     let stack = Stack::start(true).await?;
@@ -200,9 +198,7 @@ pub(crate) async fn run(args: OverheadArgs, command: String) -> Result<OverheadR
         variants.push(variant(&stack, &args, with_redis, deadline).await?);
     }
     Ok(OverheadReport {
-        date,
-        command,
-        machine,
+        provenance,
         method: "tower oneshot on the server's router in a spawned task (sequential, in process) against the same transaction, also in a spawned task, on a dedicated runtime-role connection; in every round one block of each probe the pairs need (order rotating, reversed every other round), each pair's difference taken within the round, the median over the rounds. CPU: process CPU time and context switches over the blocks, audit writer flushed at the end of each",
         target_us: 50,
         variants,
@@ -221,7 +217,7 @@ fn pin_process(cpu: usize) -> Result<()> {
 }
 
 pub(crate) fn print(r: &OverheadReport) {
-    println!("loadtest overhead, {} ({})", r.date, r.command);
+    println!("loadtest overhead, {} ({})", r.provenance.date, r.provenance.command);
     println!("method: {}", r.method);
     for v in &r.variants {
         println!("== {}", v.name);

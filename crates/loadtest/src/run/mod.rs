@@ -93,7 +93,24 @@ pub(crate) struct Machine {
     pub note: &'static str,
 }
 
-pub(crate) fn machine() -> Machine {
+/// When, how and where a command ran: the head of every report (written flat into its JSON).
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Provenance {
+    pub date: String,
+    pub command: String,
+    pub machine: Machine,
+}
+
+impl Provenance {
+    /// `command` starting now, on this machine (its load average as it starts).
+    pub(crate) fn now(command: String) -> Provenance {
+        let machine = machine();
+        let date = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        Provenance { date, command, machine }
+    }
+}
+
+fn machine() -> Machine {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cpu = cpuinfo
         .lines()
@@ -176,9 +193,8 @@ pub(crate) struct Ratios {
 
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct RunReport {
-    pub date: String,
-    pub command: String,
-    pub machine: Machine,
+    #[serde(flatten)]
+    pub provenance: Provenance,
     pub orgs: usize,
     pub users_per_org: usize,
     pub concurrency: usize,
@@ -344,8 +360,7 @@ async fn phase(name: &str, spec: LoadSpec, observer: Option<&Observer>, pg_data:
 }
 
 pub(crate) async fn run(args: RunArgs, command: String) -> Result<RunReport> {
-    let machine = machine();
-    let date = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let provenance = Provenance::now(command);
     let limit = stack::open_files_limit();
     if let Some(limit) = limit
         && (limit as usize) < args.concurrency + 512
@@ -459,9 +474,7 @@ pub(crate) async fn run(args: RunArgs, command: String) -> Result<RunReport> {
     };
     let (generator_rss_kib, generator_hwm_kib) = stack::memory_kib(None);
     Ok(RunReport {
-        date,
-        command,
-        machine,
+        provenance,
         orgs: args.orgs,
         users_per_org: args.users,
         concurrency: args.concurrency,

@@ -73,15 +73,15 @@ fn print_phase(p: &Phase) {
 }
 
 pub(crate) fn print(r: &RunReport) {
-    println!("loadtest run, {} ({})", r.date, r.command);
+    println!("loadtest run, {} ({})", r.provenance.date, r.provenance.command);
     println!(
         "machine: {} cores ({}), {} MiB; {}",
-        r.machine.nproc,
-        r.machine.cpu,
-        r.machine.mem_total_kib / 1024,
-        r.machine.note
+        r.provenance.machine.nproc,
+        r.provenance.machine.cpu,
+        r.provenance.machine.mem_total_kib / 1024,
+        r.provenance.machine.note
     );
-    println!("load average at start: {}", r.machine.load_average_at_start);
+    println!("load average at start: {}", r.provenance.machine.load_average_at_start);
     if !r.server_env.is_empty() {
         println!("extra server settings: {}", r.server_env.join(" "));
     }
