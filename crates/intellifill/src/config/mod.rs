@@ -285,7 +285,8 @@ pub struct ServeArgs {
     #[arg(long, env = "RATE_LIMIT_AUTH_PER_MINUTE", default_value = "30")]
     pub rate_limit_auth_per_minute: Option<String>,
     /// Milliseconds a per-ip refusal (429) waits before it is sent, at most until the address's next allowed
-    /// request; 0 answers at once. A flooding connection then sends one request per wait, not thousands.
+    /// request and half of REQUEST_TIMEOUT_MS; 0 answers at once. A flooding connection then sends one request
+    /// per wait, not thousands.
     #[arg(long, env = "RATE_LIMIT_IP_REFUSAL_DELAY_MS", default_value = "1000")]
     pub rate_limit_ip_refusal_delay_ms: Option<String>,
     /// Serve /metrics on this separate address (e.g. 127.0.0.1:9090) instead of the API port.
@@ -390,6 +391,13 @@ impl Config {
         let metrics = keep(&mut problems, observability::from_args(args, app_env));
         let health = keep(&mut problems, observability::health(args));
         let orgs = keep(&mut problems, orgs::from_args(args));
+        // A refusal held past the request's own deadline would end as 408: the hold is at most half of it.
+        let rate_limit = rate_limit.map(|mut r| {
+            if let Some(http) = &http {
+                r.ip_refusal_delay = r.ip_refusal_delay.min(http.request_timeout / 2);
+            }
+            r
+        });
         match (bind_addr, app_env, database, auth, redis, http, browser, audit, rate_limit, metrics, health, orgs) {
             (
                 Some(bind_addr),

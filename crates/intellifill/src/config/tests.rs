@@ -89,6 +89,28 @@ fn revocation_timing_defaults_and_limits() {
 }
 
 #[test]
+fn a_per_ip_refusal_is_held_a_second_by_default_and_at_most_half_the_request_timeout() {
+    let held = |delay: Option<&str>, timeout: Option<&str>| {
+        let mut args = minimal();
+        if let Some(d) = delay {
+            args.rate_limit_ip_refusal_delay_ms = Some(d.into());
+        }
+        if let Some(t) = timeout {
+            args.request_timeout_ms = Some(t.into());
+        }
+        Config::from_args(&args).map(|c| c.rate_limit.ip_refusal_delay)
+    };
+    assert_eq!(held(None, None), Ok(Duration::from_secs(1)));
+    assert_eq!(held(Some("0"), None), Ok(Duration::ZERO));
+    assert_eq!(held(Some("10000"), None), Ok(Duration::from_secs(10)));
+    assert_eq!(held(None, Some("300")), Ok(Duration::from_millis(150)), "half of a short request timeout");
+    for bad in ["10001", "-1", "1s"] {
+        let errs = held(Some(bad), None).expect_err(bad);
+        assert_eq!(errs.0.iter().map(|p| p.variable).collect::<Vec<_>>(), ["RATE_LIMIT_IP_REFUSAL_DELAY_MS"], "{bad}");
+    }
+}
+
+#[test]
 fn connection_limits_are_range_checked() {
     let mut args = minimal();
     args.http_max_header_bytes = Some("1024".into());
