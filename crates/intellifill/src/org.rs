@@ -25,10 +25,10 @@ use uuid::Uuid;
 
 use crate::audit::AuditSlot;
 use crate::auth::AuthUser;
-use crate::db::{FirstRows, MemberAccess, Statement, Tx};
+use crate::db::{FirstRows, MemberAccess, RlsContext, Statement, Tx};
 use crate::error::{AppError, ErrorCode};
 use crate::http::context::RequestContext;
-use crate::principal::{CurrentUser, Open, auth_user, open};
+use crate::principal::{CurrentUser, Open, auth_user, open, open_read};
 use crate::ratelimit::{KeyParts, Reported};
 use crate::security::SecurityKind;
 use crate::state::AppState;
@@ -172,12 +172,26 @@ impl<R: MinRole> OrgOpen<R> {
     /// a refused caller gets the refusal, never `first`'s rows or error. RLS answered `first` with the caller's
     /// own rights, so it could read nothing the caller may not see even before the check.
     pub(crate) async fn open_with(self, first: Option<Statement<'_, '_>>) -> Result<(OrgTx<R>, FirstRows), Response> {
-        let opened = match self.path_org {
-            Some(org_id) => open(&self.state, &self.auth, Some(org_id), first)
+        self.open_as(first, false).await
+    }
+
+    /// [`Self::open_with`] for a read-only handler whose `first` query is all it asks of the database:
+    /// `COMMIT` goes in the same pipeline, so the whole transaction is one round trip. The returned
+    /// transaction is committed (its `commit` is a no-op) unless the user row had to be written first.
+    pub(crate) async fn read_with(self, first: Statement<'_, '_>) -> Result<(OrgTx<R>, FirstRows), Response> {
+        self.open_as(Some(first), true).await
+    }
+
+    async fn open_as(self, first: Option<Statement<'_, '_>>, read: bool) -> Result<(OrgTx<R>, FirstRows), Response> {
+        let opened = match (self.path_org, first) {
+            (Some(org_id), Some(first)) if read => open_read(&self.state, &self.auth, org_id, first)
+                .await
+                .map(|o| (o.tx, o.user, o.access, o.first, org_id)),
+            (Some(org_id), first) => open(&self.state, &self.auth, Some(org_id), first)
                 .await
                 .map(|o| (o.tx, o.user, o.access, o.first, org_id)),
             // The organization is known only from the user row: the first query waits for the check.
-            None => current_org(&self.state, &self.auth)
+            (None, _) => current_org(&self.state, &self.auth)
                 .await
                 .map(|(tx, user, access, org_id)| (tx, user, access, None, org_id)),
         };
@@ -191,6 +205,14 @@ impl<R: MinRole> OrgOpen<R> {
             slot.update(|n| n.organization_id = Some(org_id));
         }
         let former_member = match access {
+            None if tx.is_committed() => {
+                // The read's transaction is over: the check gets one of its own (a refusal's extra round trip),
+                // on the connection the read gives back.
+                tx.release();
+                let ctx = RlsContext { user_id: self.auth.id, org_id: Some(org_id) };
+                let (check, _, _) = self.state.db.begin(ctx, None).await.map_err(IntoResponse::into_response)?;
+                recently_member_of(&check, org_id, &self.state).await.map_err(IntoResponse::into_response)?
+            }
             None => recently_member_of(&tx, org_id, &self.state).await.map_err(IntoResponse::into_response)?,
             Some(_) => false,
         };

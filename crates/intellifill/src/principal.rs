@@ -80,8 +80,41 @@ pub(crate) async fn open(
     org: Option<Uuid>,
     first: Option<Statement<'_, '_>>,
 ) -> Result<Open, AppError> {
+    open_as(state, auth, org, first, false).await
+}
+
+/// [`open`] for a read: `COMMIT` goes in the opening pipeline ([`crate::db::Db::read`]), so the returned
+/// transaction is committed (one round trip) unless the user row must be written first, in which case the
+/// request is opened again the ordinary way and `first` runs in it.
+pub(crate) async fn open_read(
+    state: &AppState,
+    auth: &AuthUser,
+    org: Uuid,
+    first: Statement<'_, '_>,
+) -> Result<Open, AppError> {
+    open_as(state, auth, Some(org), Some(first), true).await
+}
+
+async fn open_as(
+    state: &AppState,
+    auth: &AuthUser,
+    org: Option<Uuid>,
+    first: Option<Statement<'_, '_>>,
+    read: bool,
+) -> Result<Open, AppError> {
     lifecycle::admit(auth, &state.config.auth)?;
-    let (tx, opened, first) = state.db.begin(RlsContext { user_id: auth.id, org_id: org }, first).await?;
+    let ctx = RlsContext { user_id: auth.id, org_id: org };
+    let (mut tx, mut opened, mut first_rows) = match (read, first) {
+        (true, Some(first)) => state.db.read(ctx, first).await?,
+        (_, first) => state.db.begin(ctx, first).await?,
+    };
+    if tx.is_committed()
+        && lifecycle::claims(opened.user_row().map(lifecycle::from_row).as_ref(), auth, &state.config.auth)
+    {
+        tx.release();
+        (tx, opened, first_rows) = state.db.begin(ctx, first).await?;
+    }
+    let first = first_rows;
     let found = opened.user_row().map(lifecycle::from_row);
     let user = match lifecycle::settle(&tx, found, auth, &state.config.auth).await {
         Ok(user) => user,

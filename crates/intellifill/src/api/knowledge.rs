@@ -181,7 +181,7 @@ pub(crate) async fn list(
         &[(&org_id, Type::UUID), (&EXCERPT_CHARS, Type::INT4)],
         &keyset,
     );
-    let (ctx, rows) = open.open_with(Some(query.statement())).await?;
+    let (ctx, rows) = open.read_with(query.statement()).await?;
     let rows = rows.expect("the first query was sent").map_err(IntoResponse::into_response)?;
     let result = query.page(&rows, summary, |k: &KnowledgeSummary| (k.created_at, k.id));
     ctx.tx.commit().await.map_err(IntoResponse::into_response)?;

@@ -9,6 +9,11 @@
 //! without it. The first query may run before the caller's membership is checked: RLS answers it with the
 //! caller's own rights, and a refused caller's rows are dropped unread.
 //!
+//! [`Db::read`] also pipelines `COMMIT` behind the first query (a read in one round trip when the first query's
+//! statement is ready): the [`Tx`] it returns is already committed ([`Tx::is_committed`]), takes no further
+//! statement, and its caller opens a new transaction for anything more (a write to settle the user row, the
+//! former-member check of a refused caller).
+//!
 //! A [`Tx`] that is dropped without [`Tx::commit`] is rolled back before its connection is reused: a
 //! `ROLLBACK` is issued from a spawned task and, should that fail, the connection is discarded instead of
 //! going back to the pool.
@@ -86,6 +91,8 @@ pub struct Tx {
     pool_wait: Duration,
     opened: Instant,
     timing: Option<Timing>,
+    /// `COMMIT` went in the opening pipeline ([`Db::read`]) and succeeded: nothing more may run in it.
+    committed: bool,
 }
 
 /// The first query's rows, or its error, to be looked at once the caller is known to be allowed.
@@ -98,6 +105,28 @@ impl Db {
         &self,
         ctx: RlsContext,
         first: Option<Statement<'_, '_>>,
+    ) -> Result<(Tx, Opened, FirstRows), AppError> {
+        self.open(ctx, first, false).await
+    }
+
+    /// [`Db::begin`] with `COMMIT` pipelined behind `first`: a read-only request's whole transaction in one
+    /// round trip when `first` is prepared on this connection (two on a statement-cache miss: the parse runs
+    /// inside the transaction, behind `open_request`, then the execute and `COMMIT`). The returned [`Tx`] is
+    /// committed unless something failed on the way; a failed `first` (or context) is rolled back by the
+    /// `COMMIT` behind it, and its error is returned as `first`'s.
+    pub(crate) async fn read(
+        &self,
+        ctx: RlsContext,
+        first: Statement<'_, '_>,
+    ) -> Result<(Tx, Opened, FirstRows), AppError> {
+        self.open(ctx, Some(first), true).await
+    }
+
+    async fn open(
+        &self,
+        ctx: RlsContext,
+        first: Option<Statement<'_, '_>>,
+        commit: bool,
     ) -> Result<(Tx, Opened, FirstRows), AppError> {
         let (conn, pool_wait) = self.acquire_timed().await?;
         let opened = Instant::now();
@@ -112,15 +141,42 @@ impl Db {
                     let (sql, params) = first?;
                     // The first query is prepared (on a cache miss) behind open_request, inside the
                     // transaction: its parse waits on table locks under the request's statement timeout.
-                    Some(statements::query(&conn, self.statements, sql, params).await)
+                    let ready = statements::prepare(&conn, self.statements, &[(sql, params)]).await.pop();
+                    let ready = match ready.expect("one statement, one result") {
+                        Ok(ready) => ready,
+                        Err(e) => return Some((Err(e), None)),
+                    };
+                    if !commit {
+                        return Some((statements::run(&conn, &ready, params).await, None));
+                    }
+                    // Written in this order: the execute, then COMMIT (which rolls back if anything failed).
+                    let (rows, committed) =
+                        join(statements::run(&conn, &ready, params), conn.batch_execute("COMMIT")).await;
+                    Some((rows, Some(committed)))
                 })
                 .await
             }
             // open_request could not even be prepared: nothing behind it is sent.
             Err(e) => (conn.batch_execute("BEGIN").await, Err(e), None),
         };
-        let tx = Tx { conn: Some(conn), mode: self.statements, pool_wait, opened, timing: None };
+        let (first_rows, committed) = match first_rows {
+            Some((rows, committed)) => (Some(rows), committed),
+            None => (None, None),
+        };
+        let mut tx = Tx { conn: Some(conn), mode: self.statements, pool_wait, opened, timing: None, committed: false };
         begun.map_err(map_db_error)?;
+        match committed {
+            // Committed, or rolled back because something before it failed: either way no transaction is
+            // open on the connection any more.
+            Some(Ok(())) => tx.committed = true,
+            Some(Err(e)) => {
+                // The state of this connection is unknown now: do not give it back to the pool.
+                let conn = tx.conn.take().expect("the connection is still held");
+                let _ = deadpool_postgres::Object::take(conn);
+                return Err(map_db_error(e));
+            }
+            None => {}
+        }
         let rows = match open {
             Ok(rows) => rows,
             Err(e) => {
@@ -158,6 +214,18 @@ impl Tx {
         }
     }
 
+    /// Whether `COMMIT` already went with the opening pipeline ([`Db::read`]).
+    pub(crate) fn is_committed(&self) -> bool {
+        self.committed
+    }
+
+    /// Give a committed transaction's connection back to the pool now, before the request opens another.
+    pub(crate) fn release(&mut self) {
+        if self.committed {
+            self.conn.take();
+        }
+    }
+
     fn conn(&self) -> &deadpool_postgres::Object {
         self.conn.as_ref().expect("a transaction keeps its connection until commit or drop")
     }
@@ -165,10 +233,12 @@ impl Tx {
     /// Development-only `continue` mode: a fresh transaction with no tenant context, where RLS shows no rows
     /// and refuses every write: no user row, no membership (what the context-less queries would answer).
     async fn restart_without_context(
-        self,
+        mut self,
         first: Option<Statement<'_, '_>>,
     ) -> Result<(Tx, Opened, FirstRows), AppError> {
         self.conn().batch_execute("ROLLBACK; BEGIN").await.map_err(map_db_error)?;
+        // A pipelined COMMIT only ended the failed transaction: this one is open, and the caller commits it.
+        self.committed = false;
         let rows = match first {
             Some((sql, params)) => Some(self.query(sql, params).await),
             None => None,
@@ -177,6 +247,9 @@ impl Tx {
     }
 
     pub async fn query(&self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, AppError> {
+        if self.committed {
+            return Err(AppError::internal(anyhow::anyhow!("a statement after the pipelined COMMIT: {sql}")));
+        }
         statements::query(self.conn(), self.mode, sql, params).await.map_err(map_db_error)
     }
 
@@ -195,6 +268,9 @@ impl Tx {
     /// take effect or neither: a failing `sql` aborts the transaction, the `COMMIT` behind it then rolls back,
     /// and `sql`'s error is returned. Returns `sql`'s rows.
     pub async fn commit_with(mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, AppError> {
+        if self.committed {
+            return Err(AppError::internal(anyhow::anyhow!("a write after the pipelined COMMIT: {sql}")));
+        }
         // A cache miss is prepared first, while the transaction still owns the connection (a failure here is
         // rolled back on drop, like any other).
         let ready = statements::prepare(self.conn(), self.mode, &[(sql, params)]).await.pop();
@@ -216,6 +292,10 @@ impl Tx {
 
     /// Commit; on failure the transaction is rolled back by the server.
     pub async fn commit(mut self) -> Result<(), AppError> {
+        if self.committed {
+            self.finished();
+            return Ok(());
+        }
         let conn = self.conn.take().expect("commit consumes the transaction");
         let committed = conn.batch_execute("COMMIT").await;
         self.finished();
@@ -234,6 +314,9 @@ impl Drop for Tx {
     fn drop(&mut self) {
         self.finished();
         let Some(conn) = self.conn.take() else { return };
+        if self.committed {
+            return;
+        }
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
                 rt.spawn(async move {

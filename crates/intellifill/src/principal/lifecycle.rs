@@ -63,6 +63,23 @@ pub(super) fn admit(auth: &AuthUser, config: &AuthConfig) -> Result<(), AppError
     Ok(())
 }
 
+/// Whether [`settle`] writes (a claim: the row is made, or its e-mail brought in step), so it needs an open
+/// transaction.
+pub(super) fn claims(found: Option<&UserRow>, auth: &AuthUser, config: &AuthConfig) -> bool {
+    let email = vouched_email(auth);
+    match found {
+        Some((user, _)) if !config.auto_provision || !user.is_active => false,
+        Some((user, claimed_at)) => email_claim_due(user, *claimed_at, email, auth),
+        None => config.auto_provision && (email.is_some() || auth.is_anonymous),
+    }
+}
+
+/// A vouched e-mail that differs from the row's, from a token newer than the row's last claim.
+fn email_claim_due(user: &CurrentUser, claimed_at: Option<i64>, email: Option<&str>, auth: &AuthUser) -> bool {
+    let differs = email.is_some_and(|e| !user.email.as_deref().is_some_and(|have| have.eq_ignore_ascii_case(e)));
+    differs && claimed_at.is_none_or(|at| at < auth.issued_at)
+}
+
 /// The caller's row, made or brought in step when the rule asks for it.
 pub(super) async fn settle(
     tx: &Tx,
@@ -74,10 +91,7 @@ pub(super) async fn settle(
     match found {
         Some((user, _)) if !config.auto_provision || !user.is_active => Ok(user),
         Some((user, claimed_at)) => {
-            let differs =
-                email.is_some_and(|e| !user.email.as_deref().is_some_and(|have| have.eq_ignore_ascii_case(e)));
-            let newer = claimed_at.is_none_or(|at| at < auth.issued_at);
-            if !(differs && newer) {
+            if !email_claim_due(&user, claimed_at, email, auth) {
                 return Ok(user);
             }
             let (updated, _) = claim(tx, email, auth).await?;

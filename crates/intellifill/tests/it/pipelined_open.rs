@@ -2,12 +2,13 @@
 //! membership), before the membership answer is known. These tests hold it to every guarantee of the route
 //! that checks first: a removed member is refused on their next request on any instance, a cross-org request
 //! gets the same refusal and its read returned nothing, a bad query string is answered after the membership
-//! check as before, and the statement timeout applies to the pipelined query.
+//! check as before, and the statement timeout applies to the pipelined query. `COMMIT` goes in the same
+//! pipeline: a request that must write the user row first, or a refused one, opens another transaction.
 
 use tokio_postgres::NoTls;
 use tokio_postgres::types::{ToSql, Type};
 
-use crate::helpers::{TestApp, assert_error};
+use crate::helpers::{TestApp, assert_error, email, scalar};
 
 #[tokio::test]
 async fn a_member_removed_on_one_instance_is_refused_on_the_next_list_on_another() {
@@ -93,4 +94,31 @@ async fn the_statement_timeout_applies_to_the_pipelined_page_query() {
     assert_error(s, &body, 503, "DATABASE_UNAVAILABLE");
     app.owner.batch_execute("COMMIT").await.expect("unlock");
     assert_eq!(app.get(&owner, &path).await.0, 200);
+}
+
+#[tokio::test]
+async fn a_list_that_must_make_the_user_row_or_is_refused_opens_a_transaction_of_its_own_on_a_pool_of_one() {
+    let (app, owner, org) = TestApp::with_org_using(settings!(db_pool_max_size = "1"), "Pipelined Commit").await;
+    app.knowledge(&owner, org, "Kept", "for members only").await;
+    let path = format!("/api/organizations/{org}/knowledge");
+
+    // No users row yet: the read's committed transaction cannot make it, so the request is opened again (on
+    // the one connection, given back first: else this would wait for it and end as 503). The newcomer is no
+    // member: refused, and a refused request keeps nothing, the row it made included.
+    let newcomer = app.auth_only_user(&email("pipelined-newcomer")).await;
+    let (s, body) = app.get(&newcomer, &path).await;
+    assert_error(s, &body, 403, "NOT_ORG_MEMBER");
+    let rows: i64 = scalar(&app.owner, "SELECT count(*) FROM users WHERE id = $1", &[&newcomer.id]).await;
+    assert_eq!(rows, 0, "a refused request's transaction is rolled back");
+    assert_eq!(app.get(&newcomer, "/api/me").await.0, 200, "the row is made by a request that succeeds");
+
+    // Refused with the row in place: the former-member check gets a transaction of its own.
+    let (s, body) = app.get(&newcomer, &path).await;
+    assert_error(s, &body, 403, "NOT_ORG_MEMBER");
+    app.add_member(org, &newcomer, "VIEWER").await;
+    let (s, body) = app.get(&newcomer, &path).await;
+    assert_eq!((s, body["data"][0]["title"].as_str()), (200, Some("Kept")), "{body}");
+    // The committed reads left nothing open: the owner still writes on the one connection.
+    let (s, _) = app.post(&owner, &path, serde_json::json!({"title": "Next", "content": "c"})).await;
+    assert_eq!(s, 201);
 }
