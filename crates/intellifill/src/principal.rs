@@ -108,14 +108,13 @@ async fn open_as(
         (true, Some(first)) => state.db.read(ctx, first).await?,
         (_, first) => state.db.begin(ctx, first).await?,
     };
-    if tx.is_committed()
-        && lifecycle::claims(opened.user_row().map(lifecycle::from_row).as_ref(), auth, &state.config.auth)
-    {
+    let mut found = opened.user_row().map(lifecycle::from_row);
+    if tx.is_committed() && lifecycle::claims(found.as_ref(), auth, &state.config.auth) {
         tx.release();
         (tx, opened, first_rows) = state.db.begin(ctx, first).await?;
+        found = opened.user_row().map(lifecycle::from_row);
     }
     let first = first_rows;
-    let found = opened.user_row().map(lifecycle::from_row);
     let user = match lifecycle::settle(&tx, found, auth, &state.config.auth).await {
         Ok(user) => user,
         Err(e) => {

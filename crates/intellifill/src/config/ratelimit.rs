@@ -13,7 +13,8 @@ pub struct RateLimitConfig {
     pub user_per_minute: u32,
     pub org_per_minute: u32,
     pub auth_per_minute: u32,
-    /// How long a per-ip refusal is held before it is sent (capped by its `Retry-After`).
+    /// How long a per-ip refusal is held before it is sent (at most half of `REQUEST_TIMEOUT_MS`, set by
+    /// `Config::from_args`; each refusal also at most its `Retry-After`).
     pub ip_refusal_delay: Duration,
 }
 
