@@ -22,6 +22,7 @@ pub(crate) mod db;
 #[cfg(feature = "dev")]
 pub(crate) mod dev;
 pub(crate) mod error;
+pub(crate) mod flow;
 pub(crate) mod health;
 pub(crate) mod http;
 pub(crate) mod kv;

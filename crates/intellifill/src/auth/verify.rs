@@ -102,6 +102,13 @@ impl CachedUser {
     }
 }
 
+/// What [`Authenticator::verify_now`] found for a token L1 cannot answer for, to continue from.
+pub(crate) struct Unknown {
+    hash: TokenHash,
+    l1: Option<Arc<Entry>>,
+    now: i64,
+}
+
 fn auth_user(user: &CachedUser, hash: TokenHash) -> AuthUser {
     AuthUser { user: user.clone(), token_hash: hash }
 }
@@ -203,6 +210,17 @@ impl Authenticator {
     /// Run the whole pipeline for `token` as the header carried it (`bearer::token_bytes`): its shape is
     /// checked only when the L1 cache does not know it.
     pub async fn verify_bytes(&self, token: &[u8]) -> Result<AuthUser, AppError> {
+        match self.verify_now(token) {
+            Ok(answer) => answer,
+            // Boxed: the local check, Redis and the auth service make a future of kilobytes, carried only where
+            // it runs (`crate::flow`).
+            Err(unknown) => Box::pin(self.verify_unknown(token, unknown)).await,
+        }
+    }
+
+    /// [`Self::verify_bytes`] as far as it goes without waiting: the answer when L1 holds a fresh verdict on
+    /// the token, else what [`Self::verify_unknown`] continues from.
+    pub(crate) fn verify_now(&self, token: &[u8]) -> Result<Result<AuthUser, AppError>, Unknown> {
         let hash = TokenHash::of(token);
         let now = now_ms();
         let l1 = self.cache.get_l1(&hash);
@@ -215,23 +233,29 @@ impl Authenticator {
                 Entry::Valid { user, cached_at } => match self.revocations.check_local(&hash, user) {
                     Verdict::Revoked => {
                         self.cache.evict_l1(&hash);
-                        return Err(revoked());
+                        return Ok(Err(revoked()));
                     }
                     Verdict::Clear => {
                         self.cache.record(LookupResult::L1Hit);
                         self.revalidate_if_due(token, hash, user, *cached_at, now);
-                        return Ok(auth_user(user, hash));
+                        return Ok(Ok(auth_user(user, hash)));
                     }
-                    // In a logout's skew window: asked below.
+                    // In a logout's skew window: asked by `verify_unknown`.
                     Verdict::Undecided { .. } => {}
                 },
                 Entry::Rejected { .. } => {
                     self.cache.record(LookupResult::L1Hit);
-                    return accept(entry, hash);
+                    return Ok(accept(entry, hash));
                 }
             }
         }
+        Err(Unknown { hash, l1, now })
+    }
 
+    /// The rest of [`Self::verify_bytes`] for a token L1 could not answer for: the local check, the shared
+    /// revocations and L2, then the auth service.
+    pub(crate) async fn verify_unknown(&self, token: &[u8], unknown: Unknown) -> Result<AuthUser, AppError> {
+        let Unknown { hash, l1, now } = unknown;
         let token = super::bearer::checked(token)?;
         let claims = self.verifier.verify(token).await?;
         let claimed = CachedUser::from_claims(&claims);

@@ -38,8 +38,9 @@ use std::convert::Infallible;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, RawPathParams, Request};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, RawPathParams, Request};
 use axum::response::{IntoResponse, Response};
+use futures::FutureExt;
 use tower::{Service, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
@@ -51,8 +52,10 @@ use super::step::StepLayer;
 use super::timed::Timed;
 use crate::audit::AuditSlot;
 use crate::audit::actions::RouteNote;
+use crate::auth::middleware::Authentication;
 use crate::error::{AppError, ErrorCode};
-use crate::ratelimit::KeyParts;
+use crate::flow::{Flow, Keep};
+use crate::ratelimit::{KeyParts, RateClass};
 use crate::state::AppState;
 use crate::timing::Timing;
 
@@ -160,12 +163,12 @@ step!(
         let started = Instant::now();
         let method = request.method().clone();
         let context = RequestContext::of(request.extensions());
-        async move {
-            let response = rest(request).await;
+        let metrics = &state.http_metrics;
+        Flow::then(rest(request), move |response: Response| {
             let route = context.route().map_or("unmatched", |r| r.facts.path);
-            state.http_metrics.record(&method, route, response.status().as_u16(), started.elapsed().as_secs_f64());
+            metrics.record(&method, route, response.status().as_u16(), started.elapsed().as_secs_f64());
             response
-        }
+        })
     }
 );
 
@@ -174,12 +177,12 @@ step!(
     /// them; every other request is charged by [`PerIpLimit`], behind the CORS layer so a refusal carries the
     /// CORS headers a browser needs to read it.
     PreflightIpLimit,
-    |state, request, rest| async move {
+    |state, request, rest| {
         if !super::browser::answered_by_cors(&state.config.browser, request.method()) {
-            return rest(request).await;
+            return Flow::pass(rest(request));
         }
         let ip = request.extensions().get::<RequestContext>().and_then(RequestContext::client_ip);
-        crate::ratelimit::per_ip(&state.rate_limits, ip, request, rest).await
+        crate::ratelimit::per_ip(&state.rate_limits, ip, request, rest)
     }
 );
 
@@ -195,7 +198,7 @@ step!(
 step!(
     /// One audit event per request.
     AuditCapture,
-    |state, request, rest| async move {
+    |state, request, rest| {
         let context = request.extensions().get::<RequestContext>();
         let (ip, is_write) = context.map_or((None, false), |c| (c.client_ip(), c.is_write()));
         let request_id = request.extensions().get::<RequestId>().map(|r| r.0.clone());
@@ -207,26 +210,30 @@ step!(
             is_write,
             max_body_bytes: state.config.http.max_body_bytes,
         };
-        crate::audit::layer::capture(&state.audit, seen, request, rest).await
+        crate::audit::layer::capture(&state.audit, seen, request, rest)
     }
 );
 
 step!(
     /// The matched route's declaration and path parameters into the request context and the audit notes.
     ResolveRoute(&'static RouteTable),
-    |ResolveRoute(table), state, request, rest| async move {
+    |ResolveRoute(table), state, request, rest| {
         let (mut parts, body) = request.into_parts();
         let matched = parts.extensions.get::<axum::extract::MatchedPath>();
         let Some(facts) = matched.and_then(|m| table.get(m.as_str(), &parts.method)) else {
             // A declared path with another method: the method router answers 405 (every route behind these
             // steps is declared, the router being built from the declarations).
-            return rest(Request::from_parts(parts, body)).await;
+            return Flow::pass(rest(Request::from_parts(parts, body)));
         };
-        let params = match RawPathParams::from_request_parts(&mut parts, &()).await {
-            Ok(raw) => PathParams::of(&raw),
-            Err(e) => {
-                return AppError::new(ErrorCode::InvalidId, format!("invalid path parameter: {e}")).into_response();
+        // The extractor only reads the extensions the router put there: ready at once.
+        let params = match RawPathParams::from_request_parts(&mut parts, &()).now_or_never() {
+            Some(Ok(raw)) => PathParams::of(&raw),
+            Some(Err(e)) => {
+                return Flow::now(
+                    AppError::new(ErrorCode::InvalidId, format!("invalid path parameter: {e}")).into_response(),
+                );
             }
+            None => return Flow::now(AppError::internal(anyhow::anyhow!("path parameters not ready")).into_response()),
         };
         crate::audit::note(&parts.extensions, |n| {
             n.route = Some(RouteNote { path: facts.path, action: facts.action, entity: facts.entity });
@@ -242,49 +249,59 @@ step!(
             }
         };
         context.set_route(Route { facts, params });
-        rest(Request::from_parts(parts, body)).await
+        Flow::<'_, _, Keep>::pass(rest(Request::from_parts(parts, body)))
     }
 );
 
 step!(
     /// Authentication, for routes that declare a security requirement.
     Authenticate,
-    |state, request, rest| async move {
+    |state, request, rest| {
         let context = request.extensions().get::<RequestContext>();
         if !context.and_then(RequestContext::route).is_some_and(|r| r.facts.authenticated) {
-            return rest(request).await;
+            return Flow::<'_, _, Keep>::pass(rest(request));
         }
         let timing = request.extensions().get::<Timing>().cloned();
         let started = Instant::now();
-        let authenticated = crate::auth::middleware::authenticate(&state.auth, request).await;
-        if let Some(timing) = timing {
-            timing.auth(started.elapsed());
-        }
-        match authenticated {
-            Ok(request) => rest(request).await,
-            Err(refused) => refused,
+        match crate::auth::middleware::authenticate(&state.auth, request) {
+            Authentication::Now(result) => {
+                if let Some(timing) = &timing {
+                    timing.auth(started.elapsed());
+                }
+                match result {
+                    Ok(request) => Flow::pass(rest(request)),
+                    Err(refused) => Flow::now(refused),
+                }
+            }
+            Authentication::Later(authenticated) => Flow::later(async move {
+                let result = authenticated.await;
+                if let Some(timing) = timing {
+                    timing.auth(started.elapsed());
+                }
+                match result {
+                    Ok(request) => rest(request).await,
+                    Err(refused) => refused,
+                }
+            }),
         }
     }
 );
 
 step!(
-    /// The user and auth-endpoint limits of the route's rate-limit class.
+    /// The user and auth-endpoint limits of the route's rate-limit class (none for a request without a
+    /// declared route).
     PerCallerLimit,
-    |state, request, rest| async move {
+    |state, request, rest| {
         let context = request.extensions().get::<RequestContext>();
-        let Some(class) = context.and_then(RequestContext::route).map(|r| r.facts.rate) else {
-            return rest(request).await;
-        };
+        let class = context.and_then(RequestContext::route).map_or(RateClass::Ip, |r| r.facts.rate);
         let parts = KeyParts {
             user: request.extensions().get::<crate::auth::AuthUser>().map(|u| u.id),
             org: None,
             ip: context.and_then(RequestContext::client_ip),
         };
-        crate::ratelimit::per_caller(&state.rate_limits, class, parts, request, rest).await
+        crate::ratelimit::per_caller(&state.rate_limits, class, parts, request, rest)
     }
 );
-
-use axum::extract::FromRequestParts;
 
 fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
     let detail = panic

@@ -5,8 +5,9 @@
 //! into its `Next`, adds a response-mapping service around it and boxes its own future, then runs an extractor
 //! for the state. A [`StepService`] hands its (ready) inner service to the step as a plain closure and boxes
 //! only the future (an `async fn`'s future cannot be named). A tuple of steps is one step (they run in order
-//! inside one future), so the stack's concerns stay one step each at the cost of two boxed futures per request
-//! (`super::middleware`; docs/PERFORMANCE.md, "Middleware overhead").
+//! inside one future), so the stack's concerns stay one step each at the cost of three boxed futures per
+//! request (`super::middleware`; docs/PERFORMANCE.md, "Middleware overhead"). A step decides synchronously
+//! where it can and returns a [`crate::flow::Flow`], so nesting the steps does not nest their futures' state.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -15,20 +16,21 @@ use std::task::{Context, Poll};
 
 use axum::extract::Request;
 use axum::response::Response;
+use futures::FutureExt;
 
 use crate::state::AppState;
 
 /// One step: runs before `rest` (the inner service), decides whether to call it, and may change the request
 /// on the way in and the response on the way out.
 pub(crate) trait Step: Copy + Send + Sync + 'static {
-    fn run<F>(
+    fn run<'a, F>(
         self,
-        state: &AppState,
+        state: &'a AppState,
         request: Request,
-        rest: impl FnOnce(Request) -> F + Send,
-    ) -> impl Future<Output = Response> + Send
+        rest: impl FnOnce(Request) -> F + Send + 'a,
+    ) -> impl Future<Output = Response> + Send + 'a
     where
-        F: Future<Output = Response> + Send;
+        F: Future<Output = Response> + Send + 'a;
 }
 
 /// `impl Step for $ty` (generic over the `$param` steps), `run` being `body` over the given names of the
@@ -36,14 +38,14 @@ pub(crate) trait Step: Copy + Send + Sync + 'static {
 macro_rules! impl_step {
     ([$($param:ident),*] $ty:ty as $pat:pat, |$state:ident, $request:ident, $rest:ident| $body:expr) => {
         impl<$($param: $crate::http::step::Step),*> $crate::http::step::Step for $ty {
-            fn run<F>(
+            fn run<'a, F>(
                 self,
-                $state: &$crate::state::AppState,
+                $state: &'a $crate::state::AppState,
                 $request: ::axum::extract::Request,
-                $rest: impl FnOnce(::axum::extract::Request) -> F + Send,
-            ) -> impl ::std::future::Future<Output = ::axum::response::Response> + Send
+                $rest: impl FnOnce(::axum::extract::Request) -> F + Send + 'a,
+            ) -> impl ::std::future::Future<Output = ::axum::response::Response> + Send + 'a
             where
-                F: ::std::future::Future<Output = ::axum::response::Response> + Send,
+                F: ::std::future::Future<Output = ::axum::response::Response> + Send + 'a,
             {
                 let $pat = self;
                 $body
@@ -116,15 +118,7 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let (step, state) = (self.step, self.state.clone());
         Box::pin(async move {
-            let rest = move |request| {
-                let answer = inner.call(request);
-                async move {
-                    match answer.await {
-                        Ok(response) => response,
-                        Err(never) => match never {},
-                    }
-                }
-            };
+            let rest = move |request| inner.call(request).map(|answer| answer.unwrap_or_else(|never| match never {}));
             Ok(step.run(&state, request, rest).await)
         })
     }

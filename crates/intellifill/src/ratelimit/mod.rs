@@ -31,6 +31,7 @@ use store::{Decision, Store};
 
 use crate::config::RateLimitConfig;
 use crate::error::{AppError, ErrorCode};
+use crate::flow::Flow;
 use crate::kv::Kv;
 
 /// Which rate-limit policies a request to the route is charged to (the per-ip policy charges every request).
@@ -98,15 +99,54 @@ impl Policy {
         })
     }
 
-    async fn check(&self, parts: &KeyParts) -> Decision {
+    fn key(&self, parts: &KeyParts) -> String {
         let mut key = String::with_capacity(64);
         key.push_str(self.name);
         key.push(':');
         key::write_key(&mut key, parts, self.scope);
-        let decision = self.store.check(key).await;
+        key
+    }
+
+    fn counted(&self, decision: Decision) -> Decision {
         if decision.allowed { &self.allowed } else { &self.limited }.increment(1);
         decision
     }
+
+    /// The decision for `parts` when this instance can take it without waiting ([`Store::check_now`]).
+    fn check_now(&self, parts: &KeyParts) -> Option<Decision> {
+        self.store.check_now(&self.key(parts)).map(|d| self.counted(d))
+    }
+
+    /// The decision for `parts`, waiting for Redis if the lease is spent.
+    async fn check(&self, parts: &KeyParts) -> Decision {
+        match self.check_now(parts) {
+            Some(d) => d,
+            // Boxed: the Redis call's future is over a kilobyte, carried only where it runs.
+            None => self.counted(Box::pin(self.store.check(self.key(parts))).await),
+        }
+    }
+}
+
+/// The policies one step charges, in order (by value, so the step's future can keep them).
+type Policies<'p> = [Option<&'p Policy>; 2];
+
+/// A decision and the policy that made it.
+type Decided<'p> = (Decision, &'p Policy);
+
+/// How far checking a step's policies got without waiting.
+enum Checked<'p> {
+    /// Every policy decided: the first refusal, else the tightest allowance (`None`: no policy applies).
+    Done(Option<Decided<'p>>),
+    /// Policy `next` must wait for Redis; `tightest` is the allowance of the policies before it.
+    Wait { next: usize, tightest: Option<Decided<'p>> },
+}
+
+/// `tightest` after policy `p` decided `d`: `Err` is a refusal, which ends the check.
+fn fold<'p>(tightest: Option<Decided<'p>>, d: Decision, p: &'p Policy) -> Result<Option<Decided<'p>>, Decided<'p>> {
+    if !d.allowed {
+        return Err((d, p));
+    }
+    Ok(if tightest.as_ref().is_none_or(|(t, _)| d.remaining < t.remaining) { Some((d, p)) } else { tightest })
 }
 
 /// Every policy of the process.
@@ -169,18 +209,35 @@ impl RateLimits {
         self.policies().map(|p| p.store.round_trips.load(std::sync::atomic::Ordering::Relaxed)).sum()
     }
 
-    /// Check `policies` in order; the first refusal wins, else the tightest allowance is reported, each with
-    /// the policy that made it.
-    async fn check_all<'p>(&self, policies: &[&'p Policy], parts: &KeyParts) -> Option<(Decision, &'p Policy)> {
-        let mut tightest: Option<(Decision, &'p Policy)> = None;
-        for p in policies {
+    /// Check `policies` in order as far as this instance can without waiting; the first refusal wins, else
+    /// the tightest allowance is reported, each with the policy that made it.
+    fn check_now<'p>(&self, policies: &Policies<'p>, parts: &KeyParts) -> Checked<'p> {
+        let mut tightest = None;
+        for (i, p) in policies.iter().enumerate() {
+            let Some(p) = p else { continue };
+            let Some(d) = p.check_now(parts) else { return Checked::Wait { next: i, tightest } };
             self.decisions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let d = p.check(parts).await;
-            if !d.allowed {
-                return Some((d, p));
+            match fold(tightest, d, p) {
+                Ok(t) => tightest = t,
+                Err(refused) => return Checked::Done(Some(refused)),
             }
-            if tightest.as_ref().is_none_or(|(t, _)| d.remaining < t.remaining) {
-                tightest = Some((d, p));
+        }
+        Checked::Done(tightest)
+    }
+
+    /// The rest of [`Self::check_now`]'s check, from policy `next` on, waiting where a policy must.
+    async fn check_rest<'p>(
+        &self,
+        policies: &Policies<'p>,
+        parts: &KeyParts,
+        next: usize,
+        mut tightest: Option<Decided<'p>>,
+    ) -> Option<Decided<'p>> {
+        for p in policies[next..].iter().flatten() {
+            self.decisions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            match fold(tightest, p.check(parts).await, p) {
+                Ok(t) => tightest = t,
+                Err(refused) => return Some(refused),
             }
         }
         tightest
@@ -221,6 +278,12 @@ fn refusal(d: &Decision, policy: &Policy) -> Response {
 #[derive(Debug, Clone, Default)]
 pub struct Reported(Arc<std::sync::Mutex<Option<Decision>>>);
 
+impl Reported {
+    fn take(&self) -> Option<Decision> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
 /// `policy`'s headers on `response`, unless an inner, tighter limiter's are already there.
 fn report_if_tighter(response: &mut Response, d: &Decision, policy: &Policy) {
     let current = response.headers().get(REMAINING).and_then(|v| v.to_str().ok()?.parse::<u32>().ok());
@@ -230,30 +293,52 @@ fn report_if_tighter(response: &mut Response, d: &Decision, policy: &Policy) {
 }
 
 /// Check `policies`; refused: 429, sent after `hold` (at most its `Retry-After`); allowed: `inner`, with the
-/// tightest policy's headers on its response.
-async fn apply<F: Future<Output = Response>>(
-    limits: &RateLimits,
-    policies: &[&Policy],
+/// tightest policy's headers on its response. Decided without waiting (the usual case), the rest runs as
+/// it is; only a wait for Redis or a held refusal is a future of its own (`crate::flow`).
+fn apply<'a, F>(
+    limits: &'a RateLimits,
+    policies: Policies<'a>,
     parts: KeyParts,
     hold: Duration,
     request: Request,
-    inner: impl FnOnce(Request) -> F,
-) -> Response {
-    match limits.check_all(policies, &parts).await {
-        Some((d, policy)) if !d.allowed => {
-            let hold = hold.min(Duration::from_secs(d.retry_after_secs));
-            if !hold.is_zero() {
-                tokio::time::sleep(hold).await;
-            }
-            refusal(&d, policy)
+    inner: impl FnOnce(Request) -> F + Send + 'a,
+) -> Flow<'a, F, impl FnOnce(Response) -> Response + Send + 'a>
+where
+    F: Future<Output = Response> + Send + 'a,
+{
+    let decided = match limits.check_now(&policies, &parts) {
+        Checked::Done(decided) => decided,
+        Checked::Wait { next, tightest } => {
+            return Flow::later(async move {
+                match limits.check_rest(&policies, &parts, next, tightest).await {
+                    Some((d, policy)) if !d.allowed => held_refusal(d, policy, hold).await,
+                    Some((d, policy)) => reported(inner(request).await, d, policy),
+                    None => inner(request).await,
+                }
+            });
         }
-        Some((d, policy)) => {
-            let mut response = inner(request).await;
-            report_if_tighter(&mut response, &d, policy);
-            response
-        }
-        None => inner(request).await,
+    };
+    match decided {
+        None => Flow::pass(inner(request)),
+        Some((d, policy)) if d.allowed => Flow::then(inner(request), move |response| reported(response, d, policy)),
+        Some((d, policy)) if hold.is_zero() => Flow::now(refusal(&d, policy)),
+        Some((d, policy)) => Flow::later(held_refusal(d, policy, hold)),
     }
+}
+
+/// `response` with `policy`'s headers, unless an inner, tighter limiter's are already there.
+fn reported(mut response: Response, d: Decision, policy: &Policy) -> Response {
+    report_if_tighter(&mut response, &d, policy);
+    response
+}
+
+/// The refusal, sent after `hold` (at most its `Retry-After`).
+async fn held_refusal(d: Decision, policy: &Policy, hold: Duration) -> Response {
+    let hold = hold.min(Duration::from_secs(d.retry_after_secs));
+    if !hold.is_zero() {
+        tokio::time::sleep(hold).await;
+    }
+    refusal(&d, policy)
 }
 
 /// The per-ip limit on every request, then `inner` (a step of the outer stack, before audit and auth:
@@ -261,53 +346,48 @@ async fn apply<F: Future<Output = Response>>(
 /// body unread: a client over its limit waits on each connection instead of cycling it, so a flood costs
 /// the server one request per connection per hold rather than its whole TCP rate (docs/PERFORMANCE.md,
 /// "Body flood").
-pub(crate) async fn per_ip<F: Future<Output = Response>>(
-    limits: &RateLimits,
+pub(crate) fn per_ip<'a, F>(
+    limits: &'a RateLimits,
     ip: Option<std::net::IpAddr>,
     request: Request,
-    inner: impl FnOnce(Request) -> F,
-) -> Response {
-    let Some(ip_policy) = limits.ip.as_ref().filter(|_| limits.enabled) else {
-        return inner(request).await;
-    };
+    inner: impl FnOnce(Request) -> F + Send + 'a,
+) -> Flow<'a, F, impl FnOnce(Response) -> Response + Send + 'a>
+where
+    F: Future<Output = Response> + Send + 'a,
+{
+    let policy = limits.ip.as_ref().filter(|_| limits.enabled);
     let parts = KeyParts { ip, ..KeyParts::default() };
-    apply(limits, &[ip_policy], parts, limits.ip_refusal_delay, request, inner).await
+    apply(limits, [policy, None], parts, limits.ip_refusal_delay, request, inner)
 }
 
 /// The user and auth-endpoint limits of a request of `class` by the caller in `parts`, then `next` (a step
 /// of the route steps, after auth, so the user is known). The organization's limit is charged later, by the
 /// org extractor ([`RateLimits::charge_org`]); its allowance, when tighter, is reported on the response.
-pub(crate) async fn per_caller<F: Future<Output = Response>>(
-    limits: &RateLimits,
+pub(crate) fn per_caller<'a, F>(
+    limits: &'a RateLimits,
     class: RateClass,
     parts: KeyParts,
     mut request: Request,
-    next: impl FnOnce(Request) -> F,
-) -> Response {
-    if !limits.enabled || class == RateClass::Ip {
-        return next(request).await;
-    }
-    let mut policies: Vec<&Policy> = Vec::with_capacity(2);
-    if let Some(p) = &limits.auth
-        && class == RateClass::Auth
-    {
-        policies.push(p);
-    }
-    if let Some(p) = &limits.user {
-        policies.push(p);
-    }
-    let reported = class.charges_org().then(Reported::default);
-    if let Some(r) = &reported {
+    next: impl FnOnce(Request) -> F + Send + 'a,
+) -> Flow<'a, impl Future<Output = Response> + Send + 'a, impl FnOnce(Response) -> Response + Send + 'a>
+where
+    F: Future<Output = Response> + Send + 'a,
+{
+    let charged = limits.enabled && class != RateClass::Ip;
+    let auth = limits.auth.as_ref().filter(|_| charged && class == RateClass::Auth);
+    let user = limits.user.as_ref().filter(|_| charged);
+    let org = (charged && class.charges_org()).then(Reported::default);
+    if let Some(r) = &org {
         request.extensions_mut().insert(r.clone());
     }
-    let mut response = apply(limits, &policies, parts, Duration::ZERO, request, next).await;
-    if let Some(r) = reported
-        && let Some(d) = r.0.lock().unwrap_or_else(|p| p.into_inner()).take()
-        && let Some(policy) = &limits.org
-    {
-        report_if_tighter(&mut response, &d, policy);
+    let admitted = apply(limits, [auth, user], parts, Duration::ZERO, request, next);
+    match (org, limits.org.as_ref()) {
+        (Some(r), Some(policy)) => Flow::then(admitted, move |response| match r.take() {
+            Some(d) => reported(response, d, policy),
+            None => response,
+        }),
+        _ => Flow::pass(admitted),
     }
-    response
 }
 
 impl RateLimits {

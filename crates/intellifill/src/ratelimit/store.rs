@@ -178,6 +178,16 @@ impl Store {
         self.leases.run_pending_tasks();
     }
 
+    /// A decision for `key` without waiting, when this instance can take one: always without Redis; with
+    /// Redis, from the key's lease (a leased cell, or a remembered refusal). `None`: ask [`Self::check`].
+    pub(crate) fn check_now(&self, key: &String) -> Option<Decision> {
+        if !self.kv.is_configured() {
+            return Some(self.check_local(key));
+        }
+        let slot = self.leases.get(key)?;
+        self.answer_from_lease(&mut lock(&slot.lease))
+    }
+
     /// A decision for `key`; Redis (when configured) is asked only when this instance's lease of the key is
     /// spent.
     pub(crate) async fn check(&self, key: String) -> Decision {

@@ -36,6 +36,7 @@ use axum::response::{IntoResponse, Response};
 use super::backlog::{Refusal, Ticket};
 use super::{AuditEvent, AuditSlot, Auditor};
 use crate::error::{AppError, ErrorCode, ErrorPayload};
+use crate::flow::Flow;
 use facts::CapturedBody;
 pub(crate) use facts::{RequestFacts, Seen};
 
@@ -45,66 +46,83 @@ const NOTES_ROOM: usize = 512;
 /// One event for the request `next` (the rest of the stack) answers, admitted before `next` runs: a request
 /// whose event the audit pipeline has no room for (its head when it arrives, its body's kept bytes once read)
 /// is refused (503 `AUDIT_UNAVAILABLE`) and never reaches a handler.
-pub(crate) async fn capture<F: Future<Output = Response>>(
-    auditor: &Auditor,
+///
+/// Decided synchronously (`crate::flow`): only a write request's body read is a future of its own.
+pub(crate) fn capture<'a, F, N>(
+    auditor: &'a Auditor,
     seen: Seen<'_>,
     request: Request,
-    next: impl FnOnce(Request) -> F,
-) -> Response {
+    next: N,
+) -> Flow<'a, F, impl FnOnce(Response) -> Response + Send + use<'a, F, N>>
+where
+    F: Future<Output = Response> + Send + 'a,
+    N: FnOnce(Request) -> F + Send + 'a,
+{
     let started = Instant::now();
     if auditor.config().is_excluded(request.uri().path()) {
-        return next(request).await;
+        return Flow::pass(next(request));
     }
     let slot = request.extensions().get::<AuditSlot>().cloned().unwrap_or_default();
     let (parts, body) = request.into_parts();
     let facts = RequestFacts::of(&parts, &seen);
-    let content_type = parts.headers.get(header::CONTENT_TYPE);
     // The head's share first; the body's once it is read, so a client trickling a body holds no room for it.
     let ticket = match auditor.admit(facts.weight() + NOTES_ROOM) {
         Ok(ticket) => ticket,
-        Err(refusal) => return refused(refusal),
+        Err(refusal) => return Flow::now(refused(refusal)),
     };
     let mut pending = Pending { auditor, slot, started, facts: Some(facts), cell: None, ticket: Some(ticket) };
-
-    let request = if seen.is_write {
-        let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-        let limit = seen.max_body_bytes;
-        let body = match declared {
-            Some(n) if n > limit => {
-                // The body limit answers 413 when the handler reads it; not buffered here.
-                pending.set_body(CapturedBody::unread(content_type, n));
-                body
-            }
-            _ => match axum::body::to_bytes(body, limit).await {
-                Ok(bytes) => {
-                    let captured = CapturedBody::of(content_type, &bytes, auditor.config().max_body_bytes);
-                    if let Err(refusal) = pending.grow(captured.weight()) {
-                        pending.refuse();
-                        return refused(refusal);
-                    }
-                    pending.set_body(captured);
-                    Body::from(bytes)
-                }
-                Err(_) => {
-                    let response =
-                        AppError::new(ErrorCode::PayloadTooLarge, "the request body is too large or unreadable")
-                            .into_response();
-                    pending.finish(&response);
-                    return response;
-                }
-            },
-        };
-        Request::from_parts(parts, body)
-    } else {
-        Request::from_parts(parts, body)
-    };
-
-    let mut request = request;
-    if seen.is_write
-        && let Some(cell) = pending.share(auditor)
-    {
-        request.extensions_mut().insert(cell);
+    if !seen.is_write {
+        return Flow::then(next(Request::from_parts(parts, body)), finish(pending));
     }
+    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    match declared {
+        Some(n) if n > seen.max_body_bytes => {
+            // The body limit answers 413 when the handler reads it; not buffered here.
+            pending.set_body(CapturedBody::unread(parts.headers.get(header::CONTENT_TYPE), n));
+            let request = pending.shared_with(Request::from_parts(parts, body));
+            Flow::then(next(request), finish(pending))
+        }
+        _ => Flow::later(with_body(pending, parts, body, seen.max_body_bytes, next)),
+    }
+}
+
+/// The function that records `pending`'s event with the response.
+fn finish(pending: Pending<'_>) -> impl FnOnce(Response) -> Response + Send + use<'_> {
+    move |response| {
+        pending.finish(&response);
+        response
+    }
+}
+
+/// A write request whose body is read first, its first `AUDIT_MAX_BODY_BYTES` kept in the event.
+async fn with_body<'a, F, N>(
+    mut pending: Pending<'a>,
+    parts: axum::http::request::Parts,
+    body: Body,
+    limit: usize,
+    next: N,
+) -> Response
+where
+    F: Future<Output = Response>,
+    N: FnOnce(Request) -> F,
+{
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            let response = AppError::new(ErrorCode::PayloadTooLarge, "the request body is too large or unreadable")
+                .into_response();
+            pending.finish(&response);
+            return response;
+        }
+    };
+    let kept = pending.auditor.config().max_body_bytes;
+    let captured = CapturedBody::of(parts.headers.get(header::CONTENT_TYPE), &bytes, kept);
+    if let Err(refusal) = pending.grow(captured.weight()) {
+        pending.refuse();
+        return refused(refusal);
+    }
+    pending.set_body(captured);
+    let request = pending.shared_with(Request::from_parts(parts, Body::from(bytes)));
     let response = next(request).await;
     pending.finish(&response);
     response
@@ -152,8 +170,17 @@ impl Pending<'_> {
         }
     }
 
-    /// The facts into a cell the handler's commit can make the row from ([`super::in_tx`]).
-    fn share(&mut self, auditor: &Auditor) -> Option<WriteCell> {
+    /// A write request with the cell its handler's commit can make the row from ([`super::in_tx`]).
+    fn shared_with(&mut self, mut request: Request) -> Request {
+        if let Some(cell) = self.share() {
+            request.extensions_mut().insert(cell);
+        }
+        request
+    }
+
+    /// The facts into a cell the handler's commit can make the row from.
+    fn share(&mut self) -> Option<WriteCell> {
+        let auditor = self.auditor;
         let facts = self.facts.take()?;
         let shared = WriteShared {
             state: std::sync::Mutex::new(CellState::Open(facts)),
