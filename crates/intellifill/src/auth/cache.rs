@@ -126,7 +126,8 @@ impl Expiry<TokenHash, Stored> for PerEntry {
 }
 
 pub struct TokenCache {
-    l1: moka::sync::Cache<TokenHash, Stored>,
+    /// Hashed with Fx: its keys are SHA-256 digests, which no client can choose to collide.
+    l1: moka::sync::Cache<TokenHash, Stored, rustc_hash::FxBuildHasher>,
     kv: Kv,
     ttl: Duration,
     negative_ttl: Duration,
@@ -143,7 +144,7 @@ impl TokenCache {
             .max_capacity(max_entries)
             .expire_after(PerEntry)
             .support_invalidation_closures()
-            .build();
+            .build_with_hasher(rustc_hash::FxBuildHasher);
         let lookups = |result: &'static str| metrics::counter!("auth_token_cache_total", "result" => result);
         let counters = [lookups("l1_hit"), lookups("l2_hit"), lookups("miss"), lookups("stale_served")];
         TokenCache { l1, kv, ttl, negative_ttl, stale_max, stats: CacheStats::default(), counters }
