@@ -10,18 +10,19 @@
 
 use axum::Json;
 use axum::http::StatusCode;
+use axum::response::Response;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Row;
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
-use super::pagination::{Page, PageQuery, fetch_page};
+use super::pagination::{Page, PageQuery, read_org_page};
 use crate::audit::in_tx::AuditedWrite;
 use crate::db::Tx;
 use crate::error::{AppError, ErrorCode};
 use crate::http::extract::{ApiJson, ApiQuery, PathIds, Validate};
-use crate::org::{Admin, OrgContext, OrgRole, OrgTx, Viewer};
+use crate::org::{Admin, OrgContext, OrgOpen, OrgRole, OrgTx, Viewer};
 
 /// A member of an organization.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -85,11 +86,12 @@ impl Validate for UpdateMember {
     extensions(("x-audit-action" = json!("members.list")), ("x-audit-entity" = json!("membership")), ("x-rate-limit" = json!("user")), ("x-min-role" = json!("VIEWER"))),
     security(("bearer" = [])))]
 pub(crate) async fn list(
-    ctx: OrgTx<Viewer>,
-    ApiQuery(page): ApiQuery<PageQuery>,
-) -> Result<Json<Page<Member>>, AppError> {
-    let result = fetch_page(
-        &ctx.tx,
+    open: OrgOpen<Viewer>,
+    page: Result<ApiQuery<PageQuery>, AppError>,
+) -> Result<Json<Page<Member>>, Response> {
+    let result = read_org_page(
+        open,
+        page,
         &format!(
             "SELECT {COLUMNS} FROM organization_memberships m JOIN users u ON u.id = m.user_id
               WHERE m.organization_id = $1
@@ -97,13 +99,11 @@ pub(crate) async fn list(
               ORDER BY m.created_at, m.id LIMIT {{limit}}"
         ),
         "(m.created_at, m.id) > ($2, $3)",
-        &[(&ctx.org.id, Type::UUID)],
-        page.keyset(),
+        &[],
         member,
         |m: &Member| m.key,
     )
     .await?;
-    ctx.tx.commit().await?;
     Ok(Json(result))
 }
 
