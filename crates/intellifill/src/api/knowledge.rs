@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use axum::response::{IntoResponse, Response};
 
-use super::pagination::{Page, PageQuery, read_org_page};
+use super::pagination::{Page, PageInput, PageQuery, read_org_page};
 use crate::audit::in_tx::AuditedWrite;
 use crate::error::AppError;
 use crate::http::extract::{ApiJson, ApiQuery, PathIds, Validate};
@@ -156,11 +156,8 @@ impl Validate for SearchQuery {
     responses((status = 200, body = Page<KnowledgeSummary>)),
     extensions(("x-audit-action" = json!("knowledge.list")), ("x-audit-entity" = json!("knowledge_source")), ("x-rate-limit" = json!("user")), ("x-min-role" = json!("VIEWER"))),
     security(("bearer" = [])))]
-pub(crate) async fn list(
-    open: OrgOpen<Viewer>,
-    page: Result<ApiQuery<PageQuery>, AppError>,
-) -> Result<Json<Page<KnowledgeSummary>>, Response> {
-    let result = read_org_page(
+pub(crate) async fn list(open: OrgOpen<Viewer>, page: PageInput) -> Result<Json<Page<KnowledgeSummary>>, Response> {
+    read_org_page(
         open,
         page,
         "SELECT id, title, left(content, $2), created_by, created_at, updated_at
@@ -173,8 +170,7 @@ pub(crate) async fn list(
         summary,
         |k: &KnowledgeSummary| (k.created_at, k.id),
     )
-    .await?;
-    Ok(Json(result))
+    .await
 }
 
 /// Create a knowledge source (MEMBER or above).

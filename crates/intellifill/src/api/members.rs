@@ -17,11 +17,11 @@ use tokio_postgres::Row;
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
-use super::pagination::{Page, PageQuery, read_org_page};
+use super::pagination::{Page, PageInput, PageQuery, read_org_page};
 use crate::audit::in_tx::AuditedWrite;
 use crate::db::Tx;
 use crate::error::{AppError, ErrorCode};
-use crate::http::extract::{ApiJson, ApiQuery, PathIds, Validate};
+use crate::http::extract::{ApiJson, PathIds, Validate};
 use crate::org::{Admin, OrgContext, OrgOpen, OrgRole, OrgTx, Viewer};
 
 /// A member of an organization.
@@ -85,11 +85,8 @@ impl Validate for UpdateMember {
     params(("orgId" = Uuid, Path), PageQuery), responses((status = 200, body = Page<Member>)),
     extensions(("x-audit-action" = json!("members.list")), ("x-audit-entity" = json!("membership")), ("x-rate-limit" = json!("user")), ("x-min-role" = json!("VIEWER"))),
     security(("bearer" = [])))]
-pub(crate) async fn list(
-    open: OrgOpen<Viewer>,
-    page: Result<ApiQuery<PageQuery>, AppError>,
-) -> Result<Json<Page<Member>>, Response> {
-    let result = read_org_page(
+pub(crate) async fn list(open: OrgOpen<Viewer>, page: PageInput) -> Result<Json<Page<Member>>, Response> {
+    read_org_page(
         open,
         page,
         &format!(
@@ -103,8 +100,7 @@ pub(crate) async fn list(
         member,
         |m: &Member| m.key,
     )
-    .await?;
-    Ok(Json(result))
+    .await
 }
 
 async fn load_member(tx: &Tx, org: Uuid, user: Uuid) -> Result<Member, AppError> {

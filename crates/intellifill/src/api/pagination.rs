@@ -6,6 +6,7 @@
 //! most 17 digits of microseconds stay inside the years Postgres holds, so a client that sends what the document
 //! allows never gets a cursor error.
 
+use axum::Json;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Datelike, Utc};
 use serde::{Deserialize, Serialize};
@@ -134,19 +135,22 @@ pub(crate) async fn fetch_page<T>(
     Ok(query.page(&rows, item, key))
 }
 
+/// A list's query string, its error kept to be answered after the caller's check ([`read_org_page`]).
+pub(crate) type PageInput = Result<ApiQuery<PageQuery>, AppError>;
+
 /// An organization's list in one round trip ([`OrgOpen::read_with`]): the [`PageSql`] of `template` and `after`
 /// goes in the opening pipeline, with the organization of the path as `$1` and `params` after it, and its rows
 /// come back as a [`Page`] once the caller is checked. A bad query string (`page`) is answered after the
 /// caller's check, as on every route.
 pub(crate) async fn read_org_page<R: MinRole, T>(
     open: OrgOpen<R>,
-    page: Result<ApiQuery<PageQuery>, AppError>,
+    page: PageInput,
     template: &str,
     after: &str,
     params: &[Param<'_>],
     item: impl Fn(&Row) -> T,
     key: impl Fn(&T) -> (DateTime<Utc>, Uuid),
-) -> Result<Page<T>, Response> {
+) -> Result<Json<Page<T>>, Response> {
     let page = match page {
         Ok(ApiQuery(page)) => page,
         Err(e) => return Err(open.refuse_input(e).await),
@@ -160,7 +164,7 @@ pub(crate) async fn read_org_page<R: MinRole, T>(
     let rows = rows.expect("the first query was sent").map_err(IntoResponse::into_response)?;
     let result = query.page(&rows, item, key);
     ctx.tx.commit().await.map_err(IntoResponse::into_response)?;
-    Ok(result)
+    Ok(Json(result))
 }
 
 /// A page of results.

@@ -33,12 +33,19 @@ async fn email_of(app: &TestApp, user: &TestUser) -> Option<String> {
     scalar(&app.owner, "SELECT email FROM users WHERE id = $1", &[&user.id]).await
 }
 
-#[tokio::test]
-async fn the_members_list_and_a_knowledge_read_answer_on_a_pool_of_one() {
-    let (app, owner, org) = TestApp::with_org_using(settings!(db_pool_max_size = "1"), "Pipelined Reads").await;
-    let viewer = app.member(org, "VIEWER").await;
+/// An app on a pool of one connection with an organization `name`: its owner, a member with `role`, and one
+/// knowledge source (title "Kept", content "the full text"), whose id is returned.
+async fn one_connection(name: &str, role: &str) -> (TestApp, TestUser, Uuid, TestUser, String) {
+    let (app, owner, org) = TestApp::with_org_using(settings!(db_pool_max_size = "1"), name).await;
+    let member = app.member(org, role).await;
     let k = app.knowledge(&owner, org, "Kept", "the full text").await;
     let kid = k["id"].as_str().expect("id").to_owned();
+    (app, owner, org, member, kid)
+}
+
+#[tokio::test]
+async fn the_members_list_and_a_knowledge_read_answer_on_a_pool_of_one() {
+    let (app, owner, org, viewer, kid) = one_connection("Pipelined Reads", "VIEWER").await;
     let members = format!("/api/organizations/{org}/members");
 
     let (s, body) = app.get(&viewer, &format!("{members}?limit=1")).await;
@@ -65,10 +72,8 @@ async fn the_members_list_and_a_knowledge_read_answer_on_a_pool_of_one() {
 
 #[tokio::test]
 async fn an_outsider_is_refused_before_the_id_or_query_string_with_a_security_event_each_time() {
-    let (app, owner, org) = TestApp::with_org_using(settings!(db_pool_max_size = "1"), "Pipelined Victim").await;
+    let (app, owner, org, _, kid) = one_connection("Pipelined Victim", "VIEWER").await;
     let (outsider, _) = app.owned_org("Pipelined Prober").await;
-    let k = app.knowledge(&owner, org, "Secret", "victim's text").await;
-    let kid = k["id"].as_str().expect("id").to_owned();
     let probes = [
         format!("/api/organizations/{org}/members"),
         format!("/api/organizations/{org}/members?limit=0"),
@@ -79,17 +84,14 @@ async fn an_outsider_is_refused_before_the_id_or_query_string_with_a_security_ev
     for path in &probes {
         let (s, body) = app.get(&outsider, path).await;
         assert_error(s, &body, 403, "NOT_ORG_MEMBER");
-        assert!(!body.to_string().contains("Secret") && !body.to_string().contains(&owner.email), "{path}: {body}");
+        assert!(!body.to_string().contains("Kept") && !body.to_string().contains(&owner.email), "{path}: {body}");
     }
     assert_eq!(cross_tenant_attempts(&app, &outsider).await, probes.len() as i64);
 }
 
 #[tokio::test]
 async fn a_removed_member_is_refused_on_both_routes_without_a_cross_tenant_event() {
-    let (app, owner, org) = TestApp::with_org_using(settings!(db_pool_max_size = "1"), "Pipelined Removal").await;
-    let gone = app.member(org, "MEMBER").await;
-    let k = app.knowledge(&owner, org, "Kept", "for members only").await;
-    let kid = k["id"].as_str().expect("id");
+    let (app, owner, org, gone, kid) = one_connection("Pipelined Removal", "MEMBER").await;
     let paths = [format!("/api/organizations/{org}/members"), format!("/api/organizations/{org}/knowledge/{kid}")];
     for path in &paths {
         assert_eq!(app.get(&gone, path).await.0, 200, "{path}");
@@ -106,10 +108,7 @@ async fn a_removed_member_is_refused_on_both_routes_without_a_cross_tenant_event
 
 #[tokio::test]
 async fn a_caller_whose_row_must_be_written_is_opened_again_and_reads_the_row_as_written() {
-    let (app, owner, org) = TestApp::with_org_using(settings!(db_pool_max_size = "1"), "Pipelined Claim").await;
-    let member = app.member(org, "VIEWER").await;
-    let k = app.knowledge(&owner, org, "Kept", "for members only").await;
-    let kid = k["id"].as_str().expect("id").to_owned();
+    let (app, _, org, member, kid) = one_connection("Pipelined Claim", "VIEWER").await;
     // The row's e-mail is behind the auth service's: the request writes it (in a transaction opened again on
     // the one connection) and the list, read after the write, shows the caller's e-mail as claimed.
     stale_email(&app, &member).await;
