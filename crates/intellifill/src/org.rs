@@ -157,9 +157,19 @@ impl<R: MinRole> FromRequestParts<AppState> for OrgTx<R> {
 }
 
 impl<R: MinRole> OrgOpen<R> {
-    /// The `{orgId}` of the route's path, when it has one.
-    pub(crate) fn path_org(&self) -> Option<Uuid> {
-        self.path_org
+    /// The `{orgId}` of the route's path (an internal error on a route without one).
+    pub(crate) fn path_org(&self) -> Result<Uuid, AppError> {
+        self.path_org.ok_or_else(|| AppError::internal(anyhow::anyhow!("route has no {{orgId}}")))
+    }
+
+    /// The answer to a request whose input (`input`: a path id, the query string) is bad: the caller is
+    /// checked first, as on every route, so a refused caller gets the refusal (and its security event), any
+    /// other the input error.
+    pub(crate) async fn refuse_input(self, input: AppError) -> Response {
+        match self.open().await {
+            Ok(_) => input.into_response(),
+            Err(refused) => refused,
+        }
     }
 
     /// Open the transaction and check the caller, as [`OrgTx`] does.

@@ -85,7 +85,8 @@ pub(crate) async fn open(
 
 /// [`open`] for a read: `COMMIT` goes in the opening pipeline ([`crate::db::Db::read`]), so the returned
 /// transaction is committed (one round trip) unless the user row must be written first, in which case the
-/// request is opened again the ordinary way and `first` runs in it.
+/// request is opened again the ordinary way without `first` (its rows are `None`): the caller runs it after
+/// the write, so it reads the row as written.
 pub(crate) async fn open_read(
     state: &AppState,
     auth: &AuthUser,
@@ -108,14 +109,18 @@ async fn open_as(
         (true, Some(first)) => state.db.read(ctx, first).await?,
         (_, first) => state.db.begin(ctx, first).await?,
     };
-    let mut found = opened.user_row().map(lifecycle::from_row);
-    if tx.is_committed() && lifecycle::claims(found.as_ref(), auth, &state.config.auth) {
+    let decide =
+        |row: Option<&tokio_postgres::Row>| lifecycle::decide(row.map(lifecycle::from_row), auth, &state.config.auth);
+    let mut decision = decide(opened.user_row());
+    if tx.is_committed() && decision.writes() {
+        // The write needs a transaction of its own: the request is opened again (the row read again in it),
+        // and `first` is left to run after the write.
         tx.release();
-        (tx, opened, first_rows) = state.db.begin(ctx, first).await?;
-        found = opened.user_row().map(lifecycle::from_row);
+        (tx, opened, first_rows) = state.db.begin(ctx, None).await?;
+        decision = decide(opened.user_row());
     }
     let first = first_rows;
-    let user = match lifecycle::settle(&tx, found, auth, &state.config.auth).await {
+    let user = match lifecycle::settle(&tx, decision, auth).await {
         Ok(user) => user,
         Err(e) => {
             if e.code == ErrorCode::EmailNotConfirmed {

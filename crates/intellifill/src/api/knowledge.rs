@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use axum::response::{IntoResponse, Response};
 
-use super::pagination::{Page, PageQuery, PageSql};
+use super::pagination::{Page, PageInput, PageQuery, read_org_page};
 use crate::audit::in_tx::AuditedWrite;
 use crate::error::AppError;
 use crate::http::extract::{ApiJson, ApiQuery, PathIds, Validate};
@@ -156,36 +156,21 @@ impl Validate for SearchQuery {
     responses((status = 200, body = Page<KnowledgeSummary>)),
     extensions(("x-audit-action" = json!("knowledge.list")), ("x-audit-entity" = json!("knowledge_source")), ("x-rate-limit" = json!("user")), ("x-min-role" = json!("VIEWER"))),
     security(("bearer" = [])))]
-pub(crate) async fn list(
-    open: OrgOpen<Viewer>,
-    page: Result<ApiQuery<PageQuery>, AppError>,
-) -> Result<Json<Page<KnowledgeSummary>>, Response> {
-    let page = match page {
-        Ok(ApiQuery(page)) => page,
-        // The caller is checked before the query string, as on every route.
-        Err(e) => {
-            open.open().await?;
-            return Err(e.into_response());
-        }
-    };
-    let org_id =
-        open.path_org().ok_or_else(|| AppError::internal(anyhow::anyhow!("route has no {{orgId}}")).into_response())?;
-    let keyset = page.keyset();
-    let query = PageSql::new(
+pub(crate) async fn list(open: OrgOpen<Viewer>, page: PageInput) -> Result<Json<Page<KnowledgeSummary>>, Response> {
+    read_org_page(
+        open,
+        page,
         "SELECT id, title, left(content, $2), created_by, created_at, updated_at
            FROM knowledge_sources
           WHERE organization_id = $1 AND {after}
           ORDER BY created_at DESC, id DESC
           LIMIT {limit}",
         "(created_at, id) < ($3, $4)",
-        &[(&org_id, Type::UUID), (&EXCERPT_CHARS, Type::INT4)],
-        &keyset,
-    );
-    let (ctx, rows) = open.read_with(query.statement()).await?;
-    let rows = rows.expect("the first query was sent").map_err(IntoResponse::into_response)?;
-    let result = query.page(&rows, summary, |k: &KnowledgeSummary| (k.created_at, k.id));
-    ctx.tx.commit().await.map_err(IntoResponse::into_response)?;
-    Ok(Json(result))
+        &[(&EXCERPT_CHARS, Type::INT4)],
+        summary,
+        |k: &KnowledgeSummary| (k.created_at, k.id),
+    )
+    .await
 }
 
 /// Create a knowledge source (MEMBER or above).
@@ -225,18 +210,20 @@ pub(crate) async fn create(
     responses((status = 200, body = Knowledge)),
     extensions(("x-audit-action" = json!("knowledge.read")), ("x-audit-entity" = json!("knowledge_source")), ("x-rate-limit" = json!("user")), ("x-min-role" = json!("VIEWER"))),
     security(("bearer" = [])))]
-pub(crate) async fn get(ctx: OrgTx<Viewer>, ids: PathIds) -> Result<Json<Knowledge>, AppError> {
-    let id = ids.uuid("id")?;
-    let row = ctx
-        .tx
-        .query_opt(
-            &format!("SELECT {FULL} FROM knowledge_sources WHERE id = $1 AND organization_id = $2"),
-            &[(&id, Type::UUID), (&ctx.org.id, Type::UUID)],
-        )
-        .await?
-        .ok_or_else(|| AppError::not_found("knowledge source"))?;
-    ctx.tx.commit().await?;
-    Ok(Json(full(&row)))
+pub(crate) async fn get(open: OrgOpen<Viewer>, ids: PathIds) -> Result<Json<Knowledge>, Response> {
+    let id = match ids.uuid("id") {
+        Ok(id) => id,
+        Err(e) => return Err(open.refuse_input(e).await),
+    };
+    let org_id = open.path_org().map_err(IntoResponse::into_response)?;
+    let sql = format!("SELECT {FULL} FROM knowledge_sources WHERE id = $1 AND organization_id = $2");
+    // The whole transaction in one round trip: the row is read with the caller's check and COMMIT.
+    let (ctx, rows) = open.read_with((&sql, &[(&id, Type::UUID), (&org_id, Type::UUID)])).await?;
+    let rows = rows.expect("the first query was sent").map_err(IntoResponse::into_response)?;
+    let row = rows.first().ok_or_else(|| AppError::not_found("knowledge source").into_response())?;
+    let found = full(row);
+    ctx.tx.commit().await.map_err(IntoResponse::into_response)?;
+    Ok(Json(found))
 }
 
 /// Change the title and/or content (MEMBER or above).

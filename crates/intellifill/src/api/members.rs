@@ -10,18 +10,19 @@
 
 use axum::Json;
 use axum::http::StatusCode;
+use axum::response::Response;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Row;
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
-use super::pagination::{Page, PageQuery, fetch_page};
+use super::pagination::{Page, PageInput, PageQuery, read_org_page};
 use crate::audit::in_tx::AuditedWrite;
 use crate::db::Tx;
 use crate::error::{AppError, ErrorCode};
-use crate::http::extract::{ApiJson, ApiQuery, PathIds, Validate};
-use crate::org::{Admin, OrgContext, OrgRole, OrgTx, Viewer};
+use crate::http::extract::{ApiJson, PathIds, Validate};
+use crate::org::{Admin, OrgContext, OrgOpen, OrgRole, OrgTx, Viewer};
 
 /// A member of an organization.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -84,12 +85,10 @@ impl Validate for UpdateMember {
     params(("orgId" = Uuid, Path), PageQuery), responses((status = 200, body = Page<Member>)),
     extensions(("x-audit-action" = json!("members.list")), ("x-audit-entity" = json!("membership")), ("x-rate-limit" = json!("user")), ("x-min-role" = json!("VIEWER"))),
     security(("bearer" = [])))]
-pub(crate) async fn list(
-    ctx: OrgTx<Viewer>,
-    ApiQuery(page): ApiQuery<PageQuery>,
-) -> Result<Json<Page<Member>>, AppError> {
-    let result = fetch_page(
-        &ctx.tx,
+pub(crate) async fn list(open: OrgOpen<Viewer>, page: PageInput) -> Result<Json<Page<Member>>, Response> {
+    read_org_page(
+        open,
+        page,
         &format!(
             "SELECT {COLUMNS} FROM organization_memberships m JOIN users u ON u.id = m.user_id
               WHERE m.organization_id = $1
@@ -97,14 +96,11 @@ pub(crate) async fn list(
               ORDER BY m.created_at, m.id LIMIT {{limit}}"
         ),
         "(m.created_at, m.id) > ($2, $3)",
-        &[(&ctx.org.id, Type::UUID)],
-        page.keyset(),
+        &[],
         member,
         |m: &Member| m.key,
     )
-    .await?;
-    ctx.tx.commit().await?;
-    Ok(Json(result))
+    .await
 }
 
 async fn load_member(tx: &Tx, org: Uuid, user: Uuid) -> Result<Member, AppError> {

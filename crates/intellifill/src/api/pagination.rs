@@ -6,6 +6,8 @@
 //! most 17 digits of microseconds stay inside the years Postgres holds, so a client that sends what the document
 //! allows never gets a cursor error.
 
+use axum::Json;
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Datelike, Utc};
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Row;
@@ -14,7 +16,8 @@ use uuid::Uuid;
 
 use crate::db::{Param, Statement, Tx};
 use crate::error::AppError;
-use crate::http::extract::Validate;
+use crate::http::extract::{ApiQuery, Validate};
+use crate::org::{MinRole, OrgOpen};
 
 pub(crate) const DEFAULT_LIMIT: i64 = 20;
 pub(crate) const MAX_LIMIT: i64 = 100;
@@ -130,6 +133,38 @@ pub(crate) async fn fetch_page<T>(
     let (sql, params) = query.statement();
     let rows = tx.query(sql, params).await?;
     Ok(query.page(&rows, item, key))
+}
+
+/// A list's query string, its error kept to be answered after the caller's check ([`read_org_page`]).
+pub(crate) type PageInput = Result<ApiQuery<PageQuery>, AppError>;
+
+/// An organization's list in one round trip ([`OrgOpen::read_with`]): the [`PageSql`] of `template` and `after`
+/// goes in the opening pipeline, with the organization of the path as `$1` and `params` after it, and its rows
+/// come back as a [`Page`] once the caller is checked. A bad query string (`page`) is answered after the
+/// caller's check, as on every route.
+pub(crate) async fn read_org_page<R: MinRole, T>(
+    open: OrgOpen<R>,
+    page: PageInput,
+    template: &str,
+    after: &str,
+    params: &[Param<'_>],
+    item: impl Fn(&Row) -> T,
+    key: impl Fn(&T) -> (DateTime<Utc>, Uuid),
+) -> Result<Json<Page<T>>, Response> {
+    let page = match page {
+        Ok(ApiQuery(page)) => page,
+        Err(e) => return Err(open.refuse_input(e).await),
+    };
+    let org_id = open.path_org().map_err(IntoResponse::into_response)?;
+    let keyset = page.keyset();
+    let mut all: Vec<Param<'_>> = vec![(&org_id, Type::UUID)];
+    all.extend_from_slice(params);
+    let query = PageSql::new(template, after, &all, &keyset);
+    let (ctx, rows) = open.read_with(query.statement()).await?;
+    let rows = rows.expect("the first query was sent").map_err(IntoResponse::into_response)?;
+    let result = query.page(&rows, item, key);
+    ctx.tx.commit().await.map_err(IntoResponse::into_response)?;
+    Ok(Json(result))
 }
 
 /// A page of results.

@@ -63,14 +63,43 @@ pub(super) fn admit(auth: &AuthUser, config: &AuthConfig) -> Result<(), AppError
     Ok(())
 }
 
-/// Whether [`settle`] writes (a claim: the row is made, or its e-mail brought in step), so it needs an open
-/// transaction.
-pub(super) fn claims(found: Option<&UserRow>, auth: &AuthUser, config: &AuthConfig) -> bool {
+/// What the rule asks of the caller's row, decided once per request ([`decide`]) and carried out by
+/// [`settle`]: a read-only request that already committed looks at [`Decision::writes`] to open a transaction
+/// the write can go in.
+pub(super) enum Decision {
+    /// The row as it is.
+    Keep(CurrentUser),
+    /// No row, and none may be made for this caller.
+    Refuse(AppError),
+    /// No row yet: make it (claiming the vouched e-mail, if any).
+    Provision,
+    /// The row's e-mail is behind the auth service's: claim the vouched one.
+    ClaimEmail,
+}
+
+impl Decision {
+    /// Whether carrying it out writes (a claim), so it needs an open transaction.
+    pub(super) fn writes(&self) -> bool {
+        matches!(self, Decision::Provision | Decision::ClaimEmail)
+    }
+}
+
+/// The rule applied to the row `open_request` found (or its absence).
+pub(super) fn decide(found: Option<UserRow>, auth: &AuthUser, config: &AuthConfig) -> Decision {
     let email = vouched_email(auth);
     match found {
-        Some((user, _)) if !config.auto_provision || !user.is_active => false,
-        Some((user, claimed_at)) => email_claim_due(user, *claimed_at, email, auth),
-        None => config.auto_provision && (email.is_some() || auth.is_anonymous),
+        Some((user, _)) if !config.auto_provision || !user.is_active => Decision::Keep(user),
+        Some((user, claimed_at)) if email_claim_due(&user, claimed_at, email, auth) => Decision::ClaimEmail,
+        Some((user, _)) => Decision::Keep(user),
+        None if !config.auto_provision => Decision::Refuse(AppError::new(
+            ErrorCode::UserNotProvisioned,
+            "this account has no user record in this service",
+        )),
+        None if email.is_none() && !auth.is_anonymous => Decision::Refuse(AppError::new(
+            ErrorCode::EmailNotConfirmed,
+            "confirm your e-mail address with the authentication service before using this API",
+        )),
+        None => Decision::Provision,
     }
 }
 
@@ -80,34 +109,20 @@ fn email_claim_due(user: &CurrentUser, claimed_at: Option<i64>, email: Option<&s
     differs && claimed_at.is_none_or(|at| at < auth.issued_at)
 }
 
-/// The caller's row, made or brought in step when the rule asks for it.
-pub(super) async fn settle(
-    tx: &Tx,
-    found: Option<UserRow>,
-    auth: &AuthUser,
-    config: &AuthConfig,
-) -> Result<CurrentUser, AppError> {
+/// Carry out `decision` in `tx`: the caller's row, made or brought in step when the rule asks for it.
+pub(super) async fn settle(tx: &Tx, decision: Decision, auth: &AuthUser) -> Result<CurrentUser, AppError> {
     let email = vouched_email(auth);
-    match found {
-        Some((user, _)) if !config.auto_provision || !user.is_active => Ok(user),
-        Some((user, claimed_at)) => {
-            if !email_claim_due(&user, claimed_at, email, auth) {
-                return Ok(user);
-            }
+    match decision {
+        Decision::Keep(user) => Ok(user),
+        Decision::Refuse(e) => Err(e),
+        Decision::ClaimEmail => {
             let (updated, _) = claim(tx, email, auth).await?;
             let outcome = if updated.email.as_deref() == email { "claimed" } else { "held_by_newer_claim" };
             metrics::counter!("users_email_claims_total", "outcome" => outcome).increment(1);
             tracing::info!(user_id = %auth.id, outcome, "user e-mail brought in step with the auth service");
             Ok(updated)
         }
-        None if !config.auto_provision => {
-            Err(AppError::new(ErrorCode::UserNotProvisioned, "this account has no user record in this service"))
-        }
-        None if email.is_none() && !auth.is_anonymous => Err(AppError::new(
-            ErrorCode::EmailNotConfirmed,
-            "confirm your e-mail address with the authentication service before using this API",
-        )),
-        None => {
+        Decision::Provision => {
             let (user, _) = claim(tx, email, auth).await?;
             let kind = if auth.is_anonymous { "anonymous" } else { "email" };
             metrics::counter!("users_provisioned_total", "kind" => kind).increment(1);

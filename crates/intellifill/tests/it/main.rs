@@ -33,6 +33,7 @@ mod observability;
 mod org_routes;
 mod organizations;
 mod pipelined_open;
+mod pipelined_reads;
 mod ratelimit;
 mod redis_tls;
 mod roles_sql;

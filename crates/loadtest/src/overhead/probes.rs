@@ -155,10 +155,12 @@ pub(crate) enum Probe {
     SessionPool,
     List,
     ListDb,
+    /// `GET /api/organizations/{orgId}/members` through the server's router.
+    Members,
 }
 
 impl Probe {
-    pub(super) const ALL: [Probe; 13] = [
+    pub(super) const ALL: [Probe; 14] = [
         Probe::Hello,
         Probe::Health,
         Probe::Noop,
@@ -172,6 +174,7 @@ impl Probe {
         Probe::SessionPool,
         Probe::List,
         Probe::ListDb,
+        Probe::Members,
     ];
 
     /// The probe's command-line name: its variant in kebab case (`org-noop`).
@@ -208,6 +211,7 @@ impl Probe {
             Probe::SessionPool => "session transaction through the server's pool",
             Probe::List => "GET /api/organizations/{orgId}/knowledge",
             Probe::ListDb => "list transaction alone",
+            Probe::Members => "GET /api/organizations/{orgId}/members",
         }
     }
 }
@@ -223,6 +227,7 @@ pub(super) struct Target<'a> {
     db: intellifill::testing::Db,
     user: &'a seed::SeedUser,
     list_path: String,
+    members_path: String,
     org_noop_path: String,
 }
 
@@ -270,6 +275,7 @@ impl<'a> Target<'a> {
             db: state.db.clone(),
             user,
             list_path: format!("/api/organizations/{}/knowledge", user.org),
+            members_path: format!("/api/organizations/{}/members", user.org),
             org_noop_path: format!("/api/organizations/{}", user.org),
         })
     }
@@ -289,6 +295,7 @@ impl Target<'_> {
             Probe::SessionHandler => oneshot(&self.handler, "/api/auth/session", token).await?,
             Probe::OrgHandler => oneshot(&self.handler, &self.org_noop_path, token).await?,
             Probe::List => oneshot(&self.router, &self.list_path, token).await?,
+            Probe::Members => oneshot(&self.router, &self.members_path, token).await?,
             Probe::SessionDb => return self.clients.run(self.user.id, None, false).await,
             Probe::ListDb => return self.clients.run(self.user.id, Some(self.user.org), true).await,
             Probe::SessionPool => {
