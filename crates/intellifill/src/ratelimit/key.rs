@@ -6,7 +6,7 @@
 //! so keying on full addresses would let it rotate through 2^64 keys). A missing part falls back to the ip
 //! scope, logged at debug level at most once a minute so a misconfigured route cannot flood the log.
 
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use uuid::Uuid;
@@ -48,45 +48,76 @@ fn rate_limit_key(parts: &KeyParts, scope: Scope) -> String {
 }
 
 /// The key of `parts` under `scope`, appended to `out` (the limiter prefixes it with its policy name, so no
-/// second string is made).
+/// second string is made). Written without `core::fmt` for ids and IPv4 addresses: it runs for every policy
+/// of every request, and formatting through `write!` cost more than the limiter's own check.
 pub(crate) fn write_key(out: &mut String, parts: &KeyParts, scope: Scope) {
-    use std::fmt::Write as _;
-    let ip = parts.ip.map(KeyIp);
-    // Writing to a String cannot fail.
-    let _ = match (scope, parts.user, parts.org, ip) {
-        (Scope::User, Some(u), _, _) => write!(out, "user:{u}"),
-        (Scope::Org, _, Some(o), _) => write!(out, "org:{o}"),
-        (Scope::UserIp, Some(u), _, Some(ip)) => write!(out, "user-ip:{u}:{ip}"),
-        (Scope::Ip, _, _, Some(ip)) => write!(out, "ip:{ip}"),
+    match (scope, parts.user, parts.org, parts.ip) {
+        (Scope::User, Some(u), _, _) => {
+            out.push_str("user:");
+            push_id(out, u);
+        }
+        (Scope::Org, _, Some(o), _) => {
+            out.push_str("org:");
+            push_id(out, o);
+        }
+        (Scope::UserIp, Some(u), _, Some(ip)) => {
+            out.push_str("user-ip:");
+            push_id(out, u);
+            out.push(':');
+            push_ip(out, ip);
+        }
+        (Scope::Ip, _, _, Some(ip)) => {
+            out.push_str("ip:");
+            push_ip(out, ip);
+        }
         (_, _, _, ip) => {
             if scope != Scope::Ip {
                 log_fallback(scope);
             }
+            out.push_str("ip:");
             match ip {
-                Some(ip) => write!(out, "ip:{ip}"),
+                Some(ip) => push_ip(out, ip),
                 // No peer address at all (not over TCP): one shared bucket, never an unlimited request.
-                None => write!(out, "ip:unknown"),
+                None => out.push_str("unknown"),
             }
         }
-    };
+    }
+}
+
+/// An id in its canonical lowercase hyphenated form.
+fn push_id(out: &mut String, id: Uuid) {
+    out.push_str(id.hyphenated().encode_lower(&mut Uuid::encode_buffer()));
 }
 
 /// An address as it keys a limit: IPv4-mapped IPv6 as IPv4, other IPv6 by its /64.
-#[derive(Clone, Copy)]
-struct KeyIp(IpAddr);
+fn push_ip(out: &mut String, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => push_v4(out, v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => push_v4(out, v4),
+            None => {
+                use std::fmt::Write as _;
+                let s = v6.segments();
+                // Writing to a String cannot fail.
+                let _ = write!(out, "{}/64", Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0));
+            }
+        },
+    }
+}
 
-impl std::fmt::Display for KeyIp {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            IpAddr::V4(v4) => v4.fmt(f),
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => v4.fmt(f),
-                None => {
-                    let s = v6.segments();
-                    write!(f, "{}/64", Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-                }
-            },
+/// Dotted decimal, as `Ipv4Addr`'s `Display` writes it.
+fn push_v4(out: &mut String, v4: Ipv4Addr) {
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push('.');
         }
+        if octet >= 100 {
+            out.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            out.push(char::from(b'0' + octet / 10 % 10));
+        }
+        out.push(char::from(b'0' + octet % 10));
     }
 }
 
@@ -104,6 +135,30 @@ fn log_fallback(scope: Scope) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_and_ids_are_written_as_their_display_forms() {
+        for a in [0u8, 1, 9, 10, 42, 99, 100, 199, 200, 255] {
+            for b in 0..=255u8 {
+                let v4 = Ipv4Addr::new(a, b, 255 - b, a ^ b);
+                let mut out = String::new();
+                push_ip(&mut out, IpAddr::V4(v4));
+                assert_eq!(out, v4.to_string());
+            }
+        }
+        let mapped: IpAddr = "::ffff:198.51.100.23".parse().expect("ip");
+        let mut out = String::new();
+        push_ip(&mut out, mapped);
+        assert_eq!(out, "198.51.100.23");
+        let v6: IpAddr = "2001:db8:aa:bb:cc:dd:ee:ff".parse().expect("ip");
+        let mut out = String::new();
+        push_ip(&mut out, v6);
+        assert_eq!(out, "2001:db8:aa:bb::/64");
+        let id = Uuid::new_v4();
+        let mut out = String::new();
+        push_id(&mut out, id);
+        assert_eq!(out, id.to_string());
+    }
 
     #[test]
     fn keys_are_normalised_and_fall_back_to_the_ip() {
