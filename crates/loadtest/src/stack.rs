@@ -67,6 +67,29 @@ impl Stack {
         migrate::connect(&self.owner_url).await
     }
 
+    /// `ALTER SYSTEM SET` each (name, value), then restart the cluster so that settings read only at start apply.
+    pub(crate) async fn set_postgres(&self, settings: &[(String, String)]) -> Result<()> {
+        if settings.is_empty() {
+            return Ok(());
+        }
+        let su = migrate::connect(&self.pg.superuser_url("postgres")).await?;
+        for (name, value) in settings {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
+                bail!("not a Postgres setting name: {name:?}");
+            }
+            let value = value.replace('\'', "''");
+            su.batch_execute(&format!("ALTER SYSTEM SET {name} = '{value}'")).await?;
+        }
+        drop(su);
+        self.pg.restart().await.context("restarting Postgres with the new settings")?;
+        let su = migrate::connect(&self.pg.superuser_url("postgres")).await?;
+        for (name, _) in settings {
+            let row = su.query_one(&format!("SHOW {name}"), &[]).await?;
+            eprintln!("[loadtest] Postgres {name} = {}", row.get::<_, String>(0));
+        }
+        Ok(())
+    }
+
     /// The server's settings for a load run: real stack, limits raised so they never interfere.
     pub(crate) fn settings(&self, pool_size: usize) -> Settings {
         let spool = self.dir.path().join(format!("audit-spool-{}", uuid::Uuid::new_v4().simple()));

@@ -74,6 +74,10 @@ pub(crate) struct RunArgs {
     /// attribute the cost of one stage.
     #[arg(long = "server-env", value_parser = parse_kv)]
     pub server_env: Vec<(String, String)>,
+    /// Postgres setting of the throwaway cluster, NAME=VALUE (repeatable; `ALTER SYSTEM SET`, then a restart),
+    /// e.g. `shared_buffers=1GB`. The cluster's command-line settings (fsync, synchronous_commit off) still win.
+    #[arg(long = "pg-setting", value_parser = parse_kv)]
+    pub pg_settings: Vec<(String, String)>,
     /// Write the report as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -371,6 +375,7 @@ pub(crate) async fn run(args: RunArgs, command: String) -> Result<RunReport> {
     }
     eprintln!("[loadtest] starting Postgres, Redis, the auth emulator ...");
     let stack = Stack::start(true).await?;
+    stack.set_postgres(&args.pg_settings).await?;
     let mut settings = stack.settings(args.pool_size);
     for (var, value) in &args.server_env {
         settings.set(var, value.clone());
