@@ -19,7 +19,7 @@ pub(crate) mod key;
 pub(crate) mod store;
 
 use std::num::NonZeroU32;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::Request;
@@ -254,16 +254,6 @@ const POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 /// Every rate-limit header a response may carry (exposed to browsers by the CORS layer).
 pub(crate) const RATE_LIMIT_HEADERS: [HeaderName; 4] = [LIMIT, REMAINING, RESET, POLICY];
 
-/// `n` as a header value. Counts under 1,024 (cells left, seconds to a reset) come from a table of static
-/// values made once per process, so the numeric headers of every answer cost no allocation and no shared
-/// reference count.
-fn number(n: u64) -> HeaderValue {
-    static SMALL: LazyLock<Vec<HeaderValue>> = LazyLock::new(|| {
-        (0..1024u64).map(|n| HeaderValue::from_static(Box::leak(n.to_string().into_boxed_str()))).collect()
-    });
-    usize::try_from(n).ok().and_then(|i| SMALL.get(i)).cloned().unwrap_or_else(|| HeaderValue::from(n))
-}
-
 /// Room made in an answer's headers when the limits' are set: theirs, `Retry-After`, and what the outer layers
 /// add on the way out (the request id, the security headers, CORS), so the map grows once, not twice
 /// (docs/PERFORMANCE.md, "Instructions per request").
@@ -272,11 +262,11 @@ const ANSWER_HEADERS: usize = 16;
 fn set_headers(headers: &mut HeaderMap, d: &Decision, policy: &Policy) {
     headers.reserve(ANSWER_HEADERS);
     headers.insert(LIMIT, policy.limit_header.clone());
-    headers.insert(REMAINING, number(u64::from(d.remaining)));
-    headers.insert(RESET, number(d.reset_secs));
+    headers.insert(REMAINING, HeaderValue::from(d.remaining));
+    headers.insert(RESET, HeaderValue::from(d.reset_secs));
     headers.insert(POLICY, policy.header.clone());
     if !d.allowed {
-        headers.insert(header::RETRY_AFTER, number(d.retry_after_secs));
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(d.retry_after_secs));
     }
 }
 
@@ -422,17 +412,5 @@ impl RateLimits {
             *r.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(d);
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::number;
-
-    #[test]
-    fn numeric_header_values_are_the_decimal_numbers() {
-        for n in [0u64, 1, 9, 10, 59, 60, 999, 1023, 1024, 86_400, u64::MAX] {
-            assert_eq!(number(n).to_str().expect("ascii"), n.to_string());
-        }
     }
 }
