@@ -119,11 +119,13 @@ impl Policy {
 
     /// The decision for `parts`, waiting for Redis if the lease is spent.
     async fn check(&self, parts: &KeyParts) -> Decision {
-        match self.check_now(parts) {
+        let key = self.key(parts);
+        let decision = match self.store.check_now(&key) {
             Some(d) => d,
             // Boxed: the Redis call's future is over a kilobyte, carried only where it runs.
-            None => self.counted(Box::pin(self.store.check(self.key(parts))).await),
-        }
+            None => Box::pin(self.store.check(key)).await,
+        };
+        self.counted(decision)
     }
 }
 
