@@ -127,6 +127,10 @@ pub(crate) async fn seed(
             expect(&mut conn, Method::POST, &format!("/api/organizations/{org}/knowledge"), &first.auth, body).await?;
         }
     }
+    // Statistics as autovacuum keeps them on a production database. A never-analyzed table of a few pages
+    // plans the page query as a scan and sort of the whole organization; a prepared statement keeps that
+    // generic plan while the table grows, until autovacuum analyzes it (DEPLOY 1.2a).
+    owner.batch_execute("ANALYZE").await.context("ANALYZE after seeding")?;
     let admin = user(stack, &owner, &format!("admin.{run}@load.test")).await?;
     owner.execute("UPDATE users SET role = 'ADMIN' WHERE id = $1", &[&admin.id]).await?;
     // Warm the token cache: every token verified once (the ES256 check and the auth-service call).

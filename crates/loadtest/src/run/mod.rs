@@ -49,8 +49,8 @@ pub(crate) struct RunArgs {
     /// DB_POOL_MAX_SIZE of the server.
     #[arg(long, default_value_t = 20)]
     pub pool_size: usize,
-    /// Knowledge sources seeded per organization.
-    #[arg(long, default_value_t = 5)]
+    /// Knowledge sources seeded per organization (more than a page: the list answers 20 rows and a cursor).
+    #[arg(long, default_value_t = 100)]
     pub knowledge: usize,
     /// pgbench clients are min(concurrency, this): the throwaway cluster has max_connections=300.
     #[arg(long, default_value_t = 250)]
