@@ -21,6 +21,7 @@ use crate::org::{Member, OrgOpen, OrgTx, Viewer};
 
 pub(crate) const MAX_TITLE: usize = 500;
 pub(crate) const MAX_CONTENT: usize = 1_000_000;
+/// The length of a list excerpt, in characters; migration 0010's trigger stores excerpts of this length.
 pub(crate) const EXCERPT_CHARS: i32 = 280;
 
 /// A knowledge source.
@@ -160,7 +161,7 @@ pub(crate) async fn list(open: OrgOpen<Viewer>, page: PageInput) -> Result<Json<
     read_org_page(
         open,
         page,
-        "SELECT id, title, left(content, $2), created_by, created_at, updated_at
+        "SELECT id, title, coalesce(excerpt, left(content, $2)), created_by, created_at, updated_at
            FROM knowledge_sources
           WHERE organization_id = $1 AND {after}
           ORDER BY created_at DESC, id DESC
@@ -288,7 +289,7 @@ pub(crate) async fn search(
     let rows = ctx
         .tx
         .query(
-            "SELECT k.id, k.title, left(k.content, $4), k.created_by, k.created_at, k.updated_at,
+            "SELECT k.id, k.title, coalesce(k.excerpt, left(k.content, $4)), k.created_by, k.created_at, k.updated_at,
                     ts_rank(k.search_vector, query) AS rank
                FROM knowledge_sources k, websearch_to_tsquery('english', $1) query
               WHERE k.organization_id = $2 AND k.search_vector @@ query

@@ -31,6 +31,11 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 7, name: "audit_digests", sql: include_str!("../../migrations/0007_audit_digests.sql") },
     Migration { version: 8, name: "open_request", sql: include_str!("../../migrations/0008_open_request.sql") },
     Migration { version: 9, name: "helper_context", sql: include_str!("../../migrations/0009_helper_context.sql") },
+    Migration {
+        version: 10,
+        name: "knowledge_excerpt",
+        sql: include_str!("../../migrations/0010_knowledge_excerpt.sql"),
+    },
 ];
 
 /// The newest schema version this binary knows.

@@ -121,3 +121,68 @@ async fn foreign_and_unknown_ids_are_404_and_foreign_orgs_are_refused() {
     let (_, after) = app.get(&b, &format!("/api/organizations/{org_b}/knowledge/{theirs_id}")).await;
     assert_eq!(after["title"], "B only");
 }
+
+/// The list excerpt is the first 280 characters (not bytes) of the content, kept by the database on insert and
+/// on every change of the content (migration 0010), the same for a row written before the stored excerpt
+/// (NULL: cut on read), and never writable by the runtime role.
+#[tokio::test]
+async fn list_excerpts_are_the_contents_first_280_characters_stored_or_not() {
+    const EXCERPT: usize = 280;
+    let (app, u, org) = TestApp::with_org("Excerpts").await;
+    let base = format!("/api/organizations/{org}/knowledge");
+    let excerpt_of = async |id: &str| -> serde_json::Value {
+        let (s, page) = app.get(&u, &base).await;
+        assert_eq!(s, 200, "{page}");
+        let row = page["data"].as_array().expect("data").iter().find(|k| k["id"] == id).cloned();
+        row.expect("the row is listed")["excerpt"].clone()
+    };
+    // Multi-byte characters: a byte cut would split them.
+    let long: String = "Zoë’s résumé — 東京 ".chars().cycle().take(400).collect();
+    let created = app.knowledge(&u, org, "Long", &long).await;
+    let id = created["id"].as_str().expect("id").to_owned();
+    let first: String = long.chars().take(EXCERPT).collect();
+    assert_eq!(excerpt_of(&id).await, serde_json::json!(first));
+
+    let short = "short content";
+    let (s, patched) = app.patch(&u, &format!("{base}/{id}"), serde_json::json!({"content": short})).await;
+    assert_eq!(s, 200, "{patched}");
+    assert_eq!(excerpt_of(&id).await, serde_json::json!(short), "a content change renews the excerpt");
+    let (s, patched) = app.patch(&u, &format!("{base}/{id}"), serde_json::json!({"title": "Renamed"})).await;
+    assert_eq!((s, &patched["content"]), (200, &serde_json::json!(short)));
+    assert_eq!(excerpt_of(&id).await, serde_json::json!(short), "a title change keeps it");
+
+    // A row from before the stored excerpt answers the same, cut on read; a backfill keeps `updated_at`.
+    let owner = &app.owner;
+    let uuid: Uuid = id.parse().expect("uuid");
+    owner.execute("UPDATE knowledge_sources SET excerpt = NULL WHERE id = $1", &[&uuid]).await.expect("unset");
+    let (s, patched) = app.patch(&u, &format!("{base}/{id}"), serde_json::json!({"content": long})).await;
+    assert_eq!(s, 200, "{patched}");
+    owner.execute("UPDATE knowledge_sources SET excerpt = NULL WHERE id = $1", &[&uuid]).await.expect("unset");
+    assert_eq!(excerpt_of(&id).await, serde_json::json!(first), "NULL excerpt: cut on read");
+    let before: chrono::DateTime<chrono::Utc> =
+        owner.query_one("SELECT updated_at FROM knowledge_sources WHERE id = $1", &[&uuid]).await.expect("row").get(0);
+    let n = owner
+        .execute(
+            "UPDATE knowledge_sources SET excerpt = left(content, 280) WHERE excerpt IS NULL AND id = $1",
+            &[&uuid],
+        )
+        .await
+        .expect("backfill");
+    assert_eq!(n, 1);
+    let (stored, after): (Option<String>, chrono::DateTime<chrono::Utc>) = {
+        let row = owner.query_one("SELECT excerpt, updated_at FROM knowledge_sources WHERE id = $1", &[&uuid]).await;
+        let row = row.expect("row");
+        (row.get(0), row.get(1))
+    };
+    assert_eq!((stored.as_deref(), after), (Some(first.as_str()), before), "the backfill keeps updated_at");
+    assert_eq!(excerpt_of(&id).await, serde_json::json!(first));
+
+    // The runtime role has no grant on the column.
+    let (runtime, conn) = tokio_postgres::connect(&app.runtime_url, tokio_postgres::NoTls).await.expect("runtime");
+    tokio::spawn(conn);
+    let err = runtime
+        .execute("UPDATE knowledge_sources SET excerpt = 'forged' WHERE id = $1", &[&uuid])
+        .await
+        .expect_err("the runtime role cannot write excerpts");
+    assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE), "{err}");
+}

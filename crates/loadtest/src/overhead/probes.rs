@@ -27,7 +27,7 @@ type Param<'a> = (&'a (dyn tokio_postgres::types::ToSql + Sync), Type);
 const USER_ROW: &str = "SELECT id, email, role, is_active, organization_id FROM users WHERE id = current_user_id()";
 const ORG_ACCESS: &str = "SELECT org_status, member_role, member_status FROM org_access($1)";
 const SET_CONTEXT: &str = "SELECT set_user_context($1), set_org_context($2), set_config('statement_timeout', $3, true)";
-const PAGE: &str = "SELECT id, title, left(content, $5), created_by, created_at, updated_at
+const PAGE: &str = "SELECT id, title, coalesce(excerpt, left(content, $5)), created_by, created_at, updated_at
                FROM knowledge_sources
               WHERE organization_id = $1
                 AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3))
