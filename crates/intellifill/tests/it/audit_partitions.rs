@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Datelike, Months, TimeZone, Utc};
 use serde_json::{Value, json};
-use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
@@ -20,12 +19,6 @@ fn month_partition(class: &str, months: i32) -> String {
     let month =
         if months >= 0 { first + Months::new(months as u32) } else { first - Months::new(months.unsigned_abs()) };
     format!("audit_log_{class}_{}", month.format("%Y%m"))
-}
-
-async fn runtime_client(app: &TestApp) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(&app.runtime_url, NoTls).await.expect("runtime connection");
-    tokio::spawn(conn);
-    client
 }
 
 /// The month partitions of `class` (names), as the owner sees them.
@@ -52,7 +45,7 @@ async fn wait_for_partition(app: &TestApp, class: &str, months: i32) {
 /// One row through `audit_append` as the runtime role (the writer's way in), created at `at`.
 async fn append(app: &TestApp, action: &str, method: &str, at: DateTime<Utc>) -> Uuid {
     let id = Uuid::now_v7();
-    let db = runtime_client(app).await;
+    let db = app.runtime_client().await;
     let sql = format!(
         "SELECT audit_append(ARRAY['{id}']::uuid[], ARRAY['{}']::timestamptz[], '{{NULL}}', '{{NULL}}', ARRAY['{action}'],
                 '{{NULL}}', '{{NULL}}', '{{NULL}}', ARRAY['{method}'], '{{NULL}}', '{{200}}', '{{1}}', '{{NULL}}',
@@ -136,7 +129,7 @@ async fn two_instances_starting_together_create_the_months_ahead_once() {
         assert!(names.contains(&format!("audit_log_{class}_default")));
     }
     // Racing calls (what N instances do at each interval) all succeed, and each month is made once.
-    let clients = [runtime_client(&first).await, runtime_client(&first).await, runtime_client(&second).await];
+    let clients = [first.runtime_client().await, first.runtime_client().await, second.runtime_client().await];
     let runs = futures::future::join_all(
         clients.iter().map(|c| c.simple_query("SELECT created FROM audit_partitions_ensure(10)")),
     )
@@ -163,7 +156,7 @@ async fn an_insert_no_month_covers_is_kept_in_default_then_moved_into_its_month(
     let long_ago = Utc::now() - chrono::TimeDelta::days(600);
     let id = append(&app, "knowledge.read", "GET", long_ago).await;
     assert_eq!(partition_of(&app, id).await, "audit_log_read_default");
-    let db = runtime_client(&app).await;
+    let db = app.runtime_client().await;
     db.simple_query("SELECT audit_partitions_ensure(3)").await.expect("maintenance");
     let month = format!("audit_log_read_{}", long_ago.format("%Y%m"));
     assert_eq!(partition_of(&app, id).await, month);
@@ -176,7 +169,7 @@ async fn an_insert_no_month_covers_is_kept_in_default_then_moved_into_its_month(
 }
 
 async fn append_again(app: &TestApp, id: Uuid, at: DateTime<Utc>) {
-    let db = runtime_client(app).await;
+    let db = app.runtime_client().await;
     let sql = format!(
         "SELECT audit_append(ARRAY['{id}']::uuid[], ARRAY['{}']::timestamptz[], '{{NULL}}', '{{NULL}}',
                 ARRAY['knowledge.read'], '{{NULL}}', '{{NULL}}', '{{NULL}}', ARRAY['GET'], '{{NULL}}', '{{200}}', '{{1}}',
@@ -196,7 +189,7 @@ async fn retention_drops_only_expired_months_of_each_class_and_records_them() {
     let old_write = append(&app, "knowledge.create", "POST", old).await;
     let old_security = append(&app, "auth.session", "GET", old).await;
     let recent_read = append(&app, "knowledge.read", "GET", recent).await;
-    runtime_client(&app).await.simple_query("SELECT audit_partitions_ensure(3)").await.expect("maintenance");
+    app.runtime_client().await.simple_query("SELECT audit_partitions_ensure(3)").await.expect("maintenance");
     let old_read_month = partition_of(&app, old_read).await;
     assert_eq!(old_read_month, format!("audit_log_read_{}", old.format("%Y%m")));
 
@@ -238,7 +231,7 @@ async fn retention_drops_only_expired_months_of_each_class_and_records_them() {
     // next run empties of expired rows and records; a second run finds nothing else.
     let late = append(&app, "knowledge.read", "GET", old).await;
     assert_eq!(partition_of(&app, late).await, "audit_log_read_default");
-    runtime_client(&app).await.simple_query("SELECT audit_partitions_ensure(3)").await.expect("maintenance");
+    app.runtime_client().await.simple_query("SELECT audit_partitions_ensure(3)").await.expect("maintenance");
     assert_eq!(partition_of(&app, late).await, "audit_log_read_default", "an expired month is not re-created");
     let again = retention(&app, &["--read-days", "400"]);
     assert!(String::from_utf8_lossy(&again.stdout).contains("read: dropped audit_log_read_default (1 row(s)"));
@@ -273,7 +266,7 @@ async fn retention_drops_only_expired_months_of_each_class_and_records_them() {
 async fn the_runtime_role_stays_append_only_on_every_partition_and_cannot_run_retention() {
     let app = TestApp::spawn().await;
     wait_for_partition(&app, "read", 1).await;
-    let db = runtime_client(&app).await;
+    let db = app.runtime_client().await;
     let current = month_partition("read", 0);
     let statements = [
         "UPDATE audit_log SET action = 'x'".to_owned(),
@@ -331,7 +324,7 @@ async fn the_org_audit_pages_across_months_newest_first_and_hides_other_orgs() {
             }
         }
     }
-    runtime_client(&app).await.simple_query("SELECT audit_partitions_ensure(3)").await.expect("maintenance");
+    app.runtime_client().await.simple_query("SELECT audit_partitions_ensure(3)").await.expect("maintenance");
     let months: i64 =
         scalar(&app.owner, "SELECT count(DISTINCT tableoid) FROM audit_log WHERE id = ANY($1)", &[&mine]).await;
     assert_eq!(months, 4, "four months, four partitions");

@@ -34,7 +34,10 @@ pub struct TestApp {
     pub emulator: Emulator,
     /// Owner-role connection to this test's database (bypasses nothing: it has its own maintenance policy).
     pub owner: tokio_postgres::Client,
+    /// The server's database URL (the runtime role; through PgBouncer in the suite's PgBouncer run).
     pub runtime_url: String,
+    /// The runtime role straight to Postgres, for a test's own connection (see [`TestApp::runtime_client`]).
+    pub runtime_direct_url: String,
     pub owner_url: String,
     /// This test's database (shared by peers).
     pub db: String,
@@ -129,7 +132,9 @@ impl TestApp {
                 args.database_statements = Some("unnamed".into());
                 customize(args);
             };
+            let direct_url = shared.pg_url(RUNTIME_ROLE, Some(RUNTIME_PASSWORD), &db);
             let mut app = TestApp::spawn_with_urls(db, runtime_url, owner_url, emulator, customize).await;
+            app.runtime_direct_url = direct_url;
             app._bouncer = Some(bouncer);
             return app;
         }
@@ -182,6 +187,7 @@ impl TestApp {
             http: reqwest::Client::new(),
             emulator,
             owner,
+            runtime_direct_url: runtime_url.clone(),
             runtime_url,
             owner_url,
             db,
@@ -202,6 +208,17 @@ impl TestApp {
             customize(args);
         })
         .await
+    }
+
+    /// A connection of the test's own as the runtime role, straight to Postgres: what it checks is the
+    /// database's roles, grants and policies. tokio-postgres prepares every `query`/`execute` as a named
+    /// statement in a round trip of its own, which a transaction-mode PgBouncer without prepared-statement
+    /// tracking (Debian's 1.18) may hand to another server connection outside an explicit transaction.
+    pub async fn runtime_client(&self) -> tokio_postgres::Client {
+        let (client, conn) =
+            tokio_postgres::connect(&self.runtime_direct_url, tokio_postgres::NoTls).await.expect("runtime connection");
+        tokio::spawn(conn);
+        client
     }
 
     /// Graceful stop; returns what `run_until_stopped` returned.

@@ -1,16 +1,9 @@
 //! Tenant isolation proven at the database level and under concurrency.
 
 use futures::future::join_all;
-use tokio_postgres::NoTls;
 use uuid::Uuid;
 
 use crate::helpers::{TestApp, assert_error, email, scalar};
-
-async fn runtime_client(app: &TestApp) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(&app.runtime_url, NoTls).await.expect("runtime connection");
-    tokio::spawn(conn);
-    client
-}
 
 #[tokio::test]
 async fn unfiltered_select_returns_only_the_context_organizations_rows() {
@@ -21,7 +14,7 @@ async fn unfiltered_select_returns_only_the_context_organizations_rows() {
         app.knowledge(&b, org_b, &format!("b-{i}"), "beta").await;
     }
 
-    let db = runtime_client(&app).await;
+    let db = app.runtime_client().await;
     db.batch_execute("BEGIN").await.expect("begin");
     db.execute("SELECT set_user_context($1), set_org_context($2)", &[&a.id, &org_a]).await.expect("context");
     // Deliberately no WHERE clause: RLS alone decides.
@@ -51,7 +44,7 @@ async fn unfiltered_select_returns_only_the_context_organizations_rows() {
 async fn context_is_transaction_local_and_never_survives_commit() {
     let (app, a, org_a) = TestApp::with_org("Local").await;
     app.knowledge(&a, org_a, "t", "c").await;
-    let db = runtime_client(&app).await;
+    let db = app.runtime_client().await;
     db.batch_execute("BEGIN").await.expect("begin");
     db.execute("SELECT set_user_context($1), set_org_context($2)", &[&a.id, &org_a]).await.expect("context");
     assert_eq!(db.query("SELECT 1 FROM knowledge_sources", &[]).await.expect("select").len(), 1);
@@ -63,7 +56,7 @@ async fn context_is_transaction_local_and_never_survives_commit() {
 #[tokio::test]
 async fn runtime_role_is_not_owner_cannot_bypass_and_audit_log_is_append_only() {
     let app = TestApp::spawn().await;
-    let db = runtime_client(&app).await;
+    let db = app.runtime_client().await;
     let row = db
         .query_one("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user", &[])
         .await

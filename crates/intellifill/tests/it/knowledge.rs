@@ -178,8 +178,7 @@ async fn list_excerpts_are_the_contents_first_280_characters_stored_or_not() {
     assert_eq!(excerpt_of(&id).await, serde_json::json!(first));
 
     // The runtime role has no grant on the column.
-    let (runtime, conn) = tokio_postgres::connect(&app.runtime_url, tokio_postgres::NoTls).await.expect("runtime");
-    tokio::spawn(conn);
+    let runtime = app.runtime_client().await;
     let err = runtime
         .execute("UPDATE knowledge_sources SET excerpt = 'forged' WHERE id = $1", &[&uuid])
         .await

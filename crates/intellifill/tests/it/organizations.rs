@@ -65,8 +65,7 @@ async fn a_suspended_organization_is_closed_to_its_members() {
     let (s, b) = app.get(&u, &format!("/api/organizations/{org}/knowledge")).await;
     assert_error(s, &b, 403, "ORG_SUSPENDED");
     // The database agrees on its own: a member's full context opens no row of a suspended org.
-    let (db, conn) = tokio_postgres::connect(&app.runtime_url, tokio_postgres::NoTls).await.expect("connect");
-    tokio::spawn(conn);
+    let db = app.runtime_client().await;
     db.batch_execute("BEGIN").await.expect("begin");
     db.execute("SELECT set_user_context($1), set_org_context($2)", &[&u.id, &org]).await.expect("context");
     assert!(db.query("SELECT * FROM knowledge_sources", &[]).await.expect("select").is_empty());

@@ -2,17 +2,11 @@
 //! set the way the server sets it (`set_user_context` / `set_org_context`, transaction-local), so a bug in
 //! the handlers (or SQL injected through one) still cannot break the rules.
 
+use tokio_postgres::Client;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, NoTls};
 use uuid::Uuid;
 
 use crate::helpers::{TestApp, TestUser, email, scalar};
-
-async fn runtime_client(app: &TestApp) -> Client {
-    let (client, conn) = tokio_postgres::connect(&app.runtime_url, NoTls).await.expect("runtime connection");
-    tokio::spawn(conn);
-    client
-}
 
 /// Run `sql` in a transaction with `user`'s context in `org`; commit on success. Returns the rows changed or
 /// the SQLSTATE of the refusal.
@@ -48,7 +42,7 @@ async fn an_admin_cannot_raise_itself_touch_owners_or_peers_insert_members_or_su
     let peer = app.member(org, "ADMIN").await;
     let member = app.member(org, "MEMBER").await;
     let outsider = app.user(&email("outsider")).await;
-    let mut db = runtime_client(&app).await;
+    let mut db = app.runtime_client().await;
     let set_role = "UPDATE organization_memberships SET role = $2 WHERE user_id = $1";
 
     refused(as_user(&mut db, &admin, org, set_role, &[&admin.id, &"OWNER"]).await, PRIVILEGE, "self-promotion");
@@ -123,7 +117,7 @@ async fn an_admin_cannot_raise_itself_touch_owners_or_peers_insert_members_or_su
 async fn the_last_active_owner_cannot_be_demoted_suspended_removed_or_leave() {
     let (app, owner, org) = TestApp::with_org("SQL Last Owner").await;
     let member = app.member(org, "MEMBER").await;
-    let mut db = runtime_client(&app).await;
+    let mut db = app.runtime_client().await;
     for (sql, what) in [
         ("UPDATE organization_memberships SET role = 'ADMIN' WHERE user_id = $1", "demote"),
         ("UPDATE organization_memberships SET status = 'SUSPENDED' WHERE user_id = $1", "suspend"),
@@ -153,7 +147,7 @@ async fn two_owners_demoting_each_other_in_sql_at_once_leave_one_owner() {
     for round in 0..4 {
         let (app, a, org) = TestApp::with_org(&format!("SQL Race {round}")).await;
         let b = app.member(org, "OWNER").await;
-        let (mut da, mut db) = (runtime_client(&app).await, runtime_client(&app).await);
+        let (mut da, mut db) = (app.runtime_client().await, app.runtime_client().await);
         let demote = "UPDATE organization_memberships SET role = 'ADMIN' WHERE user_id = $1";
         let (pa, pb): ([&(dyn ToSql + Sync); 1], [&(dyn ToSql + Sync); 1]) = ([&b.id], [&a.id]);
         let (ra, rb) = tokio::join!(as_user(&mut da, &a, org, demote, &pa), as_user(&mut db, &b, org, demote, &pb));
@@ -174,7 +168,7 @@ async fn an_invitation_is_accepted_only_by_its_addressee_and_only_once() {
     let invitee = app.user(&email("invitee")).await;
     let other = app.user(&email("other")).await;
     let id = app.invite(&owner, org, &invitee.email, "ADMIN").await;
-    let mut db = runtime_client(&app).await;
+    let mut db = app.runtime_client().await;
     let accept = "SELECT accept_invitation($1)";
     refused(as_user(&mut db, &other, org, accept, &[&id]).await, "IFI01", "someone else's invitation");
     // The invitee cannot rewrite the invitation (no policy lets a non-admin update it) before accepting.
@@ -202,7 +196,7 @@ async fn open_request_sets_the_request_context_and_answers_only_about_its_own_ca
     let (app, owner, org) = TestApp::with_org("SQL Open Request").await;
     let member = app.member(org, "MEMBER").await;
     let outsider = app.user(&email("open-outsider")).await;
-    let mut db = runtime_client(&app).await;
+    let mut db = app.runtime_client().await;
     let search_path: String = db.query_one("SELECT current_setting('search_path')", &[]).await.expect("path").get(0);
 
     let a = open_request(&mut db, member.id, Some(org)).await;

@@ -289,8 +289,7 @@ async fn the_claim_function_needs_a_user_context_and_moves_an_address_only_to_a_
     let app = TestApp::spawn().await;
     let holder = app.auth_only_user(&email("holder")).await;
     assert_eq!(app.get(&holder, "/api/me").await.0, 200);
-    let (mut db, conn) = tokio_postgres::connect(&app.runtime_url, tokio_postgres::NoTls).await.expect("runtime");
-    tokio::spawn(conn);
+    let mut db = app.runtime_client().await;
     use tokio_postgres::error::SqlState;
 
     let me = Uuid::new_v4();
